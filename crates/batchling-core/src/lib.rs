@@ -1,0 +1,33 @@
+//! batchling's vocabulary, shared by every other crate. Pure: no async
+//! runtime, no network, no files.
+//!
+//! # Tour
+//! - [`request`]: one input line (`custom_id`, `method`, `url`, `body`),
+//!   parsed and validated on its own; bodies stay verbatim.
+//! - [`endpoint`]: the supported `/v1/...` endpoints.
+//! - [`output`]: writing output and error-file lines in OpenAI's batch format.
+//! - [`usage`]: reading `usage` out of response bodies.
+//! - [`tokens`]: token counts with OpenAI's tokenizers, for pacing and cost.
+//! - [`ratelimit`]: rate-limit readings from response headers.
+//! - [`retry`]: the [`retry::Verdict`] a classifier gives an attempt, and backoff.
+//! - [`duration`]: Go-style durations (`6m0s`) used in rate-limit headers.
+//!
+//! # Glossary
+//! A *request* is one input line; an *attempt* is one HTTP call for it; a
+//! *run* is one pass of `batchling run` over a file; an *outcome* is what a
+//! request finally became (succeeded, failed, invalid).
+#![deny(missing_docs)]
+
+pub mod duration;
+pub mod endpoint;
+pub mod output;
+pub mod ratelimit;
+pub mod request;
+pub mod retry;
+pub mod tokens;
+pub mod usage;
+
+pub use endpoint::Endpoint;
+pub use request::{LineError, LineProblem, RequestLine};
+pub use retry::{RetryPolicy, RetryReason, StopReason, Verdict};
+pub use usage::Usage;

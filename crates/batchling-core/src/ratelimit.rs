@@ -1,0 +1,38 @@
+//! What a provider told us about its rate limits on one response.
+
+use std::time::Duration;
+
+/// One limit (requests or tokens) as seen in response headers. Every field is
+/// optional: providers send some, all or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LimitReading {
+    /// The per-minute limit.
+    pub limit: Option<u64>,
+    /// What is left before the provider starts refusing.
+    pub remaining: Option<u64>,
+    /// Time until the budget is full again.
+    pub reset: Option<Duration>,
+}
+
+impl LimitReading {
+    /// Whether the reading says anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.limit.is_none() && self.remaining.is_none() && self.reset.is_none()
+    }
+}
+
+/// Rate-limit information from one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimitSnapshot {
+    /// Requests per minute.
+    pub requests: LimitReading,
+    /// Tokens per minute.
+    pub tokens: LimitReading,
+}
+
+impl RateLimitSnapshot {
+    /// Whether the response carried no rate-limit headers.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.tokens.is_empty()
+    }
+}

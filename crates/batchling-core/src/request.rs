@@ -1,0 +1,285 @@
+//! One line of an OpenAI batch input file, parsed and validated on its own.
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::endpoint::Endpoint;
+
+/// A validated request line, ready to send.
+///
+/// The body is kept as the exact bytes of the input (`body` field), so it is
+/// forwarded to the provider byte for byte, never re-serialised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLine {
+    /// 1-based physical line number in the input file.
+    pub line_no: u64,
+    /// The caller's id for this request, unique within the file.
+    pub custom_id: String,
+    /// Where it goes.
+    pub endpoint: Endpoint,
+    /// The JSON object to POST, verbatim.
+    pub body: String,
+}
+
+impl RequestLine {
+    /// Parse the body for inspection (token counting, model name).
+    pub fn body_value(&self) -> serde_json::Result<Value> {
+        serde_json::from_str(&self.body)
+    }
+}
+
+/// Why a line was rejected. Each becomes an error-file line naming the input
+/// line number, and the rest of the run goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineProblem {
+    /// The line is not a JSON object.
+    #[error("not valid JSON: {0}")]
+    InvalidJson(String),
+    /// `custom_id` is absent.
+    #[error("missing \"custom_id\"")]
+    MissingCustomId,
+    /// `custom_id` is not a non-empty string.
+    #[error("\"custom_id\" must be a non-empty string, found {0}")]
+    BadCustomId(String),
+    /// The same `custom_id` appeared on an earlier line.
+    #[error("duplicate \"custom_id\" {custom_id:?}: first seen on line {first_line}")]
+    DuplicateCustomId {
+        /// The repeated id.
+        custom_id: String,
+        /// Where it was first seen (0 when unknown).
+        first_line: u64,
+    },
+    /// `method` is absent or not POST.
+    #[error("\"method\" must be \"POST\", found {0}")]
+    BadMethod(String),
+    /// `url` is absent or not a supported endpoint.
+    #[error("{0}")]
+    BadUrl(String),
+    /// `body` is absent or not a JSON object.
+    #[error("\"body\" must be a JSON object, found {0}")]
+    BadBody(String),
+    /// The body asks for streaming, which a batch cannot return.
+    #[error("\"stream\": true is not supported in a batch; remove it or set it to false")]
+    Streaming,
+}
+
+impl LineProblem {
+    /// The `error.code` written to the error file.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LineProblem::InvalidJson(_) => "invalid_json_line",
+            LineProblem::MissingCustomId | LineProblem::BadCustomId(_) => "invalid_custom_id",
+            LineProblem::DuplicateCustomId { .. } => "duplicate_custom_id",
+            LineProblem::BadMethod(_) => "invalid_method",
+            LineProblem::BadUrl(_) => "invalid_url",
+            LineProblem::BadBody(_) => "invalid_body",
+            LineProblem::Streaming => "streaming_unsupported",
+        }
+    }
+}
+
+/// A rejected line: where, which request (when its id could be read) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line_no}: {problem}")]
+pub struct LineError {
+    /// 1-based physical line number.
+    pub line_no: u64,
+    /// The line's `custom_id`, when it was a usable string.
+    pub custom_id: Option<String>,
+    /// What is wrong.
+    pub problem: LineProblem,
+}
+
+#[derive(Deserialize)]
+struct WireLine<'a> {
+    custom_id: Option<Value>,
+    method: Option<Value>,
+    url: Option<Value>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+}
+
+/// Only the body fields validation needs; serde skips the rest without
+/// building values for them.
+#[derive(Deserialize)]
+struct BodyPeek {
+    stream: Option<Value>,
+}
+
+/// Whether a physical line holds no request (blank lines are skipped, as the
+/// Batch API does).
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn describe_raw(raw: &RawValue) -> String {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'[') => "an array".into(),
+        Some(b'"') => "a string".into(),
+        Some(b'n') => "null".into(),
+        Some(b't' | b'f') => "a boolean".into(),
+        _ => "a number".into(),
+    }
+}
+
+/// Parse and validate one non-blank line. Duplicate ids are the caller's
+/// concern: it alone sees the whole file.
+pub fn parse_line(line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
+    let fail = |custom_id: Option<String>, problem| LineError {
+        line_no,
+        custom_id,
+        problem,
+    };
+    let wire: WireLine<'_> = serde_json::from_slice(line)
+        .map_err(|e| fail(None, LineProblem::InvalidJson(json_reason(&e))))?;
+
+    let custom_id = match wire.custom_id {
+        None => return Err(fail(None, LineProblem::MissingCustomId)),
+        Some(Value::String(s)) if !s.trim().is_empty() => s,
+        Some(other) => return Err(fail(None, LineProblem::BadCustomId(describe(&other)))),
+    };
+    let id = Some(custom_id.clone());
+    match &wire.method {
+        Some(Value::String(m)) if m == "POST" => {}
+        Some(other) => return Err(fail(id, LineProblem::BadMethod(describe(other)))),
+        None => return Err(fail(id, LineProblem::BadMethod("nothing".into()))),
+    }
+    let endpoint = match &wire.url {
+        Some(Value::String(u)) => u
+            .parse::<Endpoint>()
+            .map_err(|e| fail(id.clone(), LineProblem::BadUrl(e.to_string())))?,
+        Some(other) => {
+            let msg = format!("\"url\" must be a string, found {}", describe(other));
+            return Err(fail(id, LineProblem::BadUrl(msg)));
+        }
+        None => return Err(fail(id, LineProblem::BadUrl("missing \"url\"".into()))),
+    };
+    let body = match wire.body {
+        Some(raw) if raw.get().trim_start().starts_with('{') => raw,
+        Some(raw) => return Err(fail(id, LineProblem::BadBody(describe_raw(raw)))),
+        None => return Err(fail(id, LineProblem::BadBody("nothing".into()))),
+    };
+    let peek: BodyPeek = serde_json::from_str(body.get())
+        .map_err(|e| fail(id.clone(), LineProblem::BadBody(json_reason(&e))))?;
+    if matches!(peek.stream, Some(Value::Bool(true))) {
+        return Err(fail(id, LineProblem::Streaming));
+    }
+    Ok(RequestLine {
+        line_no,
+        custom_id,
+        endpoint,
+        body: body.get().to_owned(),
+    })
+}
+
+fn json_reason(e: &serde_json::Error) -> String {
+    // serde_json reports "at line 1 column N"; within one JSONL line only the
+    // column is meaningful.
+    let msg = e.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => format!("{} (column {})", &msg[..i], e.column()),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> RequestLine {
+        parse_line(3, line.as_bytes()).unwrap()
+    }
+
+    fn problem(line: &str) -> LineProblem {
+        parse_line(3, line.as_bytes()).unwrap_err().problem
+    }
+
+    #[test]
+    fn keeps_body_bytes_verbatim() {
+        let body = r#"{"model":"gpt-4o-mini",  "messages":[{"role":"user","content":"hi \u00e9"}],"x":1.50}"#;
+        let line = format!(
+            r#"{{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{body}}}"#
+        );
+        let r = ok(&line);
+        assert_eq!(r.body, body);
+        assert_eq!(r.custom_id, "a");
+        assert_eq!(r.endpoint, Endpoint::ChatCompletions);
+        assert_eq!(r.line_no, 3);
+    }
+
+    #[test]
+    fn rejects_each_bad_field() {
+        assert!(matches!(problem("{not json"), LineProblem::InvalidJson(_)));
+        assert!(matches!(problem("[1,2]"), LineProblem::InvalidJson(_)));
+        assert_eq!(
+            problem(r#"{"method":"POST","url":"/v1/embeddings","body":{}}"#),
+            LineProblem::MissingCustomId
+        );
+        assert_eq!(
+            problem(r#"{"custom_id":"","method":"POST","url":"/v1/embeddings","body":{}}"#),
+            LineProblem::BadCustomId("\"\"".into())
+        );
+        assert_eq!(
+            problem(r#"{"custom_id":7,"method":"POST","url":"/v1/embeddings","body":{}}"#),
+            LineProblem::BadCustomId("7".into())
+        );
+        assert_eq!(
+            problem(r#"{"custom_id":"a","method":"GET","url":"/v1/embeddings","body":{}}"#),
+            LineProblem::BadMethod("\"GET\"".into())
+        );
+        assert!(matches!(
+            problem(r#"{"custom_id":"a","method":"POST","url":"/v1/images/edits","body":{}}"#),
+            LineProblem::BadUrl(m) if m.contains("/v1/images/edits")
+        ));
+        assert_eq!(
+            problem(r#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":"x"}"#),
+            LineProblem::BadBody("a string".into())
+        );
+        assert_eq!(
+            problem(r#"{"custom_id":"a","method":"POST","url":"/v1/embeddings"}"#),
+            LineProblem::BadBody("nothing".into())
+        );
+        assert_eq!(
+            problem(
+                r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"stream":true}}"#
+            ),
+            LineProblem::Streaming
+        );
+    }
+
+    #[test]
+    fn stream_false_is_fine() {
+        ok(r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"stream":false}}"#);
+    }
+
+    #[test]
+    fn error_names_line_and_keeps_id() {
+        let e = parse_line(
+            9,
+            br#"{"custom_id":"x","method":"PUT","url":"/v1/embeddings","body":{}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.custom_id.as_deref(), Some("x"));
+        assert!(e.to_string().starts_with("line 9: \"method\""), "{e}");
+        assert_eq!(e.problem.code(), "invalid_method");
+    }
+
+    #[test]
+    fn blank_lines() {
+        assert!(is_blank(b"  \r"));
+        assert!(!is_blank(b" {}"));
+    }
+}
