@@ -66,7 +66,9 @@ impl fmt::Display for Endpoint {
 
 /// The `url` of a request line named no supported endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported url {0:?}: expected one of /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/moderations")]
+#[error(
+    "unsupported url {0:?}: expected one of /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/moderations"
+)]
 pub struct UnknownEndpoint(pub String);
 
 impl FromStr for Endpoint {

@@ -30,7 +30,10 @@ pub fn write_response_line(
     push_json_str(out, line_id);
     out.extend_from_slice(b",\"custom_id\":");
     push_json_str(out, custom_id);
-    let _ = write!(out, ",\"response\":{{\"status_code\":{status_code},\"request_id\":");
+    let _ = write!(
+        out,
+        ",\"response\":{{\"status_code\":{status_code},\"request_id\":"
+    );
     push_json_str(out, request_id);
     out.extend_from_slice(b",\"body\":");
     out.extend_from_slice(body_json);

@@ -262,7 +262,9 @@ mod tests {
 
     #[test]
     fn stream_false_is_fine() {
-        ok(r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"stream":false}}"#);
+        ok(
+            r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"stream":false}}"#,
+        );
     }
 
     #[test]

@@ -88,7 +88,12 @@ impl RetryPolicy {
     /// The wait before retry number `retries_done + 1`. `unit` is a uniform
     /// random number in [0, 1) (full jitter: anywhere from zero to the
     /// exponential ceiling, which spreads a herd of retries out).
-    pub fn backoff(&self, retries_done: u32, server_delay: Option<Duration>, unit: f64) -> Duration {
+    pub fn backoff(
+        &self,
+        retries_done: u32,
+        server_delay: Option<Duration>,
+        unit: f64,
+    ) -> Duration {
         if let Some(d) = server_delay {
             return d;
         }

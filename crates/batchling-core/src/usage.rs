@@ -60,14 +60,16 @@ pub enum BodyRead {
 /// `usage` (chat, completions, embeddings and responses shapes).
 pub fn read_body(body: &[u8]) -> BodyRead {
     match serde_json::from_slice::<Envelope>(body) {
-        Ok(env) => BodyRead::Json(env.usage.map(|u| Usage {
-            input: u.prompt_tokens.or(u.input_tokens).unwrap_or(0),
-            cached_input: u
-                .prompt_tokens_details
-                .or(u.input_tokens_details)
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            output: u.completion_tokens.or(u.output_tokens).unwrap_or(0),
+        Ok(env) => BodyRead::Json(env.usage.map(|u| {
+            Usage {
+                input: u.prompt_tokens.or(u.input_tokens).unwrap_or(0),
+                cached_input: u
+                    .prompt_tokens_details
+                    .or(u.input_tokens_details)
+                    .and_then(|d| d.cached_tokens)
+                    .unwrap_or(0),
+                output: u.completion_tokens.or(u.output_tokens).unwrap_or(0),
+            }
         })),
         Err(_) => BodyRead::NotJson,
     }

@@ -104,7 +104,9 @@ impl FromStr for LimitWindow {
         match s.to_ascii_lowercase().as_str() {
             "minute" | "min" | "m" => Ok(LimitWindow::Minute),
             "second" | "sec" | "s" => Ok(LimitWindow::Second),
-            _ => Err(format!("unknown limit window {s:?}: expected minute or second")),
+            _ => Err(format!(
+                "unknown limit window {s:?}: expected minute or second"
+            )),
         }
     }
 }

@@ -1,1 +1,248 @@
-//! stub
+//! The fake provider: a real HTTP/1.1 server that answers like OpenAI's
+//! synchronous API, with rate limits, latency and seeded faults.
+//!
+//! `batchling mock` runs it as a process (benchmarks drive it at well over
+//! 10,000 requests/s), and integration tests start it in-process:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use batchling_mock::{MockConfig, MockServer};
+//! let server = MockServer::start(
+//!     MockConfig { rpm: Some(120), ..MockConfig::default() },
+//!     "127.0.0.1:0".parse().unwrap(),
+//! )
+//! .await?;
+//! let base_url = server.base_url(); // "http://127.0.0.1:PORT/v1"
+//! // ... send POST {base_url}/chat/completions ...
+//! assert_eq!(server.stats().rate_limited, 0);
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # What a request goes through
+//! 1. Routing: `POST /v1/{chat/completions,completions,embeddings,responses,moderations}`
+//!    (404/405 otherwise). `GET /_mock/stats` returns [`MockStats`] as JSON.
+//! 2. The status override, when set, answers at once.
+//! 3. Validation, answered with 400 and OpenAI's error envelope: invalid
+//!    JSON, a missing `model`, a body containing `__fail_400__`, ...
+//! 4. Admission against RPM/TPM (cost = `batchling_core::tokens::estimate(..).total()`,
+//!    input plus reserved output, never refunded). Over a limit: 429 at once
+//!    with `retry-after-ms` / `retry-after`; a rejected request costs nothing.
+//! 5. The seeded fault draw, then the latency sleep.
+//! 6. The answer: a deterministic function of the body (see [`answer`]), or
+//!    the drawn fault; `__fail_500_always__` → 500, `__no_json__` → 200 with
+//!    a non-JSON body.
+//!
+//! Every answer carries `x-request-id` and, when limits are configured and
+//! `send_limit_headers` is on, the six `x-ratelimit-*` headers computed when
+//! the answer is sent.
+//!
+//! # Files
+//! - `lib.rs`: [`MockServer`]: start, stop, stats, runtime setters.
+//! - `config.rs`: [`MockConfig`], [`LimitWindow`], [`Faults`].
+//! - `limits.rs`: fixed-window RPM/TPM accounting and Go-duration text
+//!   ([`format_go_duration`], [`parse_go_duration`]).
+//! - `faults.rs`: the seeded per-request draw (fault, slow, jitter).
+//! - `answer.rs`: validation and the deterministic answer bodies.
+//! - `server.rs`: accept loop, hyper connections, the request handler.
+//! - `stats.rs`: [`MockStats`] counters and the per-request-key table.
+//!
+//! The hot path takes no lock across an await and logs nothing per request.
+
+pub mod answer;
+mod config;
+mod faults;
+mod limits;
+mod server;
+mod stats;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper::header::{HeaderName, HeaderValue};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Faults, LimitWindow, MockConfig};
+pub use limits::{format_go_duration, parse_go_duration};
+pub use server::{
+    CUSTOM_ID_HEADER, MARKER_FAIL_400, MARKER_FAIL_500_ALWAYS, MARKER_NO_JSON, NO_JSON_BODY,
+    body_key,
+};
+pub use stats::MockStats;
+
+use server::{Shared, StatusOverride};
+
+/// How long [`MockServer::shutdown`] lets in-flight requests finish before
+/// cutting their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A running mock server. Dropping it stops the server abruptly; prefer
+/// [`MockServer::shutdown`].
+#[derive(Debug)]
+pub struct MockServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    graceful: CancellationToken,
+    hard: CancellationToken,
+    tracker: TaskTracker,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Bind `addr` (port 0 picks a free port) and serve on the current tokio
+    /// runtime.
+    pub async fn start(config: MockConfig, addr: SocketAddr) -> std::io::Result<MockServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config));
+        let graceful = CancellationToken::new();
+        let hard = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let accept = tokio::spawn(server::accept_loop(
+            listener,
+            shared.clone(),
+            graceful.clone(),
+            hard.clone(),
+            tracker.clone(),
+        ));
+        Ok(MockServer {
+            addr,
+            shared,
+            graceful,
+            hard,
+            tracker,
+            accept: Some(accept),
+        })
+    }
+
+    /// The bound address (with the real port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://HOST:PORT/v1`; an unspecified bind address (0.0.0.0, ::) is
+    /// written as loopback.
+    pub fn base_url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}/v1", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// The configuration the server started with (runtime setters not applied).
+    pub fn config(&self) -> &MockConfig {
+        &self.shared.config
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> MockStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// How many well-formed 200 answers were given for a request key: the
+    /// `x-batchling-custom-id` header, else the body's `"user"`, else the
+    /// xxh3 of the raw body as 16 hex digits (see [`body_key`]). Always 0
+    /// when `track_keys` is off.
+    pub fn ok_count_for(&self, key: &str) -> u64 {
+        self.shared.keys.get(key).ok
+    }
+
+    /// How many requests arrived with a request key, whatever the answer.
+    pub fn attempts_for(&self, key: &str) -> u64 {
+        self.shared.keys.get(key).attempts
+    }
+
+    /// Every key with at least one 200, and its count.
+    pub fn ok_counts(&self) -> HashMap<String, u64> {
+        self.shared.keys.ok_counts()
+    }
+
+    /// Replace the fault probabilities from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self
+            .shared
+            .faults
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    /// Replace the latency and jitter from now on.
+    pub fn set_latency(&self, latency: Duration, jitter: Duration) {
+        self.shared
+            .latency_nanos
+            .store(latency.as_nanos() as u64, Relaxed);
+        self.shared
+            .jitter_nanos
+            .store(jitter.as_nanos() as u64, Relaxed);
+    }
+
+    /// Make EVERY request (valid or not, before limits and latency) answer
+    /// `status` with the JSON `body` and the extra `headers` (which replace
+    /// the mock's own headers of the same name), until called with `None`.
+    /// Overridden requests consume no rate budget.
+    ///
+    /// # Panics
+    /// On a status outside 100..=999 or an invalid header name or value.
+    pub fn set_status_override(&self, answer: Option<(u16, String, Vec<(String, String)>)>) {
+        let new = answer.map(|(status, body, headers)| {
+            let status = StatusCode::from_u16(status)
+                .unwrap_or_else(|_| panic!("invalid status override {status}"));
+            let headers = headers
+                .into_iter()
+                .map(|(name, value)| {
+                    let n = HeaderName::try_from(name.as_str())
+                        .unwrap_or_else(|_| panic!("invalid header name {name:?}"));
+                    let v = HeaderValue::try_from(value.as_str())
+                        .unwrap_or_else(|_| panic!("invalid header value {value:?}"));
+                    (n, v)
+                })
+                .collect();
+            Arc::new(StatusOverride {
+                status,
+                body: Bytes::from(body),
+                headers,
+            })
+        });
+        let on = new.is_some();
+        *self
+            .shared
+            .status_override
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = new;
+        self.shared.override_on.store(on, Relaxed);
+    }
+
+    /// Stop accepting, let in-flight requests finish (up to
+    /// [`SHUTDOWN_GRACE`]), then close every connection.
+    pub async fn shutdown(mut self) {
+        self.graceful.cancel();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.hard.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.graceful.cancel();
+        self.hard.cancel();
+    }
+}

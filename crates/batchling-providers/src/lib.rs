@@ -1,1 +1,60 @@
-//! stub
+//! Talking to LLM APIs.
+//!
+//! # Tour
+//! - [`Provider`]: the one trait the engine sees: send an attempt, classify it.
+//! - [`openai`]: OpenAI-compatible servers (OpenAI, vLLM, llama.cpp, the
+//!   built-in mock): [`openai::client`] sends, [`openai::classify`] decides
+//!   retry / give up / success, [`openai::headers`] reads rate-limit headers.
+//! - [`attempt`]: what one HTTP call produced, whatever the provider.
+//! - [`secret`]: API keys that cannot be printed.
+//!
+//! A provider never touches the store or the pacer: it reports what the
+//! server said, and the engine acts on it.
+#![deny(missing_docs)]
+
+pub mod attempt;
+pub mod openai;
+pub mod secret;
+
+use std::future::Future;
+
+pub use attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
+pub use batchling_core::Verdict;
+pub use secret::ApiKey;
+
+/// An upstream the engine can send requests to.
+pub trait Provider: Send + Sync + 'static {
+    /// Make one HTTP call for a request. Never fails: transport problems are
+    /// part of the returned [`Attempt`].
+    fn send(&self, request: &Outgoing) -> impl Future<Output = Attempt> + Send;
+
+    /// Decide what an attempt means: success, retry, failure or stop the run.
+    fn classify(&self, attempt: &Attempt) -> Verdict;
+}
+
+/// A provider could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The base URL does not parse or is not http(s).
+    #[error(
+        "invalid base URL {url:?}: {reason}; expected something like https://api.openai.com/v1"
+    )]
+    BadBaseUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `--header` value is not a valid HTTP header.
+    #[error("invalid header {name:?}: {reason}")]
+    BadHeader {
+        /// The header name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}

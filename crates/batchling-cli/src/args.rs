@@ -1,0 +1,170 @@
+//! Command-line arguments, as clap sees them. Nothing else reads these:
+//! `settings` resolves them once into plain values.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Get thousands to millions of LLM API requests answered: paced to the
+/// provider's limits, retried, each exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "batchling", version, about, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Send every request of an OpenAI batch-format JSONL file and write the
+    /// answers in OpenAI's batch output format.
+    Run(RunArgs),
+    /// Start the built-in fake provider (an OpenAI-compatible server with
+    /// limits, latency and faults) to rehearse a run for free.
+    Mock(MockArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OrderArg {
+    /// Output lines in the order of the input file.
+    Input,
+    /// Output lines as requests finish.
+    Completion,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Input JSONL file (one request per line), or - for standard input.
+    pub(crate) input: String,
+
+    /// Output file for successful answers.
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+
+    /// Error file for failed and invalid requests [default: OUTPUT with
+    /// .errors before its extension].
+    #[arg(long)]
+    pub(crate) errors: Option<PathBuf>,
+
+    /// Check the whole file first and refuse to start if any line is bad.
+    #[arg(long)]
+    pub(crate) strict: bool,
+
+    /// API base URL including /v1, as in the official SDKs [default:
+    /// $OPENAI_BASE_URL, else https://api.openai.com/v1].
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+
+    /// Name of the environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
+    pub(crate) api_key_env: String,
+
+    /// Extra header sent with every request, as 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "'K: V'")]
+    pub(crate) headers: Vec<String>,
+
+    /// Per-attempt timeout in seconds.
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub(crate) timeout: f64,
+
+    /// Requests-per-minute limit [default: learned from the provider's headers].
+    #[arg(long)]
+    pub(crate) rpm: Option<u64>,
+
+    /// Tokens-per-minute limit [default: learned from the provider's headers].
+    #[arg(long)]
+    pub(crate) tpm: Option<u64>,
+
+    /// Most requests in flight at once.
+    #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
+    pub(crate) concurrency: usize,
+
+    /// Attempts per request, the first included (429s do not count).
+    #[arg(long, default_value_t = 6)]
+    pub(crate) max_attempts: u32,
+
+    /// When the upstream fails everything, keep probing this long before
+    /// stopping (e.g. 10m, 90s).
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub(crate) give_up_after: String,
+
+    /// Output tokens reserved against --tpm for a request that sets no
+    /// max_tokens / max_completion_tokens / max_output_tokens.
+    #[arg(long, default_value_t = batchling_engine::DEFAULT_MAX_OUTPUT, value_name = "N")]
+    pub(crate) default_max_tokens: u64,
+
+    /// Ignore x-ratelimit-* headers: pace only by --rpm/--tpm.
+    #[arg(long)]
+    pub(crate) ignore_limit_headers: bool,
+
+    /// Order of output lines.
+    #[arg(long, value_enum, default_value_t = OrderArg::Input)]
+    pub(crate) order: OrderArg,
+
+    /// Use HTTP/2 when the server offers it (one connection per host).
+    #[arg(long)]
+    pub(crate) http2: bool,
+
+    /// Send to the built-in fake provider instead of a real one.
+    #[arg(long, conflicts_with = "base_url")]
+    pub(crate) mock: bool,
+
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) summary_json: Option<PathBuf>,
+
+    /// No progress bar or status lines.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MockArgs {
+    /// Port on 127.0.0.1 (0 picks a free one; the URL is printed on stdout).
+    #[arg(long, default_value_t = 8089)]
+    pub(crate) port: u16,
+
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) latency_ms: u64,
+
+    /// Extra random latency, 0 to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) jitter_ms: u64,
+
+    /// Requests-per-minute limit to enforce.
+    #[arg(long)]
+    pub(crate) rpm: Option<u64>,
+
+    /// Tokens-per-minute limit to enforce.
+    #[arg(long)]
+    pub(crate) tpm: Option<u64>,
+
+    /// Enforce limits per second (limit/60 each second) instead of per minute.
+    #[arg(long)]
+    pub(crate) per_second: bool,
+
+    /// Do not send x-ratelimit-* headers.
+    #[arg(long)]
+    pub(crate) no_limit_headers: bool,
+
+    /// Share of requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) error_500: f64,
+
+    /// Share of requests answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) error_503: f64,
+
+    /// Share of connections dropped without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) drop_connection: f64,
+
+    /// Share of 200 answers with a truncated body.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) malformed: f64,
+
+    /// Seed for faults and jitter.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+}

@@ -1,0 +1,41 @@
+//! One file per subcommand. Each takes resolved settings and returns the
+//! process exit code.
+
+mod mock;
+mod run;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::args::{Cli, Command};
+use crate::settings::RunSettings;
+
+/// Exit codes, as documented in the README.
+pub(crate) mod exit {
+    /// Every request answered.
+    pub(crate) const OK: u8 = 0;
+    /// The run finished but some requests failed.
+    pub(crate) const SOME_FAILED: u8 = 1;
+    /// Usage, configuration or I/O error, or a run stopped by the provider.
+    pub(crate) const ERROR: u8 = 2;
+    /// Interrupted (Ctrl-C / SIGTERM).
+    pub(crate) const INTERRUPTED: u8 = 130;
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => {
+            let settings = RunSettings::resolve(a, |k| std::env::var(k).ok())?;
+            runtime()?.block_on(run::run(settings))
+        }
+        Command::Mock(a) => runtime()?.block_on(mock::mock(a)),
+    }
+}

@@ -1,0 +1,126 @@
+//! `batchling run`: stream a file through the engine.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use batchling_engine::{Input, RunSummary, StopCause};
+use batchling_mock::{MockConfig, MockServer};
+use batchling_providers::openai::OpenAiClient;
+use tokio_util::sync::CancellationToken;
+
+use super::exit;
+use crate::progress;
+use crate::settings::{RunSettings, Upstream};
+
+pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
+    if s.strict {
+        let Input::File(path) = &s.job.input else {
+            bail!("--strict reads the file twice, so it needs a file path, not - (stdin)");
+        };
+        let problems = batchling_engine::check_file(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("{}:{p}", path.display());
+            }
+            bail!(
+                "{} has {} bad line(s); nothing was sent (--strict)",
+                path.display(),
+                problems.len()
+            );
+        }
+    }
+
+    let (client_config, _mock) = match s.upstream {
+        Upstream::Remote(c) => (c, None),
+        Upstream::Mock {
+            implicit,
+            mut client,
+        } => {
+            let server = MockServer::start(
+                MockConfig::default(),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            )
+            .await
+            .context("cannot start the built-in fake provider")?;
+            if implicit {
+                eprintln!(
+                    "note: no API key and no --base-url: sending to the built-in fake provider \
+                     (answers are fake). Set OPENAI_API_KEY or --base-url for a real run."
+                );
+            }
+            client.base_url = server.base_url();
+            (client, Some(server))
+        }
+    };
+    let client = OpenAiClient::new(client_config)?;
+
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let reporter = progress::reporter(s.quiet);
+    let summary =
+        batchling_engine::run(s.job.clone(), Arc::new(client), shutdown, reporter.clone()).await?;
+    reporter.finish();
+
+    if let Some(path) = &s.summary_json {
+        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !s.quiet {
+        progress::print_summary(&summary, &s.job.output, &s.job.errors);
+    }
+    Ok(ExitCode::from(exit_code(&summary)))
+}
+
+fn exit_code(s: &RunSummary) -> u8 {
+    match &s.stopped {
+        Some(StopCause::Interrupted) => exit::INTERRUPTED,
+        Some(cause) => {
+            eprintln!("error: {cause}");
+            exit::ERROR
+        }
+        None if s.failed > 0 || s.not_done > 0 => exit::SOME_FAILED,
+        None => exit::OK,
+    }
+}
+
+/// First Ctrl-C or SIGTERM: stop dispatching and drain. Second: exit now.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let next = async {
+            match term.as_mut() {
+                Some(t) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = t.recv() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        next.await;
+        eprintln!("\ninterrupted: finishing requests in flight (press Ctrl-C again to exit now)");
+        shutdown.cancel();
+        let again = async {
+            match term.as_mut() {
+                Some(t) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = t.recv() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        again.await;
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    });
+}

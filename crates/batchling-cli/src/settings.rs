@@ -1,0 +1,156 @@
+//! Arguments and environment resolved once into plain values. Commands take
+//! these and never see clap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use batchling_core::RetryPolicy;
+use batchling_core::duration::parse_duration;
+use batchling_engine::{Input, Job, Order, PacerConfig, default_errors_path};
+use batchling_providers::ApiKey;
+use batchling_providers::openai::ClientConfig;
+
+use crate::args::{OrderArg, RunArgs};
+
+/// Environment variables batchling reads (besides the one named by
+/// `--api-key-env`).
+pub(crate) mod env {
+    /// The API base URL when `--base-url` is not given.
+    pub(crate) const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+}
+
+const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub(crate) enum Upstream {
+    /// A real server.
+    Remote(ClientConfig),
+    /// The built-in fake provider, started in-process. `implicit` when it
+    /// was chosen because no key was set.
+    Mock {
+        implicit: bool,
+        client: ClientConfig,
+    },
+}
+
+/// Everything `batchling run` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct RunSettings {
+    pub(crate) job: Job,
+    pub(crate) upstream: Upstream,
+    pub(crate) strict: bool,
+    pub(crate) quiet: bool,
+    pub(crate) summary_json: Option<PathBuf>,
+}
+
+fn parse_header(h: &str) -> Result<(String, String)> {
+    let (k, v) = h
+        .split_once(':')
+        .with_context(|| format!("--header {h:?}: expected 'Name: value'"))?;
+    if k.trim().is_empty() {
+        bail!("--header {h:?}: the header name is empty");
+    }
+    Ok((k.trim().to_owned(), v.trim().to_owned()))
+}
+
+impl RunSettings {
+    pub(crate) fn resolve(a: RunArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let input = if a.input == "-" {
+            Input::Stdin
+        } else {
+            Input::File(PathBuf::from(&a.input))
+        };
+        let give_up_after = parse_duration(&a.give_up_after).with_context(|| {
+            format!(
+                "--give-up-after {:?}: expected a duration such as 10m, 90s or 1h",
+                a.give_up_after
+            )
+        })?;
+        if !(a.timeout.is_finite() && a.timeout > 0.0) {
+            bail!(
+                "--timeout {}: expected a positive number of seconds",
+                a.timeout
+            );
+        }
+        if a.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        if a.max_attempts == 0 {
+            bail!("--max-attempts must be at least 1");
+        }
+        if a.rpm == Some(0) || a.tpm == Some(0) {
+            bail!("--rpm and --tpm must be positive (leave them out for no limit)");
+        }
+        let headers = a
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<Vec<_>>>()?;
+        let key = getenv(&a.api_key_env)
+            .filter(|k| !k.trim().is_empty())
+            .map(ApiKey::new);
+        let env_base = getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty());
+        let client = ClientConfig {
+            base_url: a
+                .base_url
+                .clone()
+                .or(env_base.clone())
+                .unwrap_or_else(|| OPENAI_DEFAULT_BASE.into()),
+            api_key: key.clone(),
+            headers,
+            timeout: Duration::from_secs_f64(a.timeout),
+            pool_size: a.concurrency,
+            http2: a.http2,
+            ..ClientConfig::default()
+        };
+        let upstream = if a.mock {
+            Upstream::Mock {
+                implicit: false,
+                client,
+            }
+        } else if key.is_none() && a.base_url.is_none() && env_base.is_none() {
+            // No key and nowhere else to go: rehearse against the fake
+            // provider rather than fail, and say so loudly.
+            Upstream::Mock {
+                implicit: true,
+                client,
+            }
+        } else {
+            Upstream::Remote(client)
+        };
+        let mut job = Job::new(input, a.output.clone());
+        job.errors = a.errors.unwrap_or_else(|| default_errors_path(&a.output));
+        if job.errors == job.output {
+            bail!(
+                "--errors and --output name the same file {}",
+                job.output.display()
+            );
+        }
+        job.order = match a.order {
+            OrderArg::Input => Order::Input,
+            OrderArg::Completion => Order::Completion,
+        };
+        job.pacing = PacerConfig {
+            rpm: a.rpm,
+            tpm: a.tpm,
+            learn: !a.ignore_limit_headers,
+            ..PacerConfig::default()
+        };
+        job.concurrency = a.concurrency;
+        job.retry = RetryPolicy {
+            max_attempts: a.max_attempts,
+            ..RetryPolicy::default()
+        };
+        job.give_up_after = give_up_after;
+        job.default_max_output = a.default_max_tokens;
+        Ok(RunSettings {
+            job,
+            upstream,
+            strict: a.strict,
+            quiet: a.quiet,
+            summary_json: a.summary_json,
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! Counting the tokens of one text, with a small per-thread memo.
+//!
+//! Batch files repeat the same long strings on every line (system prompts,
+//! few-shot examples, tool descriptions). Encoding is ~20 MB/s; hashing is
+//! ~10 GB/s. So texts of [`MEMO_MIN_LEN`] bytes or more are looked up by their
+//! 128-bit xxh3 hash (seeded with the encoding) plus length in a direct-mapped
+//! table of [`MEMO_SLOTS`] entries per thread. A hit returns the count computed
+//! earlier for the same text; the result is always what the tokenizer gives.
+
+use std::cell::RefCell;
+
+use tiktoken_rs::CoreBPE;
+use xxhash_rust::xxh3::xxh3_128_with_seed;
+
+use super::Encoding;
+
+/// Texts shorter than this are encoded directly (hashing would not pay).
+pub(super) const MEMO_MIN_LEN: usize = 48;
+/// Slots per thread (a power of two). 32 bytes each.
+const MEMO_SLOTS: usize = 2048;
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    hash: u128,
+    len: usize,
+    count: u64,
+}
+
+thread_local! {
+    static MEMO: RefCell<Box<[Slot]>> = RefCell::new(vec![Slot::default(); MEMO_SLOTS].into_boxed_slice());
+}
+
+pub(super) fn bpe(encoding: Encoding) -> &'static CoreBPE {
+    match encoding {
+        Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+        Encoding::O200kBase | Encoding::Approximate => tiktoken_rs::o200k_base_singleton(),
+    }
+}
+
+/// Tokens of `text` with `encode_ordinary` semantics, without the memo.
+pub(super) fn count_uncached(encoding: Encoding, text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    // count_ordinary builds one Vec<u32> of ranks and returns its length; it is
+    // tiktoken-rs's cheapest public path (no per-token Strings).
+    bpe(encoding).count_ordinary(text) as u64
+}
+
+pub(super) fn count(encoding: Encoding, text: &str) -> u64 {
+    if text.len() < MEMO_MIN_LEN {
+        return count_uncached(encoding, text);
+    }
+    let seed = match encoding {
+        Encoding::Cl100kBase => 1,
+        // Approximate counts with o200k too, so it may share O200kBase's entries.
+        Encoding::O200kBase | Encoding::Approximate => 2,
+    };
+    let hash = xxh3_128_with_seed(text.as_bytes(), seed);
+    let idx = (hash as usize) & (MEMO_SLOTS - 1);
+    let hit = MEMO.with(|m| {
+        let slot = m.borrow()[idx];
+        (slot.hash == hash && slot.len == text.len()).then_some(slot.count)
+    });
+    if let Some(count) = hit {
+        return count;
+    }
+    let count = count_uncached(encoding, text);
+    MEMO.with(|m| {
+        m.borrow_mut()[idx] = Slot {
+            hash,
+            len: text.len(),
+            count,
+        }
+    });
+    count
+}

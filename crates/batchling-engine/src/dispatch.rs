@@ -1,0 +1,415 @@
+//! The dispatch loop: one loop that takes pacing, concurrency, retry policy,
+//! shutdown and a reporter as values.
+//!
+//! Flow: the reader thread sends parsed lines; the loop takes retries first,
+//! then new lines; for each it takes a concurrency permit, waits for the
+//! pacer, and spawns one attempt. An attempt's task classifies the answer and
+//! either finishes the request (a line to the sink) or sleeps its backoff and
+//! sends the request back to the loop. Each request carries a sender back to
+//! the loop, so the loop knows the run is over exactly when the input is
+//! exhausted and no request is left anywhere.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use batchling_core::output::{self, LineFailure};
+use batchling_core::tokens::TokenEstimate;
+use batchling_core::{RetryPolicy, RetryReason, StopReason, Verdict};
+use batchling_providers::{Answer, Attempt, Outgoing, Provider, TransportKind};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::pacer::Pacer;
+use crate::reader::{Parsed, ReadItem};
+use crate::report::{Counters, Reporter, StopCause};
+use crate::sink::{Dest, Finished};
+
+/// A request somewhere between the input and its final line.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    parsed: Parsed,
+    /// Attempts that count against `max_attempts` (429s do not).
+    attempts: u32,
+    /// Retries so far (for the backoff exponent).
+    retries: u32,
+    /// Success count when this request started retrying.
+    mark: u64,
+    /// The way back to the loop; dropping the last one ends the run.
+    home: mpsc::UnboundedSender<Pending>,
+}
+
+/// Everything attempt tasks share.
+pub(crate) struct Ctx<P> {
+    pub(crate) provider: Arc<P>,
+    pub(crate) pacer: Arc<Pacer>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) health: Health,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) sink: mpsc::Sender<Finished>,
+    pub(crate) reporter: Arc<dyn Reporter>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) stop_cause: Mutex<Option<StopCause>>,
+    pub(crate) attempt_done: Notify,
+    pub(crate) first_answer: AtomicBool,
+    pub(crate) count_tokens: Arc<AtomicBool>,
+    pub(crate) default_max_output: u64,
+    pub(crate) id_counter: AtomicU64,
+    pub(crate) id_prefix: String,
+}
+
+impl<P: Provider> Ctx<P> {
+    pub(crate) fn stop_with(&self, cause: StopCause) {
+        let mut c = self.stop_cause.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            self.reporter.notice(&format!("stopping: {cause}"));
+            *c = Some(cause);
+        }
+        self.stop.cancel();
+    }
+
+    /// A unique `batch_req_...` id for an output line.
+    fn line_id(&self) -> String {
+        let n = self.id_counter.fetch_add(1, Relaxed);
+        format!("batch_req_{}{n:08x}", self.id_prefix)
+    }
+
+    async fn finish(&self, seq: u64, dest: Dest, line: Vec<u8>) {
+        let counter = match dest {
+            Dest::Output => &self.counters.succeeded,
+            Dest::Errors => &self.counters.failed,
+        };
+        // The sink only goes away when the run is being torn down.
+        if self.sink.send(Finished { seq, dest, line }).await.is_ok() {
+            Counters::add(counter, 1);
+        }
+    }
+
+    async fn finish_with_answer(&self, p: &Pending, a: &Answer, dest: Dest) {
+        let mut line = Vec::with_capacity(a.body.len() + 160);
+        let id = self.line_id();
+        let request_id = a.request_id.as_deref().unwrap_or("");
+        let is_json =
+            a.body_is_json && serde_json::from_slice::<serde::de::IgnoredAny>(&a.body).is_ok();
+        if dest == Dest::Output || is_json {
+            output::write_response_line(
+                &mut line,
+                &id,
+                &p.parsed.custom_id,
+                a.status,
+                request_id,
+                &a.body,
+            );
+        } else {
+            let text = String::from_utf8_lossy(&a.body);
+            let body = output::envelope_for_text(a.status, &text);
+            output::write_response_line(
+                &mut line,
+                &id,
+                &p.parsed.custom_id,
+                a.status,
+                request_id,
+                &body,
+            );
+        }
+        self.finish(p.parsed.seq, dest, line).await;
+    }
+
+    async fn finish_with_failure(
+        &self,
+        seq: u64,
+        custom_id: Option<&str>,
+        code: &str,
+        message: &str,
+    ) {
+        let mut line = Vec::with_capacity(160 + message.len());
+        let id = self.line_id();
+        output::write_failure_line(&mut line, &id, custom_id, &LineFailure { code, message });
+        self.finish(seq, Dest::Errors, line).await;
+    }
+
+    pub(crate) async fn reject(&self, seq: u64, e: batchling_core::LineError) {
+        Counters::add(&self.counters.invalid, 1);
+        let mut line = Vec::with_capacity(200);
+        let id = self.line_id();
+        let message = e.to_string();
+        let failure = LineFailure {
+            code: e.problem.code(),
+            message: &message,
+        };
+        output::write_failure_line(&mut line, &id, e.custom_id.as_deref(), &failure);
+        // Not counted in `failed` by finish(): invalid lines have their own counter.
+        let _ = self
+            .sink
+            .send(Finished {
+                seq,
+                dest: Dest::Errors,
+                line,
+            })
+            .await;
+    }
+}
+
+fn describe_attempt(a: &Attempt) -> String {
+    match a {
+        Attempt::Answered(a) => format!(
+            "HTTP {}: {}",
+            a.status,
+            batchling_providers::openai::classify::error_message(a)
+        ),
+        Attempt::Transport(t) => t.message.clone(),
+    }
+}
+
+/// One HTTP attempt and what follows from it.
+pub(crate) async fn attempt<P: Provider>(
+    ctx: Arc<Ctx<P>>,
+    p: Pending,
+    permit: OwnedSemaphorePermit,
+) {
+    let out = Outgoing {
+        custom_id: p.parsed.custom_id.clone(),
+        endpoint: p.parsed.endpoint,
+        body: p.parsed.body.clone(),
+    };
+    let started = Instant::now();
+    let result = ctx.provider.send(&out).await;
+    let latency = started.elapsed();
+    drop(permit);
+    ctx.counters.in_flight.fetch_sub(1, Relaxed);
+    Counters::add(&ctx.counters.attempts, 1);
+    if let Some(limits) = result.limits() {
+        ctx.pacer.observe(limits);
+        if ctx.pacer.has_token_limit() {
+            ctx.count_tokens.store(true, Relaxed);
+        }
+        ctx.first_answer.store(true, Relaxed);
+    }
+    ctx.attempt_done.notify_waiters();
+
+    match ctx.provider.classify(&result) {
+        Verdict::Success => {
+            let Attempt::Answered(a) = &result else {
+                unreachable!("only answers succeed")
+            };
+            if let Some(u) = a.usage {
+                let c = &ctx.counters;
+                Counters::add(&c.input_tokens, u.input);
+                Counters::add(&c.cached_tokens, u.cached_input);
+                Counters::add(&c.output_tokens, u.output);
+                // Providers charge the output reservation at admission; only
+                // the input estimate is corrected.
+                let t = p.parsed.tokens;
+                if t != TokenEstimate::default() {
+                    ctx.pacer.settle_tokens(t.input, u.input);
+                }
+            }
+            ctx.counters
+                .latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(latency);
+            if ctx.health.success() {
+                ctx.reporter
+                    .notice("the upstream answers again; resuming full speed");
+            }
+            ctx.finish_with_answer(&p, a, Dest::Output).await;
+        }
+        Verdict::Fail => {
+            let Attempt::Answered(a) = &result else {
+                unreachable!("transport errors are retried")
+            };
+            ctx.finish_with_answer(&p, a, Dest::Errors).await;
+        }
+        Verdict::StopRun(reason) => {
+            ctx.stop_with(match reason {
+                StopReason::Unauthorized { status, message } => {
+                    StopCause::Unauthorized { status, message }
+                }
+                StopReason::QuotaExhausted { message } => StopCause::QuotaExhausted { message },
+            });
+        }
+        Verdict::Retry { after, reason } => retry(ctx, p, &result, after, reason).await,
+    }
+}
+
+async fn retry<P: Provider>(
+    ctx: Arc<Ctx<P>>,
+    mut p: Pending,
+    result: &Attempt,
+    after: Option<Duration>,
+    reason: RetryReason,
+) {
+    if reason == RetryReason::RateLimited {
+        Counters::add(&ctx.counters.rate_limited, 1);
+        let pause = after.unwrap_or(Duration::from_secs(1));
+        let was_paused = ctx.pacer.paused_until().is_some();
+        ctx.pacer.pause(pause);
+        if !was_paused {
+            ctx.reporter.notice(&format!(
+                "429 rate limited: all workers pause for {:.1}s",
+                pause.as_secs_f64()
+            ));
+        }
+    } else {
+        p.attempts += 1;
+    }
+    if ctx.stop.is_cancelled() {
+        return;
+    }
+    if p.attempts >= ctx.retry.max_attempts {
+        if reason.is_outage_sign() && !ctx.health.succeeded_since(p.mark) {
+            // Nothing else got through while this one retried: the upstream
+            // is down, not this request. Keep it, and probe.
+            if ctx.health.enter_outage(describe_attempt(result)) {
+                ctx.reporter.notice(&format!(
+                    "the upstream is failing ({}); probing with one request at a time",
+                    describe_attempt(result)
+                ));
+            }
+            p.attempts = 0;
+            p.retries = 0;
+            p.mark = ctx.health.mark();
+            let home = p.home.clone();
+            let _ = home.send(p);
+            return;
+        }
+        match result {
+            Attempt::Answered(a) => ctx.finish_with_answer(&p, a, Dest::Errors).await,
+            Attempt::Transport(t) => {
+                let code = match t.kind {
+                    TransportKind::Timeout => "request_timeout",
+                    TransportKind::Connection => "connection_error",
+                };
+                let msg = format!("gave up after {} attempts: {}", p.attempts, t.message);
+                ctx.finish_with_failure(p.parsed.seq, Some(&p.parsed.custom_id), code, &msg)
+                    .await;
+            }
+        }
+        return;
+    }
+    Counters::add(&ctx.counters.retries, 1);
+    let delay = if reason == RetryReason::RateLimited {
+        Duration::ZERO // the shared pause already holds every admission back
+    } else {
+        ctx.retry.backoff(p.retries, after, rand::random::<f64>())
+    };
+    p.retries += 1;
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = ctx.stop.cancelled() => return,
+    }
+    let home = p.home.clone();
+    let _ = home.send(p);
+}
+
+/// The loop itself. Returns when every request is finished or the run stops.
+pub(crate) async fn dispatch<P: Provider>(
+    ctx: Arc<Ctx<P>>,
+    mut input: mpsc::Receiver<ReadItem>,
+    concurrency: usize,
+    discover: bool,
+    shutdown: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let (home_tx, mut home_rx) = mpsc::unbounded_channel::<Pending>();
+    let mut home_tx = Some(home_tx);
+    loop {
+        let mut next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => { ctx.stop_with(StopCause::Interrupted); break; }
+            _ = ctx.stop.cancelled() => break,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined && e.is_panic() {
+                    // A bug, not a provider problem: stop rather than lose track
+                    // of a request.
+                    ctx.stop_with(StopCause::Internal { message: format!("an attempt task panicked: {e}") });
+                }
+                continue;
+            }
+            back = home_rx.recv() => match back {
+                Some(p) => p,
+                None => break, // input exhausted and nothing left anywhere
+            },
+            item = input.recv(), if home_tx.is_some() => match item {
+                Some(ReadItem::Valid(parsed)) => Pending {
+                    parsed,
+                    attempts: 0,
+                    retries: 0,
+                    mark: ctx.health.mark(),
+                    home: home_tx.clone().expect("checked above"),
+                },
+                Some(ReadItem::Invalid(seq, e)) => { ctx.reject(seq, e).await; continue; }
+                None => { home_tx = None; continue; }
+            },
+        };
+        if !gate(&ctx, &permits, concurrency, discover).await {
+            break;
+        }
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = ctx.stop.cancelled() => break,
+            _ = shutdown.cancelled() => { ctx.stop_with(StopCause::Interrupted); break; }
+        };
+        if next.parsed.tokens == TokenEstimate::default() && ctx.pacer.has_token_limit() {
+            // Read before a token limit was learned: count it now.
+            let p = &next.parsed;
+            next.parsed.tokens =
+                crate::reader::token_cost(p.endpoint, &p.body, ctx.default_max_output);
+        }
+        let cost = next.parsed.tokens.total();
+        tokio::select! {
+            _ = ctx.pacer.admit(cost) => {}
+            _ = ctx.stop.cancelled() => break,
+            _ = shutdown.cancelled() => { ctx.stop_with(StopCause::Interrupted); break; }
+        }
+        ctx.counters.in_flight.fetch_add(1, Relaxed);
+        tasks.spawn(attempt(ctx.clone(), next, permit));
+    }
+}
+
+/// Wait until the next attempt may be started in light of an outage (one
+/// probe at a time, spaced out) or limit discovery (one request until the
+/// first answer shows the limits). False when the run must stop.
+async fn gate<P: Provider>(
+    ctx: &Arc<Ctx<P>>,
+    permits: &Semaphore,
+    concurrency: usize,
+    discover: bool,
+) -> bool {
+    let discovering = || discover && !ctx.first_answer.load(Relaxed);
+    if !ctx.health.in_outage() && !discovering() {
+        return true;
+    }
+    // Wait for nothing to be in flight.
+    loop {
+        let done = ctx.attempt_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if permits.available_permits() == concurrency || (!ctx.health.in_outage() && !discovering())
+        {
+            break;
+        }
+        tokio::select! {
+            _ = done => {}
+            _ = ctx.stop.cancelled() => return false,
+        }
+    }
+    match ctx.health.next_probe() {
+        Ok(None) => true,
+        Ok(Some(delay)) => {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => true,
+                _ = ctx.stop.cancelled() => false,
+            }
+        }
+        Err(last_error) => {
+            ctx.stop_with(StopCause::Unreachable { last_error });
+            false
+        }
+    }
+}

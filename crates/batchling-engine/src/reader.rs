@@ -1,0 +1,262 @@
+//! Reading the input: a stream of lines, each parsed and validated on its
+//! own, duplicates caught, token costs counted. Runs on a blocking thread so
+//! parsing and tokenizing overlap with the network work.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use batchling_core::Endpoint;
+use batchling_core::request::{LineError, LineProblem, RequestLine, is_blank, parse_line};
+use batchling_core::tokens::{self, TokenEstimate};
+use bytes::Bytes;
+
+/// Where requests come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A JSONL file.
+    File(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+impl Input {
+    /// The name used in messages.
+    pub fn display_name(&self) -> String {
+        match self {
+            Input::File(p) => p.display().to_string(),
+            Input::Stdin => "<stdin>".into(),
+        }
+    }
+
+    pub(crate) fn open(&self) -> io::Result<Box<dyn BufRead + Send>> {
+        Ok(match self {
+            Input::File(p) => Box::new(BufReader::with_capacity(256 << 10, File::open(p)?)),
+            Input::Stdin => Box::new(BufReader::with_capacity(256 << 10, io::stdin())),
+        })
+    }
+}
+
+/// Catches repeated `custom_id`s across a whole file in bounded memory: a
+/// 64-bit fingerprint and the first line number per id (about 34 bytes an
+/// id in the table), never the ids themselves.
+///
+/// Two different ids share a fingerprint with probability about n²/2⁶⁵
+/// (3·10⁻⁸ for a million lines); such a line would be reported as a
+/// duplicate, visibly, in the error file, never dropped silently.
+#[derive(Debug, Default)]
+pub struct DuplicateCheck {
+    seen: HashMap<u64, u32>,
+}
+
+impl DuplicateCheck {
+    /// Record `custom_id` from `line_no`; the earlier line if it was seen.
+    pub fn check(&mut self, custom_id: &str, line_no: u64) -> Option<u64> {
+        let fp = xxhash_rust::xxh3::xxh3_64(custom_id.as_bytes());
+        match self.seen.entry(fp) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(u64::from(*e.get())),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(u32::try_from(line_no).unwrap_or(u32::MAX));
+                None
+            }
+        }
+    }
+}
+
+/// Validates lines one at a time, as they are read.
+#[derive(Debug, Default)]
+pub struct Validator {
+    dups: DuplicateCheck,
+}
+
+impl Validator {
+    /// Parse, validate and check one non-blank line for a repeated id.
+    pub fn validate(&mut self, line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
+        let req = parse_line(line_no, line)?;
+        if let Some(first_line) = self.dups.check(&req.custom_id, line_no) {
+            return Err(LineError {
+                line_no,
+                custom_id: Some(req.custom_id.clone()),
+                problem: LineProblem::DuplicateCustomId {
+                    custom_id: req.custom_id,
+                    first_line,
+                },
+            });
+        }
+        Ok(req)
+    }
+}
+
+/// Every problem in a whole file, for `--strict`. Reads the file once.
+pub fn check_file(path: &Path) -> io::Result<Vec<LineError>> {
+    let mut problems = Vec::new();
+    let mut v = Validator::default();
+    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line| {
+        if let Err(e) = v.validate(line_no, line) {
+            problems.push(e);
+        }
+        true
+    })?;
+    Ok(problems)
+}
+
+/// Call `f` with each non-blank line (without its line ending) and its
+/// 1-based physical line number, until `f` returns false.
+pub(crate) fn for_each_line(
+    mut r: Box<dyn BufRead + Send>,
+    mut f: impl FnMut(u64, &[u8]) -> bool,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(8 << 10);
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let mut line = buf.as_slice();
+        while let Some((b'\n' | b'\r', rest)) = line.split_last() {
+            line = rest;
+        }
+        if line_no == 1 && line.starts_with(b"\xEF\xBB\xBF") {
+            line = &line[3..]; // a UTF-8 byte-order mark some editors add
+        }
+        if is_blank(line) {
+            continue;
+        }
+        if !f(line_no, line) {
+            return Ok(());
+        }
+    }
+}
+
+/// Count the lines of a file quickly (for the progress total). Counts
+/// newline bytes; blank lines make it a slight overestimate until the reader
+/// reaches the end and sets the exact figure.
+pub(crate) fn count_lines(path: &Path) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut n, mut last) = (0u64, b'\n');
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buf[k - 1];
+    }
+    Ok(n + u64::from(last != b'\n'))
+}
+
+/// A valid request on its way to the dispatcher.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) seq: u64,
+    pub(crate) custom_id: String,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) body: Bytes,
+    pub(crate) tokens: TokenEstimate,
+}
+
+/// What the reader produces, in input order.
+pub(crate) enum ReadItem {
+    Valid(Parsed),
+    Invalid(u64, LineError),
+}
+
+/// Token cost of a request for pacing. Falls back to a byte-based guess
+/// (4 bytes a token) when the body cannot be counted, so pacing never stops
+/// on an odd body.
+pub(crate) fn token_cost(
+    endpoint: Endpoint,
+    body: &[u8],
+    default_max_output: u64,
+) -> TokenEstimate {
+    serde_json::from_slice(body)
+        .ok()
+        .and_then(|v| tokens::estimate(endpoint, &v, default_max_output).ok())
+        .unwrap_or(TokenEstimate {
+            input: (body.len() as u64).div_ceil(4),
+            max_output: if endpoint.generates_output() {
+                default_max_output
+            } else {
+                0
+            },
+            exact: false,
+        })
+}
+
+/// Read `input` to the end (or until the receiver goes away), sending each
+/// line on. Returns the number of non-blank lines read.
+pub(crate) fn read_input(
+    input: &Input,
+    tx: tokio::sync::mpsc::Sender<ReadItem>,
+    count_tokens: Arc<AtomicBool>,
+    default_max_output: u64,
+) -> io::Result<u64> {
+    let mut v = Validator::default();
+    let mut seq = 0u64;
+    for_each_line(input.open()?, |line_no, line| {
+        let item = match v.validate(line_no, line) {
+            Ok(req) => {
+                let tokens = if count_tokens.load(Relaxed) {
+                    token_cost(req.endpoint, req.body.as_bytes(), default_max_output)
+                } else {
+                    TokenEstimate::default()
+                };
+                ReadItem::Valid(Parsed {
+                    seq,
+                    custom_id: req.custom_id,
+                    endpoint: req.endpoint,
+                    body: Bytes::from(req.body),
+                    tokens,
+                })
+            }
+            Err(e) => ReadItem::Invalid(seq, e),
+        };
+        seq += 1;
+        tx.blocking_send(item).is_ok()
+    })?;
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn duplicates_name_the_first_line() {
+        let mut v = Validator::default();
+        let l = |id: &str| {
+            format!(r#"{{"custom_id":"{id}","method":"POST","url":"/v1/embeddings","body":{{}}}}"#)
+        };
+        assert!(v.validate(1, l("a").as_bytes()).is_ok());
+        assert!(v.validate(2, l("b").as_bytes()).is_ok());
+        let e = v.validate(7, l("a").as_bytes()).unwrap_err();
+        assert_eq!(
+            e.problem,
+            LineProblem::DuplicateCustomId {
+                custom_id: "a".into(),
+                first_line: 1
+            }
+        );
+    }
+
+    #[test]
+    fn lines_skip_blanks_and_strip_endings() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"\xEF\xBB\xBFa\r\n\n  \nb\nc").unwrap();
+        let mut got = Vec::new();
+        for_each_line(Input::File(f.path().into()).open().unwrap(), |n, l| {
+            got.push((n, String::from_utf8(l.to_vec()).unwrap()));
+            true
+        })
+        .unwrap();
+        assert_eq!(got, vec![(1, "a".into()), (4, "b".into()), (5, "c".into())]);
+        assert_eq!(count_lines(f.path()).unwrap(), 5);
+    }
+}

@@ -1,0 +1,366 @@
+//! Progress reporting and the run summary.
+//!
+//! The engine keeps counters in atomics; a ticker hands snapshots to a
+//! [`Reporter`] at the reporter's own pace, so drawing a progress bar never
+//! slows the dispatch loop.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::pacer::EffectiveLimits;
+
+/// Receives progress while a run goes, and notices worth telling a person.
+pub trait Reporter: Send + Sync + 'static {
+    /// How often [`Reporter::tick`] should be called; `None` for never.
+    fn interval(&self) -> Option<Duration>;
+    /// A fresh snapshot of the run.
+    fn tick(&self, progress: &Progress);
+    /// A notice (a pause after a 429, an outage, a stop). Not per request.
+    fn notice(&self, message: &str);
+}
+
+/// A reporter that says nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn interval(&self) -> Option<Duration> {
+        None
+    }
+    fn tick(&self, _: &Progress) {}
+    fn notice(&self, _: &str) {}
+}
+
+/// A point-in-time view of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Requests in the input, once the input has been counted.
+    pub total: Option<u64>,
+    /// Requests finished (succeeded, failed or invalid).
+    pub done: u64,
+    /// Answered with a 2xx.
+    pub succeeded: u64,
+    /// Failed for good, invalid lines included.
+    pub failed: u64,
+    /// Attempts in flight.
+    pub in_flight: u64,
+    /// HTTP attempts made.
+    pub attempts: u64,
+    /// Attempts that will be (or were) repeated.
+    pub retries: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Input tokens from `usage`.
+    pub input_tokens: u64,
+    /// Output tokens from `usage`.
+    pub output_tokens: u64,
+    /// Time since the run started.
+    pub elapsed: Duration,
+    /// Limits in force.
+    pub limits: EffectiveLimits,
+    /// Whether dispatch is paused (429 or outage).
+    pub paused: bool,
+}
+
+/// Counters shared by every task of a run.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) total: AtomicU64,
+    pub(crate) total_known: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) attempts: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) input_tokens: AtomicU64,
+    pub(crate) cached_tokens: AtomicU64,
+    pub(crate) output_tokens: AtomicU64,
+    pub(crate) latency: Mutex<Histogram>,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn progress(
+        &self,
+        elapsed: Duration,
+        limits: EffectiveLimits,
+        paused: bool,
+    ) -> Progress {
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        let succeeded = get(&self.succeeded);
+        let failed = get(&self.failed) + get(&self.invalid);
+        Progress {
+            total: (get(&self.total_known) == 1).then(|| get(&self.total)),
+            done: succeeded + failed,
+            succeeded,
+            failed,
+            in_flight: get(&self.in_flight),
+            attempts: get(&self.attempts),
+            retries: get(&self.retries),
+            rate_limited: get(&self.rate_limited),
+            input_tokens: get(&self.input_tokens),
+            output_tokens: get(&self.output_tokens),
+            elapsed,
+            limits,
+            paused,
+        }
+    }
+}
+
+/// Latency histogram with about 3% resolution: 32 sub-buckets per power of
+/// two of microseconds. Fixed size, so it never grows with the run.
+#[derive(Debug, Clone)]
+pub(crate) struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+}
+
+const SUB: u64 = 32;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: vec![0; (64 * SUB) as usize],
+            count: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn index(micros: u64) -> usize {
+        if micros < SUB {
+            return micros as usize;
+        }
+        let exp = 63 - micros.leading_zeros() as u64; // >= 5
+        let mantissa = (micros >> (exp - 5)) & (SUB - 1);
+        ((exp - 4) * SUB + mantissa) as usize
+    }
+
+    fn lower_bound(index: usize) -> u64 {
+        let i = index as u64;
+        if i < SUB {
+            return i;
+        }
+        let exp = i / SUB + 4;
+        (SUB + i % SUB) << (exp - 5)
+    }
+
+    pub(crate) fn record(&mut self, d: Duration) {
+        let i = Self::index(d.as_micros().min(u64::MAX as u128) as u64);
+        let last = self.buckets.len() - 1;
+        self.buckets[i.min(last)] += 1;
+        self.count += 1;
+    }
+
+    pub(crate) fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((self.count as f64 * q).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(Duration::from_micros(Self::lower_bound(i)));
+            }
+        }
+        None
+    }
+}
+
+/// Why a run ended before every request was done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StopCause {
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The key was refused (401/403).
+    Unauthorized {
+        /// HTTP status.
+        status: u16,
+        /// The provider's message (never containing the key).
+        message: String,
+    },
+    /// The account has no quota left.
+    QuotaExhausted {
+        /// The provider's message.
+        message: String,
+    },
+    /// A bug in batchling; the run stopped to keep track of every request.
+    Internal {
+        /// What went wrong.
+        message: String,
+    },
+    /// The upstream kept failing for longer than `--give-up-after`.
+    Unreachable {
+        /// The last error seen.
+        last_error: String,
+    },
+}
+
+impl std::fmt::Display for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopCause::Interrupted => write!(f, "interrupted"),
+            StopCause::Unauthorized { status, message } => write!(
+                f,
+                "the provider refused the API key (HTTP {status}: {message}); check the key and its access to the model"
+            ),
+            StopCause::QuotaExhausted { message } => write!(
+                f,
+                "the account has no quota left ({message}); add credit or raise the limit, then run again"
+            ),
+            StopCause::Internal { message } => write!(f, "internal error: {message}"),
+            StopCause::Unreachable { last_error } => write!(
+                f,
+                "the upstream kept failing for longer than --give-up-after (last error: {last_error})"
+            ),
+        }
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// The end-of-run report, also written as JSON by `--summary-json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// Requests read (valid and invalid).
+    pub requests: u64,
+    /// Answered with a 2xx.
+    pub succeeded: u64,
+    /// Failed for good, invalid lines included.
+    pub failed: u64,
+    /// Lines rejected before sending (part of `failed`).
+    pub invalid: u64,
+    /// Requests neither succeeded nor failed (a stopped run).
+    pub not_done: u64,
+    /// HTTP attempts made.
+    pub attempts: u64,
+    /// Attempts that were repeated.
+    pub retries: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Input tokens from `usage`.
+    pub input_tokens: u64,
+    /// Cached input tokens (part of `input_tokens`).
+    pub cached_input_tokens: u64,
+    /// Output tokens from `usage`.
+    pub output_tokens: u64,
+    /// Wall time.
+    pub elapsed_s: f64,
+    /// Successful requests per minute over the run.
+    pub achieved_rpm: f64,
+    /// Tokens (input + output) per minute over the run.
+    pub achieved_tpm: f64,
+    /// Requests-per-minute limit in force at the end.
+    pub rpm_limit: Option<u64>,
+    /// Tokens-per-minute limit in force at the end.
+    pub tpm_limit: Option<u64>,
+    /// Latency of successful attempts.
+    pub latency: Latency,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<StopCause>,
+}
+
+impl RunSummary {
+    pub(crate) fn build(
+        c: &Counters,
+        elapsed: Duration,
+        limits: EffectiveLimits,
+        stopped: Option<StopCause>,
+    ) -> Self {
+        let get = |a: &AtomicU64| a.load(Relaxed);
+        let invalid = get(&c.invalid);
+        let succeeded = get(&c.succeeded);
+        let failed = get(&c.failed) + invalid;
+        let requests = get(&c.requests);
+        let input = get(&c.input_tokens);
+        let output = get(&c.output_tokens);
+        let secs = elapsed.as_secs_f64();
+        let per_min = |n: u64| {
+            if secs > 0.0 {
+                n as f64 * 60.0 / secs
+            } else {
+                0.0
+            }
+        };
+        let hist = c.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let ms = |q| hist.quantile(q).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        RunSummary {
+            requests,
+            succeeded,
+            failed,
+            invalid,
+            not_done: requests.saturating_sub(succeeded + failed),
+            attempts: get(&c.attempts),
+            retries: get(&c.retries),
+            rate_limited: get(&c.rate_limited),
+            input_tokens: input,
+            cached_input_tokens: get(&c.cached_tokens),
+            output_tokens: output,
+            elapsed_s: secs,
+            achieved_rpm: per_min(succeeded),
+            achieved_tpm: per_min(input + output),
+            rpm_limit: limits.rpm,
+            tpm_limit: limits.tpm,
+            latency: Latency {
+                p50_ms: ms(0.5),
+                p90_ms: ms(0.9),
+                p99_ms: ms(0.99),
+            },
+            stopped,
+        }
+    }
+
+    /// Whether every request was answered successfully.
+    pub fn all_succeeded(&self) -> bool {
+        self.stopped.is_none() && self.failed == 0 && self.not_done == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_within_resolution() {
+        let mut h = Histogram::default();
+        for ms in 1..=1000u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        let p50 = h.quantile(0.5).unwrap().as_secs_f64() * 1000.0;
+        let p99 = h.quantile(0.99).unwrap().as_secs_f64() * 1000.0;
+        assert!((p50 - 500.0).abs() / 500.0 < 0.04, "{p50}");
+        assert!((p99 - 990.0).abs() / 990.0 < 0.04, "{p99}");
+        assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn histogram_index_is_monotonic() {
+        let mut last = 0;
+        for us in (0..5_000_000u64).step_by(997) {
+            let i = Histogram::index(us);
+            assert!(i >= last);
+            assert!(Histogram::lower_bound(i) <= us);
+            last = i;
+        }
+    }
+}

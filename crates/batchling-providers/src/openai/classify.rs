@@ -1,0 +1,257 @@
+//! The one place that decides what an OpenAI-compatible answer means.
+
+use std::time::Duration;
+
+use batchling_core::{RetryReason, StopReason, Verdict};
+use serde_json::Value;
+
+use crate::attempt::{Answer, Attempt, TransportKind};
+
+/// Decide retry / give up / success / stop-the-run for one attempt.
+///
+/// Rules (provider-apis §6.5): retry connection errors, timeouts, 408, 409,
+/// 429, 5xx (529 included) and 2xx bodies that are not JSON; stop the whole
+/// run on 401/403 and on quota exhaustion; `x-should-retry` overrides the
+/// status rules both ways; every other 4xx fails the request.
+pub fn classify(attempt: &Attempt) -> Verdict {
+    let answer = match attempt {
+        Attempt::Transport(t) => {
+            let reason = match t.kind {
+                TransportKind::Timeout => RetryReason::Timeout,
+                TransportKind::Connection => RetryReason::Connection,
+            };
+            return Verdict::Retry {
+                after: None,
+                reason,
+            };
+        }
+        Attempt::Answered(a) => a,
+    };
+    let status = answer.status;
+    if (200..300).contains(&status) {
+        return if answer.body_is_json {
+            Verdict::Success
+        } else {
+            Verdict::Retry {
+                after: None,
+                reason: RetryReason::MalformedBody,
+            }
+        };
+    }
+    if status == 401 || status == 403 {
+        return Verdict::StopRun(StopReason::Unauthorized {
+            status,
+            message: error_message(answer),
+        });
+    }
+    if status == 429 && is_quota_exhausted(answer) {
+        return Verdict::StopRun(StopReason::QuotaExhausted {
+            message: error_message(answer),
+        });
+    }
+    let reason = if status == 429 {
+        RetryReason::RateLimited
+    } else {
+        RetryReason::ServerError
+    };
+    let retry = Verdict::Retry {
+        after: server_delay(answer),
+        reason,
+    };
+    match answer.should_retry {
+        Some(true) => return retry,
+        Some(false) => return Verdict::Fail,
+        None => {}
+    }
+    match status {
+        408 | 409 | 429 | 500..=599 => retry,
+        _ => Verdict::Fail,
+    }
+}
+
+/// The wait a server asked for: `retry-after(-ms)`, else on a 429 the reset
+/// time of whichever budget it reports as empty.
+fn server_delay(answer: &Answer) -> Option<Duration> {
+    if answer.retry_after.is_some() {
+        return answer.retry_after;
+    }
+    if answer.status != 429 {
+        return None;
+    }
+    [answer.limits.requests, answer.limits.tokens]
+        .iter()
+        .filter(|r| r.remaining == Some(0))
+        .filter_map(|r| r.reset)
+        .max()
+}
+
+fn error_object(answer: &Answer) -> Option<Value> {
+    let v: Value = serde_json::from_slice(&answer.body).ok()?;
+    v.get("error").cloned()
+}
+
+/// OpenAI's `insufficient_quota`, or Anthropic's spend-cap 429.
+fn is_quota_exhausted(answer: &Answer) -> bool {
+    let Some(err) = error_object(answer) else {
+        return false;
+    };
+    let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or("");
+    field("code") == "insufficient_quota"
+        || field("type") == "insufficient_quota"
+        || err
+            .pointer("/details/error_code")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c == "enforced_spend_limit_reached")
+}
+
+/// The provider's error message, or the start of the body when it has none.
+pub fn error_message(answer: &Answer) -> String {
+    if let Some(msg) = error_object(answer)
+        .as_ref()
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+    {
+        return msg.to_owned();
+    }
+    let text = String::from_utf8_lossy(&answer.body);
+    let text = text.trim();
+    if text.is_empty() {
+        return format!("HTTP {} with an empty body", answer.status);
+    }
+    text.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attempt::TransportError;
+    use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
+    use bytes::Bytes;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            body: Bytes::from(body.to_owned()),
+            request_id: None,
+            limits: RateLimitSnapshot::default(),
+            retry_after: None,
+            should_retry: None,
+            body_is_json: true,
+            usage: None,
+        }
+    }
+
+    fn verdict(a: Answer) -> Verdict {
+        classify(&Attempt::Answered(a))
+    }
+
+    fn is_retry(v: &Verdict, want: RetryReason) -> bool {
+        matches!(v, Verdict::Retry { reason, .. } if *reason == want)
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        for s in [408, 409, 500, 502, 503, 504, 529] {
+            assert!(
+                is_retry(&verdict(answer(s, "{}")), RetryReason::ServerError),
+                "{s}"
+            );
+        }
+        assert!(is_retry(
+            &verdict(answer(429, "{}")),
+            RetryReason::RateLimited
+        ));
+    }
+
+    #[test]
+    fn permanent_statuses_fail() {
+        for s in [400, 404, 413, 422, 402] {
+            assert_eq!(verdict(answer(s, "{}")), Verdict::Fail, "{s}");
+        }
+    }
+
+    #[test]
+    fn auth_and_quota_stop_the_run() {
+        let v = verdict(answer(401, r#"{"error":{"message":"Incorrect API key"}}"#));
+        assert_eq!(
+            v,
+            Verdict::StopRun(StopReason::Unauthorized {
+                status: 401,
+                message: "Incorrect API key".into()
+            })
+        );
+        let q = r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+        assert!(matches!(
+            verdict(answer(429, q)),
+            Verdict::StopRun(StopReason::QuotaExhausted { .. })
+        ));
+        let spend = r#"{"type":"error","error":{"type":"rate_limit_error","message":"cap","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
+        assert!(matches!(
+            verdict(answer(429, spend)),
+            Verdict::StopRun(StopReason::QuotaExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn should_retry_overrides_both_ways() {
+        let mut a = answer(400, "{}");
+        a.should_retry = Some(true);
+        assert!(is_retry(&verdict(a), RetryReason::ServerError));
+        let mut b = answer(503, "{}");
+        b.should_retry = Some(false);
+        assert_eq!(verdict(b), Verdict::Fail);
+    }
+
+    #[test]
+    fn delays_from_headers() {
+        let mut a = answer(429, "{}");
+        a.retry_after = Some(Duration::from_millis(300));
+        assert_eq!(
+            verdict(a),
+            Verdict::Retry {
+                after: Some(Duration::from_millis(300)),
+                reason: RetryReason::RateLimited
+            }
+        );
+        let mut b = answer(429, "{}");
+        b.limits.tokens = LimitReading {
+            limit: Some(100),
+            remaining: Some(0),
+            reset: Some(Duration::from_secs(2)),
+        };
+        b.limits.requests = LimitReading {
+            limit: Some(10),
+            remaining: Some(3),
+            reset: Some(Duration::from_secs(9)),
+        };
+        assert_eq!(
+            verdict(b),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(2)),
+                reason: RetryReason::RateLimited
+            }
+        );
+    }
+
+    #[test]
+    fn bad_2xx_body_and_transport() {
+        let mut a = answer(200, "{\"choi");
+        a.body_is_json = false;
+        assert!(is_retry(&verdict(a), RetryReason::MalformedBody));
+        assert_eq!(verdict(answer(200, "{}")), Verdict::Success);
+        let t = Attempt::Transport(TransportError {
+            kind: TransportKind::Timeout,
+            message: "timed out".into(),
+        });
+        assert!(is_retry(&classify(&t), RetryReason::Timeout));
+    }
+
+    #[test]
+    fn message_fallbacks() {
+        assert_eq!(
+            error_message(&answer(502, "")),
+            "HTTP 502 with an empty body"
+        );
+        assert_eq!(error_message(&answer(502, " <html> ")), "<html>");
+    }
+}

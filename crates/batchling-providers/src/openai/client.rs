@@ -1,0 +1,277 @@
+//! The HTTP client for OpenAI-compatible servers.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use batchling_core::usage::{BodyRead, read_body};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::{classify, headers};
+use crate::attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
+use crate::secret::ApiKey;
+use crate::{Provider, ProviderError, Verdict};
+
+/// How the key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthStyle {
+    /// `Authorization: Bearer KEY` (OpenAI and most compatible servers).
+    #[default]
+    Bearer,
+    /// `api-key: KEY` (Azure OpenAI).
+    ApiKeyHeader,
+}
+
+/// Everything needed to talk to one OpenAI-compatible upstream.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL including `/v1`, as in the official SDKs.
+    pub base_url: String,
+    /// The key, if the server needs one.
+    pub api_key: Option<ApiKey>,
+    /// How to send the key.
+    pub auth: AuthStyle,
+    /// Extra headers sent with every request.
+    pub headers: Vec<(String, String)>,
+    /// Per-attempt timeout (connect, send, and read the whole answer).
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per host; set to the concurrency.
+    pub pool_size: usize,
+    /// Use HTTP/2 when the server offers it. Off by default: hyper opens
+    /// one HTTP/2 connection per host, which caps concurrency at the
+    /// server's stream limit, while an HTTP/1.1 pool scales with it.
+    pub http2: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: None,
+            auth: AuthStyle::Bearer,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(600),
+            pool_size: 64,
+            http2: false,
+        }
+    }
+}
+
+/// A pooled keep-alive client for one upstream.
+#[derive(Debug, Clone)]
+pub struct OpenAiClient {
+    http: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    key: Option<ApiKey>,
+}
+
+fn install_crypto() {
+    static ONCE: Once = Once::new();
+    // ring is compiled in instead of aws-lc for build time; reqwest needs a
+    // process-wide default. An error means one is already installed.
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl OpenAiClient {
+    /// Build the client. Fails on a bad base URL or header.
+    pub fn new(config: ClientConfig) -> Result<Self, ProviderError> {
+        install_crypto();
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        let bad = |reason: &str| ProviderError::BadBaseUrl {
+            url: config.base_url.clone(),
+            reason: reason.into(),
+        };
+        let parsed = reqwest::Url::parse(&base).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad("the scheme must be http or https"));
+        }
+        let mut default_headers = HeaderMap::new();
+        default_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(key) = &config.api_key {
+            let (name, value) = match config.auth {
+                AuthStyle::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+                AuthStyle::ApiKeyHeader => {
+                    (HeaderName::from_static("api-key"), key.expose().to_owned())
+                }
+            };
+            let mut value =
+                HeaderValue::from_str(&value).map_err(|_| ProviderError::BadHeader {
+                    name: name.to_string(),
+                    reason: "the API key holds characters not allowed in a header".into(),
+                })?;
+            value.set_sensitive(true);
+            default_headers.insert(name, value);
+        }
+        for (name, value) in &config.headers {
+            let bad_header = |reason: String| ProviderError::BadHeader {
+                name: name.clone(),
+                reason,
+            };
+            let n = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|e| bad_header(e.to_string()))?;
+            let mut v =
+                HeaderValue::from_str(value.trim()).map_err(|e| bad_header(e.to_string()))?;
+            v.set_sensitive(true);
+            default_headers.insert(n, v);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(default_headers)
+            .pool_max_idle_per_host(config.pool_size)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(10).min(config.timeout))
+            .tcp_nodelay(true)
+            .user_agent(concat!("batchling/", env!("CARGO_PKG_VERSION")));
+        if !config.http2 {
+            builder = builder.http1_only();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ProviderError::Client(e.to_string()))?;
+        Ok(OpenAiClient {
+            http,
+            base,
+            timeout: config.timeout,
+            key: config.api_key,
+        })
+    }
+
+    /// The base URL requests are sent under.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> TransportError {
+        let kind = if e.is_timeout() {
+            TransportKind::Timeout
+        } else {
+            TransportKind::Connection
+        };
+        // reqwest's Display includes the URL but never headers; walk the
+        // source chain for the useful part (e.g. "connection refused").
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            src = s.source();
+        }
+        if let Some(k) = &self.key {
+            message = k.redact(&message);
+        }
+        TransportError { kind, message }
+    }
+
+    async fn attempt(&self, request: &Outgoing) -> Result<Answer, reqwest::Error> {
+        let url = format!("{}{}", self.base, request.endpoint.relative_path());
+        let resp = self
+            .http
+            .post(url)
+            .timeout(self.timeout)
+            .header("x-batchling-custom-id", &request.custom_id)
+            .body(request.body.clone())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let h = resp.headers();
+        let limits = headers::rate_limits(h);
+        let retry_after = headers::retry_after(h);
+        let should_retry = headers::should_retry(h);
+        let request_id = headers::request_id(h);
+        let mut body = resp.bytes().await?;
+        if !(200..300).contains(&status)
+            && let Some(k) = &self.key
+            && let text = String::from_utf8_lossy(&body)
+            && text.contains(k.expose())
+        {
+            // A server that echoes the key in an error must not put it into
+            // the error file.
+            body = bytes::Bytes::from(k.redact(&text));
+        }
+        let (body_is_json, usage) = if (200..300).contains(&status) {
+            match read_body(&body) {
+                BodyRead::Json(u) => (true, u),
+                BodyRead::NotJson => (false, None),
+            }
+        } else {
+            (true, None)
+        };
+        Ok(Answer {
+            status,
+            body,
+            request_id,
+            limits,
+            retry_after,
+            should_retry,
+            body_is_json,
+            usage,
+        })
+    }
+}
+
+impl Provider for OpenAiClient {
+    async fn send(&self, request: &Outgoing) -> Attempt {
+        match self.attempt(request).await {
+            Ok(a) => Attempt::Answered(a),
+            Err(e) => Attempt::Transport(self.transport_error(&e)),
+        }
+    }
+
+    fn classify(&self, attempt: &Attempt) -> Verdict {
+        classify(attempt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_urls_and_headers_without_echoing_the_key() {
+        let bad = OpenAiClient::new(ClientConfig {
+            base_url: "ftp://x/v1".into(),
+            ..ClientConfig::default()
+        });
+        assert!(matches!(bad, Err(ProviderError::BadBaseUrl { .. })));
+        let err = OpenAiClient::new(ClientConfig {
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: Some(ApiKey::new("sk-secret\nvalue")),
+            ..ClientConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("sk-secret"), "{err}");
+        let err = OpenAiClient::new(ClientConfig {
+            base_url: "http://127.0.0.1:1/v1".into(),
+            headers: vec![("bad header".into(), "v".into())],
+            ..ClientConfig::default()
+        });
+        assert!(matches!(err, Err(ProviderError::BadHeader { .. })));
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_a_transport_error() {
+        // Port 1 on loopback: nothing listens there.
+        let c = OpenAiClient::new(ClientConfig {
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: Some(ApiKey::new("sk-secret-abcdef")),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let a = c
+            .send(&Outgoing {
+                custom_id: "a".into(),
+                endpoint: batchling_core::Endpoint::Embeddings,
+                body: bytes::Bytes::from_static(b"{}"),
+            })
+            .await;
+        match a {
+            Attempt::Transport(t) => {
+                assert_eq!(t.kind, TransportKind::Connection);
+                assert!(!t.message.contains("sk-secret"));
+            }
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Reading OpenAI's (and Azure's) rate-limit and retry headers.
+
+use std::time::{Duration, SystemTime};
+
+use batchling_core::duration::parse_duration;
+use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
+use reqwest::header::HeaderMap;
+
+fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// A count header. Azure sends `-1` and `0` as "unknown" sentinels for the
+/// limit; a limit of 0 or below is therefore treated as absent.
+fn count(headers: &HeaderMap, name: &str, is_limit: bool) -> Option<u64> {
+    let v: i64 = text(headers, name)?.parse().ok()?;
+    match v {
+        v if v < 0 => None,
+        0 if is_limit => None,
+        v => Some(v as u64),
+    }
+}
+
+fn reading(headers: &HeaderMap, kind: &str) -> LimitReading {
+    LimitReading {
+        limit: count(headers, &format!("x-ratelimit-limit-{kind}"), true),
+        remaining: count(headers, &format!("x-ratelimit-remaining-{kind}"), false),
+        reset: text(headers, &format!("x-ratelimit-reset-{kind}")).and_then(parse_duration),
+    }
+}
+
+/// Read the `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
+pub fn rate_limits(headers: &HeaderMap) -> RateLimitSnapshot {
+    RateLimitSnapshot {
+        requests: reading(headers, "requests"),
+        tokens: reading(headers, "tokens"),
+    }
+}
+
+/// The server-given wait: `retry-after-ms` (milliseconds, may be fractional),
+/// else `retry-after` (seconds, or an HTTP date).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = text(headers, "retry-after-ms").and_then(|t| t.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let ra = text(headers, "retry-after")?;
+    if let Ok(secs) = ra.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(ra).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// `x-should-retry: true|false`, which overrides the status rules both ways.
+pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
+    match text(headers, "x-should-retry")? {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// The provider's id for the request: `x-request-id`, or Anthropic's
+/// `request-id`.
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    text(headers, "x-request-id")
+        .or_else(|| text(headers, "request-id"))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderName, HeaderValue};
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn openai_headers() {
+        let h = map(&[
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "59"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-limit-tokens", "150000"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        let s = rate_limits(&h);
+        assert_eq!(s.requests.limit, Some(60));
+        assert_eq!(s.requests.remaining, Some(59));
+        assert_eq!(s.requests.reset, Some(Duration::from_secs(1)));
+        assert_eq!(s.tokens.limit, Some(150_000));
+        assert_eq!(s.tokens.reset, Some(Duration::from_secs(360)));
+    }
+
+    #[test]
+    fn azure_sentinels_and_plain_seconds() {
+        let h = map(&[
+            ("x-ratelimit-limit-tokens", "-1"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "12"),
+            ("x-ratelimit-limit-requests", "0"),
+        ]);
+        let s = rate_limits(&h);
+        assert_eq!(s.tokens.limit, None);
+        assert_eq!(s.tokens.remaining, Some(0));
+        assert_eq!(s.tokens.reset, Some(Duration::from_secs(12)));
+        assert_eq!(s.requests.limit, None);
+        assert!(rate_limits(&HeaderMap::new()).is_empty());
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            retry_after(&map(&[("retry-after-ms", "250.5"), ("retry-after", "9")])),
+            Some(Duration::from_micros(250_500))
+        );
+        assert_eq!(
+            retry_after(&map(&[("retry-after", "2")])),
+            Some(Duration::from_secs(2))
+        );
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(5));
+        assert_eq!(
+            retry_after(&map(&[("retry-after", &past)])),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&map(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn should_retry_and_request_id() {
+        assert_eq!(
+            should_retry(&map(&[("x-should-retry", "false")])),
+            Some(false)
+        );
+        assert_eq!(should_retry(&map(&[("x-should-retry", "maybe")])), None);
+        assert_eq!(
+            request_id(&map(&[("request-id", "req_1")])).as_deref(),
+            Some("req_1")
+        );
+    }
+}
