@@ -26,7 +26,7 @@ use crate::health::Health;
 use crate::pacer::Pacer;
 use crate::reader::{Parsed, ReadItem};
 use crate::report::{Counters, Reporter, StopCause};
-use crate::sink::{Dest, Finished};
+use crate::sink::{Dest, Finished, Sink};
 
 /// A request somewhere between the input and its final line.
 #[derive(Debug)]
@@ -49,11 +49,16 @@ pub(crate) struct Ctx<P> {
     pub(crate) counters: Arc<Counters>,
     pub(crate) health: Health,
     pub(crate) retry: RetryPolicy,
-    pub(crate) sink: mpsc::Sender<Finished>,
+    pub(crate) sink: Mutex<Option<Sink>>,
+    /// The first write error; the run stops on it.
+    pub(crate) sink_error: Mutex<Option<(std::path::PathBuf, std::io::Error)>>,
     pub(crate) reporter: Arc<dyn Reporter>,
     pub(crate) stop: CancellationToken,
     pub(crate) stop_cause: Mutex<Option<StopCause>>,
     pub(crate) attempt_done: Notify,
+    /// Set while the loop may wait on `attempt_done` (discovery, outage), so
+    /// the common path skips the notification.
+    pub(crate) gating: AtomicBool,
     pub(crate) first_answer: AtomicBool,
     pub(crate) count_tokens: Arc<AtomicBool>,
     pub(crate) default_max_output: u64,
@@ -77,13 +82,32 @@ impl<P: Provider> Ctx<P> {
         format!("batch_req_{}{n:08x}", self.id_prefix)
     }
 
+    /// Hand a finished line to the sink. Writes go through a buffer, so
+    /// this blocks only for a rare flush of a full buffer to a local file.
+    fn write(&self, f: Finished) -> bool {
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = sink.as_mut() else {
+            return false; // torn down after a stop
+        };
+        match s.put(f) {
+            Ok(()) => true,
+            Err(e) => {
+                *sink = None;
+                drop(sink);
+                let msg = format!("cannot write {}: {}", e.0.display(), e.1);
+                *self.sink_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                self.stop_with(StopCause::Internal { message: msg });
+                false
+            }
+        }
+    }
+
     async fn finish(&self, seq: u64, dest: Dest, line: Vec<u8>) {
         let counter = match dest {
             Dest::Output => &self.counters.succeeded,
             Dest::Errors => &self.counters.failed,
         };
-        // The sink only goes away when the run is being torn down.
-        if self.sink.send(Finished { seq, dest, line }).await.is_ok() {
+        if self.write(Finished { seq, dest, line }) {
             Counters::add(counter, 1);
         }
     }
@@ -131,7 +155,7 @@ impl<P: Provider> Ctx<P> {
         self.finish(seq, Dest::Errors, line).await;
     }
 
-    pub(crate) async fn reject(&self, seq: u64, e: batchling_core::LineError) {
+    pub(crate) fn reject(&self, seq: u64, e: batchling_core::LineError) {
         Counters::add(&self.counters.invalid, 1);
         let mut line = Vec::with_capacity(200);
         let id = self.line_id();
@@ -142,14 +166,11 @@ impl<P: Provider> Ctx<P> {
         };
         output::write_failure_line(&mut line, &id, e.custom_id.as_deref(), &failure);
         // Not counted in `failed` by finish(): invalid lines have their own counter.
-        let _ = self
-            .sink
-            .send(Finished {
-                seq,
-                dest: Dest::Errors,
-                line,
-            })
-            .await;
+        self.write(Finished {
+            seq,
+            dest: Dest::Errors,
+            line,
+        });
     }
 }
 
@@ -188,7 +209,9 @@ pub(crate) async fn attempt<P: Provider>(
         }
         ctx.first_answer.store(true, Relaxed);
     }
-    ctx.attempt_done.notify_waiters();
+    if ctx.gating.load(Relaxed) {
+        ctx.attempt_done.notify_waiters();
+    }
 
     match ctx.provider.classify(&result) {
         Verdict::Success => {
@@ -309,7 +332,7 @@ async fn retry<P: Provider>(
 /// The loop itself. Returns when every request is finished or the run stops.
 pub(crate) async fn dispatch<P: Provider>(
     ctx: Arc<Ctx<P>>,
-    mut input: mpsc::Receiver<ReadItem>,
+    mut input: mpsc::Receiver<Vec<ReadItem>>,
     concurrency: usize,
     discover: bool,
     shutdown: CancellationToken,
@@ -318,35 +341,57 @@ pub(crate) async fn dispatch<P: Provider>(
     let permits = Arc::new(Semaphore::new(concurrency));
     let (home_tx, mut home_rx) = mpsc::unbounded_channel::<Pending>();
     let mut home_tx = Some(home_tx);
+    let mut batch = std::collections::VecDeque::new();
     loop {
-        let mut next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => { ctx.stop_with(StopCause::Interrupted); break; }
-            _ = ctx.stop.cancelled() => break,
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = joined && e.is_panic() {
-                    // A bug, not a provider problem: stop rather than lose track
-                    // of a request.
-                    ctx.stop_with(StopCause::Internal { message: format!("an attempt task panicked: {e}") });
-                }
-                continue;
-            }
-            back = home_rx.recv() => match back {
-                Some(p) => p,
-                None => break, // input exhausted and nothing left anywhere
-            },
-            item = input.recv(), if home_tx.is_some() => match item {
-                Some(ReadItem::Valid(parsed)) => Pending {
+        if shutdown.is_cancelled() {
+            ctx.stop_with(StopCause::Interrupted);
+        }
+        if ctx.stop.is_cancelled() {
+            break;
+        }
+        while let Some(joined) = tasks.try_join_next() {
+            check_joined(&ctx, joined);
+        }
+        // Retries first, then buffered lines, then wait for either.
+        let next = if let Ok(p) = home_rx.try_recv() {
+            p
+        } else if let Some(item) = batch.pop_front() {
+            match item {
+                ReadItem::Valid(parsed) => Pending {
                     parsed,
                     attempts: 0,
                     retries: 0,
                     mark: ctx.health.mark(),
-                    home: home_tx.clone().expect("checked above"),
+                    home: home_tx.clone().expect("lines come only while the input is open"),
                 },
-                Some(ReadItem::Invalid(seq, e)) => { ctx.reject(seq, e).await; continue; }
-                None => { home_tx = None; continue; }
-            },
+                ReadItem::Invalid(seq, e) => {
+                    ctx.reject(seq, e);
+                    continue;
+                }
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => continue,
+                _ = ctx.stop.cancelled() => continue,
+                back = home_rx.recv() => match back {
+                    Some(p) => p,
+                    None => break, // input exhausted and nothing left anywhere
+                },
+                more = input.recv(), if home_tx.is_some() => {
+                    match more {
+                        Some(b) => batch = b.into(),
+                        None => home_tx = None,
+                    }
+                    continue;
+                }
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    check_joined(&ctx, joined);
+                    continue;
+                }
+            }
         };
+        let mut next = next;
         if !gate(&ctx, &permits, concurrency, discover).await {
             break;
         }
@@ -372,6 +417,18 @@ pub(crate) async fn dispatch<P: Provider>(
     }
 }
 
+fn check_joined<P: Provider>(ctx: &Ctx<P>, joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined
+        && e.is_panic()
+    {
+        // A bug, not a provider problem: stop rather than lose track of a
+        // request.
+        ctx.stop_with(StopCause::Internal {
+            message: format!("an attempt task panicked: {e}"),
+        });
+    }
+}
+
 /// Wait until the next attempt may be started in light of an outage (one
 /// probe at a time, spaced out) or limit discovery (one request until the
 /// first answer shows the limits). False when the run must stop.
@@ -383,8 +440,10 @@ async fn gate<P: Provider>(
 ) -> bool {
     let discovering = || discover && !ctx.first_answer.load(Relaxed);
     if !ctx.health.in_outage() && !discovering() {
+        ctx.gating.store(false, Relaxed);
         return true;
     }
+    ctx.gating.store(true, Relaxed);
     // Wait for nothing to be in flight.
     loop {
         let done = ctx.attempt_done.notified();

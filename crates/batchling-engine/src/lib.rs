@@ -157,7 +157,7 @@ pub async fn run<P: Provider>(
         ));
     }
     let started = Instant::now();
-    let mut sink = sink::Sink::create(&job.output, &job.errors, job.order, sink::DEFAULT_MEM_CAP)
+    let sink = sink::Sink::create(&job.output, &job.errors, job.order, sink::DEFAULT_MEM_CAP)
         .map_err(|(path, source)| EngineError::Output { path, source })?;
     // Open the input now so a missing file is an error before anything runs.
     let input_name = job.input.display_name();
@@ -169,9 +169,10 @@ pub async fn run<P: Provider>(
     let counters = Arc::new(report::Counters::default());
     let pacer = Arc::new(pacer::Pacer::new(job.pacing));
     let discover = job.pacing.learn && job.pacing.rpm.is_none() && job.pacing.tpm.is_none();
-    // Token counts are needed once a token limit is in force; while limits
-    // are still being discovered one may appear, so count then too.
-    let count_tokens = Arc::new(AtomicBool::new(job.pacing.tpm.is_some() || discover));
+    // Token counts are needed once a token limit is in force (given, or
+    // learned from headers: the reader starts counting then, and the loop
+    // counts lines read before).
+    let count_tokens = Arc::new(AtomicBool::new(job.pacing.tpm.is_some()));
 
     if let Input::File(path) = &job.input {
         let (c, path) = (counters.clone(), path.clone());
@@ -184,22 +185,6 @@ pub async fn run<P: Provider>(
             }
         });
     }
-
-    let (sink_tx, mut sink_rx) = mpsc::channel::<sink::Finished>(4096);
-    let sink_thread = std::thread::spawn(move || {
-        let mut first_err = None;
-        while let Some(f) = sink_rx.blocking_recv() {
-            if first_err.is_none()
-                && let Err(e) = sink.put(f)
-            {
-                first_err = Some(e);
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => sink.finish(),
-        }
-    });
 
     let (read_tx, read_rx) = mpsc::channel(1024);
     let reader_thread = {
@@ -225,11 +210,13 @@ pub async fn run<P: Provider>(
         counters: counters.clone(),
         health: health::Health::new(job.give_up_after),
         retry: job.retry,
-        sink: sink_tx,
+        sink: Mutex::new(Some(sink)),
+        sink_error: Mutex::new(None),
         reporter: reporter.clone(),
         stop: CancellationToken::new(),
         stop_cause: Mutex::new(None),
         attempt_done: Notify::new(),
+        gating: AtomicBool::new(discover),
         first_answer: AtomicBool::new(false),
         count_tokens,
         default_max_output: job.default_max_output,
@@ -263,11 +250,8 @@ pub async fn run<P: Provider>(
     // Stopping: attempts in flight get a grace period to land their answers.
     if ctx.stop.is_cancelled() {
         let drain = async { while tasks.join_next().await.is_some() {} };
-        tokio::select! {
-            _ = drain => {}
-            _ = tokio::time::sleep(job.grace) => {}
-            _ = shutdown_twice(&shutdown) => {}
-        }
+        // A second Ctrl-C is the binary's business: it exits at once.
+        let _ = tokio::time::timeout(job.grace, drain).await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
@@ -279,6 +263,19 @@ pub async fn run<P: Provider>(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
+    if let Some((path, source)) = ctx
+        .sink_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(EngineError::Output { path, source });
+    }
+    let sink = ctx.sink.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(sink) = sink {
+        sink.finish()
+            .map_err(|(path, source)| EngineError::Output { path, source })?;
+    }
     drop(ctx);
 
     let read = reader_thread
@@ -292,10 +289,6 @@ pub async fn run<P: Provider>(
             source,
         });
     }
-    sink_thread
-        .join()
-        .expect("the sink thread does not panic")
-        .map_err(|(path, source)| EngineError::Output { path, source })?;
     let elapsed = started.elapsed();
     counters
         .requests
@@ -303,12 +296,6 @@ pub async fn run<P: Provider>(
     let summary = RunSummary::build(&counters, elapsed, pacer.limits(), stopped);
     reporter.tick(&counters.progress(elapsed, pacer.limits(), false));
     Ok(summary)
-}
-
-/// Resolves never: a second Ctrl-C is handled by the binary (it exits at
-/// once); this keeps the select above readable.
-async fn shutdown_twice(_: &CancellationToken) {
-    std::future::pending::<()>().await
 }
 
 #[cfg(test)]

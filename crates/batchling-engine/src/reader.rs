@@ -32,13 +32,17 @@ impl Input {
         }
     }
 
-    pub(crate) fn open(&self) -> io::Result<Box<dyn BufRead + Send>> {
-        Ok(match self {
-            Input::File(p) => Box::new(BufReader::with_capacity(256 << 10, File::open(p)?)),
-            Input::Stdin => Box::new(BufReader::with_capacity(256 << 10, io::stdin())),
-        })
+    pub(crate) fn open(&self) -> io::Result<LineReader> {
+        let inner: Box<dyn Read + Send> = match self {
+            Input::File(p) => Box::new(File::open(p)?),
+            Input::Stdin => Box::new(io::stdin()),
+        };
+        Ok(BufReader::with_capacity(256 << 10, inner))
     }
 }
+
+/// A buffered input stream.
+pub(crate) type LineReader = BufReader<Box<dyn Read + Send>>;
 
 /// Catches repeated `custom_id`s across a whole file in bounded memory: a
 /// 64-bit fingerprint and the first line number per id (about 34 bytes an
@@ -94,7 +98,7 @@ impl Validator {
 pub fn check_file(path: &Path) -> io::Result<Vec<LineError>> {
     let mut problems = Vec::new();
     let mut v = Validator::default();
-    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line| {
+    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
         if let Err(e) = v.validate(line_no, line) {
             problems.push(e);
         }
@@ -104,10 +108,11 @@ pub fn check_file(path: &Path) -> io::Result<Vec<LineError>> {
 }
 
 /// Call `f` with each non-blank line (without its line ending) and its
-/// 1-based physical line number, until `f` returns false.
+/// 1-based physical line number, until `f` returns false. `f` also learns
+/// whether more input is already buffered (false: the next read may block).
 pub(crate) fn for_each_line(
-    mut r: Box<dyn BufRead + Send>,
-    mut f: impl FnMut(u64, &[u8]) -> bool,
+    mut r: LineReader,
+    mut f: impl FnMut(u64, &[u8], bool) -> bool,
 ) -> io::Result<()> {
     let mut buf = Vec::with_capacity(8 << 10);
     let mut line_no = 0u64;
@@ -127,7 +132,8 @@ pub(crate) fn for_each_line(
         if is_blank(line) {
             continue;
         }
-        if !f(line_no, line) {
+        let more_buffered = !r.buffer().is_empty();
+        if !f(line_no, line, more_buffered) {
             return Ok(());
         }
     }
@@ -189,17 +195,23 @@ pub(crate) fn token_cost(
         })
 }
 
-/// Read `input` to the end (or until the receiver goes away), sending each
-/// line on. Returns the number of non-blank lines read.
+/// Lines travel to the loop in batches of up to this many, which keeps
+/// thread wake-ups rare.
+const BATCH: usize = 64;
+
+/// Read `input` to the end (or until the receiver goes away), sending the
+/// lines on in batches. Returns the number of non-blank lines read.
 pub(crate) fn read_input(
     input: &Input,
-    tx: tokio::sync::mpsc::Sender<ReadItem>,
+    tx: tokio::sync::mpsc::Sender<Vec<ReadItem>>,
     count_tokens: Arc<AtomicBool>,
     default_max_output: u64,
 ) -> io::Result<u64> {
     let mut v = Validator::default();
     let mut seq = 0u64;
-    for_each_line(input.open()?, |line_no, line| {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut open = true;
+    for_each_line(input.open()?, |line_no, line, more_buffered| {
         let item = match v.validate(line_no, line) {
             Ok(req) => {
                 let tokens = if count_tokens.load(Relaxed) {
@@ -218,8 +230,18 @@ pub(crate) fn read_input(
             Err(e) => ReadItem::Invalid(seq, e),
         };
         seq += 1;
-        tx.blocking_send(item).is_ok()
+        batch.push(item);
+        // A slow pipe must not hold lines back: send when nothing more is
+        // buffered, not only when the batch is full.
+        if batch.len() >= BATCH || !more_buffered {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            open = tx.blocking_send(full).is_ok();
+        }
+        open
     })?;
+    if open && !batch.is_empty() {
+        let _ = tx.blocking_send(batch);
+    }
     Ok(seq)
 }
 
@@ -251,7 +273,7 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"\xEF\xBB\xBFa\r\n\n  \nb\nc").unwrap();
         let mut got = Vec::new();
-        for_each_line(Input::File(f.path().into()).open().unwrap(), |n, l| {
+        for_each_line(Input::File(f.path().into()).open().unwrap(), |n, l, _| {
             got.push((n, String::from_utf8(l.to_vec()).unwrap()));
             true
         })

@@ -65,7 +65,9 @@ pub enum LimitWindow {
     Minute,
     /// 1 s windows, each allowing `rpm / 60` requests and `tpm / 60` tokens
     /// (floor, at least 1). OpenAI documents that it may enforce per-minute
-    /// limits in shorter quanta like this.
+    /// limits in shorter quanta like this. A request costing more tokens than
+    /// one quantum (but not more than `tpm`) is admitted only into an empty
+    /// window, which it then fills.
     Second,
 }
 

@@ -28,6 +28,8 @@
 //! 4. Admission against RPM/TPM (cost = `batchling_core::tokens::estimate(..).total()`,
 //!    input plus reserved output, never refunded). Over a limit: 429 at once
 //!    with `retry-after-ms` / `retry-after`; a rejected request costs nothing.
+//!    A request costing more than the whole TPM gets a "Request too large"
+//!    429 without `retry-after` (it can never succeed).
 //! 5. The seeded fault draw, then the latency sleep.
 //! 6. The answer: a deterministic function of the body (see [`answer`]), or
 //!    the drawn fault; `__fail_500_always__` → 500, `__no_json__` → 200 with
@@ -46,6 +48,14 @@
 //! - `answer.rs`: validation and the deterministic answer bodies.
 //! - `server.rs`: accept loop, hyper connections, the request handler.
 //! - `stats.rs`: [`MockStats`] counters and the per-request-key table.
+//! - `examples/serve.rs`: the server as a standalone process;
+//!   `examples/loadgen.rs`: a reqwest load generator for throughput checks.
+//! - `tests/server.rs`: everything above over real HTTP.
+//!
+//! Request keys (for [`MockServer::ok_count_for`]): the `x-batchling-custom-id`
+//! header, else the body's `"user"`, else the xxh3 of the raw body in hex
+//! ([`body_key`]). Set `track_keys: false` for very long benchmark runs: the
+//! table keeps one entry per distinct key.
 //!
 //! The hot path takes no lock across an await and logs nothing per request.
 
@@ -80,6 +90,10 @@ pub use stats::MockStats;
 
 use server::{Shared, StatusOverride};
 
+/// A fixed answer for [`MockServer::set_status_override`]: status, JSON
+/// body, extra headers `(name, value)`.
+pub type StatusAnswer = (u16, String, Vec<(String, String)>);
+
 /// How long [`MockServer::shutdown`] lets in-flight requests finish before
 /// cutting their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -99,8 +113,12 @@ pub struct MockServer {
 impl MockServer {
     /// Bind `addr` (port 0 picks a free port) and serve on the current tokio
     /// runtime.
+    ///
+    /// The first call in a process also loads the tokenizers (a few hundred
+    /// ms, on a blocking thread) so that no request pays for it.
     pub async fn start(config: MockConfig, addr: SocketAddr) -> std::io::Result<MockServer> {
         let listener = TcpListener::bind(addr).await?;
+        let _ = tokio::task::spawn_blocking(warm_tokenizers).await;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         let graceful = CancellationToken::new();
@@ -193,7 +211,7 @@ impl MockServer {
     ///
     /// # Panics
     /// On a status outside 100..=999 or an invalid header name or value.
-    pub fn set_status_override(&self, answer: Option<(u16, String, Vec<(String, String)>)>) {
+    pub fn set_status_override(&self, answer: Option<StatusAnswer>) {
         let new = answer.map(|(status, body, headers)| {
             let status = StatusCode::from_u16(status)
                 .unwrap_or_else(|_| panic!("invalid status override {status}"));
@@ -238,6 +256,24 @@ impl MockServer {
             self.tracker.wait().await;
         }
     }
+}
+
+/// Load the tokenizers behind `estimate` (o200k_base and cl100k_base) once.
+fn warm_tokenizers() {
+    static WARM: std::sync::Once = std::sync::Once::new();
+    WARM.call_once(|| {
+        for model in ["gpt-4o", "gpt-4"] {
+            let body = serde_json::json!({
+                "model": model,
+                "messages": [{"role": "user", "content": "warm up"}],
+            });
+            let _ = batchling_core::tokens::estimate(
+                batchling_core::endpoint::Endpoint::ChatCompletions,
+                &body,
+                1,
+            );
+        }
+    });
 }
 
 impl Drop for MockServer {

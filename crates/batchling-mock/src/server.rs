@@ -295,6 +295,9 @@ async fn handle(
         }
         other => {
             let _guard = shared.counters.enter();
+            if let Some(ov) = shared.current_override() {
+                return Ok(overridden(&shared, &ov));
+            }
             shared.counters.bad_request.fetch_add(1, Relaxed);
             let (status, message) = match other {
                 Route::WrongMethod => (
@@ -365,20 +368,7 @@ async fn handle(
     }
 
     if let Some(ov) = shared.current_override() {
-        shared.counters.overridden.fetch_add(1, Relaxed);
-        let mut resp = finish(
-            &shared,
-            Reply {
-                status: ov.status,
-                body: Body::from(ov.body.clone()),
-                content_type: "application/json",
-                retry_after: None,
-            },
-        );
-        for (name, value) in &ov.headers {
-            resp.headers_mut().insert(name.clone(), value.clone());
-        }
-        return Ok(resp);
+        return Ok(overridden(&shared, &ov));
     }
 
     let bad = |e: ApiError| {
@@ -535,6 +525,24 @@ async fn handle(
         shared.keys.ok(key);
     }
     Ok(finish(&shared, Reply::json(StatusCode::OK, answer.body)))
+}
+
+/// The status override's answer.
+fn overridden(shared: &Shared, ov: &StatusOverride) -> Response<Body> {
+    shared.counters.overridden.fetch_add(1, Relaxed);
+    let mut resp = finish(
+        shared,
+        Reply {
+            status: ov.status,
+            body: Body::from(ov.body.clone()),
+            content_type: "application/json",
+            retry_after: None,
+        },
+    );
+    for (name, value) in &ov.headers {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
 }
 
 /// Turn a reply into a response with the common headers.

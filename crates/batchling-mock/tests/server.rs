@@ -704,3 +704,26 @@ async fn base_url_and_shutdown() {
         .await;
     assert!(after.is_err());
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_slow_requests_forever() {
+    let server = start(MockConfig {
+        latency: Duration::from_secs(30),
+        ..MockConfig::default()
+    })
+    .await;
+    let c = client();
+    let url = format!("{}/embeddings", server.base_url());
+    let pending = tokio::spawn(async move {
+        c.post(url)
+            .body(json!({"model": "e", "input": "slow"}).to_string())
+            .send()
+            .await
+    });
+    // Wait until the request is being processed.
+    while server.stats().in_flight == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.shutdown().await;
+    assert!(pending.await.unwrap().is_err());
+}

@@ -3,6 +3,7 @@
 use std::sync::Once;
 use std::time::Duration;
 
+use batchling_core::Endpoint;
 use batchling_core::usage::{BodyRead, read_body};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
@@ -61,6 +62,9 @@ impl Default for ClientConfig {
 pub struct OpenAiClient {
     http: reqwest::Client,
     base: String,
+    /// Full URL per endpoint, parsed once: parsing a URL per request costs
+    /// more than the rest of building it.
+    urls: Vec<(Endpoint, reqwest::Url)>,
     timeout: Duration,
     key: Option<ApiKey>,
 }
@@ -129,8 +133,16 @@ impl OpenAiClient {
         let http = builder
             .build()
             .map_err(|e| ProviderError::Client(e.to_string()))?;
+        let urls = Endpoint::ALL
+            .into_iter()
+            .map(|e| {
+                let url = format!("{base}{}", e.relative_path());
+                reqwest::Url::parse(&url).map(|u| (e, u)).map_err(|err| bad(&err.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(OpenAiClient {
             http,
+            urls,
             base,
             timeout: config.timeout,
             key: config.api_key,
@@ -164,7 +176,12 @@ impl OpenAiClient {
     }
 
     async fn attempt(&self, request: &Outgoing) -> Result<Answer, reqwest::Error> {
-        let url = format!("{}{}", self.base, request.endpoint.relative_path());
+        let url = self
+            .urls
+            .iter()
+            .find(|(e, _)| *e == request.endpoint)
+            .map(|(_, u)| u.clone())
+            .expect("every endpoint has a URL");
         let resp = self
             .http
             .post(url)

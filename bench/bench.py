@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""batchling benchmarks: each scenario against the built-in fake provider,
+reported as a ratio to the ideal.
+
+Usage (from the repository root):
+    cargo build --release
+    python3 bench/bench.py [scenario ...]      # default: all but 'memory'
+    python3 bench/bench.py memory              # the 1,000,000-line run
+
+Each scenario starts `batchling mock` as its own process on a free loopback
+port, writes an input file under bench/out/, runs `batchling run` against the
+mock, and measures batchling's own CPU time and peak RSS (from wait4's rusage
+of that process alone, so the mock's work is not counted). Results print as
+a Markdown table, ready for BENCHMARKS.md.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "batchling")
+OUT = os.path.join(ROOT, "bench", "out")
+
+
+def write_input(path, n, kind="chat", prompt_words=8, max_tokens=16):
+    words = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet "
+             "kilo lima mike november oscar papa quebec romeo sierra tango").split()
+    with open(path, "w") as f:
+        for i in range(n):
+            text = " ".join(words[(i + k) % len(words)] for k in range(prompt_words))
+            body = {"model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"{i} {text}"}],
+                    "max_tokens": max_tokens}
+            f.write(json.dumps({"custom_id": f"r{i}", "method": "POST",
+                                "url": "/v1/chat/completions", "body": body},
+                               separators=(",", ":")) + "\n")
+
+
+def start_mock(args):
+    p = subprocess.Popen([BIN, "mock", "--port", "0"] + args,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = p.stdout.readline().strip()
+    if not url.startswith("http"):
+        p.kill()
+        raise SystemExit(f"mock did not start: {url!r}")
+    return p, url
+
+
+def run_batchling(url, inp, extra):
+    out = os.path.join(OUT, "out.jsonl")
+    summary = os.path.join(OUT, "summary.json")
+    cmd = [BIN, "run", inp, "-o", out, "--base-url", url, "--quiet",
+           "--summary-json", summary] + extra
+    env = dict(os.environ, OPENAI_API_KEY="sk-bench")
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"batchling exited {code}: {' '.join(cmd)}")
+    with open(summary) as f:
+        s = json.load(f)
+    s["_cpu"] = ru.ru_utime + ru.ru_stime
+    s["_rss_mb"] = ru.ru_maxrss / 1024
+    s["_wall"] = wall
+    s["_out"] = out
+    return s
+
+
+def prompt_tokens_sum(out_path):
+    total = 0
+    with open(out_path) as f:
+        for line in f:
+            total += json.loads(line)["response"]["body"]["usage"]["prompt_tokens"]
+    return total
+
+
+def scenario(name, n, mock_args, run_args, ideal_fn, kind_args=None):
+    os.makedirs(OUT, exist_ok=True)
+    inp = os.path.join(OUT, f"{name}.jsonl")
+    write_input(inp, n, **(kind_args or {}))
+    mock, url = start_mock(mock_args)
+    try:
+        s = run_batchling(url, inp, run_args)
+    finally:
+        mock.terminate()
+        mock.wait()
+    ideal = ideal_fn(s)
+    makespan = s["elapsed_s"]
+    return {
+        "scenario": name, "requests": s["requests"], "succeeded": s["succeeded"],
+        "429s": s["rate_limited"], "makespan_s": round(makespan, 2),
+        "ideal_s": round(ideal, 2) if ideal else None,
+        "ratio": round(ideal / makespan, 4) if ideal else None,
+        "cpu_s": round(s["_cpu"], 2),
+        "cpu_s_per_10k": round(s["_cpu"] / s["requests"] * 10000, 3),
+        "req_per_s": round(s["requests"] / makespan, 0),
+        "peak_rss_mb": round(s["_rss_mb"], 1),
+    }
+
+
+SCENARIOS = {
+    # 3,000 requests, 6,000 RPM enforced per second, 200 ms latency.
+    "rate-bound": lambda: scenario(
+        "rate-bound", 3000,
+        ["--rpm", "6000", "--per-second", "--latency-ms", "200"],
+        ["--rpm", "6000"], lambda s: 3000 / (6000 / 60)),
+    # 1,000 requests of ~400 prompt tokens, max_tokens 100, 300,000 TPM per second.
+    "token-bound": lambda: scenario(
+        "token-bound", 1000,
+        ["--tpm", "300000", "--per-second", "--latency-ms", "200"],
+        ["--tpm", "300000"],
+        lambda s: (prompt_tokens_sum(s["_out"]) + 100 * 1000) / (300000 / 60),
+        {"prompt_words": 390, "max_tokens": 100}),
+    # The rate-bound case with no --rpm: limits learned from headers.
+    "limits-learned": lambda: scenario(
+        "limits-learned", 3000,
+        ["--rpm", "6000", "--per-second", "--latency-ms", "200"],
+        [], lambda s: 3000 / (6000 / 60)),
+    # 5,000 requests, 500 ms latency, concurrency 100: ideal N x latency / concurrency.
+    "latency-bound": lambda: scenario(
+        "latency-bound", 5000, ["--latency-ms", "500"],
+        ["--concurrency", "100"], lambda s: 5000 * 0.5 / 100),
+    # 20,000 requests, zero latency, no limits: CPU per request and throughput.
+    "overhead": lambda: scenario(
+        "overhead", 20000, [], ["--concurrency", "64"], lambda s: None),
+    # 1,000,000 lines, zero latency: peak RSS.
+    "memory": lambda: scenario(
+        "memory", 1_000_000, [], ["--concurrency", "64"], lambda s: None),
+}
+
+
+def main():
+    names = sys.argv[1:] or [n for n in SCENARIOS if n != "memory"]
+    if not os.path.exists(BIN):
+        raise SystemExit("build first: cargo build --release")
+    rows = [SCENARIOS[n]() for n in names]
+    cols = ["scenario", "requests", "succeeded", "429s", "makespan_s", "ideal_s",
+            "ratio", "cpu_s", "cpu_s_per_10k", "req_per_s", "peak_rss_mb"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

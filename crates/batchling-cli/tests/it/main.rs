@@ -1,0 +1,11 @@
+//! Integration tests: the `batchling` binary, run as a subprocess against the
+//! fake provider started in-process. No timing assertions.
+
+mod bad_input;
+mod formats;
+mod limits;
+mod order;
+mod readme;
+mod retries;
+mod stops;
+mod support;

@@ -1,0 +1,467 @@
+//! Shared test plumbing: an in-process mock on its own runtime, a builder
+//! for `batchling run` subprocesses, and readers for what a run leaves behind.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use batchling_mock::{MockConfig, MockServer};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The API key every test run gets. Distinctive, so a leak is easy to find.
+pub(crate) const API_KEY: &str = "sk-test-batchling-7c41e0d29fb35a88";
+
+/// No single run may take longer than this; past it the child is killed and
+/// the test fails (a hang is a bug, not a slow machine).
+const RUN_DEADLINE: Duration = Duration::from_secs(90);
+
+/// A mock server on a runtime of its own, alive as long as this value.
+pub(crate) struct Mock {
+    server: Option<MockServer>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Mock {
+    pub(crate) fn start(config: MockConfig) -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        let server = rt
+            .block_on(MockServer::start(config, "127.0.0.1:0".parse().unwrap()))
+            .expect("the mock starts");
+        Mock {
+            server: Some(server),
+            rt,
+        }
+    }
+
+    pub(crate) fn plain() -> Mock {
+        Mock::start(MockConfig::default())
+    }
+
+    /// POST `body` straight to the mock (no batchling in between) and return
+    /// the status and the raw body. Used to learn what the mock answers for
+    /// a body; call it only after assertions on the mock's counters.
+    pub(crate) fn post_direct(&self, url: &str, body: &str) -> (u16, Vec<u8>) {
+        let path = url.strip_prefix("/v1").unwrap_or(url);
+        let addr = self.addr();
+        let mut s = TcpStream::connect(addr).expect("connect to the mock");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "POST /v1{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read the mock's answer");
+        parse_http_response(&raw)
+    }
+}
+
+fn parse_http_response(raw: &[u8]) -> (u16, Vec<u8>) {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let rest = &raw[split + 4..];
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let lower = head.to_ascii_lowercase();
+    let header = |name: &str| {
+        lower
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+    };
+    if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+        let mut body = Vec::new();
+        let mut rest = rest;
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size_text = std::str::from_utf8(&rest[..nl]).unwrap();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                .expect("a chunk size");
+            rest = &rest[nl + 2..];
+            if size == 0 {
+                return (status, body);
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+    }
+    let body = match header("content-length:") {
+        Some(len) => rest[..len.parse::<usize>().unwrap()].to_vec(),
+        None => rest.to_vec(),
+    };
+    (status, body)
+}
+
+impl Deref for Mock {
+    type Target = MockServer;
+    fn deref(&self) -> &MockServer {
+        self.server.as_ref().expect("the mock is running")
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            // Abrupt stop: cancel every connection at once.
+            let _guard = self.rt.enter();
+            drop(s);
+        }
+    }
+}
+
+/// A JSON string literal.
+pub(crate) fn js(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// One input line with `body` embedded verbatim.
+pub(crate) fn line(custom_id: &str, url: &str, body: &str) -> String {
+    format!(
+        r#"{{"custom_id":{},"method":"POST","url":{},"body":{body}}}"#,
+        js(custom_id),
+        js(url)
+    )
+}
+
+/// A chat body whose single user message is `text`.
+pub(crate) fn chat_body(text: &str) -> String {
+    serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": text}],
+    })
+    .to_string()
+}
+
+pub(crate) fn chat_line(custom_id: &str, text: &str) -> String {
+    line(custom_id, "/v1/chat/completions", &chat_body(text))
+}
+
+/// `n` chat requests `{prefix}-000`...: the file text and the ids in order.
+pub(crate) fn chat_file(prefix: &str, n: usize) -> (String, Vec<String>) {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
+    let text = ids
+        .iter()
+        .map(|id| chat_line(id, &format!("question {id}")) + "\n")
+        .collect();
+    (text, ids)
+}
+
+/// Check an output line answered `chat_line(id, text)`: the mock's echo.
+pub(crate) fn assert_chat_echo(line: &Value, text: &str) {
+    let body = &line["response"]["body"];
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("echo:{text}"),
+        "{line}"
+    );
+    assert_eq!(body["object"], "chat.completion", "{line}");
+}
+
+/// A `batchling run` about to happen, in a temp dir of its own.
+pub(crate) struct Run {
+    dir: TempDir,
+    input: OsString,
+    args: Vec<OsString>,
+    env_key: bool,
+    stdin: Option<Vec<u8>>,
+    cwd: Option<PathBuf>,
+}
+
+impl Run {
+    /// A run over `input` (written to `in.jsonl`), output `out.jsonl`,
+    /// `--quiet`, `--summary-json summary.json`, with the test API key.
+    pub(crate) fn new(input: &str) -> Run {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, input).unwrap();
+        Run {
+            input: path.into(),
+            dir,
+            args: Vec::new(),
+            env_key: true,
+            stdin: None,
+            cwd: None,
+        }
+    }
+
+    /// Send to this mock (`--base-url`).
+    pub(crate) fn against(self, mock: &Mock) -> Run {
+        self.args(&["--base-url", &mock.base_url()])
+    }
+
+    pub(crate) fn args(mut self, args: &[&str]) -> Run {
+        self.args.extend(args.iter().map(OsString::from));
+        self
+    }
+
+    /// Use this as the input argument instead of `in.jsonl`.
+    pub(crate) fn input_arg(mut self, input: impl Into<OsString>) -> Run {
+        self.input = input.into();
+        self
+    }
+
+    /// Read the input from standard input (`-`), fed with `in.jsonl`'s text.
+    pub(crate) fn via_stdin(mut self) -> Run {
+        self.stdin = Some(std::fs::read(self.dir.path().join("in.jsonl")).unwrap());
+        self.input = "-".into();
+        self
+    }
+
+    /// Leave OPENAI_API_KEY unset.
+    pub(crate) fn without_key(mut self) -> Run {
+        self.env_key = false;
+        self
+    }
+
+    pub(crate) fn current_dir(mut self, dir: impl Into<PathBuf>) -> Run {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn out_path(&self) -> PathBuf {
+        self.dir.path().join("out.jsonl")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_batchling"));
+        c.arg("run")
+            .arg(&self.input)
+            .arg("-o")
+            .arg(self.out_path())
+            .arg("--quiet")
+            .arg("--summary-json")
+            .arg(self.dir.path().join("summary.json"))
+            .args(&self.args)
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.env_key {
+            c.env("OPENAI_API_KEY", API_KEY);
+        }
+        c.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        c
+    }
+
+    /// Start the run without waiting for it.
+    pub(crate) fn spawn(self) -> Running {
+        let mut child = self.command().spawn().expect("start batchling");
+        if let Some(data) = &self.stdin {
+            let mut stdin = child.stdin.take().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            });
+        }
+        // Drain the pipes on threads so a chatty child never blocks.
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let out_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Running {
+            run: self,
+            child,
+            out_t,
+            err_t,
+        }
+    }
+
+    /// Run to the end.
+    pub(crate) fn run(self) -> Outcome {
+        self.spawn().wait()
+    }
+}
+
+pub(crate) struct Running {
+    run: Run,
+    child: Child,
+    out_t: std::thread::JoinHandle<String>,
+    err_t: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send SIGTERM to the child.
+    pub(crate) fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    pub(crate) fn wait(mut self) -> Outcome {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait for batchling") {
+                break s;
+            }
+            if start.elapsed() > RUN_DEADLINE {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "batchling did not finish within {RUN_DEADLINE:?}; stderr:\n{}",
+                    self.err_t.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Outcome {
+            status,
+            stdout: self.out_t.join().unwrap(),
+            stderr: self.err_t.join().unwrap(),
+            run: self.run,
+        }
+    }
+}
+
+/// What a finished run left behind.
+pub(crate) struct Outcome {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    run: Run,
+}
+
+impl Outcome {
+    /// The exit code (fails the test if the process died of a signal).
+    pub(crate) fn code(&self) -> i32 {
+        self.status.code().unwrap_or_else(|| {
+            panic!(
+                "batchling died of a signal: {:?}\nstderr:\n{}",
+                self.status, self.stderr
+            )
+        })
+    }
+
+    pub(crate) fn assert_code(&self, want: i32) {
+        assert_eq!(
+            self.code(),
+            want,
+            "unexpected exit code; stderr:\n{}",
+            self.stderr
+        );
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.run.dir()
+    }
+
+    pub(crate) fn out_path(&self) -> PathBuf {
+        self.run.out_path()
+    }
+
+    pub(crate) fn errors_path(&self) -> PathBuf {
+        self.dir().join("out.errors.jsonl")
+    }
+
+    pub(crate) fn out_text(&self) -> String {
+        std::fs::read_to_string(self.out_path()).expect("the output file exists")
+    }
+
+    pub(crate) fn err_text(&self) -> String {
+        std::fs::read_to_string(self.errors_path()).expect("the error file exists")
+    }
+
+    pub(crate) fn out_lines(&self) -> Vec<Value> {
+        parse_lines(&self.out_text(), "output")
+    }
+
+    pub(crate) fn err_lines(&self) -> Vec<Value> {
+        parse_lines(&self.err_text(), "error")
+    }
+
+    pub(crate) fn summary(&self) -> Value {
+        let text = std::fs::read_to_string(self.dir().join("summary.json"))
+            .unwrap_or_else(|e| panic!("no summary json ({e}); stderr:\n{}", self.stderr));
+        serde_json::from_str(&text).expect("the summary is JSON")
+    }
+}
+
+/// Every line of a JSONL file, each required to be a JSON object.
+pub(crate) fn parse_lines(text: &str, what: &str) -> Vec<Value> {
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the {what} file ends mid-line: {text:?}"
+    );
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{what} line {} is not JSON ({e}): {l}", i + 1));
+            assert!(v.is_object(), "{what} line {} is not an object: {l}", i + 1);
+            v
+        })
+        .collect()
+}
+
+/// The `custom_id`s of some lines, in order.
+pub(crate) fn ids(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            l["custom_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no custom_id: {l}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Assert every id of `want` appears exactly once across `lines`, and
+/// nothing else does.
+pub(crate) fn assert_each_once(lines: &[Value], want: &[String]) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for id in ids(lines) {
+        *seen.entry(id).or_default() += 1;
+    }
+    let dup: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dup.is_empty(), "ids written more than once: {dup:?}");
+    let got: BTreeSet<&String> = seen.keys().collect();
+    let want: BTreeSet<&String> = want.iter().collect();
+    assert_eq!(got, want, "the set of ids written differs from the input");
+}
+
+/// The summary's integer field.
+pub(crate) fn num(summary: &Value, field: &str) -> u64 {
+    summary[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("summary.{field} is not a number: {summary}"))
+}
