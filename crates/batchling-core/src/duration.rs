@@ -1,5 +1,6 @@
 //! Durations as providers write them in rate-limit headers.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Parse a rate-limit reset value: Go's `time.Duration` text (`6m0s`, `20ms`,
@@ -46,29 +47,39 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
-/// Format a duration the way OpenAI writes reset headers (`1s`, `350ms`,
-/// `6m0s`, `1m23.5s`).
+/// Write a duration the way Go's `time.Duration.String()` does, rounded UP
+/// to whole milliseconds (a client that waits this long is never early):
+/// `0s`, `350ms`, `1s`, `1.5s`, `6m0s`, `1m23.5s`, `1h2m3s`.
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
+    let ms = d.as_nanos().div_ceil(1_000_000) as u64;
+    let mut out = String::with_capacity(12);
+    if ms == 0 {
+        out.push_str("0s");
+    } else if ms < 1000 {
+        let _ = write!(out, "{ms}ms");
+    } else {
+        let hours = ms / 3_600_000;
+        let minutes = ms / 60_000 % 60;
+        let secs = ms / 1000 % 60;
+        let frac = ms % 1000;
+        if hours > 0 {
+            let _ = write!(out, "{hours}h");
+        }
+        if hours > 0 || minutes > 0 {
+            let _ = write!(out, "{minutes}m");
+        }
+        let _ = write!(out, "{secs}");
+        if frac > 0 {
+            let f = format!("{frac:03}");
+            let _ = write!(out, ".{}", f.trim_end_matches('0'));
+        }
+        out.push('s');
     }
-    let total_secs = d.as_secs_f64();
-    let h = (total_secs / 3600.0).floor() as u64;
-    let m = ((total_secs - h as f64 * 3600.0) / 60.0).floor() as u64;
-    let s = total_secs - h as f64 * 3600.0 - m as f64 * 60.0;
-    let s = (s * 1000.0).round() / 1000.0;
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    out.push_str(&format!("{s}s"));
     out
 }
 
+/// Parse Go-duration text (`1s`, `6m0s`, `20ms`, `2m59.56s`, `1h23m31s`,
+/// `1.5µs`), also a bare number as seconds. `None` when unparseable.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,12 +109,28 @@ mod tests {
     }
 
     #[test]
-    fn format_round_trips() {
-        for ms in [0, 20, 350, 1000, 1500, 60_000, 83_500, 5_011_000] {
-            let d = Duration::from_millis(ms);
-            let back = parse_duration(&format_duration(d)).unwrap();
-            assert_eq!(back.as_millis(), d.as_millis(), "{}", format_duration(d));
+    fn go_duration_format() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_micros(1), "1ms"),
+            (Duration::from_millis(350), "350ms"),
+            (Duration::from_millis(999), "999ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_millis(33_023), "33.023s"),
+            (Duration::from_secs(360), "6m0s"),
+            (Duration::from_millis(83_500), "1m23.5s"),
+            (Duration::from_secs(5011), "1h23m31s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(format_duration(d), text);
+            let rounded = Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64);
+            let parsed = parse_duration(text).unwrap();
+            assert!(
+                parsed.abs_diff(rounded) < Duration::from_micros(1),
+                "{text}"
+            );
         }
-        assert_eq!(format_duration(Duration::from_secs(360)), "6m0s");
     }
 }

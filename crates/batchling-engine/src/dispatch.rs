@@ -362,7 +362,9 @@ pub(crate) async fn dispatch<P: Provider>(
                     attempts: 0,
                     retries: 0,
                     mark: ctx.health.mark(),
-                    home: home_tx.clone().expect("lines come only while the input is open"),
+                    home: home_tx
+                        .clone()
+                        .expect("lines come only while the input is open"),
                 },
                 ReadItem::Invalid(seq, e) => {
                     ctx.reject(seq, e);

@@ -5,7 +5,6 @@
 //! `[start + k·len, start + (k+1)·len)`. A request's cost is counted when it
 //! is admitted and never refunded; a rejected request costs nothing.
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -198,124 +197,9 @@ impl Limiter {
     }
 }
 
-/// Write a duration the way Go's `time.Duration.String()` does, rounded UP
-/// to whole milliseconds (a client that waits this long is never early):
-/// `0s`, `350ms`, `1s`, `1.5s`, `6m0s`, `1m23.5s`, `1h2m3s`.
-pub fn format_go_duration(d: Duration) -> String {
-    let ms = d.as_nanos().div_ceil(1_000_000) as u64;
-    let mut out = String::with_capacity(12);
-    if ms == 0 {
-        out.push_str("0s");
-    } else if ms < 1000 {
-        let _ = write!(out, "{ms}ms");
-    } else {
-        let hours = ms / 3_600_000;
-        let minutes = ms / 60_000 % 60;
-        let secs = ms / 1000 % 60;
-        let frac = ms % 1000;
-        if hours > 0 {
-            let _ = write!(out, "{hours}h");
-        }
-        if hours > 0 || minutes > 0 {
-            let _ = write!(out, "{minutes}m");
-        }
-        let _ = write!(out, "{secs}");
-        if frac > 0 {
-            let f = format!("{frac:03}");
-            let _ = write!(out, ".{}", f.trim_end_matches('0'));
-        }
-        out.push('s');
-    }
-    out
-}
-
-/// Parse Go-duration text (`1s`, `6m0s`, `20ms`, `2m59.56s`, `1h23m31s`,
-/// `1.5µs`), also a bare number as seconds. `None` when unparseable.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let s = text.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (1e-3, 2)
-        } else if rest.starts_with("us") {
-            (1e-6, 2)
-        } else if rest.starts_with("µs") {
-            (1e-6, "µs".len())
-        } else if rest.starts_with("ns") {
-            (1e-9, 2)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else {
-            return None;
-        };
-        rest = &rest[len..];
-        total += value * unit;
-    }
-    total.is_finite().then(|| Duration::from_secs_f64(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_duration_format() {
-        let cases = [
-            (Duration::ZERO, "0s"),
-            (Duration::from_micros(1), "1ms"),
-            (Duration::from_millis(350), "350ms"),
-            (Duration::from_millis(999), "999ms"),
-            (Duration::from_secs(1), "1s"),
-            (Duration::from_millis(1500), "1.5s"),
-            (Duration::from_millis(33_023), "33.023s"),
-            (Duration::from_secs(360), "6m0s"),
-            (Duration::from_millis(83_500), "1m23.5s"),
-            (Duration::from_secs(5011), "1h23m31s"),
-            (Duration::from_secs(3600), "1h0m0s"),
-        ];
-        for (d, text) in cases {
-            assert_eq!(format_go_duration(d), text);
-            let rounded = Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64);
-            let parsed = parse_go_duration(text).unwrap();
-            assert!(
-                parsed.abs_diff(rounded) < Duration::from_micros(1),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn go_duration_parse() {
-        let ms = |s: &str| parse_go_duration(s).map(|d| d.as_secs_f64());
-        assert_eq!(ms("6m0s"), Some(360.0));
-        assert_eq!(ms("20ms"), Some(0.02));
-        assert!((ms("2m59.56s").unwrap() - 179.56).abs() < 1e-9);
-        assert_eq!(ms("1h23m31s"), Some(5011.0));
-        assert_eq!(ms("12"), Some(12.0));
-        assert_eq!(ms("1.5µs"), Some(1.5e-6));
-        assert_eq!(ms("bogus"), None);
-        assert_eq!(ms(""), None);
-        assert_eq!(ms("5x"), None);
-    }
 
     #[test]
     fn minute_window_counts_requests_and_tokens() {

@@ -27,7 +27,8 @@ use tokio_util::task::TaskTracker;
 use crate::answer::{self, ApiError};
 use crate::config::{Faults, MockConfig};
 use crate::faults::{Fault, draw, mix64};
-use crate::limits::{Admission, LimitKind, Limiter, format_go_duration};
+use crate::format_go_duration;
+use crate::limits::{Admission, LimitKind, Limiter};
 use crate::stats::{Counters, KeyTable};
 
 /// The header the batchling client sends to name a request.

@@ -39,6 +39,9 @@ pub(crate) fn config_from(a: &MockArgs) -> Result<MockConfig> {
             ..Faults::default()
         },
         seed: a.seed,
+        // A standalone server may see millions of distinct requests; the
+        // per-request table is for in-process tests.
+        track_keys: false,
         ..MockConfig::default()
     })
 }

@@ -3,11 +3,11 @@
 
 use crate::support::*;
 
-/// A file with one of each problem. Physical line numbers matter: line 4 is
-/// blank on purpose (blank lines are skipped but still counted).
 /// A bad line: its number, its error code, and the custom_id its error line carries.
 type Problem = (u64, &'static str, Option<&'static str>);
 
+/// A file with one of each problem. Physical line numbers matter: line 4 is
+/// blank on purpose (blank lines are skipped but still counted).
 fn mixed_file() -> (String, Vec<Problem>) {
     let lines = [
         chat_line("good-1", "one"),                                    // 1
@@ -36,7 +36,6 @@ fn mixed_file() -> (String, Vec<Problem>) {
         line("string-body", "/v1/embeddings", r#""text""#),            // 12
         chat_line("good-3", "three"),                                  // 13
     ];
-    // (line number, error code, custom_id written to the error line)
     let problems = vec![
         (2, "invalid_json_line", None),
         (3, "invalid_custom_id", None),
@@ -201,4 +200,31 @@ fn strict_needs_a_file_not_stdin() {
     o.assert_code(2);
     assert!(o.stderr.contains("--strict"), "{}", o.stderr);
     assert_eq!(mock.stats().requests, 0);
+}
+
+#[test]
+fn an_empty_input_is_an_empty_run() {
+    let mock = Mock::plain();
+    let o = Run::new("\n  \n").against(&mock).run();
+    o.assert_code(0);
+    assert_eq!(o.out_text(), "");
+    assert_eq!(o.err_text(), "");
+    let s = o.summary();
+    assert_eq!(num(&s, "requests"), 0);
+    assert_eq!(mock.stats().requests, 0);
+}
+
+#[test]
+fn crlf_line_endings_and_a_byte_order_mark_are_accepted() {
+    let mock = Mock::plain();
+    let (input, want) = chat_file("crlf", 4);
+    let input = format!("\u{feff}{}", input.replace('\n', "\r\n"));
+    let o = Run::new(&input).against(&mock).run();
+    o.assert_code(0);
+    let out = o.out_lines();
+    assert_eq!(ids(&out), want);
+    for l in &out {
+        let id = l["custom_id"].as_str().unwrap();
+        assert_chat_echo(l, &format!("question {id}"));
+    }
 }

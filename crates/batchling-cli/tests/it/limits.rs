@@ -91,3 +91,34 @@ fn a_higher_given_rpm_gives_way_to_headers() {
     assert_eq!(ids(&o.out_lines()), want);
     assert_eq!(o.summary()["rpm_limit"], 1200);
 }
+
+#[test]
+fn token_limits_are_learned_and_kept() {
+    // 60,000 TPM enforced per second: 1,000 tokens a second, about 40 of
+    // these small requests. Both sides count tokens the same way.
+    let mock = Mock::start(MockConfig {
+        tpm: Some(60_000),
+        window: LimitWindow::Second,
+        ..MockConfig::default()
+    });
+    let want: Vec<String> = (0..80).map(|i| format!("tok-{i:03}")).collect();
+    let input: String = want
+        .iter()
+        .map(|id| {
+            let body = serde_json::json!({
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": format!("question {id}")}],
+                "max_tokens": 10,
+            });
+            line(id, "/v1/chat/completions", &body.to_string()) + "\n"
+        })
+        .collect();
+    let o = Run::new(&input).against(&mock).run();
+    o.assert_code(0);
+    assert_eq!(ids(&o.out_lines()), want);
+    let s = o.summary();
+    assert_eq!(s["tpm_limit"], 60_000, "{s}");
+    assert!(s["rpm_limit"].is_null(), "the mock sets no RPM: {s}");
+    assert_eq!(num(&s, "rate_limited"), 0, "{s}");
+    assert_eq!(mock.stats().rate_limited, 0);
+}

@@ -137,7 +137,9 @@ impl OpenAiClient {
             .into_iter()
             .map(|e| {
                 let url = format!("{base}{}", e.relative_path());
-                reqwest::Url::parse(&url).map(|u| (e, u)).map_err(|err| bad(&err.to_string()))
+                reqwest::Url::parse(&url)
+                    .map(|u| (e, u))
+                    .map_err(|err| bad(&err.to_string()))
             })
             .collect::<Result<_, _>>()?;
         Ok(OpenAiClient {
