@@ -142,6 +142,22 @@ impl<P: Provider> Ctx<P> {
         self.finish(p.parsed.seq, dest, line).await;
     }
 
+    /// Record a request as failed with its last attempt: the HTTP answer
+    /// when there was one, else an `error` object.
+    async fn finish_with_attempt(&self, p: &Pending, result: &Attempt) {
+        match result {
+            Attempt::Answered(a) => self.finish_with_answer(p, a, Dest::Errors).await,
+            Attempt::Transport(t) => {
+                let (code, msg) = match t.kind {
+                    TransportKind::Timeout => ("request_timeout", format!("gave up after {} attempts: {}", p.attempts, t.message)),
+                    TransportKind::Connection => ("connection_error", format!("gave up after {} attempts: {}", p.attempts, t.message)),
+                    TransportKind::Invalid => ("invalid_request", format!("the request could not be sent: {}", t.message)),
+                };
+                self.finish_with_failure(p.parsed.seq, Some(&p.parsed.custom_id), code, &msg).await;
+            }
+        }
+    }
+
     async fn finish_with_failure(
         &self,
         seq: u64,
@@ -241,12 +257,7 @@ pub(crate) async fn attempt<P: Provider>(
             }
             ctx.finish_with_answer(&p, a, Dest::Output).await;
         }
-        Verdict::Fail => {
-            let Attempt::Answered(a) = &result else {
-                unreachable!("transport errors are retried")
-            };
-            ctx.finish_with_answer(&p, a, Dest::Errors).await;
-        }
+        Verdict::Fail => ctx.finish_with_attempt(&p, &result).await,
         Verdict::StopRun(reason) => {
             ctx.stop_with(match reason {
                 StopReason::Unauthorized { status, message } => {
@@ -300,18 +311,7 @@ async fn retry<P: Provider>(
             let _ = home.send(p);
             return;
         }
-        match result {
-            Attempt::Answered(a) => ctx.finish_with_answer(&p, a, Dest::Errors).await,
-            Attempt::Transport(t) => {
-                let code = match t.kind {
-                    TransportKind::Timeout => "request_timeout",
-                    TransportKind::Connection => "connection_error",
-                };
-                let msg = format!("gave up after {} attempts: {}", p.attempts, t.message);
-                ctx.finish_with_failure(p.parsed.seq, Some(&p.parsed.custom_id), code, &msg)
-                    .await;
-            }
-        }
+        ctx.finish_with_attempt(&p, result).await;
         return;
     }
     Counters::add(&ctx.counters.retries, 1);

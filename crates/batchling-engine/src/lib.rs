@@ -157,15 +157,16 @@ pub async fn run<P: Provider>(
         ));
     }
     let started = Instant::now();
-    let sink = sink::Sink::create(&job.output, &job.errors, job.order, sink::DEFAULT_MEM_CAP)
-        .map_err(|(path, source)| EngineError::Output { path, source })?;
-    // Open the input now so a missing file is an error before anything runs.
+    // Open the input now so a missing file is an error before anything runs
+    // (and before the output files are truncated).
     let input_name = job.input.display_name();
     drop(job.input.open().map_err(|source| EngineError::Input {
         path: input_name.clone(),
         source,
     })?);
 
+    let sink = sink::Sink::create(&job.output, &job.errors, job.order, sink::DEFAULT_MEM_CAP)
+        .map_err(|(path, source)| EngineError::Output { path, source })?;
     let counters = Arc::new(report::Counters::default());
     let pacer = Arc::new(pacer::Pacer::new(job.pacing));
     let discover = job.pacing.learn && job.pacing.rpm.is_none() && job.pacing.tpm.is_none();
@@ -195,12 +196,14 @@ pub async fn run<P: Provider>(
             job.default_max_output,
         );
         std::thread::spawn(move || {
-            let n = reader::read_input(&input, read_tx, ct, dmo);
-            if let Ok(n) = n {
+            let read = reader::read_input(&input, read_tx, ct, dmo);
+            // Only a complete read knows the exact count; a stopped run keeps
+            // the line count taken up front.
+            if let Ok((n, true)) = read {
                 c.total.store(n, Relaxed);
                 c.total_known.store(1, Relaxed);
             }
-            n
+            read
         })
     };
 

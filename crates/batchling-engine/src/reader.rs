@@ -200,13 +200,14 @@ pub(crate) fn token_cost(
 const BATCH: usize = 64;
 
 /// Read `input` to the end (or until the receiver goes away), sending the
-/// lines on in batches. Returns the number of non-blank lines read.
+/// lines on in batches. Returns the number of non-blank lines read and
+/// whether the input was read to its end.
 pub(crate) fn read_input(
     input: &Input,
     tx: tokio::sync::mpsc::Sender<Vec<ReadItem>>,
     count_tokens: Arc<AtomicBool>,
     default_max_output: u64,
-) -> io::Result<u64> {
+) -> io::Result<(u64, bool)> {
     let mut v = Validator::default();
     let mut seq = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
@@ -240,9 +241,9 @@ pub(crate) fn read_input(
         open
     })?;
     if open && !batch.is_empty() {
-        let _ = tx.blocking_send(batch);
+        open = tx.blocking_send(batch).is_ok();
     }
-    Ok(seq)
+    Ok((seq, open))
 }
 
 #[cfg(test)]

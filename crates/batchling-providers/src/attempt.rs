@@ -65,6 +65,8 @@ pub enum TransportKind {
     Connection,
     /// The per-attempt timeout passed.
     Timeout,
+    /// The request could not even be built (not retryable).
+    Invalid,
 }
 
 /// A failed HTTP call.

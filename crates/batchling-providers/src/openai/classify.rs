@@ -19,6 +19,7 @@ pub fn classify(attempt: &Attempt) -> Verdict {
             let reason = match t.kind {
                 TransportKind::Timeout => RetryReason::Timeout,
                 TransportKind::Connection => RetryReason::Connection,
+                TransportKind::Invalid => return Verdict::Fail,
             };
             return Verdict::Retry {
                 after: None,

@@ -159,6 +159,8 @@ impl OpenAiClient {
     fn transport_error(&self, e: &reqwest::Error) -> TransportError {
         let kind = if e.is_timeout() {
             TransportKind::Timeout
+        } else if e.is_builder() {
+            TransportKind::Invalid
         } else {
             TransportKind::Connection
         };
@@ -188,7 +190,7 @@ impl OpenAiClient {
             .http
             .post(url)
             .timeout(self.timeout)
-            .header("x-batchling-custom-id", &request.custom_id)
+            .header("x-batchling-custom-id", custom_id_header(&request.custom_id))
             .body(request.body.clone())
             .send()
             .await?;
@@ -229,6 +231,25 @@ impl OpenAiClient {
     }
 }
 
+/// The custom id as a header value: visible ASCII as is, every other byte
+/// percent-encoded, so any id the input allows can be sent.
+fn custom_id_header(id: &str) -> HeaderValue {
+    if let Ok(v) = HeaderValue::from_str(id)
+        && id.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return v;
+    }
+    let mut out = String::with_capacity(id.len() * 3);
+    for b in id.bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).expect("percent-encoded text is a valid header value")
+}
+
 impl Provider for OpenAiClient {
     async fn send(&self, request: &Outgoing) -> Attempt {
         match self.attempt(request).await {
@@ -267,6 +288,13 @@ mod tests {
             ..ClientConfig::default()
         });
         assert!(matches!(err, Err(ProviderError::BadHeader { .. })));
+    }
+
+    #[test]
+    fn any_custom_id_makes_a_header() {
+        assert_eq!(custom_id_header("req-1 a").to_str().unwrap(), "req-1 a");
+        assert_eq!(custom_id_header("a\nb%").to_str().unwrap(), "a%0Ab%25");
+        assert_eq!(custom_id_header("é").to_str().unwrap(), "%C3%A9");
     }
 
     #[tokio::test]
