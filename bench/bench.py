@@ -25,18 +25,33 @@ BIN = os.path.join(ROOT, "target", "release", "batchling")
 OUT = os.path.join(ROOT, "bench", "out")
 
 
-def write_input(path, n, kind="chat", prompt_words=8, max_tokens=16):
+def write_input(path, n, prompt_words=8, max_tokens=16, filler=None):
     words = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet "
              "kilo lima mike november oscar papa quebec romeo sierra tango").split()
     with open(path, "w") as f:
         for i in range(n):
-            text = " ".join(words[(i + k) % len(words)] for k in range(prompt_words))
+            if filler:
+                text = " ".join([filler] * prompt_words)
+            else:
+                text = " ".join(words[(i + k) % len(words)] for k in range(prompt_words))
             body = {"model": "gpt-4o-mini",
                     "messages": [{"role": "user", "content": f"{i} {text}"}],
                     "max_tokens": max_tokens}
             f.write(json.dumps({"custom_id": f"r{i}", "method": "POST",
                                 "url": "/v1/chat/completions", "body": body},
                                separators=(",", ":")) + "\n")
+
+
+def prompt_tokens_of(url, words):
+    """Ask the mock how many prompt tokens a request of `words` fillers has
+    (the mock counts with the same tokenizer as batchling)."""
+    import urllib.request
+    body = {"model": "gpt-4o-mini", "max_tokens": 1,
+            "messages": [{"role": "user", "content": "7 " + " ".join(["the"] * words)}]}
+    req = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)["usage"]["prompt_tokens"]
 
 
 def start_mock(args):
@@ -79,11 +94,18 @@ def prompt_tokens_sum(out_path):
     return total
 
 
-def scenario(name, n, mock_args, run_args, ideal_fn, kind_args=None):
+def scenario(name, n, mock_args, run_args, ideal_fn, kind_args=None, prompt_tokens=None):
     os.makedirs(OUT, exist_ok=True)
     inp = os.path.join(OUT, f"{name}.jsonl")
-    write_input(inp, n, **(kind_args or {}))
     mock, url = start_mock(mock_args)
+    kind_args = dict(kind_args or {})
+    if prompt_tokens:
+        # Size prompts to exactly `prompt_tokens` as the provider counts them.
+        words = prompt_tokens
+        words += prompt_tokens - prompt_tokens_of(url, words)
+        assert prompt_tokens_of(url, words) == prompt_tokens
+        kind_args.update(prompt_words=words, filler="the")
+    write_input(inp, n, **kind_args)
     try:
         s = run_batchling(url, inp, run_args)
     finally:
@@ -109,13 +131,15 @@ SCENARIOS = {
         "rate-bound", 3000,
         ["--rpm", "6000", "--per-second", "--latency-ms", "200"],
         ["--rpm", "6000"], lambda s: 3000 / (6000 / 60)),
-    # 1,000 requests of ~400 prompt tokens, max_tokens 100, 300,000 TPM per second.
+    # 1,000 requests of 395 prompt tokens, max_tokens 100, 300,000 TPM per
+    # second. The ideal is total tokens / TPM (every request counts prompt +
+    # max_tokens at admission).
     "token-bound": lambda: scenario(
         "token-bound", 1000,
         ["--tpm", "300000", "--per-second", "--latency-ms", "200"],
         ["--tpm", "300000"],
         lambda s: (prompt_tokens_sum(s["_out"]) + 100 * 1000) / (300000 / 60),
-        {"prompt_words": 390, "max_tokens": 100}),
+        {"max_tokens": 100}, prompt_tokens=395),
     # The rate-bound case with no --rpm: limits learned from headers.
     "limits-learned": lambda: scenario(
         "limits-learned", 3000,

@@ -116,9 +116,7 @@ impl<P: Provider> Ctx<P> {
         let mut line = Vec::with_capacity(a.body.len() + 160);
         let id = self.line_id();
         let request_id = a.request_id.as_deref().unwrap_or("");
-        let is_json =
-            a.body_is_json && serde_json::from_slice::<serde::de::IgnoredAny>(&a.body).is_ok();
-        if dest == Dest::Output || is_json {
+        if a.body_is_json {
             output::write_response_line(
                 &mut line,
                 &id,

@@ -52,7 +52,7 @@ pub struct Answer {
     pub retry_after: Option<Duration>,
     /// `x-should-retry`, when sent.
     pub should_retry: Option<bool>,
-    /// Whether the body parsed as JSON (checked for 2xx only; `true` otherwise).
+    /// Whether the body is valid JSON.
     pub body_is_json: bool,
     /// Usage from a 2xx body.
     pub usage: Option<Usage>,

@@ -210,13 +210,16 @@ impl OpenAiClient {
             // the error file.
             body = bytes::Bytes::from(k.redact(&text));
         }
+        // One parse serves both purposes: validating the body as JSON (an
+        // output line embeds it verbatim) and reading its usage.
         let (body_is_json, usage) = if (200..300).contains(&status) {
             match read_body(&body) {
                 BodyRead::Json(u) => (true, u),
                 BodyRead::NotJson => (false, None),
             }
         } else {
-            (true, None)
+            let valid = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+            (valid, None)
         };
         Ok(Answer {
             status,

@@ -24,19 +24,33 @@ fn count(headers: &HeaderMap, name: &str, is_limit: bool) -> Option<u64> {
     }
 }
 
-fn reading(headers: &HeaderMap, kind: &str) -> LimitReading {
+/// The three header names of one limit: limit, remaining, reset.
+type Names = [&'static str; 3];
+
+const REQUESTS: Names = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+];
+const TOKENS: Names = [
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
+
+fn reading(headers: &HeaderMap, [limit, remaining, reset]: Names) -> LimitReading {
     LimitReading {
-        limit: count(headers, &format!("x-ratelimit-limit-{kind}"), true),
-        remaining: count(headers, &format!("x-ratelimit-remaining-{kind}"), false),
-        reset: text(headers, &format!("x-ratelimit-reset-{kind}")).and_then(parse_duration),
+        limit: count(headers, limit, true),
+        remaining: count(headers, remaining, false),
+        reset: text(headers, reset).and_then(parse_duration),
     }
 }
 
 /// Read the `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
 pub fn rate_limits(headers: &HeaderMap) -> RateLimitSnapshot {
     RateLimitSnapshot {
-        requests: reading(headers, "requests"),
-        tokens: reading(headers, "tokens"),
+        requests: reading(headers, REQUESTS),
+        tokens: reading(headers, TOKENS),
     }
 }
 

@@ -1,0 +1,65 @@
+use std::path::PathBuf;
+
+/// What can go wrong with a journal. Messages say what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The journal file could not be opened or created.
+    #[error("cannot open the journal {}: {source}; check the path and that its directory is writable, or choose another with --state", path.display())]
+    Open {
+        /// The journal path.
+        path: PathBuf,
+        /// What SQLite or the OS said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another process holds the journal.
+    #[error("the journal {} is in use by another batchling process; wait for it to finish or stop it", path.display())]
+    Locked {
+        /// The journal path.
+        path: PathBuf,
+    },
+    /// The file is not a batchling journal (or is damaged).
+    #[error("{} is not a usable batchling journal ({reason}); move it aside or choose another path with --state", path.display())]
+    NotAJournal {
+        /// The journal path.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// A newer batchling wrote this journal.
+    #[error("the journal {} has schema version {found}, newer than this batchling understands ({supported}); upgrade batchling", path.display())]
+    SchemaTooNew {
+        /// The journal path.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The input file is not the one the journal was started with.
+    #[error("{input} has changed since the journal {} was started ({what}); rerun with --restart to start over, or use another --state", journal.display())]
+    InputChanged {
+        /// The input's name.
+        input: String,
+        /// The journal path.
+        journal: PathBuf,
+        /// What differs.
+        what: String,
+    },
+    /// A read or write failed after opening (disk full, I/O error).
+    #[error("journal {} : {source}", path.display())]
+    Write {
+        /// The journal path.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// Writing an exported file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Export {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}

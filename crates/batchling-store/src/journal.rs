@@ -1,0 +1,490 @@
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::identity::InputIdentity;
+use crate::record::{FinalState, Record};
+
+/// Migrations, applied in order; `PRAGMA user_version` says how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_journal.sql")];
+
+/// What the journal knows about its job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Meta {
+    /// The input as given (a path, or `<stdin>`).
+    pub input: Option<String>,
+    /// Its identity when the journal was started (files only).
+    pub input_size: Option<u64>,
+    /// xxh3-128 hex of the input.
+    pub input_hash: Option<String>,
+    /// Non-blank lines in the input, once fully read.
+    pub total: Option<u64>,
+    /// The run settings, as JSON.
+    pub settings: Option<String>,
+    /// Unix time the journal was started.
+    pub created_at: Option<u64>,
+}
+
+/// Counts by final state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    /// Answered.
+    pub done: u64,
+    /// Failed for good.
+    pub failed: u64,
+    /// Bad input lines.
+    pub invalid: u64,
+}
+
+/// What `batchling status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// Job metadata.
+    pub meta: Meta,
+    /// Requests by final state.
+    pub counts: StateCounts,
+    /// Requests with no final state yet (when the total is known).
+    pub pending: Option<u64>,
+    /// Attempts made, in all runs.
+    pub attempts: u64,
+    /// Input tokens of answered requests.
+    pub input_tokens: u64,
+    /// Cached input tokens.
+    pub cached_input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// The most recent failures: (line number, custom_id, message).
+    pub last_errors: Vec<(u64, Option<String>, String)>,
+    /// True when every input line has a final state.
+    pub finished: bool,
+}
+
+/// Order of exported lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportOrder {
+    /// Input order.
+    Input,
+    /// The order requests finished in, across runs.
+    Completion,
+}
+
+/// An open, locked journal. See the crate docs.
+pub struct Journal {
+    conn: Connection,
+    path: PathBuf,
+    /// Held open for its advisory lock: a second process is refused.
+    _lock: File,
+    next_finished: i64,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+fn open_err(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Open {
+        path: path.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+impl Journal {
+    /// Open the journal at `path`, creating it if absent, migrating it if
+    /// old, and locking it against other processes. `durable` chooses
+    /// `synchronous=FULL` (survives power loss) over `NORMAL` (survives a
+    /// crash of the process, not of the machine).
+    pub fn open(path: &Path, durable: bool) -> Result<Self, StoreError> {
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| open_err(path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(path, e)),
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(path, e))?;
+        let not_a_journal = |e: rusqlite::Error| StoreError::NotAJournal {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        // The first query on a damaged or foreign file fails here.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(not_a_journal)?;
+        let sync = if durable { "FULL" } else { "NORMAL" };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=1000;"
+        ))
+        .map_err(not_a_journal)?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                path: path.to_owned(),
+                found: version,
+                supported,
+            });
+        }
+        if version == 0 {
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(not_a_journal)?;
+            if tables > 0 {
+                return Err(StoreError::NotAJournal {
+                    path: path.to_owned(),
+                    reason: "an SQLite database with other tables".into(),
+                });
+            }
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let step = format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1);
+            conn.execute_batch(&step).map_err(|e| open_err(path, e))?;
+        }
+        let mut j = Journal {
+            conn,
+            path: path.to_owned(),
+            _lock: lock,
+            next_finished: 0,
+        };
+        j.next_finished = j
+            .conn
+            .query_row("SELECT coalesce(max(finished), -1) + 1 FROM requests", [], |r| r.get(0))
+            .map_err(|e| j.write_err(e))?;
+        Ok(j)
+    }
+
+    /// Where the journal lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.write_err(e))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(drop)
+            .map_err(|e| self.write_err(e))
+    }
+
+    /// The job's metadata.
+    pub fn meta(&self) -> Result<Meta, StoreError> {
+        let num = |k: &str| -> Result<Option<u64>, StoreError> {
+            Ok(self.get_meta(k)?.and_then(|v| v.parse().ok()))
+        };
+        Ok(Meta {
+            input: self.get_meta("input")?,
+            input_size: num("input_size")?,
+            input_hash: self.get_meta("input_hash")?,
+            total: num("total")?,
+            settings: self.get_meta("settings")?,
+            created_at: num("created_at")?,
+        })
+    }
+
+    /// Whether the journal has seen a run before.
+    pub fn is_started(&self) -> Result<bool, StoreError> {
+        Ok(self.get_meta("created_at")?.is_some())
+    }
+
+    /// Start or resume a job over `input`. A journal started with another
+    /// input is refused (unless `restart`, which clears it first).
+    pub fn begin(
+        &mut self,
+        input: &str,
+        identity: Option<&InputIdentity>,
+        settings_json: &str,
+        now_unix: u64,
+        restart: bool,
+    ) -> Result<(), StoreError> {
+        if restart {
+            self.conn
+                .execute_batch("DELETE FROM requests; DELETE FROM meta;")
+                .map_err(|e| self.write_err(e))?;
+            self.next_finished = 0;
+        }
+        if self.is_started()? {
+            let meta = self.meta()?;
+            let changed = |what: String| StoreError::InputChanged {
+                input: input.to_owned(),
+                journal: self.path.clone(),
+                what,
+            };
+            match (identity, meta.input_size, meta.input_hash.as_deref()) {
+                (Some(id), Some(size), Some(hash)) => {
+                    if id.size != size {
+                        return Err(changed(format!("size {size} → {} bytes", id.size)));
+                    }
+                    if id.hash != hash {
+                        return Err(changed("same size, different content".into()));
+                    }
+                }
+                (None, _, _) => {
+                    return Err(changed(
+                        "standard input cannot be checked against the journal; save it to a file".into(),
+                    ));
+                }
+                (Some(_), _, _) => {
+                    return Err(changed("the journal was started from standard input".into()));
+                }
+            }
+        } else {
+            self.set_meta("created_at", &now_unix.to_string())?;
+            self.set_meta("input", input)?;
+            if let Some(id) = identity {
+                self.set_meta("input_size", &id.size.to_string())?;
+                self.set_meta("input_hash", &id.hash)?;
+            }
+        }
+        self.set_meta("settings", settings_json)
+    }
+
+    /// Record the number of non-blank input lines, once known.
+    pub fn set_total(&self, total: u64) -> Result<(), StoreError> {
+        self.set_meta("total", &total.to_string())
+    }
+
+    /// Forget failed requests so they are sent again (`--retry-failed`).
+    /// Invalid lines stay: they would be invalid again.
+    pub fn forget_failed(&self) -> Result<u64, StoreError> {
+        self.conn
+            .execute("DELETE FROM requests WHERE state = 'failed'", [])
+            .map(|n| n as u64)
+            .map_err(|e| self.write_err(e))
+    }
+
+    /// The sequence numbers that have a final state, as a bitmap.
+    pub fn finished_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        let mut bits: Vec<u64> = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq FROM requests")
+            .map_err(|e| self.write_err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, i64>(0))
+            .map_err(|e| self.write_err(e))?;
+        for seq in rows {
+            let seq = seq.map_err(|e| self.write_err(e))? as u64;
+            let (word, bit) = ((seq / 64) as usize, seq % 64);
+            if bits.len() <= word {
+                bits.resize(word + 1, 0);
+            }
+            bits[word] |= 1 << bit;
+        }
+        Ok(bits)
+    }
+
+    /// Attempts already made per sequence number for failed requests being
+    /// retried is not kept; counts of what is journaled are.
+    pub fn counts(&self) -> Result<StateCounts, StoreError> {
+        let mut c = StateCounts::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, count(*) FROM requests GROUP BY state")
+            .map_err(|e| self.write_err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.write_err(e))?;
+        for row in rows {
+            let (state, n) = row.map_err(|e| self.write_err(e))?;
+            match state.parse::<FinalState>() {
+                Ok(FinalState::Done) => c.done = n as u64,
+                Ok(FinalState::Failed) => c.failed = n as u64,
+                Ok(FinalState::Invalid) => c.invalid = n as u64,
+                Err(_) => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// Sum of usage over answered requests: (input, cached, output).
+    pub fn usage_totals(&self) -> Result<(u64, u64, u64), StoreError> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(sum(input_tokens),0), coalesce(sum(cached_tokens),0),
+                        coalesce(sum(output_tokens),0), coalesce(sum(attempts),0)
+                 FROM requests",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+            )
+            .map_err(|e| self.write_err(e))
+    }
+
+    /// Commit a group of records in one transaction. A `done` row is never
+    /// overwritten (the guard); anything else may be replaced, which is how
+    /// a failed request that is retried becomes done.
+    pub fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let werr = |source| StoreError::Write {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(werr)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO requests (seq, line_no, custom_id, state, attempts, status_code,
+                        error_code, error_message, input_tokens, cached_tokens, output_tokens,
+                        latency_ms, finished, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (seq) DO UPDATE SET
+                        state = excluded.state, attempts = requests.attempts + excluded.attempts,
+                        status_code = excluded.status_code, error_code = excluded.error_code,
+                        error_message = excluded.error_message, input_tokens = excluded.input_tokens,
+                        cached_tokens = excluded.cached_tokens, output_tokens = excluded.output_tokens,
+                        latency_ms = excluded.latency_ms, finished = excluded.finished,
+                        line = excluded.line
+                     WHERE requests.state <> 'done'",
+                )
+                .map_err(werr)?;
+            for r in records {
+                stmt.execute(params![
+                    r.seq as i64,
+                    r.line_no as i64,
+                    r.custom_id,
+                    r.state.as_str(),
+                    r.attempts,
+                    r.status_code,
+                    r.error_code,
+                    r.error_message,
+                    r.usage.input as i64,
+                    r.usage.cached_input as i64,
+                    r.usage.output as i64,
+                    r.latency_ms,
+                    self.next_finished,
+                    r.line,
+                ])
+                .map_err(werr)?;
+                self.next_finished += 1;
+            }
+        }
+        tx.commit().map_err(werr)
+    }
+
+    /// Write the output file (done requests) and the error file (failed and
+    /// invalid), each through a temporary file renamed into place, so
+    /// readers never see a partial file. Returns the line counts.
+    pub fn export(&self, output: &Path, errors: &Path, order: ExportOrder) -> Result<(u64, u64), StoreError> {
+        let order_by = match order {
+            ExportOrder::Input => "seq",
+            ExportOrder::Completion => "finished",
+        };
+        let out = self.export_one(output, &format!("state = 'done' ORDER BY {order_by}"))?;
+        let err = self.export_one(errors, &format!("state <> 'done' ORDER BY {order_by}"))?;
+        Ok((out, err))
+    }
+
+    fn export_one(&self, path: &Path, filter: &str) -> Result<u64, StoreError> {
+        let eerr = |source| StoreError::Export {
+            path: path.to_owned(),
+            source,
+        };
+        let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        tmp_name.push(".batchling-tmp");
+        let tmp = path.with_file_name(tmp_name);
+        let file = File::create(&tmp).map_err(eerr)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT line FROM requests WHERE {filter}"))
+            .map_err(|e| self.write_err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.write_err(e))?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(|e| self.write_err(e))? {
+            let line = row.get_ref(0).map_err(|e| self.write_err(e.into()))?;
+            w.write_all(line.as_blob().map_err(|e| self.write_err(e.into()))?)
+                .map_err(eerr)?;
+            n += 1;
+        }
+        let file = w.into_inner().map_err(|e| eerr(e.into_error()))?;
+        file.sync_all().map_err(eerr)?;
+        std::fs::rename(&tmp, path).map_err(eerr)?;
+        Ok(n)
+    }
+
+    /// Everything `batchling status` shows.
+    pub fn status(&self) -> Result<Status, StoreError> {
+        let meta = self.meta()?;
+        let counts = self.counts()?;
+        let (input_tokens, cached_input_tokens, output_tokens) = self.usage_totals()?;
+        let attempts: i64 = self
+            .conn
+            .query_row("SELECT coalesce(sum(attempts),0) FROM requests", [], |r| r.get(0))
+            .map_err(|e| self.write_err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT line_no, custom_id, coalesce(error_message, '') FROM requests
+                 WHERE state <> 'done' ORDER BY finished DESC LIMIT 5",
+            )
+            .map_err(|e| self.write_err(e))?;
+        let last_errors = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.write_err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.write_err(e))?;
+        let finals = counts.done + counts.failed + counts.invalid;
+        let pending = meta.total.map(|t| t.saturating_sub(finals));
+        Ok(Status {
+            finished: pending == Some(0),
+            meta,
+            counts,
+            pending,
+            attempts: attempts as u64,
+            input_tokens,
+            cached_input_tokens,
+            output_tokens,
+            last_errors,
+        })
+    }
+
+    /// Usage per custom_id is not needed; this maps state names for tests.
+    #[doc(hidden)]
+    pub fn states(&self) -> Result<HashMap<u64, FinalState>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, state FROM requests")
+            .map_err(|e| self.write_err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))
+            .map_err(|e| self.write_err(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (seq, state) = row.map_err(|e| self.write_err(e))?;
+            if let Ok(s) = state.parse() {
+                out.insert(seq, s);
+            }
+        }
+        Ok(out)
+    }
+}
