@@ -25,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 use crate::health::Health;
 use crate::pacer::Pacer;
 use crate::reader::{Parsed, ReadItem};
+use crate::recorder::Entry;
 use crate::report::{Counters, Reporter, StopCause};
-use crate::sink::{Dest, Finished, Sink};
+use batchling_core::Usage;
+use batchling_store::{FinalState, Record};
 
 /// A request somewhere between the input and its final line.
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub(crate) struct Pending {
     retries: u32,
     /// Success count when this request started retrying.
     mark: u64,
+    /// HTTP attempts made in this run, 429s included.
+    sent: u32,
     /// The way back to the loop; dropping the last one ends the run.
     home: mpsc::UnboundedSender<Pending>,
 }
@@ -49,9 +53,7 @@ pub(crate) struct Ctx<P> {
     pub(crate) counters: Arc<Counters>,
     pub(crate) health: Health,
     pub(crate) retry: RetryPolicy,
-    pub(crate) sink: Mutex<Option<Sink>>,
-    /// The first write error; the run stops on it.
-    pub(crate) sink_error: Mutex<Option<(std::path::PathBuf, std::io::Error)>>,
+    pub(crate) recorder: mpsc::Sender<Entry>,
     pub(crate) reporter: Arc<dyn Reporter>,
     pub(crate) stop: CancellationToken,
     pub(crate) stop_cause: Mutex<Option<StopCause>>,
@@ -82,119 +84,156 @@ impl<P: Provider> Ctx<P> {
         format!("batch_req_{}{n:08x}", self.id_prefix)
     }
 
-    /// Hand a finished line to the sink. Writes go through a buffer, so
-    /// this blocks only for a rare flush of a full buffer to a local file.
-    fn write(&self, f: Finished) -> bool {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = sink.as_mut() else {
-            return false; // torn down after a stop
-        };
-        match s.put(f) {
-            Ok(()) => true,
-            Err(e) => {
-                *sink = None;
-                drop(sink);
-                let msg = format!("cannot write {}: {}", e.0.display(), e.1);
-                *self.sink_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                self.stop_with(StopCause::Internal { message: msg });
-                false
-            }
+    /// Send a finished request to the journal writer. It counts once
+    /// committed; its permit (if any) is released then.
+    async fn record(&self, record: Record, permit: Option<OwnedSemaphorePermit>) {
+        // The writer only goes away after a journal error, which already
+        // stopped the run.
+        let _ = self.recorder.send(Entry { record, permit }).await;
+    }
+
+    fn base_record(&self, p: &Pending, state: FinalState, line: Vec<u8>) -> Record {
+        Record {
+            seq: p.parsed.seq,
+            line_no: p.parsed.line_no,
+            custom_id: Some(p.parsed.custom_id.clone()),
+            state,
+            attempts: p.sent,
+            status_code: None,
+            error_code: None,
+            error_message: None,
+            usage: Usage::default(),
+            latency_ms: None,
+            line,
         }
     }
 
-    async fn finish(&self, seq: u64, dest: Dest, line: Vec<u8>) {
-        let counter = match dest {
-            Dest::Output => &self.counters.succeeded,
-            Dest::Errors => &self.counters.failed,
-        };
-        if self.write(Finished { seq, dest, line }) {
-            Counters::add(counter, 1);
-        }
-    }
-
-    async fn finish_with_answer(&self, p: &Pending, a: &Answer, dest: Dest) {
+    async fn finish_with_answer(
+        &self,
+        p: &Pending,
+        a: &Answer,
+        state: FinalState,
+        permit: Option<OwnedSemaphorePermit>,
+        latency: Duration,
+    ) {
         let mut line = Vec::with_capacity(a.body.len() + 160);
         let id = self.line_id();
         let request_id = a.request_id.as_deref().unwrap_or("");
-        if a.body_is_json {
-            output::write_response_line(
-                &mut line,
-                &id,
-                &p.parsed.custom_id,
-                a.status,
-                request_id,
-                &a.body,
-            );
+        let envelope;
+        let body: &[u8] = if a.body_is_json {
+            &a.body
         } else {
-            let text = String::from_utf8_lossy(&a.body);
-            let body = output::envelope_for_text(a.status, &text);
-            output::write_response_line(
-                &mut line,
-                &id,
-                &p.parsed.custom_id,
-                a.status,
-                request_id,
-                &body,
-            );
+            envelope = output::envelope_for_text(a.status, &String::from_utf8_lossy(&a.body));
+            &envelope
+        };
+        output::write_response_line(
+            &mut line,
+            &id,
+            &p.parsed.custom_id,
+            a.status,
+            request_id,
+            body,
+        );
+        let mut r = self.base_record(p, state, line);
+        r.status_code = Some(a.status);
+        r.usage = a.usage.unwrap_or_default();
+        r.latency_ms = Some(latency.as_secs_f64() * 1000.0);
+        if state != FinalState::Done {
+            r.error_message = Some(describe_answer(a));
         }
-        self.finish(p.parsed.seq, dest, line).await;
+        self.record(r, permit).await;
     }
 
     /// Record a request as failed with its last attempt: the HTTP answer
     /// when there was one, else an `error` object.
-    async fn finish_with_attempt(&self, p: &Pending, result: &Attempt) {
-        match result {
-            Attempt::Answered(a) => self.finish_with_answer(p, a, Dest::Errors).await,
-            Attempt::Transport(t) => {
-                let (code, msg) = match t.kind {
-                    TransportKind::Timeout => ("request_timeout", format!("gave up after {} attempts: {}", p.attempts, t.message)),
-                    TransportKind::Connection => ("connection_error", format!("gave up after {} attempts: {}", p.attempts, t.message)),
-                    TransportKind::Invalid => ("invalid_request", format!("the request could not be sent: {}", t.message)),
-                };
-                self.finish_with_failure(p.parsed.seq, Some(&p.parsed.custom_id), code, &msg).await;
-            }
-        }
-    }
-
-    async fn finish_with_failure(
+    async fn finish_with_attempt(
         &self,
-        seq: u64,
-        custom_id: Option<&str>,
-        code: &str,
-        message: &str,
+        p: &Pending,
+        result: &Attempt,
+        permit: Option<OwnedSemaphorePermit>,
+        latency: Duration,
     ) {
+        let t = match result {
+            Attempt::Answered(a) => {
+                return self
+                    .finish_with_answer(p, a, FinalState::Failed, permit, latency)
+                    .await;
+            }
+            Attempt::Transport(t) => t,
+        };
+        let (code, message) = match t.kind {
+            TransportKind::Timeout => (
+                "request_timeout",
+                format!("gave up after {} attempts: {}", p.attempts, t.message),
+            ),
+            TransportKind::Connection => (
+                "connection_error",
+                format!("gave up after {} attempts: {}", p.attempts, t.message),
+            ),
+            TransportKind::Invalid => (
+                "invalid_request",
+                format!("the request could not be sent: {}", t.message),
+            ),
+        };
         let mut line = Vec::with_capacity(160 + message.len());
         let id = self.line_id();
-        output::write_failure_line(&mut line, &id, custom_id, &LineFailure { code, message });
-        self.finish(seq, Dest::Errors, line).await;
+        output::write_failure_line(
+            &mut line,
+            &id,
+            Some(&p.parsed.custom_id),
+            &LineFailure {
+                code,
+                message: &message,
+            },
+        );
+        let mut r = self.base_record(p, FinalState::Failed, line);
+        r.error_code = Some(code.to_owned());
+        r.error_message = Some(message);
+        self.record(r, permit).await;
     }
 
-    pub(crate) fn reject(&self, seq: u64, e: batchling_core::LineError) {
-        Counters::add(&self.counters.invalid, 1);
+    pub(crate) async fn reject(&self, seq: u64, e: batchling_core::LineError) {
         let mut line = Vec::with_capacity(200);
         let id = self.line_id();
         let message = e.to_string();
-        let failure = LineFailure {
-            code: e.problem.code(),
-            message: &message,
-        };
-        output::write_failure_line(&mut line, &id, e.custom_id.as_deref(), &failure);
-        // Not counted in `failed` by finish(): invalid lines have their own counter.
-        self.write(Finished {
+        let code = e.problem.code();
+        output::write_failure_line(
+            &mut line,
+            &id,
+            e.custom_id.as_deref(),
+            &LineFailure {
+                code,
+                message: &message,
+            },
+        );
+        let r = Record {
             seq,
-            dest: Dest::Errors,
+            line_no: e.line_no,
+            custom_id: e.custom_id,
+            state: FinalState::Invalid,
+            attempts: 0,
+            status_code: None,
+            error_code: Some(code.to_owned()),
+            error_message: Some(message),
+            usage: Usage::default(),
+            latency_ms: None,
             line,
-        });
+        };
+        self.record(r, None).await;
     }
+}
+
+fn describe_answer(a: &Answer) -> String {
+    format!(
+        "HTTP {}: {}",
+        a.status,
+        batchling_providers::openai::classify::error_message(a)
+    )
 }
 
 fn describe_attempt(a: &Attempt) -> String {
     match a {
-        Attempt::Answered(a) => format!(
-            "HTTP {}: {}",
-            a.status,
-            batchling_providers::openai::classify::error_message(a)
-        ),
+        Attempt::Answered(a) => describe_answer(a),
         Attempt::Transport(t) => t.message.clone(),
     }
 }
@@ -202,7 +241,7 @@ fn describe_attempt(a: &Attempt) -> String {
 /// One HTTP attempt and what follows from it.
 pub(crate) async fn attempt<P: Provider>(
     ctx: Arc<Ctx<P>>,
-    p: Pending,
+    mut p: Pending,
     permit: OwnedSemaphorePermit,
 ) {
     let out = Outgoing {
@@ -213,7 +252,7 @@ pub(crate) async fn attempt<P: Provider>(
     let started = Instant::now();
     let result = ctx.provider.send(&out).await;
     let latency = started.elapsed();
-    drop(permit);
+    p.sent += 1;
     ctx.counters.in_flight.fetch_sub(1, Relaxed);
     Counters::add(&ctx.counters.attempts, 1);
     if let Some(limits) = result.limits() {
@@ -253,9 +292,13 @@ pub(crate) async fn attempt<P: Provider>(
                 ctx.reporter
                     .notice("the upstream answers again; resuming full speed");
             }
-            ctx.finish_with_answer(&p, a, Dest::Output).await;
+            ctx.finish_with_answer(&p, a, FinalState::Done, Some(permit), latency)
+                .await;
         }
-        Verdict::Fail => ctx.finish_with_attempt(&p, &result).await,
+        Verdict::Fail => {
+            ctx.finish_with_attempt(&p, &result, Some(permit), latency)
+                .await
+        }
         Verdict::StopRun(reason) => {
             ctx.stop_with(match reason {
                 StopReason::Unauthorized { status, message } => {
@@ -264,7 +307,9 @@ pub(crate) async fn attempt<P: Provider>(
                 StopReason::QuotaExhausted { message } => StopCause::QuotaExhausted { message },
             });
         }
-        Verdict::Retry { after, reason } => retry(ctx, p, &result, after, reason).await,
+        Verdict::Retry { after, reason } => {
+            retry(ctx, p, &result, after, reason, permit, latency).await
+        }
     }
 }
 
@@ -274,6 +319,8 @@ async fn retry<P: Provider>(
     result: &Attempt,
     after: Option<Duration>,
     reason: RetryReason,
+    permit: OwnedSemaphorePermit,
+    latency: Duration,
 ) {
     if reason == RetryReason::RateLimited {
         Counters::add(&ctx.counters.rate_limited, 1);
@@ -305,13 +352,17 @@ async fn retry<P: Provider>(
             p.attempts = 0;
             p.retries = 0;
             p.mark = ctx.health.mark();
+            drop(permit);
             let home = p.home.clone();
             let _ = home.send(p);
             return;
         }
-        ctx.finish_with_attempt(&p, result).await;
+        ctx.finish_with_attempt(&p, result, Some(permit), latency)
+            .await;
         return;
     }
+    // Waiting out a backoff holds no concurrency slot.
+    drop(permit);
     Counters::add(&ctx.counters.retries, 1);
     let delay = if reason == RetryReason::RateLimited {
         Duration::ZERO // the shared pause already holds every admission back
@@ -360,12 +411,13 @@ pub(crate) async fn dispatch<P: Provider>(
                     attempts: 0,
                     retries: 0,
                     mark: ctx.health.mark(),
+                    sent: 0,
                     home: home_tx
                         .clone()
                         .expect("lines come only while the input is open"),
                 },
                 ReadItem::Invalid(seq, e) => {
-                    ctx.reject(seq, e);
+                    ctx.reject(seq, e).await;
                     continue;
                 }
             }
@@ -392,7 +444,7 @@ pub(crate) async fn dispatch<P: Provider>(
             }
         };
         let mut next = next;
-        if !gate(&ctx, &permits, concurrency, discover).await {
+        if !gate(&ctx, discover).await {
             break;
         }
         let permit = tokio::select! {
@@ -432,12 +484,7 @@ fn check_joined<P: Provider>(ctx: &Ctx<P>, joined: Result<(), tokio::task::JoinE
 /// Wait until the next attempt may be started in light of an outage (one
 /// probe at a time, spaced out) or limit discovery (one request until the
 /// first answer shows the limits). False when the run must stop.
-async fn gate<P: Provider>(
-    ctx: &Arc<Ctx<P>>,
-    permits: &Semaphore,
-    concurrency: usize,
-    discover: bool,
-) -> bool {
+async fn gate<P: Provider>(ctx: &Arc<Ctx<P>>, discover: bool) -> bool {
     let discovering = || discover && !ctx.first_answer.load(Relaxed);
     if !ctx.health.in_outage() && !discovering() {
         ctx.gating.store(false, Relaxed);
@@ -449,7 +496,7 @@ async fn gate<P: Provider>(
         let done = ctx.attempt_done.notified();
         tokio::pin!(done);
         done.as_mut().enable();
-        if permits.available_permits() == concurrency || (!ctx.health.in_outage() && !discovering())
+        if ctx.counters.in_flight.load(Relaxed) == 0 || (!ctx.health.in_outage() && !discovering())
         {
             break;
         }

@@ -9,7 +9,8 @@
 //! - `dispatch`: the one loop, with the per-attempt task and retry logic.
 //! - [`pacer`]: RPM/TPM pacing, the shared 429 pause, limits from headers.
 //! - `health`: telling a bad request from a down upstream.
-//! - `sink`: output and error files, in input or completion order.
+//! - `recorder`: the journal writer thread (group commits).
+//! - output files are exported from the journal (`batchling-store`).
 //! - [`report`]: progress snapshots and the summary.
 //!
 //! ```no_run
@@ -33,8 +34,8 @@ mod dispatch;
 mod health;
 pub mod pacer;
 mod reader;
+mod recorder;
 pub mod report;
-mod sink;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +45,7 @@ use std::time::Duration;
 
 use batchling_core::RetryPolicy;
 use batchling_providers::Provider;
+use batchling_store::{ExportOrder, InputIdentity, Journal, StoreError};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +53,6 @@ use tokio_util::sync::CancellationToken;
 pub use pacer::{EffectiveLimits, PacerConfig};
 pub use reader::{DuplicateCheck, Input, Validator, check_file};
 pub use report::{Progress, Reporter, RunSummary, StopCause};
-pub use sink::Order;
 
 /// One run over an input file.
 #[derive(Debug, Clone)]
@@ -76,6 +77,36 @@ pub struct Job {
     pub default_max_output: u64,
     /// After a stop, how long to wait for attempts in flight.
     pub grace: Duration,
+    /// The journal (see [`default_state_path`]).
+    pub state: PathBuf,
+    /// Clear the journal and start over.
+    pub restart: bool,
+    /// Send failed requests again (invalid lines stay invalid).
+    pub retry_failed: bool,
+    /// Commit with `synchronous=FULL` (survives power loss) rather than
+    /// `NORMAL` (survives a crash of the process).
+    pub durable: bool,
+}
+
+/// The default journal path: next to the output, `results.jsonl` →
+/// `results.jsonl.journal`.
+pub fn default_state_path(output: &Path) -> PathBuf {
+    let mut name = output
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".journal");
+    output.with_file_name(name)
+}
+
+/// Output line order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// The order of the input file (the default).
+    #[default]
+    Input,
+    /// The order requests finished in.
+    Completion,
 }
 
 /// The default error-file path for an output path:
@@ -101,7 +132,6 @@ impl Job {
         Job {
             input,
             errors: default_errors_path(&output),
-            output,
             order: Order::Input,
             pacing: PacerConfig::default(),
             concurrency: DEFAULT_CONCURRENCY,
@@ -109,6 +139,11 @@ impl Job {
             give_up_after: Duration::from_secs(600),
             default_max_output: DEFAULT_MAX_OUTPUT,
             grace: Duration::from_secs(30),
+            state: default_state_path(&output),
+            restart: false,
+            retry_failed: false,
+            durable: true,
+            output,
         }
     }
 }
@@ -136,10 +171,17 @@ pub enum EngineError {
     /// The settings make no sense.
     #[error("{0}")]
     Config(String),
+    /// The journal could not be opened, checked or written.
+    #[error(transparent)]
+    Journal(#[from] StoreError),
 }
 
 /// Run a job to the end (or until it stops). Per-request failures are data
 /// in the summary, not errors; `Err` means the run itself could not work.
+///
+/// The job's journal is resumed if it exists: requests it records as done
+/// (or failed, unless `retry_failed`) are not sent again. The output and
+/// error files are written from the journal at the end, also after a stop.
 pub async fn run<P: Provider>(
     job: Job,
     provider: Arc<P>,
@@ -157,17 +199,54 @@ pub async fn run<P: Provider>(
         ));
     }
     let started = Instant::now();
-    // Open the input now so a missing file is an error before anything runs
-    // (and before the output files are truncated).
     let input_name = job.input.display_name();
-    drop(job.input.open().map_err(|source| EngineError::Input {
+    let input_err = |source| EngineError::Input {
         path: input_name.clone(),
         source,
-    })?);
+    };
+    // Open the input first: a missing file is an error before anything else
+    // is touched.
+    drop(job.input.open().map_err(input_err)?);
+    let identity = match &job.input {
+        Input::File(p) => Some(InputIdentity::of_file(p).map_err(input_err)?),
+        Input::Stdin => None,
+    };
+    let mut journal = Journal::open(&job.state, job.durable)?;
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    journal.begin(
+        &input_name,
+        identity.as_ref(),
+        &settings_json(&job),
+        now_unix,
+        job.restart,
+    )?;
+    if job.retry_failed {
+        journal.forget_failed()?;
+    }
+    let finished = journal.finished_seqs()?;
+    let before = journal.counts()?;
+    let (input_tokens, cached_tokens, output_tokens) = journal.usage_totals()?;
 
-    let sink = sink::Sink::create(&job.output, &job.errors, job.order, sink::DEFAULT_MEM_CAP)
-        .map_err(|(path, source)| EngineError::Output { path, source })?;
     let counters = Arc::new(report::Counters::default());
+    counters.succeeded.store(before.done, Relaxed);
+    counters.failed.store(before.failed, Relaxed);
+    counters.invalid.store(before.invalid, Relaxed);
+    counters.input_tokens.store(input_tokens, Relaxed);
+    counters.cached_tokens.store(cached_tokens, Relaxed);
+    counters.output_tokens.store(output_tokens, Relaxed);
+    let resumed = before.done + before.failed + before.invalid;
+    if resumed > 0 {
+        reporter.notice(&format!(
+            "resuming {}: {} done, {} failed, {} invalid already; sending the rest",
+            job.state.display(),
+            before.done,
+            before.failed,
+            before.invalid
+        ));
+    }
+
     let pacer = Arc::new(pacer::Pacer::new(job.pacing));
     let discover = job.pacing.learn && job.pacing.rpm.is_none() && job.pacing.tpm.is_none();
     // Token counts are needed once a token limit is in force (given, or
@@ -187,6 +266,19 @@ pub async fn run<P: Provider>(
         });
     }
 
+    let stop = CancellationToken::new();
+    let journal_error = Arc::new(Mutex::new(None::<String>));
+    let (record_tx, record_rx) = mpsc::channel(8192);
+    let writer_thread = {
+        let (c, stop, err) = (counters.clone(), stop.clone(), journal_error.clone());
+        std::thread::spawn(move || {
+            recorder::write_loop(journal, record_rx, c, |e| {
+                *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                stop.cancel();
+            })
+        })
+    };
+
     let (read_tx, read_rx) = mpsc::channel(1024);
     let reader_thread = {
         let (input, ct, c, dmo) = (
@@ -196,7 +288,7 @@ pub async fn run<P: Provider>(
             job.default_max_output,
         );
         std::thread::spawn(move || {
-            let read = reader::read_input(&input, read_tx, ct, dmo);
+            let read = reader::read_input(&input, read_tx, ct, dmo, &finished);
             // Only a complete read knows the exact count; a stopped run keeps
             // the line count taken up front.
             if let Ok((n, true)) = read {
@@ -213,10 +305,9 @@ pub async fn run<P: Provider>(
         counters: counters.clone(),
         health: health::Health::new(job.give_up_after),
         retry: job.retry,
-        sink: Mutex::new(Some(sink)),
-        sink_error: Mutex::new(None),
+        recorder: record_tx,
         reporter: reporter.clone(),
-        stop: CancellationToken::new(),
+        stop,
         stop_cause: Mutex::new(None),
         attempt_done: Notify::new(),
         gating: AtomicBool::new(discover),
@@ -250,10 +341,10 @@ pub async fn run<P: Provider>(
     )
     .await;
 
-    // Stopping: attempts in flight get a grace period to land their answers.
+    // Stopping: attempts in flight get a grace period to land their answers
+    // (a second Ctrl-C is the binary's business: it exits at once).
     if ctx.stop.is_cancelled() {
         let drain = async { while tasks.join_next().await.is_some() {} };
-        // A second Ctrl-C is the binary's business: it exits at once.
         let _ = tokio::time::timeout(job.grace, drain).await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
@@ -261,44 +352,65 @@ pub async fn run<P: Provider>(
     if let Some(t) = ticker {
         t.abort();
     }
-    let stopped = ctx
+    let mut stopped = ctx
         .stop_cause
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
-    if let Some((path, source)) = ctx
-        .sink_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        return Err(EngineError::Output { path, source });
-    }
-    let sink = ctx.sink.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(sink) = sink {
-        sink.finish()
-            .map_err(|(path, source)| EngineError::Output { path, source })?;
-    }
-    drop(ctx);
+    drop(ctx); // closes the journal channel: the writer finishes its last group
 
     let read = reader_thread
         .join()
         .expect("the reader thread does not panic");
-    if let Err(source) = read
-        && stopped.is_none()
-    {
-        return Err(EngineError::Input {
-            path: input_name,
-            source,
-        });
+    let (journal, written) = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .expect("joining the writer")
+        .expect("the writer thread does not panic");
+    if let Err(e) = written {
+        return Err(e.into());
     }
+    if let Some(message) = journal_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        stopped = Some(StopCause::Journal { message });
+    }
+    match read {
+        Err(source) if stopped.is_none() => return Err(input_err(source)),
+        Ok((n, true)) => journal.set_total(n)?,
+        _ => {}
+    }
+    let order = match job.order {
+        Order::Input => ExportOrder::Input,
+        Order::Completion => ExportOrder::Completion,
+    };
+    journal.export(&job.output, &job.errors, order)?;
+    let (input_tokens, cached_tokens, output_tokens) = journal.usage_totals()?;
+    counters.input_tokens.store(input_tokens, Relaxed);
+    counters.cached_tokens.store(cached_tokens, Relaxed);
+    counters.output_tokens.store(output_tokens, Relaxed);
     let elapsed = started.elapsed();
     counters
         .requests
         .store(counters.total.load(Relaxed), Relaxed);
-    let summary = RunSummary::build(&counters, elapsed, pacer.limits(), stopped);
+    let mut summary = RunSummary::build(&counters, elapsed, pacer.limits(), stopped);
+    summary.resumed = resumed;
     reporter.tick(&counters.progress(elapsed, pacer.limits(), false));
     Ok(summary)
+}
+
+/// The settings a journal records, for `batchling status`.
+fn settings_json(job: &Job) -> String {
+    serde_json::json!({
+        "output": job.output,
+        "errors": job.errors,
+        "rpm": job.pacing.rpm,
+        "tpm": job.pacing.tpm,
+        "concurrency": job.concurrency,
+        "max_attempts": job.retry.max_attempts,
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ pub(crate) fn count_lines(path: &Path) -> io::Result<u64> {
 #[derive(Debug)]
 pub(crate) struct Parsed {
     pub(crate) seq: u64,
+    pub(crate) line_no: u64,
     pub(crate) custom_id: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) body: Bytes,
@@ -207,13 +208,30 @@ pub(crate) fn read_input(
     tx: tokio::sync::mpsc::Sender<Vec<ReadItem>>,
     count_tokens: Arc<AtomicBool>,
     default_max_output: u64,
+    finished: &[u64],
 ) -> io::Result<(u64, bool)> {
+    let is_finished = |seq: u64| {
+        finished
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    };
     let mut v = Validator::default();
     let mut seq = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
     let mut open = true;
     for_each_line(input.open()?, |line_no, line, more_buffered| {
-        let item = match v.validate(line_no, line) {
+        // Every line is validated, finished or not, so a duplicate of an id
+        // that finished in an earlier run is still caught.
+        let checked = v.validate(line_no, line);
+        if is_finished(seq) {
+            seq += 1;
+            if !more_buffered && !batch.is_empty() {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                open = tx.blocking_send(full).is_ok();
+            }
+            return open;
+        }
+        let item = match checked {
             Ok(req) => {
                 let tokens = if count_tokens.load(Relaxed) {
                     token_cost(req.endpoint, req.body.as_bytes(), default_max_output)
@@ -222,6 +240,7 @@ pub(crate) fn read_input(
                 };
                 ReadItem::Valid(Parsed {
                     seq,
+                    line_no,
                     custom_id: req.custom_id,
                     endpoint: req.endpoint,
                     body: Bytes::from(req.body),

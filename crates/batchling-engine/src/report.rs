@@ -195,6 +195,12 @@ pub enum StopCause {
         /// The provider's message.
         message: String,
     },
+    /// The journal could not be written (disk full, read-only): nothing
+    /// already committed is lost.
+    Journal {
+        /// What went wrong.
+        message: String,
+    },
     /// A bug in batchling; the run stopped to keep track of every request.
     Internal {
         /// What went wrong.
@@ -220,6 +226,10 @@ impl std::fmt::Display for StopCause {
                 "the account has no quota left ({message}); add credit or raise the limit, then run again"
             ),
             StopCause::Internal { message } => write!(f, "internal error: {message}"),
+            StopCause::Journal { message } => write!(
+                f,
+                "the journal could not be written ({message}); free space or fix permissions, then run the same command again"
+            ),
             StopCause::Unreachable { last_error } => write!(
                 f,
                 "the upstream kept failing for longer than --give-up-after (last error: {last_error})"
@@ -252,6 +262,8 @@ pub struct RunSummary {
     pub invalid: u64,
     /// Requests neither succeeded nor failed (a stopped run).
     pub not_done: u64,
+    /// Requests already finished by earlier runs of the same journal.
+    pub resumed: u64,
     /// HTTP attempts made.
     pub attempts: u64,
     /// Attempts that were repeated.
@@ -310,6 +322,7 @@ impl RunSummary {
             failed,
             invalid,
             not_done: requests.saturating_sub(succeeded + failed),
+            resumed: 0,
             attempts: get(&c.attempts),
             retries: get(&c.retries),
             rate_limited: get(&c.rate_limited),

@@ -51,10 +51,15 @@ mod tests {
         let b = InputIdentity::of_file(f.path()).unwrap();
         assert_eq!(a.size, 8);
         assert_ne!(a.hash, b.hash);
-        assert_eq!(a, InputIdentity::of_file(&f.path().to_owned()).map(|mut i| {
-            i.size = 8;
-            i.hash = a.hash.clone();
-            i
-        }).unwrap());
+        assert_eq!(
+            a,
+            InputIdentity::of_file(&f.path().to_owned())
+                .map(|mut i| {
+                    i.size = 8;
+                    i.hash = a.hash.clone();
+                    i
+                })
+                .unwrap()
+        );
     }
 }

@@ -162,7 +162,11 @@ impl Journal {
         };
         j.next_finished = j
             .conn
-            .query_row("SELECT coalesce(max(finished), -1) + 1 FROM requests", [], |r| r.get(0))
+            .query_row(
+                "SELECT coalesce(max(finished), -1) + 1 FROM requests",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| j.write_err(e))?;
         Ok(j)
     }
@@ -251,11 +255,14 @@ impl Journal {
                 }
                 (None, _, _) => {
                     return Err(changed(
-                        "standard input cannot be checked against the journal; save it to a file".into(),
+                        "standard input cannot be checked against the journal; save it to a file"
+                            .into(),
                     ));
                 }
                 (Some(_), _, _) => {
-                    return Err(changed("the journal was started from standard input".into()));
+                    return Err(changed(
+                        "the journal was started from standard input".into(),
+                    ));
                 }
             }
         } else {
@@ -335,7 +342,13 @@ impl Journal {
                         coalesce(sum(output_tokens),0), coalesce(sum(attempts),0)
                  FROM requests",
                 [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
             )
             .map_err(|e| self.write_err(e))
     }
@@ -394,7 +407,12 @@ impl Journal {
     /// Write the output file (done requests) and the error file (failed and
     /// invalid), each through a temporary file renamed into place, so
     /// readers never see a partial file. Returns the line counts.
-    pub fn export(&self, output: &Path, errors: &Path, order: ExportOrder) -> Result<(u64, u64), StoreError> {
+    pub fn export(
+        &self,
+        output: &Path,
+        errors: &Path,
+        order: ExportOrder,
+    ) -> Result<(u64, u64), StoreError> {
         let order_by = match order {
             ExportOrder::Input => "seq",
             ExportOrder::Completion => "finished",
@@ -409,7 +427,10 @@ impl Journal {
             path: path.to_owned(),
             source,
         };
-        let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let mut tmp_name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         tmp_name.push(".batchling-tmp");
         let tmp = path.with_file_name(tmp_name);
         let file = File::create(&tmp).map_err(eerr)?;
@@ -439,7 +460,9 @@ impl Journal {
         let (input_tokens, cached_input_tokens, output_tokens) = self.usage_totals()?;
         let attempts: i64 = self
             .conn
-            .query_row("SELECT coalesce(sum(attempts),0) FROM requests", [], |r| r.get(0))
+            .query_row("SELECT coalesce(sum(attempts),0) FROM requests", [], |r| {
+                r.get(0)
+            })
             .map_err(|e| self.write_err(e))?;
         let mut stmt = self
             .conn
@@ -449,7 +472,9 @@ impl Journal {
             )
             .map_err(|e| self.write_err(e))?;
         let last_errors = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })
             .map_err(|e| self.write_err(e))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.write_err(e))?;
@@ -476,7 +501,9 @@ impl Journal {
             .prepare("SELECT seq, state FROM requests")
             .map_err(|e| self.write_err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })
             .map_err(|e| self.write_err(e))?;
         let mut out = HashMap::new();
         for row in rows {

@@ -31,5 +31,5 @@ mod record;
 
 pub use error::StoreError;
 pub use identity::InputIdentity;
-pub use journal::{ExportOrder, Journal, Meta, Status, StateCounts};
+pub use journal::{ExportOrder, Journal, Meta, StateCounts, Status};
 pub use record::{FinalState, Record};

@@ -190,7 +190,10 @@ impl OpenAiClient {
             .http
             .post(url)
             .timeout(self.timeout)
-            .header("x-batchling-custom-id", custom_id_header(&request.custom_id))
+            .header(
+                "x-batchling-custom-id",
+                custom_id_header(&request.custom_id),
+            )
             .body(request.body.clone())
             .send()
             .await?;
