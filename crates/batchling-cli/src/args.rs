@@ -19,6 +19,11 @@ pub(crate) enum Command {
     /// Send every request of an OpenAI batch-format JSONL file and write the
     /// answers in OpenAI's batch output format.
     Run(RunArgs),
+    /// Show a journal's progress: counts by outcome, tokens, last errors,
+    /// finished or resumable.
+    Status(StatusArgs),
+    /// Write the output and error files from a journal.
+    Export(ExportArgs),
     /// Start the built-in fake provider (an OpenAI-compatible server with
     /// limits, latency and faults) to rehearse a run for free.
     Mock(MockArgs),
@@ -109,6 +114,24 @@ pub(crate) struct RunArgs {
     #[arg(long, conflicts_with = "base_url")]
     pub(crate) mock: bool,
 
+    /// The journal [default: OUTPUT with .journal appended]. Running the same
+    /// command again resumes from it.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) state: Option<PathBuf>,
+
+    /// Clear the journal and start over.
+    #[arg(long)]
+    pub(crate) restart: bool,
+
+    /// On resume, send requests that failed before again.
+    #[arg(long)]
+    pub(crate) retry_failed: bool,
+
+    /// Commit the journal without fsync: survives a crash of batchling but
+    /// not of the machine. Faster on slow disks.
+    #[arg(long)]
+    pub(crate) no_fsync: bool,
+
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) summary_json: Option<PathBuf>,
@@ -167,4 +190,32 @@ pub(crate) struct MockArgs {
     /// Seed for faults and jitter.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The journal (e.g. results.jsonl.journal).
+    pub(crate) state: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The journal (e.g. results.jsonl.journal).
+    pub(crate) state: PathBuf,
+
+    /// Output file for successful answers.
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+
+    /// Error file [default: OUTPUT with .errors before its extension].
+    #[arg(long)]
+    pub(crate) errors: Option<PathBuf>,
+
+    /// Order of output lines.
+    #[arg(long, value_enum, default_value_t = OrderArg::Input)]
+    pub(crate) order: OrderArg,
 }

@@ -139,7 +139,7 @@ fn limit(l: Option<u64>, achieved: f64) -> String {
 }
 
 /// The end-of-run summary, on stderr.
-pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path) {
+pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path, journal: &Path) {
     eprintln!("\nbatchling run summary");
     eprintln!(
         "  requests   {} : {} succeeded, {} failed ({} invalid lines), {} not done",
@@ -168,4 +168,5 @@ pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path) {
     );
     eprintln!("  output     {}", output.display());
     eprintln!("  errors     {}", errors.display());
+    eprintln!("  journal    {}", journal.display());
 }

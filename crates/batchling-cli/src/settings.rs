@@ -8,6 +8,13 @@ use anyhow::{Context, Result, bail};
 use batchling_core::RetryPolicy;
 use batchling_core::duration::parse_duration;
 use batchling_engine::{Input, Job, Order, PacerConfig, default_errors_path};
+
+pub(crate) fn order(o: OrderArg) -> Order {
+    match o {
+        OrderArg::Input => Order::Input,
+        OrderArg::Completion => Order::Completion,
+    }
+}
 use batchling_providers::ApiKey;
 use batchling_providers::openai::ClientConfig;
 
@@ -128,10 +135,7 @@ impl RunSettings {
                 job.output.display()
             );
         }
-        job.order = match a.order {
-            OrderArg::Input => Order::Input,
-            OrderArg::Completion => Order::Completion,
-        };
+        job.order = order(a.order);
         job.pacing = PacerConfig {
             rpm: a.rpm,
             tpm: a.tpm,
@@ -144,6 +148,12 @@ impl RunSettings {
             ..RetryPolicy::default()
         };
         job.give_up_after = give_up_after;
+        if let Some(state) = a.state {
+            job.state = state;
+        }
+        job.restart = a.restart;
+        job.retry_failed = a.retry_failed;
+        job.durable = !a.no_fsync;
         job.default_max_output = a.default_max_tokens;
         Ok(RunSettings {
             job,

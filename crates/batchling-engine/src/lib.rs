@@ -227,7 +227,8 @@ pub async fn run<P: Provider>(
     }
     let finished = journal.finished_seqs()?;
     let before = journal.counts()?;
-    let (input_tokens, cached_tokens, output_tokens) = journal.usage_totals()?;
+    let tokens_before = journal.usage_totals()?;
+    let (input_tokens, cached_tokens, output_tokens) = tokens_before;
 
     let counters = Arc::new(report::Counters::default());
     counters.succeeded.store(before.done, Relaxed);
@@ -396,6 +397,12 @@ pub async fn run<P: Provider>(
         .store(counters.total.load(Relaxed), Relaxed);
     let mut summary = RunSummary::build(&counters, elapsed, pacer.limits(), stopped);
     summary.resumed = resumed;
+    // Rates are this run's own: what earlier runs finished took no time here.
+    let per_min = 60.0 / elapsed.as_secs_f64().max(1e-9);
+    summary.achieved_rpm = summary.succeeded.saturating_sub(before.done) as f64 * per_min;
+    let tokens_before = tokens_before.0 + tokens_before.2;
+    summary.achieved_tpm =
+        (input_tokens + output_tokens).saturating_sub(tokens_before) as f64 * per_min;
     reporter.tick(&counters.progress(elapsed, pacer.limits(), false));
     Ok(summary)
 }

@@ -77,7 +77,8 @@ pub enum ExportOrder {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
-    /// Held open for its advisory lock: a second process is refused.
+    /// Held open for its advisory lock (writers only): a second writing
+    /// process is refused.
     _lock: File,
     next_finished: i64,
 }
@@ -169,6 +170,44 @@ impl Journal {
             )
             .map_err(|e| j.write_err(e))?;
         Ok(j)
+    }
+
+    /// Open an existing journal for reading only, without the lock, so
+    /// `status` and `export` work while a run is writing it (WAL readers
+    /// see the last commit).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let lock = File::open(path).map_err(|e| open_err(path, e))?;
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_err(path, e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| StoreError::NotAJournal {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let supported = MIGRATIONS.len() as i64;
+        if version == 0 {
+            return Err(StoreError::NotAJournal {
+                path: path.to_owned(),
+                reason: "no batchling tables".into(),
+            });
+        }
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                path: path.to_owned(),
+                found: version,
+                supported,
+            });
+        }
+        Ok(Journal {
+            conn,
+            path: path.to_owned(),
+            _lock: lock,
+            next_finished: 0,
+        })
     }
 
     /// Where the journal lives.

@@ -1,8 +1,10 @@
 //! One file per subcommand. Each takes resolved settings and returns the
 //! process exit code.
 
+mod export;
 mod mock;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -37,5 +39,7 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(run::run(settings))
         }
         Command::Mock(a) => runtime()?.block_on(mock::mock(a)),
+        Command::Status(a) => status::status(&a),
+        Command::Export(a) => export::export(&a),
     }
 }

@@ -69,7 +69,7 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if !s.quiet {
-        progress::print_summary(&summary, &s.job.output, &s.job.errors);
+        progress::print_summary(&summary, &s.job.output, &s.job.errors, &s.job.state);
     }
     Ok(ExitCode::from(exit_code(&summary)))
 }

@@ -6,6 +6,7 @@ mod formats;
 mod limits;
 mod order;
 mod readme;
+mod resume;
 mod retries;
 mod stops;
 mod support;

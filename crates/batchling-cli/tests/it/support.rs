@@ -268,6 +268,11 @@ impl Run {
         c
     }
 
+    /// The input file this run reads.
+    pub(crate) fn input_path(&self) -> PathBuf {
+        self.dir.path().join("in.jsonl")
+    }
+
     /// Start the run without waiting for it.
     pub(crate) fn spawn(self) -> Running {
         let mut child = self.command().spawn().expect("start batchling");
@@ -313,8 +318,23 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// The output path of the running command.
+    pub(crate) fn out_path_of_run(&self) -> PathBuf {
+        self.run.out_path()
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL the child (no chance to clean up) and get the run back, to
+    /// run the same command again.
+    pub(crate) fn kill(mut self) -> Run {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.out_t.join();
+        let _ = self.err_t.join();
+        self.run
     }
 
     /// Send SIGTERM to the child.
@@ -382,6 +402,11 @@ impl Outcome {
 
     pub(crate) fn dir(&self) -> &Path {
         self.run.dir()
+    }
+
+    /// The same command again, in the same directory (a resume).
+    pub(crate) fn again(self) -> Run {
+        self.run
     }
 
     pub(crate) fn out_path(&self) -> PathBuf {

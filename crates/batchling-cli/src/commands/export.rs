@@ -1,0 +1,41 @@
+//! `batchling export STATE -o OUTPUT`: write the output files from a journal.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use batchling_engine::{Order, default_errors_path};
+use batchling_store::{ExportOrder, Journal};
+
+use crate::args::ExportArgs;
+use crate::settings::order;
+
+pub(crate) fn export(a: &ExportArgs) -> Result<ExitCode> {
+    if !a.state.exists() {
+        bail!(
+            "{} does not exist; give the journal of a run (OUTPUT.journal by default)",
+            a.state.display()
+        );
+    }
+    let errors = a
+        .errors
+        .clone()
+        .unwrap_or_else(|| default_errors_path(&a.output));
+    if errors == a.output {
+        bail!(
+            "--errors and --output name the same file {}",
+            a.output.display()
+        );
+    }
+    let journal = Journal::open_read_only(&a.state)?;
+    let order = match order(a.order) {
+        Order::Input => ExportOrder::Input,
+        Order::Completion => ExportOrder::Completion,
+    };
+    let (out, err) = journal.export(&a.output, &errors, order)?;
+    eprintln!(
+        "wrote {out} lines to {} and {err} lines to {}",
+        a.output.display(),
+        errors.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

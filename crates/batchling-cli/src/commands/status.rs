@@ -1,0 +1,63 @@
+//! `batchling status STATE`: what a journal says about its job.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use batchling_store::Journal;
+
+use crate::args::StatusArgs;
+
+pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
+    if !a.state.exists() {
+        bail!(
+            "{} does not exist; give the journal of a run (OUTPUT.journal by default)",
+            a.state.display()
+        );
+    }
+    let journal = Journal::open_read_only(&a.state)?;
+    let s = journal.status()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let total = s
+        .meta
+        .total
+        .map_or("unknown (input not fully read yet)".into(), |t| {
+            t.to_string()
+        });
+    println!("journal   {}", a.state.display());
+    println!("input     {}", s.meta.input.as_deref().unwrap_or("?"));
+    println!("requests  {total}");
+    println!(
+        "outcomes  {} done, {} failed, {} invalid, {}",
+        s.counts.done,
+        s.counts.failed,
+        s.counts.invalid,
+        s.pending
+            .map_or("pending unknown".into(), |p| format!("{p} not done"))
+    );
+    println!("attempts  {}", s.attempts);
+    println!(
+        "tokens    {} input ({} cached), {} output",
+        s.input_tokens, s.cached_input_tokens, s.output_tokens
+    );
+    println!(
+        "state     {}",
+        if s.finished {
+            "finished"
+        } else {
+            "resumable: run the same command again to continue"
+        }
+    );
+    if !s.last_errors.is_empty() {
+        println!("last errors");
+        for (line, id, msg) in &s.last_errors {
+            println!(
+                "  line {line} ({}): {msg}",
+                id.as_deref().unwrap_or("no custom_id")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
