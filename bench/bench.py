@@ -68,7 +68,7 @@ def run_batchling(url, inp, extra):
     out = os.path.join(OUT, "out.jsonl")
     summary = os.path.join(OUT, "summary.json")
     cmd = [BIN, "run", inp, "-o", out, "--base-url", url, "--quiet",
-           "--summary-json", summary] + extra
+           "--summary-json", summary, "--restart"] + extra + os.environ.get("BENCH_EXTRA", "").split()
     env = dict(os.environ, OPENAI_API_KEY="sk-bench")
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=env)

@@ -25,5 +25,6 @@ CREATE TABLE requests (
     line          BLOB NOT NULL          -- the output- or error-file line, with its newline
 ) STRICT;
 
-CREATE INDEX requests_by_state ON requests (state, seq);
-CREATE INDEX requests_by_finished ON requests (finished);
+-- No secondary indexes: every insert would pay for them on the hot path,
+-- while the only readers (export, status) scan the table once in seq
+-- order anyway.

@@ -481,7 +481,7 @@ impl Journal {
         let mut rows = stmt.query([]).map_err(|e| self.write_err(e))?;
         let mut n = 0;
         while let Some(row) = rows.next().map_err(|e| self.write_err(e))? {
-            let line = row.get_ref(0).map_err(|e| self.write_err(e.into()))?;
+            let line = row.get_ref(0).map_err(|e| self.write_err(e))?;
             w.write_all(line.as_blob().map_err(|e| self.write_err(e.into()))?)
                 .map_err(eerr)?;
             n += 1;
