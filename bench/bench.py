@@ -152,10 +152,39 @@ SCENARIOS = {
     # 20,000 requests, zero latency, no limits: CPU per request and throughput.
     "overhead": lambda: scenario(
         "overhead", 20000, [], ["--concurrency", "64"], lambda s: None),
-    # 1,000,000 lines, zero latency: peak RSS.
-    "memory": lambda: scenario(
-        "memory", 1_000_000, [], ["--concurrency", "64"], lambda s: None),
+    # 1,000,000 lines, zero latency: peak RSS, journal size, resume at 99%.
+    "memory": lambda: memory_and_resume(),
 }
+
+
+def memory_and_resume():
+    """1,000,000 requests: peak RSS and journal size; then drop the last 1%
+    from the journal (as if the run had died at 99%) and time the resume."""
+    import sqlite3
+    row = scenario("memory", 1_000_000, [], ["--concurrency", "64"], lambda s: None)
+    out = os.path.join(OUT, "out.jsonl")
+    journal = out + ".journal"
+    row["journal_mb"] = round(os.path.getsize(journal) / 2**20, 1)
+    db = sqlite3.connect(journal)
+    db.execute("DELETE FROM requests WHERE seq >= 990000")
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    mock, url = start_mock([])
+    try:
+        cmd = [BIN, "run", os.path.join(OUT, "memory.jsonl"), "-o", out, "--base-url", url,
+               "--quiet", "--summary-json", os.path.join(OUT, "summary.json"), "--concurrency", "64"]
+        t0 = time.monotonic()
+        subprocess.run(cmd, env=dict(os.environ, OPENAI_API_KEY="sk-bench"), check=True)
+        resume_wall = time.monotonic() - t0
+    finally:
+        mock.terminate()
+        mock.wait()
+    with open(os.path.join(OUT, "summary.json")) as f:
+        s = json.load(f)
+    row["resume_wall_s"] = round(resume_wall, 2)
+    row["resume_sent"] = s["attempts"]
+    return row
 
 
 def main():
@@ -165,10 +194,12 @@ def main():
     rows = [SCENARIOS[n]() for n in names]
     cols = ["scenario", "requests", "succeeded", "429s", "makespan_s", "ideal_s",
             "ratio", "cpu_s", "cpu_s_per_10k", "req_per_s", "peak_rss_mb"]
+    extra = sorted({k for r in rows for k in r} - set(cols))
+    cols += extra
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+        print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(rows, f, indent=2)
 

@@ -132,6 +132,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) no_fsync: bool,
 
+    /// Response cache shared across runs: a request whose endpoint and body
+    /// equal an earlier answered one is answered from it, not sent.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cache: Option<PathBuf>,
+
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) summary_json: Option<PathBuf>,

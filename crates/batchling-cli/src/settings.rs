@@ -154,6 +154,7 @@ impl RunSettings {
         job.restart = a.restart;
         job.retry_failed = a.retry_failed;
         job.durable = !a.no_fsync;
+        job.cache = a.cache;
         job.default_max_output = a.default_max_tokens;
         Ok(RunSettings {
             job,

@@ -28,7 +28,8 @@ use crate::reader::{Parsed, ReadItem};
 use crate::recorder::Entry;
 use crate::report::{Counters, Reporter, StopCause};
 use batchling_core::Usage;
-use batchling_store::{FinalState, Record};
+use batchling_core::usage::{BodyRead, read_body};
+use batchling_store::{Cache, FinalState, Record, cache_key};
 
 /// A request somewhere between the input and its final line.
 #[derive(Debug)]
@@ -42,6 +43,8 @@ pub(crate) struct Pending {
     mark: u64,
     /// HTTP attempts made in this run, 429s included.
     sent: u32,
+    /// Response-cache key, when the cache is on.
+    cache_key: Option<[u8; 16]>,
     /// The way back to the loop; dropping the last one ends the run.
     home: mpsc::UnboundedSender<Pending>,
 }
@@ -54,6 +57,8 @@ pub(crate) struct Ctx<P> {
     pub(crate) health: Health,
     pub(crate) retry: RetryPolicy,
     pub(crate) recorder: mpsc::Sender<Entry>,
+    /// Look-ups in the response cache (`--cache`).
+    pub(crate) cache: Option<Mutex<Cache>>,
     pub(crate) reporter: Arc<dyn Reporter>,
     pub(crate) stop: CancellationToken,
     pub(crate) stop_cause: Mutex<Option<StopCause>>,
@@ -87,9 +92,56 @@ impl<P: Provider> Ctx<P> {
     /// Send a finished request to the journal writer. It counts once
     /// committed; its permit (if any) is released then.
     async fn record(&self, record: Record, permit: Option<OwnedSemaphorePermit>) {
+        self.record_entry(Entry {
+            record,
+            permit,
+            cache_put: None,
+        })
+        .await;
+    }
+
+    async fn record_entry(&self, entry: Entry) {
         // The writer only goes away after a journal error, which already
         // stopped the run.
-        let _ = self.recorder.send(Entry { record, permit }).await;
+        let _ = self.recorder.send(entry).await;
+    }
+
+    /// Answer a new request from the response cache, if it is there.
+    /// Returns the request back when it must be sent.
+    pub(crate) async fn try_cache(&self, mut p: Pending) -> Option<Pending> {
+        let Some(cache) = &self.cache else {
+            return Some(p);
+        };
+        let key = cache_key(p.parsed.endpoint.path(), &p.parsed.body);
+        p.cache_key = Some(key);
+        let hit = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key);
+        let hit = match hit {
+            Ok(Some(hit)) => hit,
+            Ok(None) => return Some(p),
+            Err(e) => {
+                self.reporter
+                    .notice(&format!("response cache unreadable, sending instead: {e}"));
+                return Some(p);
+            }
+        };
+        let mut line = Vec::with_capacity(hit.body.len() + 160);
+        let id = self.line_id();
+        output::write_response_line(
+            &mut line,
+            &id,
+            &p.parsed.custom_id,
+            200,
+            &hit.request_id,
+            &hit.body,
+        );
+        let mut r = self.base_record(&p, FinalState::Done, line);
+        r.status_code = Some(200);
+        if let BodyRead::Json(Some(u)) = read_body(&hit.body) {
+            r.usage = u;
+        }
+        Counters::add(&self.counters.cached, 1);
+        self.record(r, None).await;
+        None
     }
 
     fn base_record(&self, p: &Pending, state: FinalState, line: Vec<u8>) -> Record {
@@ -141,7 +193,16 @@ impl<P: Provider> Ctx<P> {
         if state != FinalState::Done {
             r.error_message = Some(describe_answer(a));
         }
-        self.record(r, permit).await;
+        let cache_put = match (state, p.cache_key) {
+            (FinalState::Done, Some(k)) => Some((k, request_id.to_owned(), a.body.clone())),
+            _ => None,
+        };
+        self.record_entry(Entry {
+            record: r,
+            permit,
+            cache_put,
+        })
+        .await;
     }
 
     /// Record a request as failed with its last attempt: the HTTP answer
@@ -406,16 +467,23 @@ pub(crate) async fn dispatch<P: Provider>(
             p
         } else if let Some(item) = batch.pop_front() {
             match item {
-                ReadItem::Valid(parsed) => Pending {
-                    parsed,
-                    attempts: 0,
-                    retries: 0,
-                    mark: ctx.health.mark(),
-                    sent: 0,
-                    home: home_tx
-                        .clone()
-                        .expect("lines come only while the input is open"),
-                },
+                ReadItem::Valid(parsed) => {
+                    let p = Pending {
+                        parsed,
+                        attempts: 0,
+                        retries: 0,
+                        mark: ctx.health.mark(),
+                        sent: 0,
+                        cache_key: None,
+                        home: home_tx
+                            .clone()
+                            .expect("lines come only while the input is open"),
+                    };
+                    match ctx.try_cache(p).await {
+                        Some(p) => p,
+                        None => continue, // answered from the cache
+                    }
+                }
                 ReadItem::Invalid(seq, e) => {
                     ctx.reject(seq, e).await;
                     continue;

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use batchling_core::RetryPolicy;
 use batchling_providers::Provider;
-use batchling_store::{ExportOrder, InputIdentity, Journal, StoreError};
+use batchling_store::{Cache, ExportOrder, InputIdentity, Journal, StoreError};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -86,6 +86,8 @@ pub struct Job {
     /// Commit with `synchronous=FULL` (survives power loss) rather than
     /// `NORMAL` (survives a crash of the process).
     pub durable: bool,
+    /// The response cache shared across runs, if any.
+    pub cache: Option<PathBuf>,
 }
 
 /// The default journal path: next to the output, `results.jsonl` →
@@ -143,6 +145,7 @@ impl Job {
             restart: false,
             retry_failed: false,
             durable: true,
+            cache: None,
             output,
         }
     }
@@ -267,13 +270,19 @@ pub async fn run<P: Provider>(
         });
     }
 
+    let caches = match &job.cache {
+        Some(path) => Some((Cache::open(path)?, Cache::open(path)?)),
+        None => None,
+    };
+    let (cache_reader, cache_writer) = caches.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+
     let stop = CancellationToken::new();
     let journal_error = Arc::new(Mutex::new(None::<String>));
     let (record_tx, record_rx) = mpsc::channel(8192);
     let writer_thread = {
         let (c, stop, err) = (counters.clone(), stop.clone(), journal_error.clone());
         std::thread::spawn(move || {
-            recorder::write_loop(journal, record_rx, c, |e| {
+            recorder::write_loop(journal, cache_writer, record_rx, c, |e| {
                 *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 stop.cancel();
             })
@@ -307,6 +316,7 @@ pub async fn run<P: Provider>(
         health: health::Health::new(job.give_up_after),
         retry: job.retry,
         recorder: record_tx,
+        cache: cache_reader.map(Mutex::new),
         reporter: reporter.clone(),
         stop,
         stop_cause: Mutex::new(None),

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use batchling_store::{FinalState, Journal, Record, StoreError};
+use batchling_store::{Cache, FinalState, Journal, Record, StoreError};
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::report::Counters;
@@ -17,6 +18,8 @@ use crate::report::Counters;
 pub(crate) struct Entry {
     pub(crate) record: Record,
     pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// An answer to keep in the response cache: key, request id, body.
+    pub(crate) cache_put: Option<([u8; 16], String, Bytes)>,
 }
 
 /// The most records in one transaction: big enough to amortise the commit,
@@ -36,25 +39,36 @@ fn counter_for(c: &Counters, state: FinalState) -> &AtomicU64 {
 /// committed and entries are dropped uncounted.
 pub(crate) fn write_loop(
     mut journal: Journal,
+    mut cache: Option<Cache>,
     mut rx: mpsc::Receiver<Entry>,
     counters: Arc<Counters>,
     on_error: impl Fn(&StoreError),
 ) -> (Journal, Result<(), StoreError>) {
     let mut records = Vec::with_capacity(MAX_GROUP);
     let mut permits = Vec::with_capacity(MAX_GROUP);
+    let mut puts = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        records.push(first.record);
-        permits.push(first.permit);
-        while records.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(e) => {
-                    records.push(e.record);
-                    permits.push(e.permit);
-                }
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(e) = next.take() {
+            records.push(e.record);
+            permits.push(e.permit);
+            puts.extend(e.cache_put);
+            if records.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        if let Err(e) = journal.commit(&records) {
+        let mut result = journal.commit(&records);
+        if result.is_ok()
+            && let Some(c) = cache.as_mut()
+            && !puts.is_empty()
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            result = c.put_many(puts.iter().map(|(k, id, b)| (k, id.as_str(), &b[..])), now);
+        }
+        puts.clear();
+        if let Err(e) = result {
             on_error(&e);
             rx.close();
             while rx.blocking_recv().is_some() {}

@@ -78,6 +78,7 @@ pub(crate) struct Counters {
     pub(crate) attempts: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    pub(crate) cached: AtomicU64,
     pub(crate) input_tokens: AtomicU64,
     pub(crate) cached_tokens: AtomicU64,
     pub(crate) output_tokens: AtomicU64,
@@ -264,6 +265,8 @@ pub struct RunSummary {
     pub not_done: u64,
     /// Requests already finished by earlier runs of the same journal.
     pub resumed: u64,
+    /// Requests answered from the response cache in this run.
+    pub cached: u64,
     /// HTTP attempts made.
     pub attempts: u64,
     /// Attempts that were repeated.
@@ -323,6 +326,7 @@ impl RunSummary {
             invalid,
             not_done: requests.saturating_sub(succeeded + failed),
             resumed: 0,
+            cached: get(&c.cached),
             attempts: get(&c.attempts),
             retries: get(&c.retries),
             rate_limited: get(&c.rate_limited),

@@ -47,7 +47,7 @@ pub enum StoreError {
         what: String,
     },
     /// A read or write failed after opening (disk full, I/O error).
-    #[error("journal {} : {source}", path.display())]
+    #[error("cannot write {}: {source}; free disk space (or raise the file-size limit), then run the same command again: everything committed so far is kept", path.display())]
     Write {
         /// The journal path.
         path: PathBuf,

@@ -6,6 +6,7 @@
 //!   output and error files, report status.
 //! - [`Record`]: one request's final state (done, failed or invalid) with
 //!   its output line.
+//! - [`Cache`]: the response cache across runs (`--cache`).
 //! - [`InputIdentity`]: size and content hash of the input file, so a
 //!   resume never mixes two different inputs.
 //!
@@ -24,11 +25,13 @@
 //! duplicated line in them.
 #![deny(missing_docs)]
 
+mod cache;
 mod error;
 mod identity;
 mod journal;
 mod record;
 
+pub use cache::{Cache, CachedAnswer, cache_key};
 pub use error::StoreError;
 pub use identity::InputIdentity;
 pub use journal::{ExportOrder, Journal, Meta, StateCounts, Status};

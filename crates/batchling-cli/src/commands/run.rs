@@ -59,6 +59,7 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    ignore_file_size_signal();
     let reporter = progress::reporter(s.quiet);
     let summary =
         batchling_engine::run(s.job.clone(), Arc::new(client), shutdown, reporter.clone()).await?;
@@ -83,6 +84,18 @@ fn exit_code(s: &RunSummary) -> u8 {
         }
         None if s.failed > 0 || s.not_done > 0 => exit::SOME_FAILED,
         None => exit::OK,
+    }
+}
+
+/// Past a file-size limit (RLIMIT_FSIZE) the kernel sends SIGXFSZ, whose
+/// default action kills the process mid-write. With a handler installed the
+/// write fails with EFBIG instead, and the journal error is reported cleanly.
+fn ignore_file_size_signal() {
+    const SIGXFSZ: i32 = 25;
+    if let Ok(mut s) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ))
+    {
+        tokio::spawn(async move { while s.recv().await.is_some() {} });
     }
 }
 

@@ -305,3 +305,58 @@ fn status_and_export_read_the_journal() {
         .collect();
     assert_eq!(by_id.len(), 4);
 }
+
+#[test]
+fn a_journal_that_cannot_grow_stops_the_run_and_loses_nothing() {
+    let mock = Mock::plain();
+    let (input, ids) = chat_file("fsize", 3000);
+    // Limit the files batchling may write to 256 KiB: the journal hits it
+    // part way through the run.
+    let o = Run::new(&input)
+        .against(&mock)
+        .wrapped(&["prlimit", "--fsize=262144", "--"])
+        .run();
+    o.assert_code(2);
+    assert!(o.stderr.contains("journal"), "{}", o.stderr);
+    let o = o.again().wrapped(&[]).run();
+    o.assert_code(0);
+    assert_each_once(&o.out_lines(), &ids);
+}
+
+#[test]
+fn the_response_cache_answers_repeated_requests_without_sending() {
+    let mock = Mock::plain();
+    let (input, ids) = chat_file("cache", 20);
+    let run = Run::new(&input).against(&mock);
+    let cache = run.dir().join("responses.cache");
+    let o = run.args(&["--cache", cache.to_str().unwrap()]).run();
+    o.assert_code(0);
+    assert_eq!(mock.stats().requests, 20);
+    assert_eq!(o.summary()["cached"], 0);
+    let first = o.out_lines();
+
+    // A new job (another output) over the same requests plus one changed
+    // line: only the changed line is sent.
+    let mut changed = input.clone();
+    changed.push_str(&chat_line("cache-new", "a new question"));
+    changed.push('\n');
+    let run = Run::new(&changed).against(&mock);
+    let o = run.args(&["--cache", cache.to_str().unwrap()]).run();
+    o.assert_code(0);
+    assert_eq!(
+        mock.stats().requests,
+        21,
+        "only the changed line may be sent"
+    );
+    assert_eq!(o.summary()["cached"], 20);
+    let mut want = ids.clone();
+    want.push("cache-new".into());
+    let out = o.out_lines();
+    assert_each_once(&out, &want);
+    for (a, b) in first.iter().zip(&out) {
+        assert_eq!(
+            a["response"]["body"], b["response"]["body"],
+            "a cached answer differs"
+        );
+    }
+}

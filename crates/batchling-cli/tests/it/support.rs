@@ -178,6 +178,7 @@ pub(crate) struct Run {
     env_key: bool,
     stdin: Option<Vec<u8>>,
     cwd: Option<PathBuf>,
+    wrapper: Vec<OsString>,
 }
 
 impl Run {
@@ -194,7 +195,14 @@ impl Run {
             env_key: true,
             stdin: None,
             cwd: None,
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Run batchling through another program (e.g. `prlimit ... --`).
+    pub(crate) fn wrapped(mut self, wrapper: &[&str]) -> Run {
+        self.wrapper = wrapper.iter().map(OsString::from).collect();
+        self
     }
 
     /// Send to this mock (`--base-url`).
@@ -240,7 +248,14 @@ impl Run {
     }
 
     fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_batchling"));
+        let mut c = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_batchling"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_batchling")),
+        };
         c.arg("run")
             .arg(&self.input)
             .arg("-o")
