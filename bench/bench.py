@@ -154,6 +154,8 @@ SCENARIOS = {
         "overhead", 20000, [], ["--concurrency", "64"], lambda s: None),
     # 1,000,000 lines, zero latency: peak RSS, journal size, resume at 99%.
     "memory": lambda: memory_and_resume(),
+    # Only after 'memory': drop the last 1% of its journal and resume.
+    "resume": lambda: dict(scenario="resume", **resume_at_99()),
 }
 
 
@@ -165,6 +167,16 @@ def memory_and_resume():
     out = os.path.join(OUT, "out.jsonl")
     journal = out + ".journal"
     row["journal_mb"] = round(os.path.getsize(journal) / 2**20, 1)
+    row.update(resume_at_99())
+    return row
+
+
+def resume_at_99():
+    """Needs the 'memory' run's journal: drop its last 1% and resume."""
+    import sqlite3
+    out = os.path.join(OUT, "out.jsonl")
+    journal = out + ".journal"
+    row = {}
     db = sqlite3.connect(journal)
     db.execute("DELETE FROM requests WHERE seq >= 990000")
     db.commit()
@@ -184,11 +196,12 @@ def memory_and_resume():
         s = json.load(f)
     row["resume_wall_s"] = round(resume_wall, 2)
     row["resume_sent"] = s["attempts"]
+    row["resume_first_request_s"] = round(s["first_request_s"], 2)
     return row
 
 
 def main():
-    names = sys.argv[1:] or [n for n in SCENARIOS if n != "memory"]
+    names = sys.argv[1:] or [n for n in SCENARIOS if n not in ("memory", "resume")]
     if not os.path.exists(BIN):
         raise SystemExit("build first: cargo build --release")
     rows = [SCENARIOS[n]() for n in names]

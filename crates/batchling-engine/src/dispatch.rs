@@ -71,6 +71,7 @@ pub(crate) struct Ctx<P> {
     pub(crate) default_max_output: u64,
     pub(crate) id_counter: AtomicU64,
     pub(crate) id_prefix: String,
+    pub(crate) started: Instant,
 }
 
 impl<P: Provider> Ctx<P> {
@@ -533,6 +534,10 @@ pub(crate) async fn dispatch<P: Provider>(
             _ = shutdown.cancelled() => { ctx.stop_with(StopCause::Interrupted); break; }
         }
         ctx.counters.in_flight.fetch_add(1, Relaxed);
+        if ctx.counters.first_sent_us.load(Relaxed) == 0 {
+            let us = ctx.started.elapsed().as_micros() as u64 + 1;
+            ctx.counters.first_sent_us.store(us, Relaxed);
+        }
         tasks.spawn(attempt(ctx.clone(), next, permit));
     }
 }

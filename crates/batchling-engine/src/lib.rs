@@ -327,6 +327,7 @@ pub async fn run<P: Provider>(
         default_max_output: job.default_max_output,
         id_counter: AtomicU64::new(0),
         id_prefix: format!("{:016x}", rand::random::<u64>()),
+        started,
     });
 
     let ticker = reporter.interval().map(|every| {

@@ -79,6 +79,9 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) cached: AtomicU64,
+    /// Microseconds from the start of the run to the first attempt (+1, so
+    /// that 0 means none yet).
+    pub(crate) first_sent_us: AtomicU64,
     pub(crate) input_tokens: AtomicU64,
     pub(crate) cached_tokens: AtomicU64,
     pub(crate) output_tokens: AtomicU64,
@@ -267,6 +270,10 @@ pub struct RunSummary {
     pub resumed: u64,
     /// Requests answered from the response cache in this run.
     pub cached: u64,
+    /// Seconds from the start of the run to its first HTTP attempt (a
+    /// resume's start-up cost: hashing the input, reading the journal,
+    /// skipping finished lines).
+    pub first_request_s: Option<f64>,
     /// HTTP attempts made.
     pub attempts: u64,
     /// Attempts that were repeated.
@@ -327,6 +334,10 @@ impl RunSummary {
             not_done: requests.saturating_sub(succeeded + failed),
             resumed: 0,
             cached: get(&c.cached),
+            first_request_s: match get(&c.first_sent_us) {
+                0 => None,
+                us => Some((us - 1) as f64 / 1e6),
+            },
             attempts: get(&c.attempts),
             retries: get(&c.retries),
             rate_limited: get(&c.rate_limited),

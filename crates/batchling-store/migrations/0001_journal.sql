@@ -21,8 +21,14 @@ CREATE TABLE requests (
     cached_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     latency_ms    REAL,
-    finished      INTEGER NOT NULL,      -- completion order across runs
-    line          BLOB NOT NULL          -- the output- or error-file line, with its newline
+    finished      INTEGER NOT NULL       -- completion order across runs
+) STRICT;
+
+-- The output- or error-file line of each request in `requests`, kept apart
+-- so that scanning `requests` (resume, status) never reads the bodies.
+CREATE TABLE lines (
+    seq  INTEGER PRIMARY KEY,
+    line BLOB NOT NULL                   -- with its newline
 ) STRICT;
 
 -- No secondary indexes: every insert would pay for them on the hot path,

@@ -272,7 +272,7 @@ impl Journal {
     ) -> Result<(), StoreError> {
         if restart {
             self.conn
-                .execute_batch("DELETE FROM requests; DELETE FROM meta;")
+                .execute_batch("DELETE FROM requests; DELETE FROM lines; DELETE FROM meta;")
                 .map_err(|e| self.write_err(e))?;
             self.next_finished = 0;
         }
@@ -323,10 +323,23 @@ impl Journal {
     /// Forget failed requests so they are sent again (`--retry-failed`).
     /// Invalid lines stay: they would be invalid again.
     pub fn forget_failed(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM requests WHERE state = 'failed'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.write_err(e))?;
         self.conn
-            .execute("DELETE FROM requests WHERE state = 'failed'", [])
-            .map(|n| n as u64)
-            .map_err(|e| self.write_err(e))
+            .execute_batch(
+                "BEGIN;
+                 DELETE FROM lines WHERE seq IN (SELECT seq FROM requests WHERE state = 'failed');
+                 DELETE FROM requests WHERE state = 'failed';
+                 COMMIT;",
+            )
+            .map_err(|e| self.write_err(e))?;
+        Ok(n as u64)
     }
 
     /// The sequence numbers that have a final state, as a bitmap.
@@ -403,40 +416,50 @@ impl Journal {
         };
         let tx = self.conn.transaction().map_err(werr)?;
         {
-            let mut stmt = tx
+            let mut request = tx
                 .prepare_cached(
                     "INSERT INTO requests (seq, line_no, custom_id, state, attempts, status_code,
                         error_code, error_message, input_tokens, cached_tokens, output_tokens,
-                        latency_ms, finished, line)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                        latency_ms, finished)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                      ON CONFLICT (seq) DO UPDATE SET
                         state = excluded.state, attempts = requests.attempts + excluded.attempts,
                         status_code = excluded.status_code, error_code = excluded.error_code,
                         error_message = excluded.error_message, input_tokens = excluded.input_tokens,
                         cached_tokens = excluded.cached_tokens, output_tokens = excluded.output_tokens,
-                        latency_ms = excluded.latency_ms, finished = excluded.finished,
-                        line = excluded.line
+                        latency_ms = excluded.latency_ms, finished = excluded.finished
                      WHERE requests.state <> 'done'",
                 )
                 .map_err(werr)?;
-            for r in records {
-                stmt.execute(params![
-                    r.seq as i64,
-                    r.line_no as i64,
-                    r.custom_id,
-                    r.state.as_str(),
-                    r.attempts,
-                    r.status_code,
-                    r.error_code,
-                    r.error_message,
-                    r.usage.input as i64,
-                    r.usage.cached_input as i64,
-                    r.usage.output as i64,
-                    r.latency_ms,
-                    self.next_finished,
-                    r.line,
-                ])
+            let mut line = tx
+                .prepare_cached(
+                    "INSERT INTO lines (seq, line) VALUES (?1, ?2)
+                     ON CONFLICT (seq) DO UPDATE SET line = excluded.line",
+                )
                 .map_err(werr)?;
+            for r in records {
+                let changed = request
+                    .execute(params![
+                        r.seq as i64,
+                        r.line_no as i64,
+                        r.custom_id,
+                        r.state.as_str(),
+                        r.attempts,
+                        r.status_code,
+                        r.error_code,
+                        r.error_message,
+                        r.usage.input as i64,
+                        r.usage.cached_input as i64,
+                        r.usage.output as i64,
+                        r.latency_ms,
+                        self.next_finished,
+                    ])
+                    .map_err(werr)?;
+                // Zero rows changed: the request was already done (the
+                // guard), so its line stays as it was.
+                if changed > 0 {
+                    line.execute(params![r.seq as i64, r.line]).map_err(werr)?;
+                }
                 self.next_finished += 1;
             }
         }
@@ -456,8 +479,8 @@ impl Journal {
             ExportOrder::Input => "seq",
             ExportOrder::Completion => "finished",
         };
-        let out = self.export_one(output, &format!("state = 'done' ORDER BY {order_by}"))?;
-        let err = self.export_one(errors, &format!("state <> 'done' ORDER BY {order_by}"))?;
+        let out = self.export_one(output, &format!("r.state = 'done' ORDER BY r.{order_by}"))?;
+        let err = self.export_one(errors, &format!("r.state <> 'done' ORDER BY r.{order_by}"))?;
         Ok((out, err))
     }
 
@@ -476,7 +499,9 @@ impl Journal {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT line FROM requests WHERE {filter}"))
+            .prepare(&format!(
+                "SELECT l.line FROM requests r JOIN lines l ON l.seq = r.seq WHERE {filter}"
+            ))
             .map_err(|e| self.write_err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.write_err(e))?;
         let mut n = 0;
