@@ -18,7 +18,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Send every request of an OpenAI batch-format JSONL file and write the
     /// answers in OpenAI's batch output format.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show a journal's progress: counts by outcome, tokens, last errors,
     /// finished or resumable.
     Status(StatusArgs),

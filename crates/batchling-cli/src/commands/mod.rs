@@ -35,7 +35,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(a) => {
-            let settings = RunSettings::resolve(a, |k| std::env::var(k).ok())?;
+            let settings = RunSettings::resolve(*a, |k| std::env::var(k).ok())?;
             runtime()?.block_on(run::run(settings))
         }
         Command::Mock(a) => runtime()?.block_on(mock::mock(a)),
