@@ -554,6 +554,42 @@ fn check_joined<P: Provider>(ctx: &Ctx<P>, joined: Result<(), tokio::task::JoinE
     }
 }
 
+/// While the first answer (and its rate-limit headers) is awaited, requests
+/// in flight may double every step, from one: a provider with small limits
+/// sees only a handful of requests before batchling knows them, and one with
+/// none (a local server) is at full concurrency within a few steps rather
+/// than after a whole round trip.
+const SLOW_START_STEP: Duration = Duration::from_millis(50);
+
+async fn slow_start<P: Provider>(ctx: &Arc<Ctx<P>>, discovering: impl Fn() -> bool) -> bool {
+    loop {
+        let done = ctx.attempt_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if !discovering() {
+            return true;
+        }
+        let first = ctx.counters.first_sent_us.load(Relaxed);
+        let since = match first {
+            0 => Duration::ZERO,
+            us => ctx
+                .started
+                .elapsed()
+                .saturating_sub(Duration::from_micros(us - 1)),
+        };
+        let steps = (since.as_millis() / SLOW_START_STEP.as_millis()).min(20) as u32;
+        if ctx.counters.in_flight.load(Relaxed) < 1u64 << steps {
+            return true;
+        }
+        let next_step = SLOW_START_STEP * (steps + 1) - since;
+        tokio::select! {
+            _ = done => {}
+            _ = tokio::time::sleep(next_step) => {}
+            _ = ctx.stop.cancelled() => return false,
+        }
+    }
+}
+
 /// Wait until the next attempt may be started in light of an outage (one
 /// probe at a time, spaced out) or limit discovery (one request until the
 /// first answer shows the limits). False when the run must stop.
@@ -564,7 +600,10 @@ async fn gate<P: Provider>(ctx: &Arc<Ctx<P>>, discover: bool) -> bool {
         return true;
     }
     ctx.gating.store(true, Relaxed);
-    // Wait for nothing to be in flight.
+    if !ctx.health.in_outage() {
+        return slow_start(ctx, discovering).await;
+    }
+    // Outage: wait for nothing to be in flight, then probe.
     loop {
         let done = ctx.attempt_done.notified();
         tokio::pin!(done);

@@ -65,11 +65,14 @@ struct Lane {
     in_window: u64,
     /// After a low `remaining`: at most `budget` more units until `until`.
     hold: Option<(Instant, u64)>,
+    /// Log admissions even with no limit, because one may be learned.
+    track: bool,
 }
 
 impl Lane {
-    fn new(given: Option<u64>, now: Instant) -> Self {
+    fn new(given: Option<u64>, now: Instant, track: bool) -> Self {
         Lane {
+            track,
             per_minute: given,
             given,
             next_at: now,
@@ -142,6 +145,11 @@ impl Lane {
             // window.
             let base = self.next_at.max(now.checked_sub(SLACK).unwrap_or(now));
             self.next_at = base + Duration::from_secs_f64(cost as f64 / rate);
+            self.log.push_back((now, cost));
+            self.in_window += cost;
+        } else if self.track {
+            // No limit yet, but one may be learned: it must count what was
+            // sent in the last window.
             self.log.push_back((now, cost));
             self.in_window += cost;
         }
@@ -218,8 +226,8 @@ impl Pacer {
         Pacer {
             config,
             state: Mutex::new(State {
-                requests: Lane::new(config.rpm, now),
-                tokens: Lane::new(config.tpm, now),
+                requests: Lane::new(config.rpm, now, config.learn),
+                tokens: Lane::new(config.tpm, now, config.learn),
                 paused_until: None,
             }),
         }

@@ -123,25 +123,38 @@ fn a_finished_run_sends_nothing_again() {
 }
 
 #[test]
-fn sigterm_then_resume_finishes_the_job() {
-    let mock = Mock::start(MockConfig {
-        latency: Duration::from_millis(300),
-        ..MockConfig::default()
-    });
-    let (input, ids) = chat_file("term", 300);
-    let running = Run::new(&input)
-        .against(&mock)
-        .args(&["--concurrency", "8"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(800));
-    running.terminate();
-    let o = running.wait();
-    o.assert_code(130);
-    let partial = o.out_lines();
-    assert!(partial.len() < 300, "the run should have been interrupted");
-    let o = o.again().run();
-    o.assert_code(0);
-    assert_complete_and_correct(&o, &ids);
+fn sigterm_or_ctrl_c_then_resume_finishes_the_job() {
+    for signal in ["-TERM", "-INT"] {
+        let mock = Mock::start(MockConfig {
+            latency: Duration::from_millis(300),
+            ..MockConfig::default()
+        });
+        let (input, ids) = chat_file("term", 300);
+        let running = Run::new(&input)
+            .against(&mock)
+            .args(&["--concurrency", "8"])
+            .spawn();
+        std::thread::sleep(Duration::from_millis(800));
+        let sent = std::process::Command::new("kill")
+            .args([signal, &running.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let o = running.wait();
+        o.assert_code(130);
+        // The partial output is written from the journal: whole lines only.
+        let partial = o.out_lines();
+        assert!(
+            !partial.is_empty() && partial.len() < 300,
+            "{signal}: {} lines",
+            partial.len()
+        );
+        let s = o.summary();
+        assert_eq!(s["stopped"]["kind"], "interrupted", "{s}");
+        let o = o.again().run();
+        o.assert_code(0);
+        assert_complete_and_correct(&o, &ids);
+    }
 }
 
 #[test]
