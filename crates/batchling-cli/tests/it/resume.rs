@@ -129,10 +129,10 @@ fn sigterm_or_ctrl_c_then_resume_finishes_the_job() {
             latency: Duration::from_millis(300),
             ..MockConfig::default()
         });
-        let (input, ids) = chat_file("term", 300);
+        let (input, ids) = chat_file("term", 150);
         let running = Run::new(&input)
             .against(&mock)
-            .args(&["--concurrency", "8"])
+            .args(&["--concurrency", "16"])
             .spawn();
         std::thread::sleep(Duration::from_millis(800));
         let sent = std::process::Command::new("kill")
