@@ -7,6 +7,8 @@
 //! - `reader`: streams the input on a blocking thread: parse, validate,
 //!   catch duplicate ids, count tokens.
 //! - `dispatch`: the one loop, with the per-attempt task and retry logic.
+//! - [`budget`]: the `--max-cost` cap (reserve worst case, settle actual).
+//! - [`estimate`]: a whole file's tokens per model, before sending.
 //! - [`pacer`]: RPM/TPM pacing, the shared 429 pause, limits from headers.
 //! - `health`: telling a bad request from a down upstream.
 //! - `recorder`: the journal writer thread (group commits).
@@ -30,7 +32,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod budget;
 mod dispatch;
+pub mod estimate;
 mod health;
 pub mod pacer;
 mod reader;

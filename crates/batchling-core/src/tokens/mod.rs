@@ -171,12 +171,25 @@ pub fn estimate(
     default_max_output: u64,
 ) -> Result<TokenEstimate, TokenError> {
     let no_model = || TokenError("body has no \"model\" string".into());
-    let obj = body.as_object().ok_or_else(no_model)?;
-    let model = obj
+    let model = body
         .get("model")
         .and_then(Value::as_str)
         .ok_or_else(no_model)?;
-    let encoding = encoding_for_model(model);
+    estimate_with(endpoint, body, encoding_for_model(model), default_max_output)
+}
+
+/// [`estimate`] with a chosen encoding instead of the body's model's: what
+/// the request would cost if sent to another model (`batchling estimate
+/// --model`).
+pub fn estimate_with(
+    endpoint: Endpoint,
+    body: &Value,
+    encoding: Encoding,
+    default_max_output: u64,
+) -> Result<TokenEstimate, TokenError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| TokenError("body is not a JSON object".into()))?;
     let (input, max_output) = match endpoint {
         Endpoint::ChatCompletions => {
             let messages = obj
