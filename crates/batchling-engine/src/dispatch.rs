@@ -157,6 +157,7 @@ impl<P: Provider> Ctx<P> {
             error_message: None,
             usage: Usage::default(),
             latency_ms: None,
+            cost_usd: None,
             line,
         }
     }
@@ -279,6 +280,7 @@ impl<P: Provider> Ctx<P> {
             error_message: Some(message),
             usage: Usage::default(),
             latency_ms: None,
+            cost_usd: None,
             line,
         };
         self.record(r, None).await;

@@ -11,7 +11,10 @@ use crate::identity::InputIdentity;
 use crate::record::{FinalState, Record};
 
 /// Migrations, applied in order; `PRAGMA user_version` says how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_journal.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_journal.sql"),
+    include_str!("../migrations/0002_cost.sql"),
+];
 
 /// What the journal knows about its job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -58,6 +61,8 @@ pub struct Status {
     pub cached_input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
+    /// Money spent on answered requests (USD, at known prices).
+    pub cost_usd: f64,
     /// The most recent failures: (line number, custom_id, message).
     pub last_errors: Vec<(u64, Option<String>, String)>,
     /// True when every input line has a final state.
@@ -405,6 +410,29 @@ impl Journal {
             .map_err(|e| self.write_err(e))
     }
 
+    /// Money spent so far, over every answered request (USD).
+    pub fn cost_total(&self) -> Result<f64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(sum(cost_usd), 0.0) FROM requests",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.write_err(e))
+    }
+
+    /// Average output tokens of answered requests, if any: the expected
+    /// output of the next run over similar requests (`batchling estimate`).
+    pub fn average_output_tokens(&self) -> Result<Option<f64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT avg(output_tokens) FROM requests WHERE state = 'done'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.write_err(e))
+    }
+
     /// Commit a group of records in one transaction. A `done` row is never
     /// overwritten (the guard); anything else may be replaced, which is how
     /// a failed request that is retried becomes done.
@@ -420,14 +448,15 @@ impl Journal {
                 .prepare_cached(
                     "INSERT INTO requests (seq, line_no, custom_id, state, attempts, status_code,
                         error_code, error_message, input_tokens, cached_tokens, output_tokens,
-                        latency_ms, finished)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                        latency_ms, finished, cost_usd)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                      ON CONFLICT (seq) DO UPDATE SET
                         state = excluded.state, attempts = requests.attempts + excluded.attempts,
                         status_code = excluded.status_code, error_code = excluded.error_code,
                         error_message = excluded.error_message, input_tokens = excluded.input_tokens,
                         cached_tokens = excluded.cached_tokens, output_tokens = excluded.output_tokens,
-                        latency_ms = excluded.latency_ms, finished = excluded.finished
+                        latency_ms = excluded.latency_ms, finished = excluded.finished,
+                        cost_usd = excluded.cost_usd
                      WHERE requests.state <> 'done'",
                 )
                 .map_err(werr)?;
@@ -453,6 +482,7 @@ impl Journal {
                         r.usage.output as i64,
                         r.latency_ms,
                         self.next_finished,
+                        r.cost_usd,
                     ])
                     .map_err(werr)?;
                 // Zero rows changed: the request was already done (the
@@ -522,6 +552,7 @@ impl Journal {
         let meta = self.meta()?;
         let counts = self.counts()?;
         let (input_tokens, cached_input_tokens, output_tokens) = self.usage_totals()?;
+        let cost_usd = self.cost_total()?;
         let attempts: i64 = self
             .conn
             .query_row("SELECT coalesce(sum(attempts),0) FROM requests", [], |r| {
@@ -553,6 +584,7 @@ impl Journal {
             input_tokens,
             cached_input_tokens,
             output_tokens,
+            cost_usd,
             last_errors,
         })
     }

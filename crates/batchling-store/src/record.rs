@@ -66,6 +66,8 @@ pub struct Record {
     pub usage: Usage,
     /// Latency of the last attempt.
     pub latency_ms: Option<f64>,
+    /// What it cost (USD), when its model's price is known.
+    pub cost_usd: Option<f64>,
     /// The output- or error-file line, newline included.
     pub line: Vec<u8>,
 }

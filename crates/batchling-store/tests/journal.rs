@@ -1,0 +1,181 @@
+//! The journal on its own: guards, resume sets, export, migrations, locks.
+
+use batchling_core::Usage;
+use batchling_store::{ExportOrder, FinalState, InputIdentity, Journal, Record, StoreError};
+
+fn rec(seq: u64, state: FinalState, line: &str) -> Record {
+    Record {
+        seq,
+        line_no: seq + 1,
+        custom_id: Some(format!("id-{seq}")),
+        state,
+        attempts: 1,
+        status_code: Some(200),
+        error_code: None,
+        error_message: None,
+        usage: Usage {
+            input: 10,
+            cached_input: 2,
+            output: 5,
+        },
+        latency_ms: Some(1.0),
+        cost_usd: Some(0.5),
+        line: format!("{line}\n").into_bytes(),
+    }
+}
+
+fn identity() -> InputIdentity {
+    InputIdentity {
+        size: 10,
+        hash: "ab".repeat(16),
+    }
+}
+
+#[test]
+fn done_is_terminal_and_failed_can_become_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("j"), false).unwrap();
+    j.begin("in.jsonl", Some(&identity()), "{}", 0, false)
+        .unwrap();
+    j.commit(&[
+        rec(0, FinalState::Done, "first"),
+        rec(1, FinalState::Failed, "err"),
+    ])
+    .unwrap();
+    // A second answer for a done request must not replace it.
+    j.commit(&[
+        rec(0, FinalState::Done, "second"),
+        rec(1, FinalState::Done, "fixed"),
+    ])
+    .unwrap();
+    let (o, e) = (dir.path().join("o"), dir.path().join("e"));
+    assert_eq!(j.export(&o, &e, ExportOrder::Input).unwrap(), (2, 0));
+    assert_eq!(std::fs::read_to_string(&o).unwrap(), "first\nfixed\n");
+    let c = j.counts().unwrap();
+    assert_eq!((c.done, c.failed, c.invalid), (2, 0, 0));
+    assert_eq!(j.usage_totals().unwrap(), (20, 4, 10));
+    assert!((j.cost_total().unwrap() - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn resume_sets_and_retry_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let mut j = Journal::open(&path, false).unwrap();
+    j.begin("in.jsonl", Some(&identity()), "{}", 0, false)
+        .unwrap();
+    j.commit(&[
+        rec(0, FinalState::Done, "a"),
+        rec(70, FinalState::Failed, "b"),
+        rec(3, FinalState::Invalid, "c"),
+    ])
+    .unwrap();
+    let bits = j.finished_seqs().unwrap();
+    let has = |s: u64| {
+        bits.get((s / 64) as usize)
+            .is_some_and(|w| w & (1 << (s % 64)) != 0)
+    };
+    assert!(has(0) && has(3) && has(70) && !has(1) && !has(69));
+    assert_eq!(j.forget_failed().unwrap(), 1);
+    let bits = j.finished_seqs().unwrap();
+    assert!(
+        !bits.get(1).is_some_and(|w| w & (1 << 6) != 0),
+        "seq 70 is pending again"
+    );
+    let (o, e) = (dir.path().join("o"), dir.path().join("e"));
+    assert_eq!(j.export(&o, &e, ExportOrder::Input).unwrap(), (1, 1));
+    assert_eq!(std::fs::read_to_string(&e).unwrap(), "c\n");
+}
+
+#[test]
+fn export_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("j"), false).unwrap();
+    j.commit(&[rec(2, FinalState::Done, "two")]).unwrap();
+    j.commit(&[rec(0, FinalState::Done, "zero")]).unwrap();
+    j.commit(&[rec(1, FinalState::Done, "one")]).unwrap();
+    let (o, e) = (dir.path().join("o"), dir.path().join("e"));
+    j.export(&o, &e, ExportOrder::Input).unwrap();
+    assert_eq!(std::fs::read_to_string(&o).unwrap(), "zero\none\ntwo\n");
+    j.export(&o, &e, ExportOrder::Completion).unwrap();
+    assert_eq!(std::fs::read_to_string(&o).unwrap(), "two\nzero\none\n");
+    assert_eq!(std::fs::read_to_string(&e).unwrap(), "");
+}
+
+#[test]
+fn changed_input_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("j"), false).unwrap();
+    j.begin("in.jsonl", Some(&identity()), "{}", 0, false)
+        .unwrap();
+    j.commit(&[rec(0, FinalState::Done, "a")]).unwrap();
+    let other = InputIdentity {
+        size: 11,
+        ..identity()
+    };
+    let err = j
+        .begin("in.jsonl", Some(&other), "{}", 0, false)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InputChanged { .. }), "{err}");
+    assert!(err.to_string().contains("--restart"));
+    assert!(matches!(
+        j.begin("-", None, "{}", 0, false),
+        Err(StoreError::InputChanged { .. })
+    ));
+    j.begin("in.jsonl", Some(&other), "{}", 0, true).unwrap();
+    assert_eq!(j.counts().unwrap().done, 0);
+}
+
+#[test]
+fn one_writer_at_a_time_and_readers_alongside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let mut j = Journal::open(&path, false).unwrap();
+    j.commit(&[rec(0, FinalState::Done, "a")]).unwrap();
+    assert!(matches!(
+        Journal::open(&path, false),
+        Err(StoreError::Locked { .. })
+    ));
+    let r = Journal::open_read_only(&path).unwrap();
+    assert_eq!(r.counts().unwrap().done, 1);
+    drop(j);
+    Journal::open(&path, false).unwrap();
+}
+
+#[test]
+fn a_version_1_journal_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(include_str!("../migrations/0001_journal.sql"))
+            .unwrap();
+        c.execute_batch("PRAGMA user_version = 1;").unwrap();
+    }
+    let mut j = Journal::open(&path, false).unwrap();
+    j.commit(&[rec(0, FinalState::Done, "a")]).unwrap();
+    assert!((j.cost_total().unwrap() - 0.5).abs() < 1e-12);
+}
+
+#[test]
+fn foreign_and_newer_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("f");
+    {
+        let c = rusqlite::Connection::open(&foreign).unwrap();
+        c.execute_batch("CREATE TABLE t (x);").unwrap();
+    }
+    assert!(matches!(
+        Journal::open(&foreign, false),
+        Err(StoreError::NotAJournal { .. })
+    ));
+    let newer = dir.path().join("n");
+    {
+        let c = rusqlite::Connection::open(&newer).unwrap();
+        c.execute_batch("PRAGMA user_version = 99;").unwrap();
+    }
+    assert!(matches!(
+        Journal::open(&newer, false),
+        Err(StoreError::SchemaTooNew { found: 99, .. })
+    ));
+}
