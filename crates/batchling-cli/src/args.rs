@@ -24,6 +24,11 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Write the output and error files from a journal.
     Export(ExportArgs),
+    /// Price a file before sending it: tokens and cost per model, online and
+    /// through a Batch API, and the time it takes at given limits.
+    Estimate(EstimateArgs),
+    /// List the price catalog (USD per 1M tokens).
+    Prices(PricesArgs),
     /// Start the built-in fake provider (an OpenAI-compatible server with
     /// limits, latency and faults) to rehearse a run for free.
     Mock(MockArgs),
@@ -132,6 +137,17 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) no_fsync: bool,
 
+    /// Extra or overriding prices: our TOML/JSON format, or LiteLLM's
+    /// model_prices_and_context_window.json.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prices: Option<PathBuf>,
+
+    /// Hard budget in USD: each request's worst case is reserved before it
+    /// is sent; when the next one does not fit, dispatching stops
+    /// (resumable with a higher budget).
+    #[arg(long, value_name = "USD")]
+    pub(crate) max_cost: Option<f64>,
+
     /// Response cache shared across runs: a request whose endpoint and body
     /// equal an earlier answered one is answered from it, not sent.
     #[arg(long, value_name = "PATH")]
@@ -223,4 +239,55 @@ pub(crate) struct ExportArgs {
     /// Order of output lines.
     #[arg(long, value_enum, default_value_t = OrderArg::Input)]
     pub(crate) order: OrderArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PricesArgs {
+    /// Extra or overriding prices (TOML, JSON or LiteLLM's JSON).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prices: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EstimateArgs {
+    /// Input JSONL file.
+    pub(crate) input: PathBuf,
+
+    /// Price for this model (repeatable) [default: each line's own model].
+    #[arg(long = "model", value_name = "MODEL")]
+    pub(crate) models: Vec<String>,
+
+    /// Expected output tokens per request [default: the average in --state's
+    /// journal, else each request's maximum].
+    #[arg(long, value_name = "N")]
+    pub(crate) output_tokens: Option<u64>,
+
+    /// A journal of an earlier run over similar requests, for the expected
+    /// output tokens.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) state: Option<PathBuf>,
+
+    /// Requests-per-minute limit, for the time estimate.
+    #[arg(long)]
+    pub(crate) rpm: Option<u64>,
+
+    /// Tokens-per-minute limit, for the time estimate.
+    #[arg(long)]
+    pub(crate) tpm: Option<u64>,
+
+    /// Output tokens assumed for a request that sets no maximum.
+    #[arg(long, default_value_t = batchling_engine::DEFAULT_MAX_OUTPUT, value_name = "N")]
+    pub(crate) default_max_tokens: u64,
+
+    /// Extra or overriding prices (TOML, JSON or LiteLLM's JSON).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prices: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

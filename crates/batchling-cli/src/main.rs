@@ -2,6 +2,15 @@
 //! meaningful code (0 all done, 1 some requests failed, 2 usage/config/I/O
 //! error, 130 interrupted).
 
+/// `println!` that returns an `io::Result`, so that a closed pipe
+/// (`batchling prices | head`) ends the command quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod args;
 mod commands;
 mod progress;
@@ -15,9 +24,17 @@ fn main() -> ExitCode {
     let args = args::Cli::parse();
     match commands::dispatch(args) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

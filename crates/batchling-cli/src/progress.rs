@@ -52,6 +52,14 @@ fn rate_line(p: &Progress) -> String {
         p.rate_limited,
         p.failed
     );
+    if let Some(spent) = p.cost_usd {
+        s.push_str(&format!(" | ${spent:.4}"));
+        if let Some(t) = p.total
+            && p.done > 0
+        {
+            s.push_str(&format!(" of ~${:.4}", spent / p.done as f64 * t as f64));
+        }
+    }
     if p.paused {
         s.push_str(" | paused");
     }
@@ -153,6 +161,9 @@ pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path, journa
         "  tokens     {} input ({} cached), {} output",
         s.input_tokens, s.cached_input_tokens, s.output_tokens
     );
+    if let Some(c) = s.cost_usd {
+        eprintln!("  cost       ${c:.4} (online prices, from usage)");
+    }
     eprintln!("  elapsed    {:.1}s", s.elapsed_s);
     eprintln!(
         "  rate       requests/min {}",

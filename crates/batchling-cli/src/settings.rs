@@ -1,12 +1,14 @@
 //! Arguments and environment resolved once into plain values. Commands take
 //! these and never see clap.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use batchling_core::RetryPolicy;
 use batchling_core::duration::parse_duration;
+use batchling_core::pricing::Catalog;
 use batchling_engine::{Input, Job, Order, PacerConfig, default_errors_path};
 
 pub(crate) fn order(o: OrderArg) -> Order {
@@ -50,6 +52,15 @@ pub(crate) struct RunSettings {
     pub(crate) strict: bool,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
+}
+
+/// The built-in prices, plus a user's file.
+pub(crate) fn catalog(file: Option<&Path>) -> Result<Catalog> {
+    let mut c = Catalog::builtin();
+    if let Some(f) = file {
+        c.load_file(f)?;
+    }
+    Ok(c)
 }
 
 fn parse_header(h: &str) -> Result<(String, String)> {
@@ -155,6 +166,13 @@ impl RunSettings {
         job.retry_failed = a.retry_failed;
         job.durable = !a.no_fsync;
         job.cache = a.cache;
+        if let Some(limit) = a.max_cost
+            && !(limit.is_finite() && limit > 0.0)
+        {
+            bail!("--max-cost {limit}: expected a positive amount of USD");
+        }
+        job.max_cost = a.max_cost;
+        job.prices = Some(Arc::new(catalog(a.prices.as_deref())?));
         job.default_max_output = a.default_max_tokens;
         Ok(RunSettings {
             job,

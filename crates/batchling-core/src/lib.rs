@@ -1,5 +1,6 @@
 //! batchling's vocabulary, shared by every other crate. Pure: no async
-//! runtime, no network, no files.
+//! runtime, no network; the only file it reads is a price file the user
+//! names (`pricing::Catalog::load_file`).
 //!
 //! # Tour
 //! - [`request`]: one input line (`custom_id`, `method`, `url`, `body`),
@@ -8,6 +9,8 @@
 //! - [`output`]: writing output and error-file lines in OpenAI's batch format.
 //! - [`usage`]: reading `usage` out of response bodies.
 //! - [`tokens`]: token counts with OpenAI's tokenizers, for pacing and cost.
+//! - [`pricing`]: the price catalog (USD per 1M tokens, built in or from a
+//!   TOML/JSON file) and what tokens cost, online or through a Batch API.
 //! - [`ratelimit`]: rate-limit readings from response headers.
 //! - [`retry`]: the [`retry::Verdict`] a classifier gives an attempt, and backoff.
 //! - [`duration`]: Go-style durations (`6m0s`) used in rate-limit headers.
@@ -21,6 +24,7 @@
 pub mod duration;
 pub mod endpoint;
 pub mod output;
+pub mod pricing;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;

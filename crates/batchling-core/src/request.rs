@@ -20,6 +20,8 @@ pub struct RequestLine {
     pub endpoint: Endpoint,
     /// The JSON object to POST, verbatim.
     pub body: String,
+    /// The body's `model`, when it is a string (for pricing).
+    pub model: Option<String>,
 }
 
 impl RequestLine {
@@ -106,6 +108,7 @@ struct WireLine<'a> {
 #[derive(Deserialize)]
 struct BodyPeek {
     stream: Option<Value>,
+    model: Option<Value>,
 }
 
 /// Whether a physical line holds no request (blank lines are skipped, as the
@@ -177,11 +180,16 @@ pub fn parse_line(line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
     if matches!(peek.stream, Some(Value::Bool(true))) {
         return Err(fail(id, LineProblem::Streaming));
     }
+    let model = match peek.model {
+        Some(Value::String(m)) => Some(m),
+        _ => None,
+    };
     Ok(RequestLine {
         line_no,
         custom_id,
         endpoint,
         body: body.get().to_owned(),
+        model,
     })
 }
 

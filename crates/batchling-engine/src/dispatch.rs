@@ -22,12 +22,14 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Budget;
 use crate::health::Health;
 use crate::pacer::Pacer;
 use crate::reader::{Parsed, ReadItem};
 use crate::recorder::Entry;
 use crate::report::{Counters, Reporter, StopCause};
 use batchling_core::Usage;
+use batchling_core::pricing::{Catalog, TokenCounts};
 use batchling_core::usage::{BodyRead, read_body};
 use batchling_store::{Cache, FinalState, Record, cache_key};
 
@@ -45,6 +47,8 @@ pub(crate) struct Pending {
     sent: u32,
     /// Response-cache key, when the cache is on.
     cache_key: Option<[u8; 16]>,
+    /// USD reserved in the budget for this request, until it ends.
+    reserved: f64,
     /// The way back to the loop; dropping the last one ends the run.
     home: mpsc::UnboundedSender<Pending>,
 }
@@ -72,6 +76,8 @@ pub(crate) struct Ctx<P> {
     pub(crate) id_counter: AtomicU64,
     pub(crate) id_prefix: String,
     pub(crate) started: Instant,
+    pub(crate) prices: Option<Arc<Catalog>>,
+    pub(crate) budget: Option<Budget>,
 }
 
 impl<P: Provider> Ctx<P> {
@@ -140,9 +146,66 @@ impl<P: Provider> Ctx<P> {
         if let BodyRead::Json(Some(u)) = read_body(&hit.body) {
             r.usage = u;
         }
+        // Answered from the cache: nothing was paid this time.
+        r.cost_usd = Some(0.0).filter(|_| self.prices.is_some());
         Counters::add(&self.counters.cached, 1);
         self.record(r, None).await;
         None
+    }
+
+    /// What `usage` cost for this request's model, if its price is known.
+    fn cost_of(&self, p: &Pending, usage: Option<Usage>) -> Option<f64> {
+        let (prices, usage) = (self.prices.as_ref()?, usage?);
+        let (_, price) = prices.get(p.parsed.model.as_deref()?)?;
+        Some(price.cost_online(&TokenCounts::from(usage)))
+    }
+
+    /// The request has ended: its budget reservation becomes what it cost.
+    fn settle(&self, p: &Pending, cost: Option<f64>) {
+        if let Some(c) = cost {
+            let micro = (c * 1e6).round() as u64;
+            Counters::add(&self.counters.cost_micro_usd, micro);
+        }
+        if let Some(b) = &self.budget {
+            b.settle(p.reserved, cost.unwrap_or(0.0));
+        }
+    }
+
+    /// Reserve the request's worst case in the budget. False (and the run
+    /// stops) when it does not fit or cannot be priced.
+    pub(crate) fn reserve(&self, p: &mut Pending) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        if p.reserved > 0.0 {
+            return true; // a retry: reserved when first sent
+        }
+        let model = p.parsed.model.as_deref().unwrap_or("(none)");
+        let Some((_, price)) = self.prices.as_ref().and_then(|c| c.get(model)) else {
+            self.stop_with(StopCause::NoPrice {
+                model: model.to_owned(),
+            });
+            return false;
+        };
+        let t = p.parsed.tokens;
+        let worst = price.cost_online(&TokenCounts {
+            input: t.input,
+            output: t.max_output,
+            ..TokenCounts::default()
+        });
+        match budget.reserve(worst) {
+            Ok(()) => {
+                // A request priced at zero still counts as reserved.
+                p.reserved = worst.max(f64::MIN_POSITIVE);
+                true
+            }
+            Err(_) => {
+                self.stop_with(StopCause::BudgetReached {
+                    limit_usd: budget.limit(),
+                });
+                false
+            }
+        }
     }
 
     fn base_record(&self, p: &Pending, state: FinalState, line: Vec<u8>) -> Record {
@@ -192,6 +255,8 @@ impl<P: Provider> Ctx<P> {
         r.status_code = Some(a.status);
         r.usage = a.usage.unwrap_or_default();
         r.latency_ms = Some(latency.as_secs_f64() * 1000.0);
+        r.cost_usd = self.cost_of(p, a.usage);
+        self.settle(p, r.cost_usd);
         if state != FinalState::Done {
             r.error_message = Some(describe_answer(a));
         }
@@ -252,6 +317,7 @@ impl<P: Provider> Ctx<P> {
         let mut r = self.base_record(p, FinalState::Failed, line);
         r.error_code = Some(code.to_owned());
         r.error_message = Some(message);
+        self.settle(p, None);
         self.record(r, permit).await;
     }
 
@@ -478,6 +544,7 @@ pub(crate) async fn dispatch<P: Provider>(
                         mark: ctx.health.mark(),
                         sent: 0,
                         cache_key: None,
+                        reserved: 0.0,
                         home: home_tx
                             .clone()
                             .expect("lines come only while the input is open"),
@@ -528,6 +595,9 @@ pub(crate) async fn dispatch<P: Provider>(
             let p = &next.parsed;
             next.parsed.tokens =
                 crate::reader::token_cost(p.endpoint, &p.body, ctx.default_max_output);
+        }
+        if !ctx.reserve(&mut next) {
+            break;
         }
         let cost = next.parsed.tokens.total();
         tokio::select! {

@@ -44,6 +44,20 @@ pub struct FileTokens {
     pub models: BTreeMap<String, ModelTokens>,
 }
 
+/// The models named by a file's valid lines (`--max-cost` checks they all
+/// have a price before anything is sent).
+pub fn models_in_file(path: &Path) -> std::io::Result<std::collections::BTreeSet<String>> {
+    let mut v = Validator::default();
+    let mut models = std::collections::BTreeSet::new();
+    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
+        if let Ok(req) = v.validate(line_no, line) {
+            models.insert(req.model.unwrap_or_default());
+        }
+        true
+    })?;
+    Ok(models)
+}
+
 struct Work {
     line_no: u64,
     endpoint: Endpoint,

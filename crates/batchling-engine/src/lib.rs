@@ -48,6 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use batchling_core::RetryPolicy;
+use batchling_core::pricing::Catalog;
 use batchling_providers::Provider;
 use batchling_store::{Cache, ExportOrder, InputIdentity, Journal, StoreError};
 use tokio::sync::{Notify, mpsc};
@@ -92,6 +93,10 @@ pub struct Job {
     pub durable: bool,
     /// The response cache shared across runs, if any.
     pub cache: Option<PathBuf>,
+    /// Prices, for live cost and the budget.
+    pub prices: Option<Arc<Catalog>>,
+    /// A hard budget in USD (`--max-cost`).
+    pub max_cost: Option<f64>,
 }
 
 /// The default journal path: next to the output, `results.jsonl` →
@@ -150,6 +155,8 @@ impl Job {
             retry_failed: false,
             durable: true,
             cache: None,
+            prices: None,
+            max_cost: None,
             output,
         }
     }
@@ -245,6 +252,12 @@ pub async fn run<P: Provider>(
     counters.cached_tokens.store(cached_tokens, Relaxed);
     counters.output_tokens.store(output_tokens, Relaxed);
     let resumed = before.done + before.failed + before.invalid;
+    if job.prices.is_some() {
+        counters.priced.store(true, Relaxed);
+        counters
+            .cost_micro_usd
+            .store((journal.cost_total()? * 1e6).round() as u64, Relaxed);
+    }
     if resumed > 0 {
         reporter.notice(&format!(
             "resuming {}: {} done, {} failed, {} invalid already; sending the rest",
@@ -260,7 +273,17 @@ pub async fn run<P: Provider>(
     // Token counts are needed once a token limit is in force (given, or
     // learned from headers: the reader starts counting then, and the loop
     // counts lines read before).
-    let count_tokens = Arc::new(AtomicBool::new(job.pacing.tpm.is_some()));
+    // The budget reserves each request's worst case, so it needs counts too.
+    let count_tokens = Arc::new(AtomicBool::new(
+        job.pacing.tpm.is_some() || job.max_cost.is_some(),
+    ));
+    if job.max_cost.is_some() && job.prices.is_none() {
+        return Err(EngineError::Config("--max-cost needs prices".into()));
+    }
+    let spent_before = journal.cost_total()?;
+    let budget = job
+        .max_cost
+        .map(|limit| budget::Budget::new(limit, spent_before));
 
     if let Input::File(path) = &job.input {
         let (c, path) = (counters.clone(), path.clone());
@@ -332,6 +355,8 @@ pub async fn run<P: Provider>(
         id_counter: AtomicU64::new(0),
         id_prefix: format!("{:016x}", rand::random::<u64>()),
         started,
+        prices: job.prices.clone(),
+        budget,
     });
 
     let ticker = reporter.interval().map(|every| {
@@ -403,6 +428,7 @@ pub async fn run<P: Provider>(
     };
     journal.export(&job.output, &job.errors, order)?;
     let (input_tokens, cached_tokens, output_tokens) = journal.usage_totals()?;
+    let cost_usd = journal.cost_total()?;
     counters.input_tokens.store(input_tokens, Relaxed);
     counters.cached_tokens.store(cached_tokens, Relaxed);
     counters.output_tokens.store(output_tokens, Relaxed);
@@ -412,6 +438,7 @@ pub async fn run<P: Provider>(
         .store(counters.total.load(Relaxed), Relaxed);
     let mut summary = RunSummary::build(&counters, elapsed, pacer.limits(), stopped);
     summary.resumed = resumed;
+    summary.cost_usd = job.prices.as_ref().map(|_| cost_usd);
     // Rates are this run's own: what earlier runs finished took no time here.
     let per_min = 60.0 / elapsed.as_secs_f64().max(1e-9);
     summary.achieved_rpm = summary.succeeded.saturating_sub(before.done) as f64 * per_min;

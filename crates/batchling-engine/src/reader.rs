@@ -165,6 +165,7 @@ pub(crate) struct Parsed {
     pub(crate) custom_id: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) body: Bytes,
+    pub(crate) model: Option<String>,
     pub(crate) tokens: TokenEstimate,
 }
 
@@ -244,6 +245,7 @@ pub(crate) fn read_input(
                     custom_id: req.custom_id,
                     endpoint: req.endpoint,
                     body: Bytes::from(req.body),
+                    model: req.model,
                     tokens,
                 })
             }

@@ -63,6 +63,8 @@ pub struct Progress {
     pub limits: EffectiveLimits,
     /// Whether dispatch is paused (429 or outage).
     pub paused: bool,
+    /// Money spent so far (USD), when prices are known.
+    pub cost_usd: Option<f64>,
 }
 
 /// Counters shared by every task of a run.
@@ -79,6 +81,9 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) cached: AtomicU64,
+    /// Spent so far, in millionths of a USD.
+    pub(crate) cost_micro_usd: AtomicU64,
+    pub(crate) priced: std::sync::atomic::AtomicBool,
     /// Microseconds from the start of the run to the first attempt (+1, so
     /// that 0 means none yet).
     pub(crate) first_sent_us: AtomicU64,
@@ -116,6 +121,10 @@ impl Counters {
             elapsed,
             limits,
             paused,
+            cost_usd: self
+                .priced
+                .load(Relaxed)
+                .then(|| get(&self.cost_micro_usd) as f64 / 1e6),
         }
     }
 }
@@ -182,7 +191,7 @@ impl Histogram {
 }
 
 /// Why a run ended before every request was done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StopCause {
     /// Ctrl-C or SIGTERM.
@@ -210,6 +219,16 @@ pub enum StopCause {
         /// What went wrong.
         message: String,
     },
+    /// The next request would not fit in `--max-cost`.
+    BudgetReached {
+        /// The cap.
+        limit_usd: f64,
+    },
+    /// A request's model has no known price, so the budget cannot hold.
+    NoPrice {
+        /// The model.
+        model: String,
+    },
     /// The upstream kept failing for longer than `--give-up-after`.
     Unreachable {
         /// The last error seen.
@@ -233,6 +252,14 @@ impl std::fmt::Display for StopCause {
             StopCause::Journal { message } => write!(
                 f,
                 "the journal could not be written ({message}); free space or fix permissions, then run the same command again"
+            ),
+            StopCause::BudgetReached { limit_usd } => write!(
+                f,
+                "budget reached: the next request's worst case does not fit in --max-cost ${limit_usd:.4}; run the same command with a higher --max-cost to continue"
+            ),
+            StopCause::NoPrice { model } => write!(
+                f,
+                "no price is known for model {model:?}, so --max-cost cannot be enforced; add it with --prices FILE"
             ),
             StopCause::Unreachable { last_error } => write!(
                 f,
@@ -270,6 +297,9 @@ pub struct RunSummary {
     pub resumed: u64,
     /// Requests answered from the response cache in this run.
     pub cached: u64,
+    /// Money spent on the job so far (USD, from `usage` at known prices;
+    /// `None` without prices).
+    pub cost_usd: Option<f64>,
     /// Seconds from the start of the run to its first HTTP attempt (a
     /// resume's start-up cost: hashing the input, reading the journal,
     /// skipping finished lines).
@@ -334,6 +364,7 @@ impl RunSummary {
             not_done: requests.saturating_sub(succeeded + failed),
             resumed: 0,
             cached: get(&c.cached),
+            cost_usd: None,
             first_request_s: match get(&c.first_sent_us) {
                 0 => None,
                 us => Some((us - 1) as f64 / 1e6),

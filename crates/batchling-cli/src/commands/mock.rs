@@ -53,7 +53,7 @@ pub(crate) async fn mock(a: MockArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     // The URL is data (scripts read it), so it goes to stdout.
-    println!("{}", server.base_url());
+    out!("{}", server.base_url())?;
     eprintln!("batchling mock: fake OpenAI-compatible provider; Ctrl-C to stop");
     tokio::signal::ctrl_c()
         .await

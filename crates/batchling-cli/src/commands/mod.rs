@@ -1,8 +1,10 @@
 //! One file per subcommand. Each takes resolved settings and returns the
 //! process exit code.
 
+mod estimate;
 mod export;
 mod mock;
+mod prices;
 mod run;
 mod status;
 
@@ -41,5 +43,10 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Mock(a) => runtime()?.block_on(mock::mock(a)),
         Command::Status(a) => status::status(&a),
         Command::Export(a) => export::export(&a),
+        Command::Prices(a) => {
+            let catalog = crate::settings::catalog(a.prices.as_deref())?;
+            prices::prices(&catalog, a.json)
+        }
+        Command::Estimate(a) => estimate::estimate(&a),
     }
 }

@@ -33,6 +33,21 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
         }
     }
 
+    if s.job.max_cost.is_some()
+        && let (Input::File(path), Some(prices)) = (&s.job.input, &s.job.prices)
+    {
+        let models = batchling_engine::estimate::models_in_file(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let unpriced: Vec<_> = models.iter().filter(|m| prices.get(m).is_none()).collect();
+        if !unpriced.is_empty() {
+            bail!(
+                "--max-cost needs a price for every model, and {} has none for {:?}; add them with --prices FILE (see `batchling prices`)",
+                path.display(),
+                unpriced
+            );
+        }
+    }
+
     let (client_config, _mock) = match s.upstream {
         Upstream::Remote(c) => (c, None),
         Upstream::Mock {
@@ -80,6 +95,9 @@ fn exit_code(s: &RunSummary) -> u8 {
         Some(StopCause::Interrupted) => exit::INTERRUPTED,
         Some(cause) => {
             eprintln!("error: {cause}");
+            if let (StopCause::BudgetReached { .. }, Some(spent)) = (cause, s.cost_usd) {
+                eprintln!("spent so far: ${spent:.4}; the journal keeps every answer");
+            }
             exit::ERROR
         }
         None if s.failed > 0 || s.not_done > 0 => exit::SOME_FAILED,

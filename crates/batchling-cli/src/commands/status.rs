@@ -17,7 +17,7 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
     let journal = Journal::open_read_only(&a.state)?;
     let s = journal.status()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        out!("{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let total = s
@@ -26,37 +26,39 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
         .map_or("unknown (input not fully read yet)".into(), |t| {
             t.to_string()
         });
-    println!("journal   {}", a.state.display());
-    println!("input     {}", s.meta.input.as_deref().unwrap_or("?"));
-    println!("requests  {total}");
-    println!(
+    out!("journal   {}", a.state.display())?;
+    out!("input     {}", s.meta.input.as_deref().unwrap_or("?"))?;
+    out!("requests  {total}")?;
+    out!(
         "outcomes  {} done, {} failed, {} invalid, {}",
         s.counts.done,
         s.counts.failed,
         s.counts.invalid,
         s.pending
             .map_or("pending unknown".into(), |p| format!("{p} not done"))
-    );
-    println!("attempts  {}", s.attempts);
-    println!(
+    )?;
+    out!("attempts  {}", s.attempts)?;
+    out!(
         "tokens    {} input ({} cached), {} output",
-        s.input_tokens, s.cached_input_tokens, s.output_tokens
-    );
-    println!(
+        s.input_tokens,
+        s.cached_input_tokens,
+        s.output_tokens
+    )?;
+    out!(
         "state     {}",
         if s.finished {
             "finished"
         } else {
             "resumable: run the same command again to continue"
         }
-    );
+    )?;
     if !s.last_errors.is_empty() {
-        println!("last errors");
+        out!("last errors")?;
         for (line, id, msg) in &s.last_errors {
-            println!(
+            out!(
                 "  line {line} ({}): {msg}",
                 id.as_deref().unwrap_or("no custom_id")
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

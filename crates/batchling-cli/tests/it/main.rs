@@ -2,6 +2,7 @@
 //! fake provider started in-process. No timing assertions.
 
 mod bad_input;
+mod costs;
 mod formats;
 mod limits;
 mod order;

@@ -215,6 +215,12 @@ impl Run {
         self
     }
 
+    /// Forget the extra arguments given so far (for a rerun with others).
+    pub(crate) fn clear_args(mut self) -> Run {
+        self.args.clear();
+        self
+    }
+
     /// Use this as the input argument instead of `in.jsonl`.
     pub(crate) fn input_arg(mut self, input: impl Into<OsString>) -> Run {
         self.input = input.into();

@@ -175,7 +175,12 @@ pub fn estimate(
         .get("model")
         .and_then(Value::as_str)
         .ok_or_else(no_model)?;
-    estimate_with(endpoint, body, encoding_for_model(model), default_max_output)
+    estimate_with(
+        endpoint,
+        body,
+        encoding_for_model(model),
+        default_max_output,
+    )
 }
 
 /// [`estimate`] with a chosen encoding instead of the body's model's: what
