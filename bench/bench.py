@@ -154,6 +154,8 @@ SCENARIOS = {
         "overhead", 20000, [], ["--concurrency", "64"], lambda s: None),
     # 1,000,000 lines, zero latency: peak RSS, journal size, resume at 99%.
     "memory": lambda: memory_and_resume(),
+    # `batchling estimate` over 1,000,000 requests of ~400 tokens (< 60 s).
+    "estimate": lambda: estimate_1m(),
     # Only after 'memory': drop the last 1% of its journal and resume.
     "resume": lambda: dict(scenario="resume", **resume_at_99()),
 }
@@ -200,8 +202,38 @@ def resume_at_99():
     return row
 
 
+def estimate_1m():
+    """`batchling estimate` on 1,000,000 chat requests of ~400 prompt tokens
+    of varied text (no two prompts alike, so no count is reused)."""
+    import random
+    rnd = random.Random(1)
+    words = ("the quick brown fox jumps over lazy dog while seven wizards quietly "
+             "judge boxing matches near glowing castles during autumn evenings "
+             "forty nine rivers cross ancient valleys").split()
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, "estimate-1m.jsonl")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            for i in range(1_000_000):
+                text = " ".join(rnd.choice(words) for _ in range(330))
+                body = {"model": "gpt-4o-mini", "max_tokens": 100,
+                        "messages": [{"role": "system", "content": "Classify the text."},
+                                     {"role": "user", "content": f"{i}: {text}"}]}
+                f.write(json.dumps({"custom_id": f"e{i}", "method": "POST",
+                                    "url": "/v1/chat/completions", "body": body},
+                                   separators=(",", ":")) + "\n")
+    t0 = time.monotonic()
+    p = subprocess.Popen([BIN, "estimate", path, "--json"], stdout=subprocess.PIPE)
+    out, _ = p.communicate()
+    wall = time.monotonic() - t0
+    e = json.loads(out)["models"]["gpt-4o-mini"]
+    return {"scenario": "estimate-1m", "requests": e["requests"],
+            "input_tokens": e["input_tokens"], "makespan_s": round(wall, 1),
+            "ideal_s": 60.0, "ratio": round(60.0 / wall, 2)}
+
+
 def main():
-    names = sys.argv[1:] or [n for n in SCENARIOS if n not in ("memory", "resume")]
+    names = sys.argv[1:] or [n for n in SCENARIOS if n not in ("memory", "resume", "estimate")]
     if not os.path.exists(BIN):
         raise SystemExit("build first: cargo build --release")
     rows = [SCENARIOS[n]() for n in names]

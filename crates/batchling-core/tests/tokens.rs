@@ -730,3 +730,21 @@ fn measure_estimate_cost() {
         t.elapsed() / n
     );
 }
+
+mod cross_check {
+    use batchling_core::tokens::{Encoding, count_text};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Our counter (bpe-openai) and tiktoken-rs agree on arbitrary text,
+        /// beyond the fixed fixtures checked against Python tiktoken.
+        #[test]
+        fn counts_match_tiktoken_rs(text in "\\PC{0,200}") {
+            let o200k = tiktoken_rs::o200k_base_singleton().encode_ordinary(&text).len() as u64;
+            let cl100k = tiktoken_rs::cl100k_base_singleton().encode_ordinary(&text).len() as u64;
+            prop_assert_eq!(count_text(Encoding::O200kBase, &text), o200k);
+            prop_assert_eq!(count_text(Encoding::Cl100kBase, &text), cl100k);
+        }
+    }
+}

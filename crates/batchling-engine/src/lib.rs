@@ -427,6 +427,8 @@ pub async fn run<P: Provider>(
         Order::Completion => ExportOrder::Completion,
     };
     journal.export(&job.output, &job.errors, order)?;
+    let limits = pacer.limits();
+    journal.set_limits(limits.rpm, limits.tpm)?;
     let (input_tokens, cached_tokens, output_tokens) = journal.usage_totals()?;
     let cost_usd = journal.cost_total()?;
     counters.input_tokens.store(input_tokens, Relaxed);

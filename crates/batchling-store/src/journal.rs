@@ -31,6 +31,11 @@ pub struct Meta {
     pub settings: Option<String>,
     /// Unix time the journal was started.
     pub created_at: Option<u64>,
+    /// The requests-per-minute limit in force at the end of the last run
+    /// (given or learned from the provider).
+    pub rpm_limit: Option<u64>,
+    /// The tokens-per-minute limit in force at the end of the last run.
+    pub tpm_limit: Option<u64>,
 }
 
 /// Counts by final state.
@@ -257,6 +262,8 @@ impl Journal {
             total: num("total")?,
             settings: self.get_meta("settings")?,
             created_at: num("created_at")?,
+            rpm_limit: num("rpm_limit")?,
+            tpm_limit: num("tpm_limit")?,
         })
     }
 
@@ -318,6 +325,16 @@ impl Journal {
             }
         }
         self.set_meta("settings", settings_json)
+    }
+
+    /// Record the limits in force at the end of a run, for later estimates.
+    pub fn set_limits(&self, rpm: Option<u64>, tpm: Option<u64>) -> Result<(), StoreError> {
+        for (key, value) in [("rpm_limit", rpm), ("tpm_limit", tpm)] {
+            if let Some(v) = value {
+                self.set_meta(key, &v.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     /// Record the number of non-blank input lines, once known.

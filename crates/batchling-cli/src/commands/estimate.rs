@@ -50,20 +50,28 @@ pub(crate) fn estimate(a: &EstimateArgs) -> Result<ExitCode> {
             a.input.display()
         );
     }
-    let (avg_output, basis) = match (a.output_tokens, &a.state) {
+    let journal = a
+        .state
+        .as_deref()
+        .map(Journal::open_read_only)
+        .transpose()?;
+    let (avg_output, basis) = match (a.output_tokens, &journal) {
         (Some(n), _) => (Some(n as f64), "--output-tokens"),
-        (None, Some(state)) => {
-            let avg = Journal::open_read_only(state)?.average_output_tokens()?;
-            (
-                avg,
-                if avg.is_some() {
-                    "journal average"
-                } else {
-                    "maximum"
-                },
-            )
-        }
+        (None, Some(j)) => match j.average_output_tokens()? {
+            Some(avg) => (Some(avg), "journal average"),
+            None => (None, "maximum"),
+        },
         (None, None) => (None, "maximum"),
+    };
+    // Limits: as given, else those the earlier run ended with.
+    let known = journal
+        .as_ref()
+        .map(|j| j.meta())
+        .transpose()?
+        .unwrap_or_default();
+    let (rpm, tpm) = match (a.rpm, a.tpm) {
+        (None, None) => (known.rpm_limit, known.tpm_limit),
+        given => given,
     };
     let t = count_file(&a.input, &a.models, a.default_max_tokens)
         .with_context(|| format!("cannot read {}", a.input.display()))?;
@@ -99,7 +107,7 @@ pub(crate) fn estimate(a: &EstimateArgs) -> Result<ExitCode> {
             output,
             ..TokenCounts::default()
         };
-        let minutes = match (a.rpm, a.tpm) {
+        let minutes = match (rpm, tpm) {
             (None, None) => None,
             (rpm, tpm) => {
                 let by_requests = rpm.map_or(0.0, |r| m.requests as f64 / r as f64);

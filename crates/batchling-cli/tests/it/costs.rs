@@ -90,7 +90,10 @@ fn estimate_prices_a_known_file_exactly() {
 fn estimate_uses_the_average_output_of_an_earlier_run() {
     let mock = Mock::plain();
     let input = hello_file(4, 50);
-    let o = Run::new(&input).against(&mock).run();
+    let o = Run::new(&input)
+        .against(&mock)
+        .args(&["--rpm", "600"])
+        .run();
     o.assert_code(0);
     let state = o.dir().join("out.jsonl.journal");
     let real_output: u64 = o
@@ -113,6 +116,11 @@ fn estimate_uses_the_average_output_of_an_earlier_run() {
     let m = &e["models"]["gpt-4o-mini"];
     assert_eq!(m["output_basis"], "journal average");
     assert_eq!(m["output_tokens_expected"], real_output);
+    // The time uses the limit the earlier run ended with.
+    assert!(
+        (m["minutes_at_limits"].as_f64().unwrap() - 4.0 / 600.0).abs() < 1e-9,
+        "{m}"
+    );
 }
 
 #[test]

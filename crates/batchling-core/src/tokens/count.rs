@@ -1,7 +1,7 @@
 //! Counting the tokens of one text, with a small per-thread memo.
 //!
 //! Batch files repeat the same long strings on every line (system prompts,
-//! few-shot examples, tool descriptions). Encoding is ~20 MB/s; hashing is
+//! few-shot examples, tool descriptions). Encoding is ~30 MB/s; hashing is
 //! ~10 GB/s. So texts of [`MEMO_MIN_LEN`] bytes or more are looked up by their
 //! 128-bit xxh3 hash (seeded with the encoding) plus length in a direct-mapped
 //! table of [`MEMO_SLOTS`] entries per thread. A hit returns the count computed
@@ -9,7 +9,6 @@
 
 use std::cell::RefCell;
 
-use tiktoken_rs::CoreBPE;
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::Encoding;
@@ -30,10 +29,14 @@ thread_local! {
     static MEMO: RefCell<Box<[Slot]>> = RefCell::new(vec![Slot::default(); MEMO_SLOTS].into_boxed_slice());
 }
 
-pub(super) fn bpe(encoding: Encoding) -> &'static CoreBPE {
+/// The tokenizer of an encoding (loaded once per process, on first use).
+/// bpe-openai counts with tiktoken's vocabularies and split rules (the
+/// fixture tests check it against Python tiktoken), 1.5 to 3 times faster
+/// and linear in the worst case.
+pub(super) fn bpe(encoding: Encoding) -> &'static bpe_openai::Tokenizer {
     match encoding {
-        Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
-        Encoding::O200kBase | Encoding::Approximate => tiktoken_rs::o200k_base_singleton(),
+        Encoding::Cl100kBase => bpe_openai::cl100k_base(),
+        Encoding::O200kBase | Encoding::Approximate => bpe_openai::o200k_base(),
     }
 }
 
@@ -42,9 +45,9 @@ pub(super) fn count_uncached(encoding: Encoding, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    // count_ordinary builds one Vec<u32> of ranks and returns its length; it is
-    // tiktoken-rs's cheapest public path (no per-token Strings).
-    bpe(encoding).count_ordinary(text) as u64
+    // Special-token text such as "<|endoftext|>" counts as plain text, as
+    // with tiktoken's encode_ordinary.
+    bpe(encoding).count(text) as u64
 }
 
 pub(super) fn count(encoding: Encoding, text: &str) -> u64 {

@@ -7,7 +7,7 @@
 //! it may generate; a rate limiter reserves `input + max_output` and credits back
 //! the difference when the real `usage` arrives.
 //!
-//! * Text is encoded with tiktoken-rs (`o200k_base` / `cl100k_base`, loaded once)
+//! * Text is counted with bpe-openai (tiktoken's `o200k_base` / `cl100k_base` vocabularies, loaded once)
 //!   with `encode_ordinary` semantics: special-token text such as
 //!   `"<|endoftext|>"` counts as plain text, as the API treats user text.
 //! * `/v1/chat/completions`: the cookbook rule (§9.2). 3 tokens per message plus
