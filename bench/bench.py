@@ -204,18 +204,20 @@ def resume_at_99():
 
 def estimate_1m():
     """`batchling estimate` on 1,000,000 chat requests of ~400 prompt tokens
-    of varied text (no two prompts alike, so no count is reused)."""
+    of varied text: no two prompts alike, words drawn Zipf-like from 20,000
+    made-up words (so neither whole texts nor most words repeat trivially)."""
     import random
     rnd = random.Random(1)
-    words = ("the quick brown fox jumps over lazy dog while seven wizards quietly "
-             "judge boxing matches near glowing castles during autumn evenings "
-             "forty nine rivers cross ancient valleys").split()
+    syll = ["ka", "lo", "mi", "ten", "dra", "vu", "shi", "por", "el", "quin", "zo", "ba",
+            "rith", "an", "ul", "ne", "gor", "ti", "ves", "ma"]
+    vocab = ["".join(rnd.choice(syll) for _ in range(rnd.randint(1, 4))) for _ in range(20000)]
+    weights = [1.0 / (r + 1) for r in range(len(vocab))]
     os.makedirs(OUT, exist_ok=True)
-    path = os.path.join(OUT, "estimate-1m.jsonl")
+    path = os.path.join(OUT, "estimate-1m-v2.jsonl")
     if not os.path.exists(path):
         with open(path, "w") as f:
             for i in range(1_000_000):
-                text = " ".join(rnd.choice(words) for _ in range(330))
+                text = " ".join(rnd.choices(vocab, weights, k=200))
                 body = {"model": "gpt-4o-mini", "max_tokens": 100,
                         "messages": [{"role": "system", "content": "Classify the text."},
                                      {"role": "user", "content": f"{i}: {text}"}]}

@@ -8,6 +8,9 @@
 //! earlier for the same text; the result is always what the tokenizer gives.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+
+use xxhash_rust::xxh3::Xxh3Builder;
 
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
@@ -25,7 +28,13 @@ struct Slot {
     count: u64,
 }
 
+/// Pieces remembered per thread and encoding before the table starts over.
+const PIECES_MAX: usize = 1 << 16;
+
+type PieceMemo = HashMap<Box<[u8]>, u32, Xxh3Builder>;
+
 thread_local! {
+    static PIECES: RefCell<[PieceMemo; 2]> = RefCell::new(Default::default());
     static MEMO: RefCell<Box<[Slot]>> = RefCell::new(vec![Slot::default(); MEMO_SLOTS].into_boxed_slice());
 }
 
@@ -46,8 +55,34 @@ pub(super) fn count_uncached(encoding: Encoding, text: &str) -> u64 {
         return 0;
     }
     // Special-token text such as "<|endoftext|>" counts as plain text, as
-    // with tiktoken's encode_ordinary.
-    bpe(encoding).count(text) as u64
+    // with tiktoken's encode_ordinary. The text is split as tiktoken splits
+    // it; the pieces (mostly words) repeat a lot, so each piece's count is
+    // remembered per thread. o200k and cl100k need no NFC normalisation.
+    let tokenizer = bpe(encoding);
+    let slot = match encoding {
+        Encoding::Cl100kBase => 0,
+        Encoding::O200kBase | Encoding::Approximate => 1,
+    };
+    PIECES.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        let memo = &mut memo[slot];
+        if memo.len() > PIECES_MAX {
+            memo.clear();
+        }
+        let mut total = 0u64;
+        for piece in tokenizer.split(text) {
+            let bytes = piece.as_bytes();
+            total += match memo.get(bytes) {
+                Some(&n) => u64::from(n),
+                None => {
+                    let n = tokenizer.bpe.count(bytes);
+                    memo.insert(bytes.into(), u32::try_from(n).unwrap_or(u32::MAX));
+                    n as u64
+                }
+            };
+        }
+        total
+    })
 }
 
 pub(super) fn count(encoding: Encoding, text: &str) -> u64 {
