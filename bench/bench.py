@@ -211,13 +211,16 @@ def estimate_1m():
     syll = ["ka", "lo", "mi", "ten", "dra", "vu", "shi", "por", "el", "quin", "zo", "ba",
             "rith", "an", "ul", "ne", "gor", "ti", "ves", "ma"]
     vocab = ["".join(rnd.choice(syll) for _ in range(rnd.randint(1, 4))) for _ in range(20000)]
-    weights = [1.0 / (r + 1) for r in range(len(vocab))]
+    cum, acc = [], 0.0
+    for r in range(len(vocab)):
+        acc += 1.0 / (r + 1)
+        cum.append(acc)
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, "estimate-1m-v2.jsonl")
     if not os.path.exists(path):
         with open(path, "w") as f:
             for i in range(1_000_000):
-                text = " ".join(rnd.choices(vocab, weights, k=200))
+                text = " ".join(rnd.choices(vocab, cum_weights=cum, k=200))
                 body = {"model": "gpt-4o-mini", "max_tokens": 100,
                         "messages": [{"role": "system", "content": "Classify the text."},
                                      {"role": "user", "content": f"{i}: {text}"}]}
