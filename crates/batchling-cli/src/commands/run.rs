@@ -117,41 +117,30 @@ fn ignore_file_size_signal() {
     }
 }
 
+/// Ctrl-C or SIGTERM, whichever comes first.
+async fn interrupt(term: &mut Option<tokio::signal::unix::Signal>) {
+    match term.as_mut() {
+        Some(t) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = t.recv() => {}
+            }
+        }
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// First Ctrl-C or SIGTERM: stop dispatching and drain. Second: exit now.
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let next = async {
-            match term.as_mut() {
-                Some(t) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = t.recv() => {}
-                    }
-                }
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
-        next.await;
+        interrupt(&mut term).await;
         eprintln!("\ninterrupted: finishing requests in flight (press Ctrl-C again to exit now)");
         shutdown.cancel();
-        let again = async {
-            match term.as_mut() {
-                Some(t) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = t.recv() => {}
-                    }
-                }
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
-        again.await;
+        interrupt(&mut term).await;
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
 }
