@@ -33,6 +33,11 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
         }
     }
 
+    if let Input::File(path) = &s.job.input
+        && let Err(e) = std::fs::File::open(path)
+    {
+        bail!("cannot read {}: {e}", path.display());
+    }
     if s.job.max_cost.is_some()
         && let (Input::File(path), Some(prices)) = (&s.job.input, &s.job.prices)
     {
