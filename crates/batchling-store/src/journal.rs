@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -385,8 +384,7 @@ impl Journal {
         Ok(bits)
     }
 
-    /// Attempts already made per sequence number for failed requests being
-    /// retried is not kept; counts of what is journaled are.
+    /// Requests by final state.
     pub fn counts(&self) -> Result<StateCounts, StoreError> {
         let mut c = StateCounts::default();
         let mut stmt = self
@@ -413,7 +411,7 @@ impl Journal {
         self.conn
             .query_row(
                 "SELECT coalesce(sum(input_tokens),0), coalesce(sum(cached_tokens),0),
-                        coalesce(sum(output_tokens),0), coalesce(sum(attempts),0)
+                        coalesce(sum(output_tokens),0)
                  FROM requests",
                 [],
                 |r| {
@@ -604,27 +602,5 @@ impl Journal {
             cost_usd,
             last_errors,
         })
-    }
-
-    /// Usage per custom_id is not needed; this maps state names for tests.
-    #[doc(hidden)]
-    pub fn states(&self) -> Result<HashMap<u64, FinalState>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, state FROM requests")
-            .map_err(|e| self.write_err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.write_err(e))?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (seq, state) = row.map_err(|e| self.write_err(e))?;
-            if let Ok(s) = state.parse() {
-                out.insert(seq, s);
-            }
-        }
-        Ok(out)
     }
 }
