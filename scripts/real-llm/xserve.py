@@ -95,6 +95,10 @@ def main() -> int:
     sig = signal.sigwait(stop)
     print(f"xserve: stopping on signal {sig}", file=sys.stderr, flush=True)
     sys.stderr.flush()
+    try:  # llama.cpp logs through C stdio; os._exit would drop what is buffered
+        ctypes.CDLL(None).fflush(None)
+    except Exception:
+        pass
     # The embedded server has no stop call; leaving the process is the clean way out
     # (the kernel closes the listening socket; no child processes exist).
     os._exit(0)

@@ -163,6 +163,12 @@ pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path, journa
     );
     if let Some(c) = s.cost_usd {
         eprintln!("  cost       ${c:.4} (online prices, from usage)");
+        if s.unpriced > 0 {
+            eprintln!(
+                "             {} answers had no known price and count as $0 (add prices with --prices FILE)",
+                s.unpriced
+            );
+        }
     }
     eprintln!("  elapsed    {:.1}s", s.elapsed_s);
     eprintln!(

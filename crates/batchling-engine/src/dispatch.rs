@@ -156,7 +156,10 @@ impl<P: Provider> Ctx<P> {
     /// What `usage` cost for this request's model, if its price is known.
     fn cost_of(&self, p: &Pending, usage: Option<Usage>) -> Option<f64> {
         let (prices, usage) = (self.prices.as_ref()?, usage?);
-        let (_, price) = prices.get(p.parsed.model.as_deref()?)?;
+        let Some((_, price)) = p.parsed.model.as_deref().and_then(|m| prices.get(m)) else {
+            Counters::add(&self.counters.unpriced, 1);
+            return None;
+        };
         Some(price.cost_online(&TokenCounts::from(usage)))
     }
 

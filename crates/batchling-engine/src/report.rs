@@ -84,6 +84,8 @@ pub(crate) struct Counters {
     /// Spent so far, in millionths of a USD.
     pub(crate) cost_micro_usd: AtomicU64,
     pub(crate) priced: std::sync::atomic::AtomicBool,
+    /// Answers whose model has no known price (their cost counts as 0).
+    pub(crate) unpriced: AtomicU64,
     /// Microseconds from the start of the run to the first attempt (+1, so
     /// that 0 means none yet).
     pub(crate) first_sent_us: AtomicU64,
@@ -300,6 +302,9 @@ pub struct RunSummary {
     /// Money spent on the job so far (USD, from `usage` at known prices;
     /// `None` without prices).
     pub cost_usd: Option<f64>,
+    /// Answers in this run whose model has no known price: they add nothing
+    /// to `cost_usd`.
+    pub unpriced: u64,
     /// Seconds from the start of the run to its first HTTP attempt (a
     /// resume's start-up cost: hashing the input, reading the journal,
     /// skipping finished lines).
@@ -365,6 +370,7 @@ impl RunSummary {
             resumed: 0,
             cached: get(&c.cached),
             cost_usd: None,
+            unpriced: get(&c.unpriced),
             first_request_s: match get(&c.first_sent_us) {
                 0 => None,
                 us => Some((us - 1) as f64 / 1e6),
