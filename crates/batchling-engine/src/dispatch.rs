@@ -47,8 +47,9 @@ pub(crate) struct Pending {
     sent: u32,
     /// Response-cache key, when the cache is on.
     cache_key: Option<[u8; 16]>,
-    /// USD reserved in the budget for this request, until it ends.
-    reserved: f64,
+    /// USD reserved in the budget for this request, until it ends (set at
+    /// its first attempt; retries reuse it).
+    reserved: Option<f64>,
     /// The way back to the loop; dropping the last one ends the run.
     home: mpsc::UnboundedSender<Pending>,
 }
@@ -170,7 +171,7 @@ impl<P: Provider> Ctx<P> {
             Counters::add(&self.counters.cost_micro_usd, micro);
         }
         if let Some(b) = &self.budget {
-            b.settle(p.reserved, cost.unwrap_or(0.0));
+            b.settle(p.reserved.unwrap_or(0.0), cost.unwrap_or(0.0));
         }
     }
 
@@ -180,7 +181,7 @@ impl<P: Provider> Ctx<P> {
         let Some(budget) = &self.budget else {
             return true;
         };
-        if p.reserved > 0.0 {
+        if p.reserved.is_some() {
             return true; // a retry: reserved when first sent
         }
         let model = p.parsed.model.as_deref().unwrap_or("(none)");
@@ -198,8 +199,7 @@ impl<P: Provider> Ctx<P> {
         });
         match budget.reserve(worst) {
             Ok(()) => {
-                // A request priced at zero still counts as reserved.
-                p.reserved = worst.max(f64::MIN_POSITIVE);
+                p.reserved = Some(worst);
                 true
             }
             Err(_) => {
@@ -547,7 +547,7 @@ pub(crate) async fn dispatch<P: Provider>(
                         mark: ctx.health.mark(),
                         sent: 0,
                         cache_key: None,
-                        reserved: 0.0,
+                        reserved: None,
                         home: home_tx
                             .clone()
                             .expect("lines come only while the input is open"),
