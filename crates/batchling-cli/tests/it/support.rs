@@ -15,7 +15,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// The API key every test run gets. Distinctive, so a leak is easy to find.
-pub(crate) const API_KEY: &str = "sk-test-batchling-7c41e0d29fb35a88";
+pub(crate) const API_KEY: &str = "sk-fake-7c41e0d2";
 
 /// No single run may take longer than this; past it the child is killed and
 /// the test fails (a hang is a bug, not a slow machine).
