@@ -150,8 +150,11 @@ SCENARIOS = {
         "latency-bound", 5000, ["--latency-ms", "500"],
         ["--concurrency", "100"], lambda s: 5000 * 0.5 / 100),
     # 20,000 requests, zero latency, no limits: CPU per request and throughput.
-    "overhead": lambda: scenario(
-        "overhead", 20000, [], ["--concurrency", "64"], lambda s: None),
+    # CPU time on a shared VM varies by +-25%: the median of five runs.
+    "overhead": lambda: sorted(
+        (scenario("overhead", 20000, [], ["--concurrency", "64"], lambda s: None)
+         for _ in range(5)),
+        key=lambda r: r["cpu_s"])[2],
     # 1,000,000 lines, zero latency: peak RSS, journal size, resume at 99%.
     "memory": lambda: memory_and_resume(),
     # `batchling estimate` over 1,000,000 requests of ~400 tokens (< 60 s).
