@@ -389,8 +389,7 @@ pub(crate) async fn attempt<P: Provider>(
     ctx.counters.in_flight.fetch_sub(1, Relaxed);
     Counters::add(&ctx.counters.attempts, 1);
     if let Some(limits) = result.limits() {
-        ctx.pacer.observe(limits);
-        if ctx.pacer.has_token_limit() {
+        if ctx.pacer.observe(limits) {
             ctx.count_tokens.store(true, Relaxed);
         }
         ctx.first_answer.store(true, Relaxed);
@@ -593,7 +592,7 @@ pub(crate) async fn dispatch<P: Provider>(
             _ = ctx.stop.cancelled() => break,
             _ = shutdown.cancelled() => { ctx.stop_with(StopCause::Interrupted); break; }
         };
-        if next.parsed.tokens == TokenEstimate::default() && ctx.pacer.has_token_limit() {
+        if next.parsed.tokens == TokenEstimate::default() && ctx.count_tokens.load(Relaxed) {
             // Read before a token limit was learned: count it now.
             let p = &next.parsed;
             next.parsed.tokens =

@@ -13,7 +13,7 @@ use batchling_core::tokens::{Encoding, encoding_for_model, estimate_with};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::reader::{Input, Validator, for_each_line};
+use crate::reader::for_each_request;
 
 /// Token totals of the file for one model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -47,10 +47,9 @@ pub struct FileTokens {
 /// The models named by a file's valid lines (`--max-cost` checks they all
 /// have a price before anything is sent).
 pub fn models_in_file(path: &Path) -> std::io::Result<std::collections::BTreeSet<String>> {
-    let mut v = Validator::default();
     let mut models = std::collections::BTreeSet::new();
-    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
-        if let Ok(req) = v.validate(line_no, line) {
+    for_each_request(path, |r| {
+        if let Ok(req) = r {
             models.insert(req.model.unwrap_or_default());
         }
         true
@@ -101,27 +100,24 @@ pub fn count_file(
                 })
             })
             .collect();
-        let mut v = Validator::default();
         let mut batch = Vec::with_capacity(256);
-        let read = Input::File(path.to_owned()).open().and_then(|r| {
-            for_each_line(r, |line_no, line, _| {
-                match v.validate(line_no, line) {
-                    Ok(req) => {
-                        total.requests += 1;
-                        batch.push(Work {
-                            line_no,
-                            endpoint: req.endpoint,
-                            body: req.body,
-                        });
-                        if batch.len() == 256 {
-                            let full = std::mem::replace(&mut batch, Vec::with_capacity(256));
-                            return tx.send(full).is_ok();
-                        }
+        let read = for_each_request(path, |r| {
+            match r {
+                Ok(req) => {
+                    total.requests += 1;
+                    batch.push(Work {
+                        line_no: req.line_no,
+                        endpoint: req.endpoint,
+                        body: req.body,
+                    });
+                    if batch.len() == 256 {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(256));
+                        return tx.send(full).is_ok();
                     }
-                    Err(_) => total.invalid += 1,
                 }
-                true
-            })
+                Err(_) => total.invalid += 1,
+            }
+            true
         });
         if !batch.is_empty() {
             let _ = tx.send(batch);

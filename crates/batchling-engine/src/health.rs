@@ -8,7 +8,7 @@
 //! success. Requests not done stay not done.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,6 +24,8 @@ pub(crate) struct Health {
     successes: AtomicU64,
     last_success: Mutex<Instant>,
     outage: Mutex<Option<Outage>>,
+    /// Mirrors `outage.is_some()`, so the per-answer path takes no lock.
+    in_outage: AtomicBool,
     give_up_after: Duration,
 }
 
@@ -36,6 +38,7 @@ impl Health {
             successes: AtomicU64::new(0),
             last_success: Mutex::new(Instant::now()),
             outage: Mutex::new(None),
+            in_outage: AtomicBool::new(false),
             give_up_after,
         }
     }
@@ -53,7 +56,11 @@ impl Health {
     pub(crate) fn success(&self) -> bool {
         self.successes.fetch_add(1, Relaxed);
         *self.last_success.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if !self.in_outage.load(Relaxed) {
+            return false;
+        }
         let mut o = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        self.in_outage.store(false, Relaxed);
         o.take().is_some()
     }
 
@@ -70,6 +77,7 @@ impl Health {
                     probe_delay: FIRST_PROBE_DELAY,
                     last_error,
                 });
+                self.in_outage.store(true, Relaxed);
                 true
             }
         }

@@ -212,6 +212,9 @@ pub async fn run<P: Provider>(
             "--max-attempts must be at least 1".into(),
         ));
     }
+    if job.max_cost.is_some() && job.prices.is_none() {
+        return Err(EngineError::Config("--max-cost needs prices".into()));
+    }
     let started = Instant::now();
     let input_name = job.input.display_name();
     let input_err = |source| EngineError::Input {
@@ -241,8 +244,14 @@ pub async fn run<P: Provider>(
     }
     let finished = journal.finished_seqs()?;
     let before = journal.counts()?;
-    let tokens_before = journal.usage_totals()?;
-    let (input_tokens, cached_tokens, output_tokens) = tokens_before;
+    let (input_tokens, cached_tokens, output_tokens) = journal.usage_totals()?;
+    let spent_before = journal.cost_total()?;
+    let resumed = before.done + before.failed + before.invalid;
+    let baseline = report::Baseline {
+        done: before.done,
+        finished: resumed,
+        tokens: input_tokens + output_tokens,
+    };
 
     let counters = Arc::new(report::Counters::default());
     counters.succeeded.store(before.done, Relaxed);
@@ -251,12 +260,11 @@ pub async fn run<P: Provider>(
     counters.input_tokens.store(input_tokens, Relaxed);
     counters.cached_tokens.store(cached_tokens, Relaxed);
     counters.output_tokens.store(output_tokens, Relaxed);
-    let resumed = before.done + before.failed + before.invalid;
     if job.prices.is_some() {
         counters.priced.store(true, Relaxed);
         counters
             .cost_micro_usd
-            .store((journal.cost_total()? * 1e6).round() as u64, Relaxed);
+            .store((spent_before * 1e6).round() as u64, Relaxed);
     }
     if resumed > 0 {
         reporter.notice(&format!(
@@ -277,10 +285,6 @@ pub async fn run<P: Provider>(
     let count_tokens = Arc::new(AtomicBool::new(
         job.pacing.tpm.is_some() || job.max_cost.is_some(),
     ));
-    if job.max_cost.is_some() && job.prices.is_none() {
-        return Err(EngineError::Config("--max-cost needs prices".into()));
-    }
-    let spent_before = journal.cost_total()?;
     let budget = job
         .max_cost
         .map(|limit| budget::Budget::new(limit, spent_before));
@@ -435,19 +439,15 @@ pub async fn run<P: Provider>(
     counters.cached_tokens.store(cached_tokens, Relaxed);
     counters.output_tokens.store(output_tokens, Relaxed);
     let elapsed = started.elapsed();
-    counters
-        .requests
-        .store(counters.total.load(Relaxed), Relaxed);
-    let mut summary = RunSummary::build(&counters, elapsed, pacer.limits(), stopped);
-    summary.resumed = resumed;
-    summary.cost_usd = job.prices.as_ref().map(|_| cost_usd);
-    // Rates are this run's own: what earlier runs finished took no time here.
-    let per_min = 60.0 / elapsed.as_secs_f64().max(1e-9);
-    summary.achieved_rpm = summary.succeeded.saturating_sub(before.done) as f64 * per_min;
-    let tokens_before = tokens_before.0 + tokens_before.2;
-    summary.achieved_tpm =
-        (input_tokens + output_tokens).saturating_sub(tokens_before) as f64 * per_min;
-    reporter.tick(&counters.progress(elapsed, pacer.limits(), false));
+    let summary = RunSummary::build(
+        &counters,
+        elapsed,
+        limits,
+        stopped,
+        baseline,
+        job.prices.as_ref().map(|_| cost_usd),
+    );
+    reporter.tick(&counters.progress(elapsed, limits, false));
     Ok(summary)
 }
 

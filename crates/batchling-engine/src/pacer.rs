@@ -248,18 +248,6 @@ impl Pacer {
         }
     }
 
-    /// Whether a tokens-per-minute limit is in force (so requests need a
-    /// token count).
-    pub fn has_token_limit(&self) -> bool {
-        self.lock().tokens.per_minute.is_some()
-    }
-
-    /// Whether any limit is known.
-    pub fn has_limits(&self) -> bool {
-        let s = self.lock();
-        s.requests.per_minute.is_some() || s.tokens.per_minute.is_some()
-    }
-
     /// Try to admit a request of `tokens` now. On success returns `None`;
     /// otherwise the instant to try again.
     pub fn try_admit(&self, tokens: u64, now: Instant) -> Option<Instant> {
@@ -309,16 +297,17 @@ impl Pacer {
         self.lock().paused_until.filter(|p| *p > Instant::now())
     }
 
-    /// Take in what a response's headers said.
-    pub fn observe(&self, snapshot: &RateLimitSnapshot) {
-        if snapshot.is_empty() {
-            return;
-        }
+    /// Take in what a response's headers said. Returns whether a token
+    /// limit is now in force (so requests need token counts).
+    pub fn observe(&self, snapshot: &RateLimitSnapshot) -> bool {
         let now = Instant::now();
         let (learn, u) = (self.config.learn, self.config.utilisation);
         let mut s = self.lock();
-        s.requests.observe(&snapshot.requests, now, learn, u);
-        s.tokens.observe(&snapshot.tokens, now, learn, u);
+        if !snapshot.is_empty() {
+            s.requests.observe(&snapshot.requests, now, learn, u);
+            s.tokens.observe(&snapshot.tokens, now, learn, u);
+        }
+        s.tokens.per_minute.is_some()
     }
 
     /// Correct a token reservation once the real count is known:
@@ -431,7 +420,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn learns_limits_from_headers() {
         let p = Pacer::new(cfg(None, None));
-        assert!(!p.has_limits());
+        assert_eq!(p.limits(), EffectiveLimits::default());
         p.observe(&RateLimitSnapshot {
             requests: LimitReading {
                 limit: Some(600),

@@ -94,14 +94,23 @@ impl Validator {
     }
 }
 
+/// Validate every request of a file in order (duplicates included), until
+/// `f` returns false. For whole-file passes that send nothing.
+pub(crate) fn for_each_request(
+    path: &Path,
+    mut f: impl FnMut(Result<RequestLine, LineError>) -> bool,
+) -> io::Result<()> {
+    let mut v = Validator::default();
+    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
+        f(v.validate(line_no, line))
+    })
+}
+
 /// Every problem in a whole file, for `--strict`. Reads the file once.
 pub fn check_file(path: &Path) -> io::Result<Vec<LineError>> {
     let mut problems = Vec::new();
-    let mut v = Validator::default();
-    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
-        if let Err(e) = v.validate(line_no, line) {
-            problems.push(e);
-        }
+    for_each_request(path, |r| {
+        problems.extend(r.err());
         true
     })?;
     Ok(problems)

@@ -72,7 +72,6 @@ pub struct Progress {
 pub(crate) struct Counters {
     pub(crate) total: AtomicU64,
     pub(crate) total_known: AtomicU64,
-    pub(crate) requests: AtomicU64,
     pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) invalid: AtomicU64,
@@ -271,6 +270,18 @@ impl std::fmt::Display for StopCause {
     }
 }
 
+/// What earlier runs of the same journal had finished: counts in a summary
+/// cover the whole job, rates only this run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Baseline {
+    /// Requests done before this run.
+    pub(crate) done: u64,
+    /// Requests done, failed or invalid before this run.
+    pub(crate) finished: u64,
+    /// Input plus output tokens before this run.
+    pub(crate) tokens: u64,
+}
+
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct Latency {
@@ -343,12 +354,14 @@ impl RunSummary {
         elapsed: Duration,
         limits: EffectiveLimits,
         stopped: Option<StopCause>,
+        before: Baseline,
+        cost_usd: Option<f64>,
     ) -> Self {
         let get = |a: &AtomicU64| a.load(Relaxed);
         let invalid = get(&c.invalid);
         let succeeded = get(&c.succeeded);
         let failed = get(&c.failed) + invalid;
-        let requests = get(&c.requests);
+        let requests = get(&c.total);
         let input = get(&c.input_tokens);
         let output = get(&c.output_tokens);
         let secs = elapsed.as_secs_f64();
@@ -367,9 +380,9 @@ impl RunSummary {
             failed,
             invalid,
             not_done: requests.saturating_sub(succeeded + failed),
-            resumed: 0,
+            resumed: before.finished,
             cached: get(&c.cached),
-            cost_usd: None,
+            cost_usd,
             unpriced: get(&c.unpriced),
             first_request_s: match get(&c.first_sent_us) {
                 0 => None,
@@ -382,8 +395,10 @@ impl RunSummary {
             cached_input_tokens: get(&c.cached_tokens),
             output_tokens: output,
             elapsed_s: secs,
-            achieved_rpm: per_min(succeeded),
-            achieved_tpm: per_min(input + output),
+            // Rates are this run's own: what earlier runs finished took no
+            // time here.
+            achieved_rpm: per_min(succeeded.saturating_sub(before.done)),
+            achieved_tpm: per_min((input + output).saturating_sub(before.tokens)),
             rpm_limit: limits.rpm,
             tpm_limit: limits.tpm,
             latency: Latency {
