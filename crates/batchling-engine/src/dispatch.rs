@@ -514,12 +514,11 @@ async fn retry<P: Provider>(
 pub(crate) async fn dispatch<P: Provider>(
     ctx: Arc<Ctx<P>>,
     mut input: mpsc::Receiver<Vec<ReadItem>>,
-    concurrency: usize,
+    permits: Arc<Semaphore>,
     discover: bool,
     shutdown: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
-    let permits = Arc::new(Semaphore::new(concurrency));
     let (home_tx, mut home_rx) = mpsc::unbounded_channel::<Pending>();
     let mut home_tx = Some(home_tx);
     let mut batch = std::collections::VecDeque::new();

@@ -14,6 +14,10 @@
 //! - `recorder`: the journal writer thread (group commits).
 //! - output files are exported from the journal (`batchling-store`).
 //! - [`report`]: progress snapshots and the summary.
+//! - [`SharedLimits`]: one pacer and one concurrency cap shared by several
+//!   runs against the same upstream (`batchling serve`).
+//! - [`close_unfinished`]: end what a stopped run left (cancelled or
+//!   expired batches).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,6 +37,7 @@
 #![deny(missing_docs)]
 
 pub mod budget;
+mod close;
 mod dispatch;
 pub mod estimate;
 mod health;
@@ -55,8 +60,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use close::close_unfinished;
 pub use pacer::{EffectiveLimits, PacerConfig};
-pub use reader::{DuplicateCheck, Input, Validator, check_file};
+pub use reader::{DuplicateCheck, Input, Validator, check_file, for_each_request};
 pub use report::{Progress, Reporter, RunSummary, StopCause};
 
 /// One run over an input file.
@@ -97,6 +103,39 @@ pub struct Job {
     pub prices: Option<Arc<Catalog>>,
     /// A hard budget in USD (`--max-cost`).
     pub max_cost: Option<f64>,
+    /// Pacing and concurrency shared with other runs; when set, it replaces
+    /// `pacing` and `concurrency`.
+    pub shared: Option<SharedLimits>,
+}
+
+/// One upstream's limits, shared by every run sending to it: admissions
+/// queue fairly on one pacer and concurrency permits are handed out first
+/// come, first served, so concurrent runs take turns.
+#[derive(Debug, Clone)]
+pub struct SharedLimits {
+    pacer: Arc<pacer::Pacer>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl SharedLimits {
+    /// Limits for one upstream: its pacing and the most requests in flight
+    /// across all runs.
+    pub fn new(pacing: PacerConfig, concurrency: usize) -> Self {
+        SharedLimits {
+            pacer: Arc::new(pacer::Pacer::new(pacing)),
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    /// The limits in force (given or learned).
+    pub fn limits(&self) -> EffectiveLimits {
+        self.pacer.limits()
+    }
+
+    /// Requests in flight (or awaiting their journal commit) right now.
+    pub fn in_use(&self, concurrency: usize) -> usize {
+        concurrency.saturating_sub(self.permits.available_permits())
+    }
 }
 
 /// The default journal path: next to the output, `results.jsonl` →
@@ -157,6 +196,7 @@ impl Job {
             cache: None,
             prices: None,
             max_cost: None,
+            shared: None,
             output,
         }
     }
@@ -276,14 +316,23 @@ pub async fn run<P: Provider>(
         ));
     }
 
-    let pacer = Arc::new(pacer::Pacer::new(job.pacing));
-    let discover = job.pacing.learn && job.pacing.rpm.is_none() && job.pacing.tpm.is_none();
+    let (pacer, permits) = match &job.shared {
+        Some(s) => (s.pacer.clone(), s.permits.clone()),
+        None => (
+            Arc::new(pacer::Pacer::new(job.pacing)),
+            Arc::new(tokio::sync::Semaphore::new(job.concurrency)),
+        ),
+    };
+    // Limits already known (given, or learned by an earlier run on a shared
+    // pacer) need no discovery.
+    let known = pacer.limits();
+    let discover = pacer.learns() && known.rpm.is_none() && known.tpm.is_none();
     // Token counts are needed once a token limit is in force (given, or
     // learned from headers: the reader starts counting then, and the loop
     // counts lines read before).
     // The budget reserves each request's worst case, so it needs counts too.
     let count_tokens = Arc::new(AtomicBool::new(
-        job.pacing.tpm.is_some() || job.max_cost.is_some(),
+        known.tpm.is_some() || job.max_cost.is_some(),
     ));
     let budget = job
         .max_cost
@@ -379,7 +428,7 @@ pub async fn run<P: Provider>(
     dispatch::dispatch(
         ctx.clone(),
         read_rx,
-        job.concurrency,
+        permits,
         discover,
         shutdown.clone(),
         &mut tasks,
@@ -452,7 +501,7 @@ pub async fn run<P: Provider>(
 }
 
 /// The settings a journal records, for `batchling status`.
-fn settings_json(job: &Job) -> String {
+pub(crate) fn settings_json(job: &Job) -> String {
     serde_json::json!({
         "output": job.output,
         "errors": job.errors,

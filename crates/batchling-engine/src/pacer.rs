@@ -8,9 +8,11 @@
 //!   sliding log), and spaces admissions evenly (`cost / rate` apart) so no
 //!   window edge sees a burst.
 //! - Every attempt, retries included, is admitted here: providers count them.
-//! - One caller (the dispatcher) admits, so order is FIFO; responses update
-//!   the state from many tasks, so the state sits behind a short mutex that
-//!   is never held across an await.
+//! - Admission is first come, first served: callers queue on a fair async
+//!   lock, so several dispatch loops sharing one pacer (`batchling serve`
+//!   runs one per batch) take turns and a large batch cannot starve a small
+//!   one. Responses update the state from many tasks, so the state sits
+//!   behind a short mutex that is never held across an await.
 //! - Time comes from `tokio::time`, so tests can run with paused time.
 
 use std::collections::VecDeque;
@@ -208,6 +210,8 @@ struct State {
 pub struct Pacer {
     config: PacerConfig,
     state: Mutex<State>,
+    /// The admission queue (tokio's mutex is fair: FIFO).
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// The limits currently in force, for progress and the summary.
@@ -230,7 +234,13 @@ impl Pacer {
                 tokens: Lane::new(config.tpm, now, config.learn),
                 paused_until: None,
             }),
+            turn: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Whether limits are adopted from response headers.
+    pub fn learns(&self) -> bool {
+        self.config.learn
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -276,6 +286,7 @@ impl Pacer {
 
     /// Wait until a request of `tokens` may go, then admit it.
     pub async fn admit(&self, tokens: u64) {
+        let _turn = self.turn.lock().await;
         loop {
             match self.try_admit(tokens, Instant::now()) {
                 None => return,

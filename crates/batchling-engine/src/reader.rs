@@ -96,7 +96,7 @@ impl Validator {
 
 /// Validate every request of a file in order (duplicates included), until
 /// `f` returns false. For whole-file passes that send nothing.
-pub(crate) fn for_each_request(
+pub fn for_each_request(
     path: &Path,
     mut f: impl FnMut(Result<RequestLine, LineError>) -> bool,
 ) -> io::Result<()> {

@@ -1,0 +1,179 @@
+//! Ending what a stopped run left unfinished: every request without a final
+//! state gets an error line (`batch_cancelled`, `batch_expired`), so the
+//! output and error files hold exactly one line per input request.
+
+use batchling_core::Usage;
+use batchling_core::output::{self, LineFailure};
+use batchling_store::{ExportOrder, FinalState, InputIdentity, Journal, Record};
+
+use crate::reader::{Input, Validator, for_each_line};
+use crate::{EngineError, Job, Order};
+
+/// Records per transaction.
+const GROUP: usize = 4096;
+
+/// Give every request of `job` that has no final state in its journal a
+/// failure line with `code` and `message`, then export the output and error
+/// files. Returns how many requests were closed this way. Blocking: run it
+/// on a blocking thread, after the job's run has returned.
+pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, EngineError> {
+    let Input::File(path) = &job.input else {
+        return Err(EngineError::Config(
+            "only a file input can be closed (standard input cannot be read again)".into(),
+        ));
+    };
+    let input_err = |source| EngineError::Input {
+        path: path.display().to_string(),
+        source,
+    };
+    let identity = InputIdentity::of_file(path).map_err(input_err)?;
+    let mut journal = Journal::open(&job.state, job.durable)?;
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    journal.begin(
+        &path.display().to_string(),
+        Some(&identity),
+        &crate::settings_json(job),
+        now_unix,
+        false,
+    )?;
+    let finished = journal.finished_seqs()?;
+    let is_finished = |seq: u64| {
+        finished
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    };
+    let id_prefix = format!("{:016x}", rand::random::<u64>());
+    let mut validator = Validator::default();
+    let (mut seq, mut closed) = (0u64, 0u64);
+    let mut group = Vec::with_capacity(GROUP);
+    let mut failed: Result<(), EngineError> = Ok(());
+    let reader = Input::File(path.clone()).open().map_err(input_err)?;
+    for_each_line(reader, |line_no, line, _| {
+        let this = seq;
+        seq += 1;
+        let checked = validator.validate(line_no, line);
+        if is_finished(this) {
+            return true;
+        }
+        let (state, custom_id, code, message) = match checked {
+            Ok(req) => (
+                FinalState::Failed,
+                Some(req.custom_id),
+                code.to_owned(),
+                message.to_owned(),
+            ),
+            Err(e) => (
+                FinalState::Invalid,
+                e.custom_id.clone(),
+                e.problem.code().to_owned(),
+                e.to_string(),
+            ),
+        };
+        let mut out = Vec::with_capacity(160);
+        output::write_failure_line(
+            &mut out,
+            &format!("batch_req_{id_prefix}{closed:08x}"),
+            custom_id.as_deref(),
+            &LineFailure {
+                code: &code,
+                message: &message,
+            },
+        );
+        group.push(Record {
+            seq: this,
+            line_no,
+            custom_id,
+            state,
+            attempts: 0,
+            status_code: None,
+            error_code: Some(code),
+            error_message: Some(message),
+            usage: Usage::default(),
+            latency_ms: None,
+            cost_usd: None,
+            line: out,
+        });
+        closed += 1;
+        if group.len() >= GROUP {
+            if let Err(e) = journal.commit(&group) {
+                failed = Err(e.into());
+                return false;
+            }
+            group.clear();
+        }
+        true
+    })
+    .map_err(input_err)?;
+    failed?;
+    if !group.is_empty() {
+        journal.commit(&group)?;
+    }
+    journal.set_total(seq)?;
+    let order = match job.order {
+        Order::Input => ExportOrder::Input,
+        Order::Completion => ExportOrder::Completion,
+    };
+    journal.export(&job.output, &job.errors, order)?;
+    Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn closes_only_what_is_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        let mut f = std::fs::File::create(&input).unwrap();
+        for id in ["a", "b", "c"] {
+            writeln!(
+                f,
+                r#"{{"custom_id":"{id}","method":"POST","url":"/v1/embeddings","body":{{"input":"x"}}}}"#
+            )
+            .unwrap();
+        }
+        drop(f);
+        let job = Job::new(Input::File(input.clone()), dir.path().join("out.jsonl"));
+        // "b" finished in an earlier run.
+        let mut j = Journal::open(&job.state, false).unwrap();
+        let id = InputIdentity::of_file(&input).unwrap();
+        j.begin("in", Some(&id), "{}", 0, false).unwrap();
+        j.commit(&[Record {
+            seq: 1,
+            line_no: 2,
+            custom_id: Some("b".into()),
+            state: FinalState::Done,
+            attempts: 1,
+            status_code: Some(200),
+            error_code: None,
+            error_message: None,
+            usage: Usage::default(),
+            latency_ms: None,
+            cost_usd: None,
+            line: b"{\"custom_id\":\"b\"}\n".to_vec(),
+        }])
+        .unwrap();
+        drop(j);
+
+        let n = close_unfinished(&job, "batch_cancelled", "cancelled").unwrap();
+        assert_eq!(n, 2);
+        let out = std::fs::read_to_string(&job.output).unwrap();
+        assert_eq!(out, "{\"custom_id\":\"b\"}\n");
+        let errors = std::fs::read_to_string(&job.errors).unwrap();
+        let ids: Vec<serde_json::Value> = errors
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0]["custom_id"], "a");
+        assert_eq!(ids[1]["custom_id"], "c");
+        assert_eq!(ids[1]["error"]["code"], "batch_cancelled");
+        assert!(ids[1]["response"].is_null());
+        // A second close finds nothing left.
+        assert_eq!(close_unfinished(&job, "batch_cancelled", "x").unwrap(), 0);
+    }
+}

@@ -1,0 +1,316 @@
+//! What the server is set up with: where it listens, where it keeps data,
+//! which client keys it accepts, and the upstreams batches run on.
+//!
+//! The simple case comes from flags (one upstream for every model); several
+//! upstreams chosen by model come from a TOML file:
+//!
+//! ```toml
+//! auth_keys_env = "BATCHLING_CLIENT_KEYS"   # comma-separated client keys
+//!
+//! [[upstream]]
+//! name = "local"
+//! base_url = "http://127.0.0.1:8081/v1"
+//! models = ["smollm2*", "llama-*"]          # exact names, or a prefix and *
+//! concurrency = 8
+//!
+//! [[upstream]]
+//! name = "openai"
+//! base_url = "https://api.openai.com/v1"
+//! api_key_env = "OPENAI_API_KEY"
+//! models = ["*"]                            # everything else
+//! rpm = 5000
+//! tpm = 2000000
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use batchling_providers::ApiKey;
+use serde::Deserialize;
+
+/// The default upload cap (OpenAI's Batch API limit).
+pub const DEFAULT_MAX_UPLOAD: u64 = 200 * 1024 * 1024;
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where files, batches and their journals live.
+    pub data_dir: PathBuf,
+    /// Accepted client keys; empty only with `no_auth`.
+    pub auth_keys: Vec<ApiKey>,
+    /// Accept any client (one shared owner).
+    pub no_auth: bool,
+    /// Upstreams, tried in order: the first whose `models` match wins.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// The completion window batches get (OpenAI's: 24 hours).
+    pub completion_window: Duration,
+    /// Batches running at once; later ones wait their turn.
+    pub max_running_batches: usize,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+}
+
+impl ServeConfig {
+    /// Settings with defaults for everything but the data directory and the
+    /// upstreams.
+    pub fn new(data_dir: PathBuf, upstreams: Vec<UpstreamConfig>) -> Self {
+        ServeConfig {
+            data_dir,
+            auth_keys: Vec::new(),
+            no_auth: false,
+            upstreams,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD,
+            completion_window: Duration::from_secs(24 * 3600),
+            max_running_batches: 64,
+            max_attempts: 6,
+        }
+    }
+}
+
+/// One upstream server.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Its name in metrics and logs.
+    pub name: String,
+    /// Base URL including `/v1`.
+    pub base_url: String,
+    /// Its API key, if it needs one.
+    pub api_key: Option<ApiKey>,
+    /// Model patterns it serves: exact names, a prefix ending in `*`, or `*`.
+    pub models: Vec<String>,
+    /// Requests per minute (else learned from headers).
+    pub rpm: Option<u64>,
+    /// Tokens per minute (else learned from headers).
+    pub tpm: Option<u64>,
+    /// Most requests in flight, across all batches.
+    pub concurrency: usize,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Extra headers for every request.
+    pub headers: Vec<(String, String)>,
+}
+
+impl UpstreamConfig {
+    /// An upstream serving every model, with defaults.
+    pub fn new(name: &str, base_url: &str) -> Self {
+        UpstreamConfig {
+            name: name.into(),
+            base_url: base_url.into(),
+            api_key: None,
+            models: vec!["*".into()],
+            rpm: None,
+            tpm: None,
+            concurrency: batchling_engine::DEFAULT_CONCURRENCY,
+            timeout: Duration::from_secs(600),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Whether this upstream serves `model` (a request without a model goes
+    /// to the first upstream with `*`).
+    pub fn serves(&self, model: Option<&str>) -> bool {
+        self.models
+            .iter()
+            .any(|p| match (p.strip_suffix('*'), model) {
+                (Some(prefix), Some(m)) => m.starts_with(prefix),
+                (Some(""), None) => true,
+                (None, Some(m)) => p == m,
+                _ => false,
+            })
+    }
+}
+
+/// A config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// It could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not valid TOML of the expected shape.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, with the line when known.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    auth_keys_env: Option<String>,
+    #[serde(default)]
+    upstream: Vec<FileUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    name: String,
+    base_url: String,
+    api_key_env: Option<String>,
+    #[serde(default = "every_model")]
+    models: Vec<String>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    concurrency: Option<usize>,
+    timeout_secs: Option<f64>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+fn every_model() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// What a config file gives: the upstreams and, optionally, the name of the
+/// variable holding client keys.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Upstreams in file order.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// `auth_keys_env`, if set.
+    pub auth_keys_env: Option<String>,
+}
+
+/// Read a config file. Environment variables it names are read through
+/// `getenv` (a named key variable that is unset is an error: a silent
+/// keyless upstream would fail every request).
+pub fn load(path: &Path, getenv: impl Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    let invalid = |message: String| ConfigError::Invalid {
+        path: name.clone(),
+        message,
+    };
+    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| {
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        });
+        invalid(match line {
+            Some(l) => format!("line {l}: {}", e.message()),
+            None => e.message().to_owned(),
+        })
+    })?;
+    if file.upstream.is_empty() {
+        return Err(invalid(
+            "no [[upstream]] tables: name at least one upstream with a base_url".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut upstreams = Vec::new();
+    for u in file.upstream {
+        if !seen.insert(u.name.clone()) {
+            return Err(invalid(format!("upstream name {:?} is used twice", u.name)));
+        }
+        if u.models.is_empty() {
+            return Err(invalid(format!(
+                "upstream {:?}: models is empty, so it would never be used",
+                u.name
+            )));
+        }
+        if u.rpm == Some(0) || u.tpm == Some(0) || u.concurrency == Some(0) {
+            return Err(invalid(format!(
+                "upstream {:?}: rpm, tpm and concurrency must be positive",
+                u.name
+            )));
+        }
+        let api_key = match &u.api_key_env {
+            Some(var) => Some(ApiKey::new(
+                getenv(var)
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| invalid(format!("upstream {:?}: ${var} is not set", u.name)))?,
+            )),
+            None => None,
+        };
+        let mut up = UpstreamConfig::new(&u.name, &u.base_url);
+        up.api_key = api_key;
+        up.models = u.models;
+        up.rpm = u.rpm;
+        up.tpm = u.tpm;
+        if let Some(c) = u.concurrency {
+            up.concurrency = c;
+        }
+        if let Some(t) = u.timeout_secs {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(invalid(format!(
+                    "upstream {:?}: timeout_secs must be a positive number",
+                    u.name
+                )));
+            }
+            up.timeout = Duration::from_secs_f64(t);
+        }
+        up.headers = u.headers.into_iter().collect();
+        upstreams.push(up);
+    }
+    Ok(Loaded {
+        upstreams,
+        auth_keys_env: file.auth_keys_env,
+    })
+}
+
+/// Split a comma-separated list of client keys, ignoring blanks.
+pub fn split_keys(list: &str) -> Vec<ApiKey> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| ApiKey::new(k.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_patterns() {
+        let mut u = UpstreamConfig::new("a", "http://x/v1");
+        u.models = vec!["gpt-4o*".into(), "llama".into()];
+        assert!(u.serves(Some("gpt-4o-mini")));
+        assert!(u.serves(Some("llama")));
+        assert!(!u.serves(Some("llama-3")));
+        assert!(!u.serves(None));
+        u.models = vec!["*".into()];
+        assert!(u.serves(None) && u.serves(Some("anything")));
+    }
+
+    #[test]
+    fn file_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[[upstream]]\nname = \"a\"\nbase_url = \"http://x/v1\"\nmodles = [\"*\"]\n",
+        )
+        .unwrap();
+        let e = load(&p, |_| None).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("modles"), "{e}");
+
+        std::fs::write(
+            &p,
+            "[[upstream]]\nname = \"a\"\nbase_url = \"http://x/v1\"\napi_key_env = \"K\"\n",
+        )
+        .unwrap();
+        let e = load(&p, |_| None).unwrap_err().to_string();
+        assert!(e.contains("$K is not set"), "{e}");
+        let ok = load(&p, |_| Some("sk-secret".into())).unwrap();
+        assert_eq!(ok.upstreams[0].models, ["*"]);
+        assert!(ok.upstreams[0].api_key.is_some());
+    }
+}

@@ -1,0 +1,293 @@
+//! `batchling serve`: an OpenAI-compatible Files + Batches API that runs
+//! batches on any upstream, through the same engine as `batchling run`.
+//!
+//! # Tour
+//! - [`Server`]: start on an address with a [`ServeConfig`], get its base
+//!   URL, shut it down gracefully.
+//! - [`config`]: settings, upstreams chosen by model, the TOML config file.
+//! - `api`: routing, client keys (stored only as digests), request ids,
+//!   logs, OpenAI's error envelope.
+//! - `files`, `batches`: the endpoints, field for field as OpenAI's.
+//! - `runner`: a batch's life: validate, run on the engine with its
+//!   upstream's shared limits, close what a cancel or expiry left, write the
+//!   result files; resumes whatever was going on at start-up.
+//! - `meta`: files and batches in SQLite, with guarded status transitions.
+//! - `upstream`: one client, one set of shared limits and counters per
+//!   upstream; `metrics`: `GET /metrics`.
+//!
+//! # The data directory
+//! ```text
+//! DATA_DIR/lock                  held while a server runs (one per directory)
+//! DATA_DIR/meta.sqlite           files and batches
+//! DATA_DIR/files/<file-id>       file contents (uploads and results)
+//! DATA_DIR/batches/<batch-id>/   a running batch's engine journal
+//! DATA_DIR/tmp/                  uploads in progress
+//! ```
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), batchling_server::ServeError> {
+//! use batchling_server::{Server, config::{ServeConfig, UpstreamConfig}};
+//! let mut config = ServeConfig::new(
+//!     "data".into(),
+//!     vec![UpstreamConfig::new("local", "http://127.0.0.1:8081/v1")],
+//! );
+//! config.no_auth = true;
+//! let server = Server::start(config, "127.0.0.1:0".parse().unwrap()).await?;
+//! println!("OpenAI base_url: {}", server.base_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod api;
+mod batches;
+pub mod config;
+mod files;
+mod meta;
+mod metrics;
+mod runner;
+mod upstream;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ServeConfig;
+pub use meta::MetaError;
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory could not be set up.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another server uses the data directory.
+    #[error(
+        "data directory {0} is in use by another batchling serve; stop it or choose another --data-dir"
+    )]
+    Locked(String),
+    /// The metadata database could not be opened.
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+    /// An upstream could not be set up.
+    #[error("upstream {name}: {source}")]
+    Upstream {
+        /// Its name.
+        name: String,
+        /// Why.
+        source: batchling_providers::ProviderError,
+    },
+    /// The settings make no sense.
+    #[error("{0}")]
+    Config(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    http: JoinHandle<()>,
+    runner: Arc<runner::Runner>,
+    janitor: JoinHandle<()>,
+    _lock: File,
+}
+
+/// How often expired files are looked for.
+const JANITOR_EVERY: Duration = Duration::from_secs(60);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Server {
+    /// Open the data directory, resume unfinished batches and listen.
+    pub async fn start(config: ServeConfig, listen: SocketAddr) -> Result<Server, ServeError> {
+        if config.auth_keys.is_empty() && !config.no_auth {
+            return Err(ServeError::Config(
+                "no client keys: set them with --auth-keys-env NAME (comma-separated keys in $NAME) or auth_keys_env in the config file, or pass --no-auth to accept any client".into(),
+            ));
+        }
+        if config.upstreams.is_empty() {
+            return Err(ServeError::Config(
+                "no upstream: give --base-url or a config file with [[upstream]] tables".into(),
+            ));
+        }
+        let dir = config.data_dir.clone();
+        let dir_err = |source| ServeError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        };
+        for sub in ["files", "batches", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(dir_err)?;
+        }
+        let lock = File::create(dir.join("lock")).map_err(dir_err)?;
+        if lock.try_lock().is_err() {
+            return Err(ServeError::Locked(dir.display().to_string()));
+        }
+        let meta = Arc::new(meta::Meta::open(&dir.join("meta.sqlite"))?);
+        tidy(&dir, &meta).map_err(dir_err)?;
+
+        let mut upstreams = Vec::new();
+        for u in &config.upstreams {
+            let name = u.name.clone();
+            upstreams.push(
+                upstream::Upstream::new(u.clone())
+                    .map_err(|source| ServeError::Upstream { name, source })?,
+            );
+        }
+        let stop = CancellationToken::new();
+        let runner = Arc::new(runner::Runner::new(
+            meta.clone(),
+            dir.clone(),
+            upstreams,
+            config.completion_window,
+            config.max_attempts,
+            config.max_running_batches,
+            stop.child_token(),
+        ));
+        let owners = (!config.no_auth).then(|| {
+            config
+                .auth_keys
+                .iter()
+                .map(|k| api::owner_of(k.expose()))
+                .collect::<HashSet<_>>()
+        });
+        let state = Arc::new(api::AppState {
+            meta: meta.clone(),
+            runner: runner.clone(),
+            data_dir: dir.clone(),
+            max_upload_bytes: config.max_upload_bytes,
+            owners,
+        });
+
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+            addr: listen,
+            source,
+        })?;
+
+        let resumed = meta.unfinished_batches()?;
+        if !resumed.is_empty() {
+            tracing::info!(batches = resumed.len(), "resuming unfinished batches");
+        }
+        for b in resumed {
+            runner.start(&b.id);
+        }
+
+        let app = tower::ServiceExt::map_request(api::router(state), api::trim_trailing_slash);
+        let http = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, axum::ServiceExt::into_make_service(app))
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!("HTTP server failed: {e}");
+                }
+            })
+        };
+        let janitor = {
+            let (meta, runner, stop) = (meta.clone(), runner.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    match meta.expire_files(unix_now()) {
+                        Ok(ids) => ids.iter().for_each(|id| runner.release_file(id)),
+                        Err(e) => tracing::warn!("cannot expire files: {e}"),
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(JANITOR_EVERY) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
+        tracing::info!(%addr, data_dir = %dir.display(), "batchling serve listening");
+        Ok(Server {
+            addr,
+            stop,
+            http,
+            runner,
+            janitor,
+            _lock: lock,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to give an OpenAI SDK: `http://ADDR/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Stop accepting requests, stop batches (answers in flight are
+    /// journaled; the batches resume at the next start) and wait.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.http.await;
+        self.runner.stop().await;
+        let _ = self.janitor.await;
+    }
+}
+
+/// Remove what a crash can leave: half-written uploads, contents no file
+/// row points to (a result file moved into place just before a crash), and
+/// journals of batches that ended.
+fn tidy(dir: &Path, meta: &meta::Meta) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir.join("tmp"))? {
+        let _ = std::fs::remove_file(e?.path());
+    }
+    let live: HashSet<String> = meta
+        .live_file_ids()
+        .map_err(std::io::Error::other)?
+        .into_iter()
+        .collect();
+    for e in std::fs::read_dir(dir.join("files"))? {
+        let e = e?;
+        if !live.contains(&*e.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let running: HashSet<String> = meta
+        .unfinished_batches()
+        .map_err(std::io::Error::other)?
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    for e in std::fs::read_dir(dir.join("batches"))? {
+        let e = e?;
+        if !running.contains(&*e.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Upstreams: one HTTP client, one shared set of limits and one set of
+//! counters per upstream server, whatever the number of batches using it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use batchling_engine::{PacerConfig, SharedLimits};
+use batchling_providers::openai::{ClientConfig, OpenAiClient};
+use batchling_providers::{Attempt, Outgoing, Provider, ProviderError, Verdict};
+
+use crate::config::UpstreamConfig;
+
+/// Counters for `/metrics`, since the server started.
+#[derive(Debug, Default)]
+pub(crate) struct UpstreamMetrics {
+    /// HTTP attempts sent.
+    pub(crate) requests: AtomicU64,
+    /// 429 answers.
+    pub(crate) rate_limited: AtomicU64,
+    /// Other error answers (4xx, 5xx) and transport failures.
+    pub(crate) errors: AtomicU64,
+    /// Tokens from `usage` of answers.
+    pub(crate) input_tokens: AtomicU64,
+    pub(crate) output_tokens: AtomicU64,
+    /// Cost of finished requests, in micro-USD.
+    pub(crate) cost_micro_usd: AtomicU64,
+}
+
+/// A provider that counts what passes through it.
+#[derive(Debug)]
+pub(crate) struct Metered {
+    inner: OpenAiClient,
+    metrics: Arc<UpstreamMetrics>,
+}
+
+impl Provider for Metered {
+    async fn send(&self, request: &Outgoing) -> Attempt {
+        let attempt = self.inner.send(request).await;
+        let m = &self.metrics;
+        m.requests.fetch_add(1, Relaxed);
+        match &attempt {
+            Attempt::Answered(a) if a.status == 429 => {
+                m.rate_limited.fetch_add(1, Relaxed);
+            }
+            Attempt::Answered(a) if (200..300).contains(&a.status) => {
+                if let Some(u) = a.usage {
+                    m.input_tokens.fetch_add(u.input, Relaxed);
+                    m.output_tokens.fetch_add(u.output, Relaxed);
+                }
+            }
+            _ => {
+                m.errors.fetch_add(1, Relaxed);
+            }
+        }
+        attempt
+    }
+
+    fn classify(&self, attempt: &Attempt) -> Verdict {
+        self.inner.classify(attempt)
+    }
+}
+
+/// One upstream, ready to run batches.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) config: UpstreamConfig,
+    pub(crate) provider: Arc<Metered>,
+    pub(crate) limits: SharedLimits,
+    pub(crate) metrics: Arc<UpstreamMetrics>,
+}
+
+impl Upstream {
+    pub(crate) fn new(config: UpstreamConfig) -> Result<Self, ProviderError> {
+        let client = OpenAiClient::new(ClientConfig {
+            base_url: config.base_url.clone(),
+            api_key: config.api_key.clone(),
+            headers: config.headers.clone(),
+            timeout: config.timeout,
+            pool_size: config.concurrency,
+            ..ClientConfig::default()
+        })?;
+        let metrics = Arc::new(UpstreamMetrics::default());
+        let limits = SharedLimits::new(
+            PacerConfig {
+                rpm: config.rpm,
+                tpm: config.tpm,
+                ..PacerConfig::default()
+            },
+            config.concurrency,
+        );
+        Ok(Upstream {
+            provider: Arc::new(Metered {
+                inner: client,
+                metrics: metrics.clone(),
+            }),
+            limits,
+            metrics,
+            config,
+        })
+    }
+}
+
+/// The upstream for a model: the first that serves it.
+pub(crate) fn route<'a>(upstreams: &'a [Upstream], model: Option<&str>) -> Option<&'a Upstream> {
+    upstreams.iter().find(|u| u.config.serves(model))
+}
