@@ -161,6 +161,7 @@ SCENARIOS = {
     "estimate": lambda: estimate_1m(),
     # Only after 'memory': drop the last 1% of its journal and resume.
     "resume": lambda: dict(scenario="resume", **resume_at_99()),
+    "serve": serve_50k,
 }
 
 
@@ -238,6 +239,86 @@ def estimate_1m():
     return {"scenario": "estimate-1m", "requests": e["requests"],
             "input_tokens": e["input_tokens"], "makespan_s": round(wall, 1),
             "ideal_s": 60.0, "ratio": round(60.0 / wall, 2)}
+
+
+def serve_50k(n=50_000):
+    """A 50,000-request batch through `batchling serve` (upload, create, poll,
+    download), in front of the mock with no limits. The server's RSS is
+    sampled every 50 ms from /proc to show it stays flat."""
+    import threading
+    import urllib.request
+    os.makedirs(OUT, exist_ok=True)
+    inp = os.path.join(OUT, "serve.jsonl")
+    write_input(inp, n)
+    data_dir = os.path.join(OUT, "serve-data")
+    subprocess.run(["rm", "-rf", data_dir], check=True)
+    mock, mock_url = start_mock([])
+    srv = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+                            "--base-url", mock_url, "--no-auth", "--concurrency", "64"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = srv.stdout.readline().strip()
+    samples = []  # (seconds since upload, rss MB, completed)
+    progress = {"completed": 0}
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                with open(f"/proc/{srv.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            samples.append((time.monotonic() - t0, int(line.split()[1]) / 1024,
+                                            progress["completed"]))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def call(method, path, body=None, headers=None):
+        req = urllib.request.Request(url + path, data=body, method=method, headers=headers or {})
+        with urllib.request.urlopen(req) as r:
+            return r.read()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        t0 = time.monotonic()
+        boundary = "batchlingbench"
+        with open(inp, "rb") as f:
+            content = f.read()
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"serve.jsonl\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        up = json.loads(call("POST", "/files", body, {"content-type": f"multipart/form-data; boundary={boundary}"}))
+        batch = json.loads(call("POST", "/batches", json.dumps({
+            "input_file_id": up["id"], "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"}).encode(), {"content-type": "application/json"}))
+        while True:
+            b = json.loads(call("GET", f"/batches/{batch['id']}"))
+            progress["completed"] = b["request_counts"]["completed"]
+            if b["status"] in ("completed", "failed", "expired", "cancelled"):
+                break
+            time.sleep(0.05)
+        out = call("GET", f"/files/{b['output_file_id']}/content")
+        wall = time.monotonic() - t0
+    finally:
+        stop.set()
+        sampler.join()
+        srv.terminate()
+        _, _, ru = os.wait4(srv.pid, 0)
+        mock.kill()
+        mock.wait()
+    lines = out.count(b"\n")
+    assert b["status"] == "completed" and lines == n, (b["status"], lines)
+    peak = max(s[1] for s in samples)
+    during = [s[1] for s in samples if 0 < s[2] < n]
+    return {"scenario": "serve-50k", "requests": n, "succeeded": b["request_counts"]["completed"],
+            "makespan_s": round(wall, 2), "req_per_s": round(n / wall),
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+            "cpu_s_per_10k": round((ru.ru_utime + ru.ru_stime) / n * 10_000, 2),
+            "peak_rss_mb": round(peak, 1),
+            "rss_while_running_mb": f"{min(during):.0f}-{max(during):.0f}" if during else "",
+            "rss_samples": len(samples)}
 
 
 def main():

@@ -32,6 +32,9 @@ pub(crate) enum Command {
     /// Start the built-in fake provider (an OpenAI-compatible server with
     /// limits, latency and faults) to rehearse a run for free.
     Mock(MockArgs),
+    /// Serve OpenAI's Files + Batches API, running batches on any upstream
+    /// (code written for OpenAI's Batch API changes only its base_url).
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -290,4 +293,90 @@ pub(crate) struct EstimateArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the base URL is
+    /// printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub(crate) listen: String,
+
+    /// Where files, batches and their journals are kept (created if needed;
+    /// one server per directory).
+    #[arg(long, default_value = "batchling-data", value_name = "DIR")]
+    pub(crate) data_dir: PathBuf,
+
+    /// Upstream base URL including /v1 [default: $OPENAI_BASE_URL].
+    #[arg(long, conflicts_with_all = ["config", "mock"])]
+    pub(crate) base_url: Option<String>,
+
+    /// Name of the environment variable holding the upstream's API key (none
+    /// is sent when it is unset).
+    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
+    pub(crate) api_key_env: String,
+
+    /// The upstream's requests-per-minute limit [default: learned from its
+    /// headers].
+    #[arg(long, conflicts_with = "config")]
+    pub(crate) rpm: Option<u64>,
+
+    /// The upstream's tokens-per-minute limit [default: learned from its
+    /// headers].
+    #[arg(long, conflicts_with = "config")]
+    pub(crate) tpm: Option<u64>,
+
+    /// Most requests in flight to the upstream, across all batches.
+    #[arg(long, conflicts_with = "config", default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
+    pub(crate) concurrency: usize,
+
+    /// Per-attempt timeout in seconds.
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub(crate) timeout: f64,
+
+    /// A TOML file with several upstreams chosen by model (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Run batches on the built-in fake provider (to try the API for free).
+    #[arg(long, conflicts_with = "config")]
+    pub(crate) mock: bool,
+
+    /// Name of the environment variable holding the accepted client keys,
+    /// comma-separated.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) auth_keys_env: Option<String>,
+
+    /// Accept any client, with or without a key (all share one view).
+    #[arg(long, conflicts_with = "auth_keys_env")]
+    pub(crate) no_auth: bool,
+
+    /// Largest accepted upload, in MB (413 beyond).
+    #[arg(long, default_value_t = 200, value_name = "MB")]
+    pub(crate) max_upload_mb: u64,
+
+    /// Batches running at once; later ones wait (in_progress) for a turn.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub(crate) max_running_batches: usize,
+
+    /// Attempts per request, the first included (429s do not count).
+    #[arg(long, default_value_t = 6)]
+    pub(crate) max_attempts: u32,
+
+    /// How long a batch may run before it expires. The API's
+    /// completion_window is always "24h"; a shorter one here is for tests.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub(crate) batch_window: String,
+
+    /// Log format on stderr (RUST_LOG filters, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
 }

@@ -20,7 +20,8 @@ pub(crate) fn order(o: OrderArg) -> Order {
 use batchling_providers::ApiKey;
 use batchling_providers::openai::ClientConfig;
 
-use crate::args::{OrderArg, RunArgs};
+use crate::args::{LogFormat, OrderArg, RunArgs, ServeArgs};
+use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
 
 /// Environment variables batchling reads (besides the one named by
 /// `--api-key-env`).
@@ -180,6 +181,103 @@ impl RunSettings {
             strict: a.strict,
             quiet: a.quiet,
             summary_json: a.summary_json,
+        })
+    }
+}
+
+/// Everything `batchling serve` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeSettings {
+    pub(crate) listen: std::net::SocketAddr,
+    pub(crate) config: ServeConfig,
+    /// Start the fake provider and use it as the one upstream.
+    pub(crate) mock: bool,
+    pub(crate) log_json: bool,
+}
+
+impl ServeSettings {
+    pub(crate) fn resolve(a: ServeArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let listen = a.listen.parse().with_context(|| {
+            format!(
+                "--listen {:?}: expected an address such as 127.0.0.1:8080",
+                a.listen
+            )
+        })?;
+        if !(a.timeout.is_finite() && a.timeout > 0.0) {
+            bail!(
+                "--timeout {}: expected a positive number of seconds",
+                a.timeout
+            );
+        }
+        if a.concurrency == 0 || a.max_attempts == 0 || a.max_running_batches == 0 {
+            bail!("--concurrency, --max-attempts and --max-running-batches must be at least 1");
+        }
+        if a.rpm == Some(0) || a.tpm == Some(0) {
+            bail!("--rpm and --tpm must be positive (leave them out for no limit)");
+        }
+        if a.max_upload_mb == 0 {
+            bail!("--max-upload-mb must be at least 1");
+        }
+        let window = parse_duration(&a.batch_window).with_context(|| {
+            format!(
+                "--batch-window {:?}: expected a duration such as 24h or 90s",
+                a.batch_window
+            )
+        })?;
+        let (upstreams, file_keys_env) = match &a.config {
+            Some(path) => {
+                let loaded = serve_config::load(path, &getenv)?;
+                (loaded.upstreams, loaded.auth_keys_env)
+            }
+            None => {
+                let base = a
+                    .base_url
+                    .clone()
+                    .or_else(|| getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty()));
+                let base = match (base, a.mock) {
+                    (Some(b), _) => b,
+                    // Replaced by the fake provider's URL once it has started.
+                    (None, true) => String::new(),
+                    (None, false) => bail!(
+                        "no upstream: give --base-url URL (or $OPENAI_BASE_URL), --config FILE for several, or --mock to try the API on the built-in fake provider"
+                    ),
+                };
+                let mut up = UpstreamConfig::new(if a.mock { "mock" } else { "default" }, &base);
+                up.api_key = getenv(&a.api_key_env)
+                    .filter(|k| !k.trim().is_empty())
+                    .map(ApiKey::new);
+                up.rpm = a.rpm;
+                up.tpm = a.tpm;
+                up.concurrency = a.concurrency;
+                up.timeout = Duration::from_secs_f64(a.timeout);
+                (vec![up], None)
+            }
+        };
+        let mut config = ServeConfig::new(a.data_dir, upstreams);
+        let keys_env = a.auth_keys_env.or(file_keys_env);
+        if let Some(var) = &keys_env {
+            let list = getenv(var).unwrap_or_default();
+            config.auth_keys = serve_config::split_keys(&list);
+            if config.auth_keys.is_empty() {
+                bail!(
+                    "${var} holds no client keys; set it to a comma-separated list of keys, or pass --no-auth"
+                );
+            }
+        } else if !a.no_auth {
+            bail!(
+                "no client keys: name the variable holding them with --auth-keys-env NAME (comma-separated), or pass --no-auth to accept any client"
+            );
+        }
+        config.no_auth = a.no_auth;
+        config.max_upload_bytes = a.max_upload_mb * 1024 * 1024;
+        config.completion_window = window;
+        config.max_running_batches = a.max_running_batches;
+        config.max_attempts = a.max_attempts;
+        Ok(ServeSettings {
+            listen,
+            config,
+            mock: a.mock,
+            log_json: a.log_format == LogFormat::Json,
         })
     }
 }

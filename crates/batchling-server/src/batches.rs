@@ -68,7 +68,13 @@ pub(crate) fn batch_json(b: &BatchRow, live: Option<LiveCounts>) -> Value {
 }
 
 fn render(state: &Shared, b: &BatchRow) -> Value {
-    batch_json(b, state.runner.live(&b.id))
+    // Once an end is recorded, the database has the final counts; the live
+    // ones (about to be dropped) may be a tick behind.
+    let running = matches!(
+        b.status(),
+        Status::InProgress | Status::Finalizing | Status::Cancelling
+    );
+    batch_json(b, running.then(|| state.runner.live(&b.id)).flatten())
 }
 
 /// Check `metadata`: at most 16 pairs, string keys ≤ 64 characters, string

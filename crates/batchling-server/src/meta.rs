@@ -588,7 +588,7 @@ impl Meta {
             let changed = tx.execute(
                 &format!(
                     "UPDATE batches SET status = ?1, {} = ?2, output_file_id = ?3, \
-                     error_file_id = ?4, completed = ?5, failed = ?6, input_tokens = ?7, \
+                     error_file_id = ?4, completed = ?5, failed = ?6, total = ?5 + ?6, input_tokens = ?7, \
                      cached_tokens = ?8, output_tokens = ?9, \
                      finalizing_at = coalesce(finalizing_at, ?2) \
                      WHERE id = ?10 AND status IN ('validating','in_progress','finalizing','cancelling')",

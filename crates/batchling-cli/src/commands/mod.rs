@@ -6,6 +6,7 @@ mod export;
 mod mock;
 mod prices;
 mod run;
+mod serve;
 mod status;
 
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::args::{Cli, Command};
-use crate::settings::RunSettings;
+use crate::settings::{RunSettings, ServeSettings};
 
 /// Exit codes, as documented in the README.
 pub(crate) mod exit {
@@ -41,6 +42,10 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(run::run(settings))
         }
         Command::Mock(a) => runtime()?.block_on(mock::mock(a)),
+        Command::Serve(a) => {
+            let settings = ServeSettings::resolve(*a, |k| std::env::var(k).ok())?;
+            runtime()?.block_on(serve::serve(settings))
+        }
         Command::Status(a) => status::status(&a),
         Command::Export(a) => export::export(&a),
         Command::Prices(a) => {

@@ -9,5 +9,6 @@ mod order;
 mod readme;
 mod resume;
 mod retries;
+mod serve;
 mod stops;
 mod support;

@@ -1,0 +1,134 @@
+//! The official `openai` Python package against `batchling serve`, in front of
+//! the fake provider: `scripts/openai-sdk/client_test.py` uploads, creates,
+//! polls, downloads, auto-paginates, cancels, deletes, and checks 404s and a
+//! bad key, exactly as user code would.
+//!
+//! The package (pinned) is installed by `scripts/openai-sdk/setup.sh`; the test
+//! is skipped, with a `SKIPPED:` line, only when that script exits 3 (cannot
+//! install). Any other failure fails the test.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A child process killed when dropped (also on panic).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// Start `batchling ARGS`, return it and the first line it prints (a URL).
+fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Proc, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchling"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn batchling");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("http://127.0.0.1:"),
+        "{args:?} printed {line:?}; log: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    (Proc(child), line.trim().to_owned())
+}
+
+#[test]
+fn the_official_openai_sdk_works_against_batchling_serve() {
+    let setup = Command::new("bash")
+        .arg(repo().join("scripts/openai-sdk/setup.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run setup.sh");
+    if setup.status.code() == Some(3) {
+        eprintln!(
+            "SKIPPED: the openai package cannot be installed (see the setup.sh message above)"
+        );
+        return;
+    }
+    assert!(
+        setup.status.success(),
+        "setup.sh failed: {:?}",
+        setup.status
+    );
+    let python = String::from_utf8(setup.stdout).unwrap().trim().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_mock, mock_url) = start(
+        &["mock", "--port", "0", "--latency-ms", "50"],
+        &[],
+        &dir.path().join("mock.log"),
+    );
+    let data = dir.path().join("data");
+    let serve_log = dir.path().join("serve.log");
+    let (mut serve, url) = start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--base-url",
+            &mock_url,
+            "--concurrency",
+            "2",
+            "--auth-keys-env",
+            "SDK_TEST_KEYS",
+        ],
+        &[("SDK_TEST_KEYS", "sdk-key-a,sdk-key-b")],
+        &serve_log,
+    );
+
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let client = Command::new(&python)
+        .arg(repo().join("scripts/openai-sdk/client_test.py"))
+        .args([&url, "sdk-key-a", "sdk-key-b", work.to_str().unwrap()])
+        .output()
+        .expect("run the client script");
+    let stdout = String::from_utf8_lossy(&client.stdout);
+    assert!(
+        client.status.success() && stdout.trim_end().ends_with("OK"),
+        "client script failed\nstdout: {stdout}\nstderr: {}\nserver log tail: {}",
+        String::from_utf8_lossy(&client.stderr),
+        std::fs::read_to_string(&serve_log)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // SIGTERM: a graceful stop, exit 0.
+    let pid = serve.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = serve.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "serve exits 0 after SIGTERM");
+    let log = std::fs::read_to_string(&serve_log).unwrap();
+    for key in ["sdk-key-a", "sdk-key-b"] {
+        assert!(!log.contains(key), "a client key reached the log");
+    }
+    assert!(log.contains("shutting down"), "{log}");
+}
