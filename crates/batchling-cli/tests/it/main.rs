@@ -10,5 +10,6 @@ mod readme;
 mod resume;
 mod retries;
 mod serve;
+mod serve_client;
 mod stops;
 mod support;
