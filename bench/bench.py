@@ -161,7 +161,7 @@ SCENARIOS = {
     "estimate": lambda: estimate_1m(),
     # Only after 'memory': drop the last 1% of its journal and resume.
     "resume": lambda: dict(scenario="resume", **resume_at_99()),
-    "serve": serve_50k,
+    "serve": lambda: serve_50k(),
 }
 
 

@@ -311,6 +311,10 @@ impl Runner {
         {
             return Ended::Stopped(format!("cannot create {}: {e}", dir.display()));
         }
+        // Result files exist afterwards only if this run wrote them, so a
+        // finalizing batch can trust them (see `end`).
+        let _ = std::fs::remove_file(&job.output);
+        let _ = std::fs::remove_file(&job.errors);
         let spent_before = match Journal::open_read_only(&job.state) {
             Ok(j) => j.cost_total().unwrap_or(0.0),
             Err(_) => 0.0,
@@ -379,7 +383,15 @@ impl Runner {
         let counts = tokio::task::spawn_blocking(move || -> Result<_, String> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            batchling_engine::close_unfinished(&job, code, message).map_err(|e| e.to_string())?;
+            // A completed run has just exported both files (the run removes
+            // them first); anything else closes what is unfinished and
+            // exports again.
+            let exported =
+                status == Status::Completed && job.output.exists() && job.errors.exists();
+            if !exported {
+                batchling_engine::close_unfinished(&job, code, message)
+                    .map_err(|e| e.to_string())?;
+            }
             let j = Journal::open_read_only(&job.state).map_err(|e| e.to_string())?;
             let c = j.counts().map_err(|e| e.to_string())?;
             let usage = j.usage_totals().map_err(|e| e.to_string())?;
