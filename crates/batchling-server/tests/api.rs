@@ -280,6 +280,63 @@ async fn a_batch_runs_to_completion_with_output_and_error_files() {
         .parse()
         .unwrap();
     assert_eq!(sent, 41.0);
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name}{{upstream=\"fake\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("batchling_upstream_errors_total"), 1.0, "the one 400");
+    assert_eq!(value("batchling_upstream_rate_limited_total"), 0.0);
+    assert_eq!(
+        value("batchling_upstream_input_tokens_total"),
+        done["usage"]["input_tokens"].as_f64().unwrap()
+    );
+    assert!(
+        value("batchling_upstream_cost_usd_total") > 0.0,
+        "gpt-4o-mini has a price"
+    );
+}
+
+#[tokio::test]
+async fn batches_go_to_the_upstream_that_serves_their_model() {
+    let other = MockServer::start(MockConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let other_url = other.base_url();
+    let env = Env::new(MockConfig::default(), move |c| {
+        c.upstreams[0].name = "mini".into();
+        c.upstreams[0].models = vec!["gpt-4o-mini*".into()];
+        c.upstreams.push(UpstreamConfig::new("rest", &other_url));
+    })
+    .await;
+    let b = env.batch(KEY_A, &chat_lines("m", 3)).await;
+    assert_eq!(
+        env.wait(KEY_A, b["id"].as_str().unwrap()).await["status"],
+        "completed"
+    );
+    let other_model = chat_lines("o", 2).replace("gpt-4o-mini", "llama-local");
+    let b = env.batch(KEY_A, &other_model).await;
+    assert_eq!(
+        env.wait(KEY_A, b["id"].as_str().unwrap()).await["status"],
+        "completed"
+    );
+    assert_eq!(
+        env.mock.stats().ok,
+        3,
+        "gpt-4o-mini went to the first upstream"
+    );
+    assert_eq!(other.stats().ok, 2, "everything else to the second");
+    // One batch cannot need two upstreams.
+    let mixed = chat_lines("x", 1) + &chat_lines("y", 1).replace("gpt-4o-mini", "llama-local");
+    let b = env.batch(KEY_A, &mixed).await;
+    let done = env.wait(KEY_A, b["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["errors"]["data"][0]["code"], "model_mismatch");
+    assert_eq!(done["errors"]["data"][0]["line"], 2);
+    other.shutdown().await;
 }
 
 #[tokio::test]

@@ -56,3 +56,66 @@ fn a_killed_server_resumes_its_batch_and_pays_only_for_what_was_in_flight() {
         "{twice} requests answered twice; at most the {CONCURRENCY} in flight may be"
     );
 }
+
+/// `batchling serve ARGS` that must refuse to start: exit 2 and a message
+/// containing `want` on stderr.
+fn refuses(args: &[&str], env: &[(&str, &str)], want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(want),
+        "{args:?}: expected {want:?} in {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing listened: {:?}", out.stdout);
+}
+
+#[test]
+fn serve_refuses_to_start_without_keys_upstream_or_a_sound_config() {
+    let up = ["--base-url", "http://127.0.0.1:9/v1"];
+    refuses(&up, &[], "no client keys");
+    refuses(
+        &[&up[..], &["--auth-keys-env", "SERVE_TEST_KEYS"]].concat(),
+        &[("SERVE_TEST_KEYS", " , ")],
+        "holds no client keys",
+    );
+    refuses(&["--no-auth"], &[], "no upstream");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[[upstream]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"SERVE_TEST_MISSING\"\n",
+    )
+    .unwrap();
+    refuses(
+        &["--no-auth", "--config", config.to_str().unwrap()],
+        &[],
+        "$SERVE_TEST_MISSING is not set",
+    );
+    std::fs::write(
+        &config,
+        "[[upstream]]\nname = \"a\"\nbase_url = \"ftp://x\"\n",
+    )
+    .unwrap();
+    refuses(
+        &["--no-auth", "--config", config.to_str().unwrap()],
+        &[],
+        "invalid base URL",
+    );
+    refuses(
+        &["--no-auth", "--mock", "--batch-window", "soon"],
+        &[],
+        "--batch-window",
+    );
+}
