@@ -60,6 +60,11 @@ impl Env {
         format!("{}{path}", self.server.as_ref().unwrap().base_url())
     }
 
+    /// A request with client A's key, to finish by hand.
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(KEY_A)
+    }
+
     async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
         let r = self
             .http
@@ -138,6 +143,35 @@ impl Env {
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["status"], "validating");
         b
+    }
+
+    /// A mock answering after `latency_ms`, behind an upstream with
+    /// `concurrency` slots.
+    async fn slow(
+        latency_ms: u64,
+        concurrency: usize,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Env {
+        let mock = MockConfig {
+            latency: Duration::from_millis(latency_ms),
+            ..MockConfig::default()
+        };
+        Env::new(mock, move |c| {
+            c.upstreams[0].concurrency = concurrency;
+            tweak(c);
+        })
+        .await
+    }
+
+    /// Poll until the batch has at least `n` answers.
+    async fn wait_completed(&self, key: &str, id: &str, n: u64) {
+        loop {
+            let (_, b) = self.get(key, &format!("/batches/{id}")).await;
+            if b["request_counts"]["completed"].as_u64().unwrap() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Poll until the batch reaches a terminal status.
@@ -431,19 +465,14 @@ async fn bad_requests_get_clear_400s_never_a_crash() {
     assert_eq!(e["error"]["code"], "file_too_large");
     // Not multipart.
     let r = env
-        .http
-        .post(env.url("/files"))
-        .bearer_auth(KEY_A)
+        .req(reqwest::Method::POST, "/files")
         .body("hello")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
     // Malformed multipart.
-    let r = env
-        .http
-        .post(env.url("/files"))
-        .bearer_auth(KEY_A)
+    let r = env.req(reqwest::Method::POST, "/files")
         .header("content-type", "multipart/form-data; boundary=XYZ")
         .body("--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\nabc")
         .send()
@@ -485,9 +514,7 @@ async fn bad_requests_get_clear_400s_never_a_crash() {
     }
     // Bad JSON and bad fields on create.
     let r = env
-        .http
-        .post(env.url("/batches"))
-        .bearer_auth(KEY_A)
+        .req(reqwest::Method::POST, "/batches")
         .body("{not json")
         .send()
         .await
@@ -520,9 +547,7 @@ async fn bad_requests_get_clear_400s_never_a_crash() {
     assert_eq!(s, 404);
     assert!(e["error"]["message"].is_string());
     let r = env
-        .http
-        .put(env.url("/files"))
-        .bearer_auth(KEY_A)
+        .req(reqwest::Method::PUT, "/files")
         .send()
         .await
         .unwrap();
@@ -574,24 +599,11 @@ async fn lists_page_with_cursors() {
 
 #[tokio::test]
 async fn cancel_keeps_finished_answers_and_closes_the_rest() {
-    let env = Env::new(
-        MockConfig {
-            latency: Duration::from_millis(100),
-            ..MockConfig::default()
-        },
-        |c| c.upstreams[0].concurrency = 2,
-    )
-    .await;
+    let env = Env::slow(100, 2, |_| {}).await;
     let b = env.batch(KEY_A, &chat_lines("c", 200)).await;
     let id = b["id"].as_str().unwrap();
     // Wait until it is running and has answers.
-    loop {
-        let (_, b) = env.get(KEY_A, &format!("/batches/{id}")).await;
-        if b["request_counts"]["completed"].as_u64().unwrap() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    env.wait_completed(KEY_A, &id, 4).await;
     let (s, c) = env
         .post(KEY_A, &format!("/batches/{id}/cancel"), json!(null))
         .await;
@@ -645,9 +657,7 @@ async fn cancel_keeps_finished_answers_and_closes_the_rest() {
     let oid = other["id"].as_str().unwrap();
     env.wait(KEY_A, oid).await;
     let r = env
-        .http
-        .post(env.url(&format!("/batches/{oid}/cancel")))
-        .bearer_auth(KEY_A)
+        .req(reqwest::Method::POST, &format!("/batches/{oid}/cancel"))
         .send()
         .await
         .unwrap();
@@ -657,17 +667,7 @@ async fn cancel_keeps_finished_answers_and_closes_the_rest() {
 
 #[tokio::test]
 async fn an_expired_batch_keeps_answers_and_marks_the_rest() {
-    let env = Env::new(
-        MockConfig {
-            latency: Duration::from_millis(50),
-            ..MockConfig::default()
-        },
-        |c| {
-            c.upstreams[0].concurrency = 1;
-            c.completion_window = Duration::from_secs(2);
-        },
-    )
-    .await;
+    let env = Env::slow(50, 1, |c| c.completion_window = Duration::from_secs(2)).await;
     let b = env.batch(KEY_A, &chat_lines("e", 500)).await;
     let done = env.wait(KEY_A, b["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "expired", "{done}");
@@ -689,23 +689,10 @@ async fn an_expired_batch_keeps_answers_and_marks_the_rest() {
 
 #[tokio::test]
 async fn a_restart_resumes_batches_without_running_anything_twice() {
-    let mut env = Env::new(
-        MockConfig {
-            latency: Duration::from_millis(20),
-            ..MockConfig::default()
-        },
-        |c| c.upstreams[0].concurrency = 4,
-    )
-    .await;
+    let mut env = Env::slow(20, 4, |_| {}).await;
     let b = env.batch(KEY_A, &chat_lines("r", 300)).await;
     let id = b["id"].as_str().unwrap().to_owned();
-    loop {
-        let (_, b) = env.get(KEY_A, &format!("/batches/{id}")).await;
-        if b["request_counts"]["completed"].as_u64().unwrap() >= 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    env.wait_completed(KEY_A, &id, 20).await;
     env.server.take().unwrap().shutdown().await;
     let sent_before = env.mock.stats().ok;
     assert!(sent_before < 300, "stopped mid-run");
@@ -743,23 +730,10 @@ async fn a_restart_resumes_batches_without_running_anything_twice() {
 
 #[tokio::test]
 async fn a_small_batch_is_not_starved_by_a_large_one() {
-    let env = Env::new(
-        MockConfig {
-            latency: Duration::from_millis(10),
-            ..MockConfig::default()
-        },
-        |c| c.upstreams[0].concurrency = 2,
-    )
-    .await;
+    let env = Env::slow(10, 2, |_| {}).await;
     let big = env.batch(KEY_A, &chat_lines("big", 600)).await;
     let big_id = big["id"].as_str().unwrap();
-    loop {
-        let (_, b) = env.get(KEY_A, &format!("/batches/{big_id}")).await;
-        if b["request_counts"]["completed"].as_u64().unwrap() >= 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    env.wait_completed(KEY_A, &big_id, 10).await;
     let small = env.batch(KEY_A, &chat_lines("small", 10)).await;
     let done = env.wait(KEY_A, small["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "completed");
@@ -787,9 +761,7 @@ async fn deleting_a_file_hides_it_and_frees_its_content() {
         .await;
     let id = f["id"].as_str().unwrap();
     let r = env
-        .http
-        .delete(env.url(&format!("/files/{id}")))
-        .bearer_auth(KEY_A)
+        .req(reqwest::Method::DELETE, &format!("/files/{id}"))
         .send()
         .await
         .unwrap();
@@ -799,9 +771,7 @@ async fn deleting_a_file_hides_it_and_frees_its_content() {
     assert_eq!(env.get(KEY_A, &format!("/files/{id}")).await.0, 404);
     assert!(!env.dir.path().join("files").join(id).exists());
     let r = env
-        .http
-        .delete(env.url(&format!("/files/{id}")))
-        .bearer_auth(KEY_A)
+        .req(reqwest::Method::DELETE, &format!("/files/{id}"))
         .send()
         .await
         .unwrap();
