@@ -603,7 +603,7 @@ async fn cancel_keeps_finished_answers_and_closes_the_rest() {
     let b = env.batch(KEY_A, &chat_lines("c", 200)).await;
     let id = b["id"].as_str().unwrap();
     // Wait until it is running and has answers.
-    env.wait_completed(KEY_A, &id, 4).await;
+    env.wait_completed(KEY_A, id, 4).await;
     let (s, c) = env
         .post(KEY_A, &format!("/batches/{id}/cancel"), json!(null))
         .await;
@@ -733,7 +733,7 @@ async fn a_small_batch_is_not_starved_by_a_large_one() {
     let env = Env::slow(10, 2, |_| {}).await;
     let big = env.batch(KEY_A, &chat_lines("big", 600)).await;
     let big_id = big["id"].as_str().unwrap();
-    env.wait_completed(KEY_A, &big_id, 10).await;
+    env.wait_completed(KEY_A, big_id, 10).await;
     let small = env.batch(KEY_A, &chat_lines("small", 10)).await;
     let done = env.wait(KEY_A, small["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "completed");
