@@ -46,6 +46,9 @@
 //!   ([`format_go_duration`], [`parse_go_duration`]).
 //! - `faults.rs`: the seeded per-request draw (fault, slow, jitter).
 //! - `answer.rs`: validation and the deterministic answer bodies.
+//! - `batches.rs`: a fake Files + Batches API (upload, create, poll,
+//!   cancel, list, download) that answers each batch line like the online
+//!   endpoints, steered by [`BatchBehavior`] and the setters below.
 //! - `server.rs`: accept loop, hyper connections, the request handler.
 //! - `stats.rs`: [`MockStats`] counters and the per-request-key table.
 //! - `examples/serve.rs`: the server as a standalone process;
@@ -60,6 +63,7 @@
 //! The hot path takes no lock across an await and logs nothing per request.
 
 pub mod answer;
+mod batches;
 mod config;
 mod faults;
 mod limits;
@@ -83,6 +87,7 @@ use tokio_util::task::TaskTracker;
 pub use batchling_core::duration::{
     format_duration as format_go_duration, parse_duration as parse_go_duration,
 };
+pub use batches::{BatchBehavior, BatchEnd, BatchStats, MARKER_BATCH_INVALID};
 pub use config::{Faults, LimitWindow, MockConfig};
 pub use server::{
     CUSTOM_ID_HEADER, MARKER_FAIL_400, MARKER_FAIL_500_ALWAYS, MARKER_NO_JSON, NO_JSON_BODY,
@@ -240,6 +245,41 @@ impl MockServer {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = new;
         self.shared.override_on.store(on, Relaxed);
+    }
+
+    /// How batches of the Files + Batches API behave from now on (read at
+    /// each poll, so it also changes batches already running).
+    pub fn set_batch_behavior(&self, behavior: BatchBehavior) {
+        self.shared.batches.set_behavior(behavior);
+    }
+
+    /// Answer the next `uploads` file uploads and the next `creates` batch
+    /// creates with `status` (e.g. 500, or 429 with `retry-after-ms: 10`),
+    /// storing nothing.
+    pub fn fail_next_batch_calls(&self, uploads: u32, creates: u32, status: u16) {
+        self.shared.batches.fail_next(uploads, creates, status);
+    }
+
+    /// While on, a batch create stores the batch and then never answers: a
+    /// test kills the client in that window (created, not yet journaled).
+    pub fn set_hang_batch_creates(&self, on: bool) {
+        self.shared.batches.set_hang_creates(on);
+    }
+
+    /// Require `Authorization: Bearer KEY` on the Files + Batches API; a
+    /// wrong key gets a 401 that echoes it (as a careless server would).
+    pub fn require_batch_api_key(&self, key: Option<&str>) {
+        self.shared.batches.set_required_key(key.map(str::to_owned));
+    }
+
+    /// Counters of the Files + Batches API.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.shared.batches.stats()
+    }
+
+    /// Every batch object, newest first.
+    pub fn batch_objects(&self) -> Vec<serde_json::Value> {
+        self.shared.batches.batches()
     }
 
     /// Stop accepting, let in-flight requests finish (up to
