@@ -14,6 +14,8 @@
 //! - `recorder`: the journal writer thread (group commits).
 //! - output files are exported from the journal (`batchling-store`).
 //! - [`report`]: progress snapshots and the summary.
+//! - [`submit`]: `batchling submit`: a file through a Batch API (split,
+//!   upload, create, poll, collect), resumable from the same journal.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,6 +42,7 @@ pub mod pacer;
 mod reader;
 mod recorder;
 pub mod report;
+pub mod submit;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
