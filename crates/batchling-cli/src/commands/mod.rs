@@ -7,13 +7,14 @@ mod mock;
 mod prices;
 mod run;
 mod status;
+mod submit;
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
 use crate::args::{Cli, Command};
-use crate::settings::RunSettings;
+use crate::settings::{CancelSettings, RunSettings, SubmitSettings};
 
 /// Exit codes, as documented in the README.
 pub(crate) mod exit {
@@ -39,6 +40,14 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => {
             let settings = RunSettings::resolve(*a, |k| std::env::var(k).ok())?;
             runtime()?.block_on(run::run(settings))
+        }
+        Command::Submit(a) => {
+            let settings = SubmitSettings::resolve(*a, |k| std::env::var(k).ok())?;
+            runtime()?.block_on(submit::submit(settings))
+        }
+        Command::Cancel(a) => {
+            let settings = CancelSettings::resolve(a, |k| std::env::var(k).ok())?;
+            runtime()?.block_on(submit::cancel(settings))
         }
         Command::Mock(a) => runtime()?.block_on(mock::mock(a)),
         Command::Status(a) => status::status(&a),
