@@ -103,10 +103,9 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
     let (input, output, errors) = {
         let j = Journal::open_read_only(&s.state)?;
         let meta = j.meta()?;
-        let settings: serde_json::Value = meta
-            .settings
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok())
+        let settings: serde_json::Value = j
+            .submit_value("submit")?
+            .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
         let path = |key: &str| settings[key].as_str().map(std::path::PathBuf::from);
         match (meta.input, path("output"), path("errors")) {

@@ -10,4 +10,5 @@ mod readme;
 mod resume;
 mod retries;
 mod stops;
+mod submit;
 mod support;

@@ -510,6 +510,15 @@ impl Driver<'_> {
             }
         }
         p.done = p.succeeded + p.failed;
+        let (input, _, output) = self.journal.usage_totals()?;
+        p.input_tokens = input;
+        p.output_tokens = output;
+        p.cost_usd = self
+            .job
+            .prices
+            .as_ref()
+            .map(|_| self.journal.cost_total())
+            .transpose()?;
         Ok(p)
     }
 }
@@ -583,6 +592,9 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64), S
         unix_now(),
         job.restart,
     )?;
+    // Kept apart from the `settings` meta, which an online run overwrites:
+    // `batchling cancel` finds the files here.
+    journal.set_submit_value("submit", &settings_json(job))?;
     let started: u64 = journal.meta()?.created_at.unwrap_or_else(unix_now);
     let finished = journal.finished_seqs()?;
     let live = plan::seq_set(journal.seqs_in_live_parts()?);
@@ -688,6 +700,7 @@ pub async fn submit<P: Provider>(
 
     d.launch(&shutdown).await?;
     let mut wait = job.poll_interval;
+    let mut last_tick: Option<tokio::time::Instant> = None;
     loop {
         if shutdown.is_cancelled() {
             summary.stopped = Some(SubmitStop::Interrupted);
@@ -695,7 +708,13 @@ pub async fn submit<P: Provider>(
         }
         let changed = d.poll().await?;
         d.collect_finished().await?;
-        reporter.tick(&d.progress(started)?);
+        // As often as the reporter wants it, not at every (fast) poll.
+        if let Some(every) = reporter.interval()
+            && last_tick.is_none_or(|t| t.elapsed() >= every)
+        {
+            reporter.tick(&d.progress(started)?);
+            last_tick = Some(tokio::time::Instant::now());
+        }
         let parts = d.journal.parts()?;
         if parts.iter().all(|p| p.state == PartState::Collected) {
             break;
