@@ -282,7 +282,10 @@ impl SubmitSettings {
             .clone()
             .unwrap_or_else(|| default_errors_path(&a.output));
         if errors == a.output {
-            bail!("--errors and --output name the same file {}", a.output.display());
+            bail!(
+                "--errors and --output name the same file {}",
+                a.output.display()
+            );
         }
         let state = a
             .state

@@ -339,7 +339,11 @@ pub(crate) async fn handle(
     }
 }
 
-fn with_file(api: &BatchApi, id: &str, f: impl FnOnce(&StoredFile) -> Response<Body>) -> Response<Body> {
+fn with_file(
+    api: &BatchApi,
+    id: &str,
+    f: impl FnOnce(&StoredFile) -> Response<Body>,
+) -> Response<Body> {
     let store = lock(&api.store);
     match store.files.iter().find(|x| x.id == id) {
         Some(file) => f(file),
@@ -393,7 +397,12 @@ fn upload(shared: &Shared, parts: &hyper::http::request::Parts, body: &[u8]) -> 
     let api = &shared.batches;
     if take(&api.fail_uploads) {
         let status = api.fail_status.load(Relaxed) as u16;
-        return error(status, "The server had an error while processing your request.", None, None);
+        return error(
+            status,
+            "The server had an error while processing your request.",
+            None,
+            None,
+        );
     }
     let ct = parts
         .headers
@@ -401,7 +410,12 @@ fn upload(shared: &Shared, parts: &hyper::http::request::Parts, body: &[u8]) -> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let Some(fields) = multipart(ct, body) else {
-        return error(400, "Expected a multipart/form-data body with 'file' and 'purpose'.", None, None);
+        return error(
+            400,
+            "Expected a multipart/form-data body with 'file' and 'purpose'.",
+            None,
+            None,
+        );
     };
     let purpose = fields
         .iter()
@@ -409,11 +423,21 @@ fn upload(shared: &Shared, parts: &hyper::http::request::Parts, body: &[u8]) -> 
         .map(|(_, _, c)| String::from_utf8_lossy(c).into_owned());
     let file = fields.iter().find(|(n, _, _)| n == "file");
     let (Some(purpose), Some((_, filename, content))) = (purpose, file) else {
-        return error(400, "Missing required parameter: 'file' or 'purpose'.", None, None);
+        return error(
+            400,
+            "Missing required parameter: 'file' or 'purpose'.",
+            None,
+            None,
+        );
     };
     let filename = filename.clone().unwrap_or_else(|| "upload".into());
     if purpose == "batch" && !filename.ends_with(".jsonl") {
-        return error(400, "Invalid file format for Batch API. Must be .jsonl", Some("file"), None);
+        return error(
+            400,
+            "Invalid file format for Batch API. Must be .jsonl",
+            Some("file"),
+            None,
+        );
     }
     let f = StoredFile {
         id: api.new_id("file-", 24),
@@ -438,13 +462,23 @@ fn list_files(api: &BatchApi, q: &HashMap<String, String>) -> Response<Body> {
     if q.get("order").is_none_or(|o| o != "asc") {
         files.reverse();
     }
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10_000usize);
-    page(files.iter().map(|f| f.object()).collect(), q.get("after"), limit)
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10_000usize);
+    page(
+        files.iter().map(|f| f.object()).collect(),
+        q.get("after"),
+        limit,
+    )
 }
 
 fn page(all: Vec<Value>, after: Option<&String>, limit: usize) -> Response<Body> {
     let start = match after {
-        Some(a) => all.iter().position(|v| v["id"] == **a).map_or(all.len(), |i| i + 1),
+        Some(a) => all
+            .iter()
+            .position(|v| v["id"] == **a)
+            .map_or(all.len(), |i| i + 1),
         None => 0,
     };
     let limit = limit.max(1);
@@ -462,29 +496,66 @@ fn page(all: Vec<Value>, after: Option<&String>, limit: usize) -> Response<Body>
 async fn create(api: &BatchApi, body: &[u8]) -> Response<Body> {
     if take(&api.fail_creates) {
         let status = api.fail_status.load(Relaxed) as u16;
-        return error(status, "The server had an error while processing your request.", None, None);
+        return error(
+            status,
+            "The server had an error while processing your request.",
+            None,
+            None,
+        );
     }
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return error(400, "We could not parse the JSON body of your request.", None, None);
+        return error(
+            400,
+            "We could not parse the JSON body of your request.",
+            None,
+            None,
+        );
     };
     let Some(file_id) = req["input_file_id"].as_str() else {
-        return error(400, "Missing required parameter: 'input_file_id'.", Some("input_file_id"), None);
+        return error(
+            400,
+            "Missing required parameter: 'input_file_id'.",
+            Some("input_file_id"),
+            None,
+        );
     };
-    let Some(endpoint) = req["endpoint"].as_str().filter(|e| e.parse::<Endpoint>().is_ok()) else {
+    let Some(endpoint) = req["endpoint"]
+        .as_str()
+        .filter(|e| e.parse::<Endpoint>().is_ok())
+    else {
         return error(400, "Invalid value for 'endpoint'.", Some("endpoint"), None);
     };
     if req["completion_window"] != "24h" {
-        return error(400, "Invalid value for 'completion_window': only '24h' is supported.", Some("completion_window"), None);
+        return error(
+            400,
+            "Invalid value for 'completion_window': only '24h' is supported.",
+            Some("completion_window"),
+            None,
+        );
     }
     let object = {
         let mut store = lock(&api.store);
         let Some(file) = store.files.iter().find(|f| f.id == file_id) else {
-            return error(400, &format!("No such File object: {file_id}"), Some("input_file_id"), None);
+            return error(
+                400,
+                &format!("No such File object: {file_id}"),
+                Some("input_file_id"),
+                None,
+            );
         };
         if file.purpose != "batch" {
-            return error(400, "The input file must have purpose 'batch'.", Some("input_file_id"), None);
+            return error(
+                400,
+                "The input file must have purpose 'batch'.",
+                Some("input_file_id"),
+                None,
+            );
         }
-        let total = file.content.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count();
+        let total = file
+            .content
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .count();
         let created = now();
         let object = json!({
             "id": api.new_id("batch_", 32), "object": "batch", "endpoint": endpoint, "model": null,
@@ -513,14 +584,23 @@ async fn create(api: &BatchApi, body: &[u8]) -> Response<Body> {
 }
 
 fn list_batches(api: &BatchApi, q: &HashMap<String, String>) -> Response<Body> {
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(20usize).min(100);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(20usize)
+        .min(100);
     page(api.batches(), q.get("after"), limit)
 }
 
 fn cancel(api: &BatchApi, id: &str) -> Response<Body> {
     let mut store = lock(&api.store);
     let Some(b) = store.batches.iter_mut().find(|b| b.object["id"] == id) else {
-        return error(404, &format!("No such Batch object: {id}"), Some("batch_id"), None);
+        return error(
+            404,
+            &format!("No such Batch object: {id}"),
+            Some("batch_id"),
+            None,
+        );
     };
     match b.object["status"].as_str().unwrap_or("") {
         "validating" | "in_progress" | "finalizing" => {
@@ -532,8 +612,14 @@ fn cancel(api: &BatchApi, id: &str) -> Response<Body> {
         }
         "cancelling" | "cancelled" => ok_json(&b.object),
         other => {
-            let mut r = error(400, &format!("Cannot cancel a batch with status '{other}'."), None, None);
-            r.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+            let mut r = error(
+                400,
+                &format!("Cannot cancel a batch with status '{other}'."),
+                None,
+                None,
+            );
+            r.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
             r
         }
     }
@@ -546,17 +632,39 @@ fn poll(shared: &Shared, id: &str) -> Response<Body> {
     let behavior = *lock(&api.behavior);
     let mut store = lock(&api.store);
     let Some(index) = store.batches.iter().position(|b| b.object["id"] == id) else {
-        return error(404, &format!("No such Batch object: {id}"), Some("batch_id"), None);
+        return error(
+            404,
+            &format!("No such Batch object: {id}"),
+            Some("batch_id"),
+            None,
+        );
     };
-    let status = store.batches[index].object["status"].as_str().unwrap_or("").to_owned();
-    if matches!(status.as_str(), "completed" | "failed" | "expired" | "cancelled") {
+    let status = store.batches[index].object["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    if matches!(
+        status.as_str(),
+        "completed" | "failed" | "expired" | "cancelled"
+    ) {
         return ok_json(&store.batches[index].object);
     }
     store.batches[index].polls += 1;
     let polls = store.batches[index].polls;
-    let file_id = store.batches[index].object["input_file_id"].as_str().unwrap_or("").to_owned();
-    let content = store.files.iter().find(|f| f.id == file_id).map(|f| f.content.clone()).unwrap_or_default();
-    let endpoint = store.batches[index].object["endpoint"].as_str().unwrap_or("").to_owned();
+    let file_id = store.batches[index].object["input_file_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let content = store
+        .files
+        .iter()
+        .find(|f| f.id == file_id)
+        .map(|f| f.content.clone())
+        .unwrap_or_default();
+    let endpoint = store.batches[index].object["endpoint"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     let t = now();
     if status == "validating" {
         if let Some(e) = validate_file(&content, &endpoint) {
@@ -571,7 +679,12 @@ fn poll(shared: &Shared, id: &str) -> Response<Body> {
         b["in_progress_at"] = t.into();
     }
     let end = if store.batches[index].cancel_requested {
-        Some(("cancelled", "batch_cancelled", "This request was not executed because the batch was cancelled.", behavior.answered_before_stop))
+        Some((
+            "cancelled",
+            "batch_cancelled",
+            "This request was not executed because the batch was cancelled.",
+            behavior.answered_before_stop,
+        ))
     } else if polls >= behavior.polls_to_finish.max(1) {
         match behavior.end {
             BatchEnd::Complete => Some(("completed", "", "", usize::MAX)),
@@ -628,25 +741,44 @@ fn validate_file(content: &[u8], endpoint: &str) -> Option<Value> {
         }
         any = true;
         let line = i + 1;
-        let bad = |code: &str, message: &str| Some(json!({"code": code, "line": line, "message": message, "param": null}));
+        let bad = |code: &str, message: &str| {
+            Some(json!({"code": code, "line": line, "message": message, "param": null}))
+        };
         let Ok(v) = serde_json::from_slice::<Value>(raw) else {
-            return bad("invalid_json_line", "This line is not parseable as valid JSON.");
+            return bad(
+                "invalid_json_line",
+                "This line is not parseable as valid JSON.",
+            );
         };
         let Some(cid) = v["custom_id"].as_str() else {
-            return bad("missing_required_parameter", "Missing required parameter: 'custom_id'.");
+            return bad(
+                "missing_required_parameter",
+                "Missing required parameter: 'custom_id'.",
+            );
         };
         if !seen.insert(cid.to_owned()) {
-            return bad("duplicate_custom_id", "The custom_id for this request is a duplicate of another request.");
+            return bad(
+                "duplicate_custom_id",
+                "The custom_id for this request is a duplicate of another request.",
+            );
         }
         if v["url"] != endpoint {
-            return bad("invalid_url", "The URL provided for this request does not match the batch endpoint.");
+            return bad(
+                "invalid_url",
+                "The URL provided for this request does not match the batch endpoint.",
+            );
         }
         if v["body"].to_string().contains(MARKER_BATCH_INVALID) {
-            return bad("invalid_request", "Mock marker __batch_invalid__: this line fails validation.");
+            return bad(
+                "invalid_request",
+                "Mock marker __batch_invalid__: this line fails validation.",
+            );
         }
     }
     if !any {
-        return Some(json!({"code": "empty_file", "line": null, "message": "The input file is empty.", "param": null}));
+        return Some(
+            json!({"code": "empty_file", "line": null, "message": "The input file is empty.", "param": null}),
+        );
     }
     None
 }
@@ -670,7 +802,12 @@ fn execute(
         let cid = v["custom_id"].as_str().unwrap_or("");
         let line_id = shared.batches.new_id("batch_req_", 24);
         if i >= answered {
-            write_failure_line(&mut err, &line_id, Some(cid), &LineFailure { code, message });
+            write_failure_line(
+                &mut err,
+                &line_id,
+                Some(cid),
+                &LineFailure { code, message },
+            );
             failed += 1;
             continue;
         }
@@ -696,7 +833,17 @@ fn answer_line(shared: &Shared, line: &Value) -> (u16, Vec<u8>) {
     };
     let text = body.to_string();
     if text.contains(crate::MARKER_FAIL_400) {
-        return (400, ApiError::invalid(format!("Mock marker {}: this request always fails.", crate::MARKER_FAIL_400), None).body());
+        return (
+            400,
+            ApiError::invalid(
+                format!(
+                    "Mock marker {}: this request always fails.",
+                    crate::MARKER_FAIL_400
+                ),
+                None,
+            )
+            .body(),
+        );
     }
     let max_out = shared.config.default_max_output;
     let plan = match answer::validate(endpoint, body, max_out) {
@@ -705,8 +852,8 @@ fn answer_line(shared: &Shared, line: &Value) -> (u16, Vec<u8>) {
     };
     let mut with_model = body.clone();
     with_model["model"] = Value::from(plan.model);
-    let input = batchling_core::tokens::estimate(endpoint, &with_model, max_out)
-        .map_or(0, |e| e.input);
+    let input =
+        batchling_core::tokens::estimate(endpoint, &with_model, max_out).map_or(0, |e| e.input);
     let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
     (200, answer::render(endpoint, body, &plan, input, hash).body)
 }
@@ -728,7 +875,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_bad_line() {
-        let file = b"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{}}\n\nnot json\n";
+        let file =
+            b"{\"custom_id\":\"a\",\"url\":\"/v1/chat/completions\",\"body\":{}}\n\nnot json\n";
         let e = validate_file(file, "/v1/chat/completions").unwrap();
         assert_eq!(e["line"], 3);
         assert_eq!(e["code"], "invalid_json_line");

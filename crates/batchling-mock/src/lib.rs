@@ -84,10 +84,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use batches::{BatchBehavior, BatchEnd, BatchStats, MARKER_BATCH_INVALID};
 pub use batchling_core::duration::{
     format_duration as format_go_duration, parse_duration as parse_go_duration,
 };
-pub use batches::{BatchBehavior, BatchEnd, BatchStats, MARKER_BATCH_INVALID};
 pub use config::{Faults, LimitWindow, MockConfig};
 pub use server::{
     CUSTOM_ID_HEADER, MARKER_FAIL_400, MARKER_FAIL_500_ALWAYS, MARKER_NO_JSON, NO_JSON_BODY,

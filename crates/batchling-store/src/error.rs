@@ -64,7 +64,9 @@ pub enum StoreError {
     },
     /// A part of a submit job was asked to move from a state it is not in
     /// (a bug, or two processes on one journal).
-    #[error("part {part} of the journal cannot become {to} from {from}; this is a bug in batchling, please report it")]
+    #[error(
+        "part {part} of the journal cannot become {to} from {from}; this is a bug in batchling, please report it"
+    )]
     PartTransition {
         /// The part number.
         part: u64,

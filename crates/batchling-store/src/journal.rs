@@ -284,8 +284,10 @@ impl Journal {
     ) -> Result<(), StoreError> {
         if restart {
             self.conn
-                .execute_batch("DELETE FROM requests; DELETE FROM lines; DELETE FROM meta;
-                 DELETE FROM part_requests; DELETE FROM parts;")
+                .execute_batch(
+                    "DELETE FROM requests; DELETE FROM lines; DELETE FROM meta;
+                 DELETE FROM part_requests; DELETE FROM parts;",
+                )
                 .map_err(|e| self.write_err(e))?;
             self.next_finished = 0;
         }
@@ -565,8 +567,8 @@ pub(crate) fn insert_records(
     records: &[Record],
     next_finished: &mut i64,
 ) -> Result<(), rusqlite::Error> {
-        {
-            let mut request = tx
+    {
+        let mut request = tx
                 .prepare_cached(
                     "INSERT INTO requests (seq, line_no, custom_id, state, attempts, status_code,
                         error_code, error_message, input_tokens, cached_tokens, output_tokens,
@@ -582,38 +584,34 @@ pub(crate) fn insert_records(
                      WHERE requests.state <> 'done'",
                 )
                 ?;
-            let mut line = tx
-                .prepare_cached(
-                    "INSERT INTO lines (seq, line) VALUES (?1, ?2)
+        let mut line = tx.prepare_cached(
+            "INSERT INTO lines (seq, line) VALUES (?1, ?2)
                      ON CONFLICT (seq) DO UPDATE SET line = excluded.line",
-                )
-                ?;
-            for r in records {
-                let changed = request
-                    .execute(params![
-                        r.seq as i64,
-                        r.line_no as i64,
-                        r.custom_id,
-                        r.state.as_str(),
-                        r.attempts,
-                        r.status_code,
-                        r.error_code,
-                        r.error_message,
-                        r.usage.input as i64,
-                        r.usage.cached_input as i64,
-                        r.usage.output as i64,
-                        r.latency_ms,
-                        *next_finished,
-                        r.cost_usd,
-                    ])
-                    ?;
-                // Zero rows changed: the request was already done (the
-                // guard), so its line stays as it was.
-                if changed > 0 {
-                    line.execute(params![r.seq as i64, r.line])?;
-                }
-                *next_finished += 1;
+        )?;
+        for r in records {
+            let changed = request.execute(params![
+                r.seq as i64,
+                r.line_no as i64,
+                r.custom_id,
+                r.state.as_str(),
+                r.attempts,
+                r.status_code,
+                r.error_code,
+                r.error_message,
+                r.usage.input as i64,
+                r.usage.cached_input as i64,
+                r.usage.output as i64,
+                r.latency_ms,
+                *next_finished,
+                r.cost_usd,
+            ])?;
+            // Zero rows changed: the request was already done (the
+            // guard), so its line stays as it was.
+            if changed > 0 {
+                line.execute(params![r.seq as i64, r.line])?;
             }
+            *next_finished += 1;
         }
+    }
     Ok(())
 }

@@ -163,7 +163,7 @@ impl Journal {
         let tx = self.conn.transaction().map_err(werr)?;
         let mut numbers = Vec::with_capacity(plans.len());
         {
-            let mut next: i64 = tx
+            let first: i64 = tx
                 .query_row("SELECT coalesce(max(part), 0) + 1 FROM parts", [], |r| {
                     r.get(0)
                 })
@@ -190,7 +190,7 @@ impl Journal {
                      AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.seq = ?1)",
                 )
                 .map_err(werr)?;
-            for p in plans {
+            for (next, p) in (first..).zip(plans) {
                 part.execute(params![
                     next,
                     p.round,
@@ -217,7 +217,6 @@ impl Journal {
                     }
                 }
                 numbers.push(next as u64);
-                next += 1;
             }
         }
         tx.commit().map_err(werr)?;
@@ -348,9 +347,11 @@ impl Journal {
         }
         let found: Option<String> = self
             .conn
-            .query_row("SELECT state FROM parts WHERE part = ?1", [part as i64], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT state FROM parts WHERE part = ?1",
+                [part as i64],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.write_err(e))?;
         Err(StoreError::PartTransition {
@@ -377,7 +378,12 @@ impl Journal {
     }
 
     /// creating → submitted: the batch id is known.
-    pub fn part_submitted(&self, part: u64, batch_id: &str, status: &str) -> Result<(), StoreError> {
+    pub fn part_submitted(
+        &self,
+        part: u64,
+        batch_id: &str,
+        status: &str,
+    ) -> Result<(), StoreError> {
         self.transition(
             part,
             &[PartState::Creating],
@@ -394,7 +400,12 @@ impl Journal {
             &[PartState::Submitted],
             PartState::Submitted,
             "batch_status = ?1, total = ?2, completed = ?3, failed = ?4",
-            &[&status, &(c.total as i64), &(c.completed as i64), &(c.failed as i64)],
+            &[
+                &status,
+                &(c.total as i64),
+                &(c.completed as i64),
+                &(c.failed as i64),
+            ],
         )
     }
 
@@ -500,7 +511,9 @@ mod tests {
     fn parts_move_only_forward_through_their_states() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j"), false).unwrap();
-        let n = j.add_parts(&[plan(&[(0, "a"), (1, "b")]), plan(&[(2, "c")])], false).unwrap();
+        let n = j
+            .add_parts(&[plan(&[(0, "a"), (1, "b")]), plan(&[(2, "c")])], false)
+            .unwrap();
         assert_eq!(n, vec![1, 2]);
         assert_eq!(j.part_requests(1).unwrap()[1].custom_id, "b");
         assert!(matches!(
@@ -511,9 +524,15 @@ mod tests {
         j.part_creating(1).unwrap();
         j.part_submitted(1, "batch_1", "validating").unwrap();
         assert!(j.part_submitted(1, "batch_2", "validating").is_err());
-        j.part_progress(1, "in_progress", Counts::default()).unwrap();
-        let c = Counts { total: 2, completed: 2, failed: 0 };
-        j.part_finished(1, "completed", c, Some("file-o"), None, None).unwrap();
+        j.part_progress(1, "in_progress", Counts::default())
+            .unwrap();
+        let c = Counts {
+            total: 2,
+            completed: 2,
+            failed: 0,
+        };
+        j.part_finished(1, "completed", c, Some("file-o"), None, None)
+            .unwrap();
         j.part_collected(1, &[], Some(0.5)).unwrap();
         assert!(j.part_collected(1, &[], None).is_err());
         let parts = j.parts().unwrap();

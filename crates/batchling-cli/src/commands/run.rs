@@ -78,7 +78,10 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
 /// when asked for (it lives as long as the returned server).
 pub(crate) async fn start_upstream(
     upstream: Upstream,
-) -> Result<(batchling_providers::openai::ClientConfig, Option<MockServer>)> {
+) -> Result<(
+    batchling_providers::openai::ClientConfig,
+    Option<MockServer>,
+)> {
     Ok(match upstream {
         Upstream::Remote(c) => (c, None),
         Upstream::Mock {

@@ -81,14 +81,18 @@ fn print_summary(s: &SubmitSummary, job: &batchling_engine::submit::SubmitJob) {
         eprintln!("  online     {} request(s) sent online", s.online_requests);
     }
     if let Some(c) = s.cost_usd {
-        eprintln!("  cost       ${c:.4} (batch prices for batch answers, online prices for online ones)");
+        eprintln!(
+            "  cost       ${c:.4} (batch prices for batch answers, online prices for online ones)"
+        );
     }
     eprintln!("  elapsed    {:.1}s", s.elapsed_s);
     eprintln!("  output     {}", job.output.display());
     eprintln!("  errors     {}", job.errors.display());
     eprintln!("  journal    {}", job.state.display());
     if s.stopped == Some(SubmitStop::Interrupted) {
-        eprintln!("  batches keep running on the server: run the same command again to collect them");
+        eprintln!(
+            "  batches keep running on the server: run the same command again to collect them"
+        );
     }
 }
 

@@ -92,7 +92,11 @@ fn parts_split_at_the_count_limit_and_by_model_and_merge_every_id_once() {
     o.assert_code(0);
     assert!(o.err_lines().is_empty(), "{}", o.err_text());
     assert_each_once(&o.out_lines(), &ids);
-    for l in o.out_lines().iter().filter(|l| l["custom_id"].as_str().unwrap().starts_with("mini")) {
+    for l in o
+        .out_lines()
+        .iter()
+        .filter(|l| l["custom_id"].as_str().unwrap().starts_with("mini"))
+    {
         assert_chat_echo(l, &format!("question {}", l["custom_id"].as_str().unwrap()));
     }
     // 7 → 3+3+1, 3 → 3, 1 embedding: five parts, one model and one
@@ -101,7 +105,12 @@ fn parts_split_at_the_count_limit_and_by_model_and_merge_every_id_once() {
     let parts = s["parts"].as_array().expect("parts in status");
     let mut shape: Vec<(String, u64)> = parts
         .iter()
-        .map(|p| (p["model"].as_str().unwrap().to_owned(), p["requests"].as_u64().unwrap()))
+        .map(|p| {
+            (
+                p["model"].as_str().unwrap().to_owned(),
+                p["requests"].as_u64().unwrap(),
+            )
+        })
         .collect();
     shape.sort();
     assert_eq!(
@@ -114,7 +123,11 @@ fn parts_split_at_the_count_limit_and_by_model_and_merge_every_id_once() {
             ("text-embedding-3-small".into(), 1),
         ]
     );
-    assert!(parts.iter().all(|p| p["state"] == "collected" && p["batch_status"] == "completed"));
+    assert!(
+        parts
+            .iter()
+            .all(|p| p["state"] == "collected" && p["batch_status"] == "completed")
+    );
     let embedding_batches = mock
         .batch_objects()
         .iter()
@@ -159,7 +172,11 @@ fn bad_input_is_refused_before_anything_is_uploaded() {
     let o = Run::submit(&input).against(&mock).run();
     o.assert_code(2);
     assert!(o.stderr.contains("in.jsonl:line 4"), "{}", o.stderr);
-    assert!(o.stderr.contains("line 5") && o.stderr.contains("duplicate"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("line 5") && o.stderr.contains("duplicate"),
+        "{}",
+        o.stderr
+    );
     assert!(o.stderr.contains("--skip-invalid"), "{}", o.stderr);
     assert_eq!(mock.batch_stats().files_uploaded, 0);
     assert_eq!(mock.batch_stats().batches_created, 0);
@@ -246,7 +263,11 @@ fn expired_batches_keep_what_finished_and_resubmit_sends_only_the_rest() {
     assert_eq!(ids(&o.out_lines()), vec!["exp-000", "exp-001"]);
     let errs = o.err_lines();
     assert_eq!(errs.len(), 3);
-    assert!(errs.iter().all(|e| e["error"]["code"] == "batch_expired"), "{}", o.err_text());
+    assert!(
+        errs.iter().all(|e| e["error"]["code"] == "batch_expired"),
+        "{}",
+        o.err_text()
+    );
     assert_each_once(&all_lines(&o), &want);
 
     mock.set_batch_behavior(behavior(BatchEnd::Complete, 0));
@@ -257,7 +278,11 @@ fn expired_batches_keep_what_finished_and_resubmit_sends_only_the_rest() {
     assert_echoes(&o);
     let newest = &mock.batch_objects()[0];
     assert_eq!(newest["request_counts"]["total"], 3, "{newest}");
-    assert_eq!(mock.batch_stats().lines_answered, 5, "an answer was paid twice");
+    assert_eq!(
+        mock.batch_stats().lines_answered,
+        5,
+        "an answer was paid twice"
+    );
 }
 
 #[test]
@@ -294,7 +319,11 @@ fn a_deadline_cancels_the_batches_and_finishes_online() {
     assert_echoes(&o);
     assert_eq!(mock.batch_stats().batches_cancelled, 1);
     assert_eq!(mock.batch_objects()[0]["status"], "cancelled");
-    assert_eq!(mock.batch_stats().lines_answered, 2, "kept the batch's answers");
+    assert_eq!(
+        mock.batch_stats().lines_answered,
+        2,
+        "kept the batch's answers"
+    );
     assert_eq!(mock.stats().ok, 3, "the rest went online");
     assert_eq!(o.summary()["cancelled_for_deadline"], 1);
 }
@@ -333,7 +362,13 @@ fn a_failed_batch_names_the_input_line() {
     assert!(msg.contains("input line 4 (v-bad)"), "{msg}");
     let s = status_json(&o.dir().join("out.jsonl.journal"));
     assert_eq!(s["parts"][0]["batch_status"], "failed");
-    assert!(s["parts"][0]["errors"].as_str().unwrap().contains("\"line\":3"), "{s}");
+    assert!(
+        s["parts"][0]["errors"]
+            .as_str()
+            .unwrap()
+            .contains("\"line\":3"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -346,7 +381,15 @@ fn cancel_keeps_what_the_batches_finished() {
     let run = running.kill();
     let state = run.state_path();
     let (code, out, err) = batchling(
-        &["cancel", state.to_str().unwrap(), "--base-url", &mock.base_url(), "--poll-interval", "5ms", "--quiet"],
+        &[
+            "cancel",
+            state.to_str().unwrap(),
+            "--base-url",
+            &mock.base_url(),
+            "--poll-interval",
+            "5ms",
+            "--quiet",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{err}");
@@ -358,7 +401,11 @@ fn cancel_keeps_what_the_batches_finished() {
         "error",
     );
     assert_eq!(out_lines.len(), 2);
-    assert!(err_lines.iter().all(|e| e["error"]["code"] == "batch_cancelled"));
+    assert!(
+        err_lines
+            .iter()
+            .all(|e| e["error"]["code"] == "batch_cancelled")
+    );
     let mut all = out_lines;
     all.extend(err_lines);
     assert_each_once(&all, &ids);
@@ -402,7 +449,9 @@ fn a_bad_key_is_a_clear_error_without_the_key() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         assert!(
-            !bytes.windows(API_KEY.len()).any(|w| w == API_KEY.as_bytes()),
+            !bytes
+                .windows(API_KEY.len())
+                .any(|w| w == API_KEY.as_bytes()),
             "the key is in {}",
             path.display()
         );
@@ -455,7 +504,10 @@ fn batch_answers_cost_batch_prices() {
     let p = prices.to_str().unwrap();
     let online = Run::new(&input).against(&mock).args(&["--prices", p]).run();
     online.assert_code(0);
-    let batch = Run::submit(&input).against(&mock).args(&["--prices", p]).run();
+    let batch = Run::submit(&input)
+        .against(&mock)
+        .args(&["--prices", p])
+        .run();
     batch.assert_code(0);
     let online_cost = online.summary()["cost_usd"].as_f64().unwrap();
     let batch_cost = batch.summary()["cost_usd"].as_f64().unwrap();
@@ -467,6 +519,11 @@ fn batch_answers_cost_batch_prices() {
     );
     let s = status_json(&batch.dir().join("out.jsonl.journal"));
     assert!((s["cost_usd"].as_f64().unwrap() - batch_cost).abs() < 1e-12);
-    let part_cost: f64 = s["parts"].as_array().unwrap().iter().map(|p| p["cost_usd"].as_f64().unwrap()).sum();
+    let part_cost: f64 = s["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cost_usd"].as_f64().unwrap())
+        .sum();
     assert!((part_cost - batch_cost).abs() < 1e-12);
 }

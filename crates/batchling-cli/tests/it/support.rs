@@ -205,7 +205,8 @@ impl Run {
     /// A `batchling submit` instead of `run` (same files and flags), polling
     /// every few milliseconds.
     pub(crate) fn submit(input: &str) -> Run {
-        let mut r = Run::new(input).args(&["--poll-interval", "5ms", "--max-poll-interval", "40ms"]);
+        let mut r =
+            Run::new(input).args(&["--poll-interval", "5ms", "--max-poll-interval", "40ms"]);
         r.command = "submit";
         r
     }

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
+use batchling_core::Usage;
 use batchling_core::output::{LineFailure, write_failure_line};
 use batchling_core::pricing::{Catalog, TokenCounts};
 use batchling_core::usage::{BodyRead, read_body};
-use batchling_core::Usage;
 use batchling_providers::openai::batches::{Batch, BatchStatus};
 use batchling_store::{FinalState, PartRequest, Record};
 use serde_json::Value;
@@ -34,10 +34,16 @@ pub(crate) fn failure_report(
     for e in batch.errors() {
         let what = format!(
             "{}{}",
-            e.code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default(),
+            e.code
+                .as_deref()
+                .map(|c| format!("{c}: "))
+                .unwrap_or_default(),
             e.message.as_deref().unwrap_or("no message")
         );
-        match e.line.and_then(|k| Some((k, reqs.get(usize::try_from(k).ok()?.checked_sub(1)?)?))) {
+        match e
+            .line
+            .and_then(|k| Some((k, reqs.get(usize::try_from(k).ok()?.checked_sub(1)?)?)))
+        {
             Some((k, r)) => {
                 let text = format!("input line {} ({}): {what}", r.line_no, r.custom_id);
                 per_line.insert(k, text.clone());
@@ -114,7 +120,10 @@ pub(crate) fn collect(
                 out.ignored += 1;
                 continue;
             };
-            let Some(i) = v["custom_id"].as_str().and_then(|id| index.get(id).copied()) else {
+            let Some(i) = v["custom_id"]
+                .as_str()
+                .and_then(|id| index.get(id).copied())
+            else {
                 out.ignored += 1;
                 continue;
             };
@@ -134,7 +143,10 @@ pub(crate) fn collect(
             } else {
                 Usage::default()
             };
-            let cost = price.as_ref().filter(|_| ok).map(|p| p.cost_batch(&TokenCounts::from(usage)));
+            let cost = price
+                .as_ref()
+                .filter(|_| ok)
+                .map(|p| p.cost_batch(&TokenCounts::from(usage)));
             if let (Some(total), Some(c)) = (out.cost_usd.as_mut(), cost) {
                 *total += c;
             }
@@ -148,7 +160,11 @@ pub(crate) fn collect(
                 seq: r.seq,
                 line_no: r.line_no,
                 custom_id: Some(r.custom_id.clone()),
-                state: if ok { FinalState::Done } else { FinalState::Failed },
+                state: if ok {
+                    FinalState::Done
+                } else {
+                    FinalState::Failed
+                },
                 attempts: 1,
                 status_code: status,
                 error_code: v["error"]["code"].as_str().map(str::to_owned),
@@ -181,16 +197,20 @@ pub(crate) fn collect(
         ),
         _ => (
             "missing_result",
-            format!("batch {} finished without a result for this request", batch.id),
+            format!(
+                "batch {} finished without a result for this request",
+                batch.id
+            ),
             HashMap::new(),
         ),
     };
     for (i, slot) in slots.iter_mut().enumerate() {
         if slot.is_none() {
             let r = &reqs[i];
-            let text = per_line
-                .get(&(i as u64 + 1))
-                .map_or_else(|| message.clone(), |t| format!("batch {} failed validation: {t}", batch.id));
+            let text = per_line.get(&(i as u64 + 1)).map_or_else(
+                || message.clone(),
+                |t| format!("batch {} failed validation: {t}", batch.id),
+            );
             let line_id = format!("batch_req_{}_{}", batch.id, i + 1);
             *slot = Some(failure_record(r, &line_id, code, text));
         }
@@ -230,10 +250,21 @@ mod tests {
 "#;
         let err = br#"{"id":"r4","custom_id":"a","response":{"status_code":400,"request_id":"x","body":{"error":{"message":"bad"}}},"error":null}
 "#;
-        let c = collect(1, &batch("completed", Value::Null), &reqs(), &[out, err], Some("gpt-4o-mini"), Some(&Catalog::builtin()));
+        let c = collect(
+            1,
+            &batch("completed", Value::Null),
+            &reqs(),
+            &[out, err],
+            Some("gpt-4o-mini"),
+            Some(&Catalog::builtin()),
+        );
         assert_eq!(c.records.len(), 3);
         assert_eq!(c.ignored, 2);
-        let by_id: HashMap<_, _> = c.records.iter().map(|r| (r.custom_id.clone().unwrap(), r)).collect();
+        let by_id: HashMap<_, _> = c
+            .records
+            .iter()
+            .map(|r| (r.custom_id.clone().unwrap(), r))
+            .collect();
         assert_eq!(by_id["b"].state, FinalState::Done);
         assert_eq!(by_id["a"].state, FinalState::Failed);
         assert_eq!(by_id["a"].error_message.as_deref(), Some("bad"));
@@ -252,11 +283,22 @@ mod tests {
             serde_json::json!({"object":"list","data":[{"code":"invalid_json_line","line":2,"message":"bad line"}]}),
         );
         let c = collect(4, &b, &reqs(), &[], None, None);
-        let r = c.records.iter().find(|r| r.custom_id.as_deref() == Some("b")).unwrap();
+        let r = c
+            .records
+            .iter()
+            .find(|r| r.custom_id.as_deref() == Some("b"))
+            .unwrap();
         let m = r.error_message.as_deref().unwrap();
         assert!(m.contains("input line 7 (b)"), "{m}");
         let (summary, _) = failure_report(4, &b, &reqs());
-        assert!(summary.contains("part 4") && summary.contains("input line 7"), "{summary}");
-        assert!(c.records.iter().all(|r| r.error_code.as_deref() == Some("batch_failed")));
+        assert!(
+            summary.contains("part 4") && summary.contains("input line 7"),
+            "{summary}"
+        );
+        assert!(
+            c.records
+                .iter()
+                .all(|r| r.error_code.as_deref() == Some("batch_failed"))
+        );
     }
 }

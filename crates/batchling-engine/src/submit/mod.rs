@@ -177,7 +177,9 @@ pub enum SubmitError {
         part: u64,
     },
     /// The server refused the key.
-    #[error("the server refused the API key ({source}); check the key (OPENAI_API_KEY or --api-key-env) and that it may use the Batch API. The journal is kept: rerun the same command")]
+    #[error(
+        "the server refused the API key ({source}); check the key (OPENAI_API_KEY or --api-key-env) and that it may use the Batch API. The journal is kept: rerun the same command"
+    )]
     Auth {
         /// What it said.
         source: BatchApiError,
@@ -287,12 +289,11 @@ impl Driver<'_> {
                 .collect::<Result<Vec<_>, _>>()?;
             let slices: Vec<&[_]> = reqs.iter().map(Vec::as_slice).collect();
             let input = &self.job.input;
-            let contents = plan::part_contents(input, &slices).map_err(|source| {
-                SubmitError::Input {
+            let contents =
+                plan::part_contents(input, &slices).map_err(|source| SubmitError::Input {
                     path: input.clone(),
                     source,
-                }
-            })?;
+                })?;
             for (p, content) in to_upload.iter().zip(contents) {
                 if shutdown.is_cancelled() {
                     return Ok(());
@@ -400,7 +401,8 @@ impl Driver<'_> {
             } else if p.batch_status.as_deref() != Some(b.status.as_str())
                 || p.counts != Some(counts)
             {
-                self.journal.part_progress(p.part, b.status.as_str(), counts)?;
+                self.journal
+                    .part_progress(p.part, b.status.as_str(), counts)?;
                 changed = true;
             }
         }
@@ -452,7 +454,8 @@ impl Driver<'_> {
                 .iter()
                 .filter(|r| r.state == FinalState::Done)
                 .count();
-            self.journal.part_collected(p.part, &c.records, c.cost_usd)?;
+            self.journal
+                .part_collected(p.part, &c.records, c.cost_usd)?;
             self.reporter.notice(&format!(
                 "part {}: batch {} {}: {done} answered, {} failed",
                 p.part,
@@ -691,9 +694,7 @@ pub async fn submit<P: Provider>(
         submit_id,
         started_unix,
     };
-    let deadline_at = job
-        .deadline
-        .map(|dl| started_unix + dl.as_secs());
+    let deadline_at = job.deadline.map(|dl| started_unix + dl.as_secs());
     let fallback_at = deadline_at.map(|at| at.saturating_sub(job.deadline_margin.as_secs()));
     let mut summary = SubmitSummary::default();
     let mut fallback = false;
@@ -763,7 +764,8 @@ pub async fn submit<P: Provider>(
         online_job.retry_failed = true;
         online_job.durable = job.durable;
         online_job.prices = job.prices.clone();
-        let run: RunSummary = crate::run(online_job, online, shutdown.clone(), reporter.clone()).await?;
+        let run: RunSummary =
+            crate::run(online_job, online, shutdown.clone(), reporter.clone()).await?;
         summary.online_requests = failed;
         if let Some(cause) = run.stopped {
             summary.stopped = Some(match cause {

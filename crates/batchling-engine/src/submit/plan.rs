@@ -116,7 +116,13 @@ pub(crate) fn plan(
                 && (current.len() >= limits.max_requests.max(1)
                     || bytes + item.bytes > limits.max_bytes)
             {
-                plans.push(new_plan(round, &endpoint, &model, std::mem::take(&mut current), bytes));
+                plans.push(new_plan(
+                    round,
+                    &endpoint,
+                    &model,
+                    std::mem::take(&mut current),
+                    bytes,
+                ));
                 bytes = 0;
             }
             bytes += item.bytes;
@@ -163,8 +169,7 @@ pub(crate) fn part_contents(path: &Path, parts: &[&[PartRequest]]) -> io::Result
             wanted.entry(r.line_no).or_default().push((p, k));
         }
     }
-    let mut lines: Vec<Vec<Option<Vec<u8>>>> =
-        parts.iter().map(|r| vec![None; r.len()]).collect();
+    let mut lines: Vec<Vec<Option<Vec<u8>>>> = parts.iter().map(|r| vec![None; r.len()]).collect();
     for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
         if let Some(slots) = wanted.get(&line_no)
             && let Ok(req) = batchling_core::request::parse_line(line_no, line)
@@ -232,7 +237,12 @@ mod tests {
             .collect();
         assert_eq!(
             sizes,
-            vec![(2, Some("m1")), (2, Some("m1")), (1, Some("m1")), (1, Some("m2"))]
+            vec![
+                (2, Some("m1")),
+                (2, Some("m1")),
+                (1, Some("m1")),
+                (1, Some("m2"))
+            ]
         );
         let one = batch_line("a0", "/v1/chat/completions", "{}").len() as u64;
         let limits = PartLimits {

@@ -251,7 +251,13 @@ impl BatchApiError {
 
     /// A 401 or 403: the key is wrong or lacks access.
     pub fn is_auth(&self) -> bool {
-        matches!(self, BatchApiError::Status { status: 401 | 403, .. })
+        matches!(
+            self,
+            BatchApiError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
     }
 
     /// The HTTP status, if the server answered.
@@ -503,9 +509,7 @@ impl BatchClient {
                 if b.metadata_str(key) == Some(value) {
                     return Ok(Some(b.clone()));
                 }
-                older |= b
-                    .created_at
-                    .is_some_and(|t| t + 60 < since_unix);
+                older |= b.created_at.is_some_and(|t| t + 60 < since_unix);
             }
             if !more || older {
                 return Ok(None);
@@ -533,7 +537,13 @@ mod tests {
         for s in ["failed", "completed", "expired", "cancelled"] {
             assert!(BatchStatus::parse(s).is_terminal(), "{s}");
         }
-        for s in ["validating", "in_progress", "finalizing", "cancelling", "new"] {
+        for s in [
+            "validating",
+            "in_progress",
+            "finalizing",
+            "cancelling",
+            "new",
+        ] {
             assert!(!BatchStatus::parse(s).is_terminal(), "{s}");
         }
         assert_eq!(BatchStatus::parse("in_progress").as_str(), "in_progress");
