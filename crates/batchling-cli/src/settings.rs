@@ -253,6 +253,11 @@ impl SubmitSettings {
         } else {
             Upstream::Remote(client)
         };
+        if a.input.as_os_str() == "-" {
+            bail!(
+                "submit needs a file (parts are rebuilt from it on resume), not - (stdin); save the input to a file"
+            );
+        }
         if a.max_requests_per_batch == 0 {
             bail!("--max-requests-per-batch must be at least 1");
         }

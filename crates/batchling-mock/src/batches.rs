@@ -133,6 +133,7 @@ pub(crate) struct BatchApi {
     fail_creates: AtomicU32,
     fail_status: AtomicU32,
     hang_creates: AtomicBool,
+    lose_creates: AtomicU32,
     required_key: Mutex<Option<String>>,
     files_uploaded: AtomicU64,
     batches_created: AtomicU64,
@@ -158,6 +159,7 @@ impl Default for BatchApi {
             fail_creates: AtomicU32::new(0),
             fail_status: AtomicU32::new(500),
             hang_creates: AtomicBool::new(false),
+            lose_creates: AtomicU32::new(0),
             required_key: Mutex::new(None),
             files_uploaded: AtomicU64::new(0),
             batches_created: AtomicU64::new(0),
@@ -192,6 +194,10 @@ impl BatchApi {
 
     pub(crate) fn set_hang_creates(&self, on: bool) {
         self.hang_creates.store(on, Relaxed);
+    }
+
+    pub(crate) fn lose_next_creates(&self, n: u32) {
+        self.lose_creates.store(n, Relaxed);
     }
 
     pub(crate) fn set_required_key(&self, key: Option<String>) {
@@ -575,6 +581,15 @@ async fn create(api: &BatchApi, body: &[u8]) -> Response<Body> {
         api.batches_created.fetch_add(1, Relaxed);
         object
     };
+    if take(&api.lose_creates) {
+        // Stored, but the answer says otherwise: a retry must find it.
+        return error(
+            502,
+            "Bad gateway (the batch was created all the same).",
+            None,
+            None,
+        );
+    }
     if api.hang_creates.load(Relaxed) {
         // The batch exists; the client never hears of it (it times out or
         // is killed): the crash window between create and journal write.

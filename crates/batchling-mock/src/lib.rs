@@ -266,6 +266,12 @@ impl MockServer {
         self.shared.batches.set_hang_creates(on);
     }
 
+    /// The next `n` batch creates store the batch, then answer 502: the
+    /// client sees a failure for a batch that exists.
+    pub fn lose_next_batch_creates(&self, n: u32) {
+        self.shared.batches.lose_next_creates(n);
+    }
+
     /// Require `Authorization: Bearer KEY` on the Files + Batches API; a
     /// wrong key gets a 401 that echoes it (as a careless server would).
     pub fn require_batch_api_key(&self, key: Option<&str>) {

@@ -214,7 +214,7 @@ fn a_crash_between_create_and_journal_write_leaves_no_duplicate_batch() {
         .iter()
         .map(|p| p["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, vec!["creating", "uploaded"], "{s}");
+    assert_eq!(states, vec!["creating", "planned"], "{s}");
 
     let o = run.run();
     o.assert_code(0);
@@ -526,4 +526,42 @@ fn batch_answers_cost_batch_prices() {
         .map(|p| p["cost_usd"].as_f64().unwrap())
         .sum();
     assert!((part_cost - batch_cost).abs() < 1e-12);
+}
+
+#[test]
+fn a_create_whose_answer_is_lost_is_found_not_repeated() {
+    let mock = Mock::plain();
+    mock.lose_next_batch_creates(1);
+    let (input, ids) = chat_file("lost", 4);
+    let o = Run::submit(&input).against(&mock).run();
+    o.assert_code(0);
+    assert_each_once(&o.out_lines(), &ids);
+    assert_echoes(&o);
+    assert_eq!(
+        mock.batch_stats().batches_created,
+        1,
+        "the retry created a second batch"
+    );
+    assert_eq!(mock.batch_stats().lines_answered, 4);
+}
+
+#[test]
+fn sigterm_while_polling_exits_130_and_the_same_command_finishes() {
+    let mock = Mock::plain();
+    mock.set_batch_behavior(behavior(BatchEnd::Hold, 0));
+    let (input, ids) = chat_file("term", 3);
+    let running = Run::submit(&input).against(&mock).spawn();
+    wait_for("the batch to be polled", || mock.batch_stats().polls >= 2);
+    running.terminate();
+    let o = running.wait();
+    o.assert_code(130);
+    assert_eq!(o.summary()["stopped"]["cause"], "interrupted");
+    let s = status_json(&o.dir().join("out.jsonl.journal"));
+    assert_eq!(s["parts"][0]["state"], "submitted", "{s}");
+    mock.set_batch_behavior(behavior(BatchEnd::Complete, 0));
+    let o = o.again().run();
+    o.assert_code(0);
+    assert_each_once(&o.out_lines(), &ids);
+    assert_eq!(mock.batch_stats().batches_created, 1);
+    assert_eq!(mock.batch_stats().files_uploaded, 1);
 }

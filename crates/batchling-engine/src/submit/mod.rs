@@ -275,80 +275,85 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
-    /// Upload and create every part that needs it.
+    /// Upload and create every part that needs it, one part after the
+    /// other (each batch starts as early as it can; one part's file is in
+    /// memory at a time).
     async fn launch(&mut self, shutdown: &CancellationToken) -> Result<(), SubmitError> {
-        let parts = self.journal.parts()?;
-        let to_upload: Vec<&Part> = parts
-            .iter()
-            .filter(|p| p.state == PartState::Planned)
-            .collect();
-        if !to_upload.is_empty() {
-            let reqs = to_upload
-                .iter()
-                .map(|p| self.journal.part_requests(p.part))
-                .collect::<Result<Vec<_>, _>>()?;
-            let slices: Vec<&[_]> = reqs.iter().map(Vec::as_slice).collect();
-            let input = &self.job.input;
-            let contents =
-                plan::part_contents(input, &slices).map_err(|source| SubmitError::Input {
-                    path: input.clone(),
-                    source,
-                })?;
-            for (p, content) in to_upload.iter().zip(contents) {
-                if shutdown.is_cancelled() {
-                    return Ok(());
-                }
-                if plan::content_hash(&content) != p.content_hash {
-                    return Err(SubmitError::PartChanged {
-                        path: input.clone(),
-                        part: p.part,
-                    });
-                }
-                let name = format!("batchling-{}-part-{}.jsonl", self.submit_id, p.part);
-                let content = bytes::Bytes::from(content);
-                let file = retrying(&self.job.api_retry, self.reporter, || {
-                    self.client.upload_file(&name, content.clone())
-                })
-                .await?;
-                self.journal.part_uploaded(p.part, &file.id)?;
-                self.reporter.notice(&format!(
-                    "part {}: uploaded {} requests ({} bytes) as {}",
-                    p.part, p.requests, p.bytes, file.id
-                ));
-            }
-        }
         for p in self.journal.parts()? {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
             match p.state {
+                PartState::Planned => {
+                    let file_id = self.upload(&p).await?;
+                    self.journal.part_creating(p.part)?;
+                    self.create(&p, &file_id, false).await?;
+                }
                 PartState::Uploaded => {
                     self.journal.part_creating(p.part)?;
-                    self.create(&p).await?;
+                    let file_id = p.file_id.clone().unwrap_or_default();
+                    self.create(&p, &file_id, false).await?;
                 }
-                PartState::Creating => self.create(&p).await?,
+                PartState::Creating => {
+                    let file_id = p.file_id.clone().unwrap_or_default();
+                    self.create(&p, &file_id, true).await?;
+                }
                 _ => {}
             }
         }
         Ok(())
     }
 
-    /// Find the part's batch by its metadata, or create it. Every retry
-    /// looks first: a create whose answer was lost may have worked.
-    async fn create(&mut self, p: &Part) -> Result<(), SubmitError> {
+    /// Rebuild a part's file from the input, check it against the plan,
+    /// upload it and journal its id.
+    async fn upload(&mut self, p: &Part) -> Result<String, SubmitError> {
+        let input = &self.job.input;
+        let reqs = self.journal.part_requests(p.part)?;
+        let content = plan::part_contents(input, &[&reqs])
+            .map_err(|source| SubmitError::Input {
+                path: input.clone(),
+                source,
+            })?
+            .pop()
+            .unwrap_or_default();
+        if plan::content_hash(&content) != p.content_hash {
+            return Err(SubmitError::PartChanged {
+                path: input.clone(),
+                part: p.part,
+            });
+        }
+        let name = format!("batchling-{}-part-{}.jsonl", self.submit_id, p.part);
+        let content = bytes::Bytes::from(content);
+        let file = retrying(&self.job.api_retry, self.reporter, || {
+            self.client.upload_file(&name, content.clone())
+        })
+        .await?;
+        self.journal.part_uploaded(p.part, &file.id)?;
+        self.reporter.notice(&format!(
+            "part {}: uploaded {} requests ({} bytes) as {}",
+            p.part, p.requests, p.bytes, file.id
+        ));
+        Ok(file.id)
+    }
+
+    /// Create the part's batch. When the part may already have one (it was
+    /// found in `creating`, or an attempt failed: a create whose answer was
+    /// lost may have worked), look it up by its metadata first.
+    async fn create(&mut self, p: &Part, file_id: &str, resumed: bool) -> Result<(), SubmitError> {
         let key = part_key(&self.submit_id, p.part);
-        let file_id = p.file_id.clone().unwrap_or_default();
         let meta = HashMap::from([(PART_METADATA_KEY.to_owned(), key.clone())]);
         let since = self.started_unix;
         let client = self.client;
+        let look_first = std::cell::Cell::new(resumed);
         let batch = retrying(&self.job.api_retry, self.reporter, || {
-            let (key, meta, file_id) = (key.clone(), meta.clone(), file_id.clone());
+            let (key, meta) = (key.clone(), meta.clone());
+            let look = look_first.replace(true);
             async move {
-                if let Some(b) = client.find_batch(PART_METADATA_KEY, &key, since).await? {
+                if look && let Some(b) = client.find_batch(PART_METADATA_KEY, &key, since).await? {
                     return Ok((b, true));
                 }
                 client
-                    .create_batch(&file_id, &p.endpoint, &meta)
+                    .create_batch(file_id, &p.endpoint, &meta)
                     .await
                     .map(|b| (b, false))
             }
