@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use batchling_engine::submit::{SubmitError, SubmitStop, SubmitSummary};
+use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
 use batchling_providers::openai::{BatchClient, OpenAiClient};
 use batchling_store::Journal;
 use tokio_util::sync::CancellationToken;
@@ -124,17 +124,15 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
     };
     let batches = BatchClient::new(&s.client)?;
     let reporter = progress::reporter(s.quiet);
-    let c = batchling_engine::submit::cancel(
-        &s.state,
-        &input,
-        &output,
-        &errors,
-        batches,
-        s.poll_interval,
-        Some(s.prices.clone()),
-        reporter.clone(),
-    )
-    .await?;
+    let job = CancelJob {
+        state: s.state.clone(),
+        input,
+        output: output.clone(),
+        errors: errors.clone(),
+        poll_interval: s.poll_interval,
+        prices: Some(s.prices.clone()),
+    };
+    let c = batchling_engine::submit::cancel(job, batches, reporter.clone()).await?;
     reporter.finish();
     out!(
         "cancelled {} batch(es); kept {} answer(s), {} failed or cancelled; wrote {} and {}",

@@ -31,7 +31,7 @@ mod collect;
 mod plan;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,7 +124,7 @@ pub struct SubmitSummary {
     pub invalid: u64,
     /// Not finished (interrupted).
     pub not_done: u64,
-    /// Parts, by batch status.
+    /// Parts (batches) in the journal, all rounds.
     pub parts: u64,
     /// Parts cancelled because of the deadline.
     pub cancelled_for_deadline: u64,
@@ -812,19 +812,39 @@ pub struct CancelSummary {
     pub failed: u64,
 }
 
+/// What `cancel` works on: a submit journal and the files its submit used.
+#[derive(Debug, Clone)]
+pub struct CancelJob {
+    /// The journal.
+    pub state: PathBuf,
+    /// The submit's input.
+    pub input: PathBuf,
+    /// Its output file.
+    pub output: PathBuf,
+    /// Its error file.
+    pub errors: PathBuf,
+    /// Wait between polls while batches are cancelling.
+    pub poll_interval: Duration,
+    /// Prices, for the cost of what the batches finished.
+    pub prices: Option<Arc<Catalog>>,
+}
+
 /// Cancel every live part of a submit journal, wait until each is
 /// cancelled, collect what they finished and write the output files.
-#[allow(clippy::too_many_arguments)]
 pub async fn cancel(
-    state: &Path,
-    input: &Path,
-    output: &Path,
-    errors: &Path,
+    cancel: CancelJob,
     client: BatchClient,
-    poll_interval: Duration,
-    prices: Option<Arc<Catalog>>,
     reporter: Arc<dyn Reporter>,
 ) -> Result<CancelSummary, SubmitError> {
+    let CancelJob {
+        state,
+        input,
+        output,
+        errors,
+        poll_interval,
+        prices,
+    } = cancel;
+    let (state, input, output, errors) = (&state, &input, &output, &errors);
     let journal = Journal::open(state, true)?;
     let submit_id = submit_id(&journal)?;
     let started_unix = journal.meta()?.created_at.unwrap_or_else(unix_now);
