@@ -150,8 +150,10 @@ pub(crate) fn collect(
             if let (Some(total), Some(c)) = (out.cost_usd.as_mut(), cost) {
                 *total += c;
             }
+            // OpenAI's `error` is {code, message}; vLLM's may be a plain string.
             let message = v["error"]["message"]
                 .as_str()
+                .or_else(|| v["error"].as_str())
                 .or_else(|| body["error"]["message"].as_str())
                 .map(str::to_owned);
             let mut line = raw.to_vec();

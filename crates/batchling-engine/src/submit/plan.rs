@@ -72,6 +72,7 @@ pub(crate) fn plan(
     struct Item {
         req: PartRequest,
         bytes: u64,
+        units: usize,
     }
     // BTreeMap: parts come out in a stable order (by endpoint, then model).
     let mut groups: BTreeMap<(String, Option<String>), Vec<Item>> = BTreeMap::new();
@@ -85,6 +86,7 @@ pub(crate) fn plan(
             Ok(req) if wanted(seq) => {
                 let url = req.endpoint.path();
                 let bytes = batch_line(&req.custom_id, url, &req.body).len() as u64;
+                let units = count_units(&req);
                 if bytes > limits.max_bytes {
                     too_large.push(TooLarge { line_no, bytes });
                 } else {
@@ -98,6 +100,7 @@ pub(crate) fn plan(
                                 custom_id: req.custom_id,
                             },
                             bytes,
+                            units,
                         });
                 }
             }
@@ -110,10 +113,10 @@ pub(crate) fn plan(
     let mut plans = Vec::new();
     for ((endpoint, model), items) in groups {
         let mut current: Vec<PartRequest> = Vec::new();
-        let mut bytes = 0u64;
+        let (mut bytes, mut units) = (0u64, 0usize);
         for item in items {
             if !current.is_empty()
-                && (current.len() >= limits.max_requests.max(1)
+                && (units + item.units > limits.max_requests.max(1)
                     || bytes + item.bytes > limits.max_bytes)
             {
                 plans.push(new_plan(
@@ -123,9 +126,10 @@ pub(crate) fn plan(
                     std::mem::take(&mut current),
                     bytes,
                 ));
-                bytes = 0;
+                (bytes, units) = (0, 0);
             }
             bytes += item.bytes;
+            units += item.units;
             current.push(item.req);
         }
         if !current.is_empty() {
@@ -133,6 +137,22 @@ pub(crate) fn plan(
         }
     }
     Ok((scan, plans, too_large))
+}
+
+/// What a request counts against the per-batch request limit: 1, except
+/// for embeddings, where OpenAI caps the *inputs* of a batch at the same
+/// 50,000 (provider-apis.md §1.3): an array of texts (or of token arrays)
+/// counts its length.
+fn count_units(req: &batchling_core::RequestLine) -> usize {
+    if req.endpoint != batchling_core::Endpoint::Embeddings {
+        return 1;
+    }
+    match req.body_value().ok().as_ref().map(|b| &b["input"]) {
+        Some(serde_json::Value::Array(a)) if !a.first().is_some_and(|x| x.is_number()) => {
+            a.len().max(1)
+        }
+        _ => 1,
+    }
 }
 
 fn new_plan(
@@ -255,5 +275,30 @@ mod tests {
         hash_plans(f.path(), &mut plans).unwrap();
         assert!(plans.iter().all(|p| p.bytes <= 400));
         assert_eq!(plans.iter().map(|p| p.requests.len()).sum::<usize>(), 5);
+    }
+
+    #[test]
+    fn embedding_inputs_count_against_the_request_limit() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let emb = |id: &str, input: &str| {
+            format!(
+                r#"{{"custom_id":"{id}","method":"POST","url":"/v1/embeddings","body":{{"model":"e","input":{input}}}}}"#
+            )
+        };
+        writeln!(f, "{}", emb("a", r#"["x","y","z"]"#)).unwrap();
+        writeln!(f, "{}", emb("b", r#"[1,2,3]"#)).unwrap();
+        writeln!(f, "{}", emb("c", r#""one""#)).unwrap();
+        writeln!(f, "{}", emb("d", r#"["p","q"]"#)).unwrap();
+        let limits = PartLimits {
+            max_requests: 5,
+            max_bytes: 1 << 20,
+        };
+        let (_, plans, _) = plan(f.path(), limits, 0, |_| true).unwrap();
+        let ids: Vec<Vec<&str>> = plans
+            .iter()
+            .map(|p| p.requests.iter().map(|r| r.custom_id.as_str()).collect())
+            .collect();
+        // 3 + 1 + 1 inputs fill the first part; 2 more start the second.
+        assert_eq!(ids, vec![vec!["a", "b", "c"], vec!["d"]]);
     }
 }
