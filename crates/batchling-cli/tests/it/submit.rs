@@ -308,10 +308,11 @@ fn a_deadline_cancels_the_batches_and_finishes_online() {
     let mock = Mock::plain();
     mock.set_batch_behavior(behavior(BatchEnd::Hold, 2));
     let (input, ids) = chat_file("dl", 5);
-    // A margin as long as the deadline: the fallback is due at once.
+    // The fallback is due two seconds after the start: the batch is
+    // created (and held), then cancelled.
     let o = Run::submit(&input)
         .against(&mock)
-        .args(&["--deadline", "1h", "--deadline-margin", "1h"])
+        .args(&["--deadline", "3s", "--deadline-margin", "1s"])
         .run();
     o.assert_code(0);
     assert!(o.err_lines().is_empty(), "{}", o.err_text());
@@ -326,6 +327,22 @@ fn a_deadline_cancels_the_batches_and_finishes_online() {
     );
     assert_eq!(mock.stats().ok, 3, "the rest went online");
     assert_eq!(o.summary()["cancelled_for_deadline"], 1);
+}
+
+#[test]
+fn a_deadline_with_no_time_for_a_batch_goes_online_at_once() {
+    let mock = Mock::plain();
+    let (input, ids) = chat_file("now", 4);
+    let o = Run::submit(&input)
+        .against(&mock)
+        .args(&["--deadline", "1h", "--deadline-margin", "2h"])
+        .run();
+    o.assert_code(0);
+    assert_each_once(&o.out_lines(), &ids);
+    assert_echoes(&o);
+    assert_eq!(mock.batch_stats().files_uploaded, 0, "nothing for a batch");
+    assert_eq!(mock.stats().ok, 4);
+    assert_eq!(o.summary()["online_requests"], 4);
 }
 
 #[test]

@@ -584,8 +584,10 @@ fn settings_json(job: &SubmitJob) -> String {
     .to_string()
 }
 
-/// Open the journal and plan what is pending into parts.
-fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64), SubmitError> {
+/// Open the journal and plan what is pending into parts. Returns the
+/// journal, its start time, and whether the deadline leaves no time for a
+/// batch at all (then nothing new is planned: it all goes online).
+fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64, bool), SubmitError> {
     let input_err = |source| SubmitError::Input {
         path: job.input.clone(),
         source,
@@ -622,7 +624,11 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64), S
         .map(|p| p.round + 1)
         .max()
         .unwrap_or(0);
-    let wanted = |seq: u64| !live.contains(&seq) && (!is_finished(seq) || retry.contains(&seq));
+    let no_time = job.deadline.is_some_and(|d| {
+        started + d.as_secs().saturating_sub(job.deadline_margin.as_secs()) <= unix_now()
+    });
+    let wanted =
+        |seq: u64| !no_time && !live.contains(&seq) && (!is_finished(seq) || retry.contains(&seq));
     let (scan, mut plans, too_large) =
         plan::plan(&job.input, job.limits, round, wanted).map_err(input_err)?;
     journal.set_total(scan.total)?;
@@ -676,7 +682,7 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64), S
             }
         ));
     }
-    Ok((journal, started))
+    Ok((journal, started, no_time))
 }
 
 /// Run a submit job to the end: every part collected and the output files
@@ -689,7 +695,7 @@ pub async fn submit<P: Provider>(
     reporter: Arc<dyn Reporter>,
 ) -> Result<SubmitSummary, SubmitError> {
     let started = tokio::time::Instant::now();
-    let (journal, started_unix) = prepare(&job, reporter.as_ref())?;
+    let (journal, started_unix, no_time) = prepare(&job, reporter.as_ref())?;
     let submit_id = submit_id(&journal)?;
     let mut d = Driver {
         job: &job,
@@ -702,7 +708,13 @@ pub async fn submit<P: Provider>(
     let deadline_at = job.deadline.map(|dl| started_unix + dl.as_secs());
     let fallback_at = deadline_at.map(|at| at.saturating_sub(job.deadline_margin.as_secs()));
     let mut summary = SubmitSummary::default();
-    let mut fallback = false;
+    let mut fallback = no_time;
+    if no_time {
+        reporter.notice(
+            "the deadline leaves no time for a batch (--deadline-margin is at least what is left): \
+             sending what is pending online",
+        );
+    }
 
     d.launch(&shutdown).await?;
     let mut wait = job.poll_interval;
@@ -750,14 +762,18 @@ pub async fn submit<P: Provider>(
     }
 
     let journal = d.journal;
+    let counts = journal.counts()?;
+    let pending = journal.meta()?.total.map_or(0, |t| {
+        t.saturating_sub(counts.done + counts.failed + counts.invalid)
+    });
     let go_online = summary.stopped.is_none()
         && (job.finish_online || fallback)
-        && (journal.counts()?.failed > 0);
+        && (counts.failed > 0 || pending > 0);
     if go_online {
-        let failed = journal.counts()?.failed;
+        let failed = counts.failed + pending;
         drop(journal);
         reporter.notice(&format!(
-            "sending {failed} request(s) that did not succeed in a batch through the online API"
+            "sending {failed} request(s) through the online API (failed in a batch, or left for online)"
         ));
         let mut online_job = job.online.clone();
         online_job.input = crate::Input::File(job.input.clone());
