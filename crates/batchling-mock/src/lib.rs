@@ -21,7 +21,8 @@
 //!
 //! # What a request goes through
 //! 1. Routing: `POST /v1/{chat/completions,completions,embeddings,responses,moderations}`
-//!    (404/405 otherwise). `GET /_mock/stats` returns [`MockStats`] as JSON.
+//!    (404/405 otherwise); `/v1/files...` and `/v1/batches...` go to the fake Batch API
+//!    (`batches.rs`, see its docs) and skip the steps below. `GET /_mock/stats` returns [`MockStats`] as JSON.
 //! 2. The status override, when set, answers at once.
 //! 3. Validation, answered with 400 and OpenAI's error envelope: invalid
 //!    JSON, a missing `model`, a body containing `__fail_400__`, ...
@@ -214,7 +215,8 @@ impl MockServer {
     /// Make EVERY request (valid or not, before limits and latency) answer
     /// `status` with the JSON `body` and the extra `headers` (which replace
     /// the mock's own headers of the same name), until called with `None`.
-    /// Overridden requests consume no rate budget.
+    /// Overridden requests consume no rate budget. The Files + Batches API
+    /// is not overridden: steer it with the batch setters below.
     ///
     /// # Panics
     /// On a status outside 100..=999 or an invalid header name or value.
