@@ -22,7 +22,8 @@
 //! # What a request goes through
 //! 1. Routing: `POST /v1/{chat/completions,completions,embeddings,responses,moderations}`
 //!    (404/405 otherwise); `/v1/files...` and `/v1/batches...` go to the fake Batch API
-//!    (`batches.rs`, see its docs) and skip the steps below. `GET /_mock/stats` returns [`MockStats`] as JSON.
+//!    (`batches.rs`, see its docs) and skip the steps below. `GET /_mock/stats` returns
+//!    [`MockStats`] as JSON.
 //! 2. The status override, when set, answers at once.
 //! 3. Validation, answered with 400 and OpenAI's error envelope: invalid
 //!    JSON, a missing `model`, a body containing `__fail_400__`, ...

@@ -291,13 +291,19 @@ impl Journal {
     /// Sequence numbers in parts not yet collected (their requests are
     /// taken care of by a batch).
     pub fn seqs_in_live_parts(&self) -> Result<Vec<u64>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT pr.seq FROM part_requests pr JOIN parts p ON p.part = pr.part
-                 WHERE p.state <> 'collected'",
-            )
-            .map_err(|e| self.write_err(e))?;
+        self.part_seqs(
+            "SELECT pr.seq FROM part_requests pr JOIN parts p ON p.part = pr.part
+             WHERE p.state <> 'collected'",
+        )
+    }
+
+    /// Sequence numbers that were ever in a part.
+    pub fn seqs_in_any_part(&self) -> Result<Vec<u64>, StoreError> {
+        self.part_seqs("SELECT DISTINCT seq FROM part_requests")
+    }
+
+    fn part_seqs(&self, sql: &str) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.write_err(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, i64>(0).map(|s| s as u64))
             .map_err(|e| self.write_err(e))?;

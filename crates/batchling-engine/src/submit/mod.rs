@@ -608,6 +608,7 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64, bo
     let started: u64 = journal.meta()?.created_at.unwrap_or_else(unix_now);
     let finished = journal.finished_seqs()?;
     let live = plan::seq_set(journal.seqs_in_live_parts()?);
+    let ever = plan::seq_set(journal.seqs_in_any_part()?);
     let retry = if job.resubmit {
         plan::seq_set(journal.failed_seqs()?)
     } else {
@@ -627,8 +628,15 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64, bo
     let no_time = job.deadline.is_some_and(|d| {
         started + d.as_secs().saturating_sub(job.deadline_margin.as_secs()) <= unix_now()
     });
-    let wanted =
-        |seq: u64| !no_time && !live.contains(&seq) && (!is_finished(seq) || retry.contains(&seq));
+    // New work is what no batch ever had. A request a batch had that has no
+    // final state (its failure was forgotten by an online run that was then
+    // interrupted) goes to a batch again only with --resubmit.
+    let wanted = |seq: u64| {
+        let again = job.resubmit && ever.contains(&seq) && !is_finished(seq);
+        !no_time
+            && !live.contains(&seq)
+            && ((!is_finished(seq) && !ever.contains(&seq)) || retry.contains(&seq) || again)
+    };
     let (scan, mut plans, too_large) =
         plan::plan(&job.input, job.limits, round, wanted).map_err(input_err)?;
     journal.set_total(scan.total)?;

@@ -207,13 +207,34 @@ pub(crate) fn part_contents(path: &Path, parts: &[&[PartRequest]]) -> io::Result
         .collect())
 }
 
-/// Fill in each plan's hash and byte count from its file.
+/// Fill in each plan's hash and byte count from its file, in one pass over
+/// the input with a streaming hash per part (no part file is held: a
+/// part's lines come in input order).
 pub(crate) fn hash_plans(path: &Path, plans: &mut [PartPlan]) -> io::Result<()> {
-    let reqs: Vec<&[PartRequest]> = plans.iter().map(|p| p.requests.as_slice()).collect();
-    let contents = part_contents(path, &reqs)?;
-    for (p, c) in plans.iter_mut().zip(contents) {
-        p.bytes = c.len() as u64;
-        p.content_hash = content_hash(&c);
+    let mut owner: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        for r in &p.requests {
+            owner.insert(r.line_no, i);
+        }
+    }
+    let mut hashers: Vec<xxhash_rust::xxh3::Xxh3> = plans
+        .iter()
+        .map(|_| xxhash_rust::xxh3::Xxh3::new())
+        .collect();
+    let mut sizes = vec![0u64; plans.len()];
+    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
+        if let Some(&i) = owner.get(&line_no)
+            && let Ok(req) = batchling_core::request::parse_line(line_no, line)
+        {
+            let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);
+            hashers[i].update(&text);
+            sizes[i] += text.len() as u64;
+        }
+        true
+    })?;
+    for ((p, h), size) in plans.iter_mut().zip(hashers).zip(sizes) {
+        p.bytes = size;
+        p.content_hash = format!("{:032x}", h.digest128());
     }
     Ok(())
 }
@@ -274,6 +295,15 @@ mod tests {
         let mut plans = plans;
         hash_plans(f.path(), &mut plans).unwrap();
         assert!(plans.iter().all(|p| p.bytes <= 400));
+        // The streamed hash is the hash of the file an upload rebuilds.
+        for p in &plans {
+            let file = part_contents(f.path(), &[&p.requests])
+                .unwrap()
+                .pop()
+                .unwrap();
+            assert_eq!(p.content_hash, content_hash(&file));
+            assert_eq!(p.bytes, file.len() as u64);
+        }
         assert_eq!(plans.iter().map(|p| p.requests.len()).sum::<usize>(), 5);
     }
 
