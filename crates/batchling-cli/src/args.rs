@@ -19,6 +19,13 @@ pub(crate) enum Command {
     /// Send every request of an OpenAI batch-format JSONL file and write the
     /// answers in OpenAI's batch output format.
     Run(Box<RunArgs>),
+    /// Send a file through a provider's Batch API (Files + Batches) at batch
+    /// prices: split into parts, tracked in the journal, resumable, results
+    /// merged into the same output and error files as `run`.
+    Submit(Box<SubmitArgs>),
+    /// Cancel the live batches of a `submit` journal, keep what they
+    /// finished, and write the output and error files.
+    Cancel(CancelArgs),
     /// Show a journal's progress: counts by outcome, tokens, last errors,
     /// finished or resumable.
     Status(StatusArgs),
@@ -161,6 +168,162 @@ pub(crate) struct RunArgs {
     pub(crate) summary_json: Option<PathBuf>,
 
     /// No progress bar or status lines.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// Input JSONL file (one request per line).
+    pub(crate) input: PathBuf,
+
+    /// Output file for successful answers.
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+
+    /// Error file for failed and invalid requests [default: OUTPUT with
+    /// .errors before its extension].
+    #[arg(long)]
+    pub(crate) errors: Option<PathBuf>,
+
+    /// Submit the valid lines of a file that has bad ones, listing the bad
+    /// ones in the error file (by default such a file is refused and
+    /// nothing is uploaded).
+    #[arg(long)]
+    pub(crate) skip_invalid: bool,
+
+    /// API base URL including /v1, serving the Files and Batches API
+    /// [default: $OPENAI_BASE_URL, else https://api.openai.com/v1].
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+
+    /// Name of the environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
+    pub(crate) api_key_env: String,
+
+    /// Extra header sent with every request, as 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "'K: V'")]
+    pub(crate) headers: Vec<String>,
+
+    /// Per-call timeout in seconds (uploads and downloads included).
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub(crate) timeout: f64,
+
+    /// Most requests in one batch.
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    pub(crate) max_requests_per_batch: usize,
+
+    /// Most bytes in one batch input file.
+    #[arg(long, default_value_t = 200_000_000, value_name = "BYTES")]
+    pub(crate) max_batch_bytes: u64,
+
+    /// First wait between polls of the batches (grows ×1.5 while nothing
+    /// changes).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub(crate) poll_interval: String,
+
+    /// Longest wait between polls.
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub(crate) max_poll_interval: String,
+
+    /// Send requests that failed or expired in earlier batches again, as new
+    /// batches.
+    #[arg(long, conflicts_with = "finish_online")]
+    pub(crate) resubmit: bool,
+
+    /// Send requests that failed or expired in a batch through the online
+    /// API (as `batchling run` would), once the batches are done.
+    #[arg(long)]
+    pub(crate) finish_online: bool,
+
+    /// Have everything done this long after the job started (e.g. 6h): when
+    /// batches are not done by the deadline minus --deadline-margin, cancel
+    /// them and finish the rest online.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) deadline: Option<String>,
+
+    /// Time kept before --deadline for cancelling and finishing online.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub(crate) deadline_margin: String,
+
+    /// Requests-per-minute limit for requests sent online.
+    #[arg(long)]
+    pub(crate) rpm: Option<u64>,
+
+    /// Tokens-per-minute limit for requests sent online.
+    #[arg(long)]
+    pub(crate) tpm: Option<u64>,
+
+    /// Most online requests in flight at once.
+    #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
+    pub(crate) concurrency: usize,
+
+    /// Attempts per API call or online request, the first included.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) max_attempts: u32,
+
+    /// Order of output lines.
+    #[arg(long, value_enum, default_value_t = OrderArg::Input)]
+    pub(crate) order: OrderArg,
+
+    /// Use the built-in fake provider (it serves a fake Batch API too).
+    #[arg(long, conflicts_with = "base_url")]
+    pub(crate) mock: bool,
+
+    /// The journal [default: OUTPUT with .journal appended]. Running the same
+    /// command again reattaches to the batches it created.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) state: Option<PathBuf>,
+
+    /// Clear the journal and start over (batches already created are not
+    /// cancelled: use `batchling cancel` first).
+    #[arg(long)]
+    pub(crate) restart: bool,
+
+    /// Commit the journal without fsync.
+    #[arg(long)]
+    pub(crate) no_fsync: bool,
+
+    /// Extra or overriding prices (TOML, JSON or LiteLLM's JSON).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prices: Option<PathBuf>,
+
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) summary_json: Option<PathBuf>,
+
+    /// No progress or status lines.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CancelArgs {
+    /// The journal of a `batchling submit` (e.g. results.jsonl.journal).
+    pub(crate) state: PathBuf,
+
+    /// API base URL including /v1 [default: $OPENAI_BASE_URL, else
+    /// https://api.openai.com/v1].
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+
+    /// Name of the environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
+    pub(crate) api_key_env: String,
+
+    /// Extra header sent with every request, as 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "'K: V'")]
+    pub(crate) headers: Vec<String>,
+
+    /// Wait between polls while batches are cancelling.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub(crate) poll_interval: String,
+
+    /// Extra or overriding prices (TOML, JSON or LiteLLM's JSON).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prices: Option<PathBuf>,
+
+    /// No status lines.
     #[arg(short, long)]
     pub(crate) quiet: bool,
 }

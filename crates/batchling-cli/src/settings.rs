@@ -20,7 +20,9 @@ pub(crate) fn order(o: OrderArg) -> Order {
 use batchling_providers::ApiKey;
 use batchling_providers::openai::ClientConfig;
 
-use crate::args::{LogFormat, OrderArg, RunArgs, ServeArgs};
+use batchling_engine::submit::{PartLimits, SubmitJob};
+
+use crate::args::{CancelArgs, LogFormat, OrderArg, RunArgs, ServeArgs, SubmitArgs};
 use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
 
 /// Environment variables batchling reads (besides the one named by
@@ -181,6 +183,190 @@ impl RunSettings {
             strict: a.strict,
             quiet: a.quiet,
             summary_json: a.summary_json,
+        })
+    }
+}
+
+fn duration_flag(flag: &str, text: &str) -> Result<Duration> {
+    parse_duration(text).with_context(|| {
+        format!("{flag} {text:?}: expected a duration such as 10s, 90s, 30m or 6h")
+    })
+}
+
+/// Base URL and key from flags and environment: (config, key given,
+/// a base URL given by flag or environment).
+fn client_config(
+    base_url: Option<&str>,
+    api_key_env: &str,
+    headers: &[String],
+    timeout: f64,
+    getenv: &impl Fn(&str) -> Option<String>,
+) -> Result<(ClientConfig, bool, bool)> {
+    if !(timeout.is_finite() && timeout > 0.0) {
+        bail!("--timeout {timeout}: expected a positive number of seconds");
+    }
+    let headers = headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>>>()?;
+    let key = getenv(api_key_env)
+        .filter(|k| !k.trim().is_empty())
+        .map(ApiKey::new);
+    let env_base = getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty());
+    let has_base = base_url.is_some() || env_base.is_some();
+    let config = ClientConfig {
+        base_url: base_url
+            .map(str::to_owned)
+            .or(env_base)
+            .unwrap_or_else(|| OPENAI_DEFAULT_BASE.into()),
+        api_key: key.clone(),
+        headers,
+        timeout: Duration::from_secs_f64(timeout),
+        ..ClientConfig::default()
+    };
+    Ok((config, key.is_some(), has_base))
+}
+
+/// Everything `batchling submit` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct SubmitSettings {
+    pub(crate) job: SubmitJob,
+    pub(crate) upstream: Upstream,
+    pub(crate) quiet: bool,
+    pub(crate) summary_json: Option<PathBuf>,
+}
+
+impl SubmitSettings {
+    pub(crate) fn resolve(a: SubmitArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let (mut client, has_key, has_base) = client_config(
+            a.base_url.as_deref(),
+            &a.api_key_env,
+            &a.headers,
+            a.timeout,
+            &getenv,
+        )?;
+        client.pool_size = a.concurrency.max(1);
+        let upstream = if a.mock || (!has_key && !has_base) {
+            Upstream::Mock {
+                implicit: !a.mock,
+                client,
+            }
+        } else {
+            Upstream::Remote(client)
+        };
+        if a.input.as_os_str() == "-" {
+            bail!(
+                "submit needs a file (parts are rebuilt from it on resume), not - (stdin); save the input to a file"
+            );
+        }
+        if a.max_requests_per_batch == 0 {
+            bail!("--max-requests-per-batch must be at least 1");
+        }
+        if a.max_batch_bytes == 0 {
+            bail!("--max-batch-bytes must be at least 1");
+        }
+        if a.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        if a.max_attempts == 0 {
+            bail!("--max-attempts must be at least 1");
+        }
+        if a.rpm == Some(0) || a.tpm == Some(0) {
+            bail!("--rpm and --tpm must be positive (leave them out for no limit)");
+        }
+        let poll_interval = duration_flag("--poll-interval", &a.poll_interval)?;
+        let max_poll_interval =
+            duration_flag("--max-poll-interval", &a.max_poll_interval)?.max(poll_interval);
+        let deadline = a
+            .deadline
+            .as_deref()
+            .map(|d| duration_flag("--deadline", d))
+            .transpose()?;
+        let deadline_margin = duration_flag("--deadline-margin", &a.deadline_margin)?;
+        let errors = a
+            .errors
+            .clone()
+            .unwrap_or_else(|| default_errors_path(&a.output));
+        if errors == a.output {
+            bail!(
+                "--errors and --output name the same file {}",
+                a.output.display()
+            );
+        }
+        let state = a
+            .state
+            .clone()
+            .unwrap_or_else(|| batchling_engine::default_state_path(&a.output));
+        let prices = Some(Arc::new(catalog(a.prices.as_deref())?));
+        let retry = RetryPolicy {
+            max_attempts: a.max_attempts,
+            ..RetryPolicy::default()
+        };
+        let mut online = Job::new(Input::File(a.input.clone()), a.output.clone());
+        online.pacing = PacerConfig {
+            rpm: a.rpm,
+            tpm: a.tpm,
+            ..PacerConfig::default()
+        };
+        online.concurrency = a.concurrency;
+        online.retry = retry;
+        let job = SubmitJob {
+            input: a.input,
+            output: a.output,
+            errors,
+            state,
+            order: order(a.order),
+            restart: a.restart,
+            durable: !a.no_fsync,
+            limits: PartLimits {
+                max_requests: a.max_requests_per_batch,
+                max_bytes: a.max_batch_bytes,
+            },
+            skip_invalid: a.skip_invalid,
+            poll_interval,
+            max_poll_interval,
+            api_retry: retry,
+            resubmit: a.resubmit,
+            finish_online: a.finish_online,
+            deadline,
+            deadline_margin,
+            prices,
+            online,
+        };
+        Ok(SubmitSettings {
+            job,
+            upstream,
+            quiet: a.quiet,
+            summary_json: a.summary_json,
+        })
+    }
+}
+
+/// Everything `batchling cancel` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct CancelSettings {
+    pub(crate) state: PathBuf,
+    pub(crate) client: ClientConfig,
+    pub(crate) poll_interval: Duration,
+    pub(crate) prices: Arc<Catalog>,
+    pub(crate) quiet: bool,
+}
+
+impl CancelSettings {
+    pub(crate) fn resolve(a: CancelArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let (client, _, _) = client_config(
+            a.base_url.as_deref(),
+            &a.api_key_env,
+            &a.headers,
+            600.0,
+            &getenv,
+        )?;
+        Ok(CancelSettings {
+            state: a.state,
+            client,
+            poll_interval: duration_flag("--poll-interval", &a.poll_interval)?,
+            prices: Arc::new(catalog(a.prices.as_deref())?),
+            quiet: a.quiet,
         })
     }
 }

@@ -18,6 +18,8 @@
 //!   runs against the same upstream (`batchling serve`).
 //! - [`close_unfinished`]: end what a stopped run left (cancelled or
 //!   expired batches).
+//! - [`submit`]: `batchling submit`: a file through a Batch API (split,
+//!   upload, create, poll, collect), resumable from the same journal.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,6 +47,7 @@ pub mod pacer;
 mod reader;
 mod recorder;
 pub mod report;
+pub mod submit;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

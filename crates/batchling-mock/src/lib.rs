@@ -21,7 +21,9 @@
 //!
 //! # What a request goes through
 //! 1. Routing: `POST /v1/{chat/completions,completions,embeddings,responses,moderations}`
-//!    (404/405 otherwise). `GET /_mock/stats` returns [`MockStats`] as JSON.
+//!    (404/405 otherwise); `/v1/files...` and `/v1/batches...` go to the fake Batch API
+//!    (`batches.rs`, see its docs) and skip the steps below. `GET /_mock/stats` returns
+//!    [`MockStats`] as JSON.
 //! 2. The status override, when set, answers at once.
 //! 3. Validation, answered with 400 and OpenAI's error envelope: invalid
 //!    JSON, a missing `model`, a body containing `__fail_400__`, ...
@@ -46,6 +48,9 @@
 //!   ([`format_go_duration`], [`parse_go_duration`]).
 //! - `faults.rs`: the seeded per-request draw (fault, slow, jitter).
 //! - `answer.rs`: validation and the deterministic answer bodies.
+//! - `batches.rs`: a fake Files + Batches API (upload, create, poll,
+//!   cancel, list, download) that answers each batch line like the online
+//!   endpoints, steered by [`BatchBehavior`] and the setters below.
 //! - `server.rs`: accept loop, hyper connections, the request handler.
 //! - `stats.rs`: [`MockStats`] counters and the per-request-key table.
 //! - `examples/serve.rs`: the server as a standalone process;
@@ -60,6 +65,7 @@
 //! The hot path takes no lock across an await and logs nothing per request.
 
 pub mod answer;
+mod batches;
 mod config;
 mod faults;
 mod limits;
@@ -80,6 +86,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use batches::{BatchBehavior, BatchEnd, BatchStats, MARKER_BATCH_INVALID};
 pub use batchling_core::duration::{
     format_duration as format_go_duration, parse_duration as parse_go_duration,
 };
@@ -209,7 +216,8 @@ impl MockServer {
     /// Make EVERY request (valid or not, before limits and latency) answer
     /// `status` with the JSON `body` and the extra `headers` (which replace
     /// the mock's own headers of the same name), until called with `None`.
-    /// Overridden requests consume no rate budget.
+    /// Overridden requests consume no rate budget. The Files + Batches API
+    /// is not overridden: steer it with the batch setters below.
     ///
     /// # Panics
     /// On a status outside 100..=999 or an invalid header name or value.
@@ -240,6 +248,47 @@ impl MockServer {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = new;
         self.shared.override_on.store(on, Relaxed);
+    }
+
+    /// How batches of the Files + Batches API behave from now on (read at
+    /// each poll, so it also changes batches already running).
+    pub fn set_batch_behavior(&self, behavior: BatchBehavior) {
+        self.shared.batches.set_behavior(behavior);
+    }
+
+    /// Answer the next `uploads` file uploads and the next `creates` batch
+    /// creates with `status` (e.g. 500, or 429 with `retry-after-ms: 10`),
+    /// storing nothing.
+    pub fn fail_next_batch_calls(&self, uploads: u32, creates: u32, status: u16) {
+        self.shared.batches.fail_next(uploads, creates, status);
+    }
+
+    /// While on, a batch create stores the batch and then never answers: a
+    /// test kills the client in that window (created, not yet journaled).
+    pub fn set_hang_batch_creates(&self, on: bool) {
+        self.shared.batches.set_hang_creates(on);
+    }
+
+    /// The next `n` batch creates store the batch, then answer 502: the
+    /// client sees a failure for a batch that exists.
+    pub fn lose_next_batch_creates(&self, n: u32) {
+        self.shared.batches.lose_next_creates(n);
+    }
+
+    /// Require `Authorization: Bearer KEY` on the Files + Batches API; a
+    /// wrong key gets a 401 that echoes it (as a careless server would).
+    pub fn require_batch_api_key(&self, key: Option<&str>) {
+        self.shared.batches.set_required_key(key.map(str::to_owned));
+    }
+
+    /// Counters of the Files + Batches API.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.shared.batches.stats()
+    }
+
+    /// Every batch object, newest first.
+    pub fn batch_objects(&self) -> Vec<serde_json::Value> {
+        self.shared.batches.batches()
     }
 
     /// Stop accepting, let in-flight requests finish (up to

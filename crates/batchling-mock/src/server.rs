@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) limiter: Limiter,
     pub(crate) counters: Counters,
     pub(crate) keys: KeyTable,
+    /// The Files + Batches API.
+    pub(crate) batches: crate::batches::BatchApi,
     /// Arrival number of admitted requests (input of the fault draw).
     admitted_seq: AtomicU64,
     /// Counter behind `x-request-id`.
@@ -97,6 +99,7 @@ impl Shared {
             limiter: Limiter::new(start, config.window, config.rpm, config.tpm),
             counters: Counters::default(),
             keys: KeyTable::default(),
+            batches: crate::batches::BatchApi::default(),
             admitted_seq: AtomicU64::new(0),
             request_seq: AtomicU64::new(0),
             request_nonce: mix64(nonce),
@@ -198,6 +201,7 @@ async fn serve_connection(
 enum Route {
     Endpoint(Endpoint),
     Stats,
+    Batches,
     WrongMethod,
     NotFound,
 }
@@ -205,6 +209,9 @@ enum Route {
 fn route(method: &Method, path: &str) -> Route {
     if path == "/_mock/stats" {
         return Route::Stats;
+    }
+    if crate::batches::is_batch_path(path) {
+        return Route::Batches;
     }
     match path.parse::<Endpoint>() {
         Ok(e) if method == Method::POST => Route::Endpoint(e),
@@ -293,6 +300,14 @@ async fn handle(
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             return Ok(resp);
+        }
+        Route::Batches => {
+            let _guard = shared.counters.enter();
+            let limit = shared.config.max_body_bytes.max(256 << 20);
+            let body = axum::body::to_bytes(Body::new(incoming), limit)
+                .await
+                .unwrap_or_default();
+            return Ok(crate::batches::handle(&shared, parts, body).await);
         }
         other => {
             let _guard = shared.counters.enter();

@@ -62,4 +62,17 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A part of a submit job was asked to move from a state it is not in
+    /// (a bug, or two processes on one journal).
+    #[error(
+        "part {part} of the journal cannot become {to} from {from}; this is a bug in batchling, please report it"
+    )]
+    PartTransition {
+        /// The part number.
+        part: u64,
+        /// The state it is in.
+        from: String,
+        /// The state asked for.
+        to: &'static str,
+    },
 }

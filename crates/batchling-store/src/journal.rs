@@ -13,6 +13,7 @@ use crate::record::{FinalState, Record};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_journal.sql"),
     include_str!("../migrations/0002_cost.sql"),
+    include_str!("../migrations/0003_submit.sql"),
 ];
 
 /// What the journal knows about its job.
@@ -84,12 +85,12 @@ pub enum ExportOrder {
 
 /// An open, locked journal. See the crate docs.
 pub struct Journal {
-    conn: Connection,
-    path: PathBuf,
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
     /// Held open for its advisory lock (writers only): a second writing
     /// process is refused.
     _lock: File,
-    next_finished: i64,
+    pub(crate) next_finished: i64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -224,21 +225,21 @@ impl Journal {
         &self.path
     }
 
-    fn write_err(&self, source: rusqlite::Error) -> StoreError {
+    pub(crate) fn write_err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Write {
             path: self.path.clone(),
             source,
         }
     }
 
-    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(|e| self.write_err(e))
     }
 
-    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -283,7 +284,10 @@ impl Journal {
     ) -> Result<(), StoreError> {
         if restart {
             self.conn
-                .execute_batch("DELETE FROM requests; DELETE FROM lines; DELETE FROM meta;")
+                .execute_batch(
+                    "DELETE FROM requests; DELETE FROM lines; DELETE FROM meta;
+                 DELETE FROM part_requests; DELETE FROM parts;",
+                )
                 .map_err(|e| self.write_err(e))?;
             self.next_finished = 0;
         }
@@ -458,56 +462,7 @@ impl Journal {
             source,
         };
         let tx = self.conn.transaction().map_err(werr)?;
-        {
-            let mut request = tx
-                .prepare_cached(
-                    "INSERT INTO requests (seq, line_no, custom_id, state, attempts, status_code,
-                        error_code, error_message, input_tokens, cached_tokens, output_tokens,
-                        latency_ms, finished, cost_usd)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                     ON CONFLICT (seq) DO UPDATE SET
-                        state = excluded.state, attempts = requests.attempts + excluded.attempts,
-                        status_code = excluded.status_code, error_code = excluded.error_code,
-                        error_message = excluded.error_message, input_tokens = excluded.input_tokens,
-                        cached_tokens = excluded.cached_tokens, output_tokens = excluded.output_tokens,
-                        latency_ms = excluded.latency_ms, finished = excluded.finished,
-                        cost_usd = excluded.cost_usd
-                     WHERE requests.state <> 'done'",
-                )
-                .map_err(werr)?;
-            let mut line = tx
-                .prepare_cached(
-                    "INSERT INTO lines (seq, line) VALUES (?1, ?2)
-                     ON CONFLICT (seq) DO UPDATE SET line = excluded.line",
-                )
-                .map_err(werr)?;
-            for r in records {
-                let changed = request
-                    .execute(params![
-                        r.seq as i64,
-                        r.line_no as i64,
-                        r.custom_id,
-                        r.state.as_str(),
-                        r.attempts,
-                        r.status_code,
-                        r.error_code,
-                        r.error_message,
-                        r.usage.input as i64,
-                        r.usage.cached_input as i64,
-                        r.usage.output as i64,
-                        r.latency_ms,
-                        self.next_finished,
-                        r.cost_usd,
-                    ])
-                    .map_err(werr)?;
-                // Zero rows changed: the request was already done (the
-                // guard), so its line stays as it was.
-                if changed > 0 {
-                    line.execute(params![r.seq as i64, r.line]).map_err(werr)?;
-                }
-                self.next_finished += 1;
-            }
-        }
+        insert_records(&tx, records, &mut self.next_finished).map_err(werr)?;
         tx.commit().map_err(werr)
     }
 
@@ -603,4 +558,60 @@ impl Journal {
             last_errors,
         })
     }
+}
+
+/// Insert or update final-state rows inside a transaction (see
+/// [`Journal::commit`] for the guard).
+pub(crate) fn insert_records(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[Record],
+    next_finished: &mut i64,
+) -> Result<(), rusqlite::Error> {
+    {
+        let mut request = tx
+                .prepare_cached(
+                    "INSERT INTO requests (seq, line_no, custom_id, state, attempts, status_code,
+                        error_code, error_message, input_tokens, cached_tokens, output_tokens,
+                        latency_ms, finished, cost_usd)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (seq) DO UPDATE SET
+                        state = excluded.state, attempts = requests.attempts + excluded.attempts,
+                        status_code = excluded.status_code, error_code = excluded.error_code,
+                        error_message = excluded.error_message, input_tokens = excluded.input_tokens,
+                        cached_tokens = excluded.cached_tokens, output_tokens = excluded.output_tokens,
+                        latency_ms = excluded.latency_ms, finished = excluded.finished,
+                        cost_usd = excluded.cost_usd
+                     WHERE requests.state <> 'done'",
+                )
+                ?;
+        let mut line = tx.prepare_cached(
+            "INSERT INTO lines (seq, line) VALUES (?1, ?2)
+                     ON CONFLICT (seq) DO UPDATE SET line = excluded.line",
+        )?;
+        for r in records {
+            let changed = request.execute(params![
+                r.seq as i64,
+                r.line_no as i64,
+                r.custom_id,
+                r.state.as_str(),
+                r.attempts,
+                r.status_code,
+                r.error_code,
+                r.error_message,
+                r.usage.input as i64,
+                r.usage.cached_input as i64,
+                r.usage.output as i64,
+                r.latency_ms,
+                *next_finished,
+                r.cost_usd,
+            ])?;
+            // Zero rows changed: the request was already done (the
+            // guard), so its line stays as it was.
+            if changed > 0 {
+                line.execute(params![r.seq as i64, r.line])?;
+            }
+            *next_finished += 1;
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,8 @@
 //! - [`Record`]: one request's final state (done, failed or invalid) with
 //!   its output line.
 //! - [`Cache`]: the response cache across runs (`--cache`).
+//! - [`Part`]: a `batchling submit` part (one batch on a Batch API) and its
+//!   guarded state machine ([`PartState`]).
 //! - [`InputIdentity`]: size and content hash of the input file, so a
 //!   resume never mixes two different inputs.
 //!
@@ -29,10 +31,12 @@ mod cache;
 mod error;
 mod identity;
 mod journal;
+mod parts;
 mod record;
 
 pub use cache::{Cache, CachedAnswer, cache_key};
 pub use error::StoreError;
 pub use identity::InputIdentity;
 pub use journal::{ExportOrder, Journal, Meta, StateCounts, Status};
+pub use parts::{Counts, Part, PartPlan, PartRequest, PartState};
 pub use record::{FinalState, Record};

@@ -8,13 +8,14 @@ mod prices;
 mod run;
 mod serve;
 mod status;
+mod submit;
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
 use crate::args::{Cli, Command};
-use crate::settings::{RunSettings, ServeSettings};
+use crate::settings::{CancelSettings, RunSettings, ServeSettings, SubmitSettings};
 
 /// Exit codes, as documented in the README.
 pub(crate) mod exit {
@@ -40,6 +41,14 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => {
             let settings = RunSettings::resolve(*a, |k| std::env::var(k).ok())?;
             runtime()?.block_on(run::run(settings))
+        }
+        Command::Submit(a) => {
+            let settings = SubmitSettings::resolve(*a, |k| std::env::var(k).ok())?;
+            runtime()?.block_on(submit::submit(settings))
+        }
+        Command::Cancel(a) => {
+            let settings = CancelSettings::resolve(a, |k| std::env::var(k).ok())?;
+            runtime()?.block_on(submit::cancel(settings))
         }
         Command::Mock(a) => runtime()?.block_on(mock::mock(a)),
         Command::Serve(a) => {

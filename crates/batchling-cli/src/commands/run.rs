@@ -53,7 +53,36 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
         }
     }
 
-    let (client_config, _mock) = match s.upstream {
+    let (client_config, _mock) = start_upstream(s.upstream).await?;
+    let client = OpenAiClient::new(client_config)?;
+
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    ignore_file_size_signal();
+    let reporter = progress::reporter(s.quiet);
+    let summary =
+        batchling_engine::run(s.job.clone(), Arc::new(client), shutdown, reporter.clone()).await?;
+    reporter.finish();
+
+    if let Some(path) = &s.summary_json {
+        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !s.quiet {
+        progress::print_summary(&summary, &s.job.output, &s.job.errors, &s.job.state);
+    }
+    Ok(ExitCode::from(exit_code(&summary)))
+}
+
+/// The client settings for an upstream, starting the built-in fake provider
+/// when asked for (it lives as long as the returned server).
+pub(crate) async fn start_upstream(
+    upstream: Upstream,
+) -> Result<(
+    batchling_providers::openai::ClientConfig,
+    Option<MockServer>,
+)> {
+    Ok(match upstream {
         Upstream::Remote(c) => (c, None),
         Upstream::Mock {
             implicit,
@@ -74,25 +103,7 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
             client.base_url = server.base_url();
             (client, Some(server))
         }
-    };
-    let client = OpenAiClient::new(client_config)?;
-
-    let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
-    ignore_file_size_signal();
-    let reporter = progress::reporter(s.quiet);
-    let summary =
-        batchling_engine::run(s.job.clone(), Arc::new(client), shutdown, reporter.clone()).await?;
-    reporter.finish();
-
-    if let Some(path) = &s.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if !s.quiet {
-        progress::print_summary(&summary, &s.job.output, &s.job.errors, &s.job.state);
-    }
-    Ok(ExitCode::from(exit_code(&summary)))
+    })
 }
 
 fn exit_code(s: &RunSummary) -> u8 {
@@ -138,7 +149,7 @@ async fn interrupt(term: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// First Ctrl-C or SIGTERM: stop dispatching and drain. Second: exit now.
-fn spawn_signal_handler(shutdown: CancellationToken) {
+pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

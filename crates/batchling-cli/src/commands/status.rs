@@ -16,8 +16,13 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
     }
     let journal = Journal::open_read_only(&a.state)?;
     let s = journal.status()?;
+    let parts = journal.parts()?;
     if a.json {
-        out!("{}", serde_json::to_string_pretty(&s)?)?;
+        let mut v = serde_json::to_value(&s)?;
+        if !parts.is_empty() {
+            v["parts"] = serde_json::to_value(&parts)?;
+        }
+        out!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let total = s
@@ -52,6 +57,23 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
             "resumable: run the same command again to continue"
         }
     )?;
+    if !parts.is_empty() {
+        out!("parts     {} (batches on the server)", parts.len())?;
+        for p in &parts {
+            let counts = p.counts.map_or(String::new(), |c| {
+                format!(" {}/{} done, {} failed", c.completed, c.total, c.failed)
+            });
+            out!(
+                "  part {:<4} {:<10} {:<12} {:>7} requests  {}  {}{counts}",
+                p.part,
+                p.state.as_str(),
+                p.batch_status.as_deref().unwrap_or("-"),
+                p.requests,
+                p.model.as_deref().unwrap_or("-"),
+                p.batch_id.as_deref().unwrap_or("(no batch yet)"),
+            )?;
+        }
+    }
     if !s.last_errors.is_empty() {
         out!("last errors")?;
         for (line, id, msg) in &s.last_errors {

@@ -12,4 +12,5 @@ mod retries;
 mod serve;
 mod serve_client;
 mod stops;
+mod submit;
 mod support;

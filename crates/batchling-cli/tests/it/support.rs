@@ -172,6 +172,8 @@ pub(crate) fn assert_chat_echo(line: &Value, text: &str) {
 
 /// A `batchling run` about to happen, in a temp dir of its own.
 pub(crate) struct Run {
+    /// The subcommand: `run` or `submit`.
+    command: &'static str,
     dir: TempDir,
     input: OsString,
     args: Vec<OsString>,
@@ -189,6 +191,7 @@ impl Run {
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, input).unwrap();
         Run {
+            command: "run",
             input: path.into(),
             dir,
             args: Vec::new(),
@@ -197,6 +200,15 @@ impl Run {
             cwd: None,
             wrapper: Vec::new(),
         }
+    }
+
+    /// A `batchling submit` instead of `run` (same files and flags), polling
+    /// every few milliseconds.
+    pub(crate) fn submit(input: &str) -> Run {
+        let mut r =
+            Run::new(input).args(&["--poll-interval", "5ms", "--max-poll-interval", "40ms"]);
+        r.command = "submit";
+        r
     }
 
     /// Run batchling through another program (e.g. `prlimit ... --`).
@@ -218,7 +230,15 @@ impl Run {
     /// Forget the extra arguments given so far (for a rerun with others).
     pub(crate) fn clear_args(mut self) -> Run {
         self.args.clear();
+        if self.command == "submit" {
+            return self.args(&["--poll-interval", "5ms", "--max-poll-interval", "40ms"]);
+        }
         self
+    }
+
+    /// The journal (the default path).
+    pub(crate) fn state_path(&self) -> PathBuf {
+        self.dir.path().join("out.jsonl.journal")
     }
 
     /// Use this as the input argument instead of `in.jsonl`.
@@ -262,7 +282,7 @@ impl Run {
             }
             None => Command::new(env!("CARGO_BIN_EXE_batchling")),
         };
-        c.arg("run")
+        c.arg(self.command)
             .arg(&self.input)
             .arg("-o")
             .arg(self.out_path())

@@ -69,7 +69,7 @@ pub struct OpenAiClient {
     key: Option<ApiKey>,
 }
 
-fn install_crypto() {
+pub(crate) fn install_crypto() {
     static ONCE: Once = Once::new();
     // ring is compiled in instead of aws-lc for build time; reqwest needs a
     // process-wide default. An error means one is already installed.

@@ -1,0 +1,146 @@
+//! `batchling submit`: a file through a Batch API, and `batchling cancel`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
+use batchling_providers::openai::{BatchClient, OpenAiClient};
+use batchling_store::Journal;
+use tokio_util::sync::CancellationToken;
+
+use super::exit;
+use super::run::{spawn_signal_handler, start_upstream};
+use crate::progress;
+use crate::settings::{CancelSettings, SubmitSettings};
+
+pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
+    let (client_config, _mock) = start_upstream(s.upstream.clone()).await?;
+    let batches = BatchClient::new(&client_config)?;
+    let online = OpenAiClient::new(client_config)?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let reporter = progress::reporter(s.quiet);
+    let result = batchling_engine::submit::submit(
+        s.job.clone(),
+        batches,
+        Arc::new(online),
+        shutdown,
+        reporter.clone(),
+    )
+    .await;
+    reporter.finish();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(SubmitError::BadLines { path, problems }) => {
+            for p in &problems {
+                eprintln!("{}:{p}", path.display());
+            }
+            return Err(SubmitError::BadLines { path, problems }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(path) = &s.summary_json {
+        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !s.quiet {
+        print_summary(&summary, &s.job);
+    }
+    Ok(ExitCode::from(match &summary.stopped {
+        Some(SubmitStop::Interrupted) => exit::INTERRUPTED,
+        Some(SubmitStop::Online { message }) => {
+            eprintln!("error: {message}");
+            exit::ERROR
+        }
+        None if summary.failed > 0 || summary.invalid > 0 || summary.not_done > 0 => {
+            exit::SOME_FAILED
+        }
+        None => exit::OK,
+    }))
+}
+
+fn print_summary(s: &SubmitSummary, job: &batchling_engine::submit::SubmitJob) {
+    eprintln!("\nbatchling submit summary");
+    eprintln!(
+        "  requests   {} : {} succeeded, {} failed ({} invalid lines), {} not done",
+        s.requests,
+        s.succeeded,
+        s.failed + s.invalid,
+        s.invalid,
+        s.not_done
+    );
+    eprintln!("  batches    {} part(s)", s.parts);
+    if s.cancelled_for_deadline > 0 {
+        eprintln!(
+            "  deadline   {} part(s) cancelled to meet it",
+            s.cancelled_for_deadline
+        );
+    }
+    if s.online_requests > 0 {
+        eprintln!("  online     {} request(s) sent online", s.online_requests);
+    }
+    if let Some(c) = s.cost_usd {
+        eprintln!(
+            "  cost       ${c:.4} (batch prices for batch answers, online prices for online ones)"
+        );
+    }
+    eprintln!("  elapsed    {:.1}s", s.elapsed_s);
+    eprintln!("  output     {}", job.output.display());
+    eprintln!("  errors     {}", job.errors.display());
+    eprintln!("  journal    {}", job.state.display());
+    if s.stopped == Some(SubmitStop::Interrupted) {
+        eprintln!(
+            "  batches keep running on the server: run the same command again to collect them"
+        );
+    }
+}
+
+pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
+    if !s.state.exists() {
+        anyhow::bail!(
+            "{} does not exist; give the journal of a submit (OUTPUT.journal by default)",
+            s.state.display()
+        );
+    }
+    // Where the submit reads and writes, as it recorded them.
+    let (input, output, errors) = {
+        let j = Journal::open_read_only(&s.state)?;
+        let meta = j.meta()?;
+        let settings: serde_json::Value = j
+            .submit_value("submit")?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let path = |key: &str| settings[key].as_str().map(std::path::PathBuf::from);
+        match (meta.input, path("output"), path("errors")) {
+            (Some(i), Some(o), Some(e)) if settings["command"] == "submit" => {
+                (std::path::PathBuf::from(i), o, e)
+            }
+            _ => anyhow::bail!(
+                "{} is not the journal of a `batchling submit`; nothing to cancel",
+                s.state.display()
+            ),
+        }
+    };
+    let batches = BatchClient::new(&s.client)?;
+    let reporter = progress::reporter(s.quiet);
+    let job = CancelJob {
+        state: s.state.clone(),
+        input,
+        output: output.clone(),
+        errors: errors.clone(),
+        poll_interval: s.poll_interval,
+        prices: Some(s.prices.clone()),
+    };
+    let c = batchling_engine::submit::cancel(job, batches, reporter.clone()).await?;
+    reporter.finish();
+    out!(
+        "cancelled {} batch(es); kept {} answer(s), {} failed or cancelled; wrote {} and {}",
+        c.cancelled,
+        c.succeeded,
+        c.failed,
+        output.display(),
+        errors.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,334 @@
+//! Splitting the input into parts: validate every line first, then group
+//! by (endpoint, model) and cut each group at the request and byte limits.
+//! A part's file is not stored: it is rebuilt from the input on demand
+//! ([`part_content`]) and checked against the hash taken when planned.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::path::Path;
+
+use batchling_core::LineError;
+use batchling_core::output::push_json_str;
+use batchling_store::{PartPlan, PartRequest};
+
+use crate::reader::{Input, Validator, for_each_line};
+
+/// Most requests and bytes per part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartLimits {
+    /// Requests per batch (OpenAI: 50,000).
+    pub max_requests: usize,
+    /// Bytes of a batch input file (OpenAI: 200 MB).
+    pub max_bytes: u64,
+}
+
+impl Default for PartLimits {
+    fn default() -> Self {
+        PartLimits {
+            max_requests: 50_000,
+            max_bytes: 200 * 1000 * 1000,
+        }
+    }
+}
+
+/// The batch-file line of a request: canonical `url` (the batch's
+/// endpoint), the body verbatim.
+pub(crate) fn batch_line(custom_id: &str, url: &str, body: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + custom_id.len() + 64);
+    out.extend_from_slice(b"{\"custom_id\":");
+    push_json_str(&mut out, custom_id);
+    out.extend_from_slice(b",\"method\":\"POST\",\"url\":");
+    push_json_str(&mut out, url);
+    out.extend_from_slice(b",\"body\":");
+    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+/// What a validation pass found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// Bad lines, with their sequence numbers.
+    pub(crate) problems: Vec<(u64, LineError)>,
+    /// Non-blank lines.
+    pub(crate) total: u64,
+}
+
+/// A line too large for any part.
+#[derive(Debug)]
+pub(crate) struct TooLarge {
+    pub(crate) line_no: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Validate the whole file and plan parts for the valid requests that
+/// `wanted(seq)` selects. Nothing is sent.
+pub(crate) fn plan(
+    path: &Path,
+    limits: PartLimits,
+    round: u32,
+    wanted: impl Fn(u64) -> bool,
+) -> io::Result<(Scan, Vec<PartPlan>, Vec<TooLarge>)> {
+    struct Item {
+        req: PartRequest,
+        bytes: u64,
+        units: usize,
+    }
+    // BTreeMap: parts come out in a stable order (by endpoint, then model).
+    let mut groups: BTreeMap<(String, Option<String>), Vec<Item>> = BTreeMap::new();
+    let mut scan = Scan::default();
+    let mut too_large = Vec::new();
+    let mut v = Validator::default();
+    let mut seq = 0u64;
+    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
+        match v.validate(line_no, line) {
+            Err(e) => scan.problems.push((seq, e)),
+            Ok(req) if wanted(seq) => {
+                let url = req.endpoint.path();
+                let bytes = batch_line(&req.custom_id, url, &req.body).len() as u64;
+                let units = count_units(&req);
+                if bytes > limits.max_bytes {
+                    too_large.push(TooLarge { line_no, bytes });
+                } else {
+                    groups
+                        .entry((url.to_owned(), req.model.clone()))
+                        .or_default()
+                        .push(Item {
+                            req: PartRequest {
+                                seq,
+                                line_no,
+                                custom_id: req.custom_id,
+                            },
+                            bytes,
+                            units,
+                        });
+                }
+            }
+            Ok(_) => {}
+        }
+        seq += 1;
+        true
+    })?;
+    scan.total = seq;
+    let mut plans = Vec::new();
+    for ((endpoint, model), items) in groups {
+        let mut current: Vec<PartRequest> = Vec::new();
+        let (mut bytes, mut units) = (0u64, 0usize);
+        for item in items {
+            if !current.is_empty()
+                && (units + item.units > limits.max_requests.max(1)
+                    || bytes + item.bytes > limits.max_bytes)
+            {
+                plans.push(new_plan(
+                    round,
+                    &endpoint,
+                    &model,
+                    std::mem::take(&mut current),
+                    bytes,
+                ));
+                (bytes, units) = (0, 0);
+            }
+            bytes += item.bytes;
+            units += item.units;
+            current.push(item.req);
+        }
+        if !current.is_empty() {
+            plans.push(new_plan(round, &endpoint, &model, current, bytes));
+        }
+    }
+    Ok((scan, plans, too_large))
+}
+
+/// What a request counts against the per-batch request limit: 1, except
+/// for embeddings, where OpenAI caps the *inputs* of a batch at the same
+/// 50,000 (provider-apis.md §1.3): an array of texts (or of token arrays)
+/// counts its length.
+fn count_units(req: &batchling_core::RequestLine) -> usize {
+    if req.endpoint != batchling_core::Endpoint::Embeddings {
+        return 1;
+    }
+    match req.body_value().ok().as_ref().map(|b| &b["input"]) {
+        Some(serde_json::Value::Array(a)) if !a.first().is_some_and(|x| x.is_number()) => {
+            a.len().max(1)
+        }
+        _ => 1,
+    }
+}
+
+fn new_plan(
+    round: u32,
+    endpoint: &str,
+    model: &Option<String>,
+    requests: Vec<PartRequest>,
+    bytes: u64,
+) -> PartPlan {
+    PartPlan {
+        round,
+        model: model.clone(),
+        endpoint: endpoint.to_owned(),
+        requests,
+        bytes,
+        // Filled in by `hash_plans`, which builds the files.
+        content_hash: String::new(),
+    }
+}
+
+/// xxh3-128 of a part file, in hex.
+pub(crate) fn content_hash(content: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(content))
+}
+
+/// Rebuild the files of several parts in one pass over the input: index i
+/// of the result is the file of `parts[i]`.
+pub(crate) fn part_contents(path: &Path, parts: &[&[PartRequest]]) -> io::Result<Vec<Vec<u8>>> {
+    // Which (part, position) each input line feeds.
+    let mut wanted: std::collections::HashMap<u64, Vec<(usize, usize)>> =
+        std::collections::HashMap::new();
+    for (p, reqs) in parts.iter().enumerate() {
+        for (k, r) in reqs.iter().enumerate() {
+            wanted.entry(r.line_no).or_default().push((p, k));
+        }
+    }
+    let mut lines: Vec<Vec<Option<Vec<u8>>>> = parts.iter().map(|r| vec![None; r.len()]).collect();
+    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
+        if let Some(slots) = wanted.get(&line_no)
+            && let Ok(req) = batchling_core::request::parse_line(line_no, line)
+        {
+            let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);
+            for &(p, k) in slots {
+                lines[p][k] = Some(text.clone());
+            }
+        }
+        true
+    })?;
+    Ok(lines
+        .into_iter()
+        .map(|ls| ls.into_iter().flatten().flatten().collect())
+        .collect())
+}
+
+/// Fill in each plan's hash and byte count from its file, in one pass over
+/// the input with a streaming hash per part (no part file is held: a
+/// part's lines come in input order).
+pub(crate) fn hash_plans(path: &Path, plans: &mut [PartPlan]) -> io::Result<()> {
+    let mut owner: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        for r in &p.requests {
+            owner.insert(r.line_no, i);
+        }
+    }
+    let mut hashers: Vec<xxhash_rust::xxh3::Xxh3> = plans
+        .iter()
+        .map(|_| xxhash_rust::xxh3::Xxh3::new())
+        .collect();
+    let mut sizes = vec![0u64; plans.len()];
+    for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
+        if let Some(&i) = owner.get(&line_no)
+            && let Ok(req) = batchling_core::request::parse_line(line_no, line)
+        {
+            let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);
+            hashers[i].update(&text);
+            sizes[i] += text.len() as u64;
+        }
+        true
+    })?;
+    for ((p, h), size) in plans.iter_mut().zip(hashers).zip(sizes) {
+        p.bytes = size;
+        p.content_hash = format!("{:032x}", h.digest128());
+    }
+    Ok(())
+}
+
+/// Sequence numbers as a set, from a list.
+pub(crate) fn seq_set(seqs: Vec<u64>) -> HashSet<u64> {
+    seqs.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn line(id: &str, model: &str) -> String {
+        format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn parts_split_by_model_count_and_bytes() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        for i in 0..5 {
+            writeln!(f, "{}", line(&format!("a{i}"), "m1")).unwrap();
+        }
+        writeln!(f, "{}", line("b0", "m2")).unwrap();
+        writeln!(f, "not json").unwrap();
+        let limits = PartLimits {
+            max_requests: 2,
+            max_bytes: 1 << 20,
+        };
+        let (scan, plans, big) = plan(f.path(), limits, 0, |_| true).unwrap();
+        assert!(big.is_empty());
+        assert_eq!(scan.total, 7);
+        assert_eq!(scan.problems.len(), 1);
+        assert_eq!(scan.problems[0].1.line_no, 7);
+        let sizes: Vec<(usize, Option<&str>)> = plans
+            .iter()
+            .map(|p| (p.requests.len(), p.model.as_deref()))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (2, Some("m1")),
+                (2, Some("m1")),
+                (1, Some("m1")),
+                (1, Some("m2"))
+            ]
+        );
+        let one = batch_line("a0", "/v1/chat/completions", "{}").len() as u64;
+        let limits = PartLimits {
+            max_requests: 100,
+            max_bytes: 400,
+        };
+        let (_, plans, _) = plan(f.path(), limits, 0, |s| s < 5).unwrap();
+        assert!(plans.len() >= 2, "{plans:?} ({one} bytes each at least)");
+        let mut plans = plans;
+        hash_plans(f.path(), &mut plans).unwrap();
+        assert!(plans.iter().all(|p| p.bytes <= 400));
+        // The streamed hash is the hash of the file an upload rebuilds.
+        for p in &plans {
+            let file = part_contents(f.path(), &[&p.requests])
+                .unwrap()
+                .pop()
+                .unwrap();
+            assert_eq!(p.content_hash, content_hash(&file));
+            assert_eq!(p.bytes, file.len() as u64);
+        }
+        assert_eq!(plans.iter().map(|p| p.requests.len()).sum::<usize>(), 5);
+    }
+
+    #[test]
+    fn embedding_inputs_count_against_the_request_limit() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let emb = |id: &str, input: &str| {
+            format!(
+                r#"{{"custom_id":"{id}","method":"POST","url":"/v1/embeddings","body":{{"model":"e","input":{input}}}}}"#
+            )
+        };
+        writeln!(f, "{}", emb("a", r#"["x","y","z"]"#)).unwrap();
+        writeln!(f, "{}", emb("b", r#"[1,2,3]"#)).unwrap();
+        writeln!(f, "{}", emb("c", r#""one""#)).unwrap();
+        writeln!(f, "{}", emb("d", r#"["p","q"]"#)).unwrap();
+        let limits = PartLimits {
+            max_requests: 5,
+            max_bytes: 1 << 20,
+        };
+        let (_, plans, _) = plan(f.path(), limits, 0, |_| true).unwrap();
+        let ids: Vec<Vec<&str>> = plans
+            .iter()
+            .map(|p| p.requests.iter().map(|r| r.custom_id.as_str()).collect())
+            .collect();
+        // 3 + 1 + 1 inputs fill the first part; 2 more start the second.
+        assert_eq!(ids, vec![vec!["a", "b", "c"], vec!["d"]]);
+    }
+}

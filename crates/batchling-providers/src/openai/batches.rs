@@ -1,0 +1,568 @@
+//! The client of OpenAI's Files + Batches API (provider-apis.md §3-4):
+//! upload a batch input file, create, retrieve, cancel and list batches,
+//! download result files.
+//!
+//! It reports what the server said, as a typed [`BatchApiError`] that knows
+//! whether a retry can help ([`BatchApiError::is_transient`]); the caller
+//! owns the retry loop. The key never appears in an error: messages and
+//! transport errors are passed through [`ApiKey::redact`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::client::{AuthStyle, ClientConfig};
+use super::headers;
+use crate::ProviderError;
+use crate::secret::ApiKey;
+
+/// A batch's status (`Batch.status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchStatus {
+    /// The input file is being validated.
+    Validating,
+    /// Validation failed (`errors` says why).
+    Failed,
+    /// Running.
+    InProgress,
+    /// All requests done; result files being prepared.
+    Finalizing,
+    /// Results ready.
+    Completed,
+    /// Not finished within the completion window.
+    Expired,
+    /// Cancellation under way.
+    Cancelling,
+    /// Cancelled; partial results may be ready.
+    Cancelled,
+    /// A status this client does not know (treated as live).
+    Other(String),
+}
+
+impl BatchStatus {
+    /// Parse the wire name.
+    pub fn parse(s: &str) -> BatchStatus {
+        match s {
+            "validating" => BatchStatus::Validating,
+            "failed" => BatchStatus::Failed,
+            "in_progress" => BatchStatus::InProgress,
+            "finalizing" => BatchStatus::Finalizing,
+            "completed" => BatchStatus::Completed,
+            "expired" => BatchStatus::Expired,
+            "cancelling" => BatchStatus::Cancelling,
+            "cancelled" => BatchStatus::Cancelled,
+            other => BatchStatus::Other(other.to_owned()),
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            BatchStatus::Validating => "validating",
+            BatchStatus::Failed => "failed",
+            BatchStatus::InProgress => "in_progress",
+            BatchStatus::Finalizing => "finalizing",
+            BatchStatus::Completed => "completed",
+            BatchStatus::Expired => "expired",
+            BatchStatus::Cancelling => "cancelling",
+            BatchStatus::Cancelled => "cancelled",
+            BatchStatus::Other(s) => s,
+        }
+    }
+
+    /// `failed`, `completed`, `expired` or `cancelled`: nothing more will
+    /// happen to the batch.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            BatchStatus::Failed
+                | BatchStatus::Completed
+                | BatchStatus::Expired
+                | BatchStatus::Cancelled
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(BatchStatus::parse(&String::deserialize(d)?))
+    }
+}
+
+/// `Batch.request_counts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct RequestCounts {
+    /// Requests in the batch.
+    #[serde(default)]
+    pub total: u64,
+    /// Succeeded so far.
+    #[serde(default)]
+    pub completed: u64,
+    /// Failed so far.
+    #[serde(default)]
+    pub failed: u64,
+}
+
+/// One `BatchError` of a failed batch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BatchErrorItem {
+    /// Machine-readable code.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// For people.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The offending parameter.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// 1-based line of the batch's input file.
+    #[serde(default)]
+    pub line: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ErrorList {
+    #[serde(default)]
+    data: Vec<BatchErrorItem>,
+}
+
+/// A batch, as far as batchling reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Batch {
+    /// `batch_...`.
+    pub id: String,
+    /// Where it stands.
+    pub status: BatchStatus,
+    /// The input file.
+    #[serde(default)]
+    pub input_file_id: Option<String>,
+    /// Successes, once finished.
+    #[serde(default)]
+    pub output_file_id: Option<String>,
+    /// Failures, once finished.
+    #[serde(default)]
+    pub error_file_id: Option<String>,
+    /// Progress.
+    #[serde(default)]
+    pub request_counts: Option<RequestCounts>,
+    #[serde(default)]
+    errors: Option<ErrorList>,
+    /// Create-time metadata.
+    #[serde(default)]
+    pub metadata: Option<HashMap<String, Value>>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created_at: Option<u64>,
+}
+
+impl Batch {
+    /// Validation errors of a failed batch.
+    pub fn errors(&self) -> &[BatchErrorItem] {
+        self.errors.as_ref().map_or(&[], |e| &e.data)
+    }
+
+    /// A metadata value, when it is a string.
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.as_ref()?.get(key)?.as_str()
+    }
+}
+
+/// An uploaded file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FileObject {
+    /// `file-...`.
+    pub id: String,
+    /// Its name.
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Page<T> {
+    data: Vec<T>,
+    #[serde(default)]
+    has_more: Option<bool>,
+}
+
+/// A Files or Batches API call that did not work. Messages never contain
+/// the API key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchApiError {
+    /// The server answered with an error status.
+    #[error("{what}: HTTP {status}: {message}")]
+    Status {
+        /// The call, e.g. "uploading part 3".
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// `error.message` of the envelope, or the body's start.
+        message: String,
+        /// The server-given wait, if any.
+        retry_after: Option<Duration>,
+        /// `x-should-retry`, if sent.
+        should_retry: Option<bool>,
+    },
+    /// No answer: connection refused or reset, timeout.
+    #[error("{what}: {message}")]
+    Transport {
+        /// The call.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An answer that is not what the API defines.
+    #[error("{what}: the server's answer is not a valid API object ({message})")]
+    Decode {
+        /// The call.
+        what: String,
+        /// What the parser said.
+        message: String,
+    },
+}
+
+impl BatchApiError {
+    /// Whether trying again can help: 408, 409, 429, 5xx, no answer
+    /// (`x-should-retry` overrides the status rule, as in the SDK).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BatchApiError::Status {
+                status,
+                should_retry,
+                ..
+            } => should_retry.unwrap_or(matches!(status, 408 | 409 | 429 | 500..)),
+            BatchApiError::Transport { .. } => true,
+            BatchApiError::Decode { .. } => false,
+        }
+    }
+
+    /// The server's requested wait before a retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BatchApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A 401 or 403: the key is wrong or lacks access.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            BatchApiError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            BatchApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one server's Files + Batches API.
+#[derive(Debug, Clone)]
+pub struct BatchClient {
+    http: reqwest::Client,
+    base: String,
+    key: Option<ApiKey>,
+}
+
+static BOUNDARY_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl BatchClient {
+    /// Build the client from the same settings as the online client (base
+    /// URL with `/v1`, key, extra headers, timeout per call).
+    pub fn new(config: &ClientConfig) -> Result<Self, ProviderError> {
+        super::client::install_crypto();
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base).map_err(|e| ProviderError::BadBaseUrl {
+            url: config.base_url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ProviderError::BadBaseUrl {
+                url: config.base_url.clone(),
+                reason: "the scheme must be http or https".into(),
+            });
+        }
+        let mut default_headers = HeaderMap::new();
+        if let Some(key) = &config.api_key {
+            let (name, value) = match config.auth {
+                AuthStyle::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+                AuthStyle::ApiKeyHeader => {
+                    (HeaderName::from_static("api-key"), key.expose().to_owned())
+                }
+            };
+            let mut value =
+                HeaderValue::from_str(&value).map_err(|_| ProviderError::BadHeader {
+                    name: name.to_string(),
+                    reason: "the API key holds characters not allowed in a header".into(),
+                })?;
+            value.set_sensitive(true);
+            default_headers.insert(name, value);
+        }
+        for (name, value) in &config.headers {
+            let bad = |reason: String| ProviderError::BadHeader {
+                name: name.clone(),
+                reason,
+            };
+            let n =
+                HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| bad(e.to_string()))?;
+            let mut v = HeaderValue::from_str(value.trim()).map_err(|e| bad(e.to_string()))?;
+            v.set_sensitive(true);
+            default_headers.insert(n, v);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(default_headers)
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10).min(config.timeout))
+            .http1_only()
+            .user_agent(concat!("batchling/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::Client(e.to_string()))?;
+        Ok(BatchClient {
+            http,
+            base,
+            key: config.api_key.clone(),
+        })
+    }
+
+    fn redact(&self, text: &str) -> String {
+        match &self.key {
+            Some(k) => k.redact(text),
+            None => text.to_owned(),
+        }
+    }
+
+    fn transport(&self, what: &str, e: &reqwest::Error) -> BatchApiError {
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            src = s.source();
+        }
+        BatchApiError::Transport {
+            what: what.to_owned(),
+            message: self.redact(&message),
+        }
+    }
+
+    /// Send, and return the body of a 2xx answer.
+    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Bytes, BatchApiError> {
+        let resp = req.send().await.map_err(|e| self.transport(what, &e))?;
+        let status = resp.status().as_u16();
+        let h = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| self.transport(what, &e))?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let message = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+        Err(BatchApiError::Status {
+            what: what.to_owned(),
+            status,
+            message: self.redact(&message),
+            retry_after: headers::retry_after(&h),
+            should_retry: headers::should_retry(&h),
+        })
+    }
+
+    async fn json<T: for<'de> Deserialize<'de>>(
+        &self,
+        what: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, BatchApiError> {
+        let body = self.send(what, req).await?;
+        serde_json::from_slice(&body).map_err(|e| BatchApiError::Decode {
+            what: what.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /files` with `purpose=batch`, as multipart/form-data.
+    pub async fn upload_file(
+        &self,
+        filename: &str,
+        content: Bytes,
+    ) -> Result<FileObject, BatchApiError> {
+        let what = format!("uploading {filename}");
+        let boundary = loop {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let b = format!(
+                "batchling-{nanos:x}-{:x}",
+                BOUNDARY_SEQ.fetch_add(1, Relaxed)
+            );
+            if !content.windows(b.len()).any(|w| w == b.as_bytes()) {
+                break b;
+            }
+        };
+        let mut body = Vec::with_capacity(content.len() + 512);
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+                 --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\n\
+                 Content-Type: application/jsonl\r\n\r\n",
+                filename.replace('"', "_")
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&content);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let req = self
+            .http
+            .post(self.url("/files"))
+            .header(
+                CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        self.json(&what, req).await
+    }
+
+    /// `POST /batches` with `completion_window: "24h"` and `metadata`.
+    pub async fn create_batch(
+        &self,
+        input_file_id: &str,
+        endpoint: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Batch, BatchApiError> {
+        let body = serde_json::json!({
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": "24h",
+            "metadata": metadata,
+        });
+        let req = self
+            .http
+            .post(self.url("/batches"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        self.json(&format!("creating a batch for {input_file_id}"), req)
+            .await
+    }
+
+    /// `GET /batches/{id}`.
+    pub async fn retrieve_batch(&self, id: &str) -> Result<Batch, BatchApiError> {
+        let req = self.http.get(self.url(&format!("/batches/{id}")));
+        self.json(&format!("checking batch {id}"), req).await
+    }
+
+    /// `POST /batches/{id}/cancel`.
+    pub async fn cancel_batch(&self, id: &str) -> Result<Batch, BatchApiError> {
+        let req = self.http.post(self.url(&format!("/batches/{id}/cancel")));
+        self.json(&format!("cancelling batch {id}"), req).await
+    }
+
+    /// One page of `GET /batches` (newest first): the batches and whether
+    /// more follow.
+    pub async fn list_batches(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Batch>, bool), BatchApiError> {
+        // Batch ids are URL-safe ([A-Za-z0-9_]), so no encoding is needed.
+        let url = match after {
+            Some(a) => self.url(&format!("/batches?limit={limit}&after={a}")),
+            None => self.url(&format!("/batches?limit={limit}")),
+        };
+        let req = self.http.get(url);
+        let page: Page<Batch> = self.json("listing batches", req).await?;
+        // As the SDK does: a next page exists only if this one is not empty
+        // and `has_more` is not false.
+        let more = !page.data.is_empty() && page.has_more != Some(false);
+        Ok((page.data, more))
+    }
+
+    /// Find a batch whose metadata holds `key: value`, walking the list
+    /// newest first and stopping at batches created before `since_unix`
+    /// (with a minute of slack for clock skew).
+    pub async fn find_batch(
+        &self,
+        key: &str,
+        value: &str,
+        since_unix: u64,
+    ) -> Result<Option<Batch>, BatchApiError> {
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = self.list_batches(after.as_deref(), 100).await?;
+            let mut older = false;
+            for b in &page {
+                if b.metadata_str(key) == Some(value) {
+                    return Ok(Some(b.clone()));
+                }
+                older |= b.created_at.is_some_and(|t| t + 60 < since_unix);
+            }
+            if !more || older {
+                return Ok(None);
+            }
+            after = page.last().map(|b| b.id.clone());
+        }
+    }
+
+    /// `GET /files/{id}/content`.
+    pub async fn file_content(&self, id: &str) -> Result<Bytes, BatchApiError> {
+        let req = self
+            .http
+            .get(self.url(&format!("/files/{id}/content")))
+            .header("accept", "application/binary");
+        self.send(&format!("downloading file {id}"), req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse_and_know_when_they_are_final() {
+        for s in ["failed", "completed", "expired", "cancelled"] {
+            assert!(BatchStatus::parse(s).is_terminal(), "{s}");
+        }
+        for s in [
+            "validating",
+            "in_progress",
+            "finalizing",
+            "cancelling",
+            "new",
+        ] {
+            assert!(!BatchStatus::parse(s).is_terminal(), "{s}");
+        }
+        assert_eq!(BatchStatus::parse("in_progress").as_str(), "in_progress");
+    }
+
+    #[test]
+    fn transient_errors_are_told_apart() {
+        let status = |status, should_retry| BatchApiError::Status {
+            what: "x".into(),
+            status,
+            message: String::new(),
+            retry_after: None,
+            should_retry,
+        };
+        assert!(status(429, None).is_transient());
+        assert!(status(503, None).is_transient());
+        assert!(!status(400, None).is_transient());
+        assert!(!status(401, None).is_transient());
+        assert!(status(401, None).is_auth());
+        assert!(!status(500, Some(false)).is_transient());
+    }
+}
