@@ -119,3 +119,48 @@ fn serve_refuses_to_start_without_keys_upstream_or_a_sound_config() {
         "--batch-window",
     );
 }
+
+/// Our two halves against each other: `batchling submit` through
+/// `batchling serve` (in front of the fake provider), split into parts by
+/// model and count, every id answered once.
+#[test]
+fn submit_runs_through_serve() {
+    use crate::support::{Run, assert_each_once, chat_line};
+    let mock = Mock::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &mock.base_url(), 8);
+    let mut text = String::new();
+    let mut want = Vec::new();
+    for i in 0..90 {
+        let id = format!("s-{i:02}");
+        let line = chat_line(&id, &format!("question {i}"));
+        // A third of the requests name another model: their own parts.
+        let line = if i % 3 == 0 {
+            line.replace("gpt-4o-mini", "gpt-4o")
+        } else {
+            line
+        };
+        text.push_str(&line);
+        text.push('\n');
+        want.push(id);
+    }
+    let o = Run::submit(&text)
+        .args(&[
+            "--base-url",
+            &format!("http://{}/v1", serve.addr),
+            "--max-requests-per-batch",
+            "25",
+        ])
+        .run();
+    o.assert_code(0);
+    let out = o.out_lines();
+    assert_each_once(&out, &want);
+    assert!(o.err_lines().is_empty());
+    // 30 gpt-4o requests → 2 parts, 60 gpt-4o-mini → 3 parts: five batches
+    // on the server, all completed.
+    let list = serve.json("GET", "/v1/batches?limit=100", "");
+    let batches = list["data"].as_array().unwrap();
+    assert_eq!(batches.len(), 5, "{list}");
+    assert!(batches.iter().all(|b| b["status"] == "completed"));
+    assert_eq!(mock.stats().ok, 90, "each request sent upstream once");
+}
