@@ -52,6 +52,47 @@ pub(crate) enum OrderArg {
     Completion,
 }
 
+/// Where requests go and how: shared by `run` and `submit`.
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// API base URL including /v1, as in the official SDKs [default:
+    /// $OPENAI_BASE_URL, else https://api.openai.com/v1].
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+
+    /// Name of the environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
+    pub(crate) api_key_env: String,
+
+    /// Extra header sent with every request, as 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "'K: V'")]
+    pub(crate) headers: Vec<String>,
+
+    /// Per-attempt timeout in seconds (uploads and downloads included).
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub(crate) timeout: f64,
+}
+
+/// Pacing and retries of online requests: shared by `run` and `submit`.
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Requests-per-minute limit [default: learned from the provider's headers].
+    #[arg(long)]
+    pub(crate) rpm: Option<u64>,
+
+    /// Tokens-per-minute limit [default: learned from the provider's headers].
+    #[arg(long)]
+    pub(crate) tpm: Option<u64>,
+
+    /// Most requests in flight at once.
+    #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
+    pub(crate) concurrency: usize,
+
+    /// Attempts per request, the first included (429s do not count).
+    #[arg(long, default_value_t = 6)]
+    pub(crate) max_attempts: u32,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Input JSONL file (one request per line), or - for standard input.
@@ -70,38 +111,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) strict: bool,
 
-    /// API base URL including /v1, as in the official SDKs [default:
-    /// $OPENAI_BASE_URL, else https://api.openai.com/v1].
-    #[arg(long)]
-    pub(crate) base_url: Option<String>,
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
 
-    /// Name of the environment variable holding the API key.
-    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
-    pub(crate) api_key_env: String,
-
-    /// Extra header sent with every request, as 'Name: value' (repeatable).
-    #[arg(long = "header", value_name = "'K: V'")]
-    pub(crate) headers: Vec<String>,
-
-    /// Per-attempt timeout in seconds.
-    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
-    pub(crate) timeout: f64,
-
-    /// Requests-per-minute limit [default: learned from the provider's headers].
-    #[arg(long)]
-    pub(crate) rpm: Option<u64>,
-
-    /// Tokens-per-minute limit [default: learned from the provider's headers].
-    #[arg(long)]
-    pub(crate) tpm: Option<u64>,
-
-    /// Most requests in flight at once.
-    #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
-    pub(crate) concurrency: usize,
-
-    /// Attempts per request, the first included (429s do not count).
-    #[arg(long, default_value_t = 6)]
-    pub(crate) max_attempts: u32,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 
     /// When the upstream fails everything, keep probing this long before
     /// stopping (e.g. 10m, 90s).
@@ -192,22 +206,8 @@ pub(crate) struct SubmitArgs {
     #[arg(long)]
     pub(crate) skip_invalid: bool,
 
-    /// API base URL including /v1, serving the Files and Batches API
-    /// [default: $OPENAI_BASE_URL, else https://api.openai.com/v1].
-    #[arg(long)]
-    pub(crate) base_url: Option<String>,
-
-    /// Name of the environment variable holding the API key.
-    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
-    pub(crate) api_key_env: String,
-
-    /// Extra header sent with every request, as 'Name: value' (repeatable).
-    #[arg(long = "header", value_name = "'K: V'")]
-    pub(crate) headers: Vec<String>,
-
-    /// Per-call timeout in seconds (uploads and downloads included).
-    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
-    pub(crate) timeout: f64,
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
 
     /// Most requests in one batch.
     #[arg(long, default_value_t = 50_000, value_name = "N")]
@@ -246,21 +246,10 @@ pub(crate) struct SubmitArgs {
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub(crate) deadline_margin: String,
 
-    /// Requests-per-minute limit for requests sent online.
-    #[arg(long)]
-    pub(crate) rpm: Option<u64>,
-
-    /// Tokens-per-minute limit for requests sent online.
-    #[arg(long)]
-    pub(crate) tpm: Option<u64>,
-
-    /// Most online requests in flight at once.
-    #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
-    pub(crate) concurrency: usize,
-
-    /// Attempts per API call or online request, the first included.
-    #[arg(long, default_value_t = 6)]
-    pub(crate) max_attempts: u32,
+    /// Limits for requests sent online; --max-attempts also bounds each
+    /// Files/Batches API call.
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 
     /// Order of output lines.
     #[arg(long, value_enum, default_value_t = OrderArg::Input)]
@@ -302,18 +291,8 @@ pub(crate) struct CancelArgs {
     /// The journal of a `batchling submit` (e.g. results.jsonl.journal).
     pub(crate) state: PathBuf,
 
-    /// API base URL including /v1 [default: $OPENAI_BASE_URL, else
-    /// https://api.openai.com/v1].
-    #[arg(long)]
-    pub(crate) base_url: Option<String>,
-
-    /// Name of the environment variable holding the API key.
-    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
-    pub(crate) api_key_env: String,
-
-    /// Extra header sent with every request, as 'Name: value' (repeatable).
-    #[arg(long = "header", value_name = "'K: V'")]
-    pub(crate) headers: Vec<String>,
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
 
     /// Wait between polls while batches are cancelling.
     #[arg(long, default_value = "5s", value_name = "DURATION")]

@@ -22,7 +22,9 @@ use batchling_providers::openai::ClientConfig;
 
 use batchling_engine::submit::{PartLimits, SubmitJob};
 
-use crate::args::{CancelArgs, LogFormat, OrderArg, RunArgs, ServeArgs, SubmitArgs};
+use crate::args::{
+    CancelArgs, ClientArgs, LimitArgs, LogFormat, OrderArg, RunArgs, ServeArgs, SubmitArgs,
+};
 use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
 
 /// Environment variables batchling reads (besides the one named by
@@ -89,58 +91,11 @@ impl RunSettings {
                 a.give_up_after
             )
         })?;
-        if !(a.timeout.is_finite() && a.timeout > 0.0) {
-            bail!(
-                "--timeout {}: expected a positive number of seconds",
-                a.timeout
-            );
-        }
-        if a.concurrency == 0 {
-            bail!("--concurrency must be at least 1");
-        }
-        if a.max_attempts == 0 {
-            bail!("--max-attempts must be at least 1");
-        }
-        if a.rpm == Some(0) || a.tpm == Some(0) {
-            bail!("--rpm and --tpm must be positive (leave them out for no limit)");
-        }
-        let headers = a
-            .headers
-            .iter()
-            .map(|h| parse_header(h))
-            .collect::<Result<Vec<_>>>()?;
-        let key = getenv(&a.api_key_env)
-            .filter(|k| !k.trim().is_empty())
-            .map(ApiKey::new);
-        let env_base = getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty());
-        let client = ClientConfig {
-            base_url: a
-                .base_url
-                .clone()
-                .or(env_base.clone())
-                .unwrap_or_else(|| OPENAI_DEFAULT_BASE.into()),
-            api_key: key.clone(),
-            headers,
-            timeout: Duration::from_secs_f64(a.timeout),
-            pool_size: a.concurrency,
-            http2: a.http2,
-            ..ClientConfig::default()
-        };
-        let upstream = if a.mock {
-            Upstream::Mock {
-                implicit: false,
-                client,
-            }
-        } else if key.is_none() && a.base_url.is_none() && env_base.is_none() {
-            // No key and nowhere else to go: rehearse against the fake
-            // provider rather than fail, and say so loudly.
-            Upstream::Mock {
-                implicit: true,
-                client,
-            }
-        } else {
-            Upstream::Remote(client)
-        };
+        a.limits.check()?;
+        let (mut client, has_key, has_base) = client_config(&a.client, &getenv)?;
+        client.pool_size = a.limits.concurrency;
+        client.http2 = a.http2;
+        let upstream = upstream(a.mock, has_key || has_base, client);
         let mut job = Job::new(input, a.output.clone());
         job.errors = a.errors.unwrap_or_else(|| default_errors_path(&a.output));
         if job.errors == job.output {
@@ -151,16 +106,11 @@ impl RunSettings {
         }
         job.order = order(a.order);
         job.pacing = PacerConfig {
-            rpm: a.rpm,
-            tpm: a.tpm,
             learn: !a.ignore_limit_headers,
-            ..PacerConfig::default()
+            ..a.limits.pacing()
         };
-        job.concurrency = a.concurrency;
-        job.retry = RetryPolicy {
-            max_attempts: a.max_attempts,
-            ..RetryPolicy::default()
-        };
+        job.concurrency = a.limits.concurrency;
+        job.retry = a.limits.retry();
         job.give_up_after = give_up_after;
         if let Some(state) = a.state {
             job.state = state;
@@ -196,35 +146,80 @@ fn duration_flag(flag: &str, text: &str) -> Result<Duration> {
 /// Base URL and key from flags and environment: (config, key given,
 /// a base URL given by flag or environment).
 fn client_config(
-    base_url: Option<&str>,
-    api_key_env: &str,
-    headers: &[String],
-    timeout: f64,
+    a: &ClientArgs,
     getenv: &impl Fn(&str) -> Option<String>,
 ) -> Result<(ClientConfig, bool, bool)> {
-    if !(timeout.is_finite() && timeout > 0.0) {
-        bail!("--timeout {timeout}: expected a positive number of seconds");
+    if !(a.timeout.is_finite() && a.timeout > 0.0) {
+        bail!(
+            "--timeout {}: expected a positive number of seconds",
+            a.timeout
+        );
     }
-    let headers = headers
+    let headers = a
+        .headers
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>>>()?;
-    let key = getenv(api_key_env)
+    let key = getenv(&a.api_key_env)
         .filter(|k| !k.trim().is_empty())
         .map(ApiKey::new);
     let env_base = getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty());
-    let has_base = base_url.is_some() || env_base.is_some();
+    let has_base = a.base_url.is_some() || env_base.is_some();
     let config = ClientConfig {
-        base_url: base_url
-            .map(str::to_owned)
+        base_url: a
+            .base_url
+            .clone()
             .or(env_base)
             .unwrap_or_else(|| OPENAI_DEFAULT_BASE.into()),
         api_key: key.clone(),
         headers,
-        timeout: Duration::from_secs_f64(timeout),
+        timeout: Duration::from_secs_f64(a.timeout),
         ..ClientConfig::default()
     };
     Ok((config, key.is_some(), has_base))
+}
+
+/// `--mock`, or no key and nowhere else to go: rehearse against the fake
+/// provider rather than fail (the command says so loudly).
+fn upstream(mock: bool, has_key_or_base: bool, client: ClientConfig) -> Upstream {
+    if mock || !has_key_or_base {
+        Upstream::Mock {
+            implicit: !mock,
+            client,
+        }
+    } else {
+        Upstream::Remote(client)
+    }
+}
+
+impl LimitArgs {
+    fn check(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            bail!("--max-attempts must be at least 1");
+        }
+        if self.rpm == Some(0) || self.tpm == Some(0) {
+            bail!("--rpm and --tpm must be positive (leave them out for no limit)");
+        }
+        Ok(())
+    }
+
+    fn pacing(&self) -> PacerConfig {
+        PacerConfig {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            ..PacerConfig::default()
+        }
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
 }
 
 /// Everything `batchling submit` needs.
@@ -238,22 +233,10 @@ pub(crate) struct SubmitSettings {
 
 impl SubmitSettings {
     pub(crate) fn resolve(a: SubmitArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let (mut client, has_key, has_base) = client_config(
-            a.base_url.as_deref(),
-            &a.api_key_env,
-            &a.headers,
-            a.timeout,
-            &getenv,
-        )?;
-        client.pool_size = a.concurrency.max(1);
-        let upstream = if a.mock || (!has_key && !has_base) {
-            Upstream::Mock {
-                implicit: !a.mock,
-                client,
-            }
-        } else {
-            Upstream::Remote(client)
-        };
+        a.limits.check()?;
+        let (mut client, has_key, has_base) = client_config(&a.client, &getenv)?;
+        client.pool_size = a.limits.concurrency.max(1);
+        let upstream = upstream(a.mock, has_key || has_base, client);
         if a.input.as_os_str() == "-" {
             bail!(
                 "submit needs a file (parts are rebuilt from it on resume), not - (stdin); save the input to a file"
@@ -264,15 +247,6 @@ impl SubmitSettings {
         }
         if a.max_batch_bytes == 0 {
             bail!("--max-batch-bytes must be at least 1");
-        }
-        if a.concurrency == 0 {
-            bail!("--concurrency must be at least 1");
-        }
-        if a.max_attempts == 0 {
-            bail!("--max-attempts must be at least 1");
-        }
-        if a.rpm == Some(0) || a.tpm == Some(0) {
-            bail!("--rpm and --tpm must be positive (leave them out for no limit)");
         }
         let poll_interval = duration_flag("--poll-interval", &a.poll_interval)?;
         let max_poll_interval =
@@ -298,17 +272,10 @@ impl SubmitSettings {
             .clone()
             .unwrap_or_else(|| batchling_engine::default_state_path(&a.output));
         let prices = Some(Arc::new(catalog(a.prices.as_deref())?));
-        let retry = RetryPolicy {
-            max_attempts: a.max_attempts,
-            ..RetryPolicy::default()
-        };
+        let retry = a.limits.retry();
         let mut online = Job::new(Input::File(a.input.clone()), a.output.clone());
-        online.pacing = PacerConfig {
-            rpm: a.rpm,
-            tpm: a.tpm,
-            ..PacerConfig::default()
-        };
-        online.concurrency = a.concurrency;
+        online.pacing = a.limits.pacing();
+        online.concurrency = a.limits.concurrency;
         online.retry = retry;
         let job = SubmitJob {
             input: a.input,
@@ -354,13 +321,7 @@ pub(crate) struct CancelSettings {
 
 impl CancelSettings {
     pub(crate) fn resolve(a: CancelArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let (client, _, _) = client_config(
-            a.base_url.as_deref(),
-            &a.api_key_env,
-            &a.headers,
-            600.0,
-            &getenv,
-        )?;
+        let (client, _, _) = client_config(&a.client, &getenv)?;
         Ok(CancelSettings {
             state: a.state,
             client,
