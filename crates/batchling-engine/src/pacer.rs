@@ -497,4 +497,33 @@ mod tests {
         p.settle_tokens(1500, 500);
         assert_eq!(p.try_admit(10, t0 + Duration::from_millis(500)), None);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_sharing_a_pacer_take_turns() {
+        // Two dispatch loops on one pacer (two batches of `batchling serve`):
+        // a big one queued first and a small one arriving later alternate,
+        // so the small one is done after about twice its own length.
+        let p = std::sync::Arc::new(Pacer::new(cfg(Some(600), None)));
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let run = |name: &'static str, n: usize| {
+            let (p, order) = (p.clone(), order.clone());
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    p.admit(1).await;
+                    order.lock().unwrap().push(name);
+                }
+            })
+        };
+        let big = run("big", 100);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let small = run("small", 5);
+        small.await.unwrap();
+        let admitted = order.lock().unwrap().clone();
+        let bigs = admitted.iter().filter(|n| **n == "big").count();
+        assert!(
+            bigs <= 3 + 6,
+            "the small caller waited behind {bigs} big admissions"
+        );
+        big.abort();
+    }
 }
