@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod client;
 pub mod headers;
+mod plain;
 
 pub use classify::classify;
 pub use client::{AuthStyle, ClientConfig, OpenAiClient};
