@@ -383,7 +383,9 @@ pub(crate) async fn attempt<P: Provider>(
         body: p.parsed.body.clone(),
     };
     let started = Instant::now();
-    let result = ctx.provider.send(&out).await;
+    // Boxed: the send future is large, and inline it would make every
+    // spawned attempt task that much bigger to build and move.
+    let result = Box::pin(ctx.provider.send(&out)).await;
     let latency = started.elapsed();
     p.sent += 1;
     ctx.counters.in_flight.fetch_sub(1, Relaxed);
