@@ -30,13 +30,26 @@ pub(crate) enum PlainError {
 }
 
 /// A response read in full.
+#[derive(Debug)]
 pub(crate) struct PlainResponse {
     pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// One keep-alive connection: the handle to send on, and its task, which
+/// is ended with it (a connection given up on mid-answer, after a timeout,
+/// must not linger on a server that never answers).
+struct Sender {
+    send: SendRequest<Full<Bytes>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// See the module docs.
 pub(crate) struct PlainClient {
@@ -160,13 +173,13 @@ impl PlainClient {
                     self.connect().await?
                 }
             };
-            if let Err(e) = sender.ready().await {
+            if let Err(e) = sender.send.ready().await {
                 if pooled {
                     continue; // closed while idle: take another
                 }
                 return Err(connection_error(e));
             }
-            match sender.try_send_request(req).await {
+            match sender.send.try_send_request(req).await {
                 Ok(resp) => break (sender, resp),
                 Err(mut e) => match e.take_message() {
                     Some(back) if pooled => req = back,
@@ -207,7 +220,7 @@ impl PlainClient {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(s) = idle.pop() {
-            if !s.is_closed() {
+            if !s.send.is_closed() {
                 return Some(s);
             }
         }
@@ -232,15 +245,16 @@ impl PlainClient {
         };
         // Requests are single writes; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        let (send, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(connection_error)?;
         // The connection's own task reads and writes the socket; it ends
-        // when the server closes it or every sender is dropped.
-        tokio::spawn(async move {
+        // when the server closes it or its `Sender` is dropped.
+        let task = tokio::spawn(async move {
             let _ = conn.await;
-        });
-        Ok(sender)
+        })
+        .abort_handle();
+        Ok(Sender { send, task })
     }
 }
 
@@ -253,4 +267,113 @@ fn connection_error(e: hyper::Error) -> PlainError {
         src = s.source();
     }
     PlainError::Connection(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers one request per connection and then closes it
+    /// without saying so, as keep-alive timeouts do.
+    async fn one_shot_server() -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then a two-byte body.
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"{}") {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let text = String::from_utf8_lossy(&buf).to_lowercase();
+                assert!(text.starts_with("post /v1/embeddings http/1.1"), "{text}");
+                assert!(text.contains(&format!("host: 127.0.0.1:{port}")), "{text}");
+                assert!(text.contains("x-batchling-custom-id: id-1"), "{text}");
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}")
+                    .await
+                    .unwrap();
+                s.shutdown().await.unwrap();
+            }
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced() {
+        let (port, server) = one_shot_server().await;
+        let client = PlainClient::new(
+            "127.0.0.1",
+            port,
+            "/v1",
+            HeaderMap::new(),
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            4,
+        )
+        .unwrap();
+        for _ in 0..5 {
+            let r = client
+                .post(
+                    Endpoint::Embeddings,
+                    HeaderValue::from_static("id-1"),
+                    Bytes::from_static(b"{}"),
+                )
+                .await
+                .unwrap();
+            assert_eq!((r.status, &r.body[..]), (200, &b"{\"a\":1}"[..]));
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn refused_and_silent_servers_are_transport_errors() {
+        let refused = PlainClient::new(
+            "127.0.0.1",
+            1,
+            "/v1",
+            HeaderMap::new(),
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            4,
+        )
+        .unwrap();
+        let r = refused
+            .post(
+                Endpoint::Embeddings,
+                HeaderValue::from_static("a"),
+                Bytes::new(),
+            )
+            .await;
+        assert!(matches!(r, Err(PlainError::Connection(_))), "{r:?}");
+
+        // Accepts, never answers: the per-attempt timeout ends it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = PlainClient::new(
+            "127.0.0.1",
+            port,
+            "/v1",
+            HeaderMap::new(),
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+            4,
+        )
+        .unwrap();
+        let r = silent
+            .post(
+                Endpoint::Embeddings,
+                HeaderValue::from_static("a"),
+                Bytes::new(),
+            )
+            .await;
+        assert!(matches!(r, Err(PlainError::Timeout)), "{r:?}");
+        drop(listener);
+    }
 }
