@@ -54,7 +54,18 @@ pub(crate) fn write_loop(
     let mut permits = Vec::with_capacity(MAX_GROUP);
     let mut puts = Vec::new();
     let fill = (concurrency / 4).clamp(1, MAX_GROUP);
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        // Answers already waiting after the last commit mean they arrive
+        // faster than commits finish: only then is lingering worth it (at
+        // low rates it would only add wake-ups).
+        let (first, busy) = match rx.try_recv() {
+            Ok(e) => (e, true),
+            Err(mpsc::error::TryRecvError::Empty) => match rx.blocking_recv() {
+                Some(e) => (e, false),
+                None => break,
+            },
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         let mut next = Some(first);
         let started = Instant::now();
         loop {
@@ -70,7 +81,8 @@ pub(crate) fn write_loop(
             // and without this groups average a fifth of the concurrency at
             // zero latency. Never while nothing is in flight (no answer is
             // coming), and never long (permits are held meanwhile).
-            if records.len() >= fill
+            if !busy
+                || records.len() >= fill
                 || counters.in_flight.load(Relaxed) == 0
                 || started.elapsed() >= LINGER
             {
