@@ -13,12 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONNECTION, HOST, HeaderMap, HeaderValue};
+use hyper::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use batchling_core::Endpoint;
+
+const CUSTOM_ID: HeaderName = HeaderName::from_static("x-batchling-custom-id");
 
 /// Why an exchange produced no answer.
 #[derive(Debug)]
@@ -146,12 +148,11 @@ impl PlainClient {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri;
-        let h = req.headers_mut();
-        h.reserve(self.headers.len() + 1);
-        for (k, v) in &self.headers {
-            h.append(k, v.clone());
-        }
-        h.insert("x-batchling-custom-id", custom_id.clone());
+        // A clone of the whole map copies its tables at once, cheaper than
+        // inserting header by header.
+        let mut headers = self.headers.clone();
+        headers.insert(CUSTOM_ID, custom_id.clone());
+        *req.headers_mut() = headers;
         req
     }
 
