@@ -377,6 +377,29 @@ mod tests {
     }
 
     #[test]
+    fn the_lean_client_only_for_plain_http_without_http2() {
+        let client = |url: &str, http2: bool| {
+            OpenAiClient::new(ClientConfig {
+                base_url: url.into(),
+                http2,
+                ..ClientConfig::default()
+            })
+            .unwrap()
+        };
+        // A proxy in the environment would turn it off too; the test
+        // environment is not touched here.
+        let proxied = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        assert_eq!(
+            client("http://127.0.0.1:8080/v1", false).plain.is_some(),
+            !proxied
+        );
+        assert!(client("http://127.0.0.1:8080/v1", true).plain.is_none());
+        assert!(client("https://api.openai.com/v1", false).plain.is_none());
+    }
+
+    #[test]
     fn any_custom_id_makes_a_header() {
         assert_eq!(custom_id_header("req-1 a").to_str().unwrap(), "req-1 a");
         assert_eq!(custom_id_header("a\nb%").to_str().unwrap(), "a%0Ab%25");
