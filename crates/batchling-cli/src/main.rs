@@ -18,6 +18,12 @@ mod settings;
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: a run allocates a few dozen small
+/// buffers per request across three threads, and glibc's arenas spent
+/// about a tenth of batchling's user time on them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> ExitCode {

@@ -383,7 +383,10 @@ pub(crate) async fn attempt<P: Provider>(
         body: p.parsed.body.clone(),
     };
     let started = Instant::now();
-    let result = ctx.provider.send(&out).await;
+    // Boxed: the send future is large, and inline it would make every
+    // spawned attempt task that much bigger to build and move.
+    let result = Box::pin(ctx.provider.send(&out)).await;
+    drop(out);
     let latency = started.elapsed();
     p.sent += 1;
     ctx.counters.in_flight.fetch_sub(1, Relaxed);
@@ -424,12 +427,12 @@ pub(crate) async fn attempt<P: Provider>(
                 ctx.reporter
                     .notice("the upstream answers again; resuming full speed");
             }
-            ctx.finish_with_answer(&p, a, FinalState::Done, Some(permit), latency)
-                .await;
+            Box::pin(ctx.finish_with_answer(&p, a, FinalState::Done, Some(permit), latency)).await;
         }
+        // The rarer paths are boxed so that their state does not make
+        // every attempt task bigger.
         Verdict::Fail => {
-            ctx.finish_with_attempt(&p, &result, Some(permit), latency)
-                .await
+            Box::pin(ctx.finish_with_attempt(&p, &result, Some(permit), latency)).await
         }
         Verdict::StopRun(reason) => {
             ctx.stop_with(match reason {
@@ -440,7 +443,7 @@ pub(crate) async fn attempt<P: Provider>(
             });
         }
         Verdict::Retry { after, reason } => {
-            retry(ctx, p, &result, after, reason, permit, latency).await
+            Box::pin(retry(ctx, p, &result, after, reason, permit, latency)).await
         }
     }
 }

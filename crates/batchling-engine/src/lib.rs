@@ -364,8 +364,9 @@ pub async fn run<P: Provider>(
     let (record_tx, record_rx) = mpsc::channel(8192);
     let writer_thread = {
         let (c, stop, err) = (counters.clone(), stop.clone(), journal_error.clone());
+        let concurrency = job.concurrency;
         std::thread::spawn(move || {
-            recorder::write_loop(journal, cache_writer, record_rx, c, |e| {
+            recorder::write_loop(journal, cache_writer, record_rx, c, concurrency, |e| {
                 *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 stop.cancel();
             })

@@ -124,6 +124,27 @@ fn changed_input_and_restart() {
     ));
     j.begin("in.jsonl", Some(&other), "{}", 0, true).unwrap();
     assert_eq!(j.counts().unwrap().done, 0);
+    assert_eq!(j.meta().unwrap().input_size, Some(11));
+
+    // The reset journal is a whole one: it takes commits, exports, and
+    // reopens in WAL mode at the current schema.
+    j.commit(&[rec(3, FinalState::Done, "b")]).unwrap();
+    let (o, e) = (dir.path().join("o"), dir.path().join("e"));
+    assert_eq!(j.export(&o, &e, ExportOrder::Input).unwrap(), (1, 0));
+    drop(j);
+    let j = Journal::open(&dir.path().join("j"), false).unwrap();
+    assert_eq!(j.counts().unwrap().done, 1);
+    assert_eq!(j.finished_seqs().unwrap(), vec![1 << 3]);
+    drop(j);
+    let raw = rusqlite::Connection::open(dir.path().join("j")).unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(version >= 2, "{version}");
 }
 
 #[test]

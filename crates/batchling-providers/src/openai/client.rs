@@ -1,12 +1,13 @@
 //! The HTTP client for OpenAI-compatible servers.
 
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use batchling_core::Endpoint;
 use batchling_core::usage::{BodyRead, read_body};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use super::plain::{PlainClient, PlainError};
 use super::{classify, headers};
 use crate::attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
 use crate::secret::ApiKey;
@@ -61,6 +62,8 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone)]
 pub struct OpenAiClient {
     http: reqwest::Client,
+    /// The lean client, for plain-`http` upstreams without a proxy.
+    plain: Option<Arc<PlainClient>>,
     base: String,
     /// Full URL per endpoint, parsed once: parsing a URL per request costs
     /// more than the rest of building it.
@@ -120,6 +123,7 @@ impl OpenAiClient {
             v.set_sensitive(true);
             default_headers.insert(n, v);
         }
+        let default_headers_copy = default_headers.clone();
         let mut builder = reqwest::Client::builder()
             .default_headers(default_headers)
             .pool_max_idle_per_host(config.pool_size)
@@ -133,6 +137,9 @@ impl OpenAiClient {
         let http = builder
             .build()
             .map_err(|e| ProviderError::Client(e.to_string()))?;
+        let plain = plain_client(&parsed, &config, default_headers_copy)
+            .map_err(ProviderError::Client)?
+            .map(Arc::new);
         let urls = Endpoint::ALL
             .into_iter()
             .map(|e| {
@@ -144,6 +151,7 @@ impl OpenAiClient {
             .collect::<Result<_, _>>()?;
         Ok(OpenAiClient {
             http,
+            plain,
             urls,
             base,
             timeout: config.timeout,
@@ -197,13 +205,19 @@ impl OpenAiClient {
             .body(request.body.clone())
             .send()
             .await?;
+        let mut resp = resp;
         let status = resp.status().as_u16();
-        let h = resp.headers();
+        let headers = std::mem::take(resp.headers_mut());
+        let body = resp.bytes().await?;
+        Ok(self.answer(status, &headers, body))
+    }
+
+    /// The answer to a response read in full.
+    fn answer(&self, status: u16, h: &HeaderMap, mut body: bytes::Bytes) -> Answer {
         let limits = headers::rate_limits(h);
         let retry_after = headers::retry_after(h);
         let should_retry = headers::should_retry(h);
         let request_id = headers::request_id(h);
-        let mut body = resp.bytes().await?;
         if !(200..300).contains(&status)
             && let Some(k) = &self.key
             && let text = String::from_utf8_lossy(&body)
@@ -224,7 +238,7 @@ impl OpenAiClient {
             let valid = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
             (valid, None)
         };
-        Ok(Answer {
+        Answer {
             status,
             body,
             request_id,
@@ -233,8 +247,71 @@ impl OpenAiClient {
             should_retry,
             body_is_json,
             usage,
-        })
+        }
     }
+
+    async fn send_plain(&self, plain: &PlainClient, request: &Outgoing) -> Attempt {
+        let custom_id = custom_id_header(&request.custom_id);
+        match plain
+            .post(request.endpoint, custom_id, request.body.clone())
+            .await
+        {
+            Ok(r) => Attempt::Answered(self.answer(r.status, &r.headers, r.body)),
+            Err(e) => {
+                let (kind, message) = match e {
+                    PlainError::Timeout => (
+                        TransportKind::Timeout,
+                        format!("no complete answer within {:?}", self.timeout),
+                    ),
+                    PlainError::Connection(m) => (TransportKind::Connection, m),
+                };
+                let message = match &self.key {
+                    Some(k) => k.redact(&message),
+                    None => message,
+                };
+                Attempt::Transport(TransportError { kind, message })
+            }
+        }
+    }
+}
+
+/// The lean client, when the upstream is plain `http` (no TLS), HTTP/2 is
+/// off and no proxy is configured: reqwest is kept for everything else.
+fn plain_client(
+    url: &reqwest::Url,
+    config: &ClientConfig,
+    headers: HeaderMap,
+) -> Result<Option<PlainClient>, String> {
+    let proxied = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    if url.scheme() != "http"
+        || config.http2
+        || proxied
+        || url.query().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Ok(None);
+    }
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(None);
+    };
+    let mut headers = headers;
+    headers.insert(
+        reqwest::header::USER_AGENT,
+        HeaderValue::from_static(concat!("batchling/", env!("CARGO_PKG_VERSION"))),
+    );
+    PlainClient::new(
+        host,
+        port,
+        url.path(),
+        headers,
+        config.timeout,
+        Duration::from_secs(10).min(config.timeout),
+        config.pool_size,
+    )
+    .map(Some)
 }
 
 /// The custom id as a header value: visible ASCII as is, every other byte
@@ -258,6 +335,9 @@ fn custom_id_header(id: &str) -> HeaderValue {
 
 impl Provider for OpenAiClient {
     async fn send(&self, request: &Outgoing) -> Attempt {
+        if let Some(plain) = &self.plain {
+            return self.send_plain(plain, request).await;
+        }
         match self.attempt(request).await {
             Ok(a) => Attempt::Answered(a),
             Err(e) => Attempt::Transport(self.transport_error(&e)),
@@ -294,6 +374,29 @@ mod tests {
             ..ClientConfig::default()
         });
         assert!(matches!(err, Err(ProviderError::BadHeader { .. })));
+    }
+
+    #[test]
+    fn the_lean_client_only_for_plain_http_without_http2() {
+        let client = |url: &str, http2: bool| {
+            OpenAiClient::new(ClientConfig {
+                base_url: url.into(),
+                http2,
+                ..ClientConfig::default()
+            })
+            .unwrap()
+        };
+        // A proxy in the environment would turn it off too; the test
+        // environment is not touched here.
+        let proxied = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        assert_eq!(
+            client("http://127.0.0.1:8080/v1", false).plain.is_some(),
+            !proxied
+        );
+        assert!(client("http://127.0.0.1:8080/v1", true).plain.is_none());
+        assert!(client("https://api.openai.com/v1", false).plain.is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod batches;
 pub mod classify;
 pub mod client;
 pub mod headers;
+mod plain;
 
 pub use batches::{BatchApiError, BatchClient, BatchStatus};
 pub use classify::classify;
