@@ -324,6 +324,10 @@ def serve_50k(n=50_000):
             "cpu_s_per_10k": round((ru.ru_utime + ru.ru_stime) / n * 10_000, 2),
             "peak_rss_mb": round(peak, 1),
             "rss_while_running_mb": f"{min(during):.0f}-{max(during):.0f}" if during else "",
+            # Largest RSS seen up to each quarter of the answers: flat memory
+            # plateaus early instead of growing with the batch.
+            "rss_by_quarter_mb": " ".join(
+                f"{max([s[1] for s in samples if s[2] <= q * n // 4] or [0]):.0f}" for q in (1, 2, 3, 4)),
             "rss_samples": len(samples)}
 
 
