@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::client::{AuthStyle, ClientConfig};
+use super::client::ClientConfig;
 use super::headers;
 use crate::ProviderError;
 use crate::secret::ApiKey;
@@ -284,44 +284,7 @@ impl BatchClient {
     /// URL with `/v1`, key, extra headers, timeout per call).
     pub fn new(config: &ClientConfig) -> Result<Self, ProviderError> {
         super::client::install_crypto();
-        let base = config.base_url.trim_end_matches('/').to_owned();
-        let parsed = reqwest::Url::parse(&base).map_err(|e| ProviderError::BadBaseUrl {
-            url: config.base_url.clone(),
-            reason: e.to_string(),
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ProviderError::BadBaseUrl {
-                url: config.base_url.clone(),
-                reason: "the scheme must be http or https".into(),
-            });
-        }
-        let mut default_headers = HeaderMap::new();
-        if let Some(key) = &config.api_key {
-            let (name, value) = match config.auth {
-                AuthStyle::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
-                AuthStyle::ApiKeyHeader => {
-                    (HeaderName::from_static("api-key"), key.expose().to_owned())
-                }
-            };
-            let mut value =
-                HeaderValue::from_str(&value).map_err(|_| ProviderError::BadHeader {
-                    name: name.to_string(),
-                    reason: "the API key holds characters not allowed in a header".into(),
-                })?;
-            value.set_sensitive(true);
-            default_headers.insert(name, value);
-        }
-        for (name, value) in &config.headers {
-            let bad = |reason: String| ProviderError::BadHeader {
-                name: name.clone(),
-                reason,
-            };
-            let n =
-                HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| bad(e.to_string()))?;
-            let mut v = HeaderValue::from_str(value.trim()).map_err(|e| bad(e.to_string()))?;
-            v.set_sensitive(true);
-            default_headers.insert(n, v);
-        }
+        let (base, _, default_headers) = super::client::prepare(config)?;
         let http = reqwest::Client::builder()
             .default_headers(default_headers)
             .timeout(config.timeout)

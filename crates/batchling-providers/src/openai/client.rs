@@ -81,48 +81,57 @@ pub(crate) fn install_crypto() {
     });
 }
 
+/// What both the online client and the Files + Batches client start from:
+/// the base URL without a trailing slash, parsed and checked (http or
+/// https), and the headers of every request (the key, marked sensitive so
+/// it is never logged, and the user's extra headers).
+pub(crate) fn prepare(
+    config: &ClientConfig,
+) -> Result<(String, reqwest::Url, HeaderMap), ProviderError> {
+    let base = config.base_url.trim_end_matches('/').to_owned();
+    let bad = |reason: &str| ProviderError::BadBaseUrl {
+        url: config.base_url.clone(),
+        reason: reason.into(),
+    };
+    let parsed = reqwest::Url::parse(&base).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(key) = &config.api_key {
+        let (name, value) = match config.auth {
+            AuthStyle::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+            AuthStyle::ApiKeyHeader => {
+                (HeaderName::from_static("api-key"), key.expose().to_owned())
+            }
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| ProviderError::BadHeader {
+            name: name.to_string(),
+            reason: "the API key holds characters not allowed in a header".into(),
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    for (name, value) in &config.headers {
+        let bad_header = |reason: String| ProviderError::BadHeader {
+            name: name.clone(),
+            reason,
+        };
+        let n = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|e| bad_header(e.to_string()))?;
+        let mut v = HeaderValue::from_str(value.trim()).map_err(|e| bad_header(e.to_string()))?;
+        v.set_sensitive(true);
+        headers.insert(n, v);
+    }
+    Ok((base, parsed, headers))
+}
+
 impl OpenAiClient {
     /// Build the client. Fails on a bad base URL or header.
     pub fn new(config: ClientConfig) -> Result<Self, ProviderError> {
         install_crypto();
-        let base = config.base_url.trim_end_matches('/').to_owned();
-        let bad = |reason: &str| ProviderError::BadBaseUrl {
-            url: config.base_url.clone(),
-            reason: reason.into(),
-        };
-        let parsed = reqwest::Url::parse(&base).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(bad("the scheme must be http or https"));
-        }
-        let mut default_headers = HeaderMap::new();
+        let (base, parsed, mut default_headers) = prepare(&config)?;
         default_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &config.api_key {
-            let (name, value) = match config.auth {
-                AuthStyle::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
-                AuthStyle::ApiKeyHeader => {
-                    (HeaderName::from_static("api-key"), key.expose().to_owned())
-                }
-            };
-            let mut value =
-                HeaderValue::from_str(&value).map_err(|_| ProviderError::BadHeader {
-                    name: name.to_string(),
-                    reason: "the API key holds characters not allowed in a header".into(),
-                })?;
-            value.set_sensitive(true);
-            default_headers.insert(name, value);
-        }
-        for (name, value) in &config.headers {
-            let bad_header = |reason: String| ProviderError::BadHeader {
-                name: name.clone(),
-                reason,
-            };
-            let n = HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|e| bad_header(e.to_string()))?;
-            let mut v =
-                HeaderValue::from_str(value.trim()).map_err(|e| bad_header(e.to_string()))?;
-            v.set_sensitive(true);
-            default_headers.insert(n, v);
-        }
         let default_headers_copy = default_headers.clone();
         let mut builder = reqwest::Client::builder()
             .default_headers(default_headers)
@@ -146,7 +155,10 @@ impl OpenAiClient {
                 let url = format!("{base}{}", e.relative_path());
                 reqwest::Url::parse(&url)
                     .map(|u| (e, u))
-                    .map_err(|err| bad(&err.to_string()))
+                    .map_err(|err| ProviderError::BadBaseUrl {
+                        url: config.base_url.clone(),
+                        reason: err.to_string(),
+                    })
             })
             .collect::<Result<_, _>>()?;
         Ok(OpenAiClient {
