@@ -777,3 +777,34 @@ async fn deleting_a_file_hides_it_and_frees_its_content() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_down_upstream_never_loses_requests_the_batch_expires_with_every_line() {
+    // Nothing listens on port 9: every attempt is refused. The engine keeps
+    // probing (an outage, not a per-request failure) until the window ends.
+    let env = Env::new(MockConfig::default(), |c| {
+        c.upstreams[0].base_url = "http://127.0.0.1:9/v1".into();
+        c.completion_window = Duration::from_secs(2);
+    })
+    .await;
+    let b = env.batch(KEY_A, &chat_lines("down", 30)).await;
+    let done = env.wait(KEY_A, b["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "expired", "{done}");
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 30, "completed": 0, "failed": 30})
+    );
+    assert!(done["output_file_id"].is_null());
+    let errs = parse_lines(
+        &env.content(KEY_A, done["error_file_id"].as_str().unwrap())
+            .await,
+    );
+    let mut ids: Vec<&str> = errs
+        .iter()
+        .map(|e| e["custom_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "every request has its line");
+    assert!(errs.iter().all(|e| e["error"]["code"] == "batch_expired"));
+}
