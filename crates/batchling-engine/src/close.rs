@@ -2,8 +2,6 @@
 //! state gets an error line (`batch_cancelled`, `batch_expired`), so the
 //! output and error files hold exactly one line per input request.
 
-use batchling_core::Usage;
-use batchling_core::output::{self, LineFailure};
 use batchling_store::{ExportOrder, FinalState, InputIdentity, Journal, Record};
 
 use crate::reader::{Input, Validator, for_each_line};
@@ -57,43 +55,18 @@ pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, Eng
         if is_finished(this) {
             return true;
         }
-        let (state, custom_id, code, message) = match checked {
-            Ok(req) => (
-                FinalState::Failed,
+        let line_id = format!("batch_req_{id_prefix}{closed:08x}");
+        group.push(match checked {
+            Ok(req) => Record::failure(
+                this,
+                line_no,
                 Some(req.custom_id),
-                code.to_owned(),
+                FinalState::Failed,
+                &line_id,
+                code,
                 message.to_owned(),
             ),
-            Err(e) => (
-                FinalState::Invalid,
-                e.custom_id.clone(),
-                e.problem.code().to_owned(),
-                e.to_string(),
-            ),
-        };
-        let mut out = Vec::with_capacity(160);
-        output::write_failure_line(
-            &mut out,
-            &format!("batch_req_{id_prefix}{closed:08x}"),
-            custom_id.as_deref(),
-            &LineFailure {
-                code: &code,
-                message: &message,
-            },
-        );
-        group.push(Record {
-            seq: this,
-            line_no,
-            custom_id,
-            state,
-            attempts: 0,
-            status_code: None,
-            error_code: Some(code),
-            error_message: Some(message),
-            usage: Usage::default(),
-            latency_ms: None,
-            cost_usd: None,
-            line: out,
+            Err(e) => Record::invalid(this, &e, &line_id),
         });
         closed += 1;
         if group.len() >= GROUP {
@@ -122,6 +95,7 @@ pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, Eng
 #[cfg(test)]
 mod tests {
     use super::*;
+    use batchling_core::Usage;
     use std::io::Write;
 
     #[test]

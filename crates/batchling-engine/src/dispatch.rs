@@ -325,33 +325,7 @@ impl<P: Provider> Ctx<P> {
     }
 
     pub(crate) async fn reject(&self, seq: u64, e: batchling_core::LineError) {
-        let mut line = Vec::with_capacity(200);
-        let id = self.line_id();
-        let message = e.to_string();
-        let code = e.problem.code();
-        output::write_failure_line(
-            &mut line,
-            &id,
-            e.custom_id.as_deref(),
-            &LineFailure {
-                code,
-                message: &message,
-            },
-        );
-        let r = Record {
-            seq,
-            line_no: e.line_no,
-            custom_id: e.custom_id,
-            state: FinalState::Invalid,
-            attempts: 0,
-            status_code: None,
-            error_code: Some(code.to_owned()),
-            error_message: Some(message),
-            usage: Usage::default(),
-            latency_ms: None,
-            cost_usd: None,
-            line,
-        };
+        let r = Record::invalid(seq, &e, &self.line_id());
         self.record(r, None).await;
     }
 }

@@ -2,6 +2,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use batchling_core::Usage;
+use batchling_core::output::{LineFailure, write_failure_line};
+use batchling_core::request::LineError;
 
 /// The final states a request can be journaled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,4 +72,57 @@ pub struct Record {
     pub cost_usd: Option<f64>,
     /// The output- or error-file line, newline included.
     pub line: Vec<u8>,
+}
+
+impl Record {
+    /// A request that ends with no HTTP answer to show: its error-file line
+    /// (`"response": null`, `error: {code, message}`) and the record, with
+    /// no attempts counted.
+    pub fn failure(
+        seq: u64,
+        line_no: u64,
+        custom_id: Option<String>,
+        state: FinalState,
+        line_id: &str,
+        code: &str,
+        message: String,
+    ) -> Record {
+        let mut line = Vec::with_capacity(160 + message.len());
+        write_failure_line(
+            &mut line,
+            line_id,
+            custom_id.as_deref(),
+            &LineFailure {
+                code,
+                message: &message,
+            },
+        );
+        Record {
+            seq,
+            line_no,
+            custom_id,
+            state,
+            attempts: 0,
+            status_code: None,
+            error_code: Some(code.to_owned()),
+            error_message: Some(message),
+            usage: Usage::default(),
+            latency_ms: None,
+            cost_usd: None,
+            line,
+        }
+    }
+
+    /// A bad input line, as every command writes it to the error file.
+    pub fn invalid(seq: u64, e: &LineError, line_id: &str) -> Record {
+        Record::failure(
+            seq,
+            e.line_no,
+            e.custom_id.clone(),
+            FinalState::Invalid,
+            line_id,
+            e.problem.code(),
+            e.to_string(),
+        )
+    }
 }

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use batchling_core::Usage;
-use batchling_core::output::{LineFailure, write_failure_line};
 use batchling_core::pricing::{Catalog, TokenCounts};
 use batchling_core::usage::{BodyRead, read_body};
 use batchling_providers::openai::batches::{Batch, BatchStatus};
@@ -64,30 +63,17 @@ pub(crate) fn failure_report(
 }
 
 fn failure_record(r: &PartRequest, line_id: &str, code: &str, message: String) -> Record {
-    let mut line = Vec::with_capacity(160 + message.len());
-    write_failure_line(
-        &mut line,
+    let mut rec = Record::failure(
+        r.seq,
+        r.line_no,
+        Some(r.custom_id.clone()),
+        FinalState::Failed,
         line_id,
-        Some(&r.custom_id),
-        &LineFailure {
-            code,
-            message: &message,
-        },
+        code,
+        message,
     );
-    Record {
-        seq: r.seq,
-        line_no: r.line_no,
-        custom_id: Some(r.custom_id.clone()),
-        state: FinalState::Failed,
-        attempts: 1,
-        status_code: None,
-        error_code: Some(code.to_owned()),
-        error_message: Some(message),
-        usage: Usage::default(),
-        latency_ms: None,
-        cost_usd: None,
-        line,
-    }
+    rec.attempts = 1; // it was sent, in the batch
+    rec
 }
 
 /// Build the records of a finished part from its result files.

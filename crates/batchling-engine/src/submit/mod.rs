@@ -35,9 +35,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchling_core::output::{LineFailure, write_failure_line};
+use batchling_core::RetryPolicy;
 use batchling_core::pricing::Catalog;
-use batchling_core::{RetryPolicy, Usage};
 use batchling_providers::Provider;
 use batchling_providers::openai::batches::{Batch, BatchApiError, BatchClient, BatchStatus};
 use batchling_store::{
@@ -542,36 +541,6 @@ fn error_list(b: &Batch) -> serde_json::Value {
     )
 }
 
-/// A bad input line's error-file record, as `batchling run` writes it.
-fn invalid_record(seq: u64, e: &batchling_core::LineError) -> Record {
-    let message = e.to_string();
-    let code = e.problem.code();
-    let mut line = Vec::with_capacity(200);
-    write_failure_line(
-        &mut line,
-        &format!("batch_req_invalid_{seq}"),
-        e.custom_id.as_deref(),
-        &LineFailure {
-            code,
-            message: &message,
-        },
-    );
-    Record {
-        seq,
-        line_no: e.line_no,
-        custom_id: e.custom_id.clone(),
-        state: FinalState::Invalid,
-        attempts: 0,
-        status_code: None,
-        error_code: Some(code.to_owned()),
-        error_message: Some(message),
-        usage: Usage::default(),
-        latency_ms: None,
-        cost_usd: None,
-        line,
-    }
-}
-
 fn settings_json(job: &SubmitJob) -> String {
     serde_json::json!({
         "command": "submit",
@@ -661,7 +630,7 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64, bo
     if !new_problems.is_empty() {
         let records: Vec<Record> = new_problems
             .iter()
-            .map(|(seq, e)| invalid_record(*seq, e))
+            .map(|(seq, e)| Record::invalid(*seq, e, &format!("batch_req_invalid_{seq}")))
             .collect();
         journal.record_invalid(&records)?;
         reporter.notice(&format!(
