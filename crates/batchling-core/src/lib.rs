@@ -13,6 +13,7 @@
 //!   TOML/JSON file) and what tokens cost, online or through a Batch API.
 //! - [`ratelimit`]: rate-limit readings from response headers.
 //! - [`retry`]: the [`retry::Verdict`] a classifier gives an attempt, and backoff.
+//! - [`batch`]: the Batches API's statuses.
 //! - [`duration`]: Go-style durations (`6m0s`) used in rate-limit headers.
 //!
 //! # Glossary
@@ -21,6 +22,7 @@
 //! request finally became (succeeded, failed, invalid).
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod duration;
 pub mod endpoint;
 pub mod output;

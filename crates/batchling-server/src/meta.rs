@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+pub(crate) use batchling_core::batch::BatchStatus as Status;
+
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_meta.sql")];
 
 /// The metadata store could not be used.
@@ -37,70 +39,19 @@ pub enum MetaError {
     },
 }
 
-/// A batch's status, as the API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Status {
-    /// The input file is being checked.
-    Validating,
-    /// The input file was invalid.
-    Failed,
-    /// Requests are being sent.
-    InProgress,
-    /// Every request is done; result files are being written.
-    Finalizing,
-    /// Results are ready.
-    Completed,
-    /// The completion window passed first.
-    Expired,
-    /// A cancel was asked for; requests in flight are finishing.
-    Cancelling,
-    /// Cancelled; partial results are ready.
-    Cancelled,
-}
-
-impl Status {
-    /// Every status, for metrics.
-    pub(crate) const ALL: [Status; 8] = [
-        Status::Validating,
-        Status::Failed,
-        Status::InProgress,
-        Status::Finalizing,
-        Status::Completed,
-        Status::Expired,
-        Status::Cancelling,
-        Status::Cancelled,
-    ];
-
-    /// The API's name.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Status::Validating => "validating",
-            Status::Failed => "failed",
-            Status::InProgress => "in_progress",
-            Status::Finalizing => "finalizing",
-            Status::Completed => "completed",
-            Status::Expired => "expired",
-            Status::Cancelling => "cancelling",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
-    /// The timestamp column set on entering this status.
-    fn at_column(self) -> &'static str {
-        match self {
-            Status::Validating => "created_at",
-            Status::Failed => "failed_at",
-            Status::InProgress => "in_progress_at",
-            Status::Finalizing => "finalizing_at",
-            Status::Completed => "completed_at",
-            Status::Expired => "expired_at",
-            Status::Cancelling => "cancelling_at",
-            Status::Cancelled => "cancelled_at",
-        }
+/// The timestamp column set on entering a status.
+fn at_column(s: &Status) -> &'static str {
+    match s {
+        Status::Validating => "created_at",
+        Status::Failed => "failed_at",
+        Status::InProgress => "in_progress_at",
+        Status::Finalizing => "finalizing_at",
+        Status::Completed => "completed_at",
+        Status::Expired => "expired_at",
+        Status::Cancelling => "cancelling_at",
+        Status::Cancelled => "cancelled_at",
+        // Never stored: only the known statuses are written.
+        Status::Other(_) => "failed_at",
     }
 }
 
@@ -158,9 +109,9 @@ pub(crate) struct BatchRow {
 }
 
 impl BatchRow {
-    /// The parsed status (an unknown one reads as failed, never panics).
+    /// The parsed status.
     pub(crate) fn status(&self) -> Status {
-        Status::parse(&self.status).unwrap_or(Status::Failed)
+        Status::parse(&self.status)
     }
 }
 
@@ -536,7 +487,7 @@ impl Meta {
             Ok(c.execute(
                 &format!(
                     "UPDATE batches SET status = ?1, {} = ?2 WHERE id = ?3 AND status IN ({})",
-                    to.at_column(),
+                    at_column(&to),
                     from.join(",")
                 ),
                 params![to.as_str(), now as i64, id],
@@ -592,7 +543,7 @@ impl Meta {
                      cached_tokens = ?8, output_tokens = ?9, \
                      finalizing_at = coalesce(finalizing_at, ?2) \
                      WHERE id = ?10 AND status IN ('validating','in_progress','finalizing','cancelling')",
-                    o.status.at_column()
+                    at_column(&o.status)
                 ),
                 params![
                     o.status.as_str(),

@@ -380,14 +380,14 @@ impl Runner {
                 "This request was not executed (the batch ended before it ran).",
             ),
         };
+        let completed = status == Status::Completed;
         let counts = tokio::task::spawn_blocking(move || -> Result<_, String> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             // A completed run has just exported both files (the run removes
             // them first); anything else closes what is unfinished and
             // exports again.
-            let exported =
-                status == Status::Completed && job.output.exists() && job.errors.exists();
+            let exported = completed && job.output.exists() && job.errors.exists();
             if !exported {
                 batchling_engine::close_unfinished(&job, code, message)
                     .map_err(|e| e.to_string())?;
@@ -434,7 +434,7 @@ impl Runner {
             (s, _) => s,
         };
         let outcome = Outcome {
-            status,
+            status: status.clone(),
             files,
             output_file_id,
             error_file_id,
