@@ -125,7 +125,7 @@ impl SharedLimits {
     /// across all runs.
     pub fn new(pacing: PacerConfig, concurrency: usize) -> Self {
         SharedLimits {
-            pacer: Arc::new(pacer::Pacer::new(pacing)),
+            pacer: Arc::new(pacer::Pacer::shared(pacing)),
             permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
         }
     }

@@ -8,10 +8,10 @@
 //!   sliding log), and spaces admissions evenly (`cost / rate` apart) so no
 //!   window edge sees a burst.
 //! - Every attempt, retries included, is admitted here: providers count them.
-//! - Admission is first come, first served: callers queue on a fair async
-//!   lock, so several dispatch loops sharing one pacer (`batchling serve`
-//!   runs one per batch) take turns and a large batch cannot starve a small
-//!   one. Responses update the state from many tasks, so the state sits
+//! - Admission is first come, first served: on a shared pacer
+//!   ([`Pacer::shared`]) callers queue on a fair async lock, so several
+//!   dispatch loops (`batchling serve` runs one per batch) take turns and a
+//!   large batch cannot starve a small one; a single loop skips the lock. Responses update the state from many tasks, so the state sits
 //!   behind a short mutex that is never held across an await.
 //! - Time comes from `tokio::time`, so tests can run with paused time.
 
@@ -210,8 +210,9 @@ struct State {
 pub struct Pacer {
     config: PacerConfig,
     state: Mutex<State>,
-    /// The admission queue (tokio's mutex is fair: FIFO).
-    turn: tokio::sync::Mutex<()>,
+    /// The admission queue of a pacer shared by several dispatch loops
+    /// (tokio's mutex is fair: FIFO). A single loop needs none.
+    turn: Option<tokio::sync::Mutex<()>>,
 }
 
 /// The limits currently in force, for progress and the summary.
@@ -234,7 +235,15 @@ impl Pacer {
                 tokens: Lane::new(config.tpm, now, config.learn),
                 paused_until: None,
             }),
-            turn: tokio::sync::Mutex::new(()),
+            turn: None,
+        }
+    }
+
+    /// A pacer for several dispatch loops: they are admitted in turn.
+    pub fn shared(config: PacerConfig) -> Self {
+        Pacer {
+            turn: Some(tokio::sync::Mutex::new(())),
+            ..Pacer::new(config)
         }
     }
 
@@ -286,7 +295,10 @@ impl Pacer {
 
     /// Wait until a request of `tokens` may go, then admit it.
     pub async fn admit(&self, tokens: u64) {
-        let _turn = self.turn.lock().await;
+        let _turn = match &self.turn {
+            Some(t) => Some(t.lock().await),
+            None => None,
+        };
         loop {
             match self.try_admit(tokens, Instant::now()) {
                 None => return,
@@ -503,7 +515,7 @@ mod tests {
         // Two dispatch loops on one pacer (two batches of `batchling serve`):
         // a big one queued first and a small one arriving later alternate,
         // so the small one is done after about twice its own length.
-        let p = std::sync::Arc::new(Pacer::new(cfg(Some(600), None)));
+        let p = std::sync::Arc::new(Pacer::shared(cfg(Some(600), None)));
         let order = std::sync::Arc::new(Mutex::new(Vec::new()));
         let run = |name: &'static str, n: usize| {
             let (p, order) = (p.clone(), order.clone());
