@@ -59,6 +59,18 @@ pub(crate) struct RunSettings {
     pub(crate) summary_json: Option<PathBuf>,
 }
 
+/// `--errors`, or the default next to the output; never the output itself.
+pub(crate) fn errors_path(output: &Path, errors: Option<PathBuf>) -> Result<PathBuf> {
+    let errors = errors.unwrap_or_else(|| default_errors_path(output));
+    if errors == output {
+        bail!(
+            "--errors and --output name the same file {}",
+            output.display()
+        );
+    }
+    Ok(errors)
+}
+
 /// The built-in prices, plus a user's file.
 pub(crate) fn catalog(file: Option<&Path>) -> Result<Catalog> {
     let mut c = Catalog::builtin();
@@ -97,13 +109,7 @@ impl RunSettings {
         client.http2 = a.http2;
         let upstream = upstream(a.mock, has_key || has_base, client);
         let mut job = Job::new(input, a.output.clone());
-        job.errors = a.errors.unwrap_or_else(|| default_errors_path(&a.output));
-        if job.errors == job.output {
-            bail!(
-                "--errors and --output name the same file {}",
-                job.output.display()
-            );
-        }
+        job.errors = errors_path(&a.output, a.errors)?;
         job.order = order(a.order);
         job.pacing = PacerConfig {
             learn: !a.ignore_limit_headers,
@@ -257,16 +263,7 @@ impl SubmitSettings {
             .map(|d| duration_flag("--deadline", d))
             .transpose()?;
         let deadline_margin = duration_flag("--deadline-margin", &a.deadline_margin)?;
-        let errors = a
-            .errors
-            .clone()
-            .unwrap_or_else(|| default_errors_path(&a.output));
-        if errors == a.output {
-            bail!(
-                "--errors and --output name the same file {}",
-                a.output.display()
-            );
-        }
+        let errors = errors_path(&a.output, a.errors.clone())?;
         let state = a
             .state
             .clone()

@@ -290,6 +290,18 @@ fn take(counter: &AtomicU32) -> bool {
         .is_ok()
 }
 
+/// The injected error answer, if one is pending on `counter`.
+fn injected_failure(api: &BatchApi, counter: &AtomicU32) -> Option<Response<Body>> {
+    take(counter).then(|| {
+        error(
+            api.fail_status.load(Relaxed) as u16,
+            "The server had an error while processing your request.",
+            None,
+            None,
+        )
+    })
+}
+
 /// Serve one Files/Batches request.
 pub(crate) async fn handle(
     shared: &Shared,
@@ -401,14 +413,8 @@ fn multipart(content_type: &str, body: &[u8]) -> Option<Vec<(String, Option<Stri
 
 fn upload(shared: &Shared, parts: &hyper::http::request::Parts, body: &[u8]) -> Response<Body> {
     let api = &shared.batches;
-    if take(&api.fail_uploads) {
-        let status = api.fail_status.load(Relaxed) as u16;
-        return error(
-            status,
-            "The server had an error while processing your request.",
-            None,
-            None,
-        );
+    if let Some(r) = injected_failure(api, &api.fail_uploads) {
+        return r;
     }
     let ct = parts
         .headers
@@ -500,14 +506,8 @@ fn page(all: Vec<Value>, after: Option<&String>, limit: usize) -> Response<Body>
 }
 
 async fn create(api: &BatchApi, body: &[u8]) -> Response<Body> {
-    if take(&api.fail_creates) {
-        let status = api.fail_status.load(Relaxed) as u16;
-        return error(
-            status,
-            "The server had an error while processing your request.",
-            None,
-            None,
-        );
+    if let Some(r) = injected_failure(api, &api.fail_creates) {
+        return r;
     }
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return error(

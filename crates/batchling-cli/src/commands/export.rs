@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use batchling_engine::{Order, default_errors_path};
+use batchling_engine::Order;
 use batchling_store::{ExportOrder, Journal};
 
 use crate::args::ExportArgs;
@@ -16,16 +16,7 @@ pub(crate) fn export(a: &ExportArgs) -> Result<ExitCode> {
             a.state.display()
         );
     }
-    let errors = a
-        .errors
-        .clone()
-        .unwrap_or_else(|| default_errors_path(&a.output));
-    if errors == a.output {
-        bail!(
-            "--errors and --output name the same file {}",
-            a.output.display()
-        );
-    }
+    let errors = crate::settings::errors_path(&a.output, a.errors.clone())?;
     let journal = Journal::open_read_only(&a.state)?;
     let order = match order(a.order) {
         Order::Input => ExportOrder::Input,
