@@ -50,9 +50,6 @@ pub(crate) struct LiveCounts {
 #[derive(Debug, Default)]
 struct Live {
     cancel: CancellationToken,
-    /// Set once the engine runs: its counts (kept after the run, until the
-    /// end is recorded) supersede the database's.
-    running: std::sync::atomic::AtomicBool,
     completed: AtomicU64,
     failed: AtomicU64,
     input_tokens: AtomicU64,
@@ -136,7 +133,7 @@ impl Runner {
     /// Live counts of a batch whose engine run is going on.
     pub(crate) fn live(&self, id: &str) -> Option<LiveCounts> {
         let l = self.live_map().get(id).cloned()?;
-        l.running.load(Relaxed).then(|| LiveCounts {
+        Some(LiveCounts {
             completed: l.completed.load(Relaxed),
             failed: l.failed.load(Relaxed),
             input_tokens: l.input_tokens.load(Relaxed),
@@ -325,7 +322,6 @@ impl Runner {
             metrics: upstream.metrics.clone(),
             cost_seen: Mutex::new(spent_before),
         });
-        live.running.store(true, Relaxed);
         let stop = CancellationToken::new();
         let run = batchling_engine::run(job, upstream.provider.clone(), stop.clone(), reporter);
         tokio::pin!(run);
