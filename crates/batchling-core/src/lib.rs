@@ -8,6 +8,8 @@
 //! - [`endpoint`]: the supported `/v1/...` endpoints.
 //! - [`output`]: writing output and error-file lines in OpenAI's batch format.
 //! - [`usage`]: reading `usage` out of response bodies.
+//! - [`json`]: a one-pass JSON validator that finds top-level members, for
+//!   the per-line and per-answer hot paths.
 //! - [`tokens`]: token counts with OpenAI's tokenizers, for pacing and cost.
 //! - [`pricing`]: the price catalog (USD per 1M tokens, built in or from a
 //!   TOML/JSON file) and what tokens cost, online or through a Batch API.
@@ -25,6 +27,7 @@
 pub mod batch;
 pub mod duration;
 pub mod endpoint;
+pub mod json;
 pub mod output;
 pub mod pricing;
 pub mod ratelimit;

@@ -1,10 +1,10 @@
 //! One line of an OpenAI batch input file, parsed and validated on its own.
 
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::endpoint::Endpoint;
+use crate::json::{ScanError, scan_object, string_value};
 
 /// A validated request line, ready to send.
 ///
@@ -94,23 +94,6 @@ pub struct LineError {
     pub problem: LineProblem,
 }
 
-#[derive(Deserialize)]
-struct WireLine<'a> {
-    custom_id: Option<Value>,
-    method: Option<Value>,
-    url: Option<Value>,
-    #[serde(borrow)]
-    body: Option<&'a RawValue>,
-}
-
-/// Only the body fields validation needs; serde skips the rest without
-/// building values for them.
-#[derive(Deserialize)]
-struct BodyPeek {
-    stream: Option<Value>,
-    model: Option<Value>,
-}
-
 /// Whether a physical line holds no request (blank lines are skipped, as the
 /// Batch API does).
 pub fn is_blank(line: &[u8]) -> bool {
@@ -128,13 +111,31 @@ fn describe(v: &Value) -> String {
     }
 }
 
-fn describe_raw(raw: &RawValue) -> String {
-    match raw.get().trim_start().as_bytes().first() {
+/// What a value is, for messages, without reading it: its first byte says.
+fn describe_raw(raw: &str) -> String {
+    match raw.as_bytes().first() {
         Some(b'[') => "an array".into(),
+        Some(b'{') => "an object".into(),
         Some(b'"') => "a string".into(),
         Some(b'n') => "null".into(),
         Some(b't' | b'f') => "a boolean".into(),
         _ => "a number".into(),
+    }
+}
+
+/// A value already checked by the scanner, read for a message.
+fn describe_span(raw: &str) -> String {
+    serde_json::from_str::<Value>(raw).map_or_else(|_| describe_raw(raw), |v| describe(&v))
+}
+
+/// Why a line is not a JSON object, in serde_json's words when it has them.
+fn invalid_reason(line: &[u8], scan: ScanError, keys: &[&str]) -> String {
+    match scan {
+        ScanError::DuplicateKey(k) => format!("duplicate field `{}`", keys[k]),
+        ScanError::Syntax(_) => match serde_json::from_slice::<IgnoredAny>(line) {
+            Err(e) => json_reason(&e),
+            Ok(_) => "the line must be a JSON object".into(),
+        },
     }
 }
 
@@ -146,49 +147,64 @@ pub fn parse_line(line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
         custom_id,
         problem,
     };
-    let wire: WireLine<'_> = serde_json::from_slice(line)
-        .map_err(|e| fail(None, LineProblem::InvalidJson(json_reason(&e))))?;
+    const KEYS: [&str; 4] = ["custom_id", "method", "url", "body"];
+    let invalid = |scan| {
+        fail(
+            None,
+            LineProblem::InvalidJson(invalid_reason(line, scan, &KEYS)),
+        )
+    };
+    let text =
+        std::str::from_utf8(line).map_err(|e| invalid(ScanError::Syntax(e.valid_up_to())))?;
+    let [custom_id, method, url, body] = scan_object(text, KEYS).map_err(invalid)?;
 
-    let custom_id = match wire.custom_id {
+    let custom_id = match custom_id.map(|r| &text[r]) {
         None => return Err(fail(None, LineProblem::MissingCustomId)),
-        Some(Value::String(s)) if !s.trim().is_empty() => s,
-        Some(other) => return Err(fail(None, LineProblem::BadCustomId(describe(&other)))),
+        Some(raw) => match string_value(raw) {
+            Some(s) if !s.trim().is_empty() => s.into_owned(),
+            _ => return Err(fail(None, LineProblem::BadCustomId(describe_span(raw)))),
+        },
     };
     let id = Some(custom_id.clone());
-    match &wire.method {
-        Some(Value::String(m)) if m == "POST" => {}
-        Some(other) => return Err(fail(id, LineProblem::BadMethod(describe(other)))),
+    match method.map(|r| &text[r]) {
+        Some("\"POST\"") => {}
+        Some(raw) if string_value(raw).is_some_and(|m| m == "POST") => {}
+        Some(raw) => return Err(fail(id, LineProblem::BadMethod(describe_span(raw)))),
         None => return Err(fail(id, LineProblem::BadMethod("nothing".into()))),
     }
-    let endpoint = match &wire.url {
-        Some(Value::String(u)) => u
-            .parse::<Endpoint>()
-            .map_err(|e| fail(id.clone(), LineProblem::BadUrl(e.to_string())))?,
-        Some(other) => {
-            let msg = format!("\"url\" must be a string, found {}", describe(other));
-            return Err(fail(id, LineProblem::BadUrl(msg)));
-        }
+    let endpoint = match url.map(|r| &text[r]) {
+        Some(raw) => match string_value(raw) {
+            Some(u) => u
+                .parse::<Endpoint>()
+                .map_err(|e| fail(id.clone(), LineProblem::BadUrl(e.to_string())))?,
+            None => {
+                let msg = format!("\"url\" must be a string, found {}", describe_span(raw));
+                return Err(fail(id, LineProblem::BadUrl(msg)));
+            }
+        },
         None => return Err(fail(id, LineProblem::BadUrl("missing \"url\"".into()))),
     };
-    let body = match wire.body {
-        Some(raw) if raw.get().trim_start().starts_with('{') => raw,
+    let body = match body.map(|r| &text[r]) {
+        Some(raw) if raw.starts_with('{') => raw,
         Some(raw) => return Err(fail(id, LineProblem::BadBody(describe_raw(raw)))),
         None => return Err(fail(id, LineProblem::BadBody("nothing".into()))),
     };
-    let peek: BodyPeek = serde_json::from_str(body.get())
-        .map_err(|e| fail(id.clone(), LineProblem::BadBody(json_reason(&e))))?;
-    if matches!(peek.stream, Some(Value::Bool(true))) {
+    const PEEK: [&str; 2] = ["stream", "model"];
+    let [stream, model] = scan_object(body, PEEK).map_err(|e| {
+        fail(
+            id.clone(),
+            LineProblem::BadBody(invalid_reason(body.as_bytes(), e, &PEEK)),
+        )
+    })?;
+    if stream.is_some_and(|r| &body[r] == "true") {
         return Err(fail(id, LineProblem::Streaming));
     }
-    let model = match peek.model {
-        Some(Value::String(m)) => Some(m),
-        _ => None,
-    };
+    let model = model.and_then(|r| string_value(&body[r]).map(|m| m.into_owned()));
     Ok(RequestLine {
         line_no,
         custom_id,
         endpoint,
-        body: body.get().to_owned(),
+        body: body.to_owned(),
         model,
     })
 }

@@ -1,6 +1,6 @@
 //! Token usage as reported by providers, normalised across endpoint shapes.
 
-use serde::Deserialize;
+use crate::json::scan_object;
 
 /// Normalised usage of one answered request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,26 +27,6 @@ impl Usage {
     }
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    usage: Option<WireUsage>,
-}
-
-#[derive(Deserialize, Default)]
-struct Details {
-    cached_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct WireUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    prompt_tokens_details: Option<Details>,
-    input_tokens_details: Option<Details>,
-}
-
 /// The result of reading a 2xx response body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyRead {
@@ -56,23 +36,50 @@ pub enum BodyRead {
     NotJson,
 }
 
-/// Parse a response body just enough to validate it as JSON and pull out its
-/// `usage` (chat, completions, embeddings and responses shapes).
+/// Check that a response body is one JSON object and pull out its `usage`
+/// (chat, completions, embeddings and responses shapes). A `usage` of an
+/// unexpected shape reads as none: the answer itself is still good.
 pub fn read_body(body: &[u8]) -> BodyRead {
-    match serde_json::from_slice::<Envelope>(body) {
-        Ok(env) => BodyRead::Json(env.usage.map(|u| {
-            Usage {
-                input: u.prompt_tokens.or(u.input_tokens).unwrap_or(0),
-                cached_input: u
-                    .prompt_tokens_details
-                    .or(u.input_tokens_details)
-                    .and_then(|d| d.cached_tokens)
-                    .unwrap_or(0),
-                output: u.completion_tokens.or(u.output_tokens).unwrap_or(0),
-            }
-        })),
+    let Ok(body) = std::str::from_utf8(body) else {
+        return BodyRead::NotJson;
+    };
+    match scan_object(body, ["usage"]) {
+        Ok([usage]) => BodyRead::Json(usage.and_then(|span| read_usage(&body[span]))),
         Err(_) => BodyRead::NotJson,
     }
+}
+
+/// The `usage` object of any endpoint's shape, when it is one.
+fn read_usage(usage: &str) -> Option<Usage> {
+    let count = |v: Option<std::ops::Range<usize>>| v.and_then(|r| usage[r].parse::<u64>().ok());
+    let [
+        prompt,
+        completion,
+        input,
+        output,
+        prompt_details,
+        input_details,
+    ] = scan_object(
+        usage,
+        [
+            "prompt_tokens",
+            "completion_tokens",
+            "input_tokens",
+            "output_tokens",
+            "prompt_tokens_details",
+            "input_tokens_details",
+        ],
+    )
+    .ok()?;
+    let cached = prompt_details.or(input_details).and_then(|r| {
+        let [cached] = scan_object(&usage[r.clone()], ["cached_tokens"]).ok()?;
+        cached.and_then(|c| usage[r][c].parse::<u64>().ok())
+    });
+    Some(Usage {
+        input: count(prompt).or(count(input)).unwrap_or(0),
+        cached_input: cached.unwrap_or(0),
+        output: count(completion).or(count(output)).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -119,5 +126,22 @@ mod tests {
         assert_eq!(read_body(br#"{"results":[]}"#), BodyRead::Json(None));
         assert_eq!(read_body(br#"{"choices":[{"#), BodyRead::NotJson);
         assert_eq!(read_body(b"[1]"), BodyRead::NotJson);
+        assert_eq!(read_body(b"[null]"), BodyRead::NotJson);
+        assert_eq!(read_body(br#"{"usage":1,"usage":2}"#), BodyRead::NotJson);
+        assert_eq!(read_body(br#"{"a":1} {"b":2}"#), BodyRead::NotJson);
+        // Valid JSON with a usage of another shape: the answer stands.
+        assert_eq!(read_body(br#"{"usage":5}"#), BodyRead::Json(None));
+        assert_eq!(
+            read_body(
+                br#"{"usage":{"prompt_tokens":-1,"completion_tokens":2.5,"output_tokens":3}}"#
+            ),
+            BodyRead::Json(Some(Usage {
+                input: 0,
+                cached_input: 0,
+                output: 3
+            }))
+        );
+        assert_eq!(read_body(br#"{"usage":null}"#), BodyRead::Json(None));
+        assert_eq!(read_body(b"{\"a\":\"\xff\"}"), BodyRead::NotJson);
     }
 }

@@ -287,8 +287,7 @@ pub async fn run<P: Provider>(
     }
     let finished = journal.finished_seqs()?;
     let before = journal.counts()?;
-    let (input_tokens, cached_tokens, output_tokens) = journal.usage_totals()?;
-    let spent_before = journal.cost_total()?;
+    let ((input_tokens, cached_tokens, output_tokens), spent_before) = journal.totals()?;
     let resumed = before.done + before.failed + before.invalid;
     let baseline = report::Baseline {
         done: before.done,
@@ -486,8 +485,7 @@ pub async fn run<P: Provider>(
     journal.export(&job.output, &job.errors, order)?;
     let limits = pacer.limits();
     journal.set_limits(limits.rpm, limits.tpm)?;
-    let (input_tokens, cached_tokens, output_tokens) = journal.usage_totals()?;
-    let cost_usd = journal.cost_total()?;
+    let ((input_tokens, cached_tokens, output_tokens), cost_usd) = journal.totals()?;
     counters.input_tokens.store(input_tokens, Relaxed);
     counters.cached_tokens.store(cached_tokens, Relaxed);
     counters.output_tokens.store(output_tokens, Relaxed);

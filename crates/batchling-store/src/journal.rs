@@ -100,7 +100,9 @@ pub struct Journal {
     /// Held open for its advisory lock (writers only): a second writing
     /// process is refused.
     _lock: File,
-    pub(crate) next_finished: i64,
+    /// The completion order of the next row; read from the journal at the
+    /// first commit (a scan of every row, wasted when `--restart` follows).
+    pub(crate) next_finished: Option<i64>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -177,21 +179,12 @@ impl Journal {
         // latency); states come from `FinalState` only, so skip it.
         conn.execute_batch("PRAGMA ignore_check_constraints = ON;")
             .map_err(|e| open_err(path, e))?;
-        let mut j = Journal {
+        Ok(Journal {
             conn,
             path: path.to_owned(),
             _lock: lock,
-            next_finished: 0,
-        };
-        j.next_finished = j
-            .conn
-            .query_row(
-                "SELECT coalesce(max(finished), -1) + 1 FROM requests",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| j.write_err(e))?;
-        Ok(j)
+            next_finished: None,
+        })
     }
 
     /// Open an existing journal for reading only, without the lock, so
@@ -228,7 +221,7 @@ impl Journal {
             conn,
             path: path.to_owned(),
             _lock: lock,
-            next_finished: 0,
+            next_finished: None,
         })
     }
 
@@ -296,7 +289,7 @@ impl Journal {
     ) -> Result<(), StoreError> {
         if restart {
             self.reset().map_err(|e| self.write_err(e))?;
-            self.next_finished = 0;
+            self.next_finished = Some(0);
         }
         if self.is_started()? {
             let meta = self.meta()?;
@@ -435,30 +428,33 @@ impl Journal {
 
     /// Sum of usage over answered requests: (input, cached, output).
     pub fn usage_totals(&self) -> Result<(u64, u64, u64), StoreError> {
-        self.conn
-            .query_row(
-                "SELECT coalesce(sum(input_tokens),0), coalesce(sum(cached_tokens),0),
-                        coalesce(sum(output_tokens),0)
-                 FROM requests",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                    ))
-                },
-            )
-            .map_err(|e| self.write_err(e))
+        self.totals().map(|t| t.0)
     }
 
     /// Money spent so far, over every answered request (USD).
     pub fn cost_total(&self) -> Result<f64, StoreError> {
+        self.totals().map(|t| t.1)
+    }
+
+    /// Usage (input, cached, output) and money spent, in one scan of the
+    /// journal (a run's summary needs both).
+    pub fn totals(&self) -> Result<((u64, u64, u64), f64), StoreError> {
         self.conn
             .query_row(
-                "SELECT coalesce(sum(cost_usd), 0.0) FROM requests",
+                "SELECT coalesce(sum(input_tokens),0), coalesce(sum(cached_tokens),0),
+                        coalesce(sum(output_tokens),0), coalesce(sum(cost_usd), 0.0)
+                 FROM requests",
                 [],
-                |r| r.get(0),
+                |r| {
+                    Ok((
+                        (
+                            r.get::<_, i64>(0)? as u64,
+                            r.get::<_, i64>(1)? as u64,
+                            r.get::<_, i64>(2)? as u64,
+                        ),
+                        r.get(3)?,
+                    ))
+                },
             )
             .map_err(|e| self.write_err(e))
     }
@@ -544,8 +540,7 @@ impl Journal {
     pub fn status(&self) -> Result<Status, StoreError> {
         let meta = self.meta()?;
         let counts = self.counts()?;
-        let (input_tokens, cached_input_tokens, output_tokens) = self.usage_totals()?;
-        let cost_usd = self.cost_total()?;
+        let ((input_tokens, cached_input_tokens, output_tokens), cost_usd) = self.totals()?;
         let attempts: i64 = self
             .conn
             .query_row("SELECT coalesce(sum(attempts),0) FROM requests", [], |r| {
@@ -588,8 +583,16 @@ impl Journal {
 pub(crate) fn insert_records(
     tx: &rusqlite::Transaction<'_>,
     records: &[Record],
-    next_finished: &mut i64,
+    next_finished: &mut Option<i64>,
 ) -> Result<(), rusqlite::Error> {
+    let next_finished = match next_finished {
+        Some(n) => n,
+        None => next_finished.insert(tx.query_row(
+            "SELECT coalesce(max(finished), -1) + 1 FROM requests",
+            [],
+            |r| r.get(0),
+        )?),
+    };
     {
         let mut request = tx
                 .prepare_cached(

@@ -61,15 +61,24 @@ impl Default for ClientConfig {
 /// A pooled keep-alive client for one upstream.
 #[derive(Debug, Clone)]
 pub struct OpenAiClient {
-    http: reqwest::Client,
-    /// The lean client, for plain-`http` upstreams without a proxy.
-    plain: Option<Arc<PlainClient>>,
+    transport: Transport,
     base: String,
     /// Full URL per endpoint, parsed once: parsing a URL per request costs
     /// more than the rest of building it.
     urls: Vec<(Endpoint, reqwest::Url)>,
     timeout: Duration,
     key: Option<ApiKey>,
+}
+
+/// How requests travel. Only one of the two is built: reqwest's TLS set-up
+/// reads every system root certificate (a few milliseconds of CPU), which a
+/// plain-`http` upstream never needs.
+#[derive(Debug, Clone)]
+enum Transport {
+    /// The lean client, for plain-`http` upstreams without a proxy.
+    Plain(Arc<PlainClient>),
+    /// reqwest, for TLS, HTTP/2 and proxies.
+    Reqwest(reqwest::Client),
 }
 
 pub(crate) fn install_crypto() {
@@ -132,23 +141,28 @@ impl OpenAiClient {
         install_crypto();
         let (base, parsed, mut default_headers) = prepare(&config)?;
         default_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let default_headers_copy = default_headers.clone();
-        let mut builder = reqwest::Client::builder()
-            .default_headers(default_headers)
-            .pool_max_idle_per_host(config.pool_size)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(10).min(config.timeout))
-            .tcp_nodelay(true)
-            .user_agent(concat!("batchling/", env!("CARGO_PKG_VERSION")));
-        if !config.http2 {
-            builder = builder.http1_only();
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ProviderError::Client(e.to_string()))?;
-        let plain = plain_client(&parsed, &config, default_headers_copy)
+        let transport = match plain_client(&parsed, &config, default_headers.clone())
             .map_err(ProviderError::Client)?
-            .map(Arc::new);
+        {
+            Some(plain) => Transport::Plain(Arc::new(plain)),
+            None => {
+                let mut builder = reqwest::Client::builder()
+                    .default_headers(default_headers)
+                    .pool_max_idle_per_host(config.pool_size)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .connect_timeout(Duration::from_secs(10).min(config.timeout))
+                    .tcp_nodelay(true)
+                    .user_agent(concat!("batchling/", env!("CARGO_PKG_VERSION")));
+                if !config.http2 {
+                    builder = builder.http1_only();
+                }
+                Transport::Reqwest(
+                    builder
+                        .build()
+                        .map_err(|e| ProviderError::Client(e.to_string()))?,
+                )
+            }
+        };
         let urls = Endpoint::ALL
             .into_iter()
             .map(|e| {
@@ -162,8 +176,7 @@ impl OpenAiClient {
             })
             .collect::<Result<_, _>>()?;
         Ok(OpenAiClient {
-            http,
-            plain,
+            transport,
             urls,
             base,
             timeout: config.timeout,
@@ -199,15 +212,18 @@ impl OpenAiClient {
         TransportError { kind, message }
     }
 
-    async fn attempt(&self, request: &Outgoing) -> Result<Answer, reqwest::Error> {
+    async fn attempt(
+        &self,
+        http: &reqwest::Client,
+        request: &Outgoing,
+    ) -> Result<Answer, reqwest::Error> {
         let url = self
             .urls
             .iter()
             .find(|(e, _)| *e == request.endpoint)
             .map(|(_, u)| u.clone())
             .expect("every endpoint has a URL");
-        let resp = self
-            .http
+        let resp = http
             .post(url)
             .timeout(self.timeout)
             .header(
@@ -347,12 +363,12 @@ fn custom_id_header(id: &str) -> HeaderValue {
 
 impl Provider for OpenAiClient {
     async fn send(&self, request: &Outgoing) -> Attempt {
-        if let Some(plain) = &self.plain {
-            return self.send_plain(plain, request).await;
-        }
-        match self.attempt(request).await {
-            Ok(a) => Attempt::Answered(a),
-            Err(e) => Attempt::Transport(self.transport_error(&e)),
+        match &self.transport {
+            Transport::Plain(plain) => self.send_plain(plain, request).await,
+            Transport::Reqwest(http) => match self.attempt(http, request).await {
+                Ok(a) => Attempt::Answered(a),
+                Err(e) => Attempt::Transport(self.transport_error(&e)),
+            },
         }
     }
 
@@ -404,11 +420,20 @@ mod tests {
             .iter()
             .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
         assert_eq!(
-            client("http://127.0.0.1:8080/v1", false).plain.is_some(),
+            matches!(
+                client("http://127.0.0.1:8080/v1", false).transport,
+                Transport::Plain(_)
+            ),
             !proxied
         );
-        assert!(client("http://127.0.0.1:8080/v1", true).plain.is_none());
-        assert!(client("https://api.openai.com/v1", false).plain.is_none());
+        assert!(matches!(
+            client("http://127.0.0.1:8080/v1", true).transport,
+            Transport::Reqwest(_)
+        ));
+        assert!(matches!(
+            client("https://api.openai.com/v1", false).transport,
+            Transport::Reqwest(_)
+        ));
     }
 
     #[test]

@@ -4,9 +4,20 @@ use std::time::{Duration, SystemTime};
 
 use batchling_core::duration::parse_duration;
 use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName};
 
-fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+// Looked up by pre-built names: a `&str` name is parsed and validated on
+// every lookup, several times per answer.
+const fn name(n: &'static str) -> HeaderName {
+    HeaderName::from_static(n)
+}
+static RETRY_AFTER_MS: HeaderName = name("retry-after-ms");
+static RETRY_AFTER: HeaderName = name("retry-after");
+static SHOULD_RETRY: HeaderName = name("x-should-retry");
+static X_REQUEST_ID: HeaderName = name("x-request-id");
+static REQUEST_ID: HeaderName = name("request-id");
+
+fn text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -15,7 +26,7 @@ fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// A count header. Azure sends `-1` and `0` as "unknown" sentinels for the
 /// limit; a limit of 0 or below is therefore treated as absent.
-fn count(headers: &HeaderMap, name: &str, is_limit: bool) -> Option<u64> {
+fn count(headers: &HeaderMap, name: &HeaderName, is_limit: bool) -> Option<u64> {
     let v: i64 = text(headers, name)?.parse().ok()?;
     match v {
         v if v < 0 => None,
@@ -25,20 +36,20 @@ fn count(headers: &HeaderMap, name: &str, is_limit: bool) -> Option<u64> {
 }
 
 /// The three header names of one limit: limit, remaining, reset.
-type Names = [&'static str; 3];
+type Names = [HeaderName; 3];
 
-const REQUESTS: Names = [
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
+static REQUESTS: Names = [
+    name("x-ratelimit-limit-requests"),
+    name("x-ratelimit-remaining-requests"),
+    name("x-ratelimit-reset-requests"),
 ];
-const TOKENS: Names = [
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
+static TOKENS: Names = [
+    name("x-ratelimit-limit-tokens"),
+    name("x-ratelimit-remaining-tokens"),
+    name("x-ratelimit-reset-tokens"),
 ];
 
-fn reading(headers: &HeaderMap, [limit, remaining, reset]: Names) -> LimitReading {
+fn reading(headers: &HeaderMap, [limit, remaining, reset]: &Names) -> LimitReading {
     LimitReading {
         limit: count(headers, limit, true),
         remaining: count(headers, remaining, false),
@@ -49,21 +60,21 @@ fn reading(headers: &HeaderMap, [limit, remaining, reset]: Names) -> LimitReadin
 /// Read the `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
 pub fn rate_limits(headers: &HeaderMap) -> RateLimitSnapshot {
     RateLimitSnapshot {
-        requests: reading(headers, REQUESTS),
-        tokens: reading(headers, TOKENS),
+        requests: reading(headers, &REQUESTS),
+        tokens: reading(headers, &TOKENS),
     }
 }
 
 /// The server-given wait: `retry-after-ms` (milliseconds, may be fractional),
 /// else `retry-after` (seconds, or an HTTP date).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = text(headers, "retry-after-ms").and_then(|t| t.parse::<f64>().ok())
+    if let Some(ms) = text(headers, &RETRY_AFTER_MS).and_then(|t| t.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
     {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
-    let ra = text(headers, "retry-after")?;
+    let ra = text(headers, &RETRY_AFTER)?;
     if let Ok(secs) = ra.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
@@ -76,7 +87,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// `x-should-retry: true|false`, which overrides the status rules both ways.
 pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
-    match text(headers, "x-should-retry")? {
+    match text(headers, &SHOULD_RETRY)? {
         "true" => Some(true),
         "false" => Some(false),
         _ => None,
@@ -86,8 +97,8 @@ pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
 /// The provider's id for the request: `x-request-id`, or Anthropic's
 /// `request-id`.
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
-    text(headers, "x-request-id")
-        .or_else(|| text(headers, "request-id"))
+    text(headers, &X_REQUEST_ID)
+        .or_else(|| text(headers, &REQUEST_ID))
         .map(str::to_owned)
 }
 
