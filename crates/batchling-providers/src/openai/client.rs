@@ -7,6 +7,7 @@ use batchling_core::Endpoint;
 use batchling_core::usage::{BodyRead, read_body};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use super::headers::HeaderLookup;
 use super::plain::{PlainClient, PlainError};
 use super::{classify, headers};
 use crate::attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
@@ -241,7 +242,7 @@ impl OpenAiClient {
     }
 
     /// The answer to a response read in full.
-    fn answer(&self, status: u16, h: &HeaderMap, mut body: bytes::Bytes) -> Answer {
+    fn answer<H: HeaderLookup>(&self, status: u16, h: &H, mut body: bytes::Bytes) -> Answer {
         let limits = headers::rate_limits(h);
         let retry_after = headers::retry_after(h);
         let should_retry = headers::should_retry(h);

@@ -17,16 +17,25 @@ static SHOULD_RETRY: HeaderName = name("x-should-retry");
 static X_REQUEST_ID: HeaderName = name("x-request-id");
 static REQUEST_ID: HeaderName = name("request-id");
 
-fn text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+/// Read access to an answer's headers, whichever client read them.
+pub trait HeaderLookup {
+    /// The first value of header `name` (lower case), when it is text.
+    fn header(&self, name: &HeaderName) -> Option<&str>;
+}
+
+impl HeaderLookup for HeaderMap {
+    fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn text<'h, H: HeaderLookup + ?Sized>(headers: &'h H, name: &HeaderName) -> Option<&'h str> {
+    headers.header(name).map(str::trim)
 }
 
 /// A count header. Azure sends `-1` and `0` as "unknown" sentinels for the
 /// limit; a limit of 0 or below is therefore treated as absent.
-fn count(headers: &HeaderMap, name: &HeaderName, is_limit: bool) -> Option<u64> {
+fn count<H: HeaderLookup + ?Sized>(headers: &H, name: &HeaderName, is_limit: bool) -> Option<u64> {
     let v: i64 = text(headers, name)?.parse().ok()?;
     match v {
         v if v < 0 => None,
@@ -49,7 +58,10 @@ static TOKENS: Names = [
     name("x-ratelimit-reset-tokens"),
 ];
 
-fn reading(headers: &HeaderMap, [limit, remaining, reset]: &Names) -> LimitReading {
+fn reading<H: HeaderLookup + ?Sized>(
+    headers: &H,
+    [limit, remaining, reset]: &Names,
+) -> LimitReading {
     LimitReading {
         limit: count(headers, limit, true),
         remaining: count(headers, remaining, false),
@@ -58,7 +70,7 @@ fn reading(headers: &HeaderMap, [limit, remaining, reset]: &Names) -> LimitReadi
 }
 
 /// Read the `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
-pub fn rate_limits(headers: &HeaderMap) -> RateLimitSnapshot {
+pub fn rate_limits<H: HeaderLookup + ?Sized>(headers: &H) -> RateLimitSnapshot {
     RateLimitSnapshot {
         requests: reading(headers, &REQUESTS),
         tokens: reading(headers, &TOKENS),
@@ -67,7 +79,7 @@ pub fn rate_limits(headers: &HeaderMap) -> RateLimitSnapshot {
 
 /// The server-given wait: `retry-after-ms` (milliseconds, may be fractional),
 /// else `retry-after` (seconds, or an HTTP date).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after<H: HeaderLookup + ?Sized>(headers: &H) -> Option<Duration> {
     if let Some(ms) = text(headers, &RETRY_AFTER_MS).and_then(|t| t.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
@@ -86,7 +98,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// `x-should-retry: true|false`, which overrides the status rules both ways.
-pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
+pub fn should_retry<H: HeaderLookup + ?Sized>(headers: &H) -> Option<bool> {
     match text(headers, &SHOULD_RETRY)? {
         "true" => Some(true),
         "false" => Some(false),
@@ -96,7 +108,7 @@ pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
 
 /// The provider's id for the request: `x-request-id`, or Anthropic's
 /// `request-id`.
-pub fn request_id(headers: &HeaderMap) -> Option<String> {
+pub fn request_id<H: HeaderLookup + ?Sized>(headers: &H) -> Option<String> {
     text(headers, &X_REQUEST_ID)
         .or_else(|| text(headers, &REQUEST_ID))
         .map(str::to_owned)
