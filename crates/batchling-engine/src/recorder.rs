@@ -53,7 +53,11 @@ pub(crate) fn write_loop(
     let mut records = Vec::with_capacity(MAX_GROUP);
     let mut permits = Vec::with_capacity(MAX_GROUP);
     let mut puts = Vec::new();
-    let fill = (concurrency / 4).clamp(1, MAX_GROUP);
+    // Half the concurrency: each commit costs an fsync, and answers waiting
+    // for it hold their permits, so a group can never reach the whole
+    // concurrency. A quarter measured 4% more CPU at zero latency (two
+    // interleaved A/Bs, 1,000 vs ~600 fsyncs per 20,000 requests).
+    let fill = (concurrency / 2).clamp(1, MAX_GROUP);
     loop {
         // Answers already waiting after the last commit mean they arrive
         // faster than commits finish: only then is lingering worth it (at
