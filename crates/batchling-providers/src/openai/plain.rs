@@ -239,8 +239,10 @@ impl PlainClient {
     }
 
     /// An idle connection the server has not closed meanwhile, if any. A
-    /// closed one has become readable (the end of the stream) while idle:
-    /// the readiness the runtime already holds tells, with no system call.
+    /// closed one has become readable (the end of the stream) while idle.
+    /// The readiness the runtime already holds says "not readable" with no
+    /// system call; when it says readable, a read tells (it may be left
+    /// over from the last answer's read).
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
@@ -248,10 +250,13 @@ impl PlainClient {
                 std::pin::pin!(c.stream.ready(tokio::io::Interest::READABLE)),
                 &mut std::task::Context::from_waker(std::task::Waker::noop()),
             );
-            match readable {
-                std::task::Poll::Pending => return Some(c),
-                // Readable while idle: closed, or sent what nobody asked for.
-                std::task::Poll::Ready(_) => continue,
+            if readable.is_pending() {
+                return Some(c);
+            }
+            match c.stream.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(c),
+                // Closed, broken, or sent what nobody asked for.
+                _ => continue,
             }
         }
         None
@@ -357,6 +362,8 @@ async fn read_response(conn: &mut Conn) -> Result<(PlainResponse, bool), PlainEr
         let body = match framing {
             Framing::None => Bytes::new(),
             Framing::Length(n) => {
+                // One allocation for a large body, not a doubling series.
+                conn.buf.reserve(n.saturating_sub(conn.buf.len()));
                 while conn.buf.len() < n {
                     fill(conn).await?;
                 }
@@ -672,6 +679,36 @@ mod tests {
                 String::from_utf8_lossy(answer)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn large_bodies_both_ways() {
+        // An answer of 3 MB, and a request of 2 MB: both need many reads
+        // and writes.
+        static ANSWER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let answer = ANSWER.get_or_init(|| {
+            let body = format!("{{\"s\":\"{}\"}}", "x".repeat(3 << 20));
+            let mut a =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+            a.extend_from_slice(body.as_bytes());
+            a
+        });
+        let (port, accepted) = scripted_server(answer, 100_000, false).await;
+        let c = client_for(port);
+        let big = Bytes::from(format!("{{\"p\":\"{}\"}}", "y".repeat(2 << 20)));
+        for _ in 0..2 {
+            let r = c
+                .post(
+                    Endpoint::ChatCompletions,
+                    HeaderValue::from_static("id"),
+                    big.clone(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.body.len(), (3 << 20) + 8);
+            assert!(r.body.ends_with(b"xx\"}"));
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
