@@ -754,16 +754,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced() {
         let (port, server) = one_shot_server().await;
-        let client = PlainClient::new(
-            "127.0.0.1",
-            port,
-            "/v1",
-            HeaderMap::new(),
-            Duration::from_secs(10),
-            Duration::from_secs(10),
-            4,
-        )
-        .unwrap();
+        let client = client_for(port);
         for _ in 0..5 {
             let r = client
                 .post(
@@ -780,16 +771,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_and_silent_servers_are_transport_errors() {
-        let refused = PlainClient::new(
-            "127.0.0.1",
-            1,
-            "/v1",
-            HeaderMap::new(),
-            Duration::from_secs(10),
-            Duration::from_secs(10),
-            4,
-        )
-        .unwrap();
+        let refused = client_for(1);
         let r = refused
             .post(
                 Endpoint::Embeddings,
