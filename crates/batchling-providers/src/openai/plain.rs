@@ -210,7 +210,8 @@ impl PlainClient {
         let head = self.head(endpoint, custom_id, body.len());
         let mut use_pool = true;
         let (response, reusable, conn) = loop {
-            let (mut conn, pooled) = match self.checkout().filter(|_| use_pool) {
+            let pooled = if use_pool { self.checkout() } else { None };
+            let (mut conn, pooled) = match pooled {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
