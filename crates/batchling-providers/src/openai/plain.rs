@@ -329,9 +329,14 @@ async fn fill(conn: &mut Conn) -> Result<(), PlainError> {
 async fn read_response(conn: &mut Conn) -> Result<(PlainResponse, bool), PlainError> {
     loop {
         let parsed = {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut r = httparse::Response::new(&mut fields);
-            match r.parse(&conn.buf) {
+            // Left uninitialised: httparse writes only the ones it fills.
+            let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut r = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut r,
+                &conn.buf,
+                &mut fields,
+            ) {
                 Ok(httparse::Status::Complete(len)) => Some(head_of(&conn.buf, &r, len)?),
                 Ok(httparse::Status::Partial) => None,
                 Err(e) => return Err(broken(format!("the answer is not HTTP/1.1: {e}"))),
