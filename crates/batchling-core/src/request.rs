@@ -190,11 +190,13 @@ pub fn parse_line(line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
         None => return Err(fail(id, LineProblem::BadBody("nothing".into()))),
     };
     const PEEK: [&str; 2] = ["stream", "model"];
+    // The line was checked whole, so only a repeated key can fail here.
     let [stream, model] = scan_object(body, PEEK).map_err(|e| {
-        fail(
-            id.clone(),
-            LineProblem::BadBody(invalid_reason(body.as_bytes(), e, &PEEK)),
-        )
+        let found = match e {
+            ScanError::DuplicateKey(k) => format!("an object with \"{}\" twice", PEEK[k]),
+            ScanError::Syntax(_) => invalid_reason(body.as_bytes(), e, &PEEK),
+        };
+        fail(id.clone(), LineProblem::BadBody(found))
     })?;
     if stream.is_some_and(|r| &body[r] == "true") {
         return Err(fail(id, LineProblem::Streaming));
@@ -281,6 +283,22 @@ mod tests {
                 r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"stream":true}}"#
             ),
             LineProblem::Streaming
+        );
+    }
+
+    #[test]
+    fn repeated_keys_are_refused() {
+        assert_eq!(
+            problem(
+                r#"{"custom_id":"a","custom_id":"b","method":"POST","url":"/v1/embeddings","body":{}}"#
+            ),
+            LineProblem::InvalidJson("duplicate field `custom_id`".into())
+        );
+        assert_eq!(
+            problem(
+                r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"stream":true,"stream":false}}"#
+            ),
+            LineProblem::BadBody("an object with \"stream\" twice".into())
         );
     }
 
