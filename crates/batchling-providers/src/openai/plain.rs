@@ -717,6 +717,59 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
+    /// Random bodies, framed by length or in random chunks, written in
+    /// random pieces: the client reads back exactly the body, on one
+    /// kept-alive connection.
+    #[tokio::test]
+    async fn random_framings_round_trip() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..60 {
+            // Bytes that look like framing inside the body, to confuse a
+            // parser that scans instead of counting.
+            let alphabet: &[&[u8]] =
+                &[b"a", b"{", b"\r\n", b"0\r\n\r\n", b"HTTP/1.1 ", b"\xc3\xa9"];
+            let mut body = Vec::new();
+            for _ in 0..next(400) {
+                body.extend_from_slice(alphabet[next(alphabet.len() as u64) as usize]);
+            }
+            let mut answer = b"HTTP/1.1 200 OK\r\nX-Request-Id: r\r\n".to_vec();
+            if next(2) == 0 {
+                answer.extend_from_slice(
+                    format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                );
+                answer.extend_from_slice(&body);
+            } else {
+                answer.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                let mut rest = &body[..];
+                while !rest.is_empty() {
+                    let n = (1 + next(90) as usize).min(rest.len());
+                    let ext = if next(3) == 0 { ";x=y" } else { "" };
+                    answer.extend_from_slice(format!("{n:X}{ext}\r\n").as_bytes());
+                    answer.extend_from_slice(&rest[..n]);
+                    answer.extend_from_slice(b"\r\n");
+                    rest = &rest[n..];
+                }
+                answer.extend_from_slice(b"0\r\n\r\n");
+            }
+            let answer: &'static [u8] = Box::leak(answer.into_boxed_slice());
+            let piece = 1 + next(200) as usize;
+            let (port, accepted) = scripted_server(answer, piece, false).await;
+            let c = client_for(port);
+            for _ in 0..2 {
+                let r = post(&c).await.unwrap();
+                assert_eq!(&r.body[..], &body[..], "piece {piece}");
+            }
+            assert_eq!(accepted.load(SeqCst), 1);
+        }
+    }
+
     #[tokio::test]
     async fn headers_are_found_by_name_in_any_case() {
         let (port, _) = scripted_server(
