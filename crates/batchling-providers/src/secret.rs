@@ -28,6 +28,14 @@ impl ApiKey {
     }
 }
 
+/// [`ApiKey::redact`] when there is a key; the text unchanged when not.
+pub fn redact(key: Option<&ApiKey>, text: &str) -> String {
+    match key {
+        Some(k) => k.redact(text),
+        None => text.to_owned(),
+    }
+}
+
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey([redacted])")

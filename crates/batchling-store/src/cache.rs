@@ -76,10 +76,7 @@ impl Cache {
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Write {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::writing(&self.path)(source)
     }
 
     /// The answer for `key`, if cached.
@@ -104,11 +101,7 @@ impl Cache {
         items: impl IntoIterator<Item = (&'a [u8; 16], &'a str, &'a [u8])>,
         now_unix: u64,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let werr = |source| StoreError::Write {
-            path: path.clone(),
-            source,
-        };
+        let werr = StoreError::writing(&self.path);
         let tx = self.conn.transaction().map_err(werr)?;
         {
             let mut stmt = tx

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What can go wrong with a journal. Messages say what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -75,4 +75,14 @@ pub enum StoreError {
         /// The state asked for.
         to: &'static str,
     },
+}
+
+impl StoreError {
+    /// What a failed write to the database at `path` becomes.
+    pub(crate) fn writing(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+        move |source| StoreError::Write {
+            path: path.to_owned(),
+            source,
+        }
+    }
 }

@@ -231,10 +231,7 @@ impl Journal {
     }
 
     pub(crate) fn write_err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Write {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::writing(&self.path)(source)
     }
 
     pub(crate) fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -475,11 +472,7 @@ impl Journal {
     /// overwritten (the guard); anything else may be replaced, which is how
     /// a failed request that is retried becomes done.
     pub fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let werr = |source| StoreError::Write {
-            path: path.clone(),
-            source,
-        };
+        let werr = StoreError::writing(&self.path);
         let tx = self.conn.transaction().map_err(werr)?;
         insert_records(&tx, records, &mut self.next_finished).map_err(werr)?;
         tx.commit().map_err(werr)

@@ -155,11 +155,7 @@ impl Journal {
     /// requests), so a crash never leaves a request both forgotten and in
     /// no part. Returns the new part numbers.
     pub fn add_parts(&mut self, plans: &[PartPlan], forget: bool) -> Result<Vec<u64>, StoreError> {
-        let path = self.path.clone();
-        let werr = |source| StoreError::Write {
-            path: path.clone(),
-            source,
-        };
+        let werr = StoreError::writing(&self.path);
         let tx = self.conn.transaction().map_err(werr)?;
         let mut numbers = Vec::with_capacity(plans.len());
         {
@@ -451,11 +447,7 @@ impl Journal {
         records: &[Record],
         cost_usd: Option<f64>,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let werr = |source| StoreError::Write {
-            path: path.clone(),
-            source,
-        };
+        let werr = StoreError::writing(&self.path);
         let tx = self.conn.transaction().map_err(werr)?;
         let n = tx
             .execute(

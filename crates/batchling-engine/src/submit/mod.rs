@@ -517,15 +517,10 @@ impl Driver<'_> {
             }
         }
         p.done = p.succeeded + p.failed;
-        let (input, _, output) = self.journal.usage_totals()?;
+        let ((input, _, output), cost) = self.journal.totals()?;
         p.input_tokens = input;
         p.output_tokens = output;
-        p.cost_usd = self
-            .job
-            .prices
-            .as_ref()
-            .map(|_| self.journal.cost_total())
-            .transpose()?;
+        p.cost_usd = self.job.prices.as_ref().map(|_| cost);
         Ok(p)
     }
 }

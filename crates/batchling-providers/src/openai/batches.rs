@@ -230,23 +230,13 @@ impl BatchClient {
     }
 
     fn redact(&self, text: &str) -> String {
-        match &self.key {
-            Some(k) => k.redact(text),
-            None => text.to_owned(),
-        }
+        crate::secret::redact(self.key.as_ref(), text)
     }
 
     fn transport(&self, what: &str, e: &reqwest::Error) -> BatchApiError {
-        let mut message = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            src = s.source();
-        }
         BatchApiError::Transport {
             what: what.to_owned(),
-            message: self.redact(&message),
+            message: self.redact(&super::error_chain(e)),
         }
     }
 

@@ -198,18 +198,7 @@ impl OpenAiClient {
         } else {
             TransportKind::Connection
         };
-        // reqwest's Display includes the URL but never headers; walk the
-        // source chain for the useful part (e.g. "connection refused").
-        let mut message = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            src = s.source();
-        }
-        if let Some(k) = &self.key {
-            message = k.redact(&message);
-        }
+        let message = crate::secret::redact(self.key.as_ref(), &super::error_chain(e));
         TransportError { kind, message }
     }
 
@@ -294,10 +283,7 @@ impl OpenAiClient {
                     ),
                     PlainError::Connection(m) => (TransportKind::Connection, m),
                 };
-                let message = match &self.key {
-                    Some(k) => k.redact(&message),
-                    None => message,
-                };
+                let message = crate::secret::redact(self.key.as_ref(), &message);
                 Attempt::Transport(TransportError { kind, message })
             }
         }

@@ -11,3 +11,17 @@ mod plain;
 pub use batches::{BatchApiError, BatchClient, BatchStatus};
 pub use classify::classify;
 pub use client::{AuthStyle, ClientConfig, OpenAiClient};
+
+/// An error and its sources, joined by ": ". reqwest's own message names the
+/// URL but not the cause ("connection refused" is a source); it never holds
+/// headers, so no key, but callers still redact it.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        src = s.source();
+    }
+    message
+}
