@@ -13,27 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 venv=${BATCHLING_SDK_VENV:-$repo/target/openai-sdk/venv}
 
-cannot_install() {
-    echo "setup.sh: cannot install the openai package: $*" >&2
-    exit 3
-}
-
-installed() {
-    [ -x "$venv/bin/python" ] && "$venv/bin/python" - "$OPENAI_VERSION" <<'PY' 2>/dev/null
-import sys
-from importlib.metadata import version
-sys.exit(0 if version("openai") == sys.argv[1] else 1)
-PY
-}
-
-if ! installed; then
-    command -v python3 >/dev/null || cannot_install "python3 not found"
-    if [ ! -x "$venv/bin/python" ]; then
-        mkdir -p "$(dirname "$venv")"
-        python3 -m venv "$venv" >&2 || cannot_install "python3 -m venv $venv failed"
-    fi
-    "$venv/bin/python" -m pip --disable-pip-version-check --no-input -q install "openai==$OPENAI_VERSION" >&2 \
-        || cannot_install "pip install openai==$OPENAI_VERSION failed (PyPI unreachable?)"
-    installed || cannot_install "installed but not importable in $venv"
-fi
+# shellcheck source=../lib/pinned-venv.sh
+. "$repo/scripts/lib/pinned-venv.sh"
+ensure_venv "the openai package" "$venv" "openai==$OPENAI_VERSION"
 echo "$venv/bin/python"

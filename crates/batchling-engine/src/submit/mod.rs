@@ -376,6 +376,13 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// The part's batch as the API sees it now.
+    async fn retrieve(&self, p: &Part) -> Result<Batch, BatchApiError> {
+        let id = p.batch_id.as_deref().unwrap_or_default();
+        let client = self.client;
+        retrying(&self.job.api_retry, self.reporter, || client.retrieve_batch(id)).await
+    }
+
     /// Poll every submitted part once; returns whether anything changed.
     async fn poll(&mut self) -> Result<bool, SubmitError> {
         let mut changed = false;
@@ -383,12 +390,7 @@ impl Driver<'_> {
             if p.state != PartState::Submitted {
                 continue;
             }
-            let id = p.batch_id.clone().unwrap_or_default();
-            let client = self.client;
-            let b = retrying(&self.job.api_retry, self.reporter, || {
-                client.retrieve_batch(&id)
-            })
-            .await?;
+            let b = self.retrieve(&p).await?;
             let counts = counts_of(&b);
             if b.status.is_terminal() {
                 let errors = (!b.errors().is_empty())
@@ -419,12 +421,8 @@ impl Driver<'_> {
             if p.state != PartState::Finished {
                 continue;
             }
-            let id = p.batch_id.clone().unwrap_or_default();
+            let batch = self.retrieve(&p).await?;
             let client = self.client;
-            let batch = retrying(&self.job.api_retry, self.reporter, || {
-                client.retrieve_batch(&id)
-            })
-            .await?;
             let mut files = Vec::new();
             for fid in [&p.output_file_id, &p.error_file_id].into_iter().flatten() {
                 let data = retrying(&self.job.api_retry, self.reporter, || {
@@ -463,7 +461,7 @@ impl Driver<'_> {
             self.reporter.notice(&format!(
                 "part {}: batch {} {}: {done} answered, {} failed",
                 p.part,
-                id,
+                batch.id,
                 batch.status.as_str(),
                 c.records.len() - done
             ));
