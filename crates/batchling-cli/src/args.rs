@@ -20,8 +20,10 @@ pub(crate) enum Command {
     /// answers in OpenAI's batch output format.
     Run(Box<RunArgs>),
     /// Send a file through a provider's Batch API (Files + Batches) at batch
-    /// prices: split into parts, tracked in the journal, resumable, results
-    /// merged into the same output and error files as `run`.
+    /// prices: split into parts, tracked in the journal, resumable (the same
+    /// command again reattaches to the batches it created; `--restart` does
+    /// not cancel them: use `batchling cancel` first), results merged into
+    /// the same output and error files as `run`.
     Submit(Box<SubmitArgs>),
     /// Cancel the live batches of a `submit` journal, keep what they
     /// finished, and write the output and error files.
@@ -93,6 +95,41 @@ pub(crate) struct LimitArgs {
     pub(crate) max_attempts: u32,
 }
 
+/// The journal and the files written from it: shared by `run` and `submit`.
+#[derive(Debug, Args)]
+pub(crate) struct JournalArgs {
+    /// Order of output lines.
+    #[arg(long, value_enum, default_value_t = OrderArg::Input)]
+    pub(crate) order: OrderArg,
+
+    /// The journal [default: OUTPUT with .journal appended]. Running the same
+    /// command again picks up where it stopped.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) state: Option<PathBuf>,
+
+    /// Clear the journal and start over.
+    #[arg(long)]
+    pub(crate) restart: bool,
+
+    /// Commit the journal without fsync: survives a crash of batchling but
+    /// not of the machine. Faster on slow disks.
+    #[arg(long)]
+    pub(crate) no_fsync: bool,
+
+    /// Extra or overriding prices: our TOML/JSON format, or LiteLLM's
+    /// model_prices_and_context_window.json.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prices: Option<PathBuf>,
+
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) summary_json: Option<PathBuf>,
+
+    /// No progress bar or status lines.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Input JSONL file (one request per line), or - for standard input.
@@ -131,10 +168,6 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) ignore_limit_headers: bool,
 
-    /// Order of output lines.
-    #[arg(long, value_enum, default_value_t = OrderArg::Input)]
-    pub(crate) order: OrderArg,
-
     /// Use HTTP/2 when the server offers it (one connection per host).
     #[arg(long)]
     pub(crate) http2: bool,
@@ -143,28 +176,9 @@ pub(crate) struct RunArgs {
     #[arg(long, conflicts_with = "base_url")]
     pub(crate) mock: bool,
 
-    /// The journal [default: OUTPUT with .journal appended]. Running the same
-    /// command again resumes from it.
-    #[arg(long, value_name = "PATH")]
-    pub(crate) state: Option<PathBuf>,
-
-    /// Clear the journal and start over.
-    #[arg(long)]
-    pub(crate) restart: bool,
-
     /// On resume, send requests that failed before again.
     #[arg(long)]
     pub(crate) retry_failed: bool,
-
-    /// Commit the journal without fsync: survives a crash of batchling but
-    /// not of the machine. Faster on slow disks.
-    #[arg(long)]
-    pub(crate) no_fsync: bool,
-
-    /// Extra or overriding prices: our TOML/JSON format, or LiteLLM's
-    /// model_prices_and_context_window.json.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) prices: Option<PathBuf>,
 
     /// Hard budget in USD: each request's worst case is reserved before it
     /// is sent; when the next one does not fit, dispatching stops
@@ -177,13 +191,9 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) cache: Option<PathBuf>,
 
-    /// Write the summary as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) summary_json: Option<PathBuf>,
-
-    /// No progress bar or status lines.
-    #[arg(short, long)]
-    pub(crate) quiet: bool,
+    /// The journal and what is written from it.
+    #[command(flatten)]
+    pub(crate) journal: JournalArgs,
 }
 
 #[derive(Debug, Args)]
@@ -251,39 +261,13 @@ pub(crate) struct SubmitArgs {
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
 
-    /// Order of output lines.
-    #[arg(long, value_enum, default_value_t = OrderArg::Input)]
-    pub(crate) order: OrderArg,
-
     /// Use the built-in fake provider (it serves a fake Batch API too).
     #[arg(long, conflicts_with = "base_url")]
     pub(crate) mock: bool,
 
-    /// The journal [default: OUTPUT with .journal appended]. Running the same
-    /// command again reattaches to the batches it created.
-    #[arg(long, value_name = "PATH")]
-    pub(crate) state: Option<PathBuf>,
-
-    /// Clear the journal and start over (batches already created are not
-    /// cancelled: use `batchling cancel` first).
-    #[arg(long)]
-    pub(crate) restart: bool,
-
-    /// Commit the journal without fsync.
-    #[arg(long)]
-    pub(crate) no_fsync: bool,
-
-    /// Extra or overriding prices (TOML, JSON or LiteLLM's JSON).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) prices: Option<PathBuf>,
-
-    /// Write the summary as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) summary_json: Option<PathBuf>,
-
-    /// No progress or status lines.
-    #[arg(short, long)]
-    pub(crate) quiet: bool,
+    /// The journal and what is written from it.
+    #[command(flatten)]
+    pub(crate) journal: JournalArgs,
 }
 
 #[derive(Debug, Args)]

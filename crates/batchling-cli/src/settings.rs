@@ -23,7 +23,8 @@ use batchling_providers::openai::ClientConfig;
 use batchling_engine::submit::{PartLimits, SubmitJob};
 
 use crate::args::{
-    CancelArgs, ClientArgs, LimitArgs, LogFormat, OrderArg, RunArgs, ServeArgs, SubmitArgs,
+    CancelArgs, ClientArgs, JournalArgs, LimitArgs, LogFormat, OrderArg, RunArgs, ServeArgs,
+    SubmitArgs,
 };
 use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
 
@@ -72,6 +73,36 @@ pub(crate) fn errors_path(output: &Path, errors: Option<PathBuf>) -> Result<Path
 }
 
 /// The built-in prices, plus a user's file.
+/// [`JournalArgs`] resolved: the journal and the files `run` and `submit`
+/// write from it.
+struct Journaling {
+    state: PathBuf,
+    errors: PathBuf,
+    order: Order,
+    restart: bool,
+    durable: bool,
+    prices: Arc<Catalog>,
+    quiet: bool,
+    summary_json: Option<PathBuf>,
+}
+
+impl Journaling {
+    fn resolve(a: JournalArgs, output: &Path, errors: Option<PathBuf>) -> Result<Self> {
+        Ok(Journaling {
+            state: a
+                .state
+                .unwrap_or_else(|| batchling_engine::default_state_path(output)),
+            errors: errors_path(output, errors)?,
+            order: order(a.order),
+            restart: a.restart,
+            durable: !a.no_fsync,
+            prices: Arc::new(catalog(a.prices.as_deref())?),
+            quiet: a.quiet,
+            summary_json: a.summary_json,
+        })
+    }
+}
+
 pub(crate) fn catalog(file: Option<&Path>) -> Result<Catalog> {
     let mut c = Catalog::builtin();
     if let Some(f) = file {
@@ -108,9 +139,10 @@ impl RunSettings {
         client.pool_size = a.limits.concurrency;
         client.http2 = a.http2;
         let upstream = upstream(a.mock, has_key || has_base, client);
+        let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let mut job = Job::new(input, a.output.clone());
-        job.errors = errors_path(&a.output, a.errors)?;
-        job.order = order(a.order);
+        job.errors = j.errors;
+        job.order = j.order;
         job.pacing = PacerConfig {
             learn: !a.ignore_limit_headers,
             ..a.limits.pacing()
@@ -118,12 +150,10 @@ impl RunSettings {
         job.concurrency = a.limits.concurrency;
         job.retry = a.limits.retry();
         job.give_up_after = give_up_after;
-        if let Some(state) = a.state {
-            job.state = state;
-        }
-        job.restart = a.restart;
+        job.state = j.state;
+        job.restart = j.restart;
         job.retry_failed = a.retry_failed;
-        job.durable = !a.no_fsync;
+        job.durable = j.durable;
         job.cache = a.cache;
         if let Some(limit) = a.max_cost
             && !(limit.is_finite() && limit > 0.0)
@@ -131,14 +161,14 @@ impl RunSettings {
             bail!("--max-cost {limit}: expected a positive amount of USD");
         }
         job.max_cost = a.max_cost;
-        job.prices = Some(Arc::new(catalog(a.prices.as_deref())?));
+        job.prices = Some(j.prices);
         job.default_max_output = a.default_max_tokens;
         Ok(RunSettings {
             job,
             upstream,
             strict: a.strict,
-            quiet: a.quiet,
-            summary_json: a.summary_json,
+            quiet: j.quiet,
+            summary_json: j.summary_json,
         })
     }
 }
@@ -263,12 +293,7 @@ impl SubmitSettings {
             .map(|d| duration_flag("--deadline", d))
             .transpose()?;
         let deadline_margin = duration_flag("--deadline-margin", &a.deadline_margin)?;
-        let errors = errors_path(&a.output, a.errors.clone())?;
-        let state = a
-            .state
-            .clone()
-            .unwrap_or_else(|| batchling_engine::default_state_path(&a.output));
-        let prices = Some(Arc::new(catalog(a.prices.as_deref())?));
+        let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let retry = a.limits.retry();
         let mut online = Job::new(Input::File(a.input.clone()), a.output.clone());
         online.pacing = a.limits.pacing();
@@ -277,11 +302,11 @@ impl SubmitSettings {
         let job = SubmitJob {
             input: a.input,
             output: a.output,
-            errors,
-            state,
-            order: order(a.order),
-            restart: a.restart,
-            durable: !a.no_fsync,
+            errors: j.errors,
+            state: j.state,
+            order: j.order,
+            restart: j.restart,
+            durable: j.durable,
             limits: PartLimits {
                 max_requests: a.max_requests_per_batch,
                 max_bytes: a.max_batch_bytes,
@@ -294,14 +319,14 @@ impl SubmitSettings {
             finish_online: a.finish_online,
             deadline,
             deadline_margin,
-            prices,
+            prices: Some(j.prices),
             online,
         };
         Ok(SubmitSettings {
             job,
             upstream,
-            quiet: a.quiet,
-            summary_json: a.summary_json,
+            quiet: j.quiet,
+            summary_json: j.summary_json,
         })
     }
 }

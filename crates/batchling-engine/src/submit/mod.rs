@@ -380,7 +380,10 @@ impl Driver<'_> {
     async fn retrieve(&self, p: &Part) -> Result<Batch, BatchApiError> {
         let id = p.batch_id.as_deref().unwrap_or_default();
         let client = self.client;
-        retrying(&self.job.api_retry, self.reporter, || client.retrieve_batch(id)).await
+        retrying(&self.job.api_retry, self.reporter, || {
+            client.retrieve_batch(id)
+        })
+        .await
     }
 
     /// Poll every submitted part once; returns whether anything changed.
