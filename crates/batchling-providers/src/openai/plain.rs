@@ -12,7 +12,7 @@
 //! `Content-Length`, chunked transfer coding, or the end of the connection.
 //! Keep-alive connections sit in a plain stack.
 
-use std::io::IoSlice;
+use std::io::{IoSlice, Write as _};
 use std::ops::Range;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -195,9 +195,8 @@ impl PlainClient {
         head.extend_from_slice(fixed);
         head.extend_from_slice(b"x-batchling-custom-id: ");
         head.extend_from_slice(custom_id.as_bytes());
-        head.extend_from_slice(b"\r\ncontent-length: ");
-        head.extend_from_slice(len.to_string().as_bytes());
-        head.extend_from_slice(b"\r\n\r\n");
+        // Writing to a Vec cannot fail.
+        let _ = write!(head, "\r\ncontent-length: {len}\r\n\r\n");
         head
     }
 
