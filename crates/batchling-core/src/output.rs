@@ -16,8 +16,8 @@ pub struct LineFailure<'a> {
 }
 
 /// Append a line for a request that got an HTTP response (success or an
-/// error status), with `response.body` embedded verbatim. `body_json` must be
-/// one valid JSON value.
+/// error status), with `response.body` embedded verbatim but for raw CR and
+/// LF bytes (see [`push_one_line`]). `body_json` must be one valid JSON value.
 pub fn write_response_line(
     out: &mut Vec<u8>,
     line_id: &str,
@@ -36,25 +36,23 @@ pub fn write_response_line(
     );
     push_json_str(out, request_id);
     out.extend_from_slice(b",\"body\":");
-    out.extend_from_slice(body_json);
+    push_one_line(out, body_json);
     out.extend_from_slice(b"},\"error\":null}\n");
 }
 
-/// Append a line for a request that has no HTTP response to show.
-/// `custom_id` is `None` only for input lines whose id could not be read.
+/// Append a line for a request that has no HTTP response to show. An input
+/// line whose id could not be read has a
+/// [`placeholder_custom_id`](crate::request::placeholder_custom_id) here.
 pub fn write_failure_line(
     out: &mut Vec<u8>,
     line_id: &str,
-    custom_id: Option<&str>,
+    custom_id: &str,
     failure: &LineFailure<'_>,
 ) {
     out.extend_from_slice(b"{\"id\":");
     push_json_str(out, line_id);
     out.extend_from_slice(b",\"custom_id\":");
-    match custom_id {
-        Some(id) => push_json_str(out, id),
-        None => out.extend_from_slice(b"null"),
-    }
+    push_json_str(out, custom_id);
     out.extend_from_slice(b",\"response\":null,\"error\":{\"code\":");
     push_json_str(out, failure.code);
     out.extend_from_slice(b",\"message\":");
@@ -73,6 +71,23 @@ pub fn envelope_for_text(status_code: u16, text: &str) -> Vec<u8> {
         ",\"type\":\"non_json_response\",\"param\":null,\"code\":\"http_{status_code}\"}}}}"
     );
     out
+}
+
+/// Append one valid JSON text without its raw CR and LF bytes, so that it fits
+/// on one JSONL line whatever whitespace the upstream put in it (a
+/// pretty-printed body, a lone `\r`).
+///
+/// Lossless: inside a JSON string CR and LF must be escaped (`\n`), so a raw
+/// one is whitespace between tokens, and two tokens that need a separator
+/// always have a structural character (`,` `:` `[` `]` `{` `}`) between them.
+/// A body without them (the usual case) costs one `memchr2` scan.
+pub fn push_one_line(out: &mut Vec<u8>, json: &[u8]) {
+    let mut rest = json;
+    while let Some(i) = memchr::memchr2(b'\n', b'\r', rest) {
+        out.extend_from_slice(&rest[..i]);
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
 }
 
 /// Append `s` as a JSON string literal.
@@ -113,12 +128,105 @@ mod tests {
             code: "invalid_json_line",
             message: "line 4: not valid JSON",
         };
-        write_failure_line(&mut out, "batch_req_2", None, &f);
+        write_failure_line(&mut out, "batch_req_2", "batchling:line:4", &f);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v,
-            json!({"id":"batch_req_2","custom_id":null,"response":null,"error":{"code":"invalid_json_line","message":"line 4: not valid JSON"}})
+            json!({"id":"batch_req_2","custom_id":"batchling:line:4","response":null,"error":{"code":"invalid_json_line","message":"line 4: not valid JSON"}})
         );
+    }
+
+    /// A JSON value printed with arbitrary whitespace (CR, LF, tab, space)
+    /// between every pair of tokens, as a pretty-printing upstream might.
+    fn spaced(v: &Value, ws: &mut impl Iterator<Item = &'static str>, out: &mut String) {
+        fn gap(ws: &mut impl Iterator<Item = &'static str>, out: &mut String) {
+            out.push_str(ws.next().unwrap_or(""));
+        }
+        gap(ws, out);
+        match v {
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        gap(ws, out);
+                        out.push(',');
+                    }
+                    spaced(item, ws, out);
+                }
+                gap(ws, out);
+                out.push(']');
+            }
+            Value::Object(members) => {
+                out.push('{');
+                for (i, (k, item)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    gap(ws, out);
+                    out.push_str(&serde_json::to_string(k).unwrap());
+                    gap(ws, out);
+                    out.push(':');
+                    spaced(item, ws, out);
+                }
+                gap(ws, out);
+                out.push('}');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+        gap(ws, out);
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            // Strings full of what must stay: escaped CR/LF, quotes, backslashes.
+            "[a\\r\\n\\t \"\\\\é]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z\\n]{0,4}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever whitespace the body holds, the line is one JSONL line
+        /// (one LF, at its end; no CR) whose body is the same value.
+        #[test]
+        fn every_line_is_one_line(
+            v in json_value(),
+            ws in proptest::collection::vec(
+                proptest::sample::select(vec!["", " ", "\n", "\r", "\r\n", "\t", " \n  ", "\n\n\r"]),
+                0..200,
+            ),
+        ) {
+            let mut body = String::new();
+            spaced(&v, &mut ws.into_iter(), &mut body);
+            let mut out = Vec::new();
+            write_response_line(&mut out, "batch_req_1", "id\n1", 200, "req\r", body.as_bytes());
+            proptest::prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+            proptest::prop_assert_eq!(out.last(), Some(&b'\n'));
+            proptest::prop_assert!(!out.contains(&b'\r'));
+            let line: Value = serde_json::from_slice(&out).unwrap();
+            proptest::prop_assert_eq!(&line["response"]["body"], &v);
+            proptest::prop_assert_eq!(&line["custom_id"], "id\n1");
+        }
+    }
+
+    #[test]
+    fn a_body_without_line_breaks_is_copied_as_is() {
+        let body = br#"{ "a" : [1, 2,	3] }"#;
+        let mut out = Vec::new();
+        push_one_line(&mut out, body);
+        assert_eq!(out, body);
+        out.clear();
+        push_one_line(&mut out, b"{\r\n  \"a\": \"x\\ny\"\r\n}\r");
+        assert_eq!(out, br#"{  "a": "x\ny"}"#);
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub enum LineProblem {
     /// `custom_id` is not a non-empty string.
     #[error("\"custom_id\" must be a non-empty string, found {0}")]
     BadCustomId(String),
+    /// `custom_id` starts with the prefix of the ids batchling writes for
+    /// lines without a usable one ([`placeholder_custom_id`]).
+    #[error(
+        "\"custom_id\" {0:?} starts with {PLACEHOLDER_PREFIX:?}, which batchling reserves for lines without a usable id"
+    )]
+    ReservedCustomId(String),
     /// The same `custom_id` appeared on an earlier line.
     #[error("duplicate \"custom_id\" {custom_id:?}: first seen on line {first_line}")]
     DuplicateCustomId {
@@ -72,7 +78,9 @@ impl LineProblem {
     pub fn code(&self) -> &'static str {
         match self {
             LineProblem::InvalidJson(_) => "invalid_json_line",
-            LineProblem::MissingCustomId | LineProblem::BadCustomId(_) => "invalid_custom_id",
+            LineProblem::MissingCustomId
+            | LineProblem::BadCustomId(_)
+            | LineProblem::ReservedCustomId(_) => "invalid_custom_id",
             LineProblem::DuplicateCustomId { .. } => "duplicate_custom_id",
             LineProblem::BadMethod(_) => "invalid_method",
             LineProblem::BadUrl(_) => "invalid_url",
@@ -92,6 +100,18 @@ pub struct LineError {
     pub custom_id: Option<String>,
     /// What is wrong.
     pub problem: LineProblem,
+}
+
+/// The prefix of [`placeholder_custom_id`]; an input line whose own id starts
+/// with it is refused, so a placeholder never equals a real id.
+pub const PLACEHOLDER_PREFIX: &str = "batchling:line:";
+
+/// The `custom_id` written in the error-file line of an input line whose own
+/// id is missing or not a usable string (`batchling:line:7` for line 7):
+/// the format requires a string there, and strict readers refuse `null`.
+/// Unique per line, and never a real id (see [`PLACEHOLDER_PREFIX`]).
+pub fn placeholder_custom_id(line_no: u64) -> String {
+    format!("{PLACEHOLDER_PREFIX}{line_no}")
 }
 
 /// Whether a physical line holds no request (blank lines are skipped, as the
@@ -161,6 +181,9 @@ pub fn parse_line(line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
     let custom_id = match custom_id.map(|r| &text[r]) {
         None => return Err(fail(None, LineProblem::MissingCustomId)),
         Some(raw) => match string_value(raw) {
+            Some(s) if s.starts_with(PLACEHOLDER_PREFIX) => {
+                return Err(fail(None, LineProblem::ReservedCustomId(s.into_owned())));
+            }
             Some(s) if !s.trim().is_empty() => s.into_owned(),
             _ => return Err(fail(None, LineProblem::BadCustomId(describe_span(raw)))),
         },
@@ -244,6 +267,27 @@ mod tests {
         assert_eq!(r.custom_id, "a");
         assert_eq!(r.endpoint, Endpoint::ChatCompletions);
         assert_eq!(r.line_no, 3);
+    }
+
+    #[test]
+    fn refuses_ids_that_could_equal_a_placeholder() {
+        let line = |id: &str| {
+            format!(r#"{{"custom_id":{id},"method":"POST","url":"/v1/embeddings","body":{{}}}}"#)
+        };
+        assert_eq!(
+            problem(&line(r#""batchling:line:2""#)),
+            LineProblem::ReservedCustomId("batchling:line:2".into())
+        );
+        // Escaped spellings of the same text are the same id.
+        assert!(matches!(
+            problem(&line(r#""batchling\u003aline:9""#)),
+            LineProblem::ReservedCustomId(_)
+        ));
+        assert_eq!(
+            ok(&line(r#""batchling:lines""#)).custom_id,
+            "batchling:lines"
+        );
+        assert_eq!(placeholder_custom_id(7), "batchling:line:7");
     }
 
     #[test]

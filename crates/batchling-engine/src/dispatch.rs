@@ -311,7 +311,7 @@ impl<P: Provider> Ctx<P> {
         output::write_failure_line(
             &mut line,
             &id,
-            Some(&p.parsed.custom_id),
+            &p.parsed.custom_id,
             &LineFailure {
                 code,
                 message: &message,

@@ -817,12 +817,7 @@ fn execute(
         let cid = v["custom_id"].as_str().unwrap_or("");
         let line_id = shared.batches.new_id("batch_req_", 24);
         if i >= answered {
-            write_failure_line(
-                &mut err,
-                &line_id,
-                Some(cid),
-                &LineFailure { code, message },
-            );
+            write_failure_line(&mut err, &line_id, cid, &LineFailure { code, message });
             failed += 1;
             continue;
         }

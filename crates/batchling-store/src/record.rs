@@ -4,6 +4,7 @@ use std::str::FromStr;
 use batchling_core::Usage;
 use batchling_core::output::{LineFailure, write_failure_line};
 use batchling_core::request::LineError;
+use batchling_core::request::placeholder_custom_id;
 
 /// The final states a request can be journaled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,10 +89,13 @@ impl Record {
         message: String,
     ) -> Record {
         let mut line = Vec::with_capacity(160 + message.len());
+        let written_id = custom_id
+            .clone()
+            .unwrap_or_else(|| placeholder_custom_id(line_no));
         write_failure_line(
             &mut line,
             line_id,
-            custom_id.as_deref(),
+            &written_id,
             &LineFailure {
                 code,
                 message: &message,

@@ -83,8 +83,11 @@ fn bad_lines_become_error_lines_naming_their_line() {
         );
         match custom_id {
             Some(id) => assert_eq!(l["custom_id"], *id, "{l}"),
-            None => assert!(
-                l["custom_id"].is_null() || l["custom_id"] == "",
+            // No usable id: a string placeholder naming the line, never null
+            // (strict readers of the format refuse a null custom_id).
+            None => assert_eq!(
+                l["custom_id"],
+                format!("batchling:line:{line_no}"),
                 "no usable id: {l}"
             ),
         }
@@ -226,4 +229,27 @@ fn crlf_line_endings_and_a_byte_order_mark_are_accepted() {
         let id = l["custom_id"].as_str().unwrap();
         assert_chat_echo(l, &format!("question {id}"));
     }
+}
+
+/// A placeholder id (`batchling:line:N`, written for lines without a usable
+/// id) can never equal a real one: a real id with that prefix is refused.
+#[test]
+fn the_placeholder_prefix_is_reserved() {
+    let mock = Mock::plain();
+    let input = [
+        "not json".to_owned(),
+        chat_line("batchling:line:1", "x"),
+        chat_line("ok", "x"),
+    ]
+    .join("\n");
+    let o = Run::new(&input).against(&mock).run();
+    o.assert_code(1);
+    assert_eq!(ids(&o.out_lines()), ["ok"]);
+    let err = o.err_lines();
+    assert_eq!(ids(&err), ["batchling:line:1", "batchling:line:2"]);
+    assert_eq!(err[0]["error"]["code"], "invalid_json_line");
+    assert_eq!(err[1]["error"]["code"], "invalid_custom_id");
+    let msg = err[1]["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("line 2") && msg.contains("reserves"), "{msg}");
+    assert_eq!(mock.stats().requests, 1);
 }

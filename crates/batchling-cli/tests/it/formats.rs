@@ -398,3 +398,72 @@ fn an_unsendable_request_is_not_an_upstream_outage() {
     );
     assert_ne!(o.code(), 2, "{}", o.stderr);
 }
+
+/// An upstream that pretty-prints its JSON with CRLF, LF and lone CR
+/// between tokens (valid JSON, which some servers send) still gives one
+/// JSONL line per request, in the output and in the error file.
+#[test]
+fn pretty_printed_answers_stay_one_line_each() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(conn) = conn else { continue };
+            let mut reader = BufReader::new(conn);
+            let (mut len, mut failing) = (0usize, false);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                let h = h.to_ascii_lowercase();
+                if let Some(v) = h.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                failing |= h.starts_with("x-batchling-custom-id:") && h.contains("bad");
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let (status, answer) = if failing {
+                (
+                    "400 Bad Request",
+                    "{\r\n  \"error\": {\r\n    \"message\": \"no\\nway\",\r\t\"type\": \"invalid_request_error\"\n  }\r}\r\n",
+                )
+            } else {
+                (
+                    "200 OK",
+                    "{\n  \"id\": \"chatcmpl-1\",\r\n  \"object\": \"chat.completion\",\r  \"choices\": [\n    {\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": \"a\\r\\nb\"},\n     \"finish_reason\": \"stop\"}\n  ],\n  \"usage\": {\"prompt_tokens\": 3,\r\n \"completion_tokens\": 2, \"total_tokens\": 5}\n}\n",
+                )
+            };
+            let mut conn = reader.into_inner();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    let input = [
+        chat_line("good-1", "x"),
+        chat_line("bad-1", "x"),
+        chat_line("good-2", "x"),
+    ]
+    .join("\n");
+    let o = Run::new(&input)
+        .args(&["--base-url", &base, "--concurrency", "1"])
+        .run();
+    o.assert_code(1);
+    for (text, want) in [(o.out_text(), 2), (o.err_text(), 1)] {
+        assert!(!text.contains('\r'), "no CR may reach a line: {text:?}");
+        assert_eq!(text.lines().count(), want, "{text:?}");
+    }
+    let out = o.out_lines();
+    assert_eq!(ids(&out), ["good-1", "good-2"]);
+    let body = &out[0]["response"]["body"];
+    assert_eq!(body["choices"][0]["message"]["content"], "a\r\nb");
+    assert_eq!(body["usage"]["completion_tokens"], 2);
+    let err = &o.err_lines()[0];
+    assert_eq!(err["response"]["status_code"], 400);
+    assert_eq!(err["response"]["body"]["error"]["message"], "no\nway");
+}

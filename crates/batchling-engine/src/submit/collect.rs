@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use batchling_core::Usage;
+use batchling_core::output;
 use batchling_core::pricing::{Catalog, TokenCounts};
 use batchling_core::usage::{BodyRead, read_body};
 use batchling_providers::openai::batches::{Batch, BatchStatus};
@@ -142,7 +143,10 @@ pub(crate) fn collect(
                 .or_else(|| v["error"].as_str())
                 .or_else(|| body["error"]["message"].as_str())
                 .map(str::to_owned);
-            let mut line = raw.to_vec();
+            // A raw CR left inside the line by the upstream would split it
+            // for text-mode readers.
+            let mut line = Vec::with_capacity(raw.len() + 1);
+            output::push_one_line(&mut line, raw);
             line.push(b'\n');
             slots[i] = Some(Record {
                 seq: r.seq,
