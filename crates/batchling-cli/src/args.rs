@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "batchling",
     version,
-    about,
+    // The doc comment above, not Cargo's description.
+    about = "Get thousands to millions of LLM API requests answered: paced to the provider's \
+             limits, retried, journaled, each exactly once.",
     max_term_width = 100,
     after_help = AFTER_HELP
 )]
@@ -199,8 +201,9 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "10m", value_name = "DURATION")]
     pub(crate) give_up_after: String,
 
-    /// Output tokens reserved against --tpm for a request that sets no
-    /// max_tokens / max_completion_tokens / max_output_tokens.
+    /// Output tokens assumed for a request that sets no max_tokens /
+    /// max_completion_tokens / max_output_tokens: reserved against --tpm and
+    /// in --max-cost's worst case.
     #[arg(long, default_value_t = batchling_engine::DEFAULT_MAX_OUTPUT, value_name = "N")]
     pub(crate) default_max_tokens: u64,
 
@@ -314,6 +317,11 @@ pub(crate) struct SubmitArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("base_url", |a| a.help(
+    "API base URL including /v1 [default: the server the journal records; a different one is \
+     refused; for a journal of an older batchling, $OPENAI_BASE_URL, else \
+     https://api.openai.com/v1]"
+)))]
 pub(crate) struct CancelArgs {
     /// The journal of a `batchling submit` (e.g. results.jsonl.journal).
     pub(crate) state: PathBuf,
