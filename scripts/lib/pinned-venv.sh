@@ -42,7 +42,10 @@ PY
         mkdir -p "$(dirname "$venv")"
         python3 -m venv "$venv" >&2 || cannot_install "python3 -m venv $venv failed (is python3-venv installed?)"
     fi
-    local pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input -q)
+    # Said out loud: a first `cargo test` would otherwise sit silent while
+    # pip downloads (pip's own progress follows on stderr).
+    echo "$me: installing $what into $venv from PyPI (once; later runs reuse it): ${all[*]}" >&2
+    local pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input --progress-bar on)
     if [ ${#plain[@]} -gt 0 ]; then
         "${pip[@]}" install "${plain[@]}" >&2 \
             || cannot_install "pip install ${plain[*]} failed (PyPI unreachable?)"

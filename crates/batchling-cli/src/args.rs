@@ -8,41 +8,72 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Get thousands to millions of LLM API requests answered: paced to the
 /// provider's limits, retried, each exactly once.
 #[derive(Debug, Parser)]
-#[command(name = "batchling", version, about, max_term_width = 100)]
+#[command(
+    name = "batchling",
+    version,
+    // The doc comment above, not Cargo's description.
+    about = "Get thousands to millions of LLM API requests answered: paced to the provider's \
+             limits, retried, journaled, each exactly once.",
+    max_term_width = 100,
+    after_help = AFTER_HELP
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
 }
 
+const AFTER_HELP: &str = "\
+Where to start:
+  batchling estimate requests.jsonl              tokens, cost and time, nothing sent
+  batchling run requests.jsonl -o results.jsonl  answers in results.jsonl, failures in
+                                                 results.errors.jsonl, a journal beside them
+  batchling status results.jsonl.journal         how far a job got (also while it runs)
+
+The input is OpenAI's batch format (one request per line). Without OPENAI_API_KEY and
+--base-url, run and submit send to the built-in fake provider, and say so. Stopped or
+crashed? Run the same command again: it resumes from the journal.
+
+Exit codes: 0 every request answered, 1 some failed, 2 usage, configuration or I/O error, or
+a run stopped (budget, key, quota, outage), 130 interrupted.";
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Send every request of an OpenAI batch-format JSONL file and write the
-    /// answers in OpenAI's batch output format.
+    /// Send every request of a JSONL file online, paced, retried, resumable.
+    ///
+    /// The input is OpenAI's batch input format; the answers are written in
+    /// OpenAI's batch output format.
     Run(Box<RunArgs>),
-    /// Send a file through a provider's Batch API (Files + Batches) at batch
-    /// prices: split into parts, tracked in the journal, resumable (the same
-    /// command again reattaches to the batches it created; `--restart` does
-    /// not cancel them: use `batchling cancel` first), results merged into
-    /// the same output and error files as `run`.
+    /// Send a file through a provider's Batch API at batch prices.
+    ///
+    /// The file is split into parts (Files + Batches API), tracked in the
+    /// journal and resumable (the same command again reattaches to the
+    /// batches it created; `--restart` does not cancel them: use `batchling
+    /// cancel` first); results are merged into the same output and error
+    /// files as `run`.
     Submit(Box<SubmitArgs>),
-    /// Cancel the live batches of a `submit` journal, keep what they
-    /// finished, and write the output and error files.
+    /// Cancel the live batches of a `submit` journal, keeping what finished.
+    ///
+    /// Sends to the server the journal records; writes the output and error
+    /// files.
     Cancel(CancelArgs),
-    /// Show a journal's progress: counts by outcome, tokens, last errors,
-    /// finished or resumable.
+    /// Show a journal's progress: outcomes, tokens, cost, last errors.
     Status(StatusArgs),
     /// Write the output and error files from a journal.
     Export(ExportArgs),
-    /// Price a file before sending it: tokens and cost per model, online and
-    /// through a Batch API, and the time it takes at given limits.
+    /// Price a file before sending it: tokens, cost and time, per model.
+    ///
+    /// Costs online and through a Batch API, and the time at given limits.
     Estimate(EstimateArgs),
     /// List the price catalog (USD per 1M tokens).
     Prices(PricesArgs),
-    /// Start the built-in fake provider (an OpenAI-compatible server with
-    /// limits, latency and faults) to rehearse a run for free.
+    /// Start the built-in fake provider, to rehearse a run for free.
+    ///
+    /// An OpenAI-compatible server with limits, latency and faults, and a
+    /// fake Files + Batches API.
     Mock(MockArgs),
-    /// Serve OpenAI's Files + Batches API, running batches on any upstream
-    /// (code written for OpenAI's Batch API changes only its base_url).
+    /// Serve OpenAI's Files + Batches API, running batches on any upstream.
+    ///
+    /// Code written for OpenAI's Batch API changes only its base_url.
     Serve(Box<ServeArgs>),
 }
 
@@ -57,8 +88,10 @@ pub(crate) enum OrderArg {
 /// Where requests go and how: shared by `run` and `submit`.
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
-    /// API base URL including /v1, as in the official SDKs [default:
-    /// $OPENAI_BASE_URL, else https://api.openai.com/v1].
+    /// API base URL including /v1, as in the official SDKs [default: the
+    /// server the journal records when resuming, else $OPENAI_BASE_URL, else
+    /// https://api.openai.com/v1 when the API key is set, else the built-in
+    /// fake provider (run and submit say so)].
     #[arg(long)]
     pub(crate) base_url: Option<String>,
 
@@ -70,8 +103,15 @@ pub(crate) struct ClientArgs {
     #[arg(long = "header", value_name = "'K: V'")]
     pub(crate) headers: Vec<String>,
 
-    /// Per-attempt timeout in seconds (uploads and downloads included).
-    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    /// Timeout of each HTTP call in seconds: each attempt of a request, and
+    /// for submit and cancel each Files/Batches API call (uploads and
+    /// downloads included).
+    #[arg(
+        long,
+        default_value_t = 600.0,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
     pub(crate) timeout: f64,
 }
 
@@ -90,7 +130,8 @@ pub(crate) struct LimitArgs {
     #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
     pub(crate) concurrency: usize,
 
-    /// Attempts per request, the first included (429s do not count).
+    /// Attempts per request, the first included (429s do not count); for
+    /// submit also per Files/Batches API call.
     #[arg(long, default_value_t = 6)]
     pub(crate) max_attempts: u32,
 }
@@ -125,7 +166,8 @@ pub(crate) struct JournalArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) summary_json: Option<PathBuf>,
 
-    /// No progress bar or status lines.
+    /// No progress bar, status lines, notices or summary on stderr (errors
+    /// and --summary-json still are written).
     #[arg(short, long)]
     pub(crate) quiet: bool,
 }
@@ -159,8 +201,9 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "10m", value_name = "DURATION")]
     pub(crate) give_up_after: String,
 
-    /// Output tokens reserved against --tpm for a request that sets no
-    /// max_tokens / max_completion_tokens / max_output_tokens.
+    /// Output tokens assumed for a request that sets no max_tokens /
+    /// max_completion_tokens / max_output_tokens: reserved against --tpm and
+    /// in --max-cost's worst case.
     #[arg(long, default_value_t = batchling_engine::DEFAULT_MAX_OUTPUT, value_name = "N")]
     pub(crate) default_max_tokens: u64,
 
@@ -180,10 +223,13 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) retry_failed: bool,
 
-    /// Hard budget in USD: each request's worst case is reserved before it
-    /// is sent; when the next one does not fit, dispatching stops
-    /// (resumable with a higher budget).
-    #[arg(long, value_name = "USD")]
+    /// Hard budget in USD for the whole job (earlier runs of the journal
+    /// included): each request's worst case is reserved before it is sent
+    /// and replaced by its real cost when it is answered. A request that
+    /// does not fit waits for those in flight; the run stops when nothing
+    /// is in flight and the next still does not fit (resumable with a
+    /// higher budget).
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     pub(crate) max_cost: Option<f64>,
 
     /// Response cache shared across runs: a request whose endpoint and body
@@ -271,6 +317,11 @@ pub(crate) struct SubmitArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("base_url", |a| a.help(
+    "API base URL including /v1 [default: the server the journal records; a different one is \
+     refused; for a journal of an older batchling, $OPENAI_BASE_URL, else \
+     https://api.openai.com/v1]"
+)))]
 pub(crate) struct CancelArgs {
     /// The journal of a `batchling submit` (e.g. results.jsonl.journal).
     pub(crate) state: PathBuf,

@@ -12,6 +12,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub(crate) trait CliReporter: Reporter {
     /// Clear the bar before the summary is printed.
     fn finish(&self);
+    /// A message shown even with --quiet (above the bar, if there is one).
+    fn alert(&self, message: &str) {
+        eprintln!("batchling: {message}");
+    }
 }
 
 struct Bar(ProgressBar);
@@ -24,7 +28,9 @@ pub(crate) fn reporter(quiet: bool) -> Arc<dyn CliReporter> {
     } else if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            // `wide_msg` is cut to the terminal's width: a line that wraps
+            // is redrawn a line lower each tick.
+            ProgressStyle::with_template("{bar:20} {pos}/{len} {wide_msg}")
                 .expect("the template is valid")
                 .progress_chars("=> "),
         );
@@ -34,23 +40,14 @@ pub(crate) fn reporter(quiet: bool) -> Arc<dyn CliReporter> {
     }
 }
 
+/// The progress message: this run's rate and ETA first, so that what a
+/// narrow terminal cuts off is the least useful part.
 fn rate_line(p: &Progress) -> String {
-    let secs = p.elapsed.as_secs_f64().max(1e-3);
-    let rps = p.done as f64 / secs;
-    let tpm = (p.input_tokens + p.output_tokens) as f64 * 60.0 / secs;
-    let eta = match p.total {
-        Some(t) if rps > 0.0 && t > p.done => format!(
-            "eta {}",
-            human_duration(Duration::from_secs_f64((t - p.done) as f64 / rps))
-        ),
-        _ => "eta -".into(),
-    };
+    let eta = p.eta().map_or("-".into(), human_duration);
     let mut s = format!(
-        "{rps:.0} req/s {} tok/min {eta} | retries {} 429s {} failed {}",
-        human_count(tpm),
-        p.retries,
-        p.rate_limited,
-        p.failed
+        "{:.0} req/s {} tok/min eta {eta}",
+        p.rate_per_s(),
+        human_count(p.tokens_per_min()),
     );
     if let Some(spent) = p.cost_usd {
         s.push_str(&format!(" | ${spent:.4}"));
@@ -60,6 +57,10 @@ fn rate_line(p: &Progress) -> String {
             s.push_str(&format!(" of ~${:.4}", spent / p.done as f64 * t as f64));
         }
     }
+    s.push_str(&format!(
+        " | {} failed, {} retries, {} 429s",
+        p.failed, p.retries, p.rate_limited
+    ));
     if p.paused {
         s.push_str(" | paused");
     }
@@ -85,6 +86,9 @@ impl Reporter for Bar {
 impl CliReporter for Bar {
     fn finish(&self) {
         self.0.finish_and_clear();
+    }
+    fn alert(&self, message: &str) {
+        self.0.println(format!("batchling: {message}"));
     }
 }
 
@@ -153,8 +157,14 @@ pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path, journa
         "  requests   {} : {} succeeded, {} failed ({} invalid lines), {} not done",
         s.requests, s.succeeded, s.failed, s.invalid, s.not_done
     );
+    if s.resumed > 0 || s.cached > 0 {
+        eprintln!(
+            "  reused     {} finished by earlier runs (resumed), {} answered from the response cache",
+            s.resumed, s.cached
+        );
+    }
     eprintln!(
-        "  attempts   {} ({} retries, {} rate limited)",
+        "  attempts   {} in this run ({} retries, {} rate limited)",
         s.attempts, s.retries, s.rate_limited
     );
     eprintln!(

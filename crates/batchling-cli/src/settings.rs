@@ -58,6 +58,90 @@ pub(crate) struct RunSettings {
     pub(crate) strict: bool,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
+    /// Things worth saying before the run starts (the server taken from the
+    /// journal).
+    pub(crate) notes: Vec<String>,
+}
+
+/// How the journal names the built-in fake provider.
+const MOCK_SERVER: &str = "mock";
+
+/// The server a journal records for an upstream.
+fn server_of(u: &Upstream) -> String {
+    match u {
+        Upstream::Remote(c) => c.base_url.trim_end_matches('/').to_owned(),
+        Upstream::Mock { .. } => MOCK_SERVER.into(),
+    }
+}
+
+/// What an existing journal records about its server: `None` when there is
+/// no journal to resume (absent, `--restart`, unreadable: the run reports
+/// that itself), `Some(None)` for a journal of an older batchling.
+fn recorded_server(state: &Path, restart: bool) -> Option<Option<String>> {
+    if restart || !state.exists() {
+        return None;
+    }
+    let meta = batchling_store::Journal::open_read_only(state)
+        .and_then(|j| j.meta())
+        .ok()?;
+    meta.created_at.map(|_| meta.server)
+}
+
+/// The upstream of a resume: the server the journal records, unless the
+/// flags name another one (refused: answers or batches are there).
+/// `named` is whether `--base-url` or `--mock` was given.
+fn resume_upstream(
+    state: &Path,
+    restart: bool,
+    upstream: Upstream,
+    named: bool,
+    notes: &mut Vec<String>,
+) -> Result<Upstream> {
+    let Some(recorded) = recorded_server(state, restart) else {
+        return Ok(upstream);
+    };
+    let current = server_of(&upstream);
+    let Some(recorded) = recorded else {
+        notes.push(format!(
+            "the journal {} does not record its server (an older batchling wrote it): sending to {current}, as the flags and environment say",
+            state.display()
+        ));
+        return Ok(upstream);
+    };
+    if recorded == current {
+        return Ok(upstream);
+    }
+    let name = |s: &str| match s {
+        MOCK_SERVER => "the built-in fake provider".to_owned(),
+        url => url.to_owned(),
+    };
+    if named {
+        bail!(
+            "the journal {} was started against {}, not {}; leave out --base-url/--mock to resume there, or start over with --restart",
+            state.display(),
+            name(&recorded),
+            name(&current)
+        );
+    }
+    notes.push(format!(
+        "resuming against {}, the server the journal {} records",
+        name(&recorded),
+        state.display()
+    ));
+    let client = match upstream {
+        Upstream::Remote(c) | Upstream::Mock { client: c, .. } => c,
+    };
+    Ok(if recorded == MOCK_SERVER {
+        Upstream::Mock {
+            implicit: false,
+            client,
+        }
+    } else {
+        Upstream::Remote(ClientConfig {
+            base_url: recorded,
+            ..client
+        })
+    })
 }
 
 /// `--errors`, or the default next to the output; never the output itself.
@@ -140,7 +224,11 @@ impl RunSettings {
         client.http2 = a.http2;
         let upstream = upstream(a.mock, has_key || has_base, client);
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
+        let mut notes = Vec::new();
+        let named = a.mock || a.client.base_url.is_some();
+        let upstream = resume_upstream(&j.state, j.restart, upstream, named, &mut notes)?;
         let mut job = Job::new(input, a.output.clone());
+        job.server = Some(server_of(&upstream));
         job.errors = j.errors;
         job.order = j.order;
         job.pacing = PacerConfig {
@@ -169,6 +257,7 @@ impl RunSettings {
             strict: a.strict,
             quiet: j.quiet,
             summary_json: j.summary_json,
+            notes,
         })
     }
 }
@@ -265,6 +354,8 @@ pub(crate) struct SubmitSettings {
     pub(crate) upstream: Upstream,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
+    /// As for `run`.
+    pub(crate) notes: Vec<String>,
 }
 
 impl SubmitSettings {
@@ -294,11 +385,16 @@ impl SubmitSettings {
             .transpose()?;
         let deadline_margin = duration_flag("--deadline-margin", &a.deadline_margin)?;
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
+        let mut notes = Vec::new();
+        let named = a.mock || a.client.base_url.is_some();
+        let upstream = resume_upstream(&j.state, j.restart, upstream, named, &mut notes)?;
+        let server = Some(server_of(&upstream));
         let retry = a.limits.retry();
         let mut online = Job::new(Input::File(a.input.clone()), a.output.clone());
         online.pacing = a.limits.pacing();
         online.concurrency = a.limits.concurrency;
         online.retry = retry;
+        online.server = server.clone();
         let job = SubmitJob {
             input: a.input,
             output: a.output,
@@ -321,12 +417,14 @@ impl SubmitSettings {
             deadline_margin,
             prices: Some(j.prices),
             online,
+            server,
         };
         Ok(SubmitSettings {
             job,
             upstream,
             quiet: j.quiet,
             summary_json: j.summary_json,
+            notes,
         })
     }
 }
@@ -339,17 +437,36 @@ pub(crate) struct CancelSettings {
     pub(crate) poll_interval: Duration,
     pub(crate) prices: Arc<Catalog>,
     pub(crate) quiet: bool,
+    /// As for `run`.
+    pub(crate) notes: Vec<String>,
 }
 
 impl CancelSettings {
     pub(crate) fn resolve(a: CancelArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let (client, _, _) = client_config(&a.client, &getenv)?;
+        // The batches are where the submit sent them: the journal says where.
+        let mut notes = Vec::new();
+        let named = a.client.base_url.is_some();
+        let client = match resume_upstream(
+            &a.state,
+            false,
+            Upstream::Remote(client),
+            named,
+            &mut notes,
+        )? {
+            Upstream::Remote(c) => c,
+            Upstream::Mock { .. } => bail!(
+                "the submit of {} ran on the built-in fake provider, whose batches ended with it: there is nothing to cancel",
+                a.state.display()
+            ),
+        };
         Ok(CancelSettings {
             state: a.state,
             client,
             poll_interval: duration_flag("--poll-interval", &a.poll_interval)?,
             prices: Arc::new(catalog(a.prices.as_deref())?),
             quiet: a.quiet,
+            notes,
         })
     }
 }

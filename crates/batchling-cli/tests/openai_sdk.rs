@@ -132,3 +132,66 @@ fn the_official_openai_sdk_works_against_batchling_serve() {
     }
     assert!(log.contains("shutting down"), "{log}");
 }
+
+/// Issue #13: the README's Python snippet for `serve`, run as written (only
+/// the port differs: the server picks a free one) against the server it
+/// names, `serve --mock` with the key of the snippet.
+#[test]
+fn the_readme_serve_snippet_runs_as_written() {
+    let setup = Command::new("bash")
+        .arg(repo().join("scripts/openai-sdk/setup.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run setup.sh");
+    if setup.status.code() == Some(3) {
+        eprintln!("SKIPPED: the openai package cannot be installed");
+        return;
+    }
+    assert!(setup.status.success(), "setup.sh failed");
+    let python = String::from_utf8(setup.stdout).unwrap().trim().to_owned();
+
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let serve = &readme[readme
+        .find("## `batchling serve`")
+        .expect("the serve section")..];
+    let from = serve.find("```python\n").expect("a Python snippet") + "```python\n".len();
+    let snippet = &serve[from..from + serve[from..].find("```").unwrap()];
+    assert!(snippet.contains("http://127.0.0.1:8080/v1"), "{snippet}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_serve, url) = start(
+        &[
+            "serve",
+            "--mock",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--auth-keys-env",
+            "BATCHLING_CLIENT_KEYS",
+        ],
+        &[("BATCHLING_CLIENT_KEYS", "key-for-alice")],
+        &dir.path().join("serve.log"),
+    );
+    let snippet = snippet.replace("http://127.0.0.1:8080/v1", &url);
+    let o = Command::new(&python)
+        .args(["-c", &snippet])
+        .current_dir(repo())
+        .output()
+        .expect("run the snippet");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "the snippet failed: {}\n{stdout}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.starts_with("completed"), "{stdout}");
+    let answers = stdout
+        .lines()
+        .filter(|l| l.contains("\"custom_id\""))
+        .count();
+    assert_eq!(
+        answers, 40,
+        "every line of examples/chat.jsonl answered: {stdout}"
+    );
+}

@@ -3,15 +3,22 @@
 //! Before a request is sent its worst-case cost (input plus the most output
 //! it may generate) is reserved; when its answer arrives the reservation is
 //! replaced by what it really cost. A request whose reservation does not fit
-//! is not sent: `spent + reserved` never exceeds the cap, however many
-//! requests are in flight.
+//! is not sent yet: `spent + reserved` never exceeds the cap, however many
+//! requests are in flight. Reservations are worst cases and answers usually
+//! cost far less, so a refusal while others are in flight only means "wait
+//! for them to settle"; the budget is reached when nothing is reserved and
+//! the next request still does not fit.
 
 use std::sync::Mutex;
+
+use tokio::sync::Notify;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct State {
     spent: f64,
     reserved: f64,
+    /// Reservations not yet settled.
+    open: u64,
 }
 
 /// The shared budget of one run.
@@ -19,6 +26,8 @@ struct State {
 pub struct Budget {
     limit: f64,
     state: Mutex<State>,
+    /// Woken at each settlement, for a request waiting for room.
+    on_settle: Notify,
 }
 
 /// A reservation that did not fit.
@@ -30,6 +39,16 @@ pub struct OverBudget {
     pub reserved: f64,
     /// What the refused request would have reserved.
     pub wanted: f64,
+    /// Reservations not yet settled: when 0, waiting cannot help.
+    pub open: u64,
+}
+
+impl OverBudget {
+    /// Whether room may still appear: requests in flight hold reservations
+    /// that their answers will replace by (usually much smaller) costs.
+    pub fn may_fit_later(&self) -> bool {
+        self.open > 0
+    }
 }
 
 impl Budget {
@@ -40,7 +59,9 @@ impl Budget {
             state: Mutex::new(State {
                 spent,
                 reserved: 0.0,
+                open: 0,
             }),
+            on_settle: Notify::new(),
         }
     }
 
@@ -66,18 +87,35 @@ impl Budget {
                 spent: s.spent,
                 reserved: s.reserved,
                 wanted: worst_case,
+                open: s.open,
             });
         }
         s.reserved += worst_case;
+        s.open += 1;
         Ok(())
     }
 
     /// Replace a reservation by the real cost (0 for a request that was not
-    /// billed, or that goes back in the queue).
+    /// billed).
     pub fn settle(&self, reserved: f64, actual: f64) {
         let mut s = self.lock();
-        s.reserved = (s.reserved - reserved).max(0.0);
+        s.open = s.open.saturating_sub(1);
+        // Exactly 0 once nothing is open: float residue must not refuse a
+        // request that fits.
+        s.reserved = if s.open == 0 {
+            0.0
+        } else {
+            (s.reserved - reserved).max(0.0)
+        };
         s.spent += actual;
+        drop(s);
+        // One stored permit: a settlement before the wait starts is not lost.
+        self.on_settle.notify_one();
+    }
+
+    /// Wait for the next settlement (or one that came since the last wait).
+    pub async fn settled(&self) {
+        self.on_settle.notified().await;
     }
 }
 
@@ -92,10 +130,26 @@ mod tests {
         let b = Budget::new(1.0, 0.25);
         assert!(b.reserve(0.5).is_ok());
         let e = b.reserve(0.5).unwrap_err();
-        assert_eq!((e.spent, e.reserved, e.wanted), (0.25, 0.5, 0.5));
+        assert_eq!((e.spent, e.reserved, e.wanted, e.open), (0.25, 0.5, 0.5, 1));
+        assert!(e.may_fit_later());
         b.settle(0.5, 0.1);
         assert!((b.spent() - 0.35).abs() < 1e-12);
         assert!(b.reserve(0.6).is_ok());
+    }
+
+    #[test]
+    fn nothing_open_means_nothing_will_fit_later() {
+        let b = Budget::new(1.0, 0.0);
+        for _ in 0..3 {
+            b.reserve(0.1).unwrap();
+        }
+        for _ in 0..3 {
+            b.settle(0.1, 0.25);
+        }
+        let e = b.reserve(0.3).unwrap_err();
+        assert_eq!((e.open, e.reserved), (0, 0.0));
+        assert!(!e.may_fit_later());
+        assert!(b.reserve(0.25).is_ok(), "0.75 spent + 0.25 fits exactly");
     }
 
     proptest! {

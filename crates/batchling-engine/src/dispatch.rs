@@ -175,21 +175,22 @@ impl<P: Provider> Ctx<P> {
         }
     }
 
-    /// Reserve the request's worst case in the budget. False (and the run
-    /// stops) when it does not fit or cannot be priced.
-    pub(crate) fn reserve(&self, p: &mut Pending) -> bool {
+    /// Reserve the request's worst case in the budget. `Wait` when it does
+    /// not fit yet but requests in flight may make room; `Stop` (and the run
+    /// stops) when it cannot fit or cannot be priced.
+    pub(crate) fn reserve(&self, p: &mut Pending) -> Reserved {
         let Some(budget) = &self.budget else {
-            return true;
+            return Reserved::Yes;
         };
         if p.reserved.is_some() {
-            return true; // a retry: reserved when first sent
+            return Reserved::Yes; // a retry: reserved when first sent
         }
         let model = p.parsed.model.as_deref().unwrap_or("(none)");
         let Some((_, price)) = self.prices.as_ref().and_then(|c| c.get(model)) else {
             self.stop_with(StopCause::NoPrice {
                 model: model.to_owned(),
             });
-            return false;
+            return Reserved::Stop;
         };
         let t = p.parsed.tokens;
         let worst = price.cost_online(&TokenCounts {
@@ -200,13 +201,14 @@ impl<P: Provider> Ctx<P> {
         match budget.reserve(worst) {
             Ok(()) => {
                 p.reserved = Some(worst);
-                true
+                Reserved::Yes
             }
+            Err(over) if over.may_fit_later() => Reserved::Wait,
             Err(_) => {
                 self.stop_with(StopCause::BudgetReached {
                     limit_usd: budget.limit(),
                 });
-                false
+                Reserved::Stop
             }
         }
     }
@@ -328,6 +330,18 @@ impl<P: Provider> Ctx<P> {
         let r = Record::invalid(seq, &e, &self.line_id());
         self.record(r, None).await;
     }
+}
+
+/// The budget's answer to a request about to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reserved {
+    /// Its worst case is reserved (or no budget is set).
+    Yes,
+    /// It does not fit while others are in flight: hold it until one
+    /// settles.
+    Wait,
+    /// It can never fit: the run stops.
+    Stop,
 }
 
 fn describe_answer(a: &Answer) -> String {
@@ -499,6 +513,10 @@ pub(crate) async fn dispatch<P: Provider>(
     let (home_tx, mut home_rx) = mpsc::unbounded_channel::<Pending>();
     let mut home_tx = Some(home_tx);
     let mut batch = std::collections::VecDeque::new();
+    // A new request that did not fit in the budget while others were in
+    // flight: it goes first once one of them settles. Retries still go
+    // ahead (their reservation is held), so waiting never deadlocks.
+    let mut held: Option<Pending> = None;
     loop {
         if shutdown.is_cancelled() {
             ctx.stop_with(StopCause::Interrupted);
@@ -512,6 +530,20 @@ pub(crate) async fn dispatch<P: Provider>(
         // Retries first, then buffered lines, then wait for either.
         let next = if let Ok(p) = home_rx.try_recv() {
             p
+        } else if let Some(p) = held.take() {
+            let budget = ctx.budget.as_ref().expect("only the budget holds requests");
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => { held = Some(p); continue }
+                _ = ctx.stop.cancelled() => { held = Some(p); continue }
+                Some(back) = home_rx.recv() => { held = Some(p); back }
+                _ = budget.settled() => p,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    check_joined(&ctx, joined);
+                    held = Some(p);
+                    continue;
+                }
+            }
         } else if let Some(item) = batch.pop_front() {
             match item {
                 ReadItem::Valid(parsed) => {
@@ -574,8 +606,14 @@ pub(crate) async fn dispatch<P: Provider>(
             next.parsed.tokens =
                 crate::reader::token_cost(p.endpoint, &p.body, ctx.default_max_output);
         }
-        if !ctx.reserve(&mut next) {
-            break;
+        match ctx.reserve(&mut next) {
+            Reserved::Yes => {}
+            Reserved::Wait => {
+                drop(permit);
+                held = Some(next);
+                continue;
+            }
+            Reserved::Stop => break,
         }
         let cost = next.parsed.tokens.total();
         tokio::select! {

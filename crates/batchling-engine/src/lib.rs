@@ -58,7 +58,7 @@ use std::time::Duration;
 use batchling_core::RetryPolicy;
 use batchling_core::pricing::Catalog;
 use batchling_providers::Provider;
-use batchling_store::{Cache, ExportOrder, InputIdentity, Journal, StoreError};
+use batchling_store::{Cache, ExportOrder, InputIdentity, Journal, StoreError, check_destination};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -109,6 +109,9 @@ pub struct Job {
     /// Pacing and concurrency shared with other runs; when set, it replaces
     /// `pacing` and `concurrency`.
     pub shared: Option<SharedLimits>,
+    /// The server to record in the journal (a base URL, or `mock`), for a
+    /// later resume or `status`.
+    pub server: Option<String>,
 }
 
 /// One upstream's limits, shared by every run sending to it: admissions
@@ -200,6 +203,7 @@ impl Job {
             prices: None,
             max_cost: None,
             shared: None,
+            server: None,
             output,
         }
     }
@@ -271,6 +275,9 @@ pub async fn run<P: Provider>(
         Input::File(p) => Some(InputIdentity::of_file(p).map_err(input_err)?),
         Input::Stdin => None,
     };
+    // Where the answers go is checked before the first one is paid for.
+    check_destination(&job.output)?;
+    check_destination(&job.errors)?;
     let mut journal = Journal::open(&job.state, job.durable)?;
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -282,6 +289,9 @@ pub async fn run<P: Provider>(
         now_unix,
         job.restart,
     )?;
+    if let Some(server) = &job.server {
+        journal.set_server(server)?;
+    }
     if job.retry_failed {
         journal.forget_failed()?;
     }
@@ -302,6 +312,10 @@ pub async fn run<P: Provider>(
     counters.input_tokens.store(input_tokens, Relaxed);
     counters.cached_tokens.store(cached_tokens, Relaxed);
     counters.output_tokens.store(output_tokens, Relaxed);
+    counters.resumed.store(resumed, Relaxed);
+    counters
+        .resumed_tokens
+        .store(input_tokens + output_tokens, Relaxed);
     if job.prices.is_some() {
         counters.priced.store(true, Relaxed);
         counters

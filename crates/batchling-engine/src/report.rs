@@ -65,6 +65,33 @@ pub struct Progress {
     pub paused: bool,
     /// Money spent so far (USD), when prices are known.
     pub cost_usd: Option<f64>,
+    /// Requests finished by earlier runs of the same journal: part of
+    /// `done`, but not of this run's rate.
+    pub resumed: u64,
+    /// Input plus output tokens of those requests.
+    pub resumed_tokens: u64,
+}
+
+impl Progress {
+    /// Requests finished per second by this run alone.
+    pub fn rate_per_s(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        self.done.saturating_sub(self.resumed) as f64 / secs
+    }
+
+    /// Tokens (input + output) per minute in this run alone.
+    pub fn tokens_per_min(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        let tokens = self.input_tokens + self.output_tokens;
+        tokens.saturating_sub(self.resumed_tokens) as f64 * 60.0 / secs
+    }
+
+    /// Time left at this run's rate, once it has one.
+    pub fn eta(&self) -> Option<Duration> {
+        let (total, rate) = (self.total?, self.rate_per_s());
+        (rate > 0.0 && total > self.done)
+            .then(|| Duration::from_secs_f64((total - self.done) as f64 / rate))
+    }
 }
 
 /// Counters shared by every task of a run.
@@ -92,6 +119,10 @@ pub(crate) struct Counters {
     pub(crate) cached_tokens: AtomicU64,
     pub(crate) output_tokens: AtomicU64,
     pub(crate) latency: Mutex<Histogram>,
+    /// Requests finished before this run (set once, at the start).
+    pub(crate) resumed: AtomicU64,
+    /// Their input plus output tokens.
+    pub(crate) resumed_tokens: AtomicU64,
 }
 
 impl Counters {
@@ -126,6 +157,8 @@ impl Counters {
                 .priced
                 .load(Relaxed)
                 .then(|| get(&self.cost_micro_usd) as f64 / 1e6),
+            resumed: get(&self.resumed),
+            resumed_tokens: get(&self.resumed_tokens),
         }
     }
 }
@@ -316,9 +349,9 @@ pub struct RunSummary {
     /// Answers in this run whose model has no known price: they add nothing
     /// to `cost_usd`.
     pub unpriced: u64,
-    /// Seconds from the start of the run to its first HTTP attempt (a
-    /// resume's start-up cost: hashing the input, reading the journal,
-    /// skipping finished lines).
+    /// Seconds (a time, not a count) from the start of the run to its
+    /// first HTTP attempt: a resume's start-up cost (hashing the input,
+    /// reading the journal, skipping finished lines).
     pub first_request_s: Option<f64>,
     /// HTTP attempts made.
     pub attempts: u64,
@@ -419,6 +452,24 @@ impl RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_and_eta_count_this_run_only() {
+        let p = Progress {
+            total: Some(1000),
+            done: 900,
+            resumed: 800,
+            input_tokens: 9_000,
+            resumed_tokens: 8_000,
+            elapsed: Duration::from_secs(10),
+            ..Progress::default()
+        };
+        assert_eq!(p.rate_per_s(), 10.0);
+        assert_eq!(p.tokens_per_min(), 6_000.0);
+        assert_eq!(p.eta(), Some(Duration::from_secs(10)));
+        let resumed_only = Progress { done: 800, ..p };
+        assert_eq!(resumed_only.eta(), None);
+    }
 
     #[test]
     fn histogram_quantiles_within_resolution() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum StoreError {
     /// The journal file could not be opened or created.
-    #[error("cannot open the journal {}: {source}; check the path and that its directory is writable, or choose another with --state", path.display())]
+    #[error("cannot open the journal {}: {source}; check the path and that its directory is writable (run and submit take another with --state)", path.display())]
     Open {
         /// The journal path.
         path: PathBuf,
@@ -19,7 +19,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The file is not a batchling journal (or is damaged).
-    #[error("{} is not a usable batchling journal ({reason}); move it aside or choose another path with --state", path.display())]
+    #[error("{} is not a usable batchling journal ({reason}); move it aside, or give another journal (--state for run and submit)", path.display())]
     NotAJournal {
         /// The journal path.
         path: PathBuf,
@@ -45,6 +45,17 @@ pub enum StoreError {
         journal: PathBuf,
         /// What differs.
         what: String,
+    },
+    /// The journal has a run that this input cannot be checked against
+    /// (standard input on either side).
+    #[error("the journal {} cannot be resumed from {input}: {reason}; rerun with --restart to start over, or use another --state", journal.display())]
+    CannotResume {
+        /// The input's name.
+        input: String,
+        /// The journal path.
+        journal: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// A read or write failed after opening (disk full, I/O error).
     #[error("cannot write {}: {source}; free disk space (or raise the file-size limit), then run the same command again: everything committed so far is kept", path.display())]

@@ -46,6 +46,9 @@ pub struct Meta {
     pub rpm_limit: Option<u64>,
     /// The tokens-per-minute limit in force at the end of the last run.
     pub tpm_limit: Option<u64>,
+    /// The server the job sends to: a base URL, or `mock` for the built-in
+    /// fake provider (`None` in journals of older batchlings).
+    pub server: Option<String>,
 }
 
 /// Counts by final state.
@@ -266,7 +269,14 @@ impl Journal {
             created_at: num("created_at")?,
             rpm_limit: num("rpm_limit")?,
             tpm_limit: num("tpm_limit")?,
+            server: self.get_meta("server")?,
         })
+    }
+
+    /// Record the server the job sends to, so that a resume, `cancel` and
+    /// `status` know it without being told again.
+    pub fn set_server(&self, server: &str) -> Result<(), StoreError> {
+        self.set_meta("server", server)
     }
 
     /// Whether the journal has seen a run before.
@@ -305,15 +315,20 @@ impl Journal {
                     }
                 }
                 (None, _, _) => {
-                    return Err(changed(
-                        "standard input cannot be checked against the journal; save it to a file"
+                    return Err(StoreError::CannotResume {
+                        input: input.to_owned(),
+                        journal: self.path.clone(),
+                        reason: "standard input cannot be checked against what the journal \
+                                 already has (to make a job resumable, save its input to a file)"
                             .into(),
-                    ));
+                    });
                 }
                 (Some(_), _, _) => {
-                    return Err(changed(
-                        "the journal was started from standard input".into(),
-                    ));
+                    return Err(StoreError::CannotResume {
+                        input: input.to_owned(),
+                        journal: self.path.clone(),
+                        reason: "the journal was started from standard input".into(),
+                    });
                 }
             }
         } else {
@@ -501,13 +516,24 @@ impl Journal {
             path: path.to_owned(),
             source,
         };
-        let mut tmp_name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        tmp_name.push(".batchling-tmp");
-        let tmp = path.with_file_name(tmp_name);
-        let file = File::create(&tmp).map_err(eerr)?;
+        let tmp = crate::destination::temp_path(path);
+        let written = self.write_lines(&tmp, filter).and_then(|n| {
+            std::fs::rename(&tmp, path).map_err(eerr)?;
+            Ok(n)
+        });
+        if written.is_err() {
+            // No stray temporary file beside the one that could not be written.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    fn write_lines(&self, tmp: &Path, filter: &str) -> Result<u64, StoreError> {
+        let eerr = |source| StoreError::Export {
+            path: tmp.to_owned(),
+            source,
+        };
+        let file = File::create(tmp).map_err(eerr)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
         let mut stmt = self
             .conn
@@ -525,7 +551,6 @@ impl Journal {
         }
         let file = w.into_inner().map_err(|e| eerr(e.into_error()))?;
         file.sync_all().map_err(eerr)?;
-        std::fs::rename(&tmp, path).map_err(eerr)?;
         Ok(n)
     }
 

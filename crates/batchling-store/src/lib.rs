@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod destination;
 mod error;
 mod identity;
 mod journal;
@@ -35,6 +36,7 @@ mod parts;
 mod record;
 
 pub use cache::{Cache, CachedAnswer, cache_key};
+pub use destination::check_destination;
 pub use error::StoreError;
 pub use identity::InputIdentity;
 pub use journal::{ExportOrder, Journal, Meta, StateCounts, Status};

@@ -120,7 +120,7 @@ fn changed_input_and_restart() {
     assert!(err.to_string().contains("--restart"));
     assert!(matches!(
         j.begin("-", None, "{}", 0, false),
-        Err(StoreError::InputChanged { .. })
+        Err(StoreError::CannotResume { .. })
     ));
     j.begin("in.jsonl", Some(&other), "{}", 0, true).unwrap();
     assert_eq!(j.counts().unwrap().done, 0);

@@ -44,6 +44,12 @@ struct Estimate {
 
 pub(crate) fn estimate(a: &EstimateArgs) -> Result<ExitCode> {
     let catalog = catalog(a.prices.as_deref())?;
+    if !a.input.exists() {
+        bail!(
+            "{} does not exist; give the JSONL input to estimate",
+            a.input.display()
+        );
+    }
     if !a.input.is_file() {
         bail!(
             "{} is not a file; give the JSONL input to estimate",

@@ -16,7 +16,16 @@ pub(crate) fn export(a: &ExportArgs) -> Result<ExitCode> {
             a.state.display()
         );
     }
+    if a.state.is_dir() {
+        bail!(
+            "{} is a directory; give the journal file of a run (OUTPUT.journal by default)",
+            a.state.display()
+        );
+    }
     let errors = crate::settings::errors_path(&a.output, a.errors.clone())?;
+    // Both checked before either is written.
+    batchling_store::check_destination(&a.output)?;
+    batchling_store::check_destination(&errors)?;
     let journal = Journal::open_read_only(&a.state)?;
     let order = match order(a.order) {
         Order::Input => ExportOrder::Input,

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use batchling_engine::{Input, RunSummary, StopCause};
+use batchling_engine::{EngineError, Input, RunSummary, StopCause};
 use batchling_mock::{MockConfig, MockServer};
 use batchling_providers::openai::OpenAiClient;
+use batchling_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
@@ -15,6 +16,9 @@ use crate::progress;
 use crate::settings::{RunSettings, Upstream};
 
 pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
+    for note in &s.notes {
+        eprintln!("note: {note}");
+    }
     if s.strict {
         let Input::File(path) = &s.job.input else {
             bail!("--strict reads the file twice, so it needs a file path, not - (stdin)");
@@ -53,16 +57,21 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
         }
     }
 
+    if let Some(path) = &s.summary_json {
+        batchling_store::check_destination(path)?;
+    }
+
     let (client_config, _mock) = start_upstream(s.upstream).await?;
     let client = OpenAiClient::new(client_config)?;
 
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
-    ignore_file_size_signal();
     let reporter = progress::reporter(s.quiet);
+    spawn_signal_handler(shutdown.clone(), reporter.clone());
+    ignore_file_size_signal();
     let summary =
-        batchling_engine::run(s.job.clone(), Arc::new(client), shutdown, reporter.clone()).await?;
+        batchling_engine::run(s.job.clone(), Arc::new(client), shutdown, reporter.clone()).await;
     reporter.finish();
+    let summary = summary.map_err(|e| export_hint(e, &s.job.state))?;
 
     if let Some(path) = &s.summary_json {
         let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
@@ -70,8 +79,26 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     }
     if !s.quiet {
         progress::print_summary(&summary, &s.job.output, &s.job.errors, &s.job.state);
+        if summary.requests == 0 && summary.stopped.is_none() {
+            eprintln!(
+                "note: {} has no requests (no non-blank lines); nothing was sent",
+                s.job.input.display_name()
+            );
+        }
     }
-    Ok(ExitCode::from(exit_code(&summary)))
+    Ok(ExitCode::from(exit_code(&summary, &s.job.state)))
+}
+
+/// An output file that could not be written at the end (the disk filled
+/// up during the run): say that the answers are safe and how to get them.
+pub(crate) fn export_hint(e: EngineError, journal: &std::path::Path) -> anyhow::Error {
+    match e {
+        EngineError::Journal(StoreError::Export { .. }) => anyhow::Error::new(e).context(format!(
+            "every answer is kept in the journal {j}; once the problem is fixed, write the files with `batchling export {j} -o OUTPUT`",
+            j = journal.display()
+        )),
+        e => e.into(),
+    }
 }
 
 /// The client settings for an upstream, starting the built-in fake provider
@@ -106,9 +133,17 @@ pub(crate) async fn start_upstream(
     })
 }
 
-fn exit_code(s: &RunSummary) -> u8 {
+fn exit_code(s: &RunSummary, journal: &std::path::Path) -> u8 {
     match &s.stopped {
-        Some(StopCause::Interrupted) => exit::INTERRUPTED,
+        Some(StopCause::Interrupted) => {
+            eprintln!(
+                "interrupted with {} request(s) not done; every answer so far is kept in {}: \
+                 run the same command again to continue",
+                s.not_done,
+                journal.display()
+            );
+            exit::INTERRUPTED
+        }
         Some(cause) => {
             eprintln!("error: {cause}");
             if let (StopCause::BudgetReached { .. }, Some(spent)) = (cause, s.cost_usd) {
@@ -149,12 +184,17 @@ async fn interrupt(term: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// First Ctrl-C or SIGTERM: stop dispatching and drain. Second: exit now.
-pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) {
+pub(crate) fn spawn_signal_handler(
+    shutdown: CancellationToken,
+    reporter: Arc<dyn progress::CliReporter>,
+) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         interrupt(&mut term).await;
-        eprintln!("\ninterrupted: finishing requests in flight (press Ctrl-C again to exit now)");
+        // Through the reporter, so that a progress bar keeps it on screen.
+        reporter
+            .alert("interrupted: finishing requests in flight (press Ctrl-C again to exit now)");
         shutdown.cancel();
         interrupt(&mut term).await;
         std::process::exit(i32::from(exit::INTERRUPTED));

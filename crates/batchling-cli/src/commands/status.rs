@@ -14,6 +14,12 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
             a.state.display()
         );
     }
+    if a.state.is_dir() {
+        bail!(
+            "{} is a directory; give the journal file of a run (OUTPUT.journal by default)",
+            a.state.display()
+        );
+    }
     let journal = Journal::open_read_only(&a.state)?;
     let s = journal.status()?;
     let parts = journal.parts()?;
@@ -33,6 +39,14 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
         });
     out!("journal   {}", a.state.display())?;
     out!("input     {}", s.meta.input.as_deref().unwrap_or("?"))?;
+    out!(
+        "server    {}",
+        match s.meta.server.as_deref() {
+            Some("mock") => "the built-in fake provider",
+            Some(url) => url,
+            None => "not recorded (an older batchling wrote this journal)",
+        }
+    )?;
     out!("requests  {total}")?;
     out!(
         "outcomes  {} done, {} failed, {} invalid, {}",
@@ -42,12 +56,16 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
         s.pending
             .map_or("pending unknown".into(), |p| format!("{p} not done"))
     )?;
-    out!("attempts  {}", s.attempts)?;
+    out!("attempts  {} (all runs)", s.attempts)?;
     out!(
         "tokens    {} input ({} cached), {} output",
         s.input_tokens,
         s.cached_input_tokens,
         s.output_tokens
+    )?;
+    out!(
+        "cost      ${:.4} (from usage at the prices known when each answer came)",
+        s.cost_usd
     )?;
     out!(
         "state     {}",

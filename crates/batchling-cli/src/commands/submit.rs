@@ -15,12 +15,18 @@ use crate::progress;
 use crate::settings::{CancelSettings, SubmitSettings};
 
 pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
+    for note in &s.notes {
+        eprintln!("note: {note}");
+    }
+    if let Some(path) = &s.summary_json {
+        batchling_store::check_destination(path)?;
+    }
     let (client_config, _mock) = start_upstream(s.upstream.clone()).await?;
     let batches = BatchClient::new(&client_config)?;
     let online = OpenAiClient::new(client_config)?;
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
     let reporter = progress::reporter(s.quiet);
+    spawn_signal_handler(shutdown.clone(), reporter.clone());
     let result = batchling_engine::submit::submit(
         s.job.clone(),
         batches,
@@ -97,6 +103,9 @@ fn print_summary(s: &SubmitSummary, job: &batchling_engine::submit::SubmitJob) {
 }
 
 pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
+    for note in &s.notes {
+        eprintln!("note: {note}");
+    }
     if !s.state.exists() {
         anyhow::bail!(
             "{} does not exist; give the journal of a submit (OUTPUT.journal by default)",

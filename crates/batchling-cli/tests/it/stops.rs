@@ -136,6 +136,11 @@ fn sigterm_drains_in_flight_requests_and_exits_130() {
     let s = o.summary();
     assert_eq!(s["stopped"]["kind"], "interrupted", "{s}");
     assert!(num(&s, "not_done") > 0, "{s}");
+    assert!(
+        o.stderr.contains("run the same command again to continue"),
+        "an interrupted run says how to go on: {}",
+        o.stderr
+    );
     assert_eq!(num(&s, "succeeded"), out.len() as u64, "{s}");
     assert_eq!(o.err_text(), "", "unsent requests are not errors");
     assert_eq!(

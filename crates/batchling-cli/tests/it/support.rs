@@ -181,6 +181,7 @@ pub(crate) struct Run {
     stdin: Option<Vec<u8>>,
     cwd: Option<PathBuf>,
     wrapper: Vec<OsString>,
+    quiet: bool,
 }
 
 impl Run {
@@ -199,7 +200,15 @@ impl Run {
             stdin: None,
             cwd: None,
             wrapper: Vec::new(),
+            quiet: true,
         }
+    }
+
+    /// Without `--quiet`: notices, the last progress line and the summary
+    /// on stderr.
+    pub(crate) fn loud(mut self) -> Run {
+        self.quiet = false;
+        self
     }
 
     /// A `batchling submit` instead of `run` (same files and flags), polling
@@ -286,7 +295,7 @@ impl Run {
             .arg(&self.input)
             .arg("-o")
             .arg(self.out_path())
-            .arg("--quiet")
+            .args(self.quiet.then_some("--quiet"))
             .arg("--summary-json")
             .arg(self.dir.path().join("summary.json"))
             .args(&self.args)

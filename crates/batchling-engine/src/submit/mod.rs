@@ -41,6 +41,7 @@ use batchling_providers::Provider;
 use batchling_providers::openai::batches::{Batch, BatchApiError, BatchClient, BatchStatus};
 use batchling_store::{
     Counts, ExportOrder, FinalState, InputIdentity, Journal, Part, PartState, Record, StoreError,
+    check_destination,
 };
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -94,6 +95,9 @@ pub struct SubmitJob {
     /// Settings of the online runner (for `finish_online` and the
     /// deadline); its input, output, errors and state are set from here.
     pub online: Job,
+    /// The server to record in the journal (a base URL, or `mock`): the
+    /// batches live there, so `cancel` and a resume must go there too.
+    pub server: Option<String>,
 }
 
 /// Why a submit stopped before the end.
@@ -271,6 +275,9 @@ struct Driver<'a> {
     reporter: &'a dyn Reporter,
     submit_id: String,
     started_unix: u64,
+    /// Requests (and their tokens) already finished when this process
+    /// started: progress rates leave them out.
+    resumed: (u64, u64),
 }
 
 impl Driver<'_> {
@@ -518,6 +525,7 @@ impl Driver<'_> {
             }
         }
         p.done = p.succeeded + p.failed;
+        (p.resumed, p.resumed_tokens) = self.resumed;
         let ((input, _, output), cost) = self.journal.totals()?;
         p.input_tokens = input;
         p.output_tokens = output;
@@ -559,6 +567,9 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64, bo
     };
     std::fs::File::open(&job.input).map_err(input_err)?;
     let identity = InputIdentity::of_file(&job.input).map_err(input_err)?;
+    // Checked before anything is uploaded, not when the results are in.
+    check_destination(&job.output)?;
+    check_destination(&job.errors)?;
     let mut journal = Journal::open(&job.state, job.durable)?;
     journal.begin(
         &job.input.display().to_string(),
@@ -570,6 +581,9 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64, bo
     // Kept apart from the `settings` meta, which an online run overwrites:
     // `batchling cancel` finds the files here.
     journal.set_submit_value("submit", &settings_json(job))?;
+    if let Some(server) = &job.server {
+        journal.set_server(server)?;
+    }
     let started: u64 = journal.meta()?.created_at.unwrap_or_else(unix_now);
     let finished = journal.finished_seqs()?;
     let live = plan::seq_set(journal.seqs_in_live_parts()?);
@@ -677,6 +691,11 @@ pub async fn submit<P: Provider>(
         reporter: reporter.as_ref(),
         submit_id,
         started_unix,
+        resumed: (0, 0),
+    };
+    d.resumed = {
+        let p = d.progress(started)?;
+        (p.done, p.input_tokens + p.output_tokens)
     };
     let deadline_at = job.deadline.map(|dl| started_unix + dl.as_secs());
     let fallback_at = deadline_at.map(|at| at.saturating_sub(job.deadline_margin.as_secs()));
@@ -834,6 +853,8 @@ pub async fn cancel(
         prices,
     } = cancel;
     let (state, input, output, errors) = (&state, &input, &output, &errors);
+    check_destination(output)?;
+    check_destination(errors)?;
     let journal = Journal::open(state, true)?;
     let submit_id = submit_id(&journal)?;
     let started_unix = journal.meta()?.created_at.unwrap_or_else(unix_now);
@@ -856,6 +877,7 @@ pub async fn cancel(
         deadline_margin: Duration::ZERO,
         prices,
         online: Job::new(crate::Input::File(input.to_owned()), output.to_owned()),
+        server: None,
     };
     let mut d = Driver {
         job: &job,
@@ -864,6 +886,7 @@ pub async fn cancel(
         reporter: reporter.as_ref(),
         submit_id,
         started_unix,
+        resumed: (0, 0),
     };
     // A part caught between upload and create: find its batch (or create
     // nothing), so no batch escapes the cancel.
