@@ -344,6 +344,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let body_limits = crate::http::BodyLimits {
         http: state.limits.clone(),
         max_body_bytes: state.max_upload_bytes.saturating_add(FORM_ROOM),
+        max_upload_bytes: state.max_upload_bytes,
     };
     let v1 = Router::new()
         .route(

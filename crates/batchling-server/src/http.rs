@@ -188,6 +188,8 @@ pub(crate) struct BodyLimits {
     pub(crate) http: Arc<HttpLimits>,
     /// No request body may be longer (the upload cap and room for the form).
     pub(crate) max_body_bytes: u64,
+    /// The upload cap, named in the 413 for an upload's body.
+    pub(crate) max_upload_bytes: u64,
 }
 
 /// Middleware: the request body under the deadlines and the cap, a 408 or
@@ -198,6 +200,9 @@ pub(crate) async fn guard_body(
     next: Next,
 ) -> Response {
     let expects_continue = req.headers().contains_key(header::EXPECT);
+    // Only an upload's body can be this long; say so in its terms (an
+    // unannounced length reaches this cap before the file part's own).
+    let upload = req.uri().path() == "/v1/files";
     let (parts, body) = req.into_parts();
     let slot = Arc::new(Mutex::new(Slot {
         body: Some(body),
@@ -224,6 +229,8 @@ pub(crate) async fn guard_body(
     if timed_out {
         resp = ApiError::body_timeout(limits.http.body_timeout, limits.http.body_idle_timeout)
             .into_response();
+    } else if too_large && upload {
+        resp = ApiError::too_large(limits.max_upload_bytes).into_response();
     } else if too_large {
         resp = ApiError::body_too_large(limits.max_body_bytes).into_response();
     }
@@ -232,8 +239,8 @@ pub(crate) async fn guard_body(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         // A client waiting for `100 Continue` sends no body after a final
-        // answer; a slow or oversized one is not worth more waiting.
-        if !(expects_continue || timed_out || too_large) {
+        // answer; a slow one is not worth more waiting.
+        if !(expects_continue || timed_out) {
             tokio::spawn(linger(body, limits.http.clone()));
         }
     }

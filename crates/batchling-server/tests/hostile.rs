@@ -316,20 +316,26 @@ async fn early_refusals_reach_clients_still_sending_their_upload() {
         assert_eq!(a.status, 413, "{a:?}");
         assert_eq!(a.json()["error"]["code"], "file_too_large", "{a:?}");
     }
-    // Over the cap, not announced (chunked): refused once the cap is read.
+    // Over the cap, not announced (chunked): refused once the cap is read,
+    // by the file part's cap (small chunks) or the body's (large chunks, as
+    // fetch sends them).
     let head = format!(
         "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
-    let mut chunked = Vec::new();
-    for piece in big.chunks(32 << 10) {
-        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        chunked.extend_from_slice(piece);
-        chunked.extend_from_slice(b"\r\n");
+    for chunk in [32 << 10, 4 << 20] {
+        let mut chunked = Vec::new();
+        for piece in big.chunks(chunk) {
+            chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            chunked.extend_from_slice(piece);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        for _ in 0..5 {
+            let a = send_then_read(env.addr(), &head, &chunked).await;
+            assert_eq!(a.status, 413, "{a:?}");
+            assert_eq!(a.json()["error"]["code"], "file_too_large", "{a:?}");
+        }
     }
-    chunked.extend_from_slice(b"0\r\n\r\n");
-    let a = send_then_read(env.addr(), &head, &chunked).await;
-    assert_eq!(a.status, 413, "{a:?}");
-    assert_eq!(a.json()["error"]["code"], "file_too_large", "{a:?}");
     // An unknown route with a body.
     let a = send_then_read(
         env.addr(),
