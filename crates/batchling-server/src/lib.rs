@@ -8,6 +8,9 @@
 //! - `api`: routing, client keys (stored only as digests), request ids,
 //!   logs, OpenAI's error envelope.
 //! - `files`, `batches`: the endpoints, field for field as OpenAI's.
+//! - `http`: the connections under the API: caps and timeouts on heads and
+//!   bodies ([`config::HttpLimits`]), and early answers (401, 413) that
+//!   reach a client still sending its upload.
 //! - `runner`: a batch's life: validate, run on the engine with its
 //!   upstream's shared limits, close what a cancel or expiry left, write the
 //!   result files; resumes whatever was going on at start-up.
