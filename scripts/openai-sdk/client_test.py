@@ -1,11 +1,13 @@
 """Drive `batchling serve` with the official openai package, as a user's code would.
 
-    python client_test.py BASE_URL KEY_A KEY_B WORKDIR
+    python client_test.py BASE_URL KEY_A KEY_B WORKDIR MOCK_URL
 
 Exits 0 and prints `OK` when every check passes; any failed check raises (exit 1).
 The server's upstream should answer slowly enough (e.g. the fake provider with
 --latency-ms 50 and serve --concurrency 2) that a 300-request batch is still
-running when it is cancelled.
+running when it is cancelled, and its upload cap should be 2 MB
+(serve --max-upload-mb 2). MOCK_URL is the fake provider's base URL: its
+answers are checked against the SDK's types.
 """
 
 import json
@@ -16,7 +18,7 @@ from pathlib import Path
 import openai
 from openai import OpenAI
 
-base_url, key_a, key_b, workdir = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
+base_url, key_a, key_b, workdir, mock_url = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), sys.argv[5]
 client = OpenAI(base_url=base_url, api_key=key_a, max_retries=0)
 other = OpenAI(base_url=base_url, api_key=key_b, max_retries=0)
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -141,5 +143,101 @@ try:
     raise AssertionError("a batch_output file is not a batch input")
 except openai.BadRequestError as e:
     assert e.param == "input_file_id", e
+
+# 6. Refusals before the body is read reach a client still sending it: a
+# wrong key on a 20 MB upload, and an upload over the 2 MB cap, each 30 times
+# (a reset connection shows as APIConnectionError instead).
+big = workdir / "big.jsonl"
+with big.open("wb") as f:
+    line = (json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {}}) + "\n").encode()
+    f.write(line * (20 * 1024 * 1024 // len(line) + 1))
+wrong = OpenAI(base_url=base_url, api_key="not-a-key", max_retries=0)
+for i in range(30):
+    try:
+        with big.open("rb") as f:
+            wrong.files.create(file=f, purpose="batch")
+        raise AssertionError("expected 401")
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401, e
+for i in range(30):
+    try:
+        with big.open("rb") as f:
+            client.files.create(file=f, purpose="batch")
+        raise AssertionError("expected 413")
+    except openai.APIStatusError as e:
+        assert e.status_code == 413 and e.code == "file_too_large", (i, e)
+
+# 7. Purposes a File object cannot carry are refused, naming the purpose.
+try:
+    client.files.create(file=("e.jsonl", b"{}\n"), purpose="evals")
+    raise AssertionError("purpose evals must be refused")
+except openai.BadRequestError as e:
+    assert e.param == "purpose" and "evals" in str(e), e
+for f in client.files.list():
+    assert f.purpose in ("assistants", "assistants_output", "batch", "batch_output", "fine-tune", "fine-tune-results", "vision", "user_data"), f
+
+# 8. The fake provider's answers are what the real API returns, checked with
+# the SDK's types: directly, and as bodies of batch output lines.
+from openai.types import CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
+
+# Fields the real API always returns, null or not (beyond the SDK's required).
+ALWAYS = {
+    Response: ["id", "object", "created_at", "status", "error", "incomplete_details", "instructions",
+               "max_output_tokens", "model", "output", "parallel_tool_calls", "previous_response_id",
+               "reasoning", "store", "temperature", "text", "tool_choice", "tools", "top_p", "truncation",
+               "usage", "user", "metadata"],
+    ChatCompletion: ["id", "object", "created", "model", "choices", "usage", "system_fingerprint"],
+    CreateEmbeddingResponse: ["object", "data", "model", "usage"],
+}
+
+
+def check_type(kind, body):
+    required = [f.alias or n for n, f in kind.model_fields.items() if f.is_required()]
+    missing = [n for n in set(required) | set(ALWAYS[kind]) if n not in body]
+    assert not missing, f"{kind.__name__} misses {missing}: {body}"
+    parsed = kind.model_validate(body, strict=False)
+    if kind is Response:
+        usage = body["usage"]
+        assert "cached_tokens" in usage["input_tokens_details"], usage
+        assert "reasoning_tokens" in usage["output_tokens_details"], usage
+        msg = parsed.output[0]
+        assert msg.type == "message" and msg.role == "assistant", msg
+        assert msg.content[0].type == "output_text" and msg.content[0].annotations == [], msg
+        assert parsed.output_text, parsed
+    return parsed
+
+
+# serve's own objects, as the SDK's types.
+from openai.types import Batch, FileObject
+
+Batch.model_validate(client.batches.with_raw_response.retrieve(done.id).http_response.json())
+FileObject.model_validate(client.files.with_raw_response.retrieve(done.output_file_id).http_response.json())
+
+fake = OpenAI(base_url=mock_url, api_key="unused", max_retries=0)
+raw = fake.responses.with_raw_response.create(model="gpt-4o-mini", input="hello there", instructions="be brief")
+check_type(Response, raw.http_response.json())
+raw = fake.responses.with_raw_response.create(model="gpt-4o-mini", input="one two three four five", max_output_tokens=16, metadata={"k": "v"})
+r = check_type(Response, raw.http_response.json())
+assert r.metadata == {"k": "v"}, r
+raw = fake.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+check_type(ChatCompletion, raw.http_response.json())
+raw = fake.embeddings.with_raw_response.create(model="text-embedding-3-small", input=["a", "b"])
+check_type(CreateEmbeddingResponse, raw.http_response.json())
+
+for endpoint, kind, body in (
+    ("/v1/responses", Response, {"model": "gpt-4o-mini", "input": "hello"}),
+    ("/v1/embeddings", CreateEmbeddingResponse, {"model": "text-embedding-3-small", "input": "hello"}),
+    ("/v1/chat/completions", ChatCompletion, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+):
+    path = workdir / f"typed{endpoint.replace('/', '_')}.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"t{i}", "method": "POST", "url": endpoint, "body": body}) + "\n" for i in range(3)))
+    with path.open("rb") as f:
+        up = client.files.create(file=f, purpose="batch")
+    b = wait(client.batches.create(input_file_id=up.id, endpoint=endpoint, completion_window="24h").id)
+    assert b.status == "completed" and b.request_counts.completed == 3, b
+    for l in client.files.content(b.output_file_id).text.splitlines():
+        check_type(kind, json.loads(l)["response"]["body"])
 
 print("OK")

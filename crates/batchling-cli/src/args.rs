@@ -540,6 +540,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 200, value_name = "MB")]
     pub(crate) max_upload_mb: u64,
 
+    /// Time a client has to send a whole request body, in seconds (408
+    /// after it); raise it for large uploads over slow links.
+    #[arg(long, default_value_t = 900.0, value_name = "SECS")]
+    pub(crate) body_timeout: f64,
+
     /// Batches running at once; later ones wait (in_progress) for a turn.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub(crate) max_running_batches: usize,

@@ -504,6 +504,15 @@ impl ServeSettings {
         if a.max_upload_mb == 0 {
             bail!("--max-upload-mb must be at least 1");
         }
+        let body_timeout = Duration::try_from_secs_f64(a.body_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| {
+                format!(
+                    "--body-timeout {}: expected a positive number of seconds",
+                    a.body_timeout
+                )
+            })?;
         let window = parse_duration(&a.batch_window).with_context(|| {
             format!(
                 "--batch-window {:?}: expected a duration such as 24h or 90s",
@@ -556,6 +565,7 @@ impl ServeSettings {
         }
         config.no_auth = a.no_auth;
         config.max_upload_bytes = a.max_upload_mb * 1024 * 1024;
+        config.http.body_timeout = body_timeout;
         config.completion_window = window;
         config.max_running_batches = a.max_running_batches;
         config.max_attempts = a.max_attempts;

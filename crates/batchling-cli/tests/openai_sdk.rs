@@ -1,52 +1,18 @@
 //! The official `openai` Python package against `batchling serve`, in front of
 //! the fake provider: `scripts/openai-sdk/client_test.py` uploads, creates,
 //! polls, downloads, auto-paginates, cancels, deletes, and checks 404s and a
-//! bad key, exactly as user code would.
+//! bad key, exactly as user code would; refusals of 20 MB uploads (401, 413)
+//! read as such, never as connection errors; purposes a File cannot carry
+//! refused; the fake provider's answers valid for the SDK's types.
 //!
 //! The package (pinned) is installed by `scripts/openai-sdk/setup.sh`; the test
 //! is skipped, with a `SKIPPED:` line, only when that script exits 3 (cannot
 //! install). Any other failure fails the test.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-/// A child process killed when dropped (also on panic).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-/// Start `batchling ARGS`, return it and the first line it prints (a URL).
-fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Proc, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchling"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn batchling");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("http://127.0.0.1:"),
-        "{args:?} printed {line:?}; log: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    (Proc(child), line.trim().to_owned())
-}
+mod support;
+use support::{repo, start};
 
 #[test]
 fn the_official_openai_sdk_works_against_batchling_serve() {
@@ -87,6 +53,8 @@ fn the_official_openai_sdk_works_against_batchling_serve() {
             &mock_url,
             "--concurrency",
             "2",
+            "--max-upload-mb",
+            "2",
             "--auth-keys-env",
             "SDK_TEST_KEYS",
         ],
@@ -98,7 +66,13 @@ fn the_official_openai_sdk_works_against_batchling_serve() {
     std::fs::create_dir(&work).unwrap();
     let client = Command::new(&python)
         .arg(repo().join("scripts/openai-sdk/client_test.py"))
-        .args([&url, "sdk-key-a", "sdk-key-b", work.to_str().unwrap()])
+        .args([
+            &url,
+            "sdk-key-a",
+            "sdk-key-b",
+            work.to_str().unwrap(),
+            &mock_url,
+        ])
         .output()
         .expect("run the client script");
     let stdout = String::from_utf8_lossy(&client.stdout);

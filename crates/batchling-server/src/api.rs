@@ -24,6 +24,7 @@ pub(crate) struct AppState {
     pub(crate) runner: Arc<Runner>,
     pub(crate) data_dir: std::path::PathBuf,
     pub(crate) max_upload_bytes: u64,
+    pub(crate) limits: Arc<crate::config::HttpLimits>,
     /// Owners (key digests) allowed in; `None` when auth is off.
     pub(crate) owners: Option<HashSet<String>>,
 }
@@ -100,6 +101,47 @@ impl ApiError {
         }
     }
 
+    /// A request body over the server's cap for any body.
+    pub(crate) fn body_too_large(cap: u64) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "Request body too large: this server accepts bodies of at most {cap} bytes."
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("request_too_large"),
+        }
+    }
+
+    /// A JSON body over its cap.
+    pub(crate) fn json_too_large(cap: usize) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "Request body too large: this endpoint accepts JSON bodies of at most {cap} bytes."
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("request_too_large"),
+        }
+    }
+
+    /// A body that did not arrive in time.
+    pub(crate) fn body_timeout(whole: std::time::Duration, idle: std::time::Duration) -> Self {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "The request body did not arrive in time: this server waits at most {} s for a whole body and {} s for each piece of it.",
+                whole.as_secs_f64(),
+                idle.as_secs_f64()
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("request_timeout"),
+        }
+    }
+
     fn unauthorized(message: &str) -> Self {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
@@ -154,6 +196,38 @@ impl IntoResponse for ApiError {
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// Read a JSON request body of at most `cap` bytes (413 beyond, before
+/// reading anything when its length is announced).
+pub(crate) async fn json_body(
+    mut body: axum::body::Body,
+    cap: usize,
+) -> ApiResult<serde_json::Value> {
+    use http_body_util::BodyExt;
+    if axum::body::HttpBody::size_hint(&body).lower() > cap as u64 {
+        return Err(ApiError::json_too_large(cap));
+    }
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request(format!("cannot read the request body: {e}"), None)
+        })?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > cap {
+                return Err(ApiError::json_too_large(cap));
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    // serde_json stops at 128 levels of nesting, so a deep body is a 400,
+    // never a stack overflow.
+    serde_json::from_slice(&buf).map_err(|e| {
+        ApiError::bad_request(
+            format!("We could not parse the JSON body of your request: {e}"),
+            None,
+        )
+    })
+}
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -260,9 +334,18 @@ async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// Room in an upload's body for the form around the file: a few short text
+/// parts and their headers.
+pub(crate) const FORM_ROOM: u64 = 64 << 10;
+
 /// The whole API. Trailing slashes are trimmed before routing, so
 /// `/v1/files/` works as the SDKs and curl users expect.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let body_limits = crate::http::BodyLimits {
+        http: state.limits.clone(),
+        max_body_bytes: state.max_upload_bytes.saturating_add(FORM_ROOM),
+        max_upload_bytes: state.max_upload_bytes,
+    };
     let v1 = Router::new()
         .route(
             "/v1/files",
@@ -282,6 +365,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(v1)
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(
+            body_limits,
+            crate::http::guard_body,
+        ))
         .layer(middleware::from_fn(trace))
         .with_state(state)
 }

@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 
 use axum::Extension;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query};
 use axum::response::{IntoResponse, Response};
 use batchling_core::Endpoint;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, ApiResult, Owner, Shared, new_batch_id, plausible_id};
+use crate::api::{ApiError, ApiResult, Owner, Shared, json_body, new_batch_id, plausible_id};
 use crate::files::{limit_param, page};
 use crate::meta::{BatchRow, Status};
 use crate::runner::LiveCounts;
@@ -126,14 +126,9 @@ fn required_str<'a>(body: &'a Value, name: &'static str) -> ApiResult<&'a str> {
 pub(crate) async fn create(
     state: Shared,
     Extension(owner): Extension<Owner>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
-    let body: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            format!("We could not parse the JSON body of your request: {e}"),
-            None,
-        )
-    })?;
+    let body = json_body(body, state.limits.max_json_bytes).await?;
     if !body.is_object() {
         return Err(ApiError::bad_request(
             "The request body must be a JSON object.",

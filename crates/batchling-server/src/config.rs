@@ -51,6 +51,51 @@ pub struct ServeConfig {
     pub max_running_batches: usize,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
+    /// Bounds on what one client may send or hold.
+    pub http: HttpLimits,
+}
+
+/// Bounds on what one HTTP client may send or hold, so a slow, idle or
+/// hostile client costs a bounded amount and others are served meanwhile.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest JSON request body (`POST /v1/batches`), in bytes (413 beyond).
+    pub max_json_bytes: usize,
+    /// Most parts in an upload's multipart body (400 beyond).
+    pub max_form_parts: usize,
+    /// Largest request head (request line and headers), in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most headers in a request (431 beyond).
+    pub max_headers: usize,
+    /// Time a client has to send a request's head, also while a kept-alive
+    /// connection is idle; the connection is closed after it.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body (408 after it).
+    pub body_timeout: Duration,
+    /// Longest wait for the next piece of a request body (408 after it).
+    pub body_idle_timeout: Duration,
+    /// After an answer given before the body was read (401, 413, ...), how
+    /// much more of the body is read and discarded, so a client still
+    /// sending reads the answer instead of a reset connection...
+    pub linger_bytes: u64,
+    /// ... and for how long at most.
+    pub linger_time: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_json_bytes: 1 << 20,
+            max_form_parts: 8,
+            max_header_bytes: 32 << 10,
+            max_headers: 64,
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(900),
+            body_idle_timeout: Duration::from_secs(30),
+            linger_bytes: 256 << 20,
+            linger_time: Duration::from_secs(10),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -66,6 +111,7 @@ impl ServeConfig {
             completion_window: Duration::from_secs(24 * 3600),
             max_running_batches: 64,
             max_attempts: 6,
+            http: HttpLimits::default(),
         }
     }
 }

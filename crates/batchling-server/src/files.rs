@@ -8,24 +8,20 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::multipart::{Field, Multipart, MultipartError, MultipartRejection};
 use axum::extract::{Path as UrlPath, Query};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::api::{ApiError, ApiResult, Owner, Shared, new_file_id, plausible_id};
+use crate::api::{ApiError, ApiResult, FORM_ROOM, Owner, Shared, new_file_id, plausible_id};
 use crate::meta::FileRow;
 use crate::unix_now;
 
-/// Purposes an upload may have (OpenAI's upload values).
-const UPLOAD_PURPOSES: [&str; 6] = [
-    "assistants",
-    "batch",
-    "fine-tune",
-    "vision",
-    "user_data",
-    "evals",
-];
+/// Purposes an upload may have: OpenAI's upload values that the File
+/// object's `purpose` enum can also carry. OpenAI accepts `evals` on upload,
+/// but no SDK's File type lists it, so one such file would break every
+/// typed `files.list()` (async-openai fails the whole page).
+const UPLOAD_PURPOSES: [&str; 5] = ["assistants", "batch", "fine-tune", "vision", "user_data"];
 
 /// `purpose=batch` files expire after 30 days unless told otherwise.
 const BATCH_FILE_LIFETIME: u64 = 30 * 86400;
@@ -107,21 +103,41 @@ fn clean_filename(raw: Option<&str>) -> String {
 pub(crate) async fn upload(
     state: Shared,
     Extension(owner): Extension<Owner>,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
+    let cap = state.max_upload_bytes;
+    // An announced length that cannot fit is refused before reading a byte.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > cap.saturating_add(FORM_ROOM)) {
+        return Err(ApiError::too_large(cap));
+    }
     let mut multipart = multipart.map_err(|e| {
         ApiError::bad_request(
             format!("expected a multipart/form-data body: {}", e.body_text()),
             None,
         )
     })?;
-    let cap = state.max_upload_bytes;
     let id = new_file_id();
     let tmp_path = state.data_dir.join("tmp").join(format!("{id}.part"));
     let mut tmp = TempUpload(None);
     let (mut purpose, mut anchor, mut seconds) = (None, None, None);
     let mut uploaded: Option<(String, u64)> = None;
+    let mut parts = 0;
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        parts += 1;
+        if parts > state.limits.max_form_parts {
+            return Err(ApiError::bad_request(
+                format!(
+                    "too many parts in the form: this server accepts at most {} (file, purpose, expires_after[anchor], expires_after[seconds])",
+                    state.limits.max_form_parts
+                ),
+                None,
+            ));
+        }
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
             "file" => {
@@ -167,7 +183,7 @@ pub(crate) async fn upload(
     if !UPLOAD_PURPOSES.contains(&purpose.as_str()) {
         return Err(ApiError::bad_request(
             format!(
-                "Invalid value for 'purpose': {purpose:?}; expected one of {}",
+                "Invalid value for 'purpose': {purpose:?}; this server accepts {} (the purposes a File object can carry)",
                 UPLOAD_PURPOSES.join(", ")
             ),
             Some("purpose"),

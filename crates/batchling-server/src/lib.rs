@@ -8,6 +8,9 @@
 //! - `api`: routing, client keys (stored only as digests), request ids,
 //!   logs, OpenAI's error envelope.
 //! - `files`, `batches`: the endpoints, field for field as OpenAI's.
+//! - `http`: the connections under the API: caps and timeouts on heads and
+//!   bodies ([`config::HttpLimits`]), and early answers (401, 413) that
+//!   reach a client still sending its upload.
 //! - `runner`: a batch's life: validate, run on the engine with its
 //!   upstream's shared limits, close what a cancel or expiry left, write the
 //!   result files; resumes whatever was going on at start-up.
@@ -43,6 +46,7 @@ mod api;
 mod batches;
 pub mod config;
 mod files;
+mod http;
 mod meta;
 mod metrics;
 mod runner;
@@ -180,6 +184,7 @@ impl Server {
             runner: runner.clone(),
             data_dir: dir.clone(),
             max_upload_bytes: config.max_upload_bytes,
+            limits: Arc::new(config.http.clone()),
             owners,
         });
 
@@ -202,17 +207,9 @@ impl Server {
             runner.start(&b.id);
         }
 
-        let app = tower::ServiceExt::map_request(api::router(state), api::trim_trailing_slash);
-        let http = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let serve = axum::serve(listener, axum::ServiceExt::into_make_service(app))
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = serve.await {
-                    tracing::error!("HTTP server failed: {e}");
-                }
-            })
-        };
+        let limits = state.limits.clone();
+        let app = api::router(state);
+        let http = tokio::spawn(http::serve(listener, app, limits, stop.clone()));
         let janitor = {
             let (meta, runner, stop) = (meta.clone(), runner.clone(), stop.clone());
             tokio::spawn(async move {

@@ -1,0 +1,43 @@
+//! What the SDK tests share: the repository root, and `batchling` children
+//! that are killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A child process killed when dropped (also on panic).
+pub(crate) struct Proc(pub(crate) Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// Start `batchling ARGS`, return it and the first line it prints (a URL).
+pub(crate) fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Proc, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchling"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn batchling");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("http://127.0.0.1:"),
+        "{args:?} printed {line:?}; log: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    (Proc(child), line.trim().to_owned())
+}
