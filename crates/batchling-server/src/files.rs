@@ -81,6 +81,23 @@ async fn text_field(mut field: Field<'_>, name: &str) -> ApiResult<String> {
         .map_err(|_| ApiError::bad_request(format!("form field {name:?} is not UTF-8"), None))
 }
 
+/// `expires_after` sent as one JSON part: `{"anchor": "created_at", "seconds": N}`,
+/// read into the same two texts as the bracketed form fields.
+fn expiry_object(text: &str) -> ApiResult<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Expiry {
+        anchor: String,
+        seconds: serde_json::Number,
+    }
+    let e: Expiry = serde_json::from_str(text).map_err(|e| {
+        ApiError::bad_request(
+            format!("expires_after must be {{\"anchor\": \"created_at\", \"seconds\": N}}: {e}"),
+            Some("expires_after"),
+        )
+    })?;
+    Ok((e.anchor, e.seconds.to_string()))
+}
+
 /// The name to keep: the last path component, without control characters,
 /// at most 255 bytes. Only ever stored as metadata, never used as a path.
 fn clean_filename(raw: Option<&str>) -> String {
@@ -166,6 +183,12 @@ pub(crate) async fn upload(
             "purpose" => purpose = Some(text_field(field, "purpose").await?),
             "expires_after[anchor]" => anchor = Some(text_field(field, &name).await?),
             "expires_after[seconds]" => seconds = Some(text_field(field, &name).await?),
+            // The same policy as one JSON part, as generic multipart clients
+            // send an object field.
+            "expires_after" => {
+                let (a, s) = expiry_object(&text_field(field, &name).await?)?;
+                (anchor, seconds) = (Some(a), Some(s));
+            }
             // Unknown fields are drained (bounded) and ignored, as OpenAI's
             // server ignores parameters it does not know.
             _ => drop(text_field(field, &name).await?),

@@ -841,3 +841,61 @@ async fn a_down_upstream_never_loses_requests_the_batch_expires_with_every_line(
     assert_eq!(ids.len(), 30, "every request has its line");
     assert!(errs.iter().all(|e| e["error"]["code"] == "batch_expired"));
 }
+
+/// `expires_after` as bracketed fields (the SDKs) or as one JSON part
+/// (generic multipart clients) sets the same expiry; a malformed or
+/// out-of-range policy is a 400, never silently ignored.
+#[tokio::test]
+async fn upload_expiry_as_fields_or_one_json_part() {
+    let env = Env::new(MockConfig::default(), |_| {}).await;
+    let send = |extra: Vec<(&'static str, String)>| {
+        let mut form = reqwest::multipart::Form::new().text("purpose", "user_data");
+        for (k, v) in extra {
+            form = form.text(k, v);
+        }
+        let form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt"),
+        );
+        let r = env
+            .req(reqwest::Method::POST, "/files")
+            .multipart(form)
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let lifetime =
+        |f: &Value| f["expires_at"].as_u64().unwrap() - f["created_at"].as_u64().unwrap();
+    let (s, f) = send(vec![
+        ("expires_after[anchor]", "created_at".into()),
+        ("expires_after[seconds]", "7200".into()),
+    ])
+    .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(lifetime(&f), 7200);
+    let (s, f) = send(vec![(
+        "expires_after",
+        r#"{"anchor":"created_at","seconds":3600}"#.into(),
+    )])
+    .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(lifetime(&f), 3600);
+    for bad in [
+        r#"{"seconds":3600}"#,
+        r#"{"anchor":"created_at","seconds":2592001}"#,
+        r#"{"anchor":"last_active_at","seconds":3600}"#,
+        "not json",
+    ] {
+        let (s, e) = send(vec![("expires_after", bad.into())]).await;
+        assert_eq!(s, 400, "{bad}: {e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("expires_after"),
+            "{e}"
+        );
+    }
+}
