@@ -487,6 +487,15 @@ pub async fn run<P: Provider>(
     {
         stopped = Some(StopCause::Journal { message });
     }
+    // A run stopped before the background line count finished still
+    // reports how many requests the job has (else `requests` is 0).
+    if counters.total_known.load(Relaxed) == 0
+        && let Input::File(path) = &job.input
+        && let Ok(n) = reader::count_lines(path)
+    {
+        counters.total.store(n, Relaxed);
+        counters.total_known.store(1, Relaxed);
+    }
     match read {
         Err(source) if stopped.is_none() => return Err(input_err(source)),
         Ok((n, true)) => journal.set_total(n)?,

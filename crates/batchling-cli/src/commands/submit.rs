@@ -44,6 +44,10 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
             }
             return Err(SubmitError::BadLines { path, problems }.into());
         }
+        Err(SubmitError::Journal(e)) => {
+            return Err(super::run::export_hint(e.into(), &s.job.state));
+        }
+        Err(SubmitError::Engine(e)) => return Err(super::run::export_hint(e, &s.job.state)),
         Err(e) => return Err(e.into()),
     };
     if let Some(path) = &s.summary_json {
