@@ -113,7 +113,16 @@ pub(crate) struct ClientArgs {
         allow_negative_numbers = true
     )]
     pub(crate) timeout: f64,
+
+    /// Largest answer read, in MiB: a larger one is cut off and becomes a
+    /// response_too_large error, not retried.
+    #[arg(long, default_value_t = DEFAULT_MAX_RESPONSE_MB, value_name = "MB")]
+    pub(crate) max_response_mb: u64,
 }
+
+/// `--max-response-mb`'s default (the providers' cap, in MiB).
+pub(crate) const DEFAULT_MAX_RESPONSE_MB: u64 =
+    batchling_providers::openai::DEFAULT_MAX_RESPONSE_BYTES / (1024 * 1024);
 
 /// Pacing and retries of online requests: shared by `run` and `submit`.
 #[derive(Debug, Args)]
@@ -518,6 +527,12 @@ pub(crate) struct ServeArgs {
     /// Per-attempt timeout in seconds.
     #[arg(long, default_value_t = 600.0, value_name = "SECS")]
     pub(crate) timeout: f64,
+
+    /// Largest upstream answer read, in MiB: a larger one is cut off and
+    /// becomes a response_too_large error, not retried (in a --config file:
+    /// max_response_mb per upstream).
+    #[arg(long, conflicts_with = "config", default_value_t = DEFAULT_MAX_RESPONSE_MB, value_name = "MB")]
+    pub(crate) max_response_mb: u64,
 
     /// A TOML file with several upstreams chosen by model (see the README).
     #[arg(long, value_name = "FILE")]

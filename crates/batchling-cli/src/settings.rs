@@ -288,6 +288,7 @@ fn client_config(
     let key = getenv(&a.api_key_env)
         .filter(|k| !k.trim().is_empty())
         .map(ApiKey::new);
+    let max_response_bytes = max_response_bytes(a.max_response_mb)?;
     let env_base = getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty());
     let has_base = a.base_url.is_some() || env_base.is_some();
     let config = ClientConfig {
@@ -299,9 +300,19 @@ fn client_config(
         api_key: key.clone(),
         headers,
         timeout: Duration::from_secs_f64(a.timeout),
+        max_response_bytes,
         ..ClientConfig::default()
     };
     Ok((config, key.is_some(), has_base))
+}
+
+/// `--max-response-mb` in bytes.
+fn max_response_bytes(mb: u64) -> Result<u64> {
+    if mb == 0 {
+        bail!("--max-response-mb must be at least 1");
+    }
+    mb.checked_mul(1024 * 1024)
+        .with_context(|| format!("--max-response-mb {mb}: too large"))
 }
 
 /// `--mock`, or no key and nowhere else to go: rehearse against the fake
@@ -545,6 +556,7 @@ impl ServeSettings {
                 up.tpm = a.tpm;
                 up.concurrency = a.concurrency;
                 up.timeout = Duration::from_secs_f64(a.timeout);
+                up.max_response_bytes = max_response_bytes(a.max_response_mb)?;
                 (vec![up], None)
             }
         };

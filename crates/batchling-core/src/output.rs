@@ -26,6 +26,22 @@ pub fn write_response_line(
     request_id: &str,
     body_json: &[u8],
 ) {
+    write_response_head(out, line_id, custom_id, status_code, request_id);
+    push_one_line(out, body_json);
+    out.extend_from_slice(RESPONSE_TAIL);
+}
+
+/// What follows the body in a response line.
+const RESPONSE_TAIL: &[u8] = b"},\"error\":null}\n";
+
+/// A response line up to its body.
+fn write_response_head(
+    out: &mut Vec<u8>,
+    line_id: &str,
+    custom_id: &str,
+    status_code: u16,
+    request_id: &str,
+) {
     out.extend_from_slice(b"{\"id\":");
     push_json_str(out, line_id);
     out.extend_from_slice(b",\"custom_id\":");
@@ -36,8 +52,30 @@ pub fn write_response_line(
     );
     push_json_str(out, request_id);
     out.extend_from_slice(b",\"body\":");
-    push_one_line(out, body_json);
-    out.extend_from_slice(b"},\"error\":null}\n");
+}
+
+/// [`write_response_line`] built around `body_json` in its own memory: the
+/// body is moved up within it and the envelope written around it, so a
+/// large answer is not copied into a second buffer. Raw CR and LF bytes are
+/// removed in place, as [`push_one_line`] does. With spare room for the
+/// envelope (a few hundred bytes) nothing is allocated.
+pub fn response_line_around(
+    mut body_json: Vec<u8>,
+    line_id: &str,
+    custom_id: &str,
+    status_code: u16,
+    request_id: &str,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(96 + line_id.len() + custom_id.len() + request_id.len());
+    write_response_head(&mut head, line_id, custom_id, status_code, request_id);
+    remove_line_breaks(&mut body_json);
+    let len = body_json.len();
+    body_json.reserve(head.len() + RESPONSE_TAIL.len());
+    body_json.resize(len + head.len(), 0);
+    body_json.copy_within(..len, head.len());
+    body_json[..head.len()].copy_from_slice(&head);
+    body_json.extend_from_slice(RESPONSE_TAIL);
+    body_json
 }
 
 /// Append a line for a request that has no HTTP response to show. An input
@@ -90,6 +128,22 @@ pub fn push_one_line(out: &mut Vec<u8>, json: &[u8]) {
     out.extend_from_slice(rest);
 }
 
+/// [`push_one_line`] within `json`'s own buffer.
+fn remove_line_breaks(json: &mut Vec<u8>) {
+    let Some(first) = memchr::memchr2(b'\n', b'\r', json) else {
+        return;
+    };
+    let mut kept = first;
+    for i in first + 1..json.len() {
+        let b = json[i];
+        if b != b'\n' && b != b'\r' {
+            json[kept] = b;
+            kept += 1;
+        }
+    }
+    json.truncate(kept);
+}
+
 /// Append `s` as a JSON string literal.
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     // serde_json's escaping is correct for every code point; writing into a
@@ -119,6 +173,26 @@ mod tests {
             v,
             json!({"id":"batch_req_1","custom_id":"req-\"2\"","response":{"status_code":200,"request_id":"req_9","body":{"id":"chatcmpl-1","usage":{"prompt_tokens":3}}},"error":null})
         );
+    }
+
+    #[test]
+    fn a_line_built_in_place_is_the_same_line() {
+        let body = br#"{"id":"chatcmpl-1","usage":{"prompt_tokens":3}}"#;
+        let mut copied = Vec::new();
+        write_response_line(&mut copied, "batch_req_1", "a\"é", 200, "req_9", body);
+        let mut room = Vec::with_capacity(body.len() + 4096);
+        room.extend_from_slice(body);
+        let at = room.as_ptr();
+        let in_place = response_line_around(room, "batch_req_1", "a\"é", 200, "req_9");
+        assert_eq!(in_place, copied);
+        assert_eq!(
+            in_place.as_ptr(),
+            at,
+            "no new allocation with room to spare"
+        );
+        // Without room it still works (one reallocation).
+        let tight = response_line_around(body.to_vec(), "batch_req_1", "a\"é", 200, "req_9");
+        assert_eq!(tight, copied);
     }
 
     #[test]
@@ -215,6 +289,9 @@ mod tests {
             let line: Value = serde_json::from_slice(&out).unwrap();
             proptest::prop_assert_eq!(&line["response"]["body"], &v);
             proptest::prop_assert_eq!(&line["custom_id"], "id\n1");
+            // The in-place builder for large answers writes the same bytes.
+            let around = response_line_around(body.into_bytes(), "batch_req_1", "id\n1", 200, "req\r");
+            proptest::prop_assert_eq!(around, out);
         }
     }
 

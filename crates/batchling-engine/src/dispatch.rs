@@ -230,45 +230,49 @@ impl<P: Provider> Ctx<P> {
         }
     }
 
+    /// Record a request with the answer it got. The answer is consumed: a
+    /// large body becomes its output line in its own memory (see
+    /// [`output::response_line_around`]), so it is held once, not twice.
     async fn finish_with_answer(
         &self,
         p: &Pending,
-        a: &Answer,
+        mut a: Answer,
         state: FinalState,
         permit: Option<OwnedSemaphorePermit>,
         latency: Duration,
     ) {
-        let mut line = Vec::with_capacity(a.body.len() + 160);
         let id = self.line_id();
-        let request_id = a.request_id.as_deref().unwrap_or("");
-        let envelope;
-        let body: &[u8] = if a.body_is_json {
-            &a.body
-        } else {
-            envelope = output::envelope_for_text(a.status, &String::from_utf8_lossy(&a.body));
-            &envelope
+        let request_id = a.request_id.take().unwrap_or_default();
+        let error_message = (state != FinalState::Done).then(|| describe_answer(&a));
+        let cache_put = match (state, p.cache_key) {
+            (FinalState::Done, Some(k)) => Some((k, request_id.clone(), a.body.clone())),
+            _ => None,
         };
-        output::write_response_line(
-            &mut line,
-            &id,
-            &p.parsed.custom_id,
-            a.status,
-            request_id,
-            body,
-        );
+        let custom_id = &p.parsed.custom_id;
+        let line = if a.body_is_json && a.body.len() >= IN_PLACE_MIN && a.body.is_unique() {
+            // Unique, so taken back as a Vec without a copy.
+            let body = Vec::from(std::mem::take(&mut a.body));
+            output::response_line_around(body, &id, custom_id, a.status, &request_id)
+        } else {
+            let envelope;
+            let body: &[u8] = if a.body_is_json {
+                &a.body
+            } else {
+                envelope = output::envelope_for_text(a.status, &body_text(&a.body));
+                &envelope
+            };
+            let mut line = Vec::with_capacity(body.len() + 160);
+            output::write_response_line(&mut line, &id, custom_id, a.status, &request_id, body);
+            line
+        };
+        drop(a.body);
         let mut r = self.base_record(p, state, line);
         r.status_code = Some(a.status);
         r.usage = a.usage.unwrap_or_default();
         r.latency_ms = Some(latency.as_secs_f64() * 1000.0);
         r.cost_usd = self.cost_of(p, a.usage);
         self.settle(p, r.cost_usd);
-        if state != FinalState::Done {
-            r.error_message = Some(describe_answer(a));
-        }
-        let cache_put = match (state, p.cache_key) {
-            (FinalState::Done, Some(k)) => Some((k, request_id.to_owned(), a.body.clone())),
-            _ => None,
-        };
+        r.error_message = error_message;
         self.record_entry(Entry {
             record: r,
             permit,
@@ -289,12 +293,17 @@ impl<P: Provider> Ctx<P> {
         let t = match result {
             Attempt::Answered(a) => {
                 return self
-                    .finish_with_answer(p, a, FinalState::Failed, permit, latency)
+                    .finish_with_answer(p, a.clone(), FinalState::Failed, permit, latency)
                     .await;
             }
             Attempt::Transport(t) => t,
         };
         let (code, message) = match t.kind {
+            TransportKind::TooLarge => ("response_too_large", t.message.clone()),
+            TransportKind::Malformed => (
+                "malformed_response",
+                format!("gave up after {} attempts: {}", p.attempts, t.message),
+            ),
             TransportKind::Timeout => (
                 "request_timeout",
                 format!("gave up after {} attempts: {}", p.attempts, t.message),
@@ -344,6 +353,23 @@ pub(crate) enum Reserved {
     Stop,
 }
 
+/// Bodies at least this large become their output line in place.
+const IN_PLACE_MIN: usize = 1 << 20;
+
+/// The most of a body that is not JSON kept in its line (wrapped in an
+/// error envelope): enough to show what it was.
+const MAX_TEXT_BODY: usize = 64 * 1024;
+
+/// A body that is not JSON, as text for its envelope: its start when long.
+fn body_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    if body.len() <= MAX_TEXT_BODY {
+        return String::from_utf8_lossy(body);
+    }
+    let mut text = String::from_utf8_lossy(&body[..MAX_TEXT_BODY]).into_owned();
+    text.push_str(&format!(" [cut here: {} bytes in all]", body.len()));
+    std::borrow::Cow::Owned(text)
+}
+
 fn describe_answer(a: &Answer) -> String {
     format!(
         "HTTP {}: {}",
@@ -391,7 +417,7 @@ pub(crate) async fn attempt<P: Provider>(
 
     match ctx.provider.classify(&result) {
         Verdict::Success => {
-            let Attempt::Answered(a) = &result else {
+            let Attempt::Answered(a) = result else {
                 unreachable!("only answers succeed")
             };
             if let Some(u) = a.usage {

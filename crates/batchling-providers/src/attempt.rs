@@ -67,6 +67,15 @@ pub enum TransportKind {
     Timeout,
     /// The request could not even be built (not retryable).
     Invalid,
+    /// What came back is not well-formed HTTP (impossible or conflicting
+    /// lengths, a broken chunk, no valid status, an oversized head, an
+    /// unasked protocol switch or compression). Retried like a broken
+    /// connection.
+    Malformed,
+    /// The answer is larger than `--max-response-mb`: cut off, not retried
+    /// (the same request would most likely get the same answer, paid for
+    /// again).
+    TooLarge,
 }
 
 /// A failed HTTP call.

@@ -19,6 +19,20 @@ pub mod secret;
 use std::future::Future;
 
 pub use attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
+
+/// Entry points for fuzzers; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Feed `data` to the lean HTTP/1.1 client's answer reader as the
+    /// bytes a peer sent after a request (several answers, as on a
+    /// kept-alive connection), with small caps (64 KiB bodies, 4 KiB heads,
+    /// 4 informational answers): once in one piece, once three bytes at a
+    /// time. Never panics, unless the two readings disagree about the first
+    /// answer, which would be a bug of its own.
+    pub fn http_response(data: &[u8]) {
+        crate::openai::plain::feed::http_response(data);
+    }
+}
 pub use batchling_core::Verdict;
 pub use secret::ApiKey;
 

@@ -137,6 +137,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Extra headers for every request.
     pub headers: Vec<(String, String)>,
+    /// The largest answer read (`--max-response-mb`, `max_response_mb`).
+    pub max_response_bytes: u64,
 }
 
 impl UpstreamConfig {
@@ -152,6 +154,7 @@ impl UpstreamConfig {
             concurrency: batchling_engine::DEFAULT_CONCURRENCY,
             timeout: Duration::from_secs(600),
             headers: Vec::new(),
+            max_response_bytes: batchling_providers::openai::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -210,6 +213,7 @@ struct FileUpstream {
     tpm: Option<u64>,
     concurrency: Option<usize>,
     timeout_secs: Option<f64>,
+    max_response_mb: Option<u64>,
     #[serde(default)]
     headers: std::collections::BTreeMap<String, String>,
 }
@@ -302,6 +306,17 @@ pub fn load(path: &Path, getenv: impl Fn(&str) -> Option<String>) -> Result<Load
             }
             up.timeout = Duration::from_secs_f64(t);
         }
+        if let Some(mb) = u.max_response_mb {
+            up.max_response_bytes =
+                mb.checked_mul(1024 * 1024)
+                    .filter(|&b| b > 0)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "upstream {:?}: max_response_mb must be a positive number of MiB",
+                            u.name
+                        ))
+                    })?;
+        }
         up.headers = u.headers.into_iter().collect();
         upstreams.push(up);
     }
@@ -358,5 +373,27 @@ mod tests {
         let ok = load(&p, |_| Some("sk-secret".into())).unwrap();
         assert_eq!(ok.upstreams[0].models, ["*"]);
         assert!(ok.upstreams[0].api_key.is_some());
+    }
+
+    #[test]
+    fn the_answer_cap_per_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let up = |extra: &str| {
+            format!("[[upstream]]\nname = \"a\"\nbase_url = \"http://x/v1\"\n{extra}")
+        };
+        std::fs::write(&p, up("max_response_mb = 8\n")).unwrap();
+        assert_eq!(
+            load(&p, |_| None).unwrap().upstreams[0].max_response_bytes,
+            8 << 20
+        );
+        std::fs::write(&p, up("")).unwrap();
+        assert_eq!(
+            load(&p, |_| None).unwrap().upstreams[0].max_response_bytes,
+            batchling_providers::openai::DEFAULT_MAX_RESPONSE_BYTES
+        );
+        std::fs::write(&p, up("max_response_mb = 0\n")).unwrap();
+        let e = load(&p, |_| None).unwrap_err().to_string();
+        assert!(e.contains("max_response_mb must be a positive"), "{e}");
     }
 }

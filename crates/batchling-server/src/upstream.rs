@@ -77,6 +77,7 @@ impl Upstream {
             headers: config.headers.clone(),
             timeout: config.timeout,
             pool_size: config.concurrency,
+            max_response_bytes: config.max_response_bytes,
             ..ClientConfig::default()
         })?;
         let metrics = Arc::new(UpstreamMetrics::default());

@@ -9,6 +9,16 @@ use crate::error::StoreError;
 use crate::identity::InputIdentity;
 use crate::record::{FinalState, Record};
 
+/// Lines at least this long go through SQLite's incremental blob I/O: the
+/// row is inserted holding zeros and the line written into it page by page,
+/// and exported the same way, so SQLite never holds a copy of the whole
+/// line (binding a blob copies it, and building the row copies it again).
+const BLOB_IO_MIN: usize = 1 << 20;
+
+/// The `meta` key set once a line of [`BLOB_IO_MIN`] or more is journaled:
+/// only then does the export look at the lines' sizes.
+const LONG_LINES: &str = "long_lines";
+
 /// Migrations, applied in order; `PRAGMA user_version` says how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_journal.sql"),
@@ -535,18 +545,44 @@ impl Journal {
         };
         let file = File::create(tmp).map_err(eerr)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
+        // A long line is not loaded by the query (`length` reads only its
+        // size) but read in pieces through a blob handle. Journals that
+        // never held one skip the test.
+        let line = if self.get_meta(LONG_LINES)?.is_some() {
+            format!("CASE WHEN length(l.line) < {BLOB_IO_MIN} THEN l.line END")
+        } else {
+            "l.line".to_owned()
+        };
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT l.line FROM requests r JOIN lines l ON l.seq = r.seq WHERE {filter}"
+                "SELECT l.seq, {line} FROM requests r JOIN lines l ON l.seq = r.seq WHERE {filter}"
             ))
             .map_err(|e| self.write_err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.write_err(e))?;
         let mut n = 0;
+        let mut piece = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.write_err(e))? {
-            let line = row.get_ref(0).map_err(|e| self.write_err(e))?;
-            w.write_all(line.as_blob().map_err(|e| self.write_err(e.into()))?)
-                .map_err(eerr)?;
+            let line = row.get_ref(1).map_err(|e| self.write_err(e))?;
+            if line == rusqlite::types::ValueRef::Null {
+                let seq: i64 = row.get(0).map_err(|e| self.write_err(e))?;
+                let blob = self
+                    .conn
+                    .blob_open(rusqlite::MAIN_DB, "lines", "line", seq, true)
+                    .map_err(|e| self.write_err(e))?;
+                piece.resize(BLOB_IO_MIN, 0);
+                let mut at = 0;
+                while at < blob.len() {
+                    let k = (blob.len() - at).min(piece.len());
+                    blob.read_at_exact(&mut piece[..k], at)
+                        .map_err(|e| self.write_err(e))?;
+                    w.write_all(&piece[..k]).map_err(eerr)?;
+                    at += k;
+                }
+            } else {
+                w.write_all(line.as_blob().map_err(|e| self.write_err(e.into()))?)
+                    .map_err(eerr)?;
+            }
             n += 1;
         }
         let file = w.into_inner().map_err(|e| eerr(e.into_error()))?;
@@ -651,7 +687,18 @@ pub(crate) fn insert_records(
             ])?;
             // Zero rows changed: the request was already done (the
             // guard), so its line stays as it was.
-            if changed > 0 {
+            if changed > 0 && r.line.len() >= BLOB_IO_MIN {
+                line.execute(params![
+                    r.seq as i64,
+                    rusqlite::blob::ZeroBlob(r.line.len() as _)
+                ])?;
+                tx.blob_open(rusqlite::MAIN_DB, "lines", "line", r.seq as i64, false)?
+                    .write_at(&r.line, 0)?;
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, '1') ON CONFLICT (key) DO NOTHING",
+                )?
+                .execute([LONG_LINES])?;
+            } else if changed > 0 {
                 line.execute(params![r.seq as i64, r.line])?;
             }
             *next_finished += 1;

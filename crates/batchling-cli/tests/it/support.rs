@@ -397,9 +397,27 @@ impl Running {
         assert!(ok, "kill -TERM failed");
     }
 
-    pub(crate) fn wait(mut self) -> Outcome {
+    pub(crate) fn wait(self) -> Outcome {
+        self.wait_with_peak().0
+    }
+
+    /// Run to the end, and the child's peak resident memory in bytes as
+    /// last read from `/proc/PID/status` (`VmHWM`, sampled every few
+    /// milliseconds while it runs).
+    pub(crate) fn wait_with_peak(mut self) -> (Outcome, u64) {
         let start = Instant::now();
+        let status_file = format!("/proc/{}/status", self.child.id());
+        let mut peak = 0;
         let status = loop {
+            // Read before asking whether it ended: the last reading is of
+            // the process just before its exit.
+            if let Some(hwm) = std::fs::read_to_string(&status_file).ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            }) {
+                peak = peak.max(hwm * 1024);
+            }
             if let Some(s) = self.child.try_wait().expect("wait for batchling") {
                 break s;
             }
@@ -411,14 +429,15 @@ impl Running {
                     self.err_t.join().unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         };
-        Outcome {
+        let outcome = Outcome {
             status,
             stdout: self.out_t.join().unwrap(),
             stderr: self.err_t.join().unwrap(),
             run: self.run,
-        }
+        };
+        (outcome, peak)
     }
 }
 

@@ -18,8 +18,9 @@ use serde_json::Value;
 
 pub use batchling_core::batch::BatchStatus;
 
-use super::client::ClientConfig;
+use super::client::{ClientConfig, Cut};
 use super::headers;
+use super::plain::oversize_message;
 use crate::ProviderError;
 use crate::secret::ApiKey;
 
@@ -153,7 +154,21 @@ pub enum BatchApiError {
         /// What the parser said.
         message: String,
     },
+    /// An answer over the cap (`--max-response-mb` for API objects,
+    /// [`MAX_RESULT_FILE_BYTES`] for a file's content): cut off, not
+    /// retried.
+    #[error("{what}: {message}")]
+    TooLarge {
+        /// The call.
+        what: String,
+        /// Its size, and the cap.
+        message: String,
+    },
 }
+
+/// The cap on a result file's content (`GET /files/{id}/content`): files
+/// hold up to 50,000 answers, so `--max-response-mb` does not apply to them.
+pub const MAX_RESULT_FILE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 impl BatchApiError {
     /// Whether trying again can help: 408, 409, 429, 5xx, no answer
@@ -166,7 +181,7 @@ impl BatchApiError {
                 ..
             } => should_retry.unwrap_or(matches!(status, 408 | 409 | 429 | 500..)),
             BatchApiError::Transport { .. } => true,
-            BatchApiError::Decode { .. } => false,
+            BatchApiError::Decode { .. } | BatchApiError::TooLarge { .. } => false,
         }
     }
 
@@ -204,6 +219,8 @@ pub struct BatchClient {
     http: reqwest::Client,
     base: String,
     key: Option<ApiKey>,
+    /// The cap on an API object's body.
+    max_body: u64,
 }
 
 static BOUNDARY_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -226,6 +243,7 @@ impl BatchClient {
             http,
             base,
             key: config.api_key.clone(),
+            max_body: config.max_response_bytes,
         })
     }
 
@@ -240,12 +258,32 @@ impl BatchClient {
         }
     }
 
-    /// Send, and return the body of a 2xx answer.
-    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Bytes, BatchApiError> {
-        let resp = req.send().await.map_err(|e| self.transport(what, &e))?;
+    /// Send, and return the body of a 2xx answer (at most `cap` bytes).
+    async fn send_capped(
+        &self,
+        what: &str,
+        req: reqwest::RequestBuilder,
+        cap: (u64, &str),
+    ) -> Result<Bytes, BatchApiError> {
+        let mut resp = req.send().await.map_err(|e| self.transport(what, &e))?;
         let status = resp.status().as_u16();
         let h = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| self.transport(what, &e))?;
+        let body = match super::client::read_capped(&mut resp, cap.0).await {
+            Ok(b) => b,
+            Err(Cut::Http(e)) => return Err(self.transport(what, &e)),
+            Err(Cut::Over(o)) => {
+                return Err(BatchApiError::TooLarge {
+                    what: what.to_owned(),
+                    message: oversize_message(o, cap.1),
+                });
+            }
+            Err(Cut::NoMemory(n)) => {
+                return Err(BatchApiError::Transport {
+                    what: what.to_owned(),
+                    message: format!("cannot set aside memory for {n} more bytes of the answer"),
+                });
+            }
+        };
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -260,6 +298,16 @@ impl BatchClient {
             retry_after: headers::retry_after(&h),
             should_retry: headers::should_retry(&h),
         })
+    }
+
+    /// Send, and return the body of a 2xx answer (an API object, within
+    /// `--max-response-mb`).
+    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Bytes, BatchApiError> {
+        let cap = format!(
+            "the {} cap (--max-response-mb)",
+            super::plain::size_text(self.max_body)
+        );
+        self.send_capped(what, req, (self.max_body, &cap)).await
     }
 
     async fn json<T: for<'de> Deserialize<'de>>(
@@ -406,7 +454,16 @@ impl BatchClient {
             .http
             .get(self.url(&format!("/files/{id}/content")))
             .header("accept", "application/binary");
-        self.send(&format!("downloading file {id}"), req).await
+        let cap = format!(
+            "the {} cap on a result file",
+            super::plain::size_text(MAX_RESULT_FILE_BYTES)
+        );
+        self.send_capped(
+            &format!("downloading file {id}"),
+            req,
+            (MAX_RESULT_FILE_BYTES, &cap),
+        )
+        .await
     }
 }
 

@@ -9,8 +9,9 @@ use crate::attempt::{Answer, Attempt, TransportKind};
 
 /// Decide retry / give up / success / stop-the-run for one attempt.
 ///
-/// Rules (provider-apis §6.5): retry connection errors, timeouts, 408, 409,
-/// 429, 5xx (529 included) and 2xx bodies that are not JSON; stop the whole
+/// Rules (provider-apis §6.5): retry connection errors, malformed HTTP,
+/// timeouts, 408, 409, 429, 5xx (529 included) and 2xx bodies that are not
+/// JSON; fail an answer over `--max-response-mb` at once; stop the whole
 /// run on 401/403 and on quota exhaustion; `x-should-retry` overrides the
 /// status rules both ways; every other 4xx fails the request.
 pub fn classify(attempt: &Attempt) -> Verdict {
@@ -18,8 +19,8 @@ pub fn classify(attempt: &Attempt) -> Verdict {
         Attempt::Transport(t) => {
             let reason = match t.kind {
                 TransportKind::Timeout => RetryReason::Timeout,
-                TransportKind::Connection => RetryReason::Connection,
-                TransportKind::Invalid => return Verdict::Fail,
+                TransportKind::Connection | TransportKind::Malformed => RetryReason::Connection,
+                TransportKind::Invalid | TransportKind::TooLarge => return Verdict::Fail,
             };
             return Verdict::Retry {
                 after: None,
@@ -86,7 +87,15 @@ fn server_delay(answer: &Answer) -> Option<Duration> {
         .max()
 }
 
+/// The most of an error body parsed for its `error` object: a tree of
+/// values takes many times the text's size, and real error envelopes are
+/// a few hundred bytes.
+const MAX_ERROR_PARSE: usize = 1 << 20;
+
 fn error_object(answer: &Answer) -> Option<Value> {
+    if answer.body.len() > MAX_ERROR_PARSE {
+        return None;
+    }
     let v: Value = serde_json::from_slice(&answer.body).ok()?;
     v.get("error").cloned()
 }
@@ -114,7 +123,8 @@ pub fn error_message(answer: &Answer) -> String {
     {
         return msg.to_owned();
     }
-    let text = String::from_utf8_lossy(&answer.body);
+    // Only the start is shown: no need to convert a large body in full.
+    let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(2048)]);
     let text = text.trim();
     if text.is_empty() {
         return format!("HTTP {} with an empty body", answer.status);
@@ -245,6 +255,29 @@ mod tests {
             message: "timed out".into(),
         });
         assert!(is_retry(&classify(&t), RetryReason::Timeout));
+    }
+
+    #[test]
+    fn oversized_and_malformed_answers() {
+        let t = |kind| {
+            classify(&Attempt::Transport(TransportError {
+                kind,
+                message: "x".into(),
+            }))
+        };
+        assert_eq!(t(TransportKind::TooLarge), Verdict::Fail);
+        assert!(is_retry(
+            &t(TransportKind::Malformed),
+            RetryReason::Connection
+        ));
+        // A huge error body is not parsed into values; its start is shown.
+        let huge = format!("{{\"error\":{{\"message\":\"{}\"}}}}", "m".repeat(2 << 20));
+        let m = error_message(&answer(500, &huge));
+        assert!(
+            m.starts_with("{\"error\"") && m.chars().count() == 300,
+            "{}",
+            &m[..40]
+        );
     }
 
     #[test]

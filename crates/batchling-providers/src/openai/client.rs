@@ -3,12 +3,14 @@
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use batchling_core::Endpoint;
 use batchling_core::usage::{BodyRead, read_body};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::headers::HeaderLookup;
-use super::plain::{PlainClient, PlainError};
+use super::plain::{Oversize, PlainClient, PlainError, too_large_message};
 use super::{classify, headers};
 use crate::attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
 use crate::secret::ApiKey;
@@ -43,7 +45,21 @@ pub struct ClientConfig {
     /// one HTTP/2 connection per host, which caps concurrency at the
     /// server's stream limit, while an HTTP/1.1 pool scales with it.
     pub http2: bool,
+    /// The largest answer body read (`--max-response-mb`); a larger one is
+    /// cut off and becomes a `response_too_large` error, not retried.
+    pub max_response_bytes: u64,
 }
+
+/// The default cap on an answer's body: 256 MiB. The largest real answers
+/// are embeddings of a full request (2,048 inputs at 3,072 dimensions as
+/// JSON floats: 130-200 MB); a long completion with log-probabilities is
+/// tens of MB; everything else is far below 1 MB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Spare room set aside after a large answer's body, so that the output
+/// line (its envelope: ids, status, request id) can be built around the
+/// body in the same memory instead of a copy.
+pub const LINE_ROOM: usize = 4096;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -55,6 +71,7 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(600),
             pool_size: 64,
             http2: false,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -69,6 +86,8 @@ pub struct OpenAiClient {
     urls: Vec<(Endpoint, reqwest::Url)>,
     timeout: Duration,
     key: Option<ApiKey>,
+    /// The cap on an answer's body.
+    max_body: u64,
 }
 
 /// How requests travel. Only one of the two is built: reqwest's TLS set-up
@@ -182,6 +201,7 @@ impl OpenAiClient {
             base,
             timeout: config.timeout,
             key: config.api_key,
+            max_body: config.max_response_bytes,
         })
     }
 
@@ -195,18 +215,32 @@ impl OpenAiClient {
             TransportKind::Timeout
         } else if e.is_builder() {
             TransportKind::Invalid
+        } else if is_malformed(e) {
+            TransportKind::Malformed
         } else {
             TransportKind::Connection
         };
-        let message = crate::secret::redact(self.key.as_ref(), &super::error_chain(e));
+        self.transport(kind, &super::error_chain(e))
+    }
+
+    /// A transport error, its message free of the key.
+    fn transport(&self, kind: TransportKind, message: &str) -> TransportError {
+        let message = crate::secret::redact(self.key.as_ref(), message);
         TransportError { kind, message }
+    }
+
+    fn too_large(&self, o: Oversize) -> Attempt {
+        Attempt::Transport(TransportError {
+            kind: TransportKind::TooLarge,
+            message: too_large_message(o, self.max_body),
+        })
     }
 
     async fn attempt(
         &self,
         http: &reqwest::Client,
         request: &Outgoing,
-    ) -> Result<Answer, reqwest::Error> {
+    ) -> Result<Attempt, reqwest::Error> {
         let url = self
             .urls
             .iter()
@@ -226,12 +260,45 @@ impl OpenAiClient {
         let mut resp = resp;
         let status = resp.status().as_u16();
         let headers = std::mem::take(resp.headers_mut());
-        let body = resp.bytes().await?;
-        Ok(self.answer(status, &headers, body))
+        match read_capped(&mut resp, self.max_body).await {
+            Ok(body) => Ok(self.answer(status, &headers, body)),
+            Err(Cut::Http(e)) => Err(e),
+            Err(Cut::Over(o)) => Ok(self.too_large(o)),
+            Err(Cut::NoMemory(n)) => Ok(Attempt::Transport(self.transport(
+                TransportKind::Connection,
+                &format!("cannot set aside memory for {n} more bytes of the answer"),
+            ))),
+        }
     }
 
-    /// The answer to a response read in full.
-    fn answer<H: HeaderLookup>(&self, status: u16, h: &H, mut body: bytes::Bytes) -> Answer {
+    /// The answer to a response read in full, unless what came is not an
+    /// answer batchling can use: a status outside 200-599 (an unasked
+    /// protocol switch, or no HTTP status at all), or a compressed body
+    /// (batchling asks for none, so cannot read one).
+    fn answer<H: HeaderLookup>(&self, status: u16, h: &H, body: Bytes) -> Attempt {
+        if !(200..=599).contains(&status) {
+            let message = match status {
+                101 => "the server switched protocols (101 Switching Protocols), which was not asked for".to_owned(),
+                100..=199 => format!("the server's last answer is informational ({status}), not a real one"),
+                _ => format!("the answer's status {status} is not an HTTP status (100-599)"),
+            };
+            return Attempt::Transport(self.transport(TransportKind::Malformed, &message));
+        }
+        if let Some(coding) = h.content_encoding()
+            && !coding.trim_ascii().is_empty()
+            && !coding.trim_ascii().eq_ignore_ascii_case(b"identity")
+        {
+            let coding = &coding[..coding.len().min(40)];
+            let message = format!(
+                "the answer is compressed (Content-Encoding: {}), which batchling did not ask for and does not decode",
+                coding.escape_ascii()
+            );
+            return Attempt::Transport(self.transport(TransportKind::Malformed, &message));
+        }
+        Attempt::Answered(self.answered(status, h, body))
+    }
+
+    fn answered<H: HeaderLookup>(&self, status: u16, h: &H, mut body: Bytes) -> Answer {
         let limits = headers::rate_limits(h);
         let retry_after = headers::retry_after(h);
         let should_retry = headers::should_retry(h);
@@ -243,7 +310,7 @@ impl OpenAiClient {
         {
             // A server that echoes the key in an error must not put it into
             // the error file.
-            body = bytes::Bytes::from(k.redact(&text));
+            body = Bytes::from(k.redact(&text));
         }
         // One parse serves both purposes: validating the body as JSON (an
         // output line embeds it verbatim) and reading its usage.
@@ -274,7 +341,8 @@ impl OpenAiClient {
             .post(request.endpoint, custom_id, request.body.clone())
             .await
         {
-            Ok(r) => Attempt::Answered(self.answer(r.status, &r.headers, r.body)),
+            Ok(r) => self.answer(r.status, &r.headers, r.body),
+            Err(PlainError::TooLarge(o)) => self.too_large(o),
             Err(e) => {
                 let (kind, message) = match e {
                     PlainError::Timeout => (
@@ -282,9 +350,10 @@ impl OpenAiClient {
                         format!("no complete answer within {:?}", self.timeout),
                     ),
                     PlainError::Connection(m) => (TransportKind::Connection, m),
+                    PlainError::Malformed(m) => (TransportKind::Malformed, m),
+                    PlainError::TooLarge(_) => unreachable!("handled above"),
                 };
-                let message = crate::secret::redact(self.key.as_ref(), &message);
-                Attempt::Transport(TransportError { kind, message })
+                Attempt::Transport(self.transport(kind, &message))
             }
         }
     }
@@ -325,8 +394,77 @@ fn plain_client(
         config.timeout,
         Duration::from_secs(10).min(config.timeout),
         config.pool_size,
+        config.max_response_bytes,
     )
     .map(Some)
+}
+
+/// Why reading a body through reqwest stopped.
+pub(crate) enum Cut {
+    Http(reqwest::Error),
+    Over(Oversize),
+    NoMemory(usize),
+}
+
+/// A body read through reqwest, at most `cap` bytes: a declared length over
+/// the cap is refused before anything is read, and the bytes are counted
+/// as they arrive. A body of one piece is kept as it came; a longer one is
+/// gathered in memory set aside once (for its declared length, within the
+/// cap), with room for the output line's envelope.
+pub(crate) async fn read_capped(resp: &mut reqwest::Response, cap: u64) -> Result<Bytes, Cut> {
+    let declared = resp.content_length();
+    if let Some(n) = declared
+        && n > cap
+    {
+        return Err(Cut::Over(Oversize::Declared(Some(n))));
+    }
+    let mut first: Option<Bytes> = None;
+    let mut body: Vec<u8> = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Cut::Http)? {
+        let total = (first.as_ref().map_or(0, Bytes::len) + body.len()) as u64 + chunk.len() as u64;
+        if total > cap {
+            return Err(Cut::Over(Oversize::Read(total)));
+        }
+        if first.is_none() && body.is_empty() {
+            first = Some(chunk);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            // Within the cap: `declared` was checked against it.
+            let want = declared.map_or(0, |n| n as usize).max(total as usize) + LINE_ROOM;
+            body.try_reserve_exact(want)
+                .map_err(|_| Cut::NoMemory(want))?;
+            body.extend_from_slice(&f);
+        }
+        super::plain::grow_body(&mut body, chunk.len(), cap)
+            .map_err(|_| Cut::NoMemory(chunk.len()))?;
+        body.extend_from_slice(&chunk);
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(body)))
+}
+
+/// Whether reqwest's error says the answer was not well-formed HTTP (as
+/// opposed to a connection that failed): hyper's parse errors, and the
+/// invalid-data errors of its body decoding (a bad chunk size).
+fn is_malformed(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_parse_status() || h.is_parse_too_large())
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The custom id as a header value: visible ASCII as is, every other byte
@@ -353,7 +491,7 @@ impl Provider for OpenAiClient {
         match &self.transport {
             Transport::Plain(plain) => self.send_plain(plain, request).await,
             Transport::Reqwest(http) => match self.attempt(http, request).await {
-                Ok(a) => Attempt::Answered(a),
+                Ok(a) => a,
                 Err(e) => Attempt::Transport(self.transport_error(&e)),
             },
         }

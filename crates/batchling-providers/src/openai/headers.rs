@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use batchling_core::duration::parse_duration;
 use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
-use reqwest::header::{HeaderMap, HeaderName};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 // Looked up by pre-built names: a `&str` name is parsed and validated on
 // every lookup, several times per answer.
@@ -21,11 +21,23 @@ static REQUEST_ID: HeaderName = name("request-id");
 pub trait HeaderLookup {
     /// The first value of header `name` (lower case), when it is text.
     fn header(&self, name: &HeaderName) -> Option<&str>;
+
+    /// The first value of header `name` (lower case), as bytes.
+    fn header_bytes(&self, name: &HeaderName) -> Option<&[u8]>;
+
+    /// The first `Content-Encoding`, as bytes.
+    fn content_encoding(&self) -> Option<&[u8]> {
+        self.header_bytes(&reqwest::header::CONTENT_ENCODING)
+    }
 }
 
 impl HeaderLookup for HeaderMap {
     fn header(&self, name: &HeaderName) -> Option<&str> {
         self.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn header_bytes(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::as_bytes)
     }
 }
 

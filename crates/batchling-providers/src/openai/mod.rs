@@ -6,11 +6,11 @@ pub mod batches;
 pub mod classify;
 pub mod client;
 pub mod headers;
-mod plain;
+pub(crate) mod plain;
 
 pub use batches::{BatchApiError, BatchClient, BatchStatus};
 pub use classify::classify;
-pub use client::{AuthStyle, ClientConfig, OpenAiClient};
+pub use client::{AuthStyle, ClientConfig, DEFAULT_MAX_RESPONSE_BYTES, LINE_ROOM, OpenAiClient};
 
 /// An error and its sources, joined by ": ". reqwest's own message names the
 /// URL but not the cause ("connection refused" is a source); it never holds
