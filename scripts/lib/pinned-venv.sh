@@ -37,6 +37,12 @@ sys.exit(0 if all(version(n) == v for n, v in (s.split("==") for s in sys.argv[1
 PY
     }
     installed && return 0
+    # Tests run in parallel and may all find the venv missing: one installs,
+    # the others wait for it and then find it ready.
+    mkdir -p "$(dirname "$venv")"
+    exec 9>"$venv.lock"
+    flock 9
+    installed && return 0
     command -v python3 >/dev/null || cannot_install "python3 not found"
     if [ ! -x "$venv/bin/python" ]; then
         mkdir -p "$(dirname "$venv")"
@@ -45,13 +51,13 @@ PY
     # Said out loud: a first `cargo test` would otherwise sit silent while
     # pip downloads (pip's own progress follows on stderr).
     echo "$me: installing $what into $venv from PyPI (once; later runs reuse it): ${all[*]}" >&2
-    local pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input --progress-bar on)
+    local pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
     if [ ${#plain[@]} -gt 0 ]; then
-        "${pip[@]}" install "${plain[@]}" >&2 \
+        "${pip[@]}" install --progress-bar on "${plain[@]}" >&2 \
             || cannot_install "pip install ${plain[*]} failed (PyPI unreachable?)"
     fi
     if [ ${#nodeps[@]} -gt 0 ]; then
-        "${pip[@]}" install --no-deps "${nodeps[@]}" >&2 \
+        "${pip[@]}" install --progress-bar on --no-deps "${nodeps[@]}" >&2 \
             || cannot_install "pip install --no-deps ${nodeps[*]} failed (PyPI unreachable?)"
     fi
     installed || cannot_install "installed but not importable in $venv"

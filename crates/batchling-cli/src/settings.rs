@@ -268,18 +268,22 @@ fn duration_flag(flag: &str, text: &str) -> Result<Duration> {
     })
 }
 
+/// A flag's positive number of seconds (NaN, 0, negatives and values past
+/// what a `Duration` holds are refused, never a panic).
+fn positive_secs(flag: &str, secs: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} {secs}: expected a positive number of seconds"))
+}
+
 /// Base URL and key from flags and environment: (config, key given,
 /// a base URL given by flag or environment).
 fn client_config(
     a: &ClientArgs,
     getenv: &impl Fn(&str) -> Option<String>,
 ) -> Result<(ClientConfig, bool, bool)> {
-    if !(a.timeout.is_finite() && a.timeout > 0.0) {
-        bail!(
-            "--timeout {}: expected a positive number of seconds",
-            a.timeout
-        );
-    }
+    let timeout = positive_secs("--timeout", a.timeout)?;
     let headers = a
         .headers
         .iter()
@@ -299,7 +303,7 @@ fn client_config(
             .unwrap_or_else(|| OPENAI_DEFAULT_BASE.into()),
         api_key: key.clone(),
         headers,
-        timeout: Duration::from_secs_f64(a.timeout),
+        timeout,
         max_response_bytes,
         ..ClientConfig::default()
     };
@@ -500,12 +504,7 @@ impl ServeSettings {
                 a.listen
             )
         })?;
-        if !(a.timeout.is_finite() && a.timeout > 0.0) {
-            bail!(
-                "--timeout {}: expected a positive number of seconds",
-                a.timeout
-            );
-        }
+        let timeout = positive_secs("--timeout", a.timeout)?;
         if a.concurrency == 0 || a.max_attempts == 0 || a.max_running_batches == 0 {
             bail!("--concurrency, --max-attempts and --max-running-batches must be at least 1");
         }
@@ -515,15 +514,7 @@ impl ServeSettings {
         if a.max_upload_mb == 0 {
             bail!("--max-upload-mb must be at least 1");
         }
-        let body_timeout = Duration::try_from_secs_f64(a.body_timeout)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .with_context(|| {
-                format!(
-                    "--body-timeout {}: expected a positive number of seconds",
-                    a.body_timeout
-                )
-            })?;
+        let body_timeout = positive_secs("--body-timeout", a.body_timeout)?;
         let window = parse_duration(&a.batch_window).with_context(|| {
             format!(
                 "--batch-window {:?}: expected a duration such as 24h or 90s",
@@ -555,7 +546,7 @@ impl ServeSettings {
                 up.rpm = a.rpm;
                 up.tpm = a.tpm;
                 up.concurrency = a.concurrency;
-                up.timeout = Duration::from_secs_f64(a.timeout);
+                up.timeout = timeout;
                 up.max_response_bytes = max_response_bytes(a.max_response_mb)?;
                 (vec![up], None)
             }

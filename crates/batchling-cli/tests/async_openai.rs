@@ -90,7 +90,7 @@ fn run_batch(url: &str, dir: &Path, endpoint: &str, body: &str) -> (String, Stri
 #[test]
 fn async_openai_reads_serves_batches_files_and_outputs() {
     if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: curl not found (it plays the client in this test)");
+        support::skip("curl not found (it plays the client in this test)");
         return;
     }
     let project = repo().join("scripts/async-openai-check");
@@ -107,9 +107,7 @@ fn async_openai_reads_serves_batches_files_and_outputs() {
         .status()
         .expect("run cargo");
     if !build.success() {
-        eprintln!(
-            "SKIPPED: scripts/async-openai-check does not build here (see cargo's message above)"
-        );
+        support::skip("scripts/async-openai-check does not build here (see cargo's message above)");
         return;
     }
     let checker = target.join("debug/async-openai-check");

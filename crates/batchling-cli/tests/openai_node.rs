@@ -25,12 +25,14 @@ fn install(major: &str) -> Option<(String, String)> {
     let setup = match setup {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("SKIPPED: openai {major}.x: cannot run bash: {e}");
+            support::skip(&format!("openai {major}.x: cannot run bash: {e}"));
             return None;
         }
     };
     if setup.status.code() == Some(3) {
-        eprintln!("SKIPPED: openai {major}.x cannot be installed (see the setup.sh message above)");
+        support::skip(&format!(
+            "openai {major}.x cannot be installed (see the setup.sh message above)"
+        ));
         return None;
     }
     assert!(

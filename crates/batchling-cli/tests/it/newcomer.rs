@@ -272,6 +272,32 @@ fn messages_name_the_real_cause() {
         "{}",
         o.stderr
     );
+
+    // A number of seconds past what a duration holds is refused, not a panic.
+    for (cmd, flag) in [
+        ("run", "--timeout"),
+        ("serve", "--timeout"),
+        ("serve", "--body-timeout"),
+    ] {
+        let args: Vec<&str> = match cmd {
+            "run" => vec![
+                "run",
+                "in.jsonl",
+                "-o",
+                "out.jsonl",
+                "--mock",
+                flag,
+                "1e300",
+            ],
+            _ => vec!["serve", "--mock", "--no-auth", flag, "1e300"],
+        };
+        let (code, _, err) = batchling(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("expected a positive number of seconds"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]
