@@ -65,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use close::close_unfinished;
 pub use pacer::{EffectiveLimits, PacerConfig};
-pub use reader::{DuplicateCheck, Input, Validator, check_file, for_each_request};
+pub use reader::{DuplicateCheck, Input, MAX_LINE_BYTES, Validator, check_file, for_each_request};
 pub use report::{Progress, Reporter, RunSummary, StopCause};
 
 /// One run over an input file.

@@ -43,6 +43,8 @@ mod api;
 mod batches;
 pub mod config;
 mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod meta;
 mod metrics;
 mod runner;
