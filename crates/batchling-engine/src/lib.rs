@@ -42,6 +42,8 @@ pub mod budget;
 mod close;
 mod dispatch;
 pub mod estimate;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 pub mod pacer;
 mod reader;

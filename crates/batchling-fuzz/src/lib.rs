@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("multipart_upload", multipart_upload),
     ("serve_json_bodies", serve_json_bodies),
     ("usage_body", usage_body),
+    ("batch_output", batch_output),
 ];
 
 /// The JSON scanner against serde_json: whatever serde_json reads as an
@@ -254,5 +255,29 @@ pub fn usage_body(data: &[u8]) {
         let mut sum = u;
         sum.add(u);
         let _ = (u.total(), sum.total(), TokenCounts::from(u));
+    }
+}
+
+/// A finished batch from the upstream (first line: the batch object; the
+/// rest: its result file) through `submit`'s collect: every request of the
+/// part gets exactly one record, whatever the file says.
+pub fn batch_output(data: &[u8]) {
+    let records = batchling_engine::fuzzing::batch_output(data);
+    let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    let want: Vec<u64> = (0..batchling_engine::fuzzing::PART_IDS.len() as u64).collect();
+    assert_eq!(seqs, want, "one record per request");
+    for r in &records {
+        assert_eq!(r.line_no, r.seq + 1);
+        if r.state == batchling_store::FinalState::Done {
+            assert!(
+                r.status_code.is_some_and(|s| (200..300).contains(&s)),
+                "{r:?}"
+            );
+        }
+        assert!(
+            r.cost_usd.is_none_or(|c| c.is_finite() && c >= 0.0),
+            "{r:?}"
+        );
     }
 }
