@@ -43,6 +43,7 @@ fn corpus_and_regressions_replay_without_panics() {
             }
         }
     }
+    batchling_server::fuzzing::remove_data_dir();
     assert!(failures.is_empty(), "these inputs panic: {failures:#?}");
     assert!(replayed > 0, "no corpus found under {}", root().display());
 }

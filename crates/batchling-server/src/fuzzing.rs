@@ -5,7 +5,8 @@
 //! under the system temp dir (`TMPDIR`; point it at a tmpfs when fuzzing:
 //! the metadata database syncs every write). Auth is off and the one
 //! upstream is a closed loopback port, so a batch that gets created fails
-//! fast and sends nothing anywhere.
+//! fast and sends nothing anywhere. The directory outlives the process
+//! (statics are never dropped) unless [`remove_data_dir`] is called.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,6 +38,7 @@ const OTHER_FILE_ID: &str = "file-fuzzuserdata";
 struct Harness {
     runtime: tokio::runtime::Runtime,
     router: Router,
+    dir: PathBuf,
     // Held so the runner's tasks are never told to stop.
     _stop: CancellationToken,
 }
@@ -83,6 +85,7 @@ fn build() -> Result<Harness, String> {
         2,
         stop.child_token(),
     ));
+    let state_dir = dir.clone();
     let state = Arc::new(AppState {
         meta,
         runner,
@@ -97,8 +100,18 @@ fn build() -> Result<Harness, String> {
     Ok(Harness {
         runtime,
         router: api::router(state),
+        dir: state_dir,
         _stop: stop,
     })
+}
+
+/// Remove the harness's data directory, if one was made; for a test that
+/// has sent its last request (later requests fail with 500s).
+pub fn remove_data_dir() {
+    if let Some(h) = HARNESS.get() {
+        let h = h.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = std::fs::remove_dir_all(&h.dir);
+    }
 }
 
 /// Send one request through the router; the answer's status code. The body
