@@ -117,9 +117,9 @@ pub fn check_file(path: &Path) -> io::Result<Vec<LineError>> {
 }
 
 /// The longest input line read (its bytes before the `\n`, a `\r`
-/// included). OpenAI caps a
-/// whole batch input file at 200 MB; a line past this is an error line
-/// (`line_too_large`), skipped without being held, and the run goes on.
+/// included); OpenAI caps a whole batch input file at 200 MB. A longer line
+/// is an error line (`line_too_large`), read past without being held whole
+/// (at most this much of it is buffered), and the run goes on.
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// A line as [`for_each_line`] hands it on: its bytes, or the error of a
