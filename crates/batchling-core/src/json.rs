@@ -9,6 +9,22 @@
 //! `&str`, so its UTF-8 is already checked) with an explicit stack, and
 //! hands back byte ranges of the wanted members' values, which callers then
 //! decode themselves (they are small).
+//!
+//! # Where it differs from serde_json, on purpose
+//! It checks RFC 8259's grammar, not what serde_json can build, so it
+//! accepts a few texts serde_json refuses (the tests state each one):
+//! - lone surrogate escapes (`"\uD800"`, `"\uDC00"`, a high one followed
+//!   by anything but a low one): the grammar allows them. A `custom_id`,
+//!   `method`, `url` or `model` holding one still fails, as those are
+//!   decoded by serde_json ([`string_value`] gives `None`);
+//! - nesting from serde_json's limit (127 containers) up to [`MAX_DEPTH`]
+//!   (512); deeper is refused;
+//! - numbers beyond f64's range (`1e400`): the grammar has no range.
+//!
+//! It refuses what serde_json reads: a wanted key twice in the top-level
+//! object ([`ScanError::DuplicateKey`]; serde_json keeps the last). Other
+//! duplicates are accepted, as serde_json does. Invalid UTF-8 cannot reach
+//! it (it takes `&str`); callers refuse it, as serde_json does.
 
 use std::ops::Range;
 
@@ -22,8 +38,8 @@ pub enum ScanError {
     DuplicateKey(usize),
 }
 
-/// Deeper nesting is refused (serde_json refuses beyond 128).
-const MAX_DEPTH: usize = 512;
+/// Deeper nesting is refused (serde_json refuses beyond 127 containers).
+pub const MAX_DEPTH: usize = 512;
 
 /// Check that `text` is exactly one JSON object (surrounding whitespace
 /// allowed), and return, for each of `keys`, the byte range
@@ -417,7 +433,145 @@ mod tests {
         })
     }
 
+    fn serde_ok(text: &str) -> bool {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).is_ok()
+    }
+
+    /// serde_json's deepest accepted nesting, in containers.
+    const SERDE_MAX_DEPTH: usize = 127;
+
+    #[test]
+    fn lone_surrogates_pass_the_grammar_but_not_serde_json() {
+        for (s, paired) in [
+            (r"\uD800", false),
+            (r"\uDC00", false),
+            (r"\uD800\u0041", false),
+            (r"\uD800x", false),
+            (r"\uDBFF\uD800\uDC00", false),
+            (r"\uD83D\uDE00", true),
+            (r"\uDBFF\uDFFF", true),
+        ] {
+            let text = format!(r#"{{"k":"{s}"}}"#);
+            assert!(valid(&text), "{text}");
+            assert_eq!(serde_ok(&text), paired, "{text}");
+            // A lone surrogate in a field batchling decodes is refused there.
+            let [k] = scan_object(&text, ["k"]).unwrap();
+            assert_eq!(string_value(&text[k.unwrap()]).is_some(), paired, "{text}");
+        }
+    }
+
+    /// A string of escapes: plain letters, `\u0041`, high and low surrogates.
+    fn escapes() -> impl Strategy<Value = Vec<u16>> {
+        prop::collection::vec(
+            prop_oneof![
+                Just(0x41u16),
+                Just(b'x' as u16),
+                0xD800u16..0xDC00,
+                0xDC00u16..0xE000,
+            ],
+            0..6,
+        )
+    }
+
+    /// Whether every surrogate is half of a high-then-low pair.
+    fn all_paired(units: &[u16]) -> bool {
+        let mut i = 0;
+        while i < units.len() {
+            match units[i] {
+                0xD800..=0xDBFF if matches!(units.get(i + 1), Some(0xDC00..=0xDFFF)) => i += 2,
+                0xD800..=0xDFFF => return false,
+                _ => i += 1,
+            }
+        }
+        true
+    }
+
     proptest! {
+        /// Surrogate escapes: the scanner accepts every one (grammar);
+        /// serde_json only pairs, the difference the module doc states.
+        #[test]
+        fn surrogate_escapes_differ_only_when_lone(units in escapes()) {
+            let body: String = units
+                .iter()
+                .map(|&u| if u == b'x' as u16 { "x".to_string() } else { format!("\\u{u:04X}") })
+                .collect();
+            let text = format!(r#"{{"k":"{body}"}}"#);
+            prop_assert!(valid(&text), "{}", text);
+            prop_assert_eq!(serde_ok(&text), all_paired(&units), "{}", text);
+        }
+
+        /// Nesting (arrays and objects mixed) up to and past both limits:
+        /// the scanner takes up to 512 containers, serde_json 127.
+        #[test]
+        fn nesting_depth_limits(shape in prop::collection::vec(any::<bool>(), 0..700)) {
+            let mut text = String::from(r#"{"k":"#);
+            for &object in &shape {
+                text.push_str(if object { r#"{"o":"# } else { "[" });
+            }
+            text.push('1');
+            for &object in shape.iter().rev() {
+                text.push(if object { '}' } else { ']' });
+            }
+            text.push('}');
+            let depth = shape.len() + 1; // the outer object counts
+            prop_assert_eq!(valid(&text), depth <= MAX_DEPTH, "depth {}", depth);
+            prop_assert_eq!(serde_ok(&text), depth <= SERDE_MAX_DEPTH, "depth {}", depth);
+        }
+
+        /// Duplicate keys: accepted by both unless a wanted key repeats at
+        /// the top level, which only the scanner refuses; otherwise the
+        /// wanted value is the one serde_json sees.
+        #[test]
+        fn duplicate_keys(members in prop::collection::vec((0usize..3, 0u8..10, any::<bool>()), 0..6)) {
+            let keys = ["a", "b", "\\u0061"];
+            let inner: Vec<String> = members
+                .iter()
+                .map(|&(k, v, nested)| {
+                    let value = if nested { format!(r#"{{"a":{v},"a":{v}}}"#) } else { v.to_string() };
+                    format!(r#""{}":{value}"#, keys[k])
+                })
+                .collect();
+            let text = format!("{{{}}}", inner.join(","));
+            let a_count = members.iter().filter(|m| m.0 != 1).count();
+            let map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text).expect("serde_json takes duplicates");
+            match scan_object(&text, ["a"]) {
+                Err(e) => {
+                    prop_assert_eq!(e, ScanError::DuplicateKey(0));
+                    prop_assert!(a_count > 1);
+                }
+                Ok([span]) => {
+                    prop_assert!(a_count <= 1, "{}", text);
+                    let got = span.map(|r| serde_json::from_str::<serde_json::Value>(&text[r]).unwrap());
+                    prop_assert_eq!(got.as_ref(), map.get("a"));
+                }
+            }
+            prop_assert!(valid(&text));
+        }
+
+        /// Invalid UTF-8, inside a string or outside: serde_json refuses it
+        /// as the reader does (the scanner never sees it: it takes `&str`).
+        #[test]
+        fn invalid_utf8_is_refused_by_both(
+            doc in jsonish(),
+            at in 0usize..64,
+            bad in prop_oneof![
+                (0x80u8..=0xFF).prop_map(|b| vec![b]),
+                Just(vec![0xC0, 0x80]),
+                Just(vec![0xED, 0xA0, 0x80]),
+                Just(vec![0xF4, 0x90, 0x80, 0x80]),
+                Just(vec![0xE2, 0x82]),
+            ],
+        ) {
+            let text = format!("{{\"k\":{doc}}}");
+            let mut bytes = text.into_bytes();
+            let at = at.min(bytes.len());
+            bytes.splice(at..at, bad);
+            prop_assume!(std::str::from_utf8(&bytes).is_err());
+            prop_assert!(serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).is_err());
+            prop_assert!(crate::request::parse_line(1, &bytes).is_err());
+        }
+
         /// Whatever serde_json accepts as an object, the scanner accepts, and
         /// the other way round.
         #[test]

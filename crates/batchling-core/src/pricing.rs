@@ -657,12 +657,13 @@ fn litellm_entry(model: &str, v: &serde_json::Value) -> Option<(String, ModelPri
     }
     let obj = v.as_object()?;
     // Per token -> per 1M tokens, rounded to a billionth of a dollar so that
-    // 7.5e-08 reads back as 0.075.
+    // 7.5e-08 reads back as 0.075. Checked after scaling: 1e300 per token
+    // would be an infinite price.
     let per_m = |key: &str| {
         obj.get(key)
             .and_then(serde_json::Value::as_f64)
-            .filter(|n| n.is_finite() && *n >= 0.0)
             .map(|n| (n * 1e15).round() / 1e9)
+            .filter(|n| n.is_finite() && *n >= 0.0)
     };
     let input = per_m("input_cost_per_token")?;
     Some((
@@ -718,6 +719,17 @@ mod tests {
         ] {
             assert!(!is_snapshot_suffix(s), "{s}");
         }
+    }
+
+    #[test]
+    fn litellm_prices_that_overflow_are_skipped() {
+        // Found by the `price_file` fuzz target's finite-price check: 1e300
+        // per token was an infinite price per 1M tokens.
+        let mut c = Catalog::new();
+        let text = r#"{"big":{"input_cost_per_token":1e300},"ok":{"input_cost_per_token":1e-7,"output_cost_per_token":1e300}}"#;
+        assert_eq!(c.load_str("p.json", text).unwrap(), 1);
+        let (_, ok) = c.get("ok").unwrap();
+        assert_eq!((ok.input, ok.output), (0.1, 0.0));
     }
 
     #[test]

@@ -71,6 +71,15 @@ pub enum LineProblem {
     /// The body asks for streaming, which a batch cannot return.
     #[error("\"stream\": true is not supported in a batch; remove it or set it to false")]
     Streaming,
+    /// The line is longer than the reader holds; it was skipped unread.
+    #[error(
+        "the line is longer than {} MiB, the most one request line may hold; it was skipped",
+        limit_bytes >> 20
+    )]
+    TooLarge {
+        /// The cap, in bytes.
+        limit_bytes: u64,
+    },
 }
 
 impl LineProblem {
@@ -86,6 +95,7 @@ impl LineProblem {
             LineProblem::BadUrl(_) => "invalid_url",
             LineProblem::BadBody(_) => "invalid_body",
             LineProblem::Streaming => "streaming_unsupported",
+            LineProblem::TooLarge { .. } => "line_too_large",
         }
     }
 }

@@ -15,15 +15,17 @@ pub struct Usage {
 
 impl Usage {
     /// Add another request's usage.
+    /// Saturating: the counts come from upstream answers, and a hostile or
+    /// broken one may send `u64::MAX` (an overflow panics in debug builds).
     pub fn add(&mut self, other: Usage) {
-        self.input += other.input;
-        self.cached_input += other.cached_input;
-        self.output += other.output;
+        self.input = self.input.saturating_add(other.input);
+        self.cached_input = self.cached_input.saturating_add(other.cached_input);
+        self.output = self.output.saturating_add(other.output);
     }
 
-    /// Input plus output.
+    /// Input plus output (saturating, as [`Usage::add`]).
     pub fn total(&self) -> u64 {
-        self.input + self.output
+        self.input.saturating_add(self.output)
     }
 }
 

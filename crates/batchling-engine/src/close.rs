@@ -51,7 +51,7 @@ pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, Eng
     for_each_line(reader, |line_no, line, _| {
         let this = seq;
         seq += 1;
-        let checked = validator.validate(line_no, line);
+        let checked = line.and_then(|l| validator.validate(line_no, l));
         if is_finished(this) {
             return true;
         }

@@ -42,6 +42,8 @@ pub mod budget;
 mod close;
 mod dispatch;
 pub mod estimate;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 pub mod pacer;
 mod reader;
@@ -65,7 +67,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use close::close_unfinished;
 pub use pacer::{EffectiveLimits, PacerConfig};
-pub use reader::{DuplicateCheck, Input, Validator, check_file, for_each_request};
+pub use reader::{DuplicateCheck, Input, MAX_LINE_BYTES, Validator, check_file, for_each_request};
 pub use report::{Progress, Reporter, RunSummary, StopCause};
 
 /// One run over an input file.

@@ -102,7 +102,7 @@ pub fn for_each_request(
 ) -> io::Result<()> {
     let mut v = Validator::default();
     for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
-        f(v.validate(line_no, line))
+        f(line.and_then(|l| v.validate(line_no, l)))
     })
 }
 
@@ -116,21 +116,54 @@ pub fn check_file(path: &Path) -> io::Result<Vec<LineError>> {
     Ok(problems)
 }
 
+/// The longest input line read (its bytes before the `\n`, a `\r`
+/// included); OpenAI caps a whole batch input file at 200 MB. A longer line
+/// is an error line (`line_too_large`), read past without being held whole
+/// (at most this much of it is buffered), and the run goes on.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// A line as [`for_each_line`] hands it on: its bytes, or the error of a
+/// line over [`MAX_LINE_BYTES`].
+pub(crate) type RawLine<'a> = Result<&'a [u8], LineError>;
+
 /// Call `f` with each non-blank line (without its line ending) and its
 /// 1-based physical line number, until `f` returns false. `f` also learns
 /// whether more input is already buffered (false: the next read may block).
+/// A line over [`MAX_LINE_BYTES`] comes as a `line_too_large` error.
 pub(crate) fn for_each_line(
+    r: LineReader,
+    f: impl FnMut(u64, RawLine<'_>, bool) -> bool,
+) -> io::Result<()> {
+    for_each_line_capped(r, MAX_LINE_BYTES, f)
+}
+
+fn for_each_line_capped(
     mut r: LineReader,
-    mut f: impl FnMut(u64, &[u8], bool) -> bool,
+    cap: usize,
+    mut f: impl FnMut(u64, RawLine<'_>, bool) -> bool,
 ) -> io::Result<()> {
     let mut buf = Vec::with_capacity(8 << 10);
     let mut line_no = 0u64;
     loop {
-        buf.clear();
-        if r.read_until(b'\n', &mut buf)? == 0 {
+        let Some(fits) = read_line(&mut r, &mut buf, cap)? else {
             return Ok(());
-        }
+        };
         line_no += 1;
+        if !fits {
+            let problem = LineProblem::TooLarge {
+                limit_bytes: cap as u64,
+            };
+            let e = LineError {
+                line_no,
+                custom_id: None,
+                problem,
+            };
+            let more_buffered = !r.buffer().is_empty();
+            if !f(line_no, Err(e), more_buffered) {
+                return Ok(());
+            }
+            continue;
+        }
         let mut line = buf.as_slice();
         while let Some((b'\n' | b'\r', rest)) = line.split_last() {
             line = rest;
@@ -142,10 +175,37 @@ pub(crate) fn for_each_line(
             continue;
         }
         let more_buffered = !r.buffer().is_empty();
-        if !f(line_no, line, more_buffered) {
+        if !f(line_no, Ok(line), more_buffered) {
             return Ok(());
         }
     }
+}
+
+/// Read the next line, newline included, into `buf`: `None` at the end of
+/// the input, `Some(false)` for a line of more than `cap` bytes, whose
+/// rest is then skipped in small reads (it is never held whole).
+fn read_line(r: &mut LineReader, buf: &mut Vec<u8>, cap: usize) -> io::Result<Option<bool>> {
+    buf.clear();
+    // One byte more than the cap: room for the line's newline.
+    let room = cap as u64 + 1;
+    let n = (&mut *r).take(room).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') || (n as u64) < room {
+        return Ok(Some(true));
+    }
+    loop {
+        buf.clear();
+        let k = (&mut *r).take(64 << 10).read_until(b'\n', buf)?;
+        if k == 0 || buf.last() == Some(&b'\n') {
+            break;
+        }
+    }
+    // Give back what the long line made the buffer grow to.
+    buf.clear();
+    buf.shrink_to(8 << 10);
+    Ok(Some(false))
 }
 
 /// Count the lines of a file quickly (for the progress total). Counts
@@ -232,7 +292,7 @@ pub(crate) fn read_input(
     for_each_line(input.open()?, |line_no, line, more_buffered| {
         // Every line is validated, finished or not, so a duplicate of an id
         // that finished in an earlier run is still caught.
-        let checked = v.validate(line_no, line);
+        let checked = line.and_then(|l| v.validate(line_no, l));
         if is_finished(seq) {
             seq += 1;
             if !more_buffered && !batch.is_empty() {
@@ -305,11 +365,45 @@ mod tests {
         f.write_all(b"\xEF\xBB\xBFa\r\n\n  \nb\nc").unwrap();
         let mut got = Vec::new();
         for_each_line(Input::File(f.path().into()).open().unwrap(), |n, l, _| {
-            got.push((n, String::from_utf8(l.to_vec()).unwrap()));
+            got.push((n, String::from_utf8(l.unwrap().to_vec()).unwrap()));
             true
         })
         .unwrap();
         assert_eq!(got, vec![(1, "a".into()), (4, "b".into()), (5, "c".into())]);
         assert_eq!(count_lines(f.path()).unwrap(), 5);
+    }
+
+    #[test]
+    fn lines_over_the_cap_are_errors_and_the_next_line_is_read() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        // A cap of 5 bytes before the "\n" (a "\r" counts): 5 bytes fit,
+        // 6 do not, also at the end of the input; a long line spans many
+        // small reads.
+        let long = "x".repeat(200_000);
+        write!(f, "abcd\nabcde\n{long}\r\nok\r\nabcd\r\n\nabcde\nabcdef").unwrap();
+        let mut got = Vec::new();
+        let reader = BufReader::with_capacity(
+            16,
+            Box::new(File::open(f.path()).unwrap()) as Box<dyn Read + Send>,
+        );
+        for_each_line_capped(reader, 5, |n, l, _| {
+            got.push(match l {
+                Ok(l) => (n, String::from_utf8(l.to_vec()).unwrap()),
+                Err(e) => (e.line_no, e.problem.code().to_owned()),
+            });
+            true
+        })
+        .unwrap();
+        let want = [
+            (1, "abcd"),
+            (2, "abcde"),
+            (3, "line_too_large"),
+            (4, "ok"),
+            (5, "abcd"),
+            (7, "abcde"),
+            (8, "line_too_large"),
+        ];
+        let want: Vec<(u64, String)> = want.iter().map(|&(n, s)| (n, s.into())).collect();
+        assert_eq!(got, want);
     }
 }

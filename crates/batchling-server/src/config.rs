@@ -241,11 +241,21 @@ pub fn load(path: &Path, getenv: impl Fn(&str) -> Option<String>) -> Result<Load
         path: name.clone(),
         source,
     })?;
+    load_str(&name, &text, getenv)
+}
+
+/// Like [`load`] for text already read; `name` is how errors name it.
+pub fn load_str(
+    name: &str,
+    text: &str,
+    getenv: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let name = name.to_owned();
     let invalid = |message: String| ConfigError::Invalid {
         path: name.clone(),
         message,
     };
-    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| {
             text.as_bytes()[..s.start.min(text.len())]
                 .iter()

@@ -46,6 +46,8 @@ mod api;
 mod batches;
 pub mod config;
 mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod meta;
 mod metrics;

@@ -5,6 +5,7 @@ mod bad_input;
 mod costs;
 mod formats;
 mod limits;
+mod line_caps;
 mod malformed;
 mod newcomer;
 mod order;

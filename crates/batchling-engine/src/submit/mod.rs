@@ -27,7 +27,7 @@
 //!    through the online runner with the same journal, or the output and
 //!    error files are exported from the journal as `batchling run` does.
 
-mod collect;
+pub(crate) mod collect;
 mod plan;
 
 use std::collections::HashMap;

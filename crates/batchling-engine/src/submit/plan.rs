@@ -81,7 +81,7 @@ pub(crate) fn plan(
     let mut v = Validator::default();
     let mut seq = 0u64;
     for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
-        match v.validate(line_no, line) {
+        match line.and_then(|l| v.validate(line_no, l)) {
             Err(e) => scan.problems.push((seq, e)),
             Ok(req) if wanted(seq) => {
                 let url = req.endpoint.path();
@@ -192,6 +192,7 @@ pub(crate) fn part_contents(path: &Path, parts: &[&[PartRequest]]) -> io::Result
     let mut lines: Vec<Vec<Option<Vec<u8>>>> = parts.iter().map(|r| vec![None; r.len()]).collect();
     for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
         if let Some(slots) = wanted.get(&line_no)
+            && let Ok(line) = line
             && let Ok(req) = batchling_core::request::parse_line(line_no, line)
         {
             let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);
@@ -224,6 +225,7 @@ pub(crate) fn hash_plans(path: &Path, plans: &mut [PartPlan]) -> io::Result<()> 
     let mut sizes = vec![0u64; plans.len()];
     for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
         if let Some(&i) = owner.get(&line_no)
+            && let Ok(line) = line
             && let Ok(req) = batchling_core::request::parse_line(line_no, line)
         {
             let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);

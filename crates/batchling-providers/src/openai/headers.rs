@@ -92,15 +92,17 @@ pub fn rate_limits<H: HeaderLookup + ?Sized>(headers: &H) -> RateLimitSnapshot {
 /// The server-given wait: `retry-after-ms` (milliseconds, may be fractional),
 /// else `retry-after` (seconds, or an HTTP date).
 pub fn retry_after<H: HeaderLookup + ?Sized>(headers: &H) -> Option<Duration> {
-    if let Some(ms) = text(headers, &RETRY_AFTER_MS).and_then(|t| t.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
+    // `try_from`: negative, NaN, infinite and too-big waits are ignored
+    // (`from_secs_f64` panics on `1e300`).
+    if let Some(wait) = text(headers, &RETRY_AFTER_MS)
+        .and_then(|t| t.parse::<f64>().ok())
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(wait);
     }
     let ra = text(headers, &RETRY_AFTER)?;
     if let Ok(secs) = ra.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let at = httpdate::parse_http_date(ra).ok()?;
     Some(
@@ -192,6 +194,12 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after(&map(&[("retry-after", "soon")])), None);
+        // Waits too big for a Duration are ignored, not a panic (fuzzing).
+        assert_eq!(retry_after(&map(&[("retry-after", "1e300")])), None);
+        assert_eq!(
+            retry_after(&map(&[("retry-after-ms", "1e300"), ("retry-after", "3")])),
+            Some(Duration::from_secs(3))
+        );
     }
 
     #[test]
