@@ -23,7 +23,7 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 /// (a temporary file beside it, renamed into place): `path` is not a
 /// directory, its directory exists, and a file can be created there.
 pub fn check_destination(path: &Path) -> Result<(), StoreError> {
-    let refuse = |kind, reason: String| StoreError::Export {
+    let refuse = |kind, reason: String| StoreError::Destination {
         path: path.to_owned(),
         source: io::Error::new(kind, reason),
     };
@@ -47,7 +47,7 @@ pub fn check_destination(path: &Path) -> Result<(), StoreError> {
         ));
     }
     let tmp = temp_path(path);
-    File::create(&tmp).map_err(|source| StoreError::Export {
+    File::create(&tmp).map_err(|source| StoreError::Destination {
         path: path.to_owned(),
         source,
     })?;

@@ -65,6 +65,15 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// A file that will be written cannot be, found before any work is
+    /// done for it ([`check_destination`](crate::check_destination)).
+    #[error("cannot write {}: {source}", path.display())]
+    Destination {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
     /// Writing an exported file failed.
     #[error("cannot write {}: {source}", path.display())]
     Export {

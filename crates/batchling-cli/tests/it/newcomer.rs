@@ -63,6 +63,8 @@ fn output_paths_are_checked_before_anything_is_sent() {
     let o = run.run();
     o.assert_code(2);
     assert!(o.stderr.contains("is a directory"), "{}", o.stderr);
+    // Nothing was paid for, so no word of answers kept in the journal.
+    assert!(!o.stderr.contains("batchling export"), "{}", o.stderr);
     assert_eq!(mock.stats().requests, 0, "nothing is sent");
     no_temp_files(o.dir());
 
