@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{repo, start};
+use support::{repo, start, start_serve};
 
 const KEY: &str = "async-openai-key";
 
@@ -114,22 +114,7 @@ fn async_openai_reads_serves_batches_files_and_outputs() {
 
     let dir = tempfile::tempdir().unwrap();
     let (_mock, mock_url) = start(&["mock", "--port", "0"], &[], &dir.path().join("mock.log"));
-    let data = dir.path().join("data");
-    let (_serve, url) = start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--base-url",
-            &mock_url,
-            "--auth-keys-env",
-            "ASYNC_OPENAI_KEYS",
-        ],
-        &[("ASYNC_OPENAI_KEYS", KEY)],
-        &dir.path().join("serve.log"),
-    );
+    let (_serve, url) = start_serve(dir.path(), &mock_url, "ASYNC_OPENAI_KEYS", KEY, &[]);
     let mut args = Vec::new();
     let mut save = |kind: &str, name: &str, text: &str| {
         let p = dir.path().join(name);

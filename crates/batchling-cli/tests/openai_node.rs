@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{repo, start};
+use support::{repo, start, start_serve};
 
 /// Install the SDK of `major`: its directory and the node to run it with,
 /// or `None` (skipped) when it cannot be installed.
@@ -57,25 +57,12 @@ fn run_against_serve(major: &str, sdk_dir: &str, node: &str, dir: &Path) {
         &dir.join("mock.log"),
     );
     let serve_log = dir.join("serve.log");
-    let data = dir.join("data");
-    let (_serve, url) = start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--base-url",
-            &mock_url,
-            "--concurrency",
-            "2",
-            "--max-upload-mb",
-            "2",
-            "--auth-keys-env",
-            "NODE_TEST_KEYS",
-        ],
-        &[("NODE_TEST_KEYS", "node-key-a,node-key-b")],
-        &serve_log,
+    let (_serve, url) = start_serve(
+        dir,
+        &mock_url,
+        "NODE_TEST_KEYS",
+        "node-key-a,node-key-b",
+        &["--concurrency", "2", "--max-upload-mb", "2"],
     );
     let work = dir.join("work");
     std::fs::create_dir(&work).unwrap();

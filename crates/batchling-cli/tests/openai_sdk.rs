@@ -12,7 +12,7 @@
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{repo, start};
+use support::{repo, start, start_serve};
 
 #[test]
 fn the_official_openai_sdk_works_against_batchling_serve() {
@@ -38,26 +38,13 @@ fn the_official_openai_sdk_works_against_batchling_serve() {
         &[],
         &dir.path().join("mock.log"),
     );
-    let data = dir.path().join("data");
     let serve_log = dir.path().join("serve.log");
-    let (mut serve, url) = start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--base-url",
-            &mock_url,
-            "--concurrency",
-            "2",
-            "--max-upload-mb",
-            "2",
-            "--auth-keys-env",
-            "SDK_TEST_KEYS",
-        ],
-        &[("SDK_TEST_KEYS", "sdk-key-a,sdk-key-b")],
-        &serve_log,
+    let (mut serve, url) = start_serve(
+        dir.path(),
+        &mock_url,
+        "SDK_TEST_KEYS",
+        "sdk-key-a,sdk-key-b",
+        &["--concurrency", "2", "--max-upload-mb", "2"],
     );
 
     let work = dir.path().join("work");

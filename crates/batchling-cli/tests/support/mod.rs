@@ -51,3 +51,30 @@ pub(crate) fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Proc, S
     );
     (Proc(child), line.trim().to_owned())
 }
+
+/// Start `batchling serve` on a free port with its data under `dir/data`,
+/// its log `dir/serve.log`, in front of `upstream`, accepting `keys`
+/// (comma-separated) through `keys_env`, with `extra` flags; return it and
+/// its base URL.
+pub(crate) fn start_serve(
+    dir: &Path,
+    upstream: &str,
+    keys_env: &str,
+    keys: &str,
+    extra: &[&str],
+) -> (Proc, String) {
+    let data = dir.join("data");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--base-url",
+        upstream,
+        "--auth-keys-env",
+        keys_env,
+    ];
+    args.extend_from_slice(extra);
+    start(&args, &[(keys_env, keys)], &dir.join("serve.log"))
+}
