@@ -14,8 +14,9 @@ use std::process::{Command, Stdio};
 mod support;
 use support::{repo, start, start_serve};
 
-#[test]
-fn the_official_openai_sdk_works_against_batchling_serve() {
+/// The venv's python with the pinned SDK (setup.sh installs it once), or
+/// `None` when it cannot be installed (the test skips).
+fn sdk_python() -> Option<String> {
     let setup = Command::new("bash")
         .arg(repo().join("scripts/openai-sdk/setup.sh"))
         .stderr(Stdio::inherit())
@@ -23,14 +24,19 @@ fn the_official_openai_sdk_works_against_batchling_serve() {
         .expect("run setup.sh");
     if setup.status.code() == Some(3) {
         support::skip("the openai package cannot be installed (see the setup.sh message above)");
-        return;
+        return None;
     }
     assert!(
         setup.status.success(),
         "setup.sh failed: {:?}",
         setup.status
     );
-    let python = String::from_utf8(setup.stdout).unwrap().trim().to_owned();
+    Some(String::from_utf8(setup.stdout).unwrap().trim().to_owned())
+}
+
+#[test]
+fn the_official_openai_sdk_works_against_batchling_serve() {
+    let Some(python) = sdk_python() else { return };
 
     let dir = tempfile::tempdir().unwrap();
     let (_mock, mock_url) = start(
@@ -97,17 +103,7 @@ fn the_official_openai_sdk_works_against_batchling_serve() {
 /// names, `serve --mock` with the key of the snippet.
 #[test]
 fn the_readme_serve_snippet_runs_as_written() {
-    let setup = Command::new("bash")
-        .arg(repo().join("scripts/openai-sdk/setup.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run setup.sh");
-    if setup.status.code() == Some(3) {
-        support::skip("the openai package cannot be installed");
-        return;
-    }
-    assert!(setup.status.success(), "setup.sh failed");
-    let python = String::from_utf8(setup.stdout).unwrap().trim().to_owned();
+    let Some(python) = sdk_python() else { return };
 
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let serve = &readme[readme
