@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{repo, start, start_serve};
+use support::{log_tail, repo, start, start_serve};
 
 const KEY: &str = "async-openai-key";
 
@@ -155,7 +155,8 @@ fn async_openai_reads_serves_batches_files_and_outputs() {
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(
         check.status.success() && stdout.trim_end().ends_with("OK"),
-        "async-openai cannot read serve's JSON\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&check.stderr)
+        "async-openai cannot read serve's JSON\nstdout: {stdout}\nstderr: {}\nserver log tail: {}",
+        String::from_utf8_lossy(&check.stderr),
+        log_tail(&dir.path().join("serve.log"))
     );
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{repo, start, start_serve};
+use support::{log_tail, repo, start, start_serve};
 
 /// Install the SDK of `major`: its directory and the node to run it with,
 /// or `None` (skipped) when it cannot be installed.
@@ -83,13 +83,7 @@ fn run_against_serve(major: &str, sdk_dir: &str, node: &str, dir: &Path) {
         client.status.success() && stdout.trim_end().ends_with("OK"),
         "openai {major}.x client script failed\nstdout: {stdout}\nstderr: {}\nserver log tail: {}",
         String::from_utf8_lossy(&client.stderr),
-        std::fs::read_to_string(&serve_log)
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+        log_tail(&serve_log)
     );
     let log = std::fs::read_to_string(&serve_log).unwrap();
     for key in ["node-key-a", "node-key-b", "not-a-key"] {

@@ -12,7 +12,7 @@
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{repo, start, start_serve};
+use support::{log_tail, repo, start, start_serve};
 
 /// The venv's python with the pinned SDK (setup.sh installs it once), or
 /// `None` when it cannot be installed (the test skips).
@@ -71,13 +71,7 @@ fn the_official_openai_sdk_works_against_batchling_serve() {
         client.status.success() && stdout.trim_end().ends_with("OK"),
         "client script failed\nstdout: {stdout}\nstderr: {}\nserver log tail: {}",
         String::from_utf8_lossy(&client.stderr),
-        std::fs::read_to_string(&serve_log)
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+        log_tail(&serve_log)
     );
 
     // SIGTERM: a graceful stop, exit 0.

@@ -4,25 +4,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use batchling_mock::{BatchBehavior, BatchEnd, MockConfig};
 use serde_json::Value;
 
 use crate::support::*;
-
-/// Wait (up to a minute) for a condition the test needs before acting;
-/// not a timing assertion: only a hang fails it.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "gave up waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Run another batchling command; (exit code, stdout, stderr).
 fn batchling(args: &[&str], extra_env: &[(&str, &str)]) -> (i32, String, String) {

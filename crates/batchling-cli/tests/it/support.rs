@@ -559,3 +559,16 @@ pub(crate) fn num(summary: &Value, field: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("summary.{field} is not a number: {summary}"))
 }
+
+/// Wait (up to a minute) for a condition the test needs before acting;
+/// not a timing assertion: only a hang fails it.
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

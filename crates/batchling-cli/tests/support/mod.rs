@@ -78,3 +78,11 @@ pub(crate) fn start_serve(
     args.extend_from_slice(extra);
     start(&args, &[(keys_env, keys)], &dir.join("serve.log"))
 }
+
+/// The last 30 lines of a log, for a failure message.
+pub(crate) fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut lines: Vec<&str> = text.lines().rev().take(30).collect();
+    lines.reverse();
+    lines.join("\n")
+}
