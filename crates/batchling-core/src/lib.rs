@@ -16,6 +16,9 @@
 //! - [`ratelimit`]: rate-limit readings from response headers.
 //! - [`retry`]: the [`retry::Verdict`] a classifier gives an attempt, and backoff.
 //! - [`batch`]: the Batches API's statuses.
+//! - [`clock`]: the wall clock (`unix_now`), read in one place.
+//! - [`seqset`]: [`SeqSet`], the set of input lines a journal has finished.
+//! - [`Order`]: the order output lines are written in.
 //! - [`duration`]: Go-style durations (`6m0s`) used in rate-limit headers.
 //!
 //! # Glossary
@@ -25,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod clock;
 pub mod duration;
 pub mod endpoint;
 pub mod json;
@@ -33,10 +37,22 @@ pub mod pricing;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;
+pub mod seqset;
 pub mod tokens;
 pub mod usage;
 
 pub use endpoint::Endpoint;
 pub use request::{LineError, LineProblem, RequestLine};
 pub use retry::{RetryPolicy, RetryReason, StopReason, Verdict};
+pub use seqset::SeqSet;
 pub use usage::Usage;
+
+/// The order output lines are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// The order of the input file (the default).
+    #[default]
+    Input,
+    /// The order requests finished in, across runs.
+    Completion,
+}

@@ -2,10 +2,10 @@
 //! state gets an error line (`batch_cancelled`, `batch_expired`), so the
 //! output and error files hold exactly one line per input request.
 
-use batchling_store::{ExportOrder, FinalState, InputIdentity, Journal, Record};
+use batchling_store::{FinalState, InputIdentity, Journal, Record};
 
 use crate::reader::{Input, Validator, for_each_line};
-use crate::{EngineError, Job, Order};
+use crate::{EngineError, Job};
 
 /// Records per transaction.
 const GROUP: usize = 4096;
@@ -26,9 +26,7 @@ pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, Eng
     };
     let identity = InputIdentity::of_file(path).map_err(input_err)?;
     let mut journal = Journal::open(&job.state, job.durable)?;
-    let now_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now_unix = batchling_core::clock::unix_now();
     journal.begin(
         &path.display().to_string(),
         Some(&identity),
@@ -37,11 +35,6 @@ pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, Eng
         false,
     )?;
     let finished = journal.finished_seqs()?;
-    let is_finished = |seq: u64| {
-        finished
-            .get((seq / 64) as usize)
-            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
-    };
     let id_prefix = format!("{:016x}", rand::random::<u64>());
     let mut validator = Validator::default();
     let (mut seq, mut closed) = (0u64, 0u64);
@@ -52,7 +45,7 @@ pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, Eng
         let this = seq;
         seq += 1;
         let checked = line.and_then(|l| validator.validate(line_no, l));
-        if is_finished(this) {
+        if finished.contains(this) {
             return true;
         }
         let line_id = format!("batch_req_{id_prefix}{closed:08x}");
@@ -84,11 +77,7 @@ pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, Eng
         journal.commit(&group)?;
     }
     journal.set_total(seq)?;
-    let order = match job.order {
-        Order::Input => ExportOrder::Input,
-        Order::Completion => ExportOrder::Completion,
-    };
-    journal.export(&job.output, &job.errors, order)?;
+    journal.export(&job.output, &job.errors, job.order)?;
     Ok(closed)
 }
 

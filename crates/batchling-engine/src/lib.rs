@@ -60,7 +60,7 @@ use std::time::Duration;
 use batchling_core::RetryPolicy;
 use batchling_core::pricing::Catalog;
 use batchling_providers::Provider;
-use batchling_store::{Cache, ExportOrder, InputIdentity, Journal, StoreError, check_destination};
+use batchling_store::{Cache, InputIdentity, Journal, StoreError, check_destination};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -157,15 +157,7 @@ pub fn default_state_path(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
-/// Output line order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Order {
-    /// The order of the input file (the default).
-    #[default]
-    Input,
-    /// The order requests finished in.
-    Completion,
-}
+pub use batchling_core::Order;
 
 /// The default error-file path for an output path:
 /// `results.jsonl` → `results.errors.jsonl`.
@@ -281,9 +273,7 @@ pub async fn run<P: Provider>(
     check_destination(&job.output)?;
     check_destination(&job.errors)?;
     let mut journal = Journal::open(&job.state, job.durable)?;
-    let now_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now_unix = batchling_core::clock::unix_now();
     journal.begin(
         &input_name,
         identity.as_ref(),
@@ -503,11 +493,7 @@ pub async fn run<P: Provider>(
         Ok((n, true)) => journal.set_total(n)?,
         _ => {}
     }
-    let order = match job.order {
-        Order::Input => ExportOrder::Input,
-        Order::Completion => ExportOrder::Completion,
-    };
-    journal.export(&job.output, &job.errors, order)?;
+    journal.export(&job.output, &job.errors, job.order)?;
     let limits = pacer.limits();
     journal.set_limits(limits.rpm, limits.tpm)?;
     let ((input_tokens, cached_tokens, output_tokens), cost_usd) = journal.totals()?;

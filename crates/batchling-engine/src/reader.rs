@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use batchling_core::Endpoint;
 use batchling_core::request::{LineError, LineProblem, RequestLine, is_blank, parse_line};
 use batchling_core::tokens::{self, TokenEstimate};
+use batchling_core::{Endpoint, SeqSet};
 use bytes::Bytes;
 
 /// Where requests come from.
@@ -278,13 +278,8 @@ pub(crate) fn read_input(
     tx: tokio::sync::mpsc::Sender<Vec<ReadItem>>,
     count_tokens: Arc<AtomicBool>,
     default_max_output: u64,
-    finished: &[u64],
+    finished: &SeqSet,
 ) -> io::Result<(u64, bool)> {
-    let is_finished = |seq: u64| {
-        finished
-            .get((seq / 64) as usize)
-            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
-    };
     let mut v = Validator::default();
     let mut seq = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
@@ -293,7 +288,7 @@ pub(crate) fn read_input(
         // Every line is validated, finished or not, so a duplicate of an id
         // that finished in an earlier run is still caught.
         let checked = line.and_then(|l| v.validate(line_no, l));
-        if is_finished(seq) {
+        if finished.contains(seq) {
             seq += 1;
             if !more_buffered && !batch.is_empty() {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));

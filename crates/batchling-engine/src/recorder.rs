@@ -102,9 +102,7 @@ pub(crate) fn write_loop(
             && let Some(c) = cache.as_mut()
             && !puts.is_empty()
         {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = batchling_core::clock::unix_now();
             result = c.put_many(puts.iter().map(|(k, id, b)| (k, id.as_str(), &b[..])), now);
         }
         puts.clear();

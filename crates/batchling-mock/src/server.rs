@@ -86,10 +86,8 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: MockConfig) -> Self {
         let start = tokio::time::Instant::now();
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()).rotate_left(32);
+        let nonce =
+            batchling_core::clock::unix_nanos() ^ u64::from(std::process::id()).rotate_left(32);
         Shared {
             latency_nanos: AtomicU64::new(config.latency.as_nanos() as u64),
             jitter_nanos: AtomicU64::new(config.latency_jitter.as_nanos() as u64),

@@ -61,6 +61,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use batchling_core::clock::unix_now;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -121,12 +122,6 @@ pub struct Server {
 
 /// How often expired files are looked for.
 const JANITOR_EVERY: Duration = Duration::from_secs(60);
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 impl Server {
     /// Open the data directory, resume unfinished batches and listen.

@@ -2,6 +2,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use batchling_core::{Order, SeqSet};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -95,15 +96,6 @@ pub struct Status {
     pub last_errors: Vec<(u64, Option<String>, String)>,
     /// True when every input line has a final state.
     pub finished: bool,
-}
-
-/// Order of exported lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportOrder {
-    /// Input order.
-    Input,
-    /// The order requests finished in, across runs.
-    Completion,
 }
 
 /// An open, locked journal. See the crate docs.
@@ -405,9 +397,9 @@ impl Journal {
         Ok(n as u64)
     }
 
-    /// The sequence numbers that have a final state, as a bitmap.
-    pub fn finished_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        let mut bits: Vec<u64> = Vec::new();
+    /// The sequence numbers that have a final state.
+    pub fn finished_seqs(&self) -> Result<SeqSet, StoreError> {
+        let mut set = SeqSet::new();
         let mut stmt = self
             .conn
             .prepare("SELECT seq FROM requests")
@@ -416,14 +408,9 @@ impl Journal {
             .query_map([], |r| r.get::<_, i64>(0))
             .map_err(|e| self.write_err(e))?;
         for seq in rows {
-            let seq = seq.map_err(|e| self.write_err(e))? as u64;
-            let (word, bit) = ((seq / 64) as usize, seq % 64);
-            if bits.len() <= word {
-                bits.resize(word + 1, 0);
-            }
-            bits[word] |= 1 << bit;
+            set.insert(seq.map_err(|e| self.write_err(e))? as u64);
         }
-        Ok(bits)
+        Ok(set)
     }
 
     /// Requests by final state.
@@ -510,11 +497,11 @@ impl Journal {
         &self,
         output: &Path,
         errors: &Path,
-        order: ExportOrder,
+        order: Order,
     ) -> Result<(u64, u64), StoreError> {
         let order_by = match order {
-            ExportOrder::Input => "seq",
-            ExportOrder::Completion => "finished",
+            Order::Input => "seq",
+            Order::Completion => "finished",
         };
         let out = self.export_one(output, &format!("r.state = 'done' ORDER BY r.{order_by}"))?;
         let err = self.export_one(errors, &format!("r.state <> 'done' ORDER BY r.{order_by}"))?;

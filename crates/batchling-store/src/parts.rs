@@ -144,9 +144,7 @@ pub struct Part {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    i64::try_from(batchling_core::clock::unix_now()).unwrap_or(i64::MAX)
 }
 
 impl Journal {

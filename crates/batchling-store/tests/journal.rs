@@ -1,7 +1,7 @@
 //! The journal on its own: guards, resume sets, export, migrations, locks.
 
-use batchling_core::Usage;
-use batchling_store::{ExportOrder, FinalState, InputIdentity, Journal, Record, StoreError};
+use batchling_core::{Order, SeqSet, Usage};
+use batchling_store::{FinalState, InputIdentity, Journal, Record, StoreError};
 
 fn rec(seq: u64, state: FinalState, line: &str) -> Record {
     Record {
@@ -49,7 +49,7 @@ fn done_is_terminal_and_failed_can_become_done() {
     ])
     .unwrap();
     let (o, e) = (dir.path().join("o"), dir.path().join("e"));
-    assert_eq!(j.export(&o, &e, ExportOrder::Input).unwrap(), (2, 0));
+    assert_eq!(j.export(&o, &e, Order::Input).unwrap(), (2, 0));
     assert_eq!(std::fs::read_to_string(&o).unwrap(), "first\nfixed\n");
     let c = j.counts().unwrap();
     assert_eq!((c.done, c.failed, c.invalid), (2, 0, 0));
@@ -71,19 +71,16 @@ fn resume_sets_and_retry_failed() {
     ])
     .unwrap();
     let bits = j.finished_seqs().unwrap();
-    let has = |s: u64| {
-        bits.get((s / 64) as usize)
-            .is_some_and(|w| w & (1 << (s % 64)) != 0)
-    };
+    let has = |s: u64| bits.contains(s);
     assert!(has(0) && has(3) && has(70) && !has(1) && !has(69));
     assert_eq!(j.forget_failed().unwrap(), 1);
     let bits = j.finished_seqs().unwrap();
     assert!(
-        bits.get(1).is_none_or(|w| w & (1 << 6) == 0),
+        !bits.contains(70) && bits.len() == 2,
         "seq 70 is pending again"
     );
     let (o, e) = (dir.path().join("o"), dir.path().join("e"));
-    assert_eq!(j.export(&o, &e, ExportOrder::Input).unwrap(), (1, 1));
+    assert_eq!(j.export(&o, &e, Order::Input).unwrap(), (1, 1));
     assert_eq!(std::fs::read_to_string(&e).unwrap(), "c\n");
 }
 
@@ -114,7 +111,7 @@ fn long_lines_round_trip_through_blob_io() {
     .unwrap();
     j.commit(&[rec(1, FinalState::Done, &c)]).unwrap();
     let (o, e) = (dir.path().join("o"), dir.path().join("e"));
-    assert_eq!(j.export(&o, &e, ExportOrder::Input).unwrap(), (3, 0));
+    assert_eq!(j.export(&o, &e, Order::Input).unwrap(), (3, 0));
     let text = std::fs::read_to_string(&o).unwrap();
     assert!(
         text == format!("{a}\n{c}\nshort\n"),
@@ -130,9 +127,9 @@ fn export_orders() {
     j.commit(&[rec(0, FinalState::Done, "zero")]).unwrap();
     j.commit(&[rec(1, FinalState::Done, "one")]).unwrap();
     let (o, e) = (dir.path().join("o"), dir.path().join("e"));
-    j.export(&o, &e, ExportOrder::Input).unwrap();
+    j.export(&o, &e, Order::Input).unwrap();
     assert_eq!(std::fs::read_to_string(&o).unwrap(), "zero\none\ntwo\n");
-    j.export(&o, &e, ExportOrder::Completion).unwrap();
+    j.export(&o, &e, Order::Completion).unwrap();
     assert_eq!(std::fs::read_to_string(&o).unwrap(), "two\nzero\none\n");
     assert_eq!(std::fs::read_to_string(&e).unwrap(), "");
 }
@@ -165,11 +162,11 @@ fn changed_input_and_restart() {
     // reopens in WAL mode at the current schema.
     j.commit(&[rec(3, FinalState::Done, "b")]).unwrap();
     let (o, e) = (dir.path().join("o"), dir.path().join("e"));
-    assert_eq!(j.export(&o, &e, ExportOrder::Input).unwrap(), (1, 0));
+    assert_eq!(j.export(&o, &e, Order::Input).unwrap(), (1, 0));
     drop(j);
     let j = Journal::open(&dir.path().join("j"), false).unwrap();
     assert_eq!(j.counts().unwrap().done, 1);
-    assert_eq!(j.finished_seqs().unwrap(), vec![1 << 3]);
+    assert_eq!(j.finished_seqs().unwrap(), SeqSet::from_iter([3]));
     drop(j);
     let raw = rusqlite::Connection::open(dir.path().join("j")).unwrap();
     let mode: String = raw

@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use batchling_engine::Order;
-use batchling_store::{ExportOrder, Journal};
+use batchling_store::Journal;
 
 use crate::args::ExportArgs;
 use crate::settings::order;
@@ -27,11 +26,7 @@ pub(crate) fn export(a: &ExportArgs) -> Result<ExitCode> {
     batchling_store::check_destination(&a.output)?;
     batchling_store::check_destination(&errors)?;
     let journal = Journal::open_read_only(&a.state)?;
-    let order = match order(a.order) {
-        Order::Input => ExportOrder::Input,
-        Order::Completion => ExportOrder::Completion,
-    };
-    let (out, err) = journal.export(&a.output, &errors, order)?;
+    let (out, err) = journal.export(&a.output, &errors, order(a.order))?;
     eprintln!(
         "wrote {out} lines to {} and {err} lines to {}",
         a.output.display(),

@@ -36,11 +36,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchling_core::RetryPolicy;
+use batchling_core::clock::unix_now;
 use batchling_core::pricing::Catalog;
 use batchling_providers::Provider;
 use batchling_providers::openai::batches::{Batch, BatchApiError, BatchClient, BatchStatus};
 use batchling_store::{
-    Counts, ExportOrder, FinalState, InputIdentity, Journal, Part, PartState, Record, StoreError,
+    Counts, FinalState, InputIdentity, Journal, Part, PartState, Record, StoreError,
     check_destination,
 };
 use serde::Serialize;
@@ -209,12 +210,6 @@ impl From<BatchApiError> for SubmitError {
             SubmitError::Api { source }
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Call `f` until it succeeds, fails for good, or the policy's attempts
@@ -593,11 +588,7 @@ fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<(Journal, u64, bo
     } else {
         Default::default()
     };
-    let is_finished = |seq: u64| {
-        finished
-            .get((seq / 64) as usize)
-            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
-    };
+    let is_finished = |seq: u64| finished.contains(seq);
     let round = journal
         .parts()?
         .iter()
@@ -789,11 +780,7 @@ pub async fn submit<P: Provider>(
             });
         }
     } else {
-        let order = match job.order {
-            Order::Input => ExportOrder::Input,
-            Order::Completion => ExportOrder::Completion,
-        };
-        journal.export(&job.output, &job.errors, order)?;
+        journal.export(&job.output, &job.errors, job.order)?;
         drop(journal);
     }
     let journal = Journal::open_read_only(&job.state)?;
@@ -917,7 +904,7 @@ pub async fn cancel(
         tokio::time::sleep(wait).await;
         wait = wait.mul_f64(1.5).min(job.max_poll_interval);
     }
-    d.journal.export(output, errors, ExportOrder::Input)?;
+    d.journal.export(output, errors, Order::Input)?;
     let c = d.journal.counts()?;
     Ok(CancelSummary {
         cancelled,

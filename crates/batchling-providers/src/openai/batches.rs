@@ -334,9 +334,7 @@ impl BatchClient {
     ) -> Result<FileObject, BatchApiError> {
         let what = format!("uploading {filename}");
         let boundary = loop {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
+            let nanos = batchling_core::clock::unix_nanos();
             let b = format!(
                 "batchling-{nanos:x}-{:x}",
                 BOUNDARY_SEQ.fetch_add(1, Relaxed)
