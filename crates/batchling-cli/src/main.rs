@@ -13,6 +13,7 @@ macro_rules! out {
 
 mod args;
 mod commands;
+mod hints;
 mod progress;
 mod settings;
 
@@ -32,7 +33,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", message(&e));
+            match hints::for_error(&e) {
+                Some(hint) => eprintln!("error: {} ({hint})", message(&e)),
+                None => eprintln!("error: {}", message(&e)),
+            }
             ExitCode::from(2)
         }
     }

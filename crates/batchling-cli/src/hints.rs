@@ -1,0 +1,36 @@
+//! The flags behind an error. The libraries say what went wrong in their own
+//! words; only the CLI knows which of its flags changes it, so it adds that
+//! here, once, for every command.
+
+use std::error::Error;
+
+/// The hint to print after `e`'s message, if a flag would change the outcome:
+/// the first cause in `e`'s chain that one of the library mappings knows.
+pub(crate) fn for_error(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|cause| {
+        store(cause)
+            .or_else(|| engine(cause))
+            .or_else(|| submit(cause))
+            .or_else(|| serve(cause))
+    })
+}
+
+/// Hints for `batchling_store` errors (journal paths: `--state`, `--restart`).
+fn store(_cause: &(dyn Error + 'static)) -> Option<String> {
+    None
+}
+
+/// Hints for `batchling_engine` run errors and stops.
+fn engine(_cause: &(dyn Error + 'static)) -> Option<String> {
+    None
+}
+
+/// Hints for `batchling_engine::submit` errors.
+fn submit(_cause: &(dyn Error + 'static)) -> Option<String> {
+    None
+}
+
+/// Hints for `batchling_server` errors.
+fn serve(_cause: &(dyn Error + 'static)) -> Option<String> {
+    None
+}
