@@ -1,9 +1,15 @@
 //! Command-line arguments, as clap sees them. Nothing else reads these:
-//! `settings` resolves them once into plain values.
+//! `settings` resolves them once into plain values. Each value's own check
+//! is a `value_parser` at the end of this file, written once: clap's error
+//! names the flag and the bad value.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::settings::env;
 
 /// Get thousands to millions of LLM API requests answered: paced to the
 /// provider's limits, retried, each exactly once.
@@ -96,23 +102,24 @@ pub(crate) struct ClientArgs {
     pub(crate) base_url: Option<String>,
 
     /// Name of the environment variable holding the API key.
-    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
+    #[arg(long, default_value = env::OPENAI_API_KEY, value_name = "NAME")]
     pub(crate) api_key_env: String,
 
     /// Extra header sent with every request, as 'Name: value' (repeatable).
-    #[arg(long = "header", value_name = "'K: V'")]
-    pub(crate) headers: Vec<String>,
+    #[arg(long = "header", value_name = "'K: V'", value_parser = header)]
+    pub(crate) headers: Vec<(String, String)>,
 
     /// Timeout of each HTTP call in seconds: each attempt of a request, and
     /// for submit and cancel each Files/Batches API call (uploads and
     /// downloads included).
     #[arg(
         long,
-        default_value_t = 600.0,
+        default_value = "600",
         value_name = "SECS",
+        value_parser = positive_secs,
         allow_negative_numbers = true
     )]
-    pub(crate) timeout: f64,
+    pub(crate) timeout: Duration,
 
     /// Largest answer read, in MiB: a larger one is cut off and becomes a
     /// response_too_large error, not retried.
@@ -128,20 +135,20 @@ pub(crate) const DEFAULT_MAX_RESPONSE_MB: u64 =
 #[derive(Debug, Args)]
 pub(crate) struct LimitArgs {
     /// Requests-per-minute limit [default: learned from the provider's headers].
-    #[arg(long)]
+    #[arg(long, value_parser = rate_limit)]
     pub(crate) rpm: Option<u64>,
 
     /// Tokens-per-minute limit [default: learned from the provider's headers].
-    #[arg(long)]
+    #[arg(long, value_parser = rate_limit)]
     pub(crate) tpm: Option<u64>,
 
     /// Most requests in flight at once.
-    #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
+    #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY, value_parser = at_least_one::<usize>)]
     pub(crate) concurrency: usize,
 
     /// Attempts per request, the first included (429s do not count); for
     /// submit also per Files/Batches API call.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = at_least_one::<u32>)]
     pub(crate) max_attempts: u32,
 }
 
@@ -207,8 +214,8 @@ pub(crate) struct RunArgs {
 
     /// When the upstream fails everything, keep probing this long before
     /// stopping (e.g. 10m, 90s).
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
-    pub(crate) give_up_after: String,
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = duration)]
+    pub(crate) give_up_after: Duration,
 
     /// Output tokens assumed for a request that sets no max_tokens /
     /// max_completion_tokens / max_output_tokens: reserved against --tpm and
@@ -238,7 +245,12 @@ pub(crate) struct RunArgs {
     /// does not fit waits for those in flight; the run stops when nothing
     /// is in flight and the next still does not fit (resumable with a
     /// higher budget).
-    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "USD",
+        value_parser = positive_usd,
+        allow_negative_numbers = true
+    )]
     pub(crate) max_cost: Option<f64>,
 
     /// Response cache shared across runs: a request whose endpoint and body
@@ -284,12 +296,12 @@ pub(crate) struct SubmitArgs {
 
     /// First wait between polls of the batches (grows ×1.5 while nothing
     /// changes).
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    pub(crate) poll_interval: String,
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = duration)]
+    pub(crate) poll_interval: Duration,
 
     /// Longest wait between polls.
-    #[arg(long, default_value = "2m", value_name = "DURATION")]
-    pub(crate) max_poll_interval: String,
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = duration)]
+    pub(crate) max_poll_interval: Duration,
 
     /// Send requests that failed or expired in earlier batches again, as new
     /// batches.
@@ -304,12 +316,12 @@ pub(crate) struct SubmitArgs {
     /// Have everything done this long after the job started (e.g. 6h): when
     /// batches are not done by the deadline minus --deadline-margin, cancel
     /// them and finish the rest online.
-    #[arg(long, value_name = "DURATION")]
-    pub(crate) deadline: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) deadline: Option<Duration>,
 
     /// Time kept before --deadline for cancelling and finishing online.
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
-    pub(crate) deadline_margin: String,
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = duration)]
+    pub(crate) deadline_margin: Duration,
 
     /// Limits for requests sent online; --max-attempts also bounds each
     /// Files/Batches API call.
@@ -339,8 +351,8 @@ pub(crate) struct CancelArgs {
     pub(crate) client: ClientArgs,
 
     /// Wait between polls while batches are cancelling.
-    #[arg(long, default_value = "5s", value_name = "DURATION")]
-    pub(crate) poll_interval: String,
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = duration)]
+    pub(crate) poll_interval: Duration,
 
     /// Extra or overriding prices (TOML, JSON or LiteLLM's JSON).
     #[arg(long, value_name = "FILE")]
@@ -382,19 +394,19 @@ pub(crate) struct MockArgs {
     pub(crate) no_limit_headers: bool,
 
     /// Share of requests answered 500.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub(crate) error_500: f64,
 
     /// Share of requests answered 503.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub(crate) error_503: f64,
 
     /// Share of connections dropped without an answer.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub(crate) drop_connection: f64,
 
     /// Share of 200 answers with a truncated body.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub(crate) malformed: f64,
 
     /// Seed for faults and jitter.
@@ -493,8 +505,8 @@ pub(crate) enum LogFormat {
 pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the base URL is
     /// printed on stdout).
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
-    pub(crate) listen: String,
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = listen_addr)]
+    pub(crate) listen: SocketAddr,
 
     /// Where files, batches and their journals are kept (created if needed;
     /// one server per directory).
@@ -507,26 +519,26 @@ pub(crate) struct ServeArgs {
 
     /// Name of the environment variable holding the upstream's API key (none
     /// is sent when it is unset).
-    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
+    #[arg(long, default_value = env::OPENAI_API_KEY, value_name = "NAME")]
     pub(crate) api_key_env: String,
 
     /// The upstream's requests-per-minute limit [default: learned from its
     /// headers].
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long, conflicts_with = "config", value_parser = rate_limit)]
     pub(crate) rpm: Option<u64>,
 
     /// The upstream's tokens-per-minute limit [default: learned from its
     /// headers].
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long, conflicts_with = "config", value_parser = rate_limit)]
     pub(crate) tpm: Option<u64>,
 
     /// Most requests in flight to the upstream, across all batches.
-    #[arg(long, conflicts_with = "config", default_value_t = batchling_engine::DEFAULT_CONCURRENCY)]
+    #[arg(long, conflicts_with = "config", default_value_t = batchling_engine::DEFAULT_CONCURRENCY, value_parser = at_least_one::<usize>)]
     pub(crate) concurrency: usize,
 
     /// Per-attempt timeout in seconds.
-    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
-    pub(crate) timeout: f64,
+    #[arg(long, default_value = "600", value_name = "SECS", value_parser = positive_secs)]
+    pub(crate) timeout: Duration,
 
     /// Largest upstream answer read, in MiB: a larger one is cut off and
     /// becomes a response_too_large error, not retried (in a --config file:
@@ -552,28 +564,103 @@ pub(crate) struct ServeArgs {
     pub(crate) no_auth: bool,
 
     /// Largest accepted upload, in MB (413 beyond).
-    #[arg(long, default_value_t = 200, value_name = "MB")]
+    #[arg(long, default_value_t = 200, value_name = "MB", value_parser = at_least_one::<u64>)]
     pub(crate) max_upload_mb: u64,
 
     /// Time a client has to send a whole request body, in seconds (408
     /// after it); raise it for large uploads over slow links.
-    #[arg(long, default_value_t = 900.0, value_name = "SECS")]
-    pub(crate) body_timeout: f64,
+    #[arg(long, default_value = "900", value_name = "SECS", value_parser = positive_secs)]
+    pub(crate) body_timeout: Duration,
 
     /// Batches running at once; later ones wait (in_progress) for a turn.
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = at_least_one::<usize>)]
     pub(crate) max_running_batches: usize,
 
     /// Attempts per request, the first included (429s do not count).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = at_least_one::<u32>)]
     pub(crate) max_attempts: u32,
 
     /// How long a batch may run before it expires. The API's
     /// completion_window is always "24h"; a shorter one here is for tests.
-    #[arg(long, default_value = "24h", value_name = "DURATION")]
-    pub(crate) batch_window: String,
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = duration)]
+    pub(crate) batch_window: Duration,
 
     /// Log format on stderr (RUST_LOG filters, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+}
+
+// Value parsers: each flag value's own check and its message, once. Checks
+// that need several flags or the environment are in `settings`.
+
+/// A duration such as `90s`, `10m` or `6h`.
+fn duration(text: &str) -> Result<Duration, String> {
+    batchling_core::duration::parse_duration(text)
+        .ok_or_else(|| "expected a duration such as 10s, 90s, 30m or 6h".to_owned())
+}
+
+/// A positive number of seconds (NaN, 0, negatives and values past what a
+/// `Duration` holds are refused, never a panic).
+fn positive_secs(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "expected a positive number of seconds".to_owned())
+}
+
+/// A header as `Name: value`, both sides trimmed.
+fn header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| "expected 'Name: value'".to_owned())?;
+    if name.trim().is_empty() {
+        return Err("the header name is empty".into());
+    }
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
+/// A count that must be at least 1 (concurrency, attempts, batches, MB).
+fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError> + PartialOrd + From<u8>,
+{
+    let n: T = text
+        .parse()
+        .map_err(|e: std::num::ParseIntError| e.to_string())?;
+    if n < T::from(1) {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+/// An RPM or TPM limit: positive (leaving the flag out means no limit).
+fn rate_limit(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be positive (leave it out for no limit)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A positive, finite amount of USD.
+fn positive_usd(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|usd| usd.is_finite() && *usd > 0.0)
+        .ok_or_else(|| "expected a positive amount of USD".to_owned())
+}
+
+/// A share of requests, between 0 and 1.
+fn share(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=1.0).contains(p))
+        .ok_or_else(|| "expected a share between 0 and 1".to_owned())
+}
+
+/// An address to listen on.
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| "expected an address such as 127.0.0.1:8080".to_owned())
 }

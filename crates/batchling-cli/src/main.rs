@@ -2,6 +2,9 @@
 //! meaningful code (0 all done, 1 some requests failed, 2 usage/config/I/O
 //! error, 130 interrupted).
 
+// The one crate that writes to the terminal (denied elsewhere in the workspace).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 /// `println!` that returns an `io::Result`, so that a closed pipe
 /// (`batchling prices | head`) ends the command quietly.
 macro_rules! out {
@@ -16,8 +19,13 @@ mod commands;
 mod hints;
 mod progress;
 mod settings;
+mod signals;
 
 use std::process::ExitCode;
+
+// A dev-dependency of the integration tests only (unit tests see it too).
+#[cfg(test)]
+use tempfile as _;
 
 /// mimalloc rather than glibc's malloc: a run allocates a few dozen small
 /// buffers per request across three threads, and glibc's arenas spent

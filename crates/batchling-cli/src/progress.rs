@@ -25,7 +25,9 @@ struct Quiet;
 pub(crate) fn reporter(quiet: bool) -> Arc<dyn CliReporter> {
     if quiet {
         Arc::new(Quiet)
-    } else if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+    } else if std::io::stderr().is_terminal()
+        && std::env::var_os(crate::settings::env::NO_COLOR).is_none()
+    {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
         bar.set_style(
             // `wide_msg` is cut to the terminal's width: a line that wraps

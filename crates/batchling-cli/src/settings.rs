@@ -1,38 +1,51 @@
 //! Arguments and environment resolved once into plain values. Commands take
-//! these and never see clap.
+//! these and never see clap. Each flag's own check is its clap value parser
+//! (`args.rs`); what is checked here needs several flags, the environment
+//! or the file system.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use batchling_core::RetryPolicy;
-use batchling_core::duration::parse_duration;
 use batchling_core::pricing::Catalog;
+use batchling_engine::submit::{PartLimits, SubmitJob};
 use batchling_engine::{Input, Job, Order, PacerConfig, default_errors_path};
+use batchling_mock::{Faults, LimitWindow, MockConfig};
+use batchling_providers::ApiKey;
+use batchling_providers::openai::ClientConfig;
+use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
 
+use crate::args::{
+    CancelArgs, ClientArgs, EstimateArgs, ExportArgs, JournalArgs, LimitArgs, LogFormat, MockArgs,
+    OrderArg, PricesArgs, RunArgs, ServeArgs, StatusArgs, SubmitArgs,
+};
+
+/// The environment variables batchling reads, in one place. Besides these:
+/// the variables `--api-key-env` and `--auth-keys-env` (or a `serve --config`
+/// file) name, and the proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`,
+/// `ALL_PROXY`, `NO_PROXY`, also in lower case), which the HTTP client reads
+/// below the CLI (with `HTTP_PROXY` or `ALL_PROXY` set, plain-http upstreams
+/// go through reqwest instead of the lean client).
+pub(crate) mod env {
+    /// The API key, unless `--api-key-env` names another variable.
+    pub(crate) const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+    /// The API base URL when `--base-url` is not given.
+    pub(crate) const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+    /// Set to anything: no progress bar, plain status lines instead.
+    pub(crate) const NO_COLOR: &str = "NO_COLOR";
+    /// `serve`'s log filter (tracing's `EnvFilter` syntax; `info` when unset).
+    pub(crate) const RUST_LOG: &str = "RUST_LOG";
+}
+
+/// `--order` as the engine and the store name it.
 pub(crate) fn order(o: OrderArg) -> Order {
     match o {
         OrderArg::Input => Order::Input,
         OrderArg::Completion => Order::Completion,
     }
-}
-use batchling_providers::ApiKey;
-use batchling_providers::openai::ClientConfig;
-
-use batchling_engine::submit::{PartLimits, SubmitJob};
-
-use crate::args::{
-    CancelArgs, ClientArgs, JournalArgs, LimitArgs, LogFormat, OrderArg, RunArgs, ServeArgs,
-    SubmitArgs,
-};
-use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
-
-/// Environment variables batchling reads (besides the one named by
-/// `--api-key-env`).
-pub(crate) mod env {
-    /// The API base URL when `--base-url` is not given.
-    pub(crate) const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
 }
 
 const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
@@ -156,7 +169,6 @@ pub(crate) fn errors_path(output: &Path, errors: Option<PathBuf>) -> Result<Path
     Ok(errors)
 }
 
-/// The built-in prices, plus a user's file.
 /// [`JournalArgs`] resolved: the journal and the files `run` and `submit`
 /// write from it.
 struct Journaling {
@@ -187,22 +199,13 @@ impl Journaling {
     }
 }
 
+/// The built-in prices, plus a user's file.
 pub(crate) fn catalog(file: Option<&Path>) -> Result<Catalog> {
     let mut c = Catalog::builtin();
     if let Some(f) = file {
         c.load_file(f)?;
     }
     Ok(c)
-}
-
-fn parse_header(h: &str) -> Result<(String, String)> {
-    let (k, v) = h
-        .split_once(':')
-        .with_context(|| format!("--header {h:?}: expected 'Name: value'"))?;
-    if k.trim().is_empty() {
-        bail!("--header {h:?}: the header name is empty");
-    }
-    Ok((k.trim().to_owned(), v.trim().to_owned()))
 }
 
 impl RunSettings {
@@ -212,17 +215,10 @@ impl RunSettings {
         } else {
             Input::File(PathBuf::from(&a.input))
         };
-        let give_up_after = parse_duration(&a.give_up_after).with_context(|| {
-            format!(
-                "--give-up-after {:?}: expected a duration such as 10m, 90s or 1h",
-                a.give_up_after
-            )
-        })?;
-        a.limits.check()?;
-        let (mut client, has_key, has_base) = client_config(&a.client, &getenv)?;
-        client.pool_size = a.limits.concurrency;
-        client.http2 = a.http2;
-        let upstream = upstream(a.mock, has_key || has_base, client);
+        let mut client = ResolvedClient::resolve(&a.client, &getenv)?;
+        client.config.pool_size = a.limits.concurrency;
+        client.config.http2 = a.http2;
+        let upstream = client.upstream(a.mock);
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let mut notes = Vec::new();
         let named = a.mock || a.client.base_url.is_some();
@@ -237,17 +233,12 @@ impl RunSettings {
         };
         job.concurrency = a.limits.concurrency;
         job.retry = a.limits.retry();
-        job.give_up_after = give_up_after;
+        job.give_up_after = a.give_up_after;
         job.state = j.state;
         job.restart = j.restart;
         job.retry_failed = a.retry_failed;
         job.durable = j.durable;
         job.cache = a.cache;
-        if let Some(limit) = a.max_cost
-            && !(limit.is_finite() && limit > 0.0)
-        {
-            bail!("--max-cost {limit}: expected a positive amount of USD");
-        }
         job.max_cost = a.max_cost;
         job.prices = Some(j.prices);
         job.default_max_output = a.default_max_tokens;
@@ -262,52 +253,54 @@ impl RunSettings {
     }
 }
 
-fn duration_flag(flag: &str, text: &str) -> Result<Duration> {
-    parse_duration(text).with_context(|| {
-        format!("{flag} {text:?}: expected a duration such as 10s, 90s, 30m or 6h")
-    })
+/// [`ClientArgs`] and the environment resolved.
+struct ResolvedClient {
+    config: ClientConfig,
+    /// The API key's variable is set.
+    key_given: bool,
+    /// A base URL came from `--base-url` or the environment.
+    base_given: bool,
 }
 
-/// A flag's positive number of seconds (NaN, 0, negatives and values past
-/// what a `Duration` holds are refused, never a panic).
-fn positive_secs(flag: &str, secs: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("{flag} {secs}: expected a positive number of seconds"))
-}
+impl ResolvedClient {
+    fn resolve(a: &ClientArgs, getenv: &impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let key = getenv(&a.api_key_env)
+            .filter(|k| !k.trim().is_empty())
+            .map(ApiKey::new);
+        let env_base = getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty());
+        let base_given = a.base_url.is_some() || env_base.is_some();
+        let key_given = key.is_some();
+        let config = ClientConfig {
+            base_url: a
+                .base_url
+                .clone()
+                .or(env_base)
+                .unwrap_or_else(|| OPENAI_DEFAULT_BASE.into()),
+            api_key: key,
+            headers: a.headers.clone(),
+            timeout: a.timeout,
+            max_response_bytes: max_response_bytes(a.max_response_mb)?,
+            ..ClientConfig::default()
+        };
+        Ok(ResolvedClient {
+            config,
+            key_given,
+            base_given,
+        })
+    }
 
-/// Base URL and key from flags and environment: (config, key given,
-/// a base URL given by flag or environment).
-fn client_config(
-    a: &ClientArgs,
-    getenv: &impl Fn(&str) -> Option<String>,
-) -> Result<(ClientConfig, bool, bool)> {
-    let timeout = positive_secs("--timeout", a.timeout)?;
-    let headers = a
-        .headers
-        .iter()
-        .map(|h| parse_header(h))
-        .collect::<Result<Vec<_>>>()?;
-    let key = getenv(&a.api_key_env)
-        .filter(|k| !k.trim().is_empty())
-        .map(ApiKey::new);
-    let max_response_bytes = max_response_bytes(a.max_response_mb)?;
-    let env_base = getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty());
-    let has_base = a.base_url.is_some() || env_base.is_some();
-    let config = ClientConfig {
-        base_url: a
-            .base_url
-            .clone()
-            .or(env_base)
-            .unwrap_or_else(|| OPENAI_DEFAULT_BASE.into()),
-        api_key: key.clone(),
-        headers,
-        timeout,
-        max_response_bytes,
-        ..ClientConfig::default()
-    };
-    Ok((config, key.is_some(), has_base))
+    /// `--mock`, or no key and nowhere else to go: rehearse against the
+    /// fake provider rather than fail (the command says so loudly).
+    fn upstream(self, mock: bool) -> Upstream {
+        if mock || !(self.key_given || self.base_given) {
+            Upstream::Mock {
+                implicit: !mock,
+                client: self.config,
+            }
+        } else {
+            Upstream::Remote(self.config)
+        }
+    }
 }
 
 /// `--max-response-mb` in bytes.
@@ -319,33 +312,7 @@ fn max_response_bytes(mb: u64) -> Result<u64> {
         .with_context(|| format!("--max-response-mb {mb}: too large"))
 }
 
-/// `--mock`, or no key and nowhere else to go: rehearse against the fake
-/// provider rather than fail (the command says so loudly).
-fn upstream(mock: bool, has_key_or_base: bool, client: ClientConfig) -> Upstream {
-    if mock || !has_key_or_base {
-        Upstream::Mock {
-            implicit: !mock,
-            client,
-        }
-    } else {
-        Upstream::Remote(client)
-    }
-}
-
 impl LimitArgs {
-    fn check(&self) -> Result<()> {
-        if self.concurrency == 0 {
-            bail!("--concurrency must be at least 1");
-        }
-        if self.max_attempts == 0 {
-            bail!("--max-attempts must be at least 1");
-        }
-        if self.rpm == Some(0) || self.tpm == Some(0) {
-            bail!("--rpm and --tpm must be positive (leave them out for no limit)");
-        }
-        Ok(())
-    }
-
     fn pacing(&self) -> PacerConfig {
         PacerConfig {
             rpm: self.rpm,
@@ -375,10 +342,9 @@ pub(crate) struct SubmitSettings {
 
 impl SubmitSettings {
     pub(crate) fn resolve(a: SubmitArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        a.limits.check()?;
-        let (mut client, has_key, has_base) = client_config(&a.client, &getenv)?;
-        client.pool_size = a.limits.concurrency.max(1);
-        let upstream = upstream(a.mock, has_key || has_base, client);
+        let mut client = ResolvedClient::resolve(&a.client, &getenv)?;
+        client.config.pool_size = a.limits.concurrency;
+        let upstream = client.upstream(a.mock);
         if a.input.as_os_str() == "-" {
             bail!(
                 "submit needs a file (parts are rebuilt from it on resume), not - (stdin); save the input to a file"
@@ -390,15 +356,6 @@ impl SubmitSettings {
         if a.max_batch_bytes == 0 {
             bail!("--max-batch-bytes must be at least 1");
         }
-        let poll_interval = duration_flag("--poll-interval", &a.poll_interval)?;
-        let max_poll_interval =
-            duration_flag("--max-poll-interval", &a.max_poll_interval)?.max(poll_interval);
-        let deadline = a
-            .deadline
-            .as_deref()
-            .map(|d| duration_flag("--deadline", d))
-            .transpose()?;
-        let deadline_margin = duration_flag("--deadline-margin", &a.deadline_margin)?;
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let mut notes = Vec::new();
         let named = a.mock || a.client.base_url.is_some();
@@ -423,13 +380,13 @@ impl SubmitSettings {
                 max_bytes: a.max_batch_bytes,
             },
             skip_invalid: a.skip_invalid,
-            poll_interval,
-            max_poll_interval,
+            poll_interval: a.poll_interval,
+            max_poll_interval: a.max_poll_interval.max(a.poll_interval),
             api_retry: retry,
             resubmit: a.resubmit,
             finish_online: a.finish_online,
-            deadline,
-            deadline_margin,
+            deadline: a.deadline,
+            deadline_margin: a.deadline_margin,
             prices: Some(j.prices),
             online,
             server,
@@ -458,7 +415,7 @@ pub(crate) struct CancelSettings {
 
 impl CancelSettings {
     pub(crate) fn resolve(a: CancelArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let (client, _, _) = client_config(&a.client, &getenv)?;
+        let client = ResolvedClient::resolve(&a.client, &getenv)?.config;
         // The batches are where the submit sent them: the journal says where.
         let mut notes = Vec::new();
         let named = a.client.base_url.is_some();
@@ -478,7 +435,7 @@ impl CancelSettings {
         Ok(CancelSettings {
             state: a.state,
             client,
-            poll_interval: duration_flag("--poll-interval", &a.poll_interval)?,
+            poll_interval: a.poll_interval,
             prices: Arc::new(catalog(a.prices.as_deref())?),
             quiet: a.quiet,
             notes,
@@ -498,85 +455,236 @@ pub(crate) struct ServeSettings {
 
 impl ServeSettings {
     pub(crate) fn resolve(a: ServeArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let listen = a.listen.parse().with_context(|| {
-            format!(
-                "--listen {:?}: expected an address such as 127.0.0.1:8080",
-                a.listen
-            )
-        })?;
-        let timeout = positive_secs("--timeout", a.timeout)?;
-        if a.concurrency == 0 || a.max_attempts == 0 || a.max_running_batches == 0 {
-            bail!("--concurrency, --max-attempts and --max-running-batches must be at least 1");
-        }
-        if a.rpm == Some(0) || a.tpm == Some(0) {
-            bail!("--rpm and --tpm must be positive (leave them out for no limit)");
-        }
-        if a.max_upload_mb == 0 {
-            bail!("--max-upload-mb must be at least 1");
-        }
-        let body_timeout = positive_secs("--body-timeout", a.body_timeout)?;
-        let window = parse_duration(&a.batch_window).with_context(|| {
-            format!(
-                "--batch-window {:?}: expected a duration such as 24h or 90s",
-                a.batch_window
-            )
-        })?;
         let (upstreams, file_keys_env) = match &a.config {
             Some(path) => {
                 let loaded = serve_config::load(path, &getenv)?;
                 (loaded.upstreams, loaded.auth_keys_env)
             }
-            None => {
-                let base = a
-                    .base_url
-                    .clone()
-                    .or_else(|| getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty()));
-                let base = match (base, a.mock) {
-                    (Some(b), _) => b,
-                    // Replaced by the fake provider's URL once it has started.
-                    (None, true) => String::new(),
-                    (None, false) => bail!(
-                        "no upstream: give --base-url URL (or $OPENAI_BASE_URL), --config FILE for several, or --mock to try the API on the built-in fake provider"
-                    ),
-                };
-                let mut up = UpstreamConfig::new(if a.mock { "mock" } else { "default" }, &base);
-                up.api_key = getenv(&a.api_key_env)
-                    .filter(|k| !k.trim().is_empty())
-                    .map(ApiKey::new);
-                up.rpm = a.rpm;
-                up.tpm = a.tpm;
-                up.concurrency = a.concurrency;
-                up.timeout = timeout;
-                up.max_response_bytes = max_response_bytes(a.max_response_mb)?;
-                (vec![up], None)
-            }
+            None => (vec![upstream_from_flags(&a, &getenv)?], None),
         };
         let mut config = ServeConfig::new(a.data_dir, upstreams);
         let keys_env = a.auth_keys_env.or(file_keys_env);
-        if let Some(var) = &keys_env {
-            let list = getenv(var).unwrap_or_default();
-            config.auth_keys = serve_config::split_keys(&list);
-            if config.auth_keys.is_empty() {
-                bail!(
-                    "${var} holds no client keys; set it to a comma-separated list of keys, or pass --no-auth"
-                );
-            }
-        } else if !a.no_auth {
-            bail!(
-                "no client keys: name the variable holding them with --auth-keys-env NAME (comma-separated), or pass --no-auth to accept any client"
-            );
-        }
+        config.auth_keys = client_keys(keys_env.as_deref(), a.no_auth, &getenv)?;
         config.no_auth = a.no_auth;
         config.max_upload_bytes = a.max_upload_mb * 1024 * 1024;
-        config.http.body_timeout = body_timeout;
-        config.completion_window = window;
+        config.http.body_timeout = a.body_timeout;
+        config.completion_window = a.batch_window;
         config.max_running_batches = a.max_running_batches;
         config.max_attempts = a.max_attempts;
         Ok(ServeSettings {
-            listen,
+            listen: a.listen,
             config,
             mock: a.mock,
             log_json: a.log_format == LogFormat::Json,
         })
+    }
+}
+
+/// The one upstream `serve` is given by flags (no `--config`).
+fn upstream_from_flags(
+    a: &ServeArgs,
+    getenv: &impl Fn(&str) -> Option<String>,
+) -> Result<UpstreamConfig> {
+    let base = a
+        .base_url
+        .clone()
+        .or_else(|| getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty()));
+    let base = match (base, a.mock) {
+        (Some(b), _) => b,
+        // Replaced by the fake provider's URL once it has started.
+        (None, true) => String::new(),
+        (None, false) => bail!(
+            "no upstream: give --base-url URL (or $OPENAI_BASE_URL), --config FILE for several, or --mock to try the API on the built-in fake provider"
+        ),
+    };
+    let mut up = UpstreamConfig::new(if a.mock { "mock" } else { "default" }, &base);
+    up.api_key = getenv(&a.api_key_env)
+        .filter(|k| !k.trim().is_empty())
+        .map(ApiKey::new);
+    up.rpm = a.rpm;
+    up.tpm = a.tpm;
+    up.concurrency = a.concurrency;
+    up.timeout = a.timeout;
+    up.max_response_bytes = max_response_bytes(a.max_response_mb)?;
+    Ok(up)
+}
+
+/// The client keys `serve` accepts, from the variable named by
+/// `--auth-keys-env` (or the config file); none only with `--no-auth`.
+fn client_keys(
+    var: Option<&str>,
+    no_auth: bool,
+    getenv: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<ApiKey>> {
+    let Some(var) = var else {
+        if no_auth {
+            return Ok(Vec::new());
+        }
+        bail!(
+            "no client keys: name the variable holding them with --auth-keys-env NAME (comma-separated), or pass --no-auth to accept any client"
+        );
+    };
+    let keys = serve_config::split_keys(&getenv(var).unwrap_or_default());
+    if keys.is_empty() {
+        bail!(
+            "${var} holds no client keys; set it to a comma-separated list of keys, or pass --no-auth"
+        );
+    }
+    Ok(keys)
+}
+
+/// A journal to read: it must exist and be a file (a clearer message than
+/// SQLite's).
+fn existing_journal(state: PathBuf) -> Result<PathBuf> {
+    if !state.exists() {
+        bail!(
+            "{} does not exist; give the journal of a run (OUTPUT.journal by default)",
+            state.display()
+        );
+    }
+    if state.is_dir() {
+        bail!(
+            "{} is a directory; give the journal file of a run (OUTPUT.journal by default)",
+            state.display()
+        );
+    }
+    Ok(state)
+}
+
+/// Everything `batchling status` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusSettings {
+    pub(crate) state: PathBuf,
+    pub(crate) json: bool,
+}
+
+impl StatusSettings {
+    pub(crate) fn resolve(a: StatusArgs) -> Result<Self> {
+        Ok(StatusSettings {
+            state: existing_journal(a.state)?,
+            json: a.json,
+        })
+    }
+}
+
+/// Everything `batchling export` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportSettings {
+    pub(crate) state: PathBuf,
+    pub(crate) output: PathBuf,
+    pub(crate) errors: PathBuf,
+    pub(crate) order: Order,
+}
+
+impl ExportSettings {
+    pub(crate) fn resolve(a: ExportArgs) -> Result<Self> {
+        let state = existing_journal(a.state)?;
+        Ok(ExportSettings {
+            errors: errors_path(&a.output, a.errors)?,
+            state,
+            output: a.output,
+            order: order(a.order),
+        })
+    }
+}
+
+/// Everything `batchling prices` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct PricesSettings {
+    pub(crate) catalog: Catalog,
+    pub(crate) json: bool,
+}
+
+impl PricesSettings {
+    pub(crate) fn resolve(a: PricesArgs) -> Result<Self> {
+        Ok(PricesSettings {
+            catalog: catalog(a.prices.as_deref())?,
+            json: a.json,
+        })
+    }
+}
+
+/// Everything `batchling estimate` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct EstimateSettings {
+    pub(crate) input: PathBuf,
+    /// Price for these models instead of each line's own.
+    pub(crate) models: Vec<String>,
+    pub(crate) output_tokens: Option<u64>,
+    /// A journal of an earlier run, for the expected output and the limits.
+    pub(crate) state: Option<PathBuf>,
+    pub(crate) rpm: Option<u64>,
+    pub(crate) tpm: Option<u64>,
+    pub(crate) default_max_tokens: u64,
+    pub(crate) catalog: Catalog,
+    pub(crate) json: bool,
+}
+
+impl EstimateSettings {
+    pub(crate) fn resolve(a: EstimateArgs) -> Result<Self> {
+        let catalog = catalog(a.prices.as_deref())?;
+        if !a.input.exists() {
+            bail!(
+                "{} does not exist; give the JSONL input to estimate",
+                a.input.display()
+            );
+        }
+        if !a.input.is_file() {
+            bail!(
+                "{} is not a file; give the JSONL input to estimate",
+                a.input.display()
+            );
+        }
+        Ok(EstimateSettings {
+            input: a.input,
+            models: a.models,
+            output_tokens: a.output_tokens,
+            state: a.state,
+            rpm: a.rpm,
+            tpm: a.tpm,
+            default_max_tokens: a.default_max_tokens,
+            catalog,
+            json: a.json,
+        })
+    }
+}
+
+/// Everything `batchling mock` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct MockSettings {
+    pub(crate) addr: SocketAddr,
+    pub(crate) config: MockConfig,
+}
+
+impl MockSettings {
+    pub(crate) fn resolve(a: MockArgs) -> Self {
+        let config = MockConfig {
+            latency: Duration::from_millis(a.latency_ms),
+            latency_jitter: Duration::from_millis(a.jitter_ms),
+            rpm: a.rpm,
+            tpm: a.tpm,
+            window: if a.per_second {
+                LimitWindow::Second
+            } else {
+                LimitWindow::Minute
+            },
+            send_limit_headers: !a.no_limit_headers,
+            faults: Faults {
+                error_500: a.error_500,
+                error_503: a.error_503,
+                drop_connection: a.drop_connection,
+                malformed_body: a.malformed,
+                ..Faults::default()
+            },
+            seed: a.seed,
+            // A standalone server may see millions of distinct requests; the
+            // per-request table is for in-process tests.
+            track_keys: false,
+            ..MockConfig::default()
+        };
+        MockSettings {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, a.port)),
+            config,
+        }
     }
 }

@@ -9,6 +9,10 @@
 //! is skipped, with a `SKIPPED:` line, only when that script exits 3 (cannot
 //! install). Any other failure fails the test.
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::{Command, Stdio};
 
 mod support;

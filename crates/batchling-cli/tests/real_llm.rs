@@ -25,6 +25,10 @@
 //! - no `x-request-id` header: `request_id` is an empty string;
 //! - the model has no price: `cost_usd` is 0 (priced by the request's `model`).
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -27,6 +27,10 @@
 //! request finally became (succeeded, failed, invalid).
 #![deny(missing_docs)]
 
+// A dev-dependency of `tests/tokens.rs` only (unit tests see it too).
+#[cfg(test)]
+use tiktoken_rs as _;
+
 pub mod batch;
 pub mod clock;
 pub mod duration;

@@ -1,6 +1,10 @@
 //! Token counting against Python tiktoken (fixtures from
 //! `scripts/gen_token_fixtures.py`) plus the per-endpoint rules.
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use batchling_core::endpoint::Endpoint;
 use batchling_core::tokens::{
     Encoding, IMAGE_PART_TOKENS, TokenError, TokenEstimate, count_chat_messages, count_text,

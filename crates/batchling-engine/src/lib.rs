@@ -38,6 +38,10 @@
 //! ```
 #![deny(missing_docs)]
 
+// Dev-dependencies of the integration tests (`tests/`) only.
+#[cfg(test)]
+use batchling_mock as _;
+
 pub mod budget;
 mod close;
 mod dispatch;

@@ -2,6 +2,10 @@
 //! fake Batch API (`batchling-mock`), over real HTTP on loopback: the
 //! calls `batchling submit` relies on, pagination and error shapes.
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::HashMap;
 
 use batchling_mock::{BatchBehavior, BatchEnd, MockConfig, MockServer};

@@ -6,6 +6,10 @@
 //! Without BASE_URL an in-process mock is started on its own runtime thread
 //! pool (1 worker thread), so client and server do not share a scheduler.
 
+// An example sees every dependency of its package and uses a few; it prints its
+// results.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;

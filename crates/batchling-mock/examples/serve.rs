@@ -4,6 +4,10 @@
 //!
 //! RPM/TPM `-` = unlimited; THREADS 0 = a current-thread runtime (default 2).
 
+// An example sees every dependency of its package and uses a few; it prints its
+// results.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use batchling_mock::{MockConfig, MockServer};
 
 fn main() -> std::io::Result<()> {

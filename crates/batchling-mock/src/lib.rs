@@ -64,6 +64,10 @@
 //!
 //! The hot path takes no lock across an await and logs nothing per request.
 
+// Dev-dependencies of the integration tests (`tests/`) only.
+#[cfg(test)]
+use {reqwest as _, rustls as _};
+
 pub mod answer;
 mod batches;
 mod config;

@@ -1,6 +1,10 @@
 //! The mock over real HTTP: shapes, determinism, markers, limits, faults,
 //! override and key counters. No timing assertions.
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use std::time::Duration;
 
 use batchling_core::endpoint::Endpoint;

@@ -42,6 +42,10 @@
 //! ```
 #![deny(missing_docs)]
 
+// Dev-dependencies of the integration tests (`tests/`) only.
+#[cfg(test)]
+use {batchling_mock as _, futures_util as _, reqwest as _, rustls as _};
+
 mod api;
 mod batches;
 pub mod config;

@@ -1,5 +1,9 @@
 //! `batchling serve` over real HTTP, in front of the fake provider.
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;

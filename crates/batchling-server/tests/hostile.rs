@@ -6,6 +6,10 @@
 //!
 //! No timing is asserted: every wait is bounded only so a hang fails.
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use std::time::Duration;
 
 use batchling_mock::{MockConfig, MockServer};

@@ -1,5 +1,9 @@
 //! The journal on its own: guards, resume sets, export, migrations, locks.
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 use batchling_core::{Order, SeqSet, Usage};
 use batchling_store::{FinalState, InputIdentity, Journal, Record, StoreError};
 

@@ -3,14 +3,15 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use batchling_core::pricing::TokenCounts;
-use batchling_engine::estimate::count_file;
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use batchling_core::pricing::{ModelPrice, TokenCounts};
+use batchling_engine::estimate::{FileTokens, ModelTokens, count_file};
 use batchling_store::Journal;
 use serde::Serialize;
 
-use crate::args::EstimateArgs;
-use crate::settings::catalog;
+use crate::settings::EstimateSettings;
 
 #[derive(Debug, Serialize)]
 struct ModelEstimate {
@@ -38,66 +39,24 @@ struct Estimate {
     requests: u64,
     invalid_lines: u64,
     uncounted_lines: u64,
-    models: std::collections::BTreeMap<String, ModelEstimate>,
+    models: BTreeMap<String, ModelEstimate>,
     warnings: Vec<String>,
 }
 
-pub(crate) fn estimate(a: &EstimateArgs) -> Result<ExitCode> {
-    let catalog = catalog(a.prices.as_deref())?;
-    if !a.input.exists() {
-        bail!(
-            "{} does not exist; give the JSONL input to estimate",
-            a.input.display()
-        );
-    }
-    if !a.input.is_file() {
-        bail!(
-            "{} is not a file; give the JSONL input to estimate",
-            a.input.display()
-        );
-    }
-    let journal = a
+pub(crate) fn estimate(s: &EstimateSettings) -> Result<ExitCode> {
+    let journal = s
         .state
         .as_deref()
         .map(Journal::open_read_only)
         .transpose()?;
-    let (avg_output, basis) = match (a.output_tokens, &journal) {
-        (Some(n), _) => (Some(n as f64), "--output-tokens"),
-        (None, Some(j)) => match j.average_output_tokens()? {
-            Some(avg) => (Some(avg), "journal average"),
-            None => (None, "maximum"),
-        },
-        (None, None) => (None, "maximum"),
-    };
-    // Limits: as given, else those the earlier run ended with.
-    let known = journal
-        .as_ref()
-        .map(|j| j.meta())
-        .transpose()?
-        .unwrap_or_default();
-    let (rpm, tpm) = match (a.rpm, a.tpm) {
-        (None, None) => (known.rpm_limit, known.tpm_limit),
-        given => given,
-    };
-    let t = count_file(&a.input, &a.models, a.default_max_tokens)
-        .with_context(|| format!("cannot read {}", a.input.display()))?;
-    let mut warnings = Vec::new();
-    if t.invalid > 0 {
-        warnings.push(format!(
-            "{} invalid line(s) left out (see `batchling run --strict`)",
-            t.invalid
-        ));
-    }
-    for (line, why) in &t.uncounted_examples {
-        warnings.push(format!("line {line}: tokens not counted: {why}"));
-    }
-    let mut models = std::collections::BTreeMap::new();
+    let output = ExpectedOutput::from(s.output_tokens, journal.as_ref())?;
+    let limits = limits(s, journal.as_ref())?;
+    let t = count_file(&s.input, &s.models, s.default_max_tokens)
+        .with_context(|| format!("cannot read {}", s.input.display()))?;
+    let mut warnings = file_warnings(&t);
+    let mut models = BTreeMap::new();
     for (model, m) in &t.models {
-        let expected = match avg_output {
-            Some(avg) => ((avg * m.requests as f64).round() as u64).min(m.output_tokens_max),
-            None => m.output_tokens_max,
-        };
-        let price = catalog.get(model);
+        let price = s.catalog.get(model);
         if price.is_none() {
             warnings.push(format!(
                 "no price for model {model:?}: add it with --prices FILE"
@@ -108,53 +67,106 @@ pub(crate) fn estimate(a: &EstimateArgs) -> Result<ExitCode> {
                 "{model}: tokens are an estimate (not an OpenAI tokenizer)"
             ));
         }
-        let counts = |output| TokenCounts {
-            input: m.input_tokens,
-            output,
-            ..TokenCounts::default()
-        };
-        let minutes = match (rpm, tpm) {
-            (None, None) => None,
-            (rpm, tpm) => {
-                let by_requests = rpm.map_or(0.0, |r| m.requests as f64 / r as f64);
-                let tokens = (m.input_tokens + m.output_tokens_max) as f64;
-                let by_tokens = tpm.map_or(0.0, |r| tokens / r as f64);
-                Some(by_requests.max(by_tokens))
-            }
-        };
-        models.insert(
-            model.clone(),
-            ModelEstimate {
-                requests: m.requests,
-                input_tokens: m.input_tokens,
-                output_tokens_max: m.output_tokens_max,
-                output_tokens_expected: expected,
-                output_basis: basis,
-                exact: m.exact,
-                priced_as: price.map(|(name, _)| name.to_owned()),
-                cost_online_usd: price.map(|(_, p)| p.cost_online(&counts(expected))),
-                cost_batch_usd: price.map(|(_, p)| p.cost_batch(&counts(expected))),
-                cost_online_max_usd: price
-                    .map(|(_, p)| p.cost_online(&counts(m.output_tokens_max))),
-                cost_batch_max_usd: price.map(|(_, p)| p.cost_batch(&counts(m.output_tokens_max))),
-                minutes_at_limits: minutes,
-            },
-        );
+        models.insert(model.clone(), model_estimate(m, &output, price, limits));
     }
     let e = Estimate {
-        input: a.input.display().to_string(),
+        input: s.input.display().to_string(),
         requests: t.requests,
         invalid_lines: t.invalid,
         uncounted_lines: t.uncounted,
         models,
         warnings,
     };
-    if a.json {
+    if s.json {
         out!("{}", serde_json::to_string_pretty(&e)?)?;
     } else {
         print_table(&e)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The output tokens expected per request, and where the figure comes from.
+struct ExpectedOutput {
+    /// `None`: each request's maximum.
+    average: Option<f64>,
+    basis: &'static str,
+}
+
+impl ExpectedOutput {
+    fn from(given: Option<u64>, journal: Option<&Journal>) -> Result<Self> {
+        let (average, basis) = match (given, journal) {
+            (Some(n), _) => (Some(n as f64), "--output-tokens"),
+            (None, Some(j)) => match j.average_output_tokens()? {
+                Some(avg) => (Some(avg), "journal average"),
+                None => (None, "maximum"),
+            },
+            (None, None) => (None, "maximum"),
+        };
+        Ok(ExpectedOutput { average, basis })
+    }
+}
+
+/// RPM and TPM for the time estimate: as given, else those the earlier run
+/// ended with.
+fn limits(s: &EstimateSettings, journal: Option<&Journal>) -> Result<(Option<u64>, Option<u64>)> {
+    if s.rpm.is_some() || s.tpm.is_some() {
+        return Ok((s.rpm, s.tpm));
+    }
+    let known = journal.map(Journal::meta).transpose()?.unwrap_or_default();
+    Ok((known.rpm_limit, known.tpm_limit))
+}
+
+/// What the whole file says: invalid lines, lines whose tokens were not counted.
+fn file_warnings(t: &FileTokens) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if t.invalid > 0 {
+        warnings.push(format!(
+            "{} invalid line(s) left out (see `batchling run --strict`)",
+            t.invalid
+        ));
+    }
+    for (line, why) in &t.uncounted_examples {
+        warnings.push(format!("line {line}: tokens not counted: {why}"));
+    }
+    warnings
+}
+
+/// One model's tokens priced (when the catalog has it) and timed (at limits).
+fn model_estimate(
+    m: &ModelTokens,
+    output: &ExpectedOutput,
+    price: Option<(&str, &ModelPrice)>,
+    (rpm, tpm): (Option<u64>, Option<u64>),
+) -> ModelEstimate {
+    let expected = match output.average {
+        Some(avg) => ((avg * m.requests as f64).round() as u64).min(m.output_tokens_max),
+        None => m.output_tokens_max,
+    };
+    let counts = |output| TokenCounts {
+        input: m.input_tokens,
+        output,
+        ..TokenCounts::default()
+    };
+    let minutes = (rpm.is_some() || tpm.is_some()).then(|| {
+        let by_requests = rpm.map_or(0.0, |r| m.requests as f64 / r as f64);
+        let tokens = (m.input_tokens + m.output_tokens_max) as f64;
+        let by_tokens = tpm.map_or(0.0, |r| tokens / r as f64);
+        by_requests.max(by_tokens)
+    });
+    ModelEstimate {
+        requests: m.requests,
+        input_tokens: m.input_tokens,
+        output_tokens_max: m.output_tokens_max,
+        output_tokens_expected: expected,
+        output_basis: output.basis,
+        exact: m.exact,
+        priced_as: price.map(|(name, _)| name.to_owned()),
+        cost_online_usd: price.map(|(_, p)| p.cost_online(&counts(expected))),
+        cost_batch_usd: price.map(|(_, p)| p.cost_batch(&counts(expected))),
+        cost_online_max_usd: price.map(|(_, p)| p.cost_online(&counts(m.output_tokens_max))),
+        cost_batch_max_usd: price.map(|(_, p)| p.cost_batch(&counts(m.output_tokens_max))),
+        minutes_at_limits: minutes,
+    }
 }
 
 fn usd(x: Option<f64>) -> String {

@@ -2,35 +2,21 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use batchling_store::Journal;
 
-use crate::args::ExportArgs;
-use crate::settings::order;
+use crate::settings::ExportSettings;
 
-pub(crate) fn export(a: &ExportArgs) -> Result<ExitCode> {
-    if !a.state.exists() {
-        bail!(
-            "{} does not exist; give the journal of a run (OUTPUT.journal by default)",
-            a.state.display()
-        );
-    }
-    if a.state.is_dir() {
-        bail!(
-            "{} is a directory; give the journal file of a run (OUTPUT.journal by default)",
-            a.state.display()
-        );
-    }
-    let errors = crate::settings::errors_path(&a.output, a.errors.clone())?;
+pub(crate) fn export(s: &ExportSettings) -> Result<ExitCode> {
     // Both checked before either is written.
-    batchling_store::check_destination(&a.output)?;
-    batchling_store::check_destination(&errors)?;
-    let journal = Journal::open_read_only(&a.state)?;
-    let (out, err) = journal.export(&a.output, &errors, order(a.order))?;
+    batchling_store::check_destination(&s.output)?;
+    batchling_store::check_destination(&s.errors)?;
+    let journal = Journal::open_read_only(&s.state)?;
+    let (out, err) = journal.export(&s.output, &s.errors, s.order)?;
     eprintln!(
         "wrote {out} lines to {} and {err} lines to {}",
-        a.output.display(),
-        errors.display()
+        s.output.display(),
+        s.errors.display()
     );
     Ok(ExitCode::SUCCESS)
 }

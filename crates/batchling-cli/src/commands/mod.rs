@@ -15,7 +15,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::args::{Cli, Command};
-use crate::settings::{CancelSettings, RunSettings, ServeSettings, SubmitSettings};
+use crate::settings::{
+    CancelSettings, EstimateSettings, ExportSettings, MockSettings, PricesSettings, RunSettings,
+    ServeSettings, StatusSettings, SubmitSettings,
+};
 
 /// Exit codes, as documented in the README.
 pub(crate) mod exit {
@@ -58,17 +61,14 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
             let settings = CancelSettings::resolve(a, |k| std::env::var(k).ok())?;
             runtime()?.block_on(submit::cancel(settings))
         }
-        Command::Mock(a) => runtime()?.block_on(mock::mock(a)),
+        Command::Mock(a) => runtime()?.block_on(mock::mock(MockSettings::resolve(a))),
         Command::Serve(a) => {
             let settings = ServeSettings::resolve(*a, |k| std::env::var(k).ok())?;
             runtime()?.block_on(serve::serve(settings))
         }
-        Command::Status(a) => status::status(&a),
-        Command::Export(a) => export::export(&a),
-        Command::Prices(a) => {
-            let catalog = crate::settings::catalog(a.prices.as_deref())?;
-            prices::prices(&catalog, a.json)
-        }
-        Command::Estimate(a) => estimate::estimate(&a),
+        Command::Status(a) => status::status(&StatusSettings::resolve(a)?),
+        Command::Export(a) => export::export(&ExportSettings::resolve(a)?),
+        Command::Prices(a) => prices::prices(&PricesSettings::resolve(a)?),
+        Command::Estimate(a) => estimate::estimate(&EstimateSettings::resolve(a)?),
     }
 }

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use batchling_core::pricing::{Catalog, ModelPrice};
+use batchling_core::pricing::ModelPrice;
 
-/// Print `catalog` to stdout: a table, or with `json` an object keyed by
-/// model. The note on units and dates goes to stderr.
-pub(crate) fn prices(catalog: &Catalog, json: bool) -> Result<ExitCode> {
-    if json {
+use crate::settings::PricesSettings;
+
+/// Print the catalog to stdout: a table, or with `--json` an object keyed
+/// by model. The note on units and dates goes to stderr.
+pub(crate) fn prices(s: &PricesSettings) -> Result<ExitCode> {
+    let catalog = &s.catalog;
+    if s.json {
         // Sorted by model; each model's fields in their documented order.
         let obj: BTreeMap<&str, &ModelPrice> = catalog.iter().collect();
         out!("{}", serde_json::to_string_pretty(&obj)?)?;

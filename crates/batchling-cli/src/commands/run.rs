@@ -12,8 +12,8 @@ use batchling_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
-use crate::progress;
 use crate::settings::{RunSettings, Upstream};
+use crate::{progress, signals};
 
 pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     for note in &s.notes {
@@ -67,7 +67,7 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let reporter = progress::reporter(s.quiet);
     spawn_signal_handler(shutdown.clone(), reporter.clone());
-    ignore_file_size_signal();
+    signals::ignore_file_size_signal();
     let summary =
         batchling_engine::run(s.job.clone(), Arc::new(client), shutdown, reporter.clone()).await;
     reporter.finish();
@@ -86,7 +86,8 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::from(exit_code(&summary, &s.job.state)))
+    report_stop(&summary, &s.job.state);
+    Ok(ExitCode::from(exit_code(&summary)))
 }
 
 /// An output file that could not be written at the end (the disk filled
@@ -133,7 +134,8 @@ pub(crate) async fn start_upstream(
     })
 }
 
-fn exit_code(s: &RunSummary, journal: &std::path::Path) -> u8 {
+/// Why a stopped run stopped, on stderr (nothing for a run that finished).
+fn report_stop(s: &RunSummary, journal: &std::path::Path) {
     match &s.stopped {
         Some(StopCause::Interrupted) => {
             eprintln!(
@@ -142,44 +144,24 @@ fn exit_code(s: &RunSummary, journal: &std::path::Path) -> u8 {
                 s.not_done,
                 journal.display()
             );
-            exit::INTERRUPTED
         }
         Some(cause) => {
             eprintln!("error: {cause}");
             if let (StopCause::BudgetReached { .. }, Some(spent)) = (cause, s.cost_usd) {
                 eprintln!("spent so far: ${spent:.4}; the journal keeps every answer");
             }
-            exit::ERROR
         }
+        None => {}
+    }
+}
+
+/// The process exit code for a run's outcome.
+fn exit_code(s: &RunSummary) -> u8 {
+    match &s.stopped {
+        Some(StopCause::Interrupted) => exit::INTERRUPTED,
+        Some(_) => exit::ERROR,
         None if s.failed > 0 || s.not_done > 0 => exit::SOME_FAILED,
         None => exit::OK,
-    }
-}
-
-/// Past a file-size limit (RLIMIT_FSIZE) the kernel sends SIGXFSZ, whose
-/// default action kills the process mid-write. With a handler installed the
-/// write fails with EFBIG instead, and the journal error is reported cleanly.
-fn ignore_file_size_signal() {
-    const SIGXFSZ: i32 = 25;
-    if let Ok(mut s) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ))
-    {
-        tokio::spawn(async move { while s.recv().await.is_some() {} });
-    }
-}
-
-/// Ctrl-C or SIGTERM, whichever comes first.
-async fn interrupt(term: &mut Option<tokio::signal::unix::Signal>) {
-    match term.as_mut() {
-        Some(t) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = t.recv() => {}
-            }
-        }
-        None => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
@@ -188,15 +170,10 @@ pub(crate) fn spawn_signal_handler(
     shutdown: CancellationToken,
     reporter: Arc<dyn progress::CliReporter>,
 ) {
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        interrupt(&mut term).await;
+    signals::on_interrupt(move || {
         // Through the reporter, so that a progress bar keeps it on screen.
         reporter
             .alert("interrupted: finishing requests in flight (press Ctrl-C again to exit now)");
         shutdown.cancel();
-        interrupt(&mut term).await;
-        std::process::exit(i32::from(exit::INTERRUPTED));
     });
 }

@@ -8,10 +8,11 @@ use batchling_mock::{MockConfig, MockServer};
 use batchling_server::Server;
 
 use super::exit;
-use crate::settings::ServeSettings;
+use crate::settings::{ServeSettings, env};
+use crate::signals::Interrupts;
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::RUST_LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -47,21 +48,11 @@ pub(crate) async fn serve(mut s: ServeSettings) -> Result<ExitCode> {
     // The base URL is data (scripts and SDK clients read it): stdout.
     out!("{}", server.base_url())?;
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut interrupts = Interrupts::listen();
+    interrupts.recv().await;
     tracing::info!("shutting down: running batches stop and resume at the next start");
     // A second signal exits at once; batches stay resumable either way.
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        std::process::exit(i32::from(exit::INTERRUPTED));
-    });
+    interrupts.exit_on_next();
     server.shutdown().await;
     Ok(ExitCode::from(exit::OK))
 }

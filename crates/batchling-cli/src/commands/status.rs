@@ -1,43 +1,40 @@
 //! `batchling status STATE`: what a journal says about its job.
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
-use batchling_store::Journal;
+use anyhow::Result;
+use batchling_store::{Journal, Part, Status};
 
-use crate::args::StatusArgs;
+use crate::settings::StatusSettings;
 
-pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
-    if !a.state.exists() {
-        bail!(
-            "{} does not exist; give the journal of a run (OUTPUT.journal by default)",
-            a.state.display()
-        );
-    }
-    if a.state.is_dir() {
-        bail!(
-            "{} is a directory; give the journal file of a run (OUTPUT.journal by default)",
-            a.state.display()
-        );
-    }
-    let journal = Journal::open_read_only(&a.state)?;
-    let s = journal.status()?;
+pub(crate) fn status(s: &StatusSettings) -> Result<ExitCode> {
+    let journal = Journal::open_read_only(&s.state)?;
+    let status = journal.status()?;
     let parts = journal.parts()?;
-    if a.json {
-        let mut v = serde_json::to_value(&s)?;
+    if s.json {
+        let mut v = serde_json::to_value(&status)?;
         if !parts.is_empty() {
             v["parts"] = serde_json::to_value(&parts)?;
         }
         out!("{}", serde_json::to_string_pretty(&v)?)?;
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_summary(&s.state, &status)?;
+        print_parts(&parts)?;
+        print_last_errors(&status)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The job as a whole: where, how many, what it cost, whether it is done.
+fn print_summary(state: &Path, s: &Status) -> std::io::Result<()> {
     let total = s
         .meta
         .total
         .map_or("unknown (input not fully read yet)".into(), |t| {
             t.to_string()
         });
-    out!("journal   {}", a.state.display())?;
+    out!("journal   {}", state.display())?;
     out!("input     {}", s.meta.input.as_deref().unwrap_or("?"))?;
     out!(
         "server    {}",
@@ -74,32 +71,42 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
         } else {
             "resumable: run the same command again to continue"
         }
-    )?;
-    if !parts.is_empty() {
-        out!("parts     {} (batches on the server)", parts.len())?;
-        for p in &parts {
-            let counts = p.counts.map_or(String::new(), |c| {
-                format!(" {}/{} done, {} failed", c.completed, c.total, c.failed)
-            });
-            out!(
-                "  part {:<4} {:<10} {:<12} {:>7} requests  {}  {}{counts}",
-                p.part,
-                p.state.as_str(),
-                p.batch_status.as_deref().unwrap_or("-"),
-                p.requests,
-                p.model.as_deref().unwrap_or("-"),
-                p.batch_id.as_deref().unwrap_or("(no batch yet)"),
-            )?;
-        }
+    )
+}
+
+/// A `submit` journal's parts, one line each (nothing for a `run`).
+fn print_parts(parts: &[Part]) -> std::io::Result<()> {
+    if parts.is_empty() {
+        return Ok(());
     }
-    if !s.last_errors.is_empty() {
-        out!("last errors")?;
-        for (line, id, msg) in &s.last_errors {
-            out!(
-                "  line {line} ({}): {msg}",
-                id.as_deref().unwrap_or("no custom_id")
-            )?;
-        }
+    out!("parts     {} (batches on the server)", parts.len())?;
+    for p in parts {
+        let counts = p.counts.map_or(String::new(), |c| {
+            format!(" {}/{} done, {} failed", c.completed, c.total, c.failed)
+        });
+        out!(
+            "  part {:<4} {:<10} {:<12} {:>7} requests  {}  {}{counts}",
+            p.part,
+            p.state.as_str(),
+            p.batch_status.as_deref().unwrap_or("-"),
+            p.requests,
+            p.model.as_deref().unwrap_or("-"),
+            p.batch_id.as_deref().unwrap_or("(no batch yet)"),
+        )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+fn print_last_errors(s: &Status) -> std::io::Result<()> {
+    if s.last_errors.is_empty() {
+        return Ok(());
+    }
+    out!("last errors")?;
+    for (line, id, msg) in &s.last_errors {
+        out!(
+            "  line {line} ({}): {msg}",
+            id.as_deref().unwrap_or("no custom_id")
+        )?;
+    }
+    Ok(())
 }

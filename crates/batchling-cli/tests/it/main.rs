@@ -1,6 +1,10 @@
 //! Integration tests: the `batchling` binary, run as a subprocess against the
 //! fake provider started in-process. No timing assertions.
 
+// A test crate sees every dependency of its package and uses a few; it may
+// print what it measured or skipped.
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 mod bad_input;
 mod costs;
 mod formats;
