@@ -98,6 +98,8 @@ pub(crate) struct ClientArgs {
     /// server the journal records when resuming, else $OPENAI_BASE_URL, else
     /// https://api.openai.com/v1 when the API key is set, else the built-in
     /// fake provider (run and submit say so)].
+    // The doc comment is the help text: the URL stays bare there.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long)]
     pub(crate) base_url: Option<String>,
 

@@ -2,7 +2,7 @@
 //!
 //! # Tour
 //! - [`run`]: the library entry point. Give it a [`Job`], a
-//!   [`Provider`](batchling_providers::Provider), a shutdown token and a
+//!   [`Provider`], a shutdown token and a
 //!   [`Reporter`]; get a [`RunSummary`].
 //! - `reader`: streams the input on a blocking thread: parse, validate,
 //!   catch duplicate ids, count tokens.

@@ -139,7 +139,7 @@ const HEADER_NAMES: [&str; 10] = [
 ];
 
 /// Response headers: each line is one header, its first byte choosing the
-/// name (of [`HEADER_NAMES`]) and the rest its value, through the readers
+/// name (of `HEADER_NAMES`) and the rest its value, through the readers
 /// of `providers::openai::headers` and `core::duration`.
 pub fn ratelimit_headers(data: &[u8]) {
     let mut map = HeaderMap::new();

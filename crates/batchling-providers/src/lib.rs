@@ -3,7 +3,7 @@
 //! # Tour
 //! - [`Provider`]: the one trait the engine sees: send an attempt, classify it.
 //! - [`openai`]: OpenAI-compatible servers (OpenAI, vLLM, llama.cpp, the
-//!   built-in mock): [`openai::client`] sends, [`openai::classify`] decides
+//!   built-in mock): [`openai::client`] sends, [`openai::classify`](mod@openai::classify) decides
 //!   retry / give up / success, [`openai::headers`] reads rate-limit headers.
 //! - [`attempt`]: what one HTTP call produced, whatever the provider.
 //! - [`secret`]: API keys that cannot be printed.

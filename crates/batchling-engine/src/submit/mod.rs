@@ -2,7 +2,7 @@
 //! API or a compatible one), split, tracked in the journal, resumable.
 //!
 //! # Flow
-//! 1. **plan** ([`plan`]): validate every line before anything is sent; bad
+//! 1. **plan** (`plan.rs`): validate every line before anything is sent; bad
 //!    lines refuse the submit unless `skip_invalid` (then they go to the
 //!    error file, as in `batchling run`). Pending requests are grouped by
 //!    (endpoint, model) and cut at the request and byte limits; the parts
@@ -17,7 +17,7 @@
 //!    file id was not journaled is simply uploaded again (files are free).
 //! 3. **poll** with backoff (`poll_interval` growing ×1.5 to
 //!    `max_poll_interval` while nothing changes); counts go to the reporter.
-//! 4. **collect** ([`collect`]) each finished part at once: download its
+//! 4. **collect** (`collect.rs`) each finished part at once: download its
 //!    output and error files, join on `custom_id`, and journal one record per
 //!    request together with the part's new state.
 //! 5. **deadline**: at `deadline_at - deadline_margin`, live parts are
