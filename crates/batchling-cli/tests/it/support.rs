@@ -160,6 +160,7 @@ pub(crate) fn chat_file(prefix: &str, n: usize) -> (String, Vec<String>) {
 }
 
 /// Check an output line answered `chat_line(id, text)`: the mock's echo.
+#[track_caller]
 pub(crate) fn assert_chat_echo(line: &Value, text: &str) {
     let body = &line["response"]["body"];
     assert_eq!(
@@ -171,6 +172,7 @@ pub(crate) fn assert_chat_echo(line: &Value, text: &str) {
 }
 
 /// A `batchling run` about to happen, in a temp dir of its own.
+#[must_use = "a Run does nothing until `.run()` or `.spawn()`"]
 pub(crate) struct Run {
     /// The subcommand: `run` or `submit`.
     command: &'static str,
@@ -451,6 +453,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     /// The exit code (fails the test if the process died of a signal).
+    #[track_caller]
     pub(crate) fn code(&self) -> i32 {
         self.status.code().unwrap_or_else(|| {
             panic!(
@@ -460,6 +463,7 @@ impl Outcome {
         })
     }
 
+    #[track_caller]
     pub(crate) fn assert_code(&self, want: i32) {
         assert_eq!(
             self.code(),
@@ -541,6 +545,7 @@ pub(crate) fn ids(lines: &[Value]) -> Vec<String> {
 
 /// Assert every id of `want` appears exactly once across `lines`, and
 /// nothing else does.
+#[track_caller]
 pub(crate) fn assert_each_once(lines: &[Value], want: &[String]) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for id in ids(lines) {
@@ -562,6 +567,7 @@ pub(crate) fn num(summary: &Value, field: &str) -> u64 {
 
 /// Wait (up to a minute) for a condition the test needs before acting;
 /// not a timing assertion: only a hang fails it.
+#[track_caller]
 pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
