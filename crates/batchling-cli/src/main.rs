@@ -28,8 +28,8 @@ use std::process::ExitCode;
 use tempfile as _;
 
 /// mimalloc rather than glibc's malloc: a run allocates a few dozen small
-/// buffers per request across three threads, and glibc's arenas spent
-/// about a tenth of batchling's user time on them.
+/// buffers per request across three threads, which glibc's arenas handle
+/// slowly (measurements in BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -44,9 +44,9 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => {
             let settings = RunSettings::resolve(*a, |k| std::env::var(k).ok())?;
             // One thread runs the dispatch loop and every HTTP exchange: no
-            // cross-thread wake-ups or work stealing per request (about 15%
-            // less CPU at zero latency). The reader and the journal writer
-            // keep their own threads, so one core is never the limit.
+            // cross-thread wake-ups or work stealing per request (less CPU,
+            // see BENCHMARKS.md). The reader and the journal writer keep
+            // their own threads, so one core is never the limit.
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
