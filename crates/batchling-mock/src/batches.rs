@@ -1,4 +1,5 @@
-//! A fake OpenAI Files + Batches API (provider-apis.md §3-4), in memory.
+//! A fake OpenAI Files + Batches API, in memory (what it imitates:
+//! docs/providers.md, "OpenAI: Files and Batches API").
 //!
 //! Routes: `POST /v1/files` (multipart `file` + `purpose`), `GET /v1/files`
 //! (`purpose`, `after`, `limit`, `order`), `GET /v1/files/{id}`,

@@ -1,4 +1,5 @@
-//! Output and error lines in OpenAI's batch format (provider-apis §2), and
+//! Output and error lines in OpenAI's batch format (docs/providers.md,
+//! "OpenAI: batch input and output lines"), and
 //! bodies forwarded byte for byte.
 
 use std::collections::HashSet;

@@ -1,6 +1,6 @@
 //! Chat messages, content parts and tool definitions: the cookbook's rules
-//! (provider-apis.md §9.2) plus our documented extension for the shapes the
-//! cookbook does not handle.
+//! plus our documented extension for the shapes the cookbook does not
+//! handle (both in docs/providers.md, "Token counting").
 
 use serde_json::{Map, Value};
 

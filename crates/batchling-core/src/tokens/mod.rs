@@ -1,7 +1,7 @@
 //! Token counting: exact for OpenAI models (tiktoken's encodings), a documented
 //! approximation for everything else.
 //!
-//! # What is counted (provider-apis.md §6.2, §8, §9)
+//! # What is counted (docs/providers.md, "Token counting")
 //!
 //! [`estimate`] returns the input tokens of a request body and the output tokens
 //! it may generate; a rate limiter reserves `input + max_output` and credits back
@@ -10,7 +10,7 @@
 //! * Text is counted with bpe-openai (tiktoken's `o200k_base` / `cl100k_base` vocabularies, loaded once)
 //!   with `encode_ordinary` semantics: special-token text such as
 //!   `"<|endoftext|>"` counts as plain text, as the API treats user text.
-//! * `/v1/chat/completions`: the cookbook rule (§9.2). 3 tokens per message plus
+//! * `/v1/chat/completions`: the cookbook rule. 3 tokens per message plus
 //!   every string field encoded, +1 per `name`, +3 reply priming; tool
 //!   definitions by the cookbook's `num_tokens_for_tools` (see [`count_tools`]).
 //!   Content-part arrays count their text parts; image parts count
@@ -77,9 +77,9 @@ impl Encoding {
 
 /// Pick the encoding for a model name (exact names first, then prefixes).
 ///
-/// Follows tiktoken 0.14's `model.py` (§9.1): `gpt-5*`, `gpt-4.1*`, `gpt-4.5*`,
-/// `gpt-4o*`, `chatgpt-4o-*`, `o1*`, `o3*`, `o4-mini*`, `gpt-oss-*` and
-/// `codex-mini*` → o200k; `gpt-4`, `gpt-4-*`, `gpt-3.5-turbo*`, `gpt-35-turbo*`,
+/// Follows tiktoken 0.14's `model.py` (docs/providers.md, "Token counting"):
+/// `gpt-5*`, `gpt-4.1*`, `gpt-4.5*`, `gpt-4o*`, `chatgpt-4o-*`, `o1*`, `o3*`,
+/// `o4-mini*`, `gpt-oss-*` and `codex-mini*` → o200k; `gpt-4`, `gpt-4-*`, `gpt-3.5-turbo*`, `gpt-35-turbo*`,
 /// `davinci-002`, `babbage-002`, the text-embedding models → cl100k.
 /// `ft:<base>:...` uses the base model's encoding. Anything else (Claude,
 /// Llama, moderation models, retired p50k/r50k models) → `Approximate`.

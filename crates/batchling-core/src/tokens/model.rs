@@ -1,4 +1,5 @@
-//! Model name → encoding, after `tiktoken/model.py` (tiktoken 0.14.0).
+//! Model name → encoding, after `tiktoken/model.py` (tiktoken 0.14.0; see
+//! docs/providers.md, "Token counting").
 
 use super::Encoding;
 use Encoding::{Cl100kBase, O200kBase};
@@ -16,7 +17,7 @@ const EXACT: &[(&str, Encoding)] = &[
     // chat
     ("gpt-5", O200kBase),
     ("gpt-4.1", O200kBase),
-    ("gpt-4.5", O200kBase), // not in tiktoken; only `gpt-4.5-*` is, §9.1 lists gpt-4.5-*
+    ("gpt-4.5", O200kBase), // not in tiktoken, which lists only `gpt-4.5-*`
     ("gpt-4o", O200kBase),
     ("gpt-4", Cl100kBase),
     ("gpt-3.5-turbo", Cl100kBase),
