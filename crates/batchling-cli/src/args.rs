@@ -666,3 +666,61 @@ fn listen_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse()
         .map_err(|_| "expected an address such as 127.0.0.1:8080".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_value_parser_accepts_the_good_and_names_the_problem() {
+        assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(
+            duration("soon")
+                .unwrap_err()
+                .contains("expected a duration")
+        );
+
+        assert_eq!(positive_secs("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "NaN", "inf", "1e300", "x"] {
+            assert!(
+                positive_secs(bad)
+                    .unwrap_err()
+                    .contains("positive number of seconds"),
+                "{bad}"
+            );
+        }
+
+        assert_eq!(
+            header(" X-Team : a: b "),
+            Ok(("X-Team".into(), "a: b".into()))
+        );
+        assert!(header("no colon").unwrap_err().contains("'Name: value'"));
+        assert!(header(" : v").unwrap_err().contains("name is empty"));
+
+        assert_eq!(at_least_one::<usize>("3"), Ok(3));
+        assert_eq!(at_least_one::<u32>("0"), Err("must be at least 1".into()));
+        assert!(at_least_one::<u64>("-1").is_err());
+        assert!(rate_limit("0").unwrap_err().contains("leave it out"));
+        assert_eq!(rate_limit("600"), Ok(600));
+
+        assert_eq!(positive_usd("2.5"), Ok(2.5));
+        for bad in ["0", "-5", "NaN", "inf"] {
+            assert!(positive_usd(bad).is_err(), "{bad}");
+        }
+        assert_eq!(share("1"), Ok(1.0));
+        assert!(share("1.5").is_err() && share("NaN").is_err());
+        assert!(listen_addr("127.0.0.1:0").is_ok());
+        assert!(
+            listen_addr("localhost")
+                .unwrap_err()
+                .contains("127.0.0.1:8080")
+        );
+    }
+
+    #[test]
+    fn the_arguments_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
