@@ -4,8 +4,6 @@
 //! Both tests pace at 600 requests a minute: one send per ~101 ms (99%
 //! utilisation), so a pause shows as a hole in an otherwise even schedule.
 
-use std::collections::BTreeMap;
-
 use batchling_engine::PacerConfig;
 
 use crate::support::{Upstream, Workdir, id, ms, ok, rate_limited, secs};
@@ -85,11 +83,6 @@ async fn retries_after_429s_pass_the_pacer_and_each_request_is_written_once() {
             s.at
         );
     }
-    let mut written = BTreeMap::<String, usize>::new();
-    for custom_id in w.answered() {
-        *written.entry(custom_id).or_default() += 1;
-    }
-    assert_eq!(written.len(), N);
-    assert!(written.values().all(|&n| n == 1), "{written:?}");
+    w.assert_each_answered_once();
     assert!(w.failed().is_empty());
 }

@@ -42,12 +42,7 @@ async fn two_500s_then_200_is_answered_once_after_growing_backoffs() {
         base,
         cap: secs(60),
     };
-    let up = Upstream::new(ok());
-    let up = (0..N)
-        .fold(up, |up, i| {
-            up.script(&id(i), [status(500), status(500), ok()])
-        })
-        .arc();
+    let up = Upstream::each([status(500), status(500), ok()]).arc();
 
     let summary = w.run(&up).await;
 
@@ -55,15 +50,7 @@ async fn two_500s_then_200_is_answered_once_after_growing_backoffs() {
         (summary.succeeded, summary.failed, summary.attempts),
         (N as u64, 0, 3 * N as u64)
     );
-    let answered = w.answered();
-    assert_eq!(answered.len(), N, "each request once in the output");
-    assert_eq!(
-        answered
-            .iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .len(),
-        N
-    );
+    w.assert_each_answered_once();
     let mut first = Vec::new();
     let mut second = Vec::new();
     for i in 0..N {

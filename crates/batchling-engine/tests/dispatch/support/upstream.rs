@@ -135,7 +135,7 @@ type Hook = Box<dyn Fn(&[Sent]) + Send + Sync>;
 /// The scripted upstream. See the module docs.
 pub(crate) struct Upstream {
     start: Instant,
-    default: Reply,
+    default: Vec<Reply>,
     scripts: HashMap<String, Vec<Reply>>,
     outage: Option<(Duration, Vec<Reply>)>,
     on_send: Option<Hook>,
@@ -151,6 +151,14 @@ struct Log {
 impl Upstream {
     /// An upstream giving every attempt `default`, from now on.
     pub(crate) fn new(default: Reply) -> Self {
+        Self::each([default])
+    }
+
+    /// An upstream giving every request's attempts `replies` in order (the
+    /// last repeats), from now on.
+    pub(crate) fn each(replies: impl IntoIterator<Item = Reply>) -> Self {
+        let default: Vec<Reply> = replies.into_iter().collect();
+        assert!(!default.is_empty(), "a script needs a reply");
         Upstream {
             start: Instant::now(),
             default,
@@ -228,10 +236,10 @@ impl Upstream {
             .count();
         let reply = match &self.outage {
             Some((period, replies)) if at < *period => &replies[log.sends.len() % replies.len()],
-            _ => match self.scripts.get(custom_id) {
-                Some(script) => &script[(attempt - 1).min(script.len() - 1)],
-                None => &self.default,
-            },
+            _ => {
+                let script = self.scripts.get(custom_id).unwrap_or(&self.default);
+                &script[(attempt - 1).min(script.len() - 1)]
+            }
         };
         log.in_flight += 1;
         let in_flight = log.in_flight;

@@ -80,6 +80,16 @@ impl Workdir {
         custom_ids(&self.job.output)
     }
 
+    /// Every request is in the output file, once.
+    #[track_caller]
+    pub(crate) fn assert_each_answered_once(&self) {
+        let mut answered = self.answered();
+        answered.sort();
+        let mut all: Vec<String> = (0..self.n).map(id).collect();
+        all.sort();
+        assert_eq!(answered, all, "each request once in the output");
+    }
+
     /// The `custom_id`s of the error file, in its order.
     pub(crate) fn failed(&self) -> Vec<String> {
         custom_ids(&self.job.errors)
