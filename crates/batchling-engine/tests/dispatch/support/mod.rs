@@ -1,0 +1,8 @@
+//! What every test here uses: a scripted upstream and a job in a
+//! temporary directory.
+
+mod upstream;
+mod workdir;
+
+pub(crate) use upstream::{Sent, Upstream, ok, rate_limited, reset, status, timeout};
+pub(crate) use workdir::{Workdir, id, ms, secs};
