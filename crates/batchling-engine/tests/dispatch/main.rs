@@ -10,6 +10,8 @@
 //!
 //! One module per behaviour of the loop:
 
+#![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
+
 mod budget; // `max_cost`: reserve the worst case, stop before going over
 mod crash_bound; // sent but not yet durable ≤ concurrency
 mod outage; // one probe at a time, recovery, giving up
