@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, ApiResult, Owner, Shared, json_body, new_batch_id, plausible_id};
 use crate::files::{limit_param, page};
-use crate::meta::{BatchRow, Status};
+use batchling_core::batch::BatchStatus;
+
+use crate::meta::BatchRow;
 use crate::runner::LiveCounts;
 use crate::unix_now;
 
@@ -22,9 +24,9 @@ pub(crate) fn batch_json(b: &BatchRow, live: Option<LiveCounts>) -> Value {
         Some(l) => (l.completed, l.failed),
         None => (b.completed, b.failed),
     };
-    let usage = match (live, b.usage) {
-        (Some(l), _) => Some((l.input_tokens, l.cached_tokens, l.output_tokens)),
-        (None, u) => u,
+    let usage = match live {
+        Some(l) => Some(l.usage),
+        None => b.usage,
     };
     let errors = b
         .errors
@@ -43,7 +45,7 @@ pub(crate) fn batch_json(b: &BatchRow, live: Option<LiveCounts>) -> Value {
         "errors": errors,
         "input_file_id": b.input_file_id,
         "completion_window": b.completion_window,
-        "status": b.status,
+        "status": b.status.as_str(),
         "output_file_id": b.output_file_id,
         "error_file_id": b.error_file_id,
         "created_at": b.created_at,
@@ -56,12 +58,12 @@ pub(crate) fn batch_json(b: &BatchRow, live: Option<LiveCounts>) -> Value {
         "cancelling_at": b.cancelling_at,
         "cancelled_at": b.cancelled_at,
         "request_counts": {"total": b.total, "completed": completed, "failed": failed},
-        "usage": usage.map(|(input, cached, output)| json!({
-            "input_tokens": input,
-            "input_tokens_details": {"cached_tokens": cached},
-            "output_tokens": output,
+        "usage": usage.map(|u| json!({
+            "input_tokens": u.input,
+            "input_tokens_details": {"cached_tokens": u.cached_input},
+            "output_tokens": u.output,
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": input + output,
+            "total_tokens": u.input + u.output,
         })),
         "metadata": metadata,
     })
@@ -71,8 +73,8 @@ fn render(state: &Shared, b: &BatchRow) -> Value {
     // Once an end is recorded, the database has the final counts; the live
     // ones (about to be dropped) may be a tick behind.
     let running = matches!(
-        b.status(),
-        Status::InProgress | Status::Finalizing | Status::Cancelling
+        b.status,
+        BatchStatus::InProgress | BatchStatus::Finalizing | BatchStatus::Cancelling
     );
     batch_json(b, running.then(|| state.runner.live(&b.id)).flatten())
 }
@@ -197,7 +199,6 @@ pub(crate) async fn create(
         endpoint: endpoint.to_owned(),
         input_file_id: file.id,
         completion_window: window.to_owned(),
-        status: Status::Validating.as_str().to_owned(),
         metadata,
         output_expires_after,
         created_at: now,
@@ -233,15 +234,19 @@ pub(crate) async fn cancel(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Response> {
     let b = find(&state, &owner, &id).await?;
-    let from = [Status::Validating, Status::InProgress, Status::Finalizing];
+    let from = [
+        BatchStatus::Validating,
+        BatchStatus::InProgress,
+        BatchStatus::Finalizing,
+    ];
     if !state
         .meta
-        .transition(&b.id, &from, Status::Cancelling, unix_now())?
+        .transition(&b.id, &from, BatchStatus::Cancelling, unix_now())?
     {
         let now = find(&state, &owner, &id).await?;
-        match now.status() {
+        match now.status {
             // Asking again is fine.
-            Status::Cancelling | Status::Cancelled => {}
+            BatchStatus::Cancelling | BatchStatus::Cancelled => {}
             s => {
                 return Err(ApiError::conflict(format!(
                     "Cannot cancel a batch with status {}.",

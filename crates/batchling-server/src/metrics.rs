@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::{ApiError, Shared};
-use crate::meta::Status;
+use batchling_core::batch::BatchStatus;
 
 /// A label value with `\`, `"` and newlines escaped.
 fn label(v: &str) -> String {
@@ -20,7 +20,7 @@ fn label(v: &str) -> String {
 pub(crate) async fn render(state: Shared) -> Result<Response, ApiError> {
     let mut out = String::new();
     let ups = state.runner.upstreams();
-    type Getter = fn(&crate::upstream::Upstream) -> f64;
+    type Getter = fn(&crate::upstream::UpstreamClient) -> f64;
     let families: [(&str, &str, &str, Getter); 9] = [
         (
             "batchling_upstream_requests_total",
@@ -93,11 +93,8 @@ pub(crate) async fn render(state: Shared) -> Result<Response, ApiError> {
         out,
         "# HELP batchling_batches Batches by status.\n# TYPE batchling_batches gauge"
     );
-    for s in Status::ALL {
-        let n = counts
-            .iter()
-            .find(|(k, _)| k == s.as_str())
-            .map_or(0, |(_, n)| *n);
+    for s in BatchStatus::ALL {
+        let n = counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "batchling_batches{{status=\"{}\"}} {n}", s.as_str());
     }
     Ok((

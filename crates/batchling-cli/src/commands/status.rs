@@ -94,10 +94,12 @@ pub(crate) fn status(a: &StatusArgs) -> Result<ExitCode> {
     }
     if !s.last_errors.is_empty() {
         out!("last errors")?;
-        for (line, id, msg) in &s.last_errors {
+        for e in &s.last_errors {
             out!(
-                "  line {line} ({}): {msg}",
-                id.as_deref().unwrap_or("no custom_id")
+                "  line {} ({}): {}",
+                e.line_no,
+                e.custom_id.as_deref().unwrap_or("no custom_id"),
+                e.message
             )?;
         }
     }
