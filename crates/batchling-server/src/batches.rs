@@ -13,7 +13,7 @@ use crate::api::{ApiError, ApiResult, Owner, Shared, json_body, new_batch_id, pl
 use crate::files::{limit_param, page};
 use batchling_core::batch::BatchStatus;
 
-use crate::meta::BatchRow;
+use crate::meta::{BatchRow, FileRow};
 use crate::runner::LiveCounts;
 use crate::unix_now;
 
@@ -125,6 +125,8 @@ fn required_str<'a>(body: &'a Value, name: &'static str) -> ApiResult<&'a str> {
     }
 }
 
+/// `POST /v1/batches`: check the request and its input file, record the
+/// batch (`validating`) and start its runner.
 pub(crate) async fn create(
     state: Shared,
     Extension(owner): Extension<Owner>,
@@ -140,16 +142,7 @@ pub(crate) async fn create(
     let input_file_id = required_str(&body, "input_file_id")?;
     let endpoint = required_str(&body, "endpoint")?;
     let window = required_str(&body, "completion_window")?;
-    if !Endpoint::ALL.iter().any(|e| e.path() == endpoint) {
-        let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.path()).collect();
-        return Err(ApiError::bad_request(
-            format!(
-                "Invalid 'endpoint': {endpoint:?}; this server runs batches for {}",
-                known.join(", ")
-            ),
-            Some("endpoint"),
-        ));
-    }
+    check_endpoint(endpoint)?;
     if window != "24h" {
         return Err(ApiError::bad_request(
             format!("Invalid 'completion_window': {window:?}; the only supported value is \"24h\""),
@@ -157,41 +150,8 @@ pub(crate) async fn create(
         ));
     }
     let metadata = check_metadata(body.get("metadata"))?;
-    let output_expires_after = match body.get("output_expires_after") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let anchor = v.get("anchor").and_then(Value::as_str);
-            let seconds = v.get("seconds").and_then(Value::as_u64);
-            match (anchor, seconds) {
-                (Some("created_at"), Some(s)) if (3600..=2_592_000).contains(&s) => Some(s),
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "output_expires_after must be {\"anchor\": \"created_at\", \"seconds\": 3600..2592000}",
-                        Some("output_expires_after"),
-                    ));
-                }
-            }
-        }
-    };
-    let file = plausible_id(input_file_id, "file-")
-        .then(|| state.meta.file(&owner.0, input_file_id))
-        .transpose()?
-        .flatten()
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                format!("Invalid 'input_file_id': no file {input_file_id:?}"),
-                Some("input_file_id"),
-            )
-        })?;
-    if file.purpose != "batch" {
-        return Err(ApiError::bad_request(
-            format!(
-                "File {} has purpose {:?}; a batch's input file must be uploaded with purpose \"batch\"",
-                file.id, file.purpose
-            ),
-            Some("input_file_id"),
-        ));
-    }
+    let output_expires_after = check_output_expiry(body.get("output_expires_after"))?;
+    let file = batch_input(&state, &owner, input_file_id)?;
     let now = unix_now();
     let row = BatchRow {
         id: new_batch_id(),
@@ -209,6 +169,61 @@ pub(crate) async fn create(
     tracing::info!(batch = %row.id, input_file = %row.input_file_id, "batch created");
     state.runner.start(&row.id);
     Ok(axum::Json(render(&state, &row)).into_response())
+}
+
+/// Refuse an endpoint this server does not run batches for.
+fn check_endpoint(endpoint: &str) -> ApiResult<()> {
+    if Endpoint::ALL.iter().any(|e| e.path() == endpoint) {
+        return Ok(());
+    }
+    let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.path()).collect();
+    Err(ApiError::bad_request(
+        format!(
+            "Invalid 'endpoint': {endpoint:?}; this server runs batches for {}",
+            known.join(", ")
+        ),
+        Some("endpoint"),
+    ))
+}
+
+/// `output_expires_after`: the result files' lifetime in seconds, if given.
+fn check_output_expiry(v: Option<&Value>) -> ApiResult<Option<u64>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let anchor = v.get("anchor").and_then(Value::as_str);
+    let seconds = v.get("seconds").and_then(Value::as_u64);
+    match (anchor, seconds) {
+        (Some("created_at"), Some(s)) if (3600..=2_592_000).contains(&s) => Ok(Some(s)),
+        _ => Err(ApiError::bad_request(
+            "output_expires_after must be {\"anchor\": \"created_at\", \"seconds\": 3600..2592000}",
+            Some("output_expires_after"),
+        )),
+    }
+}
+
+/// The owner's file `id`, uploaded with purpose `batch`.
+fn batch_input(state: &Shared, owner: &Owner, id: &str) -> ApiResult<FileRow> {
+    let file = plausible_id(id, "file-")
+        .then(|| state.meta.file(&owner.0, id))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                format!("Invalid 'input_file_id': no file {id:?}"),
+                Some("input_file_id"),
+            )
+        })?;
+    if file.purpose != "batch" {
+        return Err(ApiError::bad_request(
+            format!(
+                "File {} has purpose {:?}; a batch's input file must be uploaded with purpose \"batch\"",
+                file.id, file.purpose
+            ),
+            Some("input_file_id"),
+        ));
+    }
+    Ok(file)
 }
 
 async fn find(state: &Shared, owner: &Owner, id: &str) -> ApiResult<BatchRow> {
