@@ -293,7 +293,15 @@ pub async fn run<P: Provider>(
     }
     let finished = journal.finished_seqs()?;
     let before = journal.counts()?;
-    let ((input_tokens, cached_tokens, output_tokens), spent_before) = journal.totals()?;
+    let batchling_store::Totals {
+        usage:
+            batchling_core::Usage {
+                input: input_tokens,
+                cached_input: cached_tokens,
+                output: output_tokens,
+            },
+        cost_usd: spent_before,
+    } = journal.totals()?;
     let resumed = before.done + before.failed + before.invalid;
     let baseline = report::Baseline {
         done: before.done,
@@ -500,7 +508,15 @@ pub async fn run<P: Provider>(
     journal.export(&job.output, &job.errors, job.order)?;
     let limits = pacer.limits();
     journal.set_limits(limits.rpm, limits.tpm)?;
-    let ((input_tokens, cached_tokens, output_tokens), cost_usd) = journal.totals()?;
+    let batchling_store::Totals {
+        usage:
+            batchling_core::Usage {
+                input: input_tokens,
+                cached_input: cached_tokens,
+                output: output_tokens,
+            },
+        cost_usd,
+    } = journal.totals()?;
     counters.input_tokens.store(input_tokens, Relaxed);
     counters.cached_tokens.store(cached_tokens, Relaxed);
     counters.output_tokens.store(output_tokens, Relaxed);

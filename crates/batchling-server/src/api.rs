@@ -13,14 +13,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ring::digest;
 
-use crate::meta::Meta;
+use crate::meta::MetaDb;
 use crate::runner::Runner;
 use crate::{batches, files, metrics};
 
 /// Everything the handlers share.
 #[derive(Debug)]
 pub(crate) struct AppState {
-    pub(crate) meta: Arc<Meta>,
+    pub(crate) meta: Arc<MetaDb>,
     pub(crate) runner: Arc<Runner>,
     pub(crate) data_dir: std::path::PathBuf,
     pub(crate) max_upload_bytes: u64,

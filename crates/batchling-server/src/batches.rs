@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, ApiResult, Owner, Shared, json_body, new_batch_id, plausible_id};
 use crate::files::{limit_param, page};
-use crate::meta::{BatchRow, Status};
+use batchling_core::batch::BatchStatus;
+
+use crate::meta::{BatchRow, FileRow};
 use crate::runner::LiveCounts;
 use crate::unix_now;
 
@@ -22,9 +24,9 @@ pub(crate) fn batch_json(b: &BatchRow, live: Option<LiveCounts>) -> Value {
         Some(l) => (l.completed, l.failed),
         None => (b.completed, b.failed),
     };
-    let usage = match (live, b.usage) {
-        (Some(l), _) => Some((l.input_tokens, l.cached_tokens, l.output_tokens)),
-        (None, u) => u,
+    let usage = match live {
+        Some(l) => Some(l.usage),
+        None => b.usage,
     };
     let errors = b
         .errors
@@ -43,7 +45,7 @@ pub(crate) fn batch_json(b: &BatchRow, live: Option<LiveCounts>) -> Value {
         "errors": errors,
         "input_file_id": b.input_file_id,
         "completion_window": b.completion_window,
-        "status": b.status,
+        "status": b.status.as_str(),
         "output_file_id": b.output_file_id,
         "error_file_id": b.error_file_id,
         "created_at": b.created_at,
@@ -56,12 +58,12 @@ pub(crate) fn batch_json(b: &BatchRow, live: Option<LiveCounts>) -> Value {
         "cancelling_at": b.cancelling_at,
         "cancelled_at": b.cancelled_at,
         "request_counts": {"total": b.total, "completed": completed, "failed": failed},
-        "usage": usage.map(|(input, cached, output)| json!({
-            "input_tokens": input,
-            "input_tokens_details": {"cached_tokens": cached},
-            "output_tokens": output,
+        "usage": usage.map(|u| json!({
+            "input_tokens": u.input,
+            "input_tokens_details": {"cached_tokens": u.cached_input},
+            "output_tokens": u.output,
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": input + output,
+            "total_tokens": u.input + u.output,
         })),
         "metadata": metadata,
     })
@@ -71,8 +73,8 @@ fn render(state: &Shared, b: &BatchRow) -> Value {
     // Once an end is recorded, the database has the final counts; the live
     // ones (about to be dropped) may be a tick behind.
     let running = matches!(
-        b.status(),
-        Status::InProgress | Status::Finalizing | Status::Cancelling
+        b.status,
+        BatchStatus::InProgress | BatchStatus::Finalizing | BatchStatus::Cancelling
     );
     batch_json(b, running.then(|| state.runner.live(&b.id)).flatten())
 }
@@ -123,6 +125,8 @@ fn required_str<'a>(body: &'a Value, name: &'static str) -> ApiResult<&'a str> {
     }
 }
 
+/// `POST /v1/batches`: check the request and its input file, record the
+/// batch (`validating`) and start its runner.
 pub(crate) async fn create(
     state: Shared,
     Extension(owner): Extension<Owner>,
@@ -138,16 +142,7 @@ pub(crate) async fn create(
     let input_file_id = required_str(&body, "input_file_id")?;
     let endpoint = required_str(&body, "endpoint")?;
     let window = required_str(&body, "completion_window")?;
-    if !Endpoint::ALL.iter().any(|e| e.path() == endpoint) {
-        let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.path()).collect();
-        return Err(ApiError::bad_request(
-            format!(
-                "Invalid 'endpoint': {endpoint:?}; this server runs batches for {}",
-                known.join(", ")
-            ),
-            Some("endpoint"),
-        ));
-    }
+    check_endpoint(endpoint)?;
     if window != "24h" {
         return Err(ApiError::bad_request(
             format!("Invalid 'completion_window': {window:?}; the only supported value is \"24h\""),
@@ -155,29 +150,67 @@ pub(crate) async fn create(
         ));
     }
     let metadata = check_metadata(body.get("metadata"))?;
-    let output_expires_after = match body.get("output_expires_after") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let anchor = v.get("anchor").and_then(Value::as_str);
-            let seconds = v.get("seconds").and_then(Value::as_u64);
-            match (anchor, seconds) {
-                (Some("created_at"), Some(s)) if (3600..=2_592_000).contains(&s) => Some(s),
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "output_expires_after must be {\"anchor\": \"created_at\", \"seconds\": 3600..2592000}",
-                        Some("output_expires_after"),
-                    ));
-                }
-            }
-        }
+    let output_expires_after = check_output_expiry(body.get("output_expires_after"))?;
+    let file = batch_input(&state, &owner, input_file_id)?;
+    let now = unix_now();
+    let row = BatchRow {
+        id: new_batch_id(),
+        owner: owner.0,
+        endpoint: endpoint.to_owned(),
+        input_file_id: file.id,
+        completion_window: window.to_owned(),
+        metadata,
+        output_expires_after,
+        created_at: now,
+        expires_at: now + state.runner.completion_window().as_secs(),
+        ..BatchRow::default()
     };
-    let file = plausible_id(input_file_id, "file-")
-        .then(|| state.meta.file(&owner.0, input_file_id))
+    state.meta.insert_batch(&row)?;
+    tracing::info!(batch = %row.id, input_file = %row.input_file_id, "batch created");
+    state.runner.start(&row.id);
+    Ok(axum::Json(render(&state, &row)).into_response())
+}
+
+/// Refuse an endpoint this server does not run batches for.
+fn check_endpoint(endpoint: &str) -> ApiResult<()> {
+    if Endpoint::ALL.iter().any(|e| e.path() == endpoint) {
+        return Ok(());
+    }
+    let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.path()).collect();
+    Err(ApiError::bad_request(
+        format!(
+            "Invalid 'endpoint': {endpoint:?}; this server runs batches for {}",
+            known.join(", ")
+        ),
+        Some("endpoint"),
+    ))
+}
+
+/// `output_expires_after`: the result files' lifetime in seconds, if given.
+fn check_output_expiry(v: Option<&Value>) -> ApiResult<Option<u64>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let anchor = v.get("anchor").and_then(Value::as_str);
+    let seconds = v.get("seconds").and_then(Value::as_u64);
+    match (anchor, seconds) {
+        (Some("created_at"), Some(s)) if (3600..=2_592_000).contains(&s) => Ok(Some(s)),
+        _ => Err(ApiError::bad_request(
+            "output_expires_after must be {\"anchor\": \"created_at\", \"seconds\": 3600..2592000}",
+            Some("output_expires_after"),
+        )),
+    }
+}
+
+/// The owner's file `id`, uploaded with purpose `batch`.
+fn batch_input(state: &Shared, owner: &Owner, id: &str) -> ApiResult<FileRow> {
+    let file = plausible_id(id, "file-")
+        .then(|| state.meta.file(&owner.0, id))
         .transpose()?
         .flatten()
         .ok_or_else(|| {
             ApiError::bad_request(
-                format!("Invalid 'input_file_id': no file {input_file_id:?}"),
+                format!("Invalid 'input_file_id': no file {id:?}"),
                 Some("input_file_id"),
             )
         })?;
@@ -190,24 +223,7 @@ pub(crate) async fn create(
             Some("input_file_id"),
         ));
     }
-    let now = unix_now();
-    let row = BatchRow {
-        id: new_batch_id(),
-        owner: owner.0,
-        endpoint: endpoint.to_owned(),
-        input_file_id: file.id,
-        completion_window: window.to_owned(),
-        status: Status::Validating.as_str().to_owned(),
-        metadata,
-        output_expires_after,
-        created_at: now,
-        expires_at: now + state.runner.completion_window().as_secs(),
-        ..BatchRow::default()
-    };
-    state.meta.insert_batch(&row)?;
-    tracing::info!(batch = %row.id, input_file = %row.input_file_id, "batch created");
-    state.runner.start(&row.id);
-    Ok(axum::Json(render(&state, &row)).into_response())
+    Ok(file)
 }
 
 async fn find(state: &Shared, owner: &Owner, id: &str) -> ApiResult<BatchRow> {
@@ -233,15 +249,19 @@ pub(crate) async fn cancel(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Response> {
     let b = find(&state, &owner, &id).await?;
-    let from = [Status::Validating, Status::InProgress, Status::Finalizing];
+    let from = [
+        BatchStatus::Validating,
+        BatchStatus::InProgress,
+        BatchStatus::Finalizing,
+    ];
     if !state
         .meta
-        .transition(&b.id, &from, Status::Cancelling, unix_now())?
+        .transition(&b.id, &from, BatchStatus::Cancelling, unix_now())?
     {
         let now = find(&state, &owner, &id).await?;
-        match now.status() {
+        match now.status {
             // Asking again is fine.
-            Status::Cancelling | Status::Cancelled => {}
+            BatchStatus::Cancelling | BatchStatus::Cancelled => {}
             s => {
                 return Err(ApiError::conflict(format!(
                     "Cannot cancel a batch with status {}.",

@@ -250,24 +250,11 @@ pub fn load_str(
     text: &str,
     getenv: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
-    let name = name.to_owned();
     let invalid = |message: String| ConfigError::Invalid {
-        path: name.clone(),
+        path: name.to_owned(),
         message,
     };
-    let file: FileConfig = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| {
-            text.as_bytes()[..s.start.min(text.len())]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1
-        });
-        invalid(match line {
-            Some(l) => format!("line {l}: {}", e.message()),
-            None => e.message().to_owned(),
-        })
-    })?;
+    let file = parse(text).map_err(invalid)?;
     if file.upstream.is_empty() {
         return Err(invalid(
             "no [[upstream]] tables: name at least one upstream with a base_url".into(),
@@ -279,63 +266,79 @@ pub fn load_str(
         if !seen.insert(u.name.clone()) {
             return Err(invalid(format!("upstream name {:?} is used twice", u.name)));
         }
-        if u.models.is_empty() {
-            return Err(invalid(format!(
-                "upstream {:?}: models is empty, so it would never be used",
-                u.name
-            )));
-        }
-        if u.rpm == Some(0) || u.tpm == Some(0) || u.concurrency == Some(0) {
-            return Err(invalid(format!(
-                "upstream {:?}: rpm, tpm and concurrency must be positive",
-                u.name
-            )));
-        }
-        let api_key = match &u.api_key_env {
-            Some(var) => Some(ApiKey::new(
-                getenv(var)
-                    .filter(|k| !k.is_empty())
-                    .ok_or_else(|| invalid(format!("upstream {:?}: ${var} is not set", u.name)))?,
-            )),
-            None => None,
-        };
-        let mut up = UpstreamConfig::new(&u.name, &u.base_url);
-        up.api_key = api_key;
-        up.models = u.models;
-        up.rpm = u.rpm;
-        up.tpm = u.tpm;
-        if let Some(c) = u.concurrency {
-            up.concurrency = c;
-        }
-        if let Some(t) = u.timeout_secs {
-            up.timeout = Duration::try_from_secs_f64(t)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "upstream {:?}: timeout_secs must be a positive number of seconds, not {t}",
-                        u.name
-                    ))
-                })?;
-        }
-        if let Some(mb) = u.max_response_mb {
-            up.max_response_bytes =
-                mb.checked_mul(1024 * 1024)
-                    .filter(|&b| b > 0)
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "upstream {:?}: max_response_mb must be a positive number of MiB",
-                            u.name
-                        ))
-                    })?;
-        }
-        up.headers = u.headers.into_iter().collect();
-        upstreams.push(up);
+        upstreams.push(upstream(u, &getenv).map_err(invalid)?);
     }
     Ok(Loaded {
         upstreams,
         auth_keys_env: file.auth_keys_env,
     })
+}
+
+/// The TOML, of the expected shape; an error names its line when known.
+fn parse(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let line = e.span().map(|s| {
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        });
+        match line {
+            Some(l) => format!("line {l}: {}", e.message()),
+            None => e.message().to_owned(),
+        }
+    })
+}
+
+/// One `[[upstream]]` table, checked, with its key read through `getenv`.
+fn upstream(
+    u: FileUpstream,
+    getenv: impl Fn(&str) -> Option<String>,
+) -> Result<UpstreamConfig, String> {
+    let name = &u.name;
+    if u.models.is_empty() {
+        return Err(format!(
+            "upstream {name:?}: models is empty, so it would never be used"
+        ));
+    }
+    if u.rpm == Some(0) || u.tpm == Some(0) || u.concurrency == Some(0) {
+        return Err(format!(
+            "upstream {name:?}: rpm, tpm and concurrency must be positive"
+        ));
+    }
+    let mut up = UpstreamConfig::new(name, &u.base_url);
+    if let Some(var) = &u.api_key_env {
+        let key = getenv(var).filter(|k| !k.is_empty());
+        let key = key.ok_or_else(|| format!("upstream {name:?}: ${var} is not set"))?;
+        up.api_key = Some(ApiKey::new(key));
+    }
+    up.models = u.models;
+    up.rpm = u.rpm;
+    up.tpm = u.tpm;
+    if let Some(c) = u.concurrency {
+        up.concurrency = c;
+    }
+    if let Some(t) = u.timeout_secs {
+        up.timeout = Duration::try_from_secs_f64(t)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "upstream {name:?}: timeout_secs must be a positive number of seconds, not {t}"
+                )
+            })?;
+    }
+    if let Some(mb) = u.max_response_mb {
+        up.max_response_bytes =
+            mb.checked_mul(1024 * 1024)
+                .filter(|&b| b > 0)
+                .ok_or_else(|| {
+                    format!("upstream {name:?}: max_response_mb must be a positive number of MiB")
+                })?;
+    }
+    up.headers = u.headers.into_iter().collect();
+    Ok(up)
 }
 
 /// Split a comma-separated list of client keys, ignoring blanks.

@@ -47,13 +47,14 @@ pub(crate) fn file_json(f: &FileRow) -> Value {
     })
 }
 
-/// A temporary upload, removed unless it was moved into place.
-struct TempUpload(Option<PathBuf>);
+/// A temporary upload's path, and whether a file there is ours to remove
+/// (created, and not yet moved into place): it is, when dropped.
+struct TempUpload(PathBuf, bool);
 
 impl Drop for TempUpload {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
+        if self.1 {
+            let _ = std::fs::remove_file(&self.0);
         }
     }
 }
@@ -117,6 +118,8 @@ fn clean_filename(raw: Option<&str>) -> String {
     }
 }
 
+/// `POST /v1/files`: stream the form's file to `tmp/` (capped), check the
+/// other fields, then move it into `files/` and record it.
 pub(crate) async fn upload(
     state: Shared,
     Extension(owner): Extension<Owner>,
@@ -132,121 +135,20 @@ pub(crate) async fn upload(
     if announced.is_some_and(|n| n > cap.saturating_add(FORM_ROOM)) {
         return Err(ApiError::too_large(cap));
     }
-    let mut multipart = multipart.map_err(|e| {
+    let multipart = multipart.map_err(|e| {
         ApiError::bad_request(
             format!("expected a multipart/form-data body: {}", e.body_text()),
             None,
         )
     })?;
     let id = new_file_id();
-    let tmp_path = state.data_dir.join("tmp").join(format!("{id}.part"));
-    let mut tmp = TempUpload(None);
-    let (mut purpose, mut anchor, mut seconds) = (None, None, None);
-    let mut uploaded: Option<(String, u64)> = None;
-    let mut parts = 0;
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-        parts += 1;
-        if parts > state.limits.max_form_parts {
-            return Err(ApiError::bad_request(
-                format!(
-                    "too many parts in the form: this server accepts at most {} (file, purpose, expires_after[anchor], expires_after[seconds])",
-                    state.limits.max_form_parts
-                ),
-                None,
-            ));
-        }
-        let name = field.name().unwrap_or("").to_owned();
-        match name.as_str() {
-            "file" => {
-                if uploaded.is_some() {
-                    return Err(ApiError::bad_request(
-                        "more than one file part",
-                        Some("file"),
-                    ));
-                }
-                let filename = clean_filename(field.file_name());
-                let mut out = tokio::fs::File::create(&tmp_path)
-                    .await
-                    .map_err(ApiError::internal)?;
-                tmp.0 = Some(tmp_path.clone());
-                let mut size = 0u64;
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    size += chunk.len() as u64;
-                    if size > cap {
-                        return Err(ApiError::too_large(cap));
-                    }
-                    out.write_all(&chunk).await.map_err(ApiError::internal)?;
-                }
-                out.sync_all().await.map_err(ApiError::internal)?;
-                uploaded = Some((filename, size));
-            }
-            "purpose" => purpose = Some(text_field(field, "purpose").await?),
-            "expires_after[anchor]" => anchor = Some(text_field(field, &name).await?),
-            "expires_after[seconds]" => seconds = Some(text_field(field, &name).await?),
-            // The same policy as one JSON part, as generic multipart clients
-            // send an object field.
-            "expires_after" => {
-                let (a, s) = expiry_object(&text_field(field, &name).await?)?;
-                (anchor, seconds) = (Some(a), Some(s));
-            }
-            // Unknown fields are drained (bounded) and ignored, as OpenAI's
-            // server ignores parameters it does not know.
-            _ => drop(text_field(field, &name).await?),
-        }
-    }
-    let Some((filename, bytes)) = uploaded else {
-        return Err(ApiError::bad_request(
-            "Missing required parameter: 'file'.",
-            Some("file"),
-        ));
-    };
-    let purpose = purpose.ok_or_else(|| {
-        ApiError::bad_request("Missing required parameter: 'purpose'.", Some("purpose"))
-    })?;
-    if !UPLOAD_PURPOSES.contains(&purpose.as_str()) {
-        return Err(ApiError::bad_request(
-            format!(
-                "Invalid value for 'purpose': {purpose:?}; this server accepts {} (the purposes a File object can carry)",
-                UPLOAD_PURPOSES.join(", ")
-            ),
-            Some("purpose"),
-        ));
-    }
-    if purpose == "batch" && !filename.ends_with(".jsonl") {
-        return Err(ApiError::bad_request(
-            "Invalid file format for Batch API. Must be .jsonl",
-            Some("file"),
-        ));
-    }
+    let mut tmp = TempUpload(state.data_dir.join("tmp").join(format!("{id}.part")), false);
+    let form = read_form(multipart, &mut tmp, cap, state.limits.max_form_parts).await?;
+    let (filename, bytes, purpose) = form.file_and_purpose()?;
+    let lifetime = form.lifetime(&purpose)?;
     let now = unix_now();
-    let lifetime = match (anchor.as_deref(), seconds.as_deref()) {
-        (None, None) => (purpose == "batch").then_some(BATCH_FILE_LIFETIME),
-        (Some("created_at"), Some(s)) => match s.parse::<u64>() {
-            Ok(n) if (3600..=2_592_000).contains(&n) => Some(n),
-            _ => {
-                return Err(ApiError::bad_request(
-                    format!(
-                        "expires_after[seconds] must be an integer from 3600 to 2592000, not {s:?}"
-                    ),
-                    Some("expires_after[seconds]"),
-                ));
-            }
-        },
-        (Some(a), Some(_)) if a != "created_at" => {
-            return Err(ApiError::bad_request(
-                format!("expires_after[anchor] must be \"created_at\", not {a:?}"),
-                Some("expires_after[anchor]"),
-            ));
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "expires_after needs both [anchor] and [seconds]",
-                Some("expires_after"),
-            ));
-        }
-    };
     let row = FileRow {
-        id: id.clone(),
+        id,
         owner: owner.0,
         filename,
         purpose,
@@ -254,17 +156,158 @@ pub(crate) async fn upload(
         created_at: now,
         expires_at: lifetime.map(|l| now + l),
     };
-    let dest = content_path(&state.data_dir, &id);
-    tokio::fs::rename(&tmp_path, &dest)
+    keep(&state, tmp, &row).await?;
+    tracing::info!(file = %row.id, bytes = row.bytes, purpose = %row.purpose, "file uploaded");
+    Ok(axum::Json(file_json(&row)).into_response())
+}
+
+/// What an upload's form carried, as sent.
+#[derive(Debug, Default)]
+struct UploadForm {
+    /// The file part's cleaned name and size (its content is in the
+    /// temporary file).
+    file: Option<(String, u64)>,
+    purpose: Option<String>,
+    anchor: Option<String>,
+    seconds: Option<String>,
+}
+
+/// Read the form's parts (at most `max_parts`), streaming the file part to
+/// `tmp` (at most `cap` bytes).
+async fn read_form(
+    mut multipart: Multipart,
+    tmp: &mut TempUpload,
+    cap: u64,
+    max_parts: usize,
+) -> ApiResult<UploadForm> {
+    let mut form = UploadForm::default();
+    let mut parts = 0;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        parts += 1;
+        if parts > max_parts {
+            return Err(ApiError::bad_request(
+                format!(
+                    "too many parts in the form: this server accepts at most {max_parts} (file, purpose, expires_after[anchor], expires_after[seconds])"
+                ),
+                None,
+            ));
+        }
+        let name = field.name().unwrap_or("").to_owned();
+        match name.as_str() {
+            "file" => {
+                if form.file.is_some() {
+                    return Err(ApiError::bad_request(
+                        "more than one file part",
+                        Some("file"),
+                    ));
+                }
+                let filename = clean_filename(field.file_name());
+                form.file = Some((filename, save_file(field, tmp, cap).await?));
+            }
+            "purpose" => form.purpose = Some(text_field(field, "purpose").await?),
+            "expires_after[anchor]" => form.anchor = Some(text_field(field, &name).await?),
+            "expires_after[seconds]" => form.seconds = Some(text_field(field, &name).await?),
+            // The same policy as one JSON part, as generic multipart clients
+            // send an object field.
+            "expires_after" => {
+                let (a, s) = expiry_object(&text_field(field, &name).await?)?;
+                (form.anchor, form.seconds) = (Some(a), Some(s));
+            }
+            // Unknown fields are drained (bounded) and ignored, as OpenAI's
+            // server ignores parameters it does not know.
+            _ => drop(text_field(field, &name).await?),
+        }
+    }
+    Ok(form)
+}
+
+/// Stream the file part to `tmp`, synced; its size.
+async fn save_file(mut field: Field<'_>, tmp: &mut TempUpload, cap: u64) -> ApiResult<u64> {
+    let mut out = tokio::fs::File::create(&tmp.0)
         .await
         .map_err(ApiError::internal)?;
-    tmp.0 = None;
-    if let Err(e) = state.meta.insert_file(&row) {
+    tmp.1 = true;
+    let mut size = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        size += chunk.len() as u64;
+        if size > cap {
+            return Err(ApiError::too_large(cap));
+        }
+        out.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    out.sync_all().await.map_err(ApiError::internal)?;
+    Ok(size)
+}
+
+impl UploadForm {
+    /// The file's name and size and its purpose: both required, the purpose
+    /// one a File object can carry, a batch input named `.jsonl`.
+    fn file_and_purpose(&self) -> ApiResult<(String, u64, String)> {
+        let Some((filename, bytes)) = self.file.clone() else {
+            return Err(ApiError::bad_request(
+                "Missing required parameter: 'file'.",
+                Some("file"),
+            ));
+        };
+        let purpose = self.purpose.clone().ok_or_else(|| {
+            ApiError::bad_request("Missing required parameter: 'purpose'.", Some("purpose"))
+        })?;
+        if !UPLOAD_PURPOSES.contains(&purpose.as_str()) {
+            return Err(ApiError::bad_request(
+                format!(
+                    "Invalid value for 'purpose': {purpose:?}; this server accepts {} (the purposes a File object can carry)",
+                    UPLOAD_PURPOSES.join(", ")
+                ),
+                Some("purpose"),
+            ));
+        }
+        if purpose == "batch" && !filename.ends_with(".jsonl") {
+            return Err(ApiError::bad_request(
+                "Invalid file format for Batch API. Must be .jsonl",
+                Some("file"),
+            ));
+        }
+        Ok((filename, bytes, purpose))
+    }
+
+    /// How long the file lives, in seconds (`None`: until deleted).
+    fn lifetime(&self, purpose: &str) -> ApiResult<Option<u64>> {
+        match (self.anchor.as_deref(), self.seconds.as_deref()) {
+            (None, None) => Ok((purpose == "batch").then_some(BATCH_FILE_LIFETIME)),
+            (Some("created_at"), Some(s)) => match s.parse::<u64>() {
+                Ok(n) if (3600..=2_592_000).contains(&n) => Ok(Some(n)),
+                _ => Err(ApiError::bad_request(
+                    format!(
+                        "expires_after[seconds] must be an integer from 3600 to 2592000, not {s:?}"
+                    ),
+                    Some("expires_after[seconds]"),
+                )),
+            },
+            (Some(a), Some(_)) if a != "created_at" => Err(ApiError::bad_request(
+                format!("expires_after[anchor] must be \"created_at\", not {a:?}"),
+                Some("expires_after[anchor]"),
+            )),
+            _ => Err(ApiError::bad_request(
+                "expires_after needs both [anchor] and [seconds]",
+                Some("expires_after"),
+            )),
+        }
+    }
+}
+
+/// Move the upload into `files/` and record it; a row that cannot be
+/// recorded takes its content with it.
+async fn keep(state: &Shared, mut tmp: TempUpload, row: &FileRow) -> ApiResult<()> {
+    let dest = content_path(&state.data_dir, &row.id);
+    tokio::fs::rename(&tmp.0, &dest)
+        .await
+        .map_err(ApiError::internal)?;
+    tmp.1 = false;
+    if let Err(e) = state.meta.insert_file(row) {
         let _ = std::fs::remove_file(&dest);
         return Err(e.into());
     }
-    tracing::info!(file = %row.id, bytes = row.bytes, purpose = %row.purpose, "file uploaded");
-    Ok(axum::Json(file_json(&row)).into_response())
+    Ok(())
 }
 
 fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {

@@ -19,9 +19,9 @@ use tower::ServiceExt;
 
 use crate::api::{self, AppState};
 use crate::config::UpstreamConfig;
-use crate::meta::{FileRow, Meta};
-use crate::runner::Runner;
-use crate::upstream::Upstream;
+use crate::meta::{FileRow, MetaDb};
+use crate::runner::{Runner, RunnerConfig};
+use crate::upstream::UpstreamClient;
 
 /// The boundary [`upload`] declares in its `Content-Type`.
 pub const BOUNDARY: &str = "fuzzboundary";
@@ -58,7 +58,7 @@ fn build() -> Result<Harness, String> {
     for sub in ["files", "batches", "tmp"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
     }
-    let meta = Arc::new(Meta::open(&dir.join("meta.sqlite")).map_err(|e| e.to_string())?);
+    let meta = Arc::new(MetaDb::open(&dir.join("meta.sqlite")).map_err(|e| e.to_string())?);
     let line = br#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":{"model":"m","input":"x"}}"#;
     for (id, purpose) in [(BATCH_FILE_ID, "batch"), (OTHER_FILE_ID, "user_data")] {
         std::fs::write(crate::files::content_path(&dir, id), line).map_err(|e| e.to_string())?;
@@ -73,17 +73,19 @@ fn build() -> Result<Harness, String> {
         })
         .map_err(|e| e.to_string())?;
     }
-    let upstream = Upstream::new(UpstreamConfig::new("closed", "http://127.0.0.1:9/v1"))
+    let upstream = UpstreamClient::new(UpstreamConfig::new("closed", "http://127.0.0.1:9/v1"))
         .map_err(|e| e.to_string())?;
     let stop = CancellationToken::new();
     let runner = Arc::new(Runner::new(
         meta.clone(),
-        dir.clone(),
-        vec![upstream],
-        std::time::Duration::from_secs(24 * 3600),
-        1,
-        2,
         stop.child_token(),
+        RunnerConfig {
+            data_dir: dir.clone(),
+            upstreams: vec![upstream],
+            completion_window: std::time::Duration::from_secs(24 * 3600),
+            max_attempts: 1,
+            max_running: 2,
+        },
     ));
     let state_dir = dir.clone();
     let state = Arc::new(AppState {

@@ -86,7 +86,7 @@ pub enum ServeError {
     },
     /// Another server uses the data directory.
     #[error(
-        "data directory {0} is in use by another batchling serve; stop it or choose another --data-dir"
+        "data directory {0} is in use by another batchling serve; stop it or choose another data directory"
     )]
     Locked(String),
     /// The metadata database could not be opened.
@@ -100,9 +100,15 @@ pub enum ServeError {
         /// Why.
         source: batchling_providers::ProviderError,
     },
-    /// The settings make no sense.
-    #[error("{0}")]
-    Config(String),
+    /// Authentication is on ([`ServeConfig::no_auth`] is false) but no
+    /// client key is given, so no client could ever be served.
+    #[error(
+        "no client keys: give the keys clients may use, or turn authentication off to accept any client"
+    )]
+    NoClientKeys,
+    /// No upstream is configured, so no batch could ever run.
+    #[error("no upstream: name at least one server to run batches on")]
+    NoUpstream,
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -130,102 +136,41 @@ const JANITOR_EVERY: Duration = Duration::from_secs(60);
 impl Server {
     /// Open the data directory, resume unfinished batches and listen.
     pub async fn start(config: ServeConfig, listen: SocketAddr) -> Result<Server, ServeError> {
-        if config.auth_keys.is_empty() && !config.no_auth {
-            return Err(ServeError::Config(
-                "no client keys: set them with --auth-keys-env NAME (comma-separated keys in $NAME) or auth_keys_env in the config file, or pass --no-auth to accept any client".into(),
-            ));
-        }
-        if config.upstreams.is_empty() {
-            return Err(ServeError::Config(
-                "no upstream: give --base-url or a config file with [[upstream]] tables".into(),
-            ));
-        }
+        check(&config)?;
         let dir = config.data_dir.clone();
-        let dir_err = |source| ServeError::DataDir {
-            path: dir.display().to_string(),
-            source,
-        };
-        for sub in ["files", "batches", "tmp"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(dir_err)?;
-        }
-        let lock = File::create(dir.join("lock")).map_err(dir_err)?;
-        if lock.try_lock().is_err() {
-            return Err(ServeError::Locked(dir.display().to_string()));
-        }
-        let meta = Arc::new(meta::Meta::open(&dir.join("meta.sqlite"))?);
-        tidy(&dir, &meta).map_err(dir_err)?;
-
-        let mut upstreams = Vec::new();
-        for u in &config.upstreams {
-            let name = u.name.clone();
-            upstreams.push(
-                upstream::Upstream::new(u.clone())
-                    .map_err(|source| ServeError::Upstream { name, source })?,
-            );
-        }
+        let lock = lock_data_dir(&dir)?;
+        let meta = Arc::new(meta::MetaDb::open(&dir.join("meta.sqlite"))?);
+        tidy(&dir, &meta).map_err(|source| data_dir_error(&dir, source))?;
         let stop = CancellationToken::new();
         let runner = Arc::new(runner::Runner::new(
             meta.clone(),
-            dir.clone(),
-            upstreams,
-            config.completion_window,
-            config.max_attempts,
-            config.max_running_batches,
             stop.child_token(),
+            runner::RunnerConfig {
+                data_dir: dir.clone(),
+                upstreams: connect_upstreams(&config)?,
+                completion_window: config.completion_window,
+                max_attempts: config.max_attempts,
+                max_running: config.max_running_batches,
+            },
         ));
-        let owners = (!config.no_auth).then(|| {
-            config
-                .auth_keys
-                .iter()
-                .map(|k| api::owner_of(k.expose()))
-                .collect::<HashSet<_>>()
-        });
         let state = Arc::new(api::AppState {
             meta: meta.clone(),
             runner: runner.clone(),
             data_dir: dir.clone(),
             max_upload_bytes: config.max_upload_bytes,
             limits: Arc::new(config.http.clone()),
-            owners,
+            owners: client_owners(&config),
         });
-
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ServeError::Listen {
-            addr: listen,
-            source,
-        })?;
-
-        let resumed = meta.unfinished_batches()?;
-        if !resumed.is_empty() {
-            tracing::info!(batches = resumed.len(), "resuming unfinished batches");
-        }
-        for b in resumed {
-            runner.start(&b.id);
-        }
-
+        let (listener, addr) = bind(listen).await?;
+        resume_unfinished(&meta, &runner)?;
         let limits = state.limits.clone();
-        let app = api::router(state);
-        let http = tokio::spawn(http::serve(listener, app, limits, stop.clone()));
-        let janitor = {
-            let (meta, runner, stop) = (meta.clone(), runner.clone(), stop.clone());
-            tokio::spawn(async move {
-                loop {
-                    match meta.expire_files(unix_now()) {
-                        Ok(ids) => ids.iter().for_each(|id| runner.release_file(id)),
-                        Err(e) => tracing::warn!("cannot expire files: {e}"),
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(JANITOR_EVERY) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            })
-        };
+        let http = tokio::spawn(http::serve(
+            listener,
+            api::router(state),
+            limits,
+            stop.clone(),
+        ));
+        let janitor = tokio::spawn(expire_files(meta, runner.clone(), stop.clone()));
         tracing::info!(%addr, data_dir = %dir.display(), "batchling serve listening");
         Ok(Server {
             addr,
@@ -257,10 +202,109 @@ impl Server {
     }
 }
 
+/// Refuse settings no server could work with.
+fn check(config: &ServeConfig) -> Result<(), ServeError> {
+    if config.auth_keys.is_empty() && !config.no_auth {
+        return Err(ServeError::NoClientKeys);
+    }
+    if config.upstreams.is_empty() {
+        return Err(ServeError::NoUpstream);
+    }
+    Ok(())
+}
+
+fn data_dir_error(dir: &Path, source: std::io::Error) -> ServeError {
+    ServeError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    }
+}
+
+/// Lay out the data directory and take its lock: one server per directory.
+fn lock_data_dir(dir: &Path) -> Result<File, ServeError> {
+    for sub in ["files", "batches", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| data_dir_error(dir, e))?;
+    }
+    let lock = File::create(dir.join("lock")).map_err(|e| data_dir_error(dir, e))?;
+    if lock.try_lock().is_err() {
+        return Err(ServeError::Locked(dir.display().to_string()));
+    }
+    Ok(lock)
+}
+
+/// One client, with its shared limits and counters, per configured upstream.
+fn connect_upstreams(config: &ServeConfig) -> Result<Vec<upstream::UpstreamClient>, ServeError> {
+    config
+        .upstreams
+        .iter()
+        .map(|u| {
+            upstream::UpstreamClient::new(u.clone()).map_err(|source| ServeError::Upstream {
+                name: u.name.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The owners the client keys stand for (`None`: authentication is off).
+/// Only digests are kept, never the keys.
+fn client_owners(config: &ServeConfig) -> Option<HashSet<String>> {
+    (!config.no_auth).then(|| {
+        config
+            .auth_keys
+            .iter()
+            .map(|k| api::owner_of(k.expose()))
+            .collect()
+    })
+}
+
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let listen_err = |source| ServeError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(listen_err)?;
+    let addr = listener.local_addr().map_err(listen_err)?;
+    Ok((listener, addr))
+}
+
+/// Drive again every batch that had not ended when the server last stopped.
+fn resume_unfinished(meta: &meta::MetaDb, runner: &Arc<runner::Runner>) -> Result<(), ServeError> {
+    let resumed = meta.unfinished_batches()?;
+    if !resumed.is_empty() {
+        tracing::info!(batches = resumed.len(), "resuming unfinished batches");
+    }
+    for b in resumed {
+        runner.start(&b.id);
+    }
+    Ok(())
+}
+
+/// The janitor: every [`JANITOR_EVERY`], mark expired files deleted and
+/// remove their contents, until `stop`.
+async fn expire_files(
+    meta: Arc<meta::MetaDb>,
+    runner: Arc<runner::Runner>,
+    stop: CancellationToken,
+) {
+    loop {
+        match meta.expire_files(unix_now()) {
+            Ok(ids) => ids.iter().for_each(|id| runner.release_file(id)),
+            Err(e) => tracing::warn!("cannot expire files: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(JANITOR_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Remove what a crash can leave: half-written uploads, contents no file
 /// row points to (a result file moved into place just before a crash), and
 /// journals of batches that ended.
-fn tidy(dir: &Path, meta: &meta::Meta) -> std::io::Result<()> {
+fn tidy(dir: &Path, meta: &meta::MetaDb) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir.join("tmp"))? {
         let _ = std::fs::remove_file(e?.path());
     }

@@ -8,9 +8,10 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use batchling_core::Usage;
+use batchling_core::batch::BatchStatus;
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-
-pub(crate) use batchling_core::batch::BatchStatus as Status;
 
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_meta.sql")];
 
@@ -39,19 +40,54 @@ pub enum MetaError {
     },
 }
 
+/// The statuses of a batch that has not ended: its runner still has work
+/// (and its input file is still read).
+pub(crate) const LIVE: [BatchStatus; 4] = [
+    BatchStatus::Validating,
+    BatchStatus::InProgress,
+    BatchStatus::Finalizing,
+    BatchStatus::Cancelling,
+];
+
+/// `statuses` as an SQL list for `status IN (...)`. The names are the
+/// enum's own (no user text), so writing them into the SQL is safe.
+fn sql_list(statuses: &[BatchStatus]) -> String {
+    let quoted: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    quoted.join(",")
+}
+
 /// The timestamp column set on entering a status.
-fn at_column(s: &Status) -> &'static str {
+fn at_column(s: &BatchStatus) -> &'static str {
     match s {
-        Status::Validating => "created_at",
-        Status::Failed => "failed_at",
-        Status::InProgress => "in_progress_at",
-        Status::Finalizing => "finalizing_at",
-        Status::Completed => "completed_at",
-        Status::Expired => "expired_at",
-        Status::Cancelling => "cancelling_at",
-        Status::Cancelled => "cancelled_at",
-        // Never stored: only the known statuses are written.
-        Status::Other(_) => "failed_at",
+        BatchStatus::Validating => "created_at",
+        BatchStatus::Failed => "failed_at",
+        BatchStatus::InProgress => "in_progress_at",
+        BatchStatus::Finalizing => "finalizing_at",
+        BatchStatus::Completed => "completed_at",
+        BatchStatus::Expired => "expired_at",
+        BatchStatus::Cancelling => "cancelling_at",
+        BatchStatus::Cancelled => "cancelled_at",
+        // Never stored: a status is read only if known (`stored_status`),
+        // and the server writes only its own.
+        BatchStatus::Other(_) => "failed_at",
+    }
+}
+
+/// A stored status, read from column `idx`: one this server does not know
+/// is an error (a damaged database, or a newer batchling's), never a
+/// default that would send the runner down the wrong path.
+fn stored_status(r: &Row<'_>, idx: &str) -> rusqlite::Result<BatchStatus> {
+    let text: String = r.get(idx)?;
+    match BatchStatus::parse(&text) {
+        BatchStatus::Other(unknown) => Err(rusqlite::Error::FromSqlConversionFailure(
+            r.as_ref().column_index(idx)?,
+            Type::Text,
+            format!("unknown batch status {unknown:?}").into(),
+        )),
+        known => Ok(known),
     }
 }
 
@@ -75,14 +111,14 @@ pub(crate) struct FileRow {
 }
 
 /// One batch, as stored.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BatchRow {
     pub(crate) id: String,
     pub(crate) owner: String,
     pub(crate) endpoint: String,
     pub(crate) input_file_id: String,
     pub(crate) completion_window: String,
-    pub(crate) status: String,
+    pub(crate) status: BatchStatus,
     pub(crate) model: Option<String>,
     pub(crate) upstream: Option<String>,
     pub(crate) output_file_id: Option<String>,
@@ -104,32 +140,59 @@ pub(crate) struct BatchRow {
     pub(crate) total: u64,
     pub(crate) completed: u64,
     pub(crate) failed: u64,
-    /// (input, cached input, output) tokens, once known.
-    pub(crate) usage: Option<(u64, u64, u64)>,
+    /// Tokens of its answers, once its end is recorded.
+    pub(crate) usage: Option<Usage>,
 }
 
-impl BatchRow {
-    /// The parsed status.
-    pub(crate) fn status(&self) -> Status {
-        Status::parse(&self.status)
+/// A new batch (`validating`), fields to be filled in.
+impl Default for BatchRow {
+    fn default() -> Self {
+        BatchRow {
+            id: String::new(),
+            owner: String::new(),
+            endpoint: String::new(),
+            input_file_id: String::new(),
+            completion_window: String::new(),
+            status: BatchStatus::Validating,
+            model: None,
+            upstream: None,
+            output_file_id: None,
+            error_file_id: None,
+            errors: None,
+            metadata: None,
+            output_expires_after: None,
+            created_at: 0,
+            expires_at: 0,
+            in_progress_at: None,
+            finalizing_at: None,
+            completed_at: None,
+            failed_at: None,
+            expired_at: None,
+            cancelling_at: None,
+            cancelled_at: None,
+            total: 0,
+            completed: 0,
+            failed: 0,
+            usage: None,
+        }
     }
 }
 
 /// How a finished batch is recorded: its end status, result files, counts.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
-    pub(crate) status: Status,
+    pub(crate) status: BatchStatus,
     pub(crate) files: Vec<FileRow>,
     pub(crate) output_file_id: Option<String>,
     pub(crate) error_file_id: Option<String>,
     pub(crate) completed: u64,
     pub(crate) failed: u64,
-    pub(crate) usage: (u64, u64, u64),
+    pub(crate) usage: Usage,
 }
 
 /// The metadata database. Every call is short; a mutex serialises them.
 #[derive(Debug)]
-pub(crate) struct Meta {
+pub(crate) struct MetaDb {
     conn: Mutex<Connection>,
     path: String,
 }
@@ -145,42 +208,49 @@ fn u(v: Option<i64>) -> Option<u64> {
     v.map(|x| x.max(0) as u64)
 }
 
+/// A non-negative count or time (SQLite has only signed integers).
+fn count(r: &Row<'_>, column: &str) -> rusqlite::Result<u64> {
+    Ok(r.get::<_, i64>(column)?.max(0) as u64)
+}
+
 fn batch_from_row(r: &Row<'_>) -> rusqlite::Result<BatchRow> {
     let tokens = (
-        r.get::<_, Option<i64>>(25)?,
-        r.get::<_, Option<i64>>(26)?,
-        r.get::<_, Option<i64>>(27)?,
+        u(r.get("input_tokens")?),
+        u(r.get("cached_tokens")?),
+        u(r.get("output_tokens")?),
     );
     Ok(BatchRow {
-        id: r.get(0)?,
-        owner: r.get(1)?,
-        endpoint: r.get(2)?,
-        input_file_id: r.get(3)?,
-        completion_window: r.get(4)?,
-        status: r.get(5)?,
-        model: r.get(6)?,
-        upstream: r.get(7)?,
-        output_file_id: r.get(8)?,
-        error_file_id: r.get(9)?,
-        errors: r.get(10)?,
-        metadata: r.get(11)?,
-        output_expires_after: u(r.get(12)?),
-        created_at: r.get::<_, i64>(13)?.max(0) as u64,
-        expires_at: r.get::<_, i64>(14)?.max(0) as u64,
-        in_progress_at: u(r.get(15)?),
-        finalizing_at: u(r.get(16)?),
-        completed_at: u(r.get(17)?),
-        failed_at: u(r.get(18)?),
-        expired_at: u(r.get(19)?),
-        cancelling_at: u(r.get(20)?),
-        cancelled_at: u(r.get(21)?),
-        total: r.get::<_, i64>(22)?.max(0) as u64,
-        completed: r.get::<_, i64>(23)?.max(0) as u64,
-        failed: r.get::<_, i64>(24)?.max(0) as u64,
+        id: r.get("id")?,
+        owner: r.get("owner")?,
+        endpoint: r.get("endpoint")?,
+        input_file_id: r.get("input_file_id")?,
+        completion_window: r.get("completion_window")?,
+        status: stored_status(r, "status")?,
+        model: r.get("model")?,
+        upstream: r.get("upstream")?,
+        output_file_id: r.get("output_file_id")?,
+        error_file_id: r.get("error_file_id")?,
+        errors: r.get("errors")?,
+        metadata: r.get("metadata")?,
+        output_expires_after: u(r.get("output_expires_after")?),
+        created_at: count(r, "created_at")?,
+        expires_at: count(r, "expires_at")?,
+        in_progress_at: u(r.get("in_progress_at")?),
+        finalizing_at: u(r.get("finalizing_at")?),
+        completed_at: u(r.get("completed_at")?),
+        failed_at: u(r.get("failed_at")?),
+        expired_at: u(r.get("expired_at")?),
+        cancelling_at: u(r.get("cancelling_at")?),
+        cancelled_at: u(r.get("cancelled_at")?),
+        total: count(r, "total")?,
+        completed: count(r, "completed")?,
+        failed: count(r, "failed")?,
         usage: match tokens {
-            (Some(i), Some(c), Some(o)) => {
-                Some((i.max(0) as u64, c.max(0) as u64, o.max(0) as u64))
-            }
+            (Some(input), Some(cached_input), Some(output)) => Some(Usage {
+                input,
+                cached_input,
+                output,
+            }),
             _ => None,
         },
     })
@@ -188,22 +258,22 @@ fn batch_from_row(r: &Row<'_>) -> rusqlite::Result<BatchRow> {
 
 fn file_from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
-        id: r.get(0)?,
-        owner: r.get(1)?,
-        filename: r.get(2)?,
-        purpose: r.get(3)?,
-        bytes: r.get::<_, i64>(4)?.max(0) as u64,
-        created_at: r.get::<_, i64>(5)?.max(0) as u64,
-        expires_at: u(r.get(6)?),
+        id: r.get("id")?,
+        owner: r.get("owner")?,
+        filename: r.get("filename")?,
+        purpose: r.get("purpose")?,
+        bytes: count(r, "bytes")?,
+        created_at: count(r, "created_at")?,
+        expires_at: u(r.get("expires_at")?),
     })
 }
 
 /// A page of a listing, and whether more follow.
 pub(crate) type Page<T> = (Vec<T>, bool);
 
-impl Meta {
+impl MetaDb {
     /// Open (creating and migrating) the database at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Meta, MetaError> {
+    pub(crate) fn open(path: &Path) -> Result<MetaDb, MetaError> {
         let name = path.display().to_string();
         let err = |source| MetaError::Sqlite {
             path: name.clone(),
@@ -232,7 +302,7 @@ impl Meta {
                 .map_err(err)?;
             tx.commit().map_err(err)?;
         }
-        Ok(Meta {
+        Ok(MetaDb {
             conn: Mutex::new(conn),
             path: name,
         })
@@ -321,8 +391,11 @@ impl Meta {
     pub(crate) fn file_in_use(&self, id: &str) -> Result<bool, MetaError> {
         self.with(|c| {
             c.query_row(
-                "SELECT EXISTS(SELECT 1 FROM batches WHERE input_file_id = ?1 \
-                 AND status IN ('validating','in_progress','finalizing','cancelling'))",
+                &format!(
+                    "SELECT EXISTS(SELECT 1 FROM batches WHERE input_file_id = ?1 \
+                     AND status IN ({}))",
+                    sql_list(&LIVE)
+                ),
                 params![id],
                 |r| r.get(0),
             )
@@ -366,10 +439,11 @@ impl Meta {
     /// Ids of every file whose content should be on disk.
     pub(crate) fn live_file_ids(&self) -> Result<Vec<String>, MetaError> {
         self.with(|c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare(&format!(
                 "SELECT id FROM files WHERE deleted = 0 OR id IN (SELECT input_file_id FROM batches \
-                 WHERE status IN ('validating','in_progress','finalizing','cancelling'))",
-            )?;
+                 WHERE status IN ({}))",
+                sql_list(&LIVE)
+            ))?;
             stmt.query_map([], |r| r.get(0))?.collect()
         })
     }
@@ -387,7 +461,7 @@ impl Meta {
                     b.endpoint,
                     b.input_file_id,
                     b.completion_window,
-                    Status::Validating.as_str(),
+                    BatchStatus::Validating.as_str(),
                     b.metadata,
                     b.output_expires_after.map(|v| v as i64),
                     b.created_at as i64,
@@ -457,18 +531,19 @@ impl Meta {
     pub(crate) fn unfinished_batches(&self) -> Result<Vec<BatchRow>, MetaError> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {BATCH_COLUMNS} FROM batches WHERE status IN \
-                 ('validating','in_progress','finalizing','cancelling') ORDER BY seq"
+                "SELECT {BATCH_COLUMNS} FROM batches WHERE status IN ({}) ORDER BY seq",
+                sql_list(&LIVE)
             ))?;
             stmt.query_map([], batch_from_row)?.collect()
         })
     }
 
     /// Batches per status, over all owners.
-    pub(crate) fn batch_status_counts(&self) -> Result<Vec<(String, u64)>, MetaError> {
+    pub(crate) fn batch_status_counts(&self) -> Result<Vec<(BatchStatus, u64)>, MetaError> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT status, count(*) FROM batches GROUP BY status")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+            let mut stmt =
+                c.prepare("SELECT status, count(*) AS n FROM batches GROUP BY status")?;
+            stmt.query_map([], |r| Ok((stored_status(r, "status")?, count(r, "n")?)))?
                 .collect()
         })
     }
@@ -478,17 +553,16 @@ impl Meta {
     pub(crate) fn transition(
         &self,
         id: &str,
-        from: &[Status],
-        to: Status,
+        from: &[BatchStatus],
+        to: BatchStatus,
         now: u64,
     ) -> Result<bool, MetaError> {
-        let from: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
         self.with(|c| {
             Ok(c.execute(
                 &format!(
                     "UPDATE batches SET status = ?1, {} = ?2 WHERE id = ?3 AND status IN ({})",
                     at_column(&to),
-                    from.join(",")
+                    sql_list(from)
                 ),
                 params![to.as_str(), now as i64, id],
             )? == 1)
@@ -506,9 +580,17 @@ impl Meta {
     ) -> Result<bool, MetaError> {
         self.with(|c| {
             Ok(c.execute(
-                "UPDATE batches SET status = 'in_progress', in_progress_at = ?1, total = ?2, \
-                 model = ?3, upstream = ?4 WHERE id = ?5 AND status = 'validating'",
-                params![now as i64, total as i64, model, upstream, id],
+                "UPDATE batches SET status = ?1, in_progress_at = ?2, total = ?3, \
+                 model = ?4, upstream = ?5 WHERE id = ?6 AND status = ?7",
+                params![
+                    BatchStatus::InProgress.as_str(),
+                    now as i64,
+                    total as i64,
+                    model,
+                    upstream,
+                    id,
+                    BatchStatus::Validating.as_str()
+                ],
             )? == 1)
         })
     }
@@ -523,9 +605,16 @@ impl Meta {
     ) -> Result<bool, MetaError> {
         self.with(|c| {
             Ok(c.execute(
-                "UPDATE batches SET status = 'failed', failed_at = ?1, errors = ?2, total = ?3 \
-                 WHERE id = ?4 AND status = 'validating'",
-                params![now as i64, errors, total as i64, id],
+                "UPDATE batches SET status = ?1, failed_at = ?2, errors = ?3, total = ?4 \
+                 WHERE id = ?5 AND status = ?6",
+                params![
+                    BatchStatus::Failed.as_str(),
+                    now as i64,
+                    errors,
+                    total as i64,
+                    id,
+                    BatchStatus::Validating.as_str()
+                ],
             )? == 1)
         })
     }
@@ -542,8 +631,9 @@ impl Meta {
                      error_file_id = ?4, completed = ?5, failed = ?6, total = ?5 + ?6, input_tokens = ?7, \
                      cached_tokens = ?8, output_tokens = ?9, \
                      finalizing_at = coalesce(finalizing_at, ?2) \
-                     WHERE id = ?10 AND status IN ('validating','in_progress','finalizing','cancelling')",
-                    at_column(&o.status)
+                     WHERE id = ?10 AND status IN ({})",
+                    at_column(&o.status),
+                    sql_list(&LIVE)
                 ),
                 params![
                     o.status.as_str(),
@@ -552,9 +642,9 @@ impl Meta {
                     o.error_file_id,
                     o.completed as i64,
                     o.failed as i64,
-                    o.usage.0 as i64,
-                    o.usage.1 as i64,
-                    o.usage.2 as i64,
+                    o.usage.input as i64,
+                    o.usage.cached_input as i64,
+                    o.usage.output as i64,
                     id
                 ],
             )?;
@@ -607,41 +697,71 @@ mod tests {
     #[test]
     fn transitions_are_guarded() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Meta::open(&dir.path().join("m.sqlite")).unwrap();
+        let m = MetaDb::open(&dir.path().join("m.sqlite")).unwrap();
         m.insert_batch(&batch("b1")).unwrap();
         assert!(m.start("b1", 3, Some("gpt"), "default", 11).unwrap());
         // Already started: a second start does nothing.
         assert!(!m.start("b1", 3, None, "default", 12).unwrap());
-        let cancel = [Status::Validating, Status::InProgress, Status::Finalizing];
-        assert!(m.transition("b1", &cancel, Status::Cancelling, 13).unwrap());
+        let cancel = [
+            BatchStatus::Validating,
+            BatchStatus::InProgress,
+            BatchStatus::Finalizing,
+        ];
+        assert!(
+            m.transition("b1", &cancel, BatchStatus::Cancelling, 13)
+                .unwrap()
+        );
         let outcome = Outcome {
-            status: Status::Cancelled,
+            status: BatchStatus::Cancelled,
             files: vec![],
             output_file_id: None,
             error_file_id: None,
             completed: 1,
             failed: 2,
-            usage: (5, 0, 7),
+            usage: Usage {
+                input: 5,
+                cached_input: 0,
+                output: 7,
+            },
         };
         assert!(m.finish("b1", &outcome, 14).unwrap());
         // Terminal: nothing moves it again.
-        assert!(!m.transition("b1", &cancel, Status::Cancelling, 15).unwrap());
+        assert!(
+            !m.transition("b1", &cancel, BatchStatus::Cancelling, 15)
+                .unwrap()
+        );
         assert!(!m.finish("b1", &outcome, 16).unwrap());
         let b = m.batch("o", "b1").unwrap().unwrap();
-        assert_eq!(b.status(), Status::Cancelled);
+        assert_eq!(b.status, BatchStatus::Cancelled);
         assert_eq!(
             (b.cancelling_at, b.cancelled_at, b.in_progress_at),
             (Some(13), Some(14), Some(11))
         );
-        assert_eq!(b.usage, Some((5, 0, 7)));
+        assert_eq!(b.usage, Some(outcome.usage));
         // Another owner sees nothing.
         assert!(m.batch("other", "b1").unwrap().is_none());
     }
 
     #[test]
+    fn an_unknown_stored_status_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sqlite");
+        let m = MetaDb::open(&path).unwrap();
+        m.insert_batch(&batch("b1")).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE batches SET status = 'pondering'", [])
+            .unwrap();
+        let e = m.batch_by_id("b1").unwrap_err().to_string();
+        assert!(e.contains("unknown batch status \"pondering\""), "{e}");
+        assert!(m.unfinished_batches().unwrap().is_empty());
+        assert!(m.batch_status_counts().is_err());
+    }
+
+    #[test]
     fn listing_pages_with_a_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Meta::open(&dir.path().join("m.sqlite")).unwrap();
+        let m = MetaDb::open(&dir.path().join("m.sqlite")).unwrap();
         for i in 0..5 {
             m.insert_batch(&batch(&format!("b{i}"))).unwrap();
         }

@@ -8,7 +8,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::{ApiError, Shared};
-use crate::meta::Status;
+use crate::upstream::UpstreamClient;
+use batchling_core::batch::BatchStatus;
 
 /// A label value with `\`, `"` and newlines escaped.
 fn label(v: &str) -> String {
@@ -17,67 +18,84 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A metric's value for one upstream.
+type Getter = fn(&UpstreamClient) -> f64;
+
+/// The per-upstream families: name, type, help, value.
+const UPSTREAM_FAMILIES: [(&str, &str, &str, Getter); 9] = [
+    (
+        "batchling_upstream_requests_total",
+        "counter",
+        "HTTP attempts sent to the upstream.",
+        |u| u.metrics.requests.load(Relaxed) as f64,
+    ),
+    (
+        "batchling_upstream_rate_limited_total",
+        "counter",
+        "429 answers from the upstream.",
+        |u| u.metrics.rate_limited.load(Relaxed) as f64,
+    ),
+    (
+        "batchling_upstream_errors_total",
+        "counter",
+        "Error answers (other than 429) and transport failures.",
+        |u| u.metrics.errors.load(Relaxed) as f64,
+    ),
+    (
+        "batchling_upstream_input_tokens_total",
+        "counter",
+        "Input tokens from answers' usage.",
+        |u| u.metrics.input_tokens.load(Relaxed) as f64,
+    ),
+    (
+        "batchling_upstream_output_tokens_total",
+        "counter",
+        "Output tokens from answers' usage.",
+        |u| u.metrics.output_tokens.load(Relaxed) as f64,
+    ),
+    (
+        "batchling_upstream_cost_usd_total",
+        "counter",
+        "Cost of answers at the catalog's online prices (USD).",
+        |u| u.metrics.cost_micro_usd.load(Relaxed) as f64 / 1e6,
+    ),
+    (
+        "batchling_upstream_in_flight",
+        "gauge",
+        "Requests in flight or awaiting their journal commit.",
+        |u| u.limits.in_use(u.config.concurrency) as f64,
+    ),
+    (
+        "batchling_upstream_limit_rpm",
+        "gauge",
+        "Requests-per-minute limit in force (0: none).",
+        |u| u.limits.limits().rpm.unwrap_or(0) as f64,
+    ),
+    (
+        "batchling_upstream_limit_tpm",
+        "gauge",
+        "Tokens-per-minute limit in force (0: none).",
+        |u| u.limits.limits().tpm.unwrap_or(0) as f64,
+    ),
+];
+
+/// `GET /metrics`.
 pub(crate) async fn render(state: Shared) -> Result<Response, ApiError> {
     let mut out = String::new();
-    let ups = state.runner.upstreams();
-    type Getter = fn(&crate::upstream::Upstream) -> f64;
-    let families: [(&str, &str, &str, Getter); 9] = [
-        (
-            "batchling_upstream_requests_total",
-            "counter",
-            "HTTP attempts sent to the upstream.",
-            |u| u.metrics.requests.load(Relaxed) as f64,
-        ),
-        (
-            "batchling_upstream_rate_limited_total",
-            "counter",
-            "429 answers from the upstream.",
-            |u| u.metrics.rate_limited.load(Relaxed) as f64,
-        ),
-        (
-            "batchling_upstream_errors_total",
-            "counter",
-            "Error answers (other than 429) and transport failures.",
-            |u| u.metrics.errors.load(Relaxed) as f64,
-        ),
-        (
-            "batchling_upstream_input_tokens_total",
-            "counter",
-            "Input tokens from answers' usage.",
-            |u| u.metrics.input_tokens.load(Relaxed) as f64,
-        ),
-        (
-            "batchling_upstream_output_tokens_total",
-            "counter",
-            "Output tokens from answers' usage.",
-            |u| u.metrics.output_tokens.load(Relaxed) as f64,
-        ),
-        (
-            "batchling_upstream_cost_usd_total",
-            "counter",
-            "Cost of answers at the catalog's online prices (USD).",
-            |u| u.metrics.cost_micro_usd.load(Relaxed) as f64 / 1e6,
-        ),
-        (
-            "batchling_upstream_in_flight",
-            "gauge",
-            "Requests in flight or awaiting their journal commit.",
-            |u| u.limits.in_use(u.config.concurrency) as f64,
-        ),
-        (
-            "batchling_upstream_limit_rpm",
-            "gauge",
-            "Requests-per-minute limit in force (0: none).",
-            |u| u.limits.limits().rpm.unwrap_or(0) as f64,
-        ),
-        (
-            "batchling_upstream_limit_tpm",
-            "gauge",
-            "Tokens-per-minute limit in force (0: none).",
-            |u| u.limits.limits().tpm.unwrap_or(0) as f64,
-        ),
-    ];
-    for (name, kind, help, get) in families {
+    write_upstreams(&mut out, state.runner.upstreams());
+    write_batches(&mut out, &state.meta.batch_status_counts()?);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+fn write_upstreams(out: &mut String, ups: &[UpstreamClient]) {
+    for (name, kind, help, get) in UPSTREAM_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for u in ups {
             let _ = writeln!(
@@ -88,24 +106,16 @@ pub(crate) async fn render(state: Shared) -> Result<Response, ApiError> {
             );
         }
     }
-    let counts = state.meta.batch_status_counts()?;
+}
+
+/// Batches by status, every known status listed (0 when none).
+fn write_batches(out: &mut String, counts: &[(BatchStatus, u64)]) {
     let _ = writeln!(
         out,
         "# HELP batchling_batches Batches by status.\n# TYPE batchling_batches gauge"
     );
-    for s in Status::ALL {
-        let n = counts
-            .iter()
-            .find(|(k, _)| k == s.as_str())
-            .map_or(0, |(_, n)| *n);
+    for s in BatchStatus::ALL {
+        let n = counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "batchling_batches{{status=\"{}\"}} {n}", s.as_str());
     }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response())
 }

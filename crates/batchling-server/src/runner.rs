@@ -14,10 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use batchling_core::Usage;
+use batchling_core::batch::BatchStatus;
 use batchling_core::pricing::Catalog;
 use batchling_engine::report::{Progress, Reporter};
-use batchling_engine::{Input, Job, Order, StopCause};
-use batchling_store::Journal;
+use batchling_engine::{EngineError, Input, Job, Order, RunSummary, StopCause};
+use batchling_store::{Journal, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +27,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::new_file_id;
 use crate::files::content_path;
-use crate::meta::{BatchRow, FileRow, Meta, Outcome, Status};
+use crate::meta::{BatchRow, FileRow, MetaDb, MetaError, Outcome};
 use crate::unix_now;
-use crate::upstream::{Upstream, UpstreamMetrics, route};
+use crate::upstream::{UpstreamClient, UpstreamMetrics, route};
 
 /// Most validation errors listed in a failed batch's `errors.data`.
 const MAX_LISTED_ERRORS: usize = 1000;
@@ -37,14 +39,57 @@ const MAX_LISTED_ERRORS: usize = 1000;
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
+/// Why driving a batch stopped short. The batch keeps its status, so a
+/// restart of the server resumes it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunnerError {
+    /// The metadata database failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The batch's row is gone.
+    #[error("the batch is gone")]
+    Gone,
+    /// The engine could not close the batch's unfinished requests.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The batch's journal could not be read.
+    #[error(transparent)]
+    Journal(#[from] StoreError),
+    /// A file or directory of the batch could not be made or moved.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        /// What was being done, as a verb: "create", "move into place".
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// A blocking step panicked or was cancelled.
+    #[error("a blocking step failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl RunnerError {
+    fn io<'a>(
+        what: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(std::io::Error) -> RunnerError + 'a {
+        move |source| RunnerError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
 /// What a running batch shows before its end is recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct LiveCounts {
     pub(crate) completed: u64,
     pub(crate) failed: u64,
-    pub(crate) input_tokens: u64,
-    pub(crate) cached_tokens: u64,
-    pub(crate) output_tokens: u64,
+    /// Tokens so far (cached input is not counted while running).
+    pub(crate) usage: Usage,
 }
 
 #[derive(Debug, Default)]
@@ -56,12 +101,27 @@ struct Live {
     output_tokens: AtomicU64,
 }
 
+/// What the runner is set up with (from [`crate::ServeConfig`]).
+#[derive(Debug)]
+pub(crate) struct RunnerConfig {
+    /// The data directory: input and result files, batch journals.
+    pub(crate) data_dir: PathBuf,
+    /// The upstreams batches run on.
+    pub(crate) upstreams: Vec<UpstreamClient>,
+    /// How long a batch has before it expires.
+    pub(crate) completion_window: Duration,
+    /// Attempts per request, the first included.
+    pub(crate) max_attempts: u32,
+    /// Batches running at once; later ones wait their turn.
+    pub(crate) max_running: usize,
+}
+
 /// The batch runner.
 #[derive(Debug)]
 pub(crate) struct Runner {
-    meta: Arc<Meta>,
+    meta: Arc<MetaDb>,
     data_dir: PathBuf,
-    upstreams: Vec<Upstream>,
+    upstreams: Vec<UpstreamClient>,
     completion_window: Duration,
     max_attempts: u32,
     prices: Arc<Catalog>,
@@ -94,31 +154,28 @@ struct Checked {
 }
 
 impl Runner {
-    #[allow(clippy::too_many_arguments)]
+    /// A runner on `meta`; `shutdown` stops every batch (they stay
+    /// resumable).
     pub(crate) fn new(
-        meta: Arc<Meta>,
-        data_dir: PathBuf,
-        upstreams: Vec<Upstream>,
-        completion_window: Duration,
-        max_attempts: u32,
-        max_running: usize,
+        meta: Arc<MetaDb>,
         shutdown: CancellationToken,
+        config: RunnerConfig,
     ) -> Self {
         Runner {
             meta,
-            data_dir,
-            upstreams,
-            completion_window,
-            max_attempts,
+            data_dir: config.data_dir,
+            upstreams: config.upstreams,
+            completion_window: config.completion_window,
+            max_attempts: config.max_attempts,
             prices: Arc::new(Catalog::builtin()),
             live: Mutex::new(HashMap::new()),
-            slots: Arc::new(Semaphore::new(max_running.max(1))),
+            slots: Arc::new(Semaphore::new(config.max_running.max(1))),
             shutdown,
             tasks: TaskTracker::new(),
         }
     }
 
-    pub(crate) fn upstreams(&self) -> &[Upstream] {
+    pub(crate) fn upstreams(&self) -> &[UpstreamClient] {
         &self.upstreams
     }
 
@@ -136,9 +193,11 @@ impl Runner {
         Some(LiveCounts {
             completed: l.completed.load(Relaxed),
             failed: l.failed.load(Relaxed),
-            input_tokens: l.input_tokens.load(Relaxed),
-            cached_tokens: 0,
-            output_tokens: l.output_tokens.load(Relaxed),
+            usage: Usage {
+                input: l.input_tokens.load(Relaxed),
+                cached_input: 0,
+                output: l.output_tokens.load(Relaxed),
+            },
         })
     }
 
@@ -200,32 +259,31 @@ impl Runner {
         job
     }
 
-    async fn drive(self: &Arc<Self>, id: &str, live: &Arc<Live>) -> Result<(), String> {
+    async fn drive(self: &Arc<Self>, id: &str, live: &Arc<Live>) -> Result<(), RunnerError> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(());
             }
-            let b = self
-                .meta
-                .batch_by_id(id)
-                .map_err(|e| e.to_string())?
-                .ok_or("the batch is gone")?;
+            let b = self.meta.batch_by_id(id)?.ok_or(RunnerError::Gone)?;
             let expired = unix_now() >= b.expires_at;
-            match b.status() {
-                Status::Validating if expired => self.end(&b, Status::Expired).await?,
-                Status::Validating => self.validate(&b).await?,
-                Status::InProgress if expired => self.end(&b, Status::Expired).await?,
-                Status::InProgress => match self.run(&b, live).await {
+            match b.status {
+                BatchStatus::Validating if expired => self.end(&b, BatchStatus::Expired).await?,
+                BatchStatus::Validating => self.validate(&b).await?,
+                BatchStatus::InProgress if expired => self.end(&b, BatchStatus::Expired).await?,
+                BatchStatus::InProgress => match self.run(&b, live).await {
                     Ended::Done => {
-                        self.meta
-                            .transition(id, &[Status::InProgress], Status::Finalizing, unix_now())
-                            .map_err(|e| e.to_string())?;
+                        self.meta.transition(
+                            id,
+                            &[BatchStatus::InProgress],
+                            BatchStatus::Finalizing,
+                            unix_now(),
+                        )?;
                     }
                     Ended::Shutdown => return Ok(()),
                     // The status already says cancelling; the next turn ends it.
                     Ended::Cancelled => {}
-                    Ended::Expired => self.end(&b, Status::Expired).await?,
+                    Ended::Expired => self.end(&b, BatchStatus::Expired).await?,
                     Ended::Stopped(why) => {
                         tracing::warn!(
                             batch = %id,
@@ -240,15 +298,15 @@ impl Runner {
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 },
-                Status::Finalizing => self.end(&b, Status::Completed).await?,
-                Status::Cancelling => self.end(&b, Status::Cancelled).await?,
+                BatchStatus::Finalizing => self.end(&b, BatchStatus::Completed).await?,
+                BatchStatus::Cancelling => self.end(&b, BatchStatus::Cancelled).await?,
                 _ => return Ok(()),
             }
         }
     }
 
     /// `validating` → `in_progress` or `failed`.
-    async fn validate(&self, b: &BatchRow) -> Result<(), String> {
+    async fn validate(&self, b: &BatchRow) -> Result<(), RunnerError> {
         let path = content_path(&self.data_dir, &b.input_file_id);
         let endpoint = b.endpoint.clone();
         let routes: Vec<(String, crate::config::UpstreamConfig)> = self
@@ -256,22 +314,19 @@ impl Runner {
             .iter()
             .map(|u| (u.config.name.clone(), u.config.clone()))
             .collect();
-        let checked = tokio::task::spawn_blocking(move || check_input(&path, &endpoint, &routes))
-            .await
-            .map_err(|e| e.to_string())?;
+        let checked =
+            tokio::task::spawn_blocking(move || check_input(&path, &endpoint, &routes)).await?;
         let now = unix_now();
         match checked {
             Ok(c) => {
                 self.meta
-                    .start(&b.id, c.total, c.model.as_deref(), &c.upstream, now)
-                    .map_err(|e| e.to_string())?;
+                    .start(&b.id, c.total, c.model.as_deref(), &c.upstream, now)?;
                 tracing::info!(batch = %b.id, total = c.total, upstream = %c.upstream, "batch in progress");
             }
             Err((errors, total)) => {
                 let n = errors.len();
                 self.meta
-                    .fail(&b.id, &Value::Array(errors).to_string(), total, now)
-                    .map_err(|e| e.to_string())?;
+                    .fail(&b.id, &Value::Array(errors).to_string(), total, now)?;
                 tracing::info!(batch = %b.id, errors = n, "batch failed validation");
             }
         }
@@ -328,11 +383,7 @@ impl Runner {
         let why = tokio::select! {
             r = &mut run => {
                 return match r {
-                    Ok(s) => match s.stopped {
-                        None if s.not_done == 0 => Ended::Done,
-                        None => Ended::Stopped(format!("{} requests not done", s.not_done)),
-                        Some(cause) => Ended::Stopped(cause.to_string()),
-                    },
+                    Ok(s) => ended(&s),
                     Err(e) => Ended::Stopped(e.to_string()),
                 };
             }
@@ -347,7 +398,7 @@ impl Runner {
             Ok(s) if s.stopped.is_none() || s.stopped == Some(StopCause::Interrupted) => why,
             Ok(s) => match why {
                 Ended::Shutdown => why,
-                _ => Ended::Stopped(s.stopped.map(|c| c.to_string()).unwrap_or_default()),
+                _ => Ended::Stopped(s.stopped.as_ref().map(stop_reason).unwrap_or_default()),
             },
             Err(e) => match why {
                 Ended::Shutdown => why,
@@ -359,90 +410,78 @@ impl Runner {
     /// Close what is unfinished (cancelled or expired), write the result
     /// files and record the end. Idempotent up to its last step (one
     /// transaction), so a crash anywhere in it just repeats it.
-    async fn end(&self, b: &BatchRow, status: Status) -> Result<(), String> {
+    async fn end(&self, b: &BatchRow, status: BatchStatus) -> Result<(), RunnerError> {
         let job = self.job_for(b);
         let dir = self.batch_dir(&b.id);
-        let (code, message) = match status {
-            Status::Expired => (
-                "batch_expired",
-                "This request could not be executed before the completion window expired.",
-            ),
-            Status::Cancelled => (
-                "batch_cancelled",
-                "This request was not executed because the batch was cancelled.",
-            ),
-            _ => (
-                "batch_incomplete",
-                "This request was not executed (the batch ended before it ran).",
-            ),
-        };
-        let completed = status == Status::Completed;
-        let counts = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            // A completed run has just exported both files (the run removes
-            // them first); anything else closes what is unfinished and
-            // exports again.
-            let exported = completed && job.output.exists() && job.errors.exists();
-            if !exported {
-                batchling_engine::close_unfinished(&job, code, message)
-                    .map_err(|e| e.to_string())?;
-            }
-            let j = Journal::open_read_only(&job.state).map_err(|e| e.to_string())?;
-            let c = j.counts().map_err(|e| e.to_string())?;
-            let usage = j.usage_totals().map_err(|e| e.to_string())?;
-            Ok((c.done, c.failed + c.invalid, usage, job.output, job.errors))
+        let completed = status == BatchStatus::Completed;
+        let (code, message) = unfinished_line(&status);
+        let results = tokio::task::spawn_blocking(move || {
+            close_and_count(job, &dir, completed, code, message)
         })
-        .await
-        .map_err(|e| e.to_string())??;
-        let (done, failed, usage, output, errors) = counts;
+        .await??;
         let now = unix_now();
         let mut files = Vec::new();
-        let mut register =
-            |path: &Path, lines: u64, suffix: &str| -> Result<Option<String>, String> {
-                if lines == 0 {
-                    return Ok(None);
-                }
-                let id = new_file_id();
-                let dest = content_path(&self.data_dir, &id);
-                std::fs::rename(path, &dest)
-                    .map_err(|e| format!("cannot move {} into place: {e}", path.display()))?;
-                let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
-                files.push(FileRow {
-                    id: id.clone(),
-                    owner: b.owner.clone(),
-                    filename: format!("{}_{suffix}.jsonl", b.id),
-                    purpose: "batch_output".into(),
-                    bytes,
-                    created_at: now,
-                    expires_at: b.output_expires_after.map(|s| now + s),
-                });
-                Ok(Some(id))
-            };
-        let output_file_id = register(&output, done, "output")?;
-        let error_file_id = register(&errors, failed, "error")?;
-        // A cancel that arrived while finalizing still ends as cancelled,
-        // with every request's result.
-        let status = match (status, self.meta.batch_by_id(&b.id)) {
-            (Status::Completed, Ok(Some(now))) if now.status() == Status::Cancelling => {
-                Status::Cancelled
-            }
-            (s, _) => s,
-        };
+        let output_file_id =
+            self.register(b, &results.output, results.done, "output", now, &mut files)?;
+        let error_file_id =
+            self.register(b, &results.errors, results.failed, "error", now, &mut files)?;
         let outcome = Outcome {
-            status: status.clone(),
+            status: self.final_status(b, status),
             files,
             output_file_id,
             error_file_id,
-            completed: done,
-            failed,
-            usage,
+            completed: results.done,
+            failed: results.failed,
+            usage: results.usage,
         };
-        let recorded = self
-            .meta
-            .finish(&b.id, &outcome, now)
-            .map_err(|e| e.to_string())?;
-        if !recorded {
+        self.record_end(b, &outcome, now)
+    }
+
+    /// Move a result file into `files/` as a new file of the batch's owner
+    /// (pushed to `files`); none when it has no lines.
+    fn register(
+        &self,
+        b: &BatchRow,
+        path: &Path,
+        lines: u64,
+        suffix: &str,
+        now: u64,
+        files: &mut Vec<FileRow>,
+    ) -> Result<Option<String>, RunnerError> {
+        if lines == 0 {
+            return Ok(None);
+        }
+        let id = new_file_id();
+        let dest = content_path(&self.data_dir, &id);
+        std::fs::rename(path, &dest).map_err(RunnerError::io("move into place", path))?;
+        let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        files.push(FileRow {
+            id: id.clone(),
+            owner: b.owner.clone(),
+            filename: format!("{}_{suffix}.jsonl", b.id),
+            purpose: "batch_output".into(),
+            bytes,
+            created_at: now,
+            expires_at: b.output_expires_after.map(|s| now + s),
+        });
+        Ok(Some(id))
+    }
+
+    /// The status to record: a cancel that arrived while finalizing still
+    /// ends as cancelled, with every request's result.
+    fn final_status(&self, b: &BatchRow, status: BatchStatus) -> BatchStatus {
+        match (status, self.meta.batch_by_id(&b.id)) {
+            (BatchStatus::Completed, Ok(Some(now))) if now.status == BatchStatus::Cancelling => {
+                BatchStatus::Cancelled
+            }
+            (s, _) => s,
+        }
+    }
+
+    /// The last step, one transaction; then tidy up what the batch leaves.
+    /// When the batch had already ended, its new result files go.
+    fn record_end(&self, b: &BatchRow, outcome: &Outcome, now: u64) -> Result<(), RunnerError> {
+        if !self.meta.finish(&b.id, outcome, now)? {
             for f in &outcome.files {
                 let _ = std::fs::remove_file(content_path(&self.data_dir, &f.id));
             }
@@ -450,9 +489,9 @@ impl Runner {
         }
         tracing::info!(
             batch = %b.id,
-            status = status.as_str(),
-            completed = done,
-            failed,
+            status = outcome.status.as_str(),
+            completed = outcome.completed,
+            failed = outcome.failed,
             "batch ended"
         );
         // The journal's answers are in the result files now.
@@ -464,6 +503,80 @@ impl Runner {
     }
 }
 
+/// How a batch's engine run ended, from its summary.
+fn ended(s: &RunSummary) -> Ended {
+    match &s.stopped {
+        None if s.not_done == 0 => Ended::Done,
+        None => Ended::Stopped(format!("{} requests not done", s.not_done)),
+        Some(cause) => Ended::Stopped(stop_reason(cause)),
+    }
+}
+
+/// A stop, for the log. In the server's words where the engine's name a
+/// `batchling run` flag: serve gives up on an unreachable upstream after its
+/// own time, and tries again later.
+fn stop_reason(cause: &StopCause) -> String {
+    match cause {
+        StopCause::Unreachable { last_error } => {
+            format!("the upstream kept failing (last error: {last_error})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The `error.code` and message of requests a batch's end leaves unrun.
+fn unfinished_line(status: &BatchStatus) -> (&'static str, &'static str) {
+    match status {
+        BatchStatus::Expired => (
+            "batch_expired",
+            "This request could not be executed before the completion window expired.",
+        ),
+        BatchStatus::Cancelled => (
+            "batch_cancelled",
+            "This request was not executed because the batch was cancelled.",
+        ),
+        _ => (
+            "batch_incomplete",
+            "This request was not executed (the batch ended before it ran).",
+        ),
+    }
+}
+
+/// A batch's results, exported and counted.
+struct Results {
+    done: u64,
+    failed: u64,
+    usage: Usage,
+    output: PathBuf,
+    errors: PathBuf,
+}
+
+/// Export the results of a batch's journal (blocking). A completed run has
+/// just exported both files (the run removes them first); anything else
+/// closes what is unfinished with `code` and `message`, and exports again.
+fn close_and_count(
+    job: Job,
+    dir: &Path,
+    completed: bool,
+    code: &str,
+    message: &str,
+) -> Result<Results, RunnerError> {
+    std::fs::create_dir_all(dir).map_err(RunnerError::io("create", dir))?;
+    let exported = completed && job.output.exists() && job.errors.exists();
+    if !exported {
+        batchling_engine::close_unfinished(&job, code, message)?;
+    }
+    let j = Journal::open_read_only(&job.state)?;
+    let c = j.counts()?;
+    Ok(Results {
+        done: c.done,
+        failed: c.failed + c.invalid,
+        usage: j.usage_totals()?,
+        output: job.output,
+        errors: job.errors,
+    })
+}
+
 /// Read the whole input: every line valid for `endpoint`, and all models
 /// served by one upstream. `Err` carries `errors.data` and the line count.
 fn check_input(
@@ -471,86 +584,89 @@ fn check_input(
     endpoint: &str,
     upstreams: &[(String, crate::config::UpstreamConfig)],
 ) -> Result<Checked, (Vec<Value>, u64)> {
-    let mut errors = Vec::new();
-    let mut total = 0u64;
-    let mut chosen: Option<(usize, u64, Option<String>)> = None;
-    let push = |errors: &mut Vec<Value>, code: &str, message: String, line: Option<u64>| {
-        if errors.len() < MAX_LISTED_ERRORS {
-            errors.push(json!({"code": code, "message": message, "param": null, "line": line}));
-        }
+    let mut v = Validation {
+        endpoint,
+        upstreams,
+        errors: Vec::new(),
+        total: 0,
+        chosen: None,
     };
     let read = batchling_engine::for_each_request(path, |r| {
-        total += 1;
+        v.total += 1;
         match r {
-            Err(e) => push(
-                &mut errors,
-                e.problem.code(),
-                e.to_string(),
-                Some(e.line_no),
-            ),
-            Ok(req) if req.endpoint.path() != endpoint => push(
-                &mut errors,
-                "url_mismatch",
-                format!(
-                    "line {}: url {} does not match the batch's endpoint {endpoint}",
-                    req.line_no,
-                    req.endpoint.path()
-                ),
-                Some(req.line_no),
-            ),
-            Ok(req) => {
-                let model = req.model.as_deref();
-                match upstreams.iter().position(|(_, u)| u.serves(model)) {
-                    None => push(
-                        &mut errors,
-                        "model_not_found",
-                        format!(
-                            "line {}: no upstream of this server serves model {model:?}",
-                            req.line_no
-                        ),
-                        Some(req.line_no),
-                    ),
-                    Some(i) => match &chosen {
-                        None => chosen = Some((i, req.line_no, req.model.clone())),
-                        Some((j, first, first_model)) if *j != i => push(
-                            &mut errors,
-                            "model_mismatch",
-                            format!(
-                                "line {}: model {model:?} is served by upstream {:?}, but line {first} (model {first_model:?}) by {:?}; a batch runs on one upstream, so split the file",
-                                req.line_no, upstreams[i].0, upstreams[*j].0
-                            ),
-                            Some(req.line_no),
-                        ),
-                        Some(_) => {}
-                    },
-                }
-            }
+            Err(e) => v.push(e.problem.code(), e.to_string(), Some(e.line_no)),
+            Ok(req) => v.check(&req),
         }
         true
     });
     if let Err(e) = read {
-        push(
-            &mut errors,
-            "file_unreadable",
-            format!("the input file cannot be read: {e}"),
-            None,
-        );
+        let message = format!("the input file cannot be read: {e}");
+        v.push("file_unreadable", message, None);
     }
-    if total == 0 && errors.is_empty() {
-        push(
-            &mut errors,
-            "empty_file",
-            "The input file has no requests.".into(),
-            None,
-        );
+    v.finish()
+}
+
+/// Validation of a batch's input in progress: the errors so far (at most
+/// [`MAX_LISTED_ERRORS`] listed) and the upstream the first line chose.
+struct Validation<'a> {
+    endpoint: &'a str,
+    upstreams: &'a [(String, crate::config::UpstreamConfig)],
+    errors: Vec<Value>,
+    total: u64,
+    /// The upstream's index, the first line routed to it, and its model.
+    chosen: Option<(usize, u64, Option<String>)>,
+}
+
+impl Validation<'_> {
+    fn push(&mut self, code: &str, message: String, line: Option<u64>) {
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors
+                .push(json!({"code": code, "message": message, "param": null, "line": line}));
+        }
     }
-    match chosen {
-        Some((i, _, model)) if errors.is_empty() => Ok(Checked {
-            total,
-            model,
-            upstream: upstreams[i].0.clone(),
-        }),
-        _ => Err((errors, total)),
+
+    /// A well-formed line: its url is the batch's endpoint, and its model
+    /// is served by the upstream every earlier line went to.
+    fn check(&mut self, req: &batchling_core::request::RequestLine) {
+        let line = req.line_no;
+        if req.endpoint.path() != self.endpoint {
+            let message = format!(
+                "line {line}: url {} does not match the batch's endpoint {}",
+                req.endpoint.path(),
+                self.endpoint
+            );
+            return self.push("url_mismatch", message, Some(line));
+        }
+        let model = req.model.as_deref();
+        let Some(i) = self.upstreams.iter().position(|(_, u)| u.serves(model)) else {
+            let message = format!("line {line}: no upstream of this server serves model {model:?}");
+            return self.push("model_not_found", message, Some(line));
+        };
+        match &self.chosen {
+            None => self.chosen = Some((i, line, req.model.clone())),
+            Some((j, first, first_model)) if *j != i => {
+                let message = format!(
+                    "line {line}: model {model:?} is served by upstream {:?}, but line {first} (model {first_model:?}) by {:?}; a batch runs on one upstream, so split the file",
+                    self.upstreams[i].0, self.upstreams[*j].0
+                );
+                self.push("model_mismatch", message, Some(line));
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn finish(mut self) -> Result<Checked, (Vec<Value>, u64)> {
+        if self.total == 0 && self.errors.is_empty() {
+            self.push("empty_file", "The input file has no requests.".into(), None);
+        }
+        match self.chosen {
+            Some((i, _, model)) if self.errors.is_empty() => Ok(Checked {
+                total: self.total,
+                model,
+                upstream: self.upstreams[i].0.clone(),
+            }),
+            _ => Err((self.errors, self.total)),
+        }
     }
 }
 

@@ -62,14 +62,14 @@ impl Provider for Metered {
 
 /// One upstream, ready to run batches.
 #[derive(Debug)]
-pub(crate) struct Upstream {
+pub(crate) struct UpstreamClient {
     pub(crate) config: UpstreamConfig,
     pub(crate) provider: Arc<Metered>,
     pub(crate) limits: SharedLimits,
     pub(crate) metrics: Arc<UpstreamMetrics>,
 }
 
-impl Upstream {
+impl UpstreamClient {
     pub(crate) fn new(config: UpstreamConfig) -> Result<Self, ProviderError> {
         let client = OpenAiClient::new(ClientConfig {
             base_url: config.base_url.clone(),
@@ -89,7 +89,7 @@ impl Upstream {
             },
             config.concurrency,
         );
-        Ok(Upstream {
+        Ok(UpstreamClient {
             provider: Arc::new(Metered {
                 inner: client,
                 metrics: metrics.clone(),
@@ -102,6 +102,9 @@ impl Upstream {
 }
 
 /// The upstream for a model: the first that serves it.
-pub(crate) fn route<'a>(upstreams: &'a [Upstream], model: Option<&str>) -> Option<&'a Upstream> {
+pub(crate) fn route<'a>(
+    upstreams: &'a [UpstreamClient],
+    model: Option<&str>,
+) -> Option<&'a UpstreamClient> {
     upstreams.iter().find(|u| u.config.serves(model))
 }

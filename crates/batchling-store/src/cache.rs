@@ -75,8 +75,8 @@ impl Cache {
         })
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::writing(&self.path)(source)
+    fn read_err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::reading(&self.path)(source)
     }
 
     /// The answer for `key`, if cached.
@@ -92,7 +92,7 @@ impl Cache {
                 })
                 .optional()
             })
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.read_err(e))
     }
 
     /// Store answers in one transaction (the first answer for a key wins).

@@ -1,11 +1,12 @@
 use std::path::{Path, PathBuf};
 
-/// What can go wrong with a journal. Messages say what to do about it.
+/// What can go wrong with a journal. Messages say what to do about it, in
+/// the journal's words: the CLI adds which of its flags does that.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The journal file could not be opened or created.
-    #[error("cannot open the journal {}: {source}; check the path and that its directory is writable (run and submit take another with --state)", path.display())]
+    #[error("cannot open the journal {}: {source}; check the path and that its directory is writable", path.display())]
     Open {
         /// The journal path.
         path: PathBuf,
@@ -19,7 +20,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The file is not a batchling journal (or is damaged).
-    #[error("{} is not a usable batchling journal ({reason}); move it aside, or give another journal (--state for run and submit)", path.display())]
+    #[error("{} is not a usable batchling journal ({reason}); move it aside, or give another journal", path.display())]
     NotAJournal {
         /// The journal path.
         path: PathBuf,
@@ -37,7 +38,7 @@ pub enum StoreError {
         supported: i64,
     },
     /// The input file is not the one the journal was started with.
-    #[error("{input} has changed since the journal {} was started ({what}); rerun with --restart to start over, or use another --state", journal.display())]
+    #[error("{input} has changed since the journal {} was started ({what}); start the job over, or use another journal", journal.display())]
     InputChanged {
         /// The input's name.
         input: String,
@@ -48,7 +49,7 @@ pub enum StoreError {
     },
     /// The journal has a run that this input cannot be checked against
     /// (standard input on either side).
-    #[error("the journal {} cannot be resumed from {input}: {reason}; rerun with --restart to start over, or use another --state", journal.display())]
+    #[error("the journal {} cannot be resumed from {input}: {reason}; start the job over, or use another journal", journal.display())]
     CannotResume {
         /// The input's name.
         input: String,
@@ -57,10 +58,19 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
-    /// A read or write failed after opening (disk full, I/O error).
+    /// A write failed after opening (disk full, I/O error).
     #[error("cannot write {}: {source}; free disk space (or raise the file-size limit), then run the same command again: everything committed so far is kept", path.display())]
     Write {
         /// The journal path.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A read failed after opening (an I/O error, a damaged page, a value
+    /// this batchling does not know).
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The journal (or cache) path.
         path: PathBuf,
         /// What SQLite said.
         source: rusqlite::Error,
@@ -101,6 +111,14 @@ impl StoreError {
     /// What a failed write to the database at `path` becomes.
     pub(crate) fn writing(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
         move |source| StoreError::Write {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// What a failed read of the database at `path` becomes.
+    pub(crate) fn reading(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+        move |source| StoreError::Read {
             path: path.to_owned(),
             source,
         }

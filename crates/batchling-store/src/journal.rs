@@ -2,7 +2,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use batchling_core::{Order, SeqSet};
+use batchling_core::{Order, SeqSet, Usage};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -39,7 +39,7 @@ fn migrate(conn: &Connection, version: i64) -> Result<(), rusqlite::Error> {
 
 /// What the journal knows about its job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Meta {
+pub struct JobMeta {
     /// The input as given (a path, or `<stdin>`).
     pub input: Option<String>,
     /// Its identity when the journal was started (files only).
@@ -73,11 +73,41 @@ pub struct StateCounts {
     pub invalid: u64,
 }
 
-/// What `batchling status` shows.
+/// Usage and money spent over every answered request.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// Tokens, summed.
+    pub usage: Usage,
+    /// USD, at the prices known when each answer came.
+    pub cost_usd: f64,
+}
+
+/// One of the most recent failures in [`JobStatus::last_errors`].
+/// Serialized as `[line_no, custom_id, message]`, the shape
+/// `batchling status --json` has always printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "(u64, Option<String>, String)")]
+pub struct LastError {
+    /// 1-based physical line number.
+    pub line_no: u64,
+    /// The request's id, when it could be read.
+    pub custom_id: Option<String>,
+    /// The last error, for people (empty when none was recorded).
+    pub message: String,
+}
+
+impl From<LastError> for (u64, Option<String>, String) {
+    fn from(e: LastError) -> Self {
+        (e.line_no, e.custom_id, e.message)
+    }
+}
+
+/// A job's state as the journal records it (what `batchling status`
+/// shows).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Status {
+pub struct JobStatus {
     /// Job metadata.
-    pub meta: Meta,
+    pub meta: JobMeta,
     /// Requests by final state.
     pub counts: StateCounts,
     /// Requests with no final state yet (when the total is known).
@@ -92,8 +122,8 @@ pub struct Status {
     pub output_tokens: u64,
     /// Money spent on answered requests (USD, at known prices).
     pub cost_usd: f64,
-    /// The most recent failures: (line number, custom_id, message).
-    pub last_errors: Vec<(u64, Option<String>, String)>,
+    /// The most recent failures, newest first.
+    pub last_errors: Vec<LastError>,
     /// True when every input line has a final state.
     pub finished: bool,
 }
@@ -235,15 +265,22 @@ impl Journal {
         &self.path
     }
 
+    /// A failed write (an `INSERT`, `UPDATE`, `DELETE` or commit).
     pub(crate) fn write_err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::writing(&self.path)(source)
+    }
+
+    /// A failed read (a `SELECT`, a blob read): it says "cannot read", not
+    /// "free disk space".
+    pub(crate) fn read_err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::reading(&self.path)(source)
     }
 
     pub(crate) fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
-            .map_err(|e| self.write_err(e))
+            .map_err(|e| self.read_err(e))
     }
 
     pub(crate) fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -258,11 +295,11 @@ impl Journal {
     }
 
     /// The job's metadata.
-    pub fn meta(&self) -> Result<Meta, StoreError> {
+    pub fn meta(&self) -> Result<JobMeta, StoreError> {
         let num = |k: &str| -> Result<Option<u64>, StoreError> {
             Ok(self.get_meta(k)?.and_then(|v| v.parse().ok()))
         };
-        Ok(Meta {
+        Ok(JobMeta {
             input: self.get_meta("input")?,
             input_size: num("input_size")?,
             input_hash: self.get_meta("input_hash")?,
@@ -385,7 +422,7 @@ impl Journal {
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| self.write_err(e))?;
+            .map_err(|e| self.read_err(e))?;
         self.conn
             .execute_batch(
                 "BEGIN;
@@ -403,51 +440,53 @@ impl Journal {
         let mut stmt = self
             .conn
             .prepare("SELECT seq FROM requests")
-            .map_err(|e| self.write_err(e))?;
+            .map_err(|e| self.read_err(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, i64>(0))
-            .map_err(|e| self.write_err(e))?;
+            .map_err(|e| self.read_err(e))?;
         for seq in rows {
-            set.insert(seq.map_err(|e| self.write_err(e))? as u64);
+            set.insert(seq.map_err(|e| self.read_err(e))? as u64);
         }
         Ok(set)
     }
 
-    /// Requests by final state.
+    /// Requests by final state. A state this batchling does not know is
+    /// an error, never silently left out.
     pub fn counts(&self) -> Result<StateCounts, StoreError> {
         let mut c = StateCounts::default();
         let mut stmt = self
             .conn
             .prepare("SELECT state, count(*) FROM requests GROUP BY state")
-            .map_err(|e| self.write_err(e))?;
+            .map_err(|e| self.read_err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.write_err(e))?;
+            .query_map([], |r| {
+                Ok((r.get::<_, FinalState>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.read_err(e))?;
         for row in rows {
-            let (state, n) = row.map_err(|e| self.write_err(e))?;
-            match state.parse::<FinalState>() {
-                Ok(FinalState::Done) => c.done = n as u64,
-                Ok(FinalState::Failed) => c.failed = n as u64,
-                Ok(FinalState::Invalid) => c.invalid = n as u64,
-                Err(_) => {}
+            let (state, n) = row.map_err(|e| self.read_err(e))?;
+            match state {
+                FinalState::Done => c.done = n,
+                FinalState::Failed => c.failed = n,
+                FinalState::Invalid => c.invalid = n,
             }
         }
         Ok(c)
     }
 
-    /// Sum of usage over answered requests: (input, cached, output).
-    pub fn usage_totals(&self) -> Result<(u64, u64, u64), StoreError> {
-        self.totals().map(|t| t.0)
+    /// Sum of usage over answered requests.
+    pub fn usage_totals(&self) -> Result<Usage, StoreError> {
+        self.totals().map(|t| t.usage)
     }
 
     /// Money spent so far, over every answered request (USD).
     pub fn cost_total(&self) -> Result<f64, StoreError> {
-        self.totals().map(|t| t.1)
+        self.totals().map(|t| t.cost_usd)
     }
 
-    /// Usage (input, cached, output) and money spent, in one scan of the
-    /// journal (a run's summary needs both).
-    pub fn totals(&self) -> Result<((u64, u64, u64), f64), StoreError> {
+    /// Usage and money spent, in one scan of the journal (a run's summary
+    /// needs both).
+    pub fn totals(&self) -> Result<Totals, StoreError> {
         self.conn
             .query_row(
                 "SELECT coalesce(sum(input_tokens),0), coalesce(sum(cached_tokens),0),
@@ -455,17 +494,17 @@ impl Journal {
                  FROM requests",
                 [],
                 |r| {
-                    Ok((
-                        (
-                            r.get::<_, i64>(0)? as u64,
-                            r.get::<_, i64>(1)? as u64,
-                            r.get::<_, i64>(2)? as u64,
-                        ),
-                        r.get(3)?,
-                    ))
+                    Ok(Totals {
+                        usage: Usage {
+                            input: r.get::<_, i64>(0)? as u64,
+                            cached_input: r.get::<_, i64>(1)? as u64,
+                            output: r.get::<_, i64>(2)? as u64,
+                        },
+                        cost_usd: r.get(3)?,
+                    })
                 },
             )
-            .map_err(|e| self.write_err(e))
+            .map_err(|e| self.read_err(e))
     }
 
     /// Average output tokens of answered requests, if any: the expected
@@ -477,7 +516,7 @@ impl Journal {
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| self.write_err(e))
+            .map_err(|e| self.read_err(e))
     }
 
     /// Commit a group of records in one transaction. A `done` row is never
@@ -545,29 +584,29 @@ impl Journal {
             .prepare(&format!(
                 "SELECT l.seq, {line} FROM requests r JOIN lines l ON l.seq = r.seq WHERE {filter}"
             ))
-            .map_err(|e| self.write_err(e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.write_err(e))?;
+            .map_err(|e| self.read_err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.read_err(e))?;
         let mut n = 0;
         let mut piece = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| self.write_err(e))? {
-            let line = row.get_ref(1).map_err(|e| self.write_err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.read_err(e))? {
+            let line = row.get_ref(1).map_err(|e| self.read_err(e))?;
             if line == rusqlite::types::ValueRef::Null {
-                let seq: i64 = row.get(0).map_err(|e| self.write_err(e))?;
+                let seq: i64 = row.get(0).map_err(|e| self.read_err(e))?;
                 let blob = self
                     .conn
                     .blob_open(rusqlite::MAIN_DB, "lines", "line", seq, true)
-                    .map_err(|e| self.write_err(e))?;
+                    .map_err(|e| self.read_err(e))?;
                 piece.resize(BLOB_IO_MIN, 0);
                 let mut at = 0;
                 while at < blob.len() {
                     let k = (blob.len() - at).min(piece.len());
                     blob.read_at_exact(&mut piece[..k], at)
-                        .map_err(|e| self.write_err(e))?;
+                        .map_err(|e| self.read_err(e))?;
                     w.write_all(&piece[..k]).map_err(eerr)?;
                     at += k;
                 }
             } else {
-                w.write_all(line.as_blob().map_err(|e| self.write_err(e.into()))?)
+                w.write_all(line.as_blob().map_err(|e| self.read_err(e.into()))?)
                     .map_err(eerr)?;
             }
             n += 1;
@@ -578,44 +617,51 @@ impl Journal {
     }
 
     /// Everything `batchling status` shows.
-    pub fn status(&self) -> Result<Status, StoreError> {
+    pub fn status(&self) -> Result<JobStatus, StoreError> {
         let meta = self.meta()?;
         let counts = self.counts()?;
-        let ((input_tokens, cached_input_tokens, output_tokens), cost_usd) = self.totals()?;
+        let Totals { usage, cost_usd } = self.totals()?;
         let attempts: i64 = self
             .conn
             .query_row("SELECT coalesce(sum(attempts),0) FROM requests", [], |r| {
                 r.get(0)
             })
-            .map_err(|e| self.write_err(e))?;
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT line_no, custom_id, coalesce(error_message, '') FROM requests
-                 WHERE state <> 'done' ORDER BY finished DESC LIMIT 5",
-            )
-            .map_err(|e| self.write_err(e))?;
-        let last_errors = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| self.write_err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.write_err(e))?;
+            .map_err(|e| self.read_err(e))?;
         let finals = counts.done + counts.failed + counts.invalid;
         let pending = meta.total.map(|t| t.saturating_sub(finals));
-        Ok(Status {
+        Ok(JobStatus {
             finished: pending == Some(0),
             meta,
             counts,
             pending,
             attempts: attempts as u64,
-            input_tokens,
-            cached_input_tokens,
-            output_tokens,
+            input_tokens: usage.input,
+            cached_input_tokens: usage.cached_input,
+            output_tokens: usage.output,
             cost_usd,
-            last_errors,
+            last_errors: self.last_errors()?,
         })
+    }
+
+    /// The five most recent failures, newest first.
+    fn last_errors(&self) -> Result<Vec<LastError>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT line_no, custom_id, coalesce(error_message, '') AS message
+                 FROM requests WHERE state <> 'done' ORDER BY finished DESC LIMIT 5",
+            )
+            .map_err(|e| self.read_err(e))?;
+        stmt.query_map([], |r| {
+            Ok(LastError {
+                line_no: r.get::<_, i64>("line_no")? as u64,
+                custom_id: r.get("custom_id")?,
+                message: r.get("message")?,
+            })
+        })
+        .map_err(|e| self.read_err(e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| self.read_err(e))
     }
 }
 

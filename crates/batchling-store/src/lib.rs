@@ -39,6 +39,6 @@ pub use cache::{Cache, CachedAnswer, cache_key};
 pub use destination::check_destination;
 pub use error::StoreError;
 pub use identity::InputIdentity;
-pub use journal::{Journal, Meta, StateCounts, Status};
+pub use journal::{JobMeta, JobStatus, Journal, LastError, StateCounts, Totals};
 pub use parts::{Counts, Part, PartPlan, PartRequest, PartState};
-pub use record::{FinalState, Record};
+pub use record::{FinalState, Record, UnknownState};

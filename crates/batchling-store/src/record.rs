@@ -5,6 +5,7 @@ use batchling_core::Usage;
 use batchling_core::output::{LineFailure, write_failure_line};
 use batchling_core::request::LineError;
 use batchling_core::request::placeholder_custom_id;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 
 /// The final states a request can be journaled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,15 +35,31 @@ impl fmt::Display for FinalState {
     }
 }
 
+/// A stored request state this batchling does not know (a damaged journal,
+/// or one written by a newer batchling).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown request state {0:?}")]
+pub struct UnknownState(pub String);
+
 impl FromStr for FinalState {
-    type Err = String;
+    type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "done" => Ok(FinalState::Done),
             "failed" => Ok(FinalState::Failed),
             "invalid" => Ok(FinalState::Invalid),
-            other => Err(format!("unknown request state {other:?}")),
+            other => Err(UnknownState(other.to_owned())),
         }
+    }
+}
+
+/// Read straight from a `state` column: an unknown state fails the read.
+impl FromSql for FinalState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse()
+            .map_err(|e: UnknownState| FromSqlError::Other(Box::new(e)))
     }
 }
 

@@ -57,7 +57,14 @@ fn done_is_terminal_and_failed_can_become_done() {
     assert_eq!(std::fs::read_to_string(&o).unwrap(), "first\nfixed\n");
     let c = j.counts().unwrap();
     assert_eq!((c.done, c.failed, c.invalid), (2, 0, 0));
-    assert_eq!(j.usage_totals().unwrap(), (20, 4, 10));
+    assert_eq!(
+        j.usage_totals().unwrap(),
+        Usage {
+            input: 20,
+            cached_input: 4,
+            output: 10
+        }
+    );
     assert!((j.cost_total().unwrap() - 1.0).abs() < 1e-12);
 }
 
@@ -153,7 +160,8 @@ fn changed_input_and_restart() {
         .begin("in.jsonl", Some(&other), "{}", 0, false)
         .unwrap_err();
     assert!(matches!(err, StoreError::InputChanged { .. }), "{err}");
-    assert!(err.to_string().contains("--restart"));
+    // The store says what to do in its own words; the CLI adds `--restart`.
+    assert!(err.to_string().contains("start the job over"), "{err}");
     assert!(matches!(
         j.begin("-", None, "{}", 0, false),
         Err(StoreError::CannotResume { .. })
@@ -235,4 +243,29 @@ fn foreign_and_newer_files_are_refused() {
         Journal::open(&newer, false),
         Err(StoreError::SchemaTooNew { found: 99, .. })
     ));
+}
+
+#[test]
+fn an_unknown_stored_state_is_a_read_error_not_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let mut j = Journal::open(&path, false).unwrap();
+    j.commit(&[rec(0, FinalState::Done, "a")]).unwrap();
+    drop(j);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "PRAGMA ignore_check_constraints = ON;
+             UPDATE requests SET state = 'pondering' WHERE seq = 0;",
+        )
+        .unwrap();
+    }
+    let j = Journal::open_read_only(&path).unwrap();
+    let err = j.counts().unwrap_err();
+    assert!(matches!(err, StoreError::Read { .. }), "{err}");
+    let text = err.to_string();
+    // A failed read says so, not "free disk space".
+    assert!(text.starts_with("cannot read "), "{text}");
+    assert!(!text.contains("disk space"), "{text}");
+    assert!(j.status().is_err());
 }

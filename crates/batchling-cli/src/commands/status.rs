@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use batchling_store::{Journal, Part, Status};
+use batchling_store::{JobStatus, Journal, Part};
 
 use crate::settings::StatusSettings;
 
@@ -27,7 +27,7 @@ pub(crate) fn status(s: &StatusSettings) -> Result<ExitCode> {
 }
 
 /// The job as a whole: where, how many, what it cost, whether it is done.
-fn print_summary(state: &Path, s: &Status) -> std::io::Result<()> {
+fn print_summary(state: &Path, s: &JobStatus) -> std::io::Result<()> {
     let total = s
         .meta
         .total
@@ -97,15 +97,17 @@ fn print_parts(parts: &[Part]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn print_last_errors(s: &Status) -> std::io::Result<()> {
+fn print_last_errors(s: &JobStatus) -> std::io::Result<()> {
     if s.last_errors.is_empty() {
         return Ok(());
     }
     out!("last errors")?;
-    for (line, id, msg) in &s.last_errors {
+    for e in &s.last_errors {
         out!(
-            "  line {line} ({}): {msg}",
-            id.as_deref().unwrap_or("no custom_id")
+            "  line {} ({}): {}",
+            e.line_no,
+            e.custom_id.as_deref().unwrap_or("no custom_id"),
+            e.message
         )?;
     }
     Ok(())

@@ -521,7 +521,10 @@ impl Driver<'_> {
         }
         p.done = p.succeeded + p.failed;
         (p.resumed, p.resumed_tokens) = self.resumed;
-        let ((input, _, output), cost) = self.journal.totals()?;
+        let batchling_store::Totals {
+            usage: batchling_core::Usage { input, output, .. },
+            cost_usd: cost,
+        } = self.journal.totals()?;
         p.input_tokens = input;
         p.output_tokens = output;
         p.cost_usd = self.job.prices.as_ref().map(|_| cost);
