@@ -4,6 +4,8 @@
 
 use std::error::Error;
 
+use batchling_engine::{EngineError, Notice, StopCause};
+
 /// The hint to print after `e`'s message, if a flag would change the outcome:
 /// the first cause in `e`'s chain that one of the library mappings knows.
 pub(crate) fn for_error(e: &anyhow::Error) -> Option<String> {
@@ -20,9 +22,41 @@ fn store(_cause: &(dyn Error + 'static)) -> Option<String> {
     None
 }
 
-/// Hints for `batchling_engine` run errors and stops.
-fn engine(_cause: &(dyn Error + 'static)) -> Option<String> {
-    None
+/// Hints for `batchling_engine` run errors.
+fn engine(cause: &(dyn Error + 'static)) -> Option<String> {
+    let hint = match cause.downcast_ref::<EngineError>()? {
+        EngineError::NoConcurrency => "--concurrency",
+        EngineError::NoAttempts => "--max-attempts",
+        EngineError::BudgetWithoutPrices => "--max-cost needs --prices FILE",
+        _ => return None,
+    };
+    Some(hint.to_owned())
+}
+
+/// A run's stop cause as `batchling run` words it: with the flag that
+/// changes the outcome where there is one (the engine's own words name
+/// none, since `serve` and `submit` have no such flags).
+pub(crate) fn engine_stop(cause: &StopCause) -> String {
+    match cause {
+        StopCause::BudgetReached { limit_usd } => format!(
+            "budget reached: the next request's worst case does not fit in --max-cost ${limit_usd:.4}; run the same command with a higher --max-cost to continue"
+        ),
+        StopCause::NoPrice { model } => format!(
+            "no price is known for model {model:?}, so --max-cost cannot be enforced; add it with --prices FILE"
+        ),
+        StopCause::Unreachable { last_error } => format!(
+            "the upstream kept failing for longer than --give-up-after (last error: {last_error})"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// A run's notice as `batchling run` words it (a stop with its flag).
+pub(crate) fn engine_notice(notice: &Notice) -> String {
+    match notice {
+        Notice::Stopping(cause) => format!("stopping: {}", engine_stop(cause)),
+        other => other.to_string(),
+    }
 }
 
 /// Hints for `batchling_engine::submit` errors.

@@ -348,6 +348,23 @@ pub enum StopCause {
     },
 }
 
+impl StopCause {
+    /// The cause's kind, as the summary's JSON names it (`"kind"`): for
+    /// logs and for matching without the fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StopCause::Interrupted => "interrupted",
+            StopCause::Unauthorized { .. } => "unauthorized",
+            StopCause::QuotaExhausted { .. } => "quota_exhausted",
+            StopCause::Journal { .. } => "journal",
+            StopCause::Internal { .. } => "internal",
+            StopCause::BudgetReached { .. } => "budget_reached",
+            StopCause::NoPrice { .. } => "no_price",
+            StopCause::Unreachable { .. } => "unreachable",
+        }
+    }
+}
+
 impl std::fmt::Display for StopCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -547,6 +564,51 @@ mod tests {
         assert_eq!(p.eta(), Some(Duration::from_secs(10)));
         let resumed_only = Progress { done: 800, ..p };
         assert_eq!(resumed_only.eta(), None);
+    }
+
+    #[test]
+    fn stop_kinds_are_the_json_kinds() {
+        let causes = [
+            StopCause::Interrupted,
+            StopCause::Unauthorized {
+                status: 401,
+                message: "m".into(),
+            },
+            StopCause::QuotaExhausted { message: "m".into() },
+            StopCause::Journal { message: "m".into() },
+            StopCause::Internal { message: "m".into() },
+            StopCause::BudgetReached { limit_usd: 1.0 },
+            StopCause::NoPrice { model: "m".into() },
+            StopCause::Unreachable {
+                last_error: "m".into(),
+            },
+        ];
+        for c in causes {
+            assert_eq!(serde_json::to_value(&c).unwrap()["kind"], c.kind());
+        }
+    }
+
+    #[test]
+    fn notices_read_as_before() {
+        let pause = Notice::RateLimited {
+            pause: Duration::from_millis(2500),
+        };
+        assert_eq!(
+            pause.to_string(),
+            "429 rate limited: all workers pause for 2.5s"
+        );
+        let resuming = Notice::Resuming {
+            journal: "out.jsonl.journal".into(),
+            done: 3,
+            failed: 1,
+            invalid: 0,
+        };
+        assert_eq!(
+            resuming.to_string(),
+            "resuming out.jsonl.journal: 3 done, 1 failed, 0 invalid already; sending the rest"
+        );
+        let stop = Notice::Stopping(StopCause::Interrupted);
+        assert_eq!(stop.to_string(), "stopping: interrupted");
     }
 
     #[test]

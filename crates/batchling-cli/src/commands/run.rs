@@ -12,7 +12,7 @@ use batchling_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
-use crate::progress;
+use crate::{hints, progress};
 use crate::settings::{RunSettings, Upstream};
 
 pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
@@ -145,7 +145,7 @@ fn exit_code(s: &RunSummary, journal: &std::path::Path) -> u8 {
             exit::INTERRUPTED
         }
         Some(cause) => {
-            eprintln!("error: {cause}");
+            eprintln!("error: {}", hints::engine_stop(cause));
             if let (StopCause::BudgetReached { .. }, Some(spent)) = (cause, s.cost_usd) {
                 eprintln!("spent so far: ${spent:.4}; the journal keeps every answer");
             }
