@@ -64,7 +64,6 @@ impl Pending {
     }
 }
 
-
 /// The loop itself: take the next request, launch its attempt, until every
 /// request is finished or the run stops.
 pub(crate) async fn dispatch<P: Provider>(
@@ -219,7 +218,10 @@ async fn take_line<P: Provider>(
             let home = home
                 .clone()
                 .expect("lines come only while the input is open");
-            match ctx.try_cache(Pending::new(parsed, ctx.health.mark(), home)).await {
+            match ctx
+                .try_cache(Pending::new(parsed, ctx.health.mark(), home))
+                .await
+            {
                 Some(p) => Next::Send(p),
                 None => Next::Again, // answered from the cache
             }

@@ -111,7 +111,7 @@ pub struct Job {
     pub cache: Option<PathBuf>,
     /// Prices, for live cost and the budget.
     pub prices: Option<Arc<Catalog>>,
-    /// A hard budget in USD (`--max-cost`).
+    /// A hard budget in USD (see [`budget`]).
     pub max_cost: Option<f64>,
     /// Pacing and concurrency shared with other runs; when set, it replaces
     /// `pacing` and `concurrency` (the journal still records those two).

@@ -421,7 +421,7 @@ pub struct Latency {
     pub p99_ms: f64,
 }
 
-/// The end-of-run report, also written as JSON by `--summary-json`.
+/// The end-of-run report (serialisable: the CLI writes it as JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSummary {
     /// Requests read (valid and invalid).
@@ -574,9 +574,15 @@ mod tests {
                 status: 401,
                 message: "m".into(),
             },
-            StopCause::QuotaExhausted { message: "m".into() },
-            StopCause::Journal { message: "m".into() },
-            StopCause::Internal { message: "m".into() },
+            StopCause::QuotaExhausted {
+                message: "m".into(),
+            },
+            StopCause::Journal {
+                message: "m".into(),
+            },
+            StopCause::Internal {
+                message: "m".into(),
+            },
             StopCause::BudgetReached { limit_usd: 1.0 },
             StopCause::NoPrice { model: "m".into() },
             StopCause::Unreachable {

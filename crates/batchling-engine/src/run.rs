@@ -100,7 +100,10 @@ pub async fn run<P: Provider>(
 
 /// Settings that make no sense are refused before anything is touched.
 fn check(job: &Job) -> Result<(), EngineError> {
-    let concurrency = job.shared.as_ref().map_or(job.concurrency, |s| s.concurrency);
+    let concurrency = job
+        .shared
+        .as_ref()
+        .map_or(job.concurrency, |s| s.concurrency);
     if concurrency == 0 {
         return Err(EngineError::NoConcurrency);
     }
@@ -130,7 +133,9 @@ fn admission(job: &Job) -> Admission {
 
 /// The most attempts in flight: the shared limits' when there are some.
 fn concurrency(job: &Job) -> usize {
-    job.shared.as_ref().map_or(job.concurrency, |s| s.concurrency)
+    job.shared
+        .as_ref()
+        .map_or(job.concurrency, |s| s.concurrency)
 }
 
 /// Whether the run discovers its limits, and whether it counts tokens.

@@ -67,7 +67,7 @@ pub enum ProviderError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A `--header` value is not a valid HTTP header.
+    /// A header given by the user is not a valid HTTP header.
     #[error("invalid header {name:?}: {reason}")]
     BadHeader {
         /// The header name as given.

@@ -598,4 +598,3 @@ impl Reporter for BatchReporter {
         }
     }
 }
-

@@ -12,8 +12,8 @@ use batchling_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
-use crate::{hints, progress};
 use crate::settings::{RunSettings, Upstream};
+use crate::{hints, progress};
 
 pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     for note in &s.notes {
