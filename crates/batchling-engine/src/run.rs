@@ -31,10 +31,11 @@ use crate::{EngineError, Job, dispatch};
 /// (or failed, unless `retry_failed`) are not sent again. The output and
 /// error files are written from the journal at the end, also after a stop.
 ///
-/// The steps: [`open_journal`] (and what earlier runs left in it),
-/// [`start_writer`] and [`start_reader`] (threads of their own), dispatch
-/// (the loop, `dispatch.rs`), [`drain`] (a stopped run's attempts in
-/// flight), [`finish`] (export, summary).
+/// The steps (functions of `run.rs`, in order): `check` the settings,
+/// `open_journal` (and what earlier runs left in it), `start_writer` and
+/// `start_reader` (threads of their own), dispatch (the loop,
+/// `dispatch.rs`), `drain` (a stopped run's attempts in flight), `finish`
+/// (export, summary).
 pub async fn run<P: Provider>(
     job: Job,
     provider: Arc<P>,
@@ -100,11 +101,7 @@ pub async fn run<P: Provider>(
 
 /// Settings that make no sense are refused before anything is touched.
 fn check(job: &Job) -> Result<(), EngineError> {
-    let concurrency = job
-        .shared
-        .as_ref()
-        .map_or(job.concurrency, |s| s.concurrency);
-    if concurrency == 0 {
+    if concurrency(job) == 0 {
         return Err(EngineError::NoConcurrency);
     }
     if job.retry.max_attempts == 0 {

@@ -4,7 +4,7 @@
 //! - [`Provider`]: the one trait the engine's online path sees: send an
 //!   attempt, classify it, describe a failed answer.
 //! - [`openai`]: OpenAI-compatible servers (OpenAI, vLLM, llama.cpp, the
-//!   built-in mock): [`openai::client`] sends, [`openai::classify`] decides
+//!   built-in mock): [`openai::client`] sends, [`openai::classify`](mod@openai::classify) decides
 //!   retry / give up / success, [`openai::headers`] reads rate-limit headers.
 //! - [`attempt`]: what one HTTP call produced, whatever the provider.
 //! - [`secret`]: API keys that cannot be printed.
