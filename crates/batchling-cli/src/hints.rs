@@ -68,3 +68,33 @@ fn submit(_cause: &(dyn Error + 'static)) -> Option<String> {
 fn serve(_cause: &(dyn Error + 'static)) -> Option<String> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_stops_name_the_flag_that_changes_them() {
+        let budget = StopCause::BudgetReached { limit_usd: 0.5 };
+        assert_eq!(
+            engine_stop(&budget),
+            "budget reached: the next request's worst case does not fit in --max-cost $0.5000; run the same command with a higher --max-cost to continue"
+        );
+        let outage = StopCause::Unreachable {
+            last_error: "HTTP 503: down".into(),
+        };
+        assert_eq!(
+            engine_notice(&Notice::Stopping(outage.clone())),
+            "stopping: the upstream kept failing for longer than --give-up-after (last error: HTTP 503: down)"
+        );
+        // The engine's own words name no flag (serve has none of these).
+        assert!(!outage.to_string().contains("--"));
+        assert!(!budget.to_string().contains("--"));
+    }
+
+    #[test]
+    fn engine_errors_get_their_flag() {
+        let e = anyhow::Error::new(EngineError::NoConcurrency);
+        assert_eq!(for_error(&e).as_deref(), Some("--concurrency"));
+    }
+}

@@ -433,3 +433,30 @@ fn thread_panicked(thread: &str, payload: &(dyn std::any::Any + Send)) -> Engine
         message: format!("the {thread} thread panicked: {what}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PacerConfig, SharedLimits};
+
+    #[test]
+    fn shared_limits_set_the_concurrency() {
+        let mut job = Job::new(Input::Stdin, "out.jsonl".into());
+        assert_eq!(concurrency(&job), crate::DEFAULT_CONCURRENCY);
+        job.shared = Some(SharedLimits::new(PacerConfig::default(), 8));
+        assert_eq!(concurrency(&job), 8);
+        // The job's own setting no longer matters, not even when it is 0.
+        job.concurrency = 0;
+        assert!(check(&job).is_ok());
+    }
+
+    #[test]
+    fn a_thread_panic_is_an_internal_error() {
+        let payload = std::thread::spawn(|| panic!("boom")).join().unwrap_err();
+        let e = thread_panicked("reader", &*payload);
+        assert_eq!(
+            e.to_string(),
+            "internal error: the reader thread panicked: boom"
+        );
+    }
+}
