@@ -4,8 +4,8 @@
 
 use std::error::Error;
 
-use batchling_engine::EngineError;
 use batchling_engine::submit::SubmitError;
+use batchling_engine::{EngineError, Notice, StopCause};
 use batchling_server::ServeError;
 use batchling_store::StoreError;
 
@@ -51,9 +51,41 @@ fn store_error<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a StoreError> {
     }
 }
 
-/// Hints for `batchling_engine` run errors and stops.
-fn engine(_cause: &(dyn Error + 'static)) -> Option<String> {
-    None
+/// Hints for `batchling_engine` run errors.
+fn engine(cause: &(dyn Error + 'static)) -> Option<String> {
+    let hint = match cause.downcast_ref::<EngineError>()? {
+        EngineError::NoConcurrency => "--concurrency",
+        EngineError::NoAttempts => "--max-attempts",
+        EngineError::BudgetWithoutPrices => "--max-cost needs --prices FILE",
+        _ => return None,
+    };
+    Some(hint.to_owned())
+}
+
+/// A run's stop cause as `batchling run` words it: with the flag that
+/// changes the outcome where there is one (the engine's own words name
+/// none, since `serve` and `submit` have no such flags).
+pub(crate) fn engine_stop(cause: &StopCause) -> String {
+    match cause {
+        StopCause::BudgetReached { limit_usd } => format!(
+            "budget reached: the next request's worst case does not fit in --max-cost ${limit_usd:.4}; run the same command with a higher --max-cost to continue"
+        ),
+        StopCause::NoPrice { model } => format!(
+            "no price is known for model {model:?}, so --max-cost cannot be enforced; add it with --prices FILE"
+        ),
+        StopCause::Unreachable { last_error } => format!(
+            "the upstream kept failing for longer than --give-up-after (last error: {last_error})"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// A run's notice as `batchling run` words it (a stop with its flag).
+pub(crate) fn engine_notice(notice: &Notice) -> String {
+    match notice {
+        Notice::Stopping(cause) => format!("stopping: {}", engine_stop(cause)),
+        other => other.to_string(),
+    }
 }
 
 /// Hints for `batchling_engine::submit` errors.
@@ -72,4 +104,34 @@ fn serve(cause: &(dyn Error + 'static)) -> Option<String> {
         _ => return None,
     };
     Some(hint.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_stops_name_the_flag_that_changes_them() {
+        let budget = StopCause::BudgetReached { limit_usd: 0.5 };
+        assert_eq!(
+            engine_stop(&budget),
+            "budget reached: the next request's worst case does not fit in --max-cost $0.5000; run the same command with a higher --max-cost to continue"
+        );
+        let outage = StopCause::Unreachable {
+            last_error: "HTTP 503: down".into(),
+        };
+        assert_eq!(
+            engine_notice(&Notice::Stopping(outage.clone())),
+            "stopping: the upstream kept failing for longer than --give-up-after (last error: HTTP 503: down)"
+        );
+        // The engine's own words name no flag (serve has none of these).
+        assert!(!outage.to_string().contains("--"));
+        assert!(!budget.to_string().contains("--"));
+    }
+
+    #[test]
+    fn engine_errors_get_their_flag() {
+        let e = anyhow::Error::new(EngineError::NoConcurrency);
+        assert_eq!(for_error(&e).as_deref(), Some("--concurrency"));
+    }
 }

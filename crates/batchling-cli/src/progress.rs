@@ -6,8 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchling_engine::{Progress, Reporter, RunSummary};
+use batchling_engine::report::Silent;
+use batchling_engine::{Notice, Progress, Reporter, RunSummary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::hints;
 
 pub(crate) trait CliReporter: Reporter {
     /// Clear the bar before the summary is printed.
@@ -20,11 +23,10 @@ pub(crate) trait CliReporter: Reporter {
 
 struct Bar(ProgressBar);
 struct Lines;
-struct Quiet;
 
 pub(crate) fn reporter(quiet: bool) -> Arc<dyn CliReporter> {
     if quiet {
-        Arc::new(Quiet)
+        Arc::new(Silent)
     } else if std::io::stderr().is_terminal()
         && std::env::var_os(crate::settings::env::NO_COLOR).is_none()
     {
@@ -80,7 +82,8 @@ impl Reporter for Bar {
         self.0.set_position(p.done);
         self.0.set_message(rate_line(p));
     }
-    fn notice(&self, message: &str) {
+    fn notify(&self, notice: &Notice) {
+        let message = hints::engine_notice(notice);
         self.0.println(format!("batchling: {message}"));
     }
 }
@@ -102,8 +105,8 @@ impl Reporter for Lines {
         let total = p.total.map_or("?".into(), |t| t.to_string());
         eprintln!("batchling: {}/{total} done | {}", p.done, rate_line(p));
     }
-    fn notice(&self, message: &str) {
-        eprintln!("batchling: {message}");
+    fn notify(&self, notice: &Notice) {
+        eprintln!("batchling: {}", hints::engine_notice(notice));
     }
 }
 
@@ -111,15 +114,7 @@ impl CliReporter for Lines {
     fn finish(&self) {}
 }
 
-impl Reporter for Quiet {
-    fn interval(&self) -> Option<Duration> {
-        None
-    }
-    fn tick(&self, _: &Progress) {}
-    fn notice(&self, _: &str) {}
-}
-
-impl CliReporter for Quiet {
+impl CliReporter for Silent {
     fn finish(&self) {}
 }
 

@@ -1,4 +1,4 @@
-//! A hard spending cap (`--max-cost`).
+//! A hard spending cap (`Job::max_cost`).
 //!
 //! Before a request is sent its worst-case cost (input plus the most output
 //! it may generate) is reserved; when its answer arrives the reservation is

@@ -16,9 +16,7 @@ const GROUP: usize = 4096;
 /// on a blocking thread, after the job's run has returned.
 pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, EngineError> {
     let Input::File(path) = &job.input else {
-        return Err(EngineError::Config(
-            "only a file input can be closed (standard input cannot be read again)".into(),
-        ));
+        return Err(EngineError::NotAFile);
     };
     let input_err = |source| EngineError::Input {
         path: path.display().to_string(),
@@ -30,7 +28,7 @@ pub fn close_unfinished(job: &Job, code: &str, message: &str) -> Result<u64, Eng
     journal.begin(
         &path.display().to_string(),
         Some(&identity),
-        &crate::settings_json(job),
+        &job.settings_json(),
         now_unix,
         false,
     )?;

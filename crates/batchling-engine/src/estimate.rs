@@ -44,7 +44,7 @@ pub struct FileTokens {
     pub models: BTreeMap<String, ModelTokens>,
 }
 
-/// The models named by a file's valid lines (`--max-cost` checks they all
+/// The models named by a file's valid lines (a budget checks they all
 /// have a price before anything is sent).
 pub fn models_in_file(path: &Path) -> std::io::Result<std::collections::BTreeSet<String>> {
     let mut models = std::collections::BTreeSet::new();

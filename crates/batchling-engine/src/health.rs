@@ -4,8 +4,8 @@
 //! 5xx is failed only if the upstream answered some other request while it
 //! was retrying. If nothing succeeded meanwhile, the upstream itself is down:
 //! the request goes back in the queue, dispatch drops to one probe at a time
-//! with growing pauses, and the run stops after `--give-up-after` without a
-//! success. Requests not done stay not done.
+//! with growing pauses, and the run stops after `Job::give_up_after`
+//! without a success. Requests not done stay not done.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -83,11 +83,10 @@ impl Health {
         }
     }
 
+    /// Whether the upstream is down. Read before every launch, so it reads
+    /// the atomic, not the lock.
     pub(crate) fn in_outage(&self) -> bool {
-        self.outage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.in_outage.load(Relaxed)
     }
 
     /// The pause before the next probe (doubling, capped), or `Err` with the

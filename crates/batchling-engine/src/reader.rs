@@ -106,7 +106,8 @@ pub fn for_each_request(
     })
 }
 
-/// Every problem in a whole file, for `--strict`. Reads the file once.
+/// Every problem in a whole file, for a check before sending anything.
+/// Reads the file once.
 pub fn check_file(path: &Path) -> io::Result<Vec<LineError>> {
     let mut problems = Vec::new();
     for_each_request(path, |r| {

@@ -3,7 +3,8 @@
 //!
 //! Each entry carries the concurrency permit of its request, released after
 //! the commit. So requests in flight plus answers not yet durable never
-//! exceed `--concurrency`: that bounds what a crash can make us pay twice.
+//! exceed the run's concurrency: that bounds what a crash can make us pay
+//! twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -55,8 +56,8 @@ pub(crate) fn write_loop(
     let mut puts = Vec::new();
     // Half the concurrency: each commit costs an fsync, and answers waiting
     // for it hold their permits, so a group can never reach the whole
-    // concurrency. A quarter measured 4% more CPU at zero latency (two
-    // interleaved A/Bs, 1,000 vs ~600 fsyncs per 20,000 requests).
+    // concurrency. A smaller target means more fsyncs, which cost more CPU
+    // (BENCHMARKS.md has the measurements).
     let fill = (concurrency / 2).clamp(1, MAX_GROUP);
     loop {
         // Answers already waiting after the last commit mean they arrive
@@ -82,9 +83,9 @@ pub(crate) fn write_loop(
                 }
             }
             // Linger briefly for a fuller group: each commit costs an fsync,
-            // and without this groups average a fifth of the concurrency at
-            // zero latency. Never while nothing is in flight (no answer is
-            // coming), and never long (permits are held meanwhile).
+            // and without this groups stay small when answers come fast.
+            // Never while nothing is in flight (no answer is coming), and
+            // never long (permits are held meanwhile).
             if !busy
                 || records.len() >= fill
                 || counters.in_flight.load(Relaxed) == 0

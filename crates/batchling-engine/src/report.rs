@@ -4,6 +4,7 @@
 //! [`Reporter`] at the reporter's own pace, so drawing a progress bar never
 //! slows the dispatch loop.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -18,8 +19,85 @@ pub trait Reporter: Send + Sync + 'static {
     fn interval(&self) -> Option<Duration>;
     /// A fresh snapshot of the run.
     fn tick(&self, progress: &Progress);
-    /// A notice (a pause after a 429, an outage, a stop). Not per request.
-    fn notice(&self, message: &str);
+    /// Something worth telling a person happened (a pause after a 429, an
+    /// outage, a stop). Not per request. A notice's `Display` is its
+    /// sentence; its fields are there for structured logs.
+    fn notify(&self, notice: &Notice);
+    /// A notice in words only: [`Notice::Message`].
+    fn notice(&self, message: &str) {
+        self.notify(&Notice::Message(message.to_owned()));
+    }
+}
+
+/// What the engine tells a [`Reporter`] about, besides progress.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// The journal already holds finished requests: only the rest is sent.
+    Resuming {
+        /// The journal.
+        journal: PathBuf,
+        /// Requests done by earlier runs.
+        done: u64,
+        /// Requests failed in earlier runs.
+        failed: u64,
+        /// Lines found invalid in earlier runs.
+        invalid: u64,
+    },
+    /// The response cache could not be read for a request; it is sent.
+    CacheUnreadable {
+        /// What went wrong.
+        error: String,
+    },
+    /// A 429: every admission waits for `pause` (told once per pause).
+    RateLimited {
+        /// How long everyone waits.
+        pause: Duration,
+    },
+    /// Requests ran out of attempts while nothing succeeded: the upstream is
+    /// down, and dispatch drops to one probe at a time.
+    OutageStarted {
+        /// The error that showed it.
+        last_error: String,
+    },
+    /// A request succeeded during an outage: full speed again.
+    OutageEnded,
+    /// The run stops dispatching (requests in flight may still land).
+    Stopping(StopCause),
+    /// A notice without a type of its own yet (`submit`'s).
+    Message(String),
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Resuming {
+                journal,
+                done,
+                failed,
+                invalid,
+            } => write!(
+                f,
+                "resuming {}: {done} done, {failed} failed, {invalid} invalid already; sending the rest",
+                journal.display()
+            ),
+            Notice::CacheUnreadable { error } => {
+                write!(f, "response cache unreadable, sending instead: {error}")
+            }
+            Notice::RateLimited { pause } => write!(
+                f,
+                "429 rate limited: all workers pause for {:.1}s",
+                pause.as_secs_f64()
+            ),
+            Notice::OutageStarted { last_error } => write!(
+                f,
+                "the upstream is failing ({last_error}); probing with one request at a time"
+            ),
+            Notice::OutageEnded => write!(f, "the upstream answers again; resuming full speed"),
+            Notice::Stopping(cause) => write!(f, "stopping: {cause}"),
+            Notice::Message(message) => f.write_str(message),
+        }
+    }
 }
 
 /// A reporter that says nothing.
@@ -31,7 +109,7 @@ impl Reporter for Silent {
         None
     }
     fn tick(&self, _: &Progress) {}
-    fn notice(&self, _: &str) {}
+    fn notify(&self, _: &Notice) {}
 }
 
 /// A point-in-time view of a run.
@@ -253,7 +331,7 @@ pub enum StopCause {
         /// What went wrong.
         message: String,
     },
-    /// The next request would not fit in `--max-cost`.
+    /// The next request would not fit in the budget.
     BudgetReached {
         /// The cap.
         limit_usd: f64,
@@ -263,11 +341,28 @@ pub enum StopCause {
         /// The model.
         model: String,
     },
-    /// The upstream kept failing for longer than `--give-up-after`.
+    /// The upstream kept failing for longer than the job's `give_up_after`.
     Unreachable {
         /// The last error seen.
         last_error: String,
     },
+}
+
+impl StopCause {
+    /// The cause's kind, as the summary's JSON names it (`"kind"`): for
+    /// logs and for matching without the fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StopCause::Interrupted => "interrupted",
+            StopCause::Unauthorized { .. } => "unauthorized",
+            StopCause::QuotaExhausted { .. } => "quota_exhausted",
+            StopCause::Journal { .. } => "journal",
+            StopCause::Internal { .. } => "internal",
+            StopCause::BudgetReached { .. } => "budget_reached",
+            StopCause::NoPrice { .. } => "no_price",
+            StopCause::Unreachable { .. } => "unreachable",
+        }
+    }
 }
 
 impl std::fmt::Display for StopCause {
@@ -289,15 +384,15 @@ impl std::fmt::Display for StopCause {
             ),
             StopCause::BudgetReached { limit_usd } => write!(
                 f,
-                "budget reached: the next request's worst case does not fit in --max-cost ${limit_usd:.4}; run the same command with a higher --max-cost to continue"
+                "budget reached: the next request's worst case does not fit in the budget of ${limit_usd:.4}"
             ),
             StopCause::NoPrice { model } => write!(
                 f,
-                "no price is known for model {model:?}, so --max-cost cannot be enforced; add it with --prices FILE"
+                "no price is known for model {model:?}, so the budget cannot be enforced"
             ),
             StopCause::Unreachable { last_error } => write!(
                 f,
-                "the upstream kept failing for longer than --give-up-after (last error: {last_error})"
+                "the upstream kept failing for longer than the time allowed without a success (last error: {last_error})"
             ),
         }
     }
@@ -326,7 +421,7 @@ pub struct Latency {
     pub p99_ms: f64,
 }
 
-/// The end-of-run report, also written as JSON by `--summary-json`.
+/// The end-of-run report (serialisable: the CLI writes it as JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSummary {
     /// Requests read (valid and invalid).
@@ -469,6 +564,57 @@ mod tests {
         assert_eq!(p.eta(), Some(Duration::from_secs(10)));
         let resumed_only = Progress { done: 800, ..p };
         assert_eq!(resumed_only.eta(), None);
+    }
+
+    #[test]
+    fn stop_kinds_are_the_json_kinds() {
+        let causes = [
+            StopCause::Interrupted,
+            StopCause::Unauthorized {
+                status: 401,
+                message: "m".into(),
+            },
+            StopCause::QuotaExhausted {
+                message: "m".into(),
+            },
+            StopCause::Journal {
+                message: "m".into(),
+            },
+            StopCause::Internal {
+                message: "m".into(),
+            },
+            StopCause::BudgetReached { limit_usd: 1.0 },
+            StopCause::NoPrice { model: "m".into() },
+            StopCause::Unreachable {
+                last_error: "m".into(),
+            },
+        ];
+        for c in causes {
+            assert_eq!(serde_json::to_value(&c).unwrap()["kind"], c.kind());
+        }
+    }
+
+    #[test]
+    fn notices_read_as_before() {
+        let pause = Notice::RateLimited {
+            pause: Duration::from_millis(2500),
+        };
+        assert_eq!(
+            pause.to_string(),
+            "429 rate limited: all workers pause for 2.5s"
+        );
+        let resuming = Notice::Resuming {
+            journal: "out.jsonl.journal".into(),
+            done: 3,
+            failed: 1,
+            invalid: 0,
+        };
+        assert_eq!(
+            resuming.to_string(),
+            "resuming out.jsonl.journal: 3 done, 1 failed, 0 invalid already; sending the rest"
+        );
+        let stop = Notice::Stopping(StopCause::Interrupted);
+        assert_eq!(stop.to_string(), "stopping: interrupted");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Talking to LLM APIs.
 //!
 //! # Tour
-//! - [`Provider`]: the one trait the engine sees: send an attempt, classify it.
+//! - [`Provider`]: the one trait the engine's online path sees: send an
+//!   attempt, classify it, describe a failed answer.
 //! - [`openai`]: OpenAI-compatible servers (OpenAI, vLLM, llama.cpp, the
 //!   built-in mock): [`openai::client`] sends, [`openai::classify`](mod@openai::classify) decides
 //!   retry / give up / success, [`openai::headers`] reads rate-limit headers.
@@ -44,6 +45,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Decide what an attempt means: success, retry, failure or stop the run.
     fn classify(&self, attempt: &Attempt) -> Verdict;
+
+    /// The error message of an answer that did not succeed, in the
+    /// provider's own terms (its error object's message, or the start of
+    /// the body), for the error file and notices. The engine puts
+    /// `HTTP <status>: ` before it.
+    fn describe(&self, answer: &Answer) -> String;
 }
 
 /// A provider could not be set up.
@@ -60,7 +67,7 @@ pub enum ProviderError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A `--header` value is not a valid HTTP header.
+    /// A header given by the user is not a valid HTTP header.
     #[error("invalid header {name:?}: {reason}")]
     BadHeader {
         /// The header name as given.

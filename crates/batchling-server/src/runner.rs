@@ -17,7 +17,7 @@ use std::time::Duration;
 use batchling_core::Usage;
 use batchling_core::batch::BatchStatus;
 use batchling_core::pricing::Catalog;
-use batchling_engine::report::{Progress, Reporter};
+use batchling_engine::report::{Notice, Progress, Reporter};
 use batchling_engine::{EngineError, Input, Job, Order, RunSummary, StopCause};
 use batchling_store::{Journal, StoreError};
 use serde_json::{Value, json};
@@ -698,7 +698,19 @@ impl Reporter for BatchReporter {
         }
     }
 
-    fn notice(&self, message: &str) {
-        tracing::info!(batch = %self.id, "{message}");
+    fn notify(&self, notice: &Notice) {
+        let batch = &self.id;
+        match notice {
+            Notice::RateLimited { pause } => {
+                tracing::info!(%batch, pause_s = pause.as_secs_f64(), "{notice}");
+            }
+            Notice::OutageStarted { last_error } => {
+                tracing::info!(%batch, %last_error, "{notice}");
+            }
+            Notice::Stopping(cause) => {
+                tracing::info!(%batch, stop = cause.kind(), "{notice}");
+            }
+            _ => tracing::info!(%batch, "{notice}"),
+        }
     }
 }

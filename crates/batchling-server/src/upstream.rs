@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use batchling_engine::{PacerConfig, SharedLimits};
 use batchling_providers::openai::{ClientConfig, OpenAiClient};
-use batchling_providers::{Attempt, Outgoing, Provider, ProviderError, Verdict};
+use batchling_providers::{Answer, Attempt, Outgoing, Provider, ProviderError, Verdict};
 
 use crate::config::UpstreamConfig;
 
@@ -57,6 +57,10 @@ impl Provider for Metered {
 
     fn classify(&self, attempt: &Attempt) -> Verdict {
         self.inner.classify(attempt)
+    }
+
+    fn describe(&self, answer: &Answer) -> String {
+        self.inner.describe(answer)
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exit;
 use crate::settings::{RunSettings, Upstream};
-use crate::{progress, signals};
+use crate::{hints, progress, signals};
 
 pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     for note in &s.notes {
@@ -146,7 +146,7 @@ fn report_stop(s: &RunSummary, journal: &std::path::Path) {
             );
         }
         Some(cause) => {
-            eprintln!("error: {cause}");
+            eprintln!("error: {}", hints::engine_stop(cause));
             if let (StopCause::BudgetReached { .. }, Some(spent)) = (cause, s.cost_usd) {
                 eprintln!("spent so far: ${spent:.4}; the journal keeps every answer");
             }

@@ -500,6 +500,10 @@ impl Provider for OpenAiClient {
     fn classify(&self, attempt: &Attempt) -> Verdict {
         classify(attempt)
     }
+
+    fn describe(&self, answer: &Answer) -> String {
+        super::classify::error_message(answer)
+    }
 }
 
 #[cfg(test)]

@@ -339,4 +339,8 @@ impl Provider for Upstream {
     fn classify(&self, attempt: &Attempt) -> Verdict {
         batchling_providers::openai::classify(attempt)
     }
+
+    fn describe(&self, answer: &batchling_providers::Answer) -> String {
+        batchling_providers::openai::classify::error_message(answer)
+    }
 }

@@ -1,0 +1,362 @@
+//! One attempt and what follows from it: send through the provider, let the
+//! provider classify the answer, then finish the request (a record to the
+//! journal writer), retry it after its backoff, keep it through an outage,
+//! or stop the run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use batchling_core::output::{self, LineFailure};
+use batchling_core::tokens::TokenEstimate;
+use batchling_core::usage::{BodyRead, read_body};
+use batchling_core::{RetryReason, StopReason, Verdict};
+use batchling_providers::{Answer, Attempt, Outgoing, Provider, TransportKind};
+use batchling_store::{FinalState, Record, cache_key};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::ctx::Ctx;
+use crate::dispatch::Pending;
+use crate::recorder::Entry;
+use crate::report::{Counters, Notice, StopCause};
+
+/// What an attempt came back with, and the permit it still holds.
+struct Sent {
+    result: Attempt,
+    permit: OwnedSemaphorePermit,
+    latency: Duration,
+}
+
+/// One HTTP attempt and what follows from it (the attempt task's body).
+pub(crate) async fn attempt<P: Provider>(
+    ctx: Arc<Ctx<P>>,
+    mut p: Pending,
+    permit: OwnedSemaphorePermit,
+) {
+    let out = Outgoing {
+        custom_id: p.parsed.custom_id.clone(),
+        endpoint: p.parsed.endpoint,
+        body: p.parsed.body.clone(),
+    };
+    let started = Instant::now();
+    // Boxed: the send future is large, and inline it would make every
+    // spawned attempt task that much bigger to build and move.
+    let result = Box::pin(ctx.provider.send(&out)).await;
+    drop(out);
+    let latency = started.elapsed();
+    p.sent += 1;
+    ctx.counters().in_flight.fetch_sub(1, Relaxed);
+    Counters::add(&ctx.counters().attempts, 1);
+    ctx.discovery.observe(&ctx.admission.pacer, &result);
+
+    let verdict = ctx.provider.classify(&result);
+    let sent = Sent {
+        result,
+        permit,
+        latency,
+    };
+    match verdict {
+        Verdict::Success => {
+            let Attempt::Answered(a) = sent.result else {
+                unreachable!("only answers succeed")
+            };
+            count_success(&ctx, &p, &a, latency);
+            let permit = Some(sent.permit);
+            Box::pin(ctx.finish_with_answer(&p, a, FinalState::Done, permit, latency)).await;
+        }
+        // The rarer paths are boxed so that their state does not make
+        // every attempt task bigger.
+        Verdict::Fail => Box::pin(ctx.finish_failed(&p, sent)).await,
+        Verdict::StopRun(reason) => ctx.stop_with(match reason {
+            StopReason::Unauthorized { status, message } => {
+                StopCause::Unauthorized { status, message }
+            }
+            StopReason::QuotaExhausted { message } => StopCause::QuotaExhausted { message },
+        }),
+        Verdict::Retry { after, reason } => Box::pin(retry(ctx, p, sent, after, reason)).await,
+    }
+}
+
+/// A success: its tokens and latency count, the pacer's token estimate is
+/// corrected, and an outage (if any) ends.
+fn count_success<P>(ctx: &Ctx<P>, p: &Pending, a: &Answer, latency: Duration) {
+    let c = ctx.counters();
+    if let Some(u) = a.usage {
+        Counters::add(&c.input_tokens, u.input);
+        Counters::add(&c.cached_tokens, u.cached_input);
+        Counters::add(&c.output_tokens, u.output);
+        // Providers charge the output reservation at admission; only the
+        // input estimate is corrected.
+        let t = p.parsed.tokens;
+        if t != TokenEstimate::default() {
+            ctx.admission.pacer.settle_tokens(t.input, u.input);
+        }
+    }
+    c.latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(latency);
+    if ctx.health.success() {
+        ctx.reporter.notify(&Notice::OutageEnded);
+    }
+}
+
+/// A retryable attempt: a 429 pauses everyone; otherwise the attempt counts.
+/// Out of attempts, the request fails, unless nothing else succeeded
+/// meanwhile (an outage: it is kept and the loop probes). Else it sleeps
+/// its backoff, holding no permit, and goes back to the loop.
+async fn retry<P: Provider>(
+    ctx: Arc<Ctx<P>>,
+    mut p: Pending,
+    sent: Sent,
+    after: Option<Duration>,
+    reason: RetryReason,
+) {
+    if reason == RetryReason::RateLimited {
+        pause_for_429(&ctx, after);
+    } else {
+        p.attempts += 1;
+    }
+    if ctx.stop.is_stopped() {
+        return;
+    }
+    if p.attempts >= ctx.retry.max_attempts {
+        if reason.is_outage_sign() && !ctx.health.succeeded_since(p.mark) {
+            // Nothing else got through while this one retried: the upstream
+            // is down, not this request. Keep it, and probe.
+            keep_through_outage(&ctx, p, sent);
+            return;
+        }
+        ctx.finish_failed(&p, sent).await;
+        return;
+    }
+    // Waiting out a backoff holds no concurrency slot.
+    drop(sent);
+    Counters::add(&ctx.counters().retries, 1);
+    let delay = if reason == RetryReason::RateLimited {
+        Duration::ZERO // the shared pause already holds every admission back
+    } else {
+        ctx.retry.backoff(p.retries, after, rand::random::<f64>())
+    };
+    p.retries += 1;
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = ctx.stop.token.cancelled() => return,
+    }
+    let home = p.home.clone();
+    let _ = home.send(p);
+}
+
+/// A 429: every admission waits (the server's delay, else a second); the
+/// first 429 of a pause is told.
+fn pause_for_429<P>(ctx: &Ctx<P>, after: Option<Duration>) {
+    Counters::add(&ctx.counters().rate_limited, 1);
+    let pause = after.unwrap_or(Duration::from_secs(1));
+    let pacer = &ctx.admission.pacer;
+    let was_paused = pacer.paused_until().is_some();
+    pacer.pause(pause);
+    if !was_paused {
+        ctx.reporter.notify(&Notice::RateLimited { pause });
+    }
+}
+
+/// The upstream is down, not this request: it starts over (attempts,
+/// backoff) and goes back to the loop, which probes one at a time.
+fn keep_through_outage<P: Provider>(ctx: &Ctx<P>, mut p: Pending, sent: Sent) {
+    let last_error = ctx.describe_attempt(&sent.result);
+    if ctx.health.enter_outage(last_error.clone()) {
+        ctx.reporter.notify(&Notice::OutageStarted { last_error });
+    }
+    p.attempts = 0;
+    p.retries = 0;
+    p.mark = ctx.health.mark();
+    drop(sent);
+    let home = p.home.clone();
+    let _ = home.send(p);
+}
+
+/// Bodies at least this large become their output line in place.
+const IN_PLACE_MIN: usize = 1 << 20;
+
+/// The most of a body that is not JSON kept in its line (wrapped in an
+/// error envelope): enough to show what it was.
+const MAX_TEXT_BODY: usize = 64 * 1024;
+
+/// A body that is not JSON, as text for its envelope: its start when long.
+fn body_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    if body.len() <= MAX_TEXT_BODY {
+        return String::from_utf8_lossy(body);
+    }
+    let mut text = String::from_utf8_lossy(&body[..MAX_TEXT_BODY]).into_owned();
+    text.push_str(&format!(" [cut here: {} bytes in all]", body.len()));
+    std::borrow::Cow::Owned(text)
+}
+
+impl<P: Provider> Ctx<P> {
+    /// An answer that did not succeed, in words: its status and the
+    /// provider's message.
+    fn describe_answer(&self, a: &Answer) -> String {
+        format!("HTTP {}: {}", a.status, self.provider.describe(a))
+    }
+
+    /// An attempt that did not succeed, in words.
+    fn describe_attempt(&self, a: &Attempt) -> String {
+        match a {
+            Attempt::Answered(a) => self.describe_answer(a),
+            Attempt::Transport(t) => t.message.clone(),
+        }
+    }
+
+    /// Answer a new request from the response cache, if it is there.
+    /// Returns the request back when it must be sent.
+    pub(crate) async fn try_cache(&self, mut p: Pending) -> Option<Pending> {
+        let Some(cache) = &self.sink.cache else {
+            return Some(p);
+        };
+        let key = cache_key(p.parsed.endpoint.path(), &p.parsed.body);
+        p.cache_key = Some(key);
+        let hit = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key);
+        let hit = match hit {
+            Ok(Some(hit)) => hit,
+            Ok(None) => return Some(p),
+            Err(e) => {
+                self.reporter.notify(&Notice::CacheUnreadable {
+                    error: e.to_string(),
+                });
+                return Some(p);
+            }
+        };
+        let mut line = Vec::with_capacity(hit.body.len() + 160);
+        let id = self.sink.ids.next();
+        output::write_response_line(
+            &mut line,
+            &id,
+            &p.parsed.custom_id,
+            200,
+            &hit.request_id,
+            &hit.body,
+        );
+        let mut r = self.base_record(&p, FinalState::Done, line);
+        r.status_code = Some(200);
+        if let BodyRead::Json(Some(u)) = read_body(&hit.body) {
+            r.usage = u;
+        }
+        // Answered from the cache: nothing was paid this time.
+        r.cost_usd = Some(0.0).filter(|_| self.accounting.prices.is_some());
+        Counters::add(&self.counters().cached, 1);
+        self.sink.record(r, None).await;
+        None
+    }
+
+    /// Record a request with the answer it got. The answer is consumed: a
+    /// large body becomes its output line in its own memory (see
+    /// [`output::response_line_around`]), so it is held once, not twice.
+    async fn finish_with_answer(
+        &self,
+        p: &Pending,
+        mut a: Answer,
+        state: FinalState,
+        permit: Option<OwnedSemaphorePermit>,
+        latency: Duration,
+    ) {
+        let id = self.sink.ids.next();
+        let request_id = a.request_id.take().unwrap_or_default();
+        let error_message = (state != FinalState::Done).then(|| self.describe_answer(&a));
+        let cache_put = match (state, p.cache_key) {
+            (FinalState::Done, Some(k)) => Some((k, request_id.clone(), a.body.clone())),
+            _ => None,
+        };
+        let custom_id = &p.parsed.custom_id;
+        let line = if a.body_is_json && a.body.len() >= IN_PLACE_MIN && a.body.is_unique() {
+            // Unique, so taken back as a Vec without a copy.
+            let body = Vec::from(std::mem::take(&mut a.body));
+            output::response_line_around(body, &id, custom_id, a.status, &request_id)
+        } else {
+            let envelope;
+            let body: &[u8] = if a.body_is_json {
+                &a.body
+            } else {
+                envelope = output::envelope_for_text(a.status, &body_text(&a.body));
+                &envelope
+            };
+            let mut line = Vec::with_capacity(body.len() + 160);
+            output::write_response_line(&mut line, &id, custom_id, a.status, &request_id, body);
+            line
+        };
+        drop(a.body);
+        let mut r = self.base_record(p, state, line);
+        r.status_code = Some(a.status);
+        r.usage = a.usage.unwrap_or_default();
+        r.latency_ms = Some(latency.as_secs_f64() * 1000.0);
+        r.cost_usd = self.accounting.cost_of(p, a.usage);
+        self.accounting.settle(p, r.cost_usd);
+        r.error_message = error_message;
+        self.sink
+            .send(Entry {
+                record: r,
+                permit,
+                cache_put,
+            })
+            .await;
+    }
+
+    /// Record a request as failed with its last attempt: the HTTP answer
+    /// when there was one, else an `error` object.
+    async fn finish_failed(&self, p: &Pending, sent: Sent) {
+        let Sent {
+            result,
+            permit,
+            latency,
+        } = sent;
+        let t = match result {
+            Attempt::Answered(a) => {
+                return self
+                    .finish_with_answer(p, a, FinalState::Failed, Some(permit), latency)
+                    .await;
+            }
+            Attempt::Transport(t) => t,
+        };
+        let (code, message) = match t.kind {
+            TransportKind::TooLarge => ("response_too_large", t.message),
+            TransportKind::Malformed => (
+                "malformed_response",
+                format!("gave up after {} attempts: {}", p.attempts, t.message),
+            ),
+            TransportKind::Timeout => (
+                "request_timeout",
+                format!("gave up after {} attempts: {}", p.attempts, t.message),
+            ),
+            TransportKind::Connection => (
+                "connection_error",
+                format!("gave up after {} attempts: {}", p.attempts, t.message),
+            ),
+            TransportKind::Invalid => (
+                "invalid_request",
+                format!("the request could not be sent: {}", t.message),
+            ),
+        };
+        let mut line = Vec::with_capacity(160 + message.len());
+        let id = self.sink.ids.next();
+        output::write_failure_line(
+            &mut line,
+            &id,
+            &p.parsed.custom_id,
+            &LineFailure {
+                code,
+                message: &message,
+            },
+        );
+        let mut r = self.base_record(p, FinalState::Failed, line);
+        r.error_code = Some(code.to_owned());
+        r.error_message = Some(message);
+        self.accounting.settle(p, None);
+        self.sink.record(r, Some(permit)).await;
+    }
+
+    /// Record an invalid line.
+    pub(crate) async fn reject(&self, seq: u64, e: batchling_core::LineError) {
+        let r = Record::invalid(seq, &e, &self.sink.ids.next());
+        self.sink.record(r, None).await;
+    }
+}

@@ -1,0 +1,343 @@
+//! What the dispatch loop and its attempt tasks share, in small parts, so
+//! that each function takes the parts it uses:
+//!
+//! - [`Admission`]: the pacer and the concurrency permits every attempt
+//!   passes (retries included).
+//! - [`Discovery`]: learning the limits from the first answers (slow start)
+//!   and whether lines need token counts.
+//! - [`Accounting`]: counters, prices and the budget.
+//! - [`Sink`]: where finished requests go (the journal writer, the response
+//!   cache) and the ids of their output lines.
+//! - [`Stop`]: the caller's shutdown and the run's own stop, with its cause.
+//!
+//! plus the provider, the retry policy, the upstream's [`Health`] and the
+//! reporter.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use batchling_core::RetryPolicy;
+use batchling_core::Usage;
+use batchling_core::pricing::{Catalog, TokenCounts};
+use batchling_providers::Attempt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::Budget;
+use crate::dispatch::Pending;
+use crate::health::Health;
+use crate::pacer::Pacer;
+use crate::reader::{Parsed, token_cost};
+use crate::recorder::Entry;
+use crate::report::{Counters, Notice, Reporter, StopCause};
+use batchling_store::{Cache, Record};
+
+/// Everything attempt tasks share with the loop.
+pub(crate) struct Ctx<P> {
+    /// The upstream: sends, classifies, describes failures.
+    pub(crate) provider: Arc<P>,
+    /// How many attempts a request gets and how long it waits between them.
+    pub(crate) retry: RetryPolicy,
+    /// Pacing and concurrency.
+    pub(crate) admission: Admission,
+    /// Limit discovery and token counting.
+    pub(crate) discovery: Discovery,
+    /// A failing request told from a failing upstream.
+    pub(crate) health: Health,
+    /// Counters, prices, budget.
+    pub(crate) accounting: Accounting,
+    /// The journal writer, the response cache and line ids.
+    pub(crate) sink: Sink,
+    /// Shutdown and stop.
+    pub(crate) stop: Stop,
+    /// Progress and notices for a person (or a log).
+    pub(crate) reporter: Arc<dyn Reporter>,
+}
+
+impl<P> Ctx<P> {
+    /// The run's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.accounting.counters
+    }
+
+    /// Stop the run for `cause` (the first cause is the one kept and told).
+    pub(crate) fn stop_with(&self, cause: StopCause) {
+        if self.stop.keep_first(&cause) {
+            self.reporter.notify(&Notice::Stopping(cause));
+        }
+        self.stop.token.cancel();
+    }
+
+    /// A bare record of `p` in `state` with its output `line`; the caller
+    /// fills in what it knows (status, usage, cost, error).
+    pub(crate) fn base_record(
+        &self,
+        p: &Pending,
+        state: batchling_store::FinalState,
+        line: Vec<u8>,
+    ) -> Record {
+        Record {
+            seq: p.parsed.seq,
+            line_no: p.parsed.line_no,
+            custom_id: Some(p.parsed.custom_id.clone()),
+            state,
+            attempts: p.sent,
+            status_code: None,
+            error_code: None,
+            error_message: None,
+            usage: Usage::default(),
+            latency_ms: None,
+            cost_usd: None,
+            line,
+        }
+    }
+}
+
+/// What every attempt passes before it is sent: a concurrency permit, then
+/// the pacer. Shared with other runs in `batchling serve`.
+pub(crate) struct Admission {
+    /// RPM/TPM pacing, the shared 429 pause, limits learned from headers.
+    pub(crate) pacer: Arc<Pacer>,
+    /// The most attempts in flight (or answers awaiting their commit).
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+/// Learning the limits at the start of a run, and counting tokens once they
+/// matter.
+///
+/// With no limit given, the run sends one request at first, then doubles
+/// what it has in flight every `SLOW_START_STEP` until the first answer's
+/// rate-limit headers show the limits (see `gate::slow_start`).
+pub(crate) struct Discovery {
+    /// Whether this run learns its limits from answers (none known at the
+    /// start).
+    pub(crate) enabled: bool,
+    /// Set once an answer with rate-limit headers came back.
+    pub(crate) first_answer: AtomicBool,
+    /// Set while the loop may wait on `attempt_done` (discovery, outage), so
+    /// the common path skips the notification.
+    pub(crate) gating: AtomicBool,
+    /// Woken when an attempt ends, while `gating` is set.
+    pub(crate) attempt_done: Notify,
+    /// Whether lines need token counts (a token limit or a budget is in
+    /// force). Shared with the reader thread, which counts once it is set.
+    pub(crate) count_tokens: Arc<AtomicBool>,
+    /// Output tokens counted for a request that sets no maximum.
+    pub(crate) default_max_output: u64,
+    /// When the run started (slow start counts from the first send).
+    pub(crate) started: Instant,
+}
+
+impl Discovery {
+    /// Still waiting for the first answer's limits.
+    pub(crate) fn discovering(&self) -> bool {
+        self.enabled && !self.first_answer.load(Relaxed)
+    }
+
+    /// An attempt came back: learn the limits its headers show (a token
+    /// limit turns token counting on), and wake the loop if it waits.
+    pub(crate) fn observe(&self, pacer: &Pacer, result: &Attempt) {
+        if let Some(limits) = result.limits() {
+            if pacer.observe(limits) {
+                self.count_tokens.store(true, Relaxed);
+            }
+            self.first_answer.store(true, Relaxed);
+        }
+        if self.gating.load(Relaxed) {
+            self.attempt_done.notify_waiters();
+        }
+    }
+
+    /// Count a line's tokens if it was read before they were needed.
+    pub(crate) fn count_if_needed(&self, p: &mut Parsed) {
+        if p.tokens == Default::default() && self.count_tokens.load(Relaxed) {
+            p.tokens = token_cost(p.endpoint, &p.body, self.default_max_output);
+        }
+    }
+
+    /// Remember when the run's first attempt went out (for slow start and
+    /// the summary's `first_request_s`).
+    pub(crate) fn note_send(&self, counters: &Counters) {
+        if counters.first_sent_us.load(Relaxed) == 0 {
+            let us = self.started.elapsed().as_micros() as u64 + 1;
+            counters.first_sent_us.store(us, Relaxed);
+        }
+    }
+}
+
+/// What the run has spent and may spend.
+pub(crate) struct Accounting {
+    /// Counters shared with the reporter's ticker and the journal writer.
+    pub(crate) counters: Arc<Counters>,
+    /// Prices, for live cost and the budget.
+    pub(crate) prices: Option<Arc<Catalog>>,
+    /// The cap, when one is set.
+    pub(crate) budget: Option<Budget>,
+}
+
+/// The budget's answer to a request about to be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Reserved {
+    /// Its worst case is reserved (or no budget is set).
+    Yes,
+    /// It does not fit while others are in flight: hold it until one
+    /// settles.
+    Wait,
+    /// It can never fit: the run stops for this cause.
+    Stop(StopCause),
+}
+
+impl Accounting {
+    /// What `usage` cost for this request's model, if its price is known.
+    pub(crate) fn cost_of(&self, p: &Pending, usage: Option<Usage>) -> Option<f64> {
+        let (prices, usage) = (self.prices.as_ref()?, usage?);
+        let Some((_, price)) = p.parsed.model.as_deref().and_then(|m| prices.get(m)) else {
+            Counters::add(&self.counters.unpriced, 1);
+            return None;
+        };
+        Some(price.cost_online(&TokenCounts::from(usage)))
+    }
+
+    /// The request has ended: its budget reservation becomes what it cost.
+    pub(crate) fn settle(&self, p: &Pending, cost: Option<f64>) {
+        if let Some(c) = cost {
+            let micro = (c * 1e6).round() as u64;
+            Counters::add(&self.counters.cost_micro_usd, micro);
+        }
+        if let Some(b) = &self.budget {
+            b.settle(p.reserved.unwrap_or(0.0), cost.unwrap_or(0.0));
+        }
+    }
+
+    /// Reserve the request's worst case in the budget. `Wait` when it does
+    /// not fit yet but requests in flight may make room; `Stop` when it
+    /// cannot fit or cannot be priced.
+    pub(crate) fn reserve(&self, p: &mut Pending) -> Reserved {
+        let Some(budget) = &self.budget else {
+            return Reserved::Yes;
+        };
+        if p.reserved.is_some() {
+            return Reserved::Yes; // a retry: reserved when first sent
+        }
+        let model = p.parsed.model.as_deref().unwrap_or("(none)");
+        let Some((_, price)) = self.prices.as_ref().and_then(|c| c.get(model)) else {
+            return Reserved::Stop(StopCause::NoPrice {
+                model: model.to_owned(),
+            });
+        };
+        let t = p.parsed.tokens;
+        let worst = price.cost_online(&TokenCounts {
+            input: t.input,
+            output: t.max_output,
+            ..TokenCounts::default()
+        });
+        match budget.reserve(worst) {
+            Ok(()) => {
+                p.reserved = Some(worst);
+                Reserved::Yes
+            }
+            Err(over) if over.may_fit_later() => Reserved::Wait,
+            Err(_) => Reserved::Stop(StopCause::BudgetReached {
+                limit_usd: budget.limit(),
+            }),
+        }
+    }
+}
+
+/// Where finished requests go.
+pub(crate) struct Sink {
+    /// The journal writer thread (group commits).
+    pub(crate) recorder: mpsc::Sender<Entry>,
+    /// Look-ups in the response cache (`Job::cache`); the writer keeps
+    /// the answers.
+    pub(crate) cache: Option<Mutex<Cache>>,
+    /// Ids for output lines.
+    pub(crate) ids: LineIds,
+}
+
+impl Sink {
+    /// Send a finished request to the journal writer. It counts once
+    /// committed; its permit (if any) is released then.
+    pub(crate) async fn record(&self, record: Record, permit: Option<OwnedSemaphorePermit>) {
+        self.send(Entry {
+            record,
+            permit,
+            cache_put: None,
+        })
+        .await;
+    }
+
+    /// Send an entry to the journal writer.
+    pub(crate) async fn send(&self, entry: Entry) {
+        // The writer only goes away after a journal error, which already
+        // stopped the run.
+        let _ = self.recorder.send(entry).await;
+    }
+}
+
+/// `batch_req_<run prefix><counter>`: unique output-line ids, as OpenAI's
+/// batch output has them.
+pub(crate) struct LineIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl LineIds {
+    /// Ids with a random prefix for this run.
+    pub(crate) fn new() -> Self {
+        LineIds {
+            prefix: format!("{:016x}", rand::random::<u64>()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The next id.
+    pub(crate) fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Relaxed);
+        format!("batch_req_{}{n:08x}", self.prefix)
+    }
+}
+
+/// Two ways a run stops dispatching: the caller's shutdown (Ctrl-C,
+/// SIGTERM, a cancelled server batch) and the run's own stop (a refused
+/// key, the budget, an outage that lasted, a journal error).
+pub(crate) struct Stop {
+    /// The caller's token: seen by the loop, which stops as `Interrupted`.
+    pub(crate) shutdown: CancellationToken,
+    /// The run's token: cancelled on any stop; waits and backoffs watch it.
+    pub(crate) token: CancellationToken,
+    /// Why the run stopped: the first cause wins.
+    cause: Mutex<Option<StopCause>>,
+}
+
+impl Stop {
+    /// Not stopped, watching the caller's `shutdown`.
+    pub(crate) fn new(shutdown: CancellationToken) -> Self {
+        Stop {
+            shutdown,
+            token: CancellationToken::new(),
+            cause: Mutex::new(None),
+        }
+    }
+
+    /// Whether the run stops.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Keep `cause` unless one is kept already; true if it was kept.
+    fn keep_first(&self, cause: &StopCause) -> bool {
+        let mut c = self.cause.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_some() {
+            return false;
+        }
+        *c = Some(cause.clone());
+        true
+    }
+
+    /// The cause kept, taken out.
+    pub(crate) fn take_cause(&self) -> Option<StopCause> {
+        self.cause.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}

@@ -1,0 +1,469 @@
+//! `run`: one job, from its input file to its output files, in five steps
+//! (see [`run`]). Each step is a function of its own below, in order.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use batchling_core::SeqSet;
+use batchling_providers::Provider;
+use batchling_store::{Cache, InputIdentity, Journal, StoreError, check_destination};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::Budget;
+use crate::ctx::{Accounting, Admission, Ctx, Discovery, LineIds, Sink, Stop};
+use crate::health::Health;
+use crate::pacer::Pacer;
+use crate::reader::{self, Input, ReadItem};
+use crate::recorder::{self, Entry};
+use crate::report::{Baseline, Counters, Notice, Reporter, RunSummary, StopCause};
+use crate::{EngineError, Job, dispatch};
+
+/// Run a job to the end (or until it stops). Per-request failures are data
+/// in the summary, not errors; `Err` means the run itself could not work.
+///
+/// The job's journal is resumed if it exists: requests it records as done
+/// (or failed, unless `retry_failed`) are not sent again. The output and
+/// error files are written from the journal at the end, also after a stop.
+///
+/// The steps (functions of `run.rs`, in order): `check` the settings,
+/// `open_journal` (and what earlier runs left in it), `start_writer` and
+/// `start_reader` (threads of their own), dispatch (the loop,
+/// `dispatch.rs`), `drain` (a stopped run's attempts in flight), `finish`
+/// (export, summary).
+pub async fn run<P: Provider>(
+    job: Job,
+    provider: Arc<P>,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn Reporter>,
+) -> Result<RunSummary, EngineError> {
+    let started = Instant::now();
+    check(&job)?;
+    let admission = admission(&job);
+    let opened = open_journal(&job, &*reporter)?;
+    let counters = opened.counters.clone();
+    let stop = Stop::new(shutdown);
+    let discovery = discovery(&job, &admission.pacer, started);
+    count_lines_meanwhile(&job.input, &counters);
+    // The loop's response-cache look-ups (the writer has its own).
+    let cache = match &job.cache {
+        Some(path) => Some(Cache::open(path)?),
+        None => None,
+    };
+    let (writer, recorder) = start_writer(&job, opened.journal, &counters, &stop)?;
+    let (reader, lines) = start_reader(&job, opened.finished, &discovery, &counters);
+    let ctx = Arc::new(Ctx {
+        provider,
+        retry: job.retry,
+        admission,
+        discovery,
+        health: Health::new(job.give_up_after),
+        accounting: Accounting {
+            counters: counters.clone(),
+            prices: job.prices.clone(),
+            budget: job
+                .max_cost
+                .map(|limit| Budget::new(limit, opened.spent_before)),
+        },
+        sink: Sink {
+            recorder,
+            cache: cache.map(Mutex::new),
+            ids: LineIds::new(),
+        },
+        stop,
+        reporter: reporter.clone(),
+    });
+    let pacer = ctx.admission.pacer.clone();
+    let ticker = start_ticker(&reporter, &counters, &pacer, started);
+
+    let mut tasks = JoinSet::new();
+    dispatch::dispatch(ctx.clone(), lines, &mut tasks).await;
+    drain(&ctx, &mut tasks, job.grace).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let stopped = ctx.stop.take_cause();
+    drop(ctx); // closes the journal channel: the writer finishes its last group
+
+    let ending = Ending {
+        started,
+        baseline: opened.baseline,
+        counters,
+        pacer,
+    };
+    finish(&job, reader, writer, stopped, ending, &*reporter).await
+}
+
+/// Settings that make no sense are refused before anything is touched.
+fn check(job: &Job) -> Result<(), EngineError> {
+    if concurrency(job) == 0 {
+        return Err(EngineError::NoConcurrency);
+    }
+    if job.retry.max_attempts == 0 {
+        return Err(EngineError::NoAttempts);
+    }
+    if job.max_cost.is_some() && job.prices.is_none() {
+        return Err(EngineError::BudgetWithoutPrices);
+    }
+    Ok(())
+}
+
+/// The run's pacer and permits: its own, or those it shares with other
+/// runs against the same upstream (`batchling serve`).
+fn admission(job: &Job) -> Admission {
+    match &job.shared {
+        Some(s) => Admission {
+            pacer: s.pacer.clone(),
+            permits: s.permits.clone(),
+        },
+        None => Admission {
+            pacer: Arc::new(Pacer::new(job.pacing)),
+            permits: Arc::new(Semaphore::new(job.concurrency)),
+        },
+    }
+}
+
+/// The most attempts in flight: the shared limits' when there are some.
+fn concurrency(job: &Job) -> usize {
+    job.shared
+        .as_ref()
+        .map_or(job.concurrency, |s| s.concurrency)
+}
+
+/// Whether the run discovers its limits, and whether it counts tokens.
+fn discovery(job: &Job, pacer: &Pacer, started: Instant) -> Discovery {
+    // Limits already known (given, or learned by an earlier run on a shared
+    // pacer) need no discovery.
+    let known = pacer.limits();
+    // Token counts are needed once a token limit is in force (given, or
+    // learned from headers: the reader starts counting then, and the loop
+    // counts lines read before). The budget reserves each request's worst
+    // case, so it needs counts too.
+    let count_tokens = known.tpm.is_some() || job.max_cost.is_some();
+    let enabled = pacer.learns() && known.rpm.is_none() && known.tpm.is_none();
+    Discovery {
+        enabled,
+        first_answer: AtomicBool::new(false),
+        gating: AtomicBool::new(enabled),
+        attempt_done: Notify::new(),
+        count_tokens: Arc::new(AtomicBool::new(count_tokens)),
+        default_max_output: job.default_max_output,
+        started,
+    }
+}
+
+/// The journal opened for this run, and what earlier runs left in it.
+struct Opened {
+    journal: Journal,
+    /// Requests finished by earlier runs: the reader skips them.
+    finished: SeqSet,
+    /// What those runs had finished, for this run's rates.
+    baseline: Baseline,
+    /// Counters that start from the journal's counts and totals.
+    counters: Arc<Counters>,
+    /// USD those runs spent (the budget counts it).
+    spent_before: f64,
+}
+
+/// Step 1: check the input and the destinations, open (or resume) the
+/// journal, and start the counters from what it holds. A missing input or
+/// an unwritable destination is an error before anything is paid for.
+fn open_journal(job: &Job, reporter: &dyn Reporter) -> Result<Opened, EngineError> {
+    let input_name = job.input.display_name();
+    let input_err = |source| EngineError::Input {
+        path: input_name.clone(),
+        source,
+    };
+    drop(job.input.open().map_err(input_err)?);
+    let identity = match &job.input {
+        Input::File(p) => Some(InputIdentity::of_file(p).map_err(input_err)?),
+        Input::Stdin => None,
+    };
+    check_destination(&job.output)?;
+    check_destination(&job.errors)?;
+    let mut journal = Journal::open(&job.state, job.durable)?;
+    journal.begin(
+        &input_name,
+        identity.as_ref(),
+        &job.settings_json(),
+        batchling_core::clock::unix_now(),
+        job.restart,
+    )?;
+    if let Some(server) = &job.server {
+        journal.set_server(server)?;
+    }
+    if job.retry_failed {
+        journal.forget_failed()?;
+    }
+    let finished = journal.finished_seqs()?;
+    let before = journal.counts()?;
+    let batchling_store::Totals {
+        usage,
+        cost_usd: spent_before,
+    } = journal.totals()?;
+    let (input_tokens, cached_tokens, output_tokens) =
+        (usage.input, usage.cached_input, usage.output);
+    let resumed = before.done + before.failed + before.invalid;
+    let baseline = Baseline {
+        done: before.done,
+        finished: resumed,
+        tokens: input_tokens + output_tokens,
+    };
+    let counters = Counters::default();
+    counters.succeeded.store(before.done, Relaxed);
+    counters.failed.store(before.failed, Relaxed);
+    counters.invalid.store(before.invalid, Relaxed);
+    counters.input_tokens.store(input_tokens, Relaxed);
+    counters.cached_tokens.store(cached_tokens, Relaxed);
+    counters.output_tokens.store(output_tokens, Relaxed);
+    counters.resumed.store(resumed, Relaxed);
+    counters.resumed_tokens.store(baseline.tokens, Relaxed);
+    if job.prices.is_some() {
+        counters.priced.store(true, Relaxed);
+        let micro = (spent_before * 1e6).round() as u64;
+        counters.cost_micro_usd.store(micro, Relaxed);
+    }
+    if resumed > 0 {
+        reporter.notify(&Notice::Resuming {
+            journal: job.state.clone(),
+            done: before.done,
+            failed: before.failed,
+            invalid: before.invalid,
+        });
+    }
+    Ok(Opened {
+        journal,
+        finished,
+        baseline,
+        counters: Arc::new(counters),
+        spent_before,
+    })
+}
+
+/// Count the input's lines on a thread of their own, so that progress
+/// shows a total early (the reader's own count comes only at the end).
+fn count_lines_meanwhile(input: &Input, counters: &Arc<Counters>) {
+    if let Input::File(path) = input {
+        let (c, path) = (counters.clone(), path.clone());
+        std::thread::spawn(move || {
+            if let Ok(n) = reader::count_lines(&path)
+                && c.total_known.load(Relaxed) == 0
+            {
+                c.total.store(n, Relaxed);
+                c.total_known.store(1, Relaxed);
+            }
+        });
+    }
+}
+
+/// The journal writer's thread and its first error (which also stops the
+/// run).
+struct Writer {
+    thread: JoinHandle<(Journal, Result<(), StoreError>)>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+/// Step 2a: the journal writer, on a thread of its own: it commits finished
+/// requests in groups (sized from the concurrency) and keeps answers in the
+/// response cache.
+fn start_writer(
+    job: &Job,
+    journal: Journal,
+    counters: &Arc<Counters>,
+    stop: &Stop,
+) -> Result<(Writer, mpsc::Sender<Entry>), EngineError> {
+    // A connection of its own: the loop's look-ups never wait on a commit.
+    let cache = match &job.cache {
+        Some(path) => Some(Cache::open(path)?),
+        None => None,
+    };
+    let (tx, rx) = mpsc::channel(8192);
+    let error = Arc::new(Mutex::new(None::<String>));
+    let (c, stop, err) = (counters.clone(), stop.token.clone(), error.clone());
+    let concurrency = concurrency(job);
+    let thread = std::thread::spawn(move || {
+        recorder::write_loop(journal, cache, rx, c, concurrency, |e| {
+            *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            stop.cancel();
+        })
+    });
+    Ok((Writer { thread, error }, tx))
+}
+
+/// The reader's thread: how many lines it read, and whether to the end.
+type Reader = JoinHandle<io::Result<(u64, bool)>>;
+
+/// Step 2b: the reader, on a thread of its own: it streams the input,
+/// skipping what earlier runs finished, and sends lines in batches.
+fn start_reader(
+    job: &Job,
+    finished: SeqSet,
+    discovery: &Discovery,
+    counters: &Arc<Counters>,
+) -> (Reader, mpsc::Receiver<Vec<ReadItem>>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let (input, ct, c, dmo) = (
+        job.input.clone(),
+        discovery.count_tokens.clone(),
+        counters.clone(),
+        job.default_max_output,
+    );
+    let thread = std::thread::spawn(move || {
+        let read = reader::read_input(&input, tx, ct, dmo, &finished);
+        // Only a complete read knows the exact count; a stopped run keeps
+        // the line count taken up front.
+        if let Ok((n, true)) = read {
+            c.total.store(n, Relaxed);
+            c.total_known.store(1, Relaxed);
+        }
+        read
+    });
+    (thread, rx)
+}
+
+/// Progress snapshots for the reporter, at its own pace.
+fn start_ticker(
+    reporter: &Arc<dyn Reporter>,
+    counters: &Arc<Counters>,
+    pacer: &Arc<Pacer>,
+    started: Instant,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = reporter.interval()?;
+    let (c, p, r) = (counters.clone(), pacer.clone(), reporter.clone());
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(started + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            r.tick(&c.progress(started.elapsed(), p.limits(), p.paused_until().is_some()));
+        }
+    }))
+}
+
+/// Step 4: a stopped run gives its attempts in flight a grace period to
+/// land their answers, then aborts the rest (a second Ctrl-C is the
+/// binary's business: it exits at once).
+async fn drain<P>(ctx: &Ctx<P>, tasks: &mut JoinSet<()>, grace: Duration) {
+    if !ctx.stop.is_stopped() {
+        return;
+    }
+    let all = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(grace, all).await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// What the last step reads of the run.
+struct Ending {
+    started: Instant,
+    baseline: Baseline,
+    counters: Arc<Counters>,
+    pacer: Arc<Pacer>,
+}
+
+/// Step 5: wait for the reader and the writer, write the output and error
+/// files from the journal, record the total and the limits, and build the
+/// summary (a journal error becomes the stop cause).
+async fn finish(
+    job: &Job,
+    reader: Reader,
+    writer: Writer,
+    mut stopped: Option<StopCause>,
+    end: Ending,
+    reporter: &dyn Reporter,
+) -> Result<RunSummary, EngineError> {
+    let read = reader.join().map_err(|p| thread_panicked("reader", &p))?;
+    let (journal, written) = tokio::task::spawn_blocking(move || writer.thread.join())
+        .await
+        .map_err(|e| EngineError::Internal {
+            message: format!("joining the journal writer: {e}"),
+        })?
+        .map_err(|p| thread_panicked("journal writer", &p))?;
+    written?;
+    if let Some(message) = writer
+        .error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        stopped = Some(StopCause::Journal { message });
+    }
+    let c = &end.counters;
+    // A run stopped before the background line count finished still
+    // reports how many requests the job has (else `requests` is 0).
+    if c.total_known.load(Relaxed) == 0
+        && let Input::File(path) = &job.input
+        && let Ok(n) = reader::count_lines(path)
+    {
+        c.total.store(n, Relaxed);
+        c.total_known.store(1, Relaxed);
+    }
+    match read {
+        Err(source) if stopped.is_none() => {
+            return Err(EngineError::Input {
+                path: job.input.display_name(),
+                source,
+            });
+        }
+        Ok((n, true)) => journal.set_total(n)?,
+        _ => {}
+    }
+    journal.export(&job.output, &job.errors, job.order)?;
+    let limits = end.pacer.limits();
+    journal.set_limits(limits.rpm, limits.tpm)?;
+    let batchling_store::Totals { usage, cost_usd } = journal.totals()?;
+    let (input_tokens, cached_tokens, output_tokens) =
+        (usage.input, usage.cached_input, usage.output);
+    c.input_tokens.store(input_tokens, Relaxed);
+    c.cached_tokens.store(cached_tokens, Relaxed);
+    c.output_tokens.store(output_tokens, Relaxed);
+    let elapsed = end.started.elapsed();
+    let cost = job.prices.as_ref().map(|_| cost_usd);
+    let summary = RunSummary::build(c, elapsed, limits, stopped, end.baseline, cost);
+    reporter.tick(&c.progress(elapsed, limits, false));
+    Ok(summary)
+}
+
+/// A thread of the run panicked: a bug, reported rather than passed on.
+fn thread_panicked(thread: &str, payload: &(dyn std::any::Any + Send)) -> EngineError {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    EngineError::Internal {
+        message: format!("the {thread} thread panicked: {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PacerConfig, SharedLimits};
+
+    #[test]
+    fn shared_limits_set_the_concurrency() {
+        let mut job = Job::new(Input::Stdin, "out.jsonl".into());
+        assert_eq!(concurrency(&job), crate::DEFAULT_CONCURRENCY);
+        job.shared = Some(SharedLimits::new(PacerConfig::default(), 8));
+        assert_eq!(concurrency(&job), 8);
+        // The job's own setting no longer matters, not even when it is 0.
+        job.concurrency = 0;
+        assert!(check(&job).is_ok());
+    }
+
+    #[test]
+    fn a_thread_panic_is_an_internal_error() {
+        let payload = std::thread::spawn(|| panic!("boom")).join().unwrap_err();
+        let e = thread_panicked("reader", &*payload);
+        assert_eq!(
+            e.to_string(),
+            "internal error: the reader thread panicked: boom"
+        );
+    }
+}
