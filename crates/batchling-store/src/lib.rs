@@ -40,5 +40,5 @@ pub use destination::check_destination;
 pub use error::StoreError;
 pub use identity::InputIdentity;
 pub use journal::{Journal, Meta, StateCounts, Status};
-pub use parts::{Counts, Part, PartPlan, PartRequest, PartState};
+pub use parts::{Counts, Part, PartEnd, PartPlan, PartRequest, PartState};
 pub use record::{FinalState, Record};
