@@ -84,7 +84,7 @@ pub struct PartRequest {
 /// A part to add.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartPlan {
-    /// 0 for the first submit, then one more per `--resubmit`.
+    /// 0 for the first submit, then one more per resubmit.
     pub round: u32,
     /// The model of its lines.
     pub model: Option<String>,
@@ -168,7 +168,7 @@ fn now() -> i64 {
 
 impl Journal {
     /// Add parts in one transaction. With `forget`, final rows of their
-    /// requests are deleted in the same transaction (`--resubmit` of failed
+    /// requests are deleted in the same transaction (a resubmit of failed
     /// requests), so a crash never leaves a request both forgotten and in
     /// no part. Returns the new part numbers.
     pub fn add_parts(&mut self, plans: &[PartPlan], forget: bool) -> Result<Vec<u64>, StoreError> {
