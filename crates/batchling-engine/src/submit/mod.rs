@@ -2,7 +2,7 @@
 //! ([`BatchApi`]), split, tracked in the journal, resumable.
 //!
 //! # Flow ([`submit`] reads as these steps)
-//! 1. **plan** (`prepare.rs`, [`plan`]): validate every line before
+//! 1. **plan** (`prepare.rs`, `plan.rs`): validate every line before
 //!    anything is sent; bad lines refuse the submit unless `skip_invalid`
 //!    (then they go to the error file, as in `batchling run`). Pending
 //!    requests (`Selection::wants`) are grouped by (endpoint, model) and cut
@@ -18,7 +18,7 @@
 //!    uploaded again (files are free).
 //! 3. **poll** with backoff (`poll_interval` growing ×1.5 to
 //!    `max_poll_interval` while nothing changes); counts go to the reporter.
-//! 4. **collect** ([`collect`]) each ended part at once: fetch its results,
+//! 4. **collect** (`collect.rs`) each ended part at once: fetch its results,
 //!    join on `custom_id`, and journal one record per request together with
 //!    the part's new state.
 //! 5. **deadline**: at `deadline_at - deadline_margin`, live parts are
