@@ -39,6 +39,8 @@ mod job;
 mod plan;
 mod prepare;
 mod retry;
+#[cfg(test)]
+mod tests_inline;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,7 +276,7 @@ mod tests {
         assert!(Deadline::new(&job, 0, true).passed);
     }
 
-    fn test_job() -> SubmitJob {
+    pub(super) fn test_job() -> SubmitJob {
         let input = std::path::PathBuf::from("in.jsonl");
         SubmitJob {
             input: input.clone(),
