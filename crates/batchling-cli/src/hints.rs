@@ -88,9 +88,35 @@ pub(crate) fn engine_notice(notice: &Notice) -> String {
     }
 }
 
-/// Hints for `batchling_engine::submit` errors.
-fn submit(_cause: &(dyn Error + 'static)) -> Option<String> {
-    None
+/// Hints for `batchling_engine::submit` errors (and the Batch API errors
+/// they carry).
+fn submit(cause: &(dyn Error + 'static)) -> Option<String> {
+    use batchling_engine::submit::SubmitError;
+    use batchling_providers::batch::{BatchApiError, SizeCap};
+    if let Some(e) = cause.downcast_ref::<SubmitError>() {
+        return match e {
+            SubmitError::BadLines { .. } => Some(
+                "fix them, or pass --skip-invalid to submit the rest and list them in the error file"
+                    .into(),
+            ),
+            SubmitError::LineTooLarge { .. } => {
+                Some("--max-batch-bytes sets the most a part may hold".into())
+            }
+            SubmitError::PartChanged { .. } => Some("rerun with --restart".into()),
+            SubmitError::Auth { .. } => Some(
+                "the key is read from OPENAI_API_KEY, or from the variable --api-key-env names"
+                    .into(),
+            ),
+            _ => None,
+        };
+    }
+    match cause.downcast_ref::<BatchApiError>()? {
+        BatchApiError::TooLarge {
+            cap: SizeCap::Answer,
+            ..
+        } => Some("--max-response-mb sets the response cap".into()),
+        _ => None,
+    }
 }
 
 /// Hints for `batchling_server` errors.

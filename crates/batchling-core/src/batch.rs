@@ -1,7 +1,15 @@
 //! Vocabulary of OpenAI's Batches API, shared by its client (`batchling
 //! submit`) and its server (`batchling serve`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// The error code of a request its batch's completion window left undone,
+/// in the output of `batchling submit` and of `batchling serve` alike.
+pub const EXPIRED_CODE: &str = "batch_expired";
+
+/// The message that goes with [`EXPIRED_CODE`] (OpenAI's wording).
+pub const EXPIRED_MESSAGE: &str =
+    "This request could not be executed before the completion window expired.";
 
 /// A batch's status (`Batch.status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +93,12 @@ impl BatchStatus {
 impl<'de> Deserialize<'de> for BatchStatus {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(BatchStatus::parse(&String::deserialize(d)?))
+    }
+}
+
+impl Serialize for BatchStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

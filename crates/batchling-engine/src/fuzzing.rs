@@ -1,7 +1,8 @@
 //! Entry point for the fuzz targets (`crates/batchling-fuzz`). Not API.
 
 use batchling_core::pricing::Catalog;
-use batchling_providers::openai::batches::Batch;
+use batchling_providers::batch::BatchResults;
+use batchling_providers::openai::batches::{Batch, read_result_file};
 use batchling_store::{PartRequest, Record};
 
 /// The ids of the part [`batch_output`] collects: `a` to `e`.
@@ -31,7 +32,10 @@ pub fn batch_output(data: &[u8]) -> Vec<Record> {
         .collect();
     static PRICES: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
     let prices = PRICES.get_or_init(Catalog::builtin);
+    let batch = batch.info();
+    let mut results = BatchResults::default();
+    read_result_file(file, &mut results);
     let _ = crate::submit::collect::failure_report(1, &batch, &reqs);
-    crate::submit::collect::collect(1, &batch, &reqs, &[file], Some("gpt-4o-mini"), Some(prices))
+    crate::submit::collect::collect(1, &batch, &reqs, results, Some((prices, "gpt-4o-mini")))
         .records
 }

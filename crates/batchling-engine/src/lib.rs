@@ -44,10 +44,6 @@
 //! ```
 #![deny(missing_docs)]
 
-// Dev-dependencies of the integration tests (`tests/`) only.
-#[cfg(test)]
-use batchling_mock as _;
-
 mod attempt;
 pub mod budget;
 mod close;

@@ -6,6 +6,8 @@
 //! - [`openai`]: OpenAI-compatible servers (OpenAI, vLLM, llama.cpp, the
 //!   built-in mock): [`openai::client`] sends, [`openai::classify`](mod@openai::classify) decides
 //!   retry / give up / success, [`openai::headers`] reads rate-limit headers.
+//! - [`batch`]: the Batch API trait `batchling submit` drives
+//!   ([`BatchApi`]); [`openai::batches`] implements it.
 //! - [`attempt`]: what one HTTP call produced, whatever the provider.
 //! - [`secret`]: API keys that cannot be printed.
 //!
@@ -13,13 +15,19 @@
 //! server said, and the engine acts on it.
 #![deny(missing_docs)]
 
+// A dev-dependency of the integration tests (`tests/`) only.
+#[cfg(test)]
+use batchling_mock as _;
+
 pub mod attempt;
+pub mod batch;
 pub mod openai;
 pub mod secret;
 
 use std::future::Future;
 
 pub use attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
+pub use batch::{BatchApi, BatchApiError};
 
 /// Entry points for fuzzers; not part of the API.
 #[doc(hidden)]

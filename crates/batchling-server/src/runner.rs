@@ -528,8 +528,8 @@ fn stop_reason(cause: &StopCause) -> String {
 fn unfinished_line(status: &BatchStatus) -> (&'static str, &'static str) {
     match status {
         BatchStatus::Expired => (
-            "batch_expired",
-            "This request could not be executed before the completion window expired.",
+            batchling_core::batch::EXPIRED_CODE,
+            batchling_core::batch::EXPIRED_MESSAGE,
         ),
         BatchStatus::Cancelled => (
             "batch_cancelled",

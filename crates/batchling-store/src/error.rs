@@ -105,6 +105,20 @@ pub enum StoreError {
         /// The state asked for.
         to: &'static str,
     },
+    /// A part is in a state this batchling does not know (a newer one
+    /// wrote the journal, or it is damaged).
+    #[error(
+        "part {part} of the journal {} is in state {value:?}, which this batchling does not know; upgrade batchling, or start over with a new journal",
+        path.display()
+    )]
+    UnknownPartState {
+        /// The journal path.
+        path: PathBuf,
+        /// The part number.
+        part: u64,
+        /// The state found.
+        value: String,
+    },
 }
 
 impl StoreError {

@@ -40,5 +40,5 @@ pub use destination::check_destination;
 pub use error::StoreError;
 pub use identity::InputIdentity;
 pub use journal::{JobMeta, JobStatus, Journal, LastError, StateCounts, Totals};
-pub use parts::{Counts, Part, PartPlan, PartRequest, PartState};
+pub use parts::{Counts, Part, PartEnd, PartPlan, PartRequest, PartState};
 pub use record::{FinalState, Record, UnknownState};

@@ -9,13 +9,16 @@
 //! ```
 //! Every transition is one guarded `UPDATE ... WHERE state IN (...)`: a
 //! transition from the wrong state is a [`StoreError::PartTransition`], never
-//! a silent overwrite. `creating` is written *before* the create call, so a
+//! a silent overwrite. A state this build does not know is a
+//! [`StoreError::UnknownPartState`], never a guess (a part read as `planned`
+//! would be uploaded again). `creating` is written *before* the create call, so a
 //! crash between the server creating a batch and the journal learning its
 //! id leaves the part in `creating`: the next run looks the batch up by the
 //! metadata it was created with instead of creating a second one.
 //! Collecting writes the part's request records and its new state in one
 //! transaction.
 
+use batchling_core::batch::BatchStatus;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -81,7 +84,7 @@ pub struct PartRequest {
 /// A part to add.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartPlan {
-    /// 0 for the first submit, then one more per `--resubmit`.
+    /// 0 for the first submit, then one more per resubmit.
     pub round: u32,
     /// The model of its lines.
     pub model: Option<String>,
@@ -130,7 +133,7 @@ pub struct Part {
     /// Its batch.
     pub batch_id: Option<String>,
     /// The batch's last known status.
-    pub batch_status: Option<String>,
+    pub batch_status: Option<BatchStatus>,
     /// The batch's last known request counts.
     pub counts: Option<Counts>,
     /// Result files.
@@ -143,13 +146,29 @@ pub struct Part {
     pub cost_usd: Option<f64>,
 }
 
+/// What a part's batch left when it reached a terminal status
+/// ([`Journal::part_finished`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PartEnd<'a> {
+    /// The terminal status.
+    pub status: &'a BatchStatus,
+    /// Its final request counts.
+    pub counts: Counts,
+    /// Where the successes are.
+    pub output_file_id: Option<&'a str>,
+    /// Where the failures are.
+    pub error_file_id: Option<&'a str>,
+    /// Why the batch as a whole failed, as JSON, if it did.
+    pub errors_json: Option<&'a str>,
+}
+
 fn now() -> i64 {
     i64::try_from(batchling_core::clock::unix_now()).unwrap_or(i64::MAX)
 }
 
 impl Journal {
     /// Add parts in one transaction. With `forget`, final rows of their
-    /// requests are deleted in the same transaction (`--resubmit` of failed
+    /// requests are deleted in the same transaction (a resubmit of failed
     /// requests), so a crash never leaves a request both forgotten and in
     /// no part. Returns the new part numbers.
     pub fn add_parts(&mut self, plans: &[PartPlan], forget: bool) -> Result<Vec<u64>, StoreError> {
@@ -231,19 +250,24 @@ impl Journal {
         let rows = stmt
             .query_map([], |r| {
                 let state: String = r.get(7)?;
+                let part = r.get::<_, i64>(0)? as u64;
+                let Some(state) = PartState::parse(&state) else {
+                    return Ok(Err((part, state)));
+                };
                 let total: Option<i64> = r.get(11)?;
-                Ok(Part {
-                    part: r.get::<_, i64>(0)? as u64,
+                let status: Option<String> = r.get(10)?;
+                Ok(Ok(Part {
+                    part,
                     round: r.get(1)?,
                     model: r.get(2)?,
                     endpoint: r.get(3)?,
                     requests: r.get::<_, i64>(4)? as u64,
                     bytes: r.get::<_, i64>(5)? as u64,
                     content_hash: r.get(6)?,
-                    state: PartState::parse(&state).unwrap_or(PartState::Planned),
+                    state,
                     file_id: r.get(8)?,
                     batch_id: r.get(9)?,
-                    batch_status: r.get(10)?,
+                    batch_status: status.as_deref().map(BatchStatus::parse),
                     counts: match total {
                         Some(t) => Some(Counts {
                             total: t as u64,
@@ -256,11 +280,18 @@ impl Journal {
                     error_file_id: r.get(15)?,
                     errors: r.get(16)?,
                     cost_usd: r.get(17)?,
-                })
+                }))
             })
             .map_err(|e| self.write_err(e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| self.write_err(e))
+        rows.map(|row| match row.map_err(|e| self.write_err(e))? {
+            Ok(part) => Ok(part),
+            Err((part, value)) => Err(StoreError::UnknownPartState {
+                path: self.path.clone(),
+                part,
+                value,
+            }),
+        })
+        .collect()
     }
 
     /// A part's requests, in file order (index k-1 is line k).
@@ -318,6 +349,8 @@ impl Journal {
             .map_err(|e| self.write_err(e))
     }
 
+    /// Move `part` from one of `from` to `to`, setting `sets` (SQL
+    /// assignments whose parameters are `?1`..`?N`, bound to `values`).
     fn transition(
         &self,
         part: u64,
@@ -326,23 +359,31 @@ impl Journal {
         sets: &str,
         values: &[&dyn rusqlite::ToSql],
     ) -> Result<(), StoreError> {
-        let from_list = from
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
+        // The fixed parameters follow the caller's: `?N+1` is the new state,
+        // then the time, the part and the states it may come from.
+        let n = values.len();
+        let from_list = (0..from.len())
+            .map(|i| format!("?{}", n + 4 + i))
             .collect::<Vec<_>>()
-            .join(",");
+            .join(", ");
         let sql = format!(
-            "UPDATE parts SET state = '{}', updated_at = {}{}{sets}
-             WHERE part = {part} AND state IN ({from_list})",
-            to.as_str(),
-            now(),
+            "UPDATE parts SET state = ?{}, updated_at = ?{}{}{sets}
+             WHERE part = ?{} AND state IN ({from_list})",
+            n + 1,
+            n + 2,
             if sets.is_empty() { "" } else { ", " },
+            n + 3,
         );
-        let n = self
+        let (to_name, at, part_no) = (to.as_str(), now(), part as i64);
+        let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let mut params: Vec<&dyn rusqlite::ToSql> = values.to_vec();
+        params.extend([&to_name as &dyn rusqlite::ToSql, &at, &part_no]);
+        params.extend(from_names.iter().map(|s| s as &dyn rusqlite::ToSql));
+        let changed = self
             .conn
-            .execute(&sql, values)
+            .execute(&sql, params.as_slice())
             .map_err(|e| self.write_err(e))?;
-        if n == 1 {
+        if changed == 1 {
             return Ok(());
         }
         let found: Option<String> = self
@@ -361,8 +402,9 @@ impl Journal {
         })
     }
 
-    /// planned → uploaded.
-    pub fn part_uploaded(&self, part: u64, file_id: &str) -> Result<(), StoreError> {
+    /// planned → uploaded, with the uploaded file's id (`None` for an API
+    /// that takes requests inline: nothing was uploaded).
+    pub fn part_uploaded(&self, part: u64, file_id: Option<&str>) -> Result<(), StoreError> {
         self.transition(
             part,
             &[PartState::Planned],
@@ -382,26 +424,31 @@ impl Journal {
         &self,
         part: u64,
         batch_id: &str,
-        status: &str,
+        status: &BatchStatus,
     ) -> Result<(), StoreError> {
         self.transition(
             part,
             &[PartState::Creating],
             PartState::Submitted,
             "batch_id = ?1, batch_status = ?2",
-            &[&batch_id, &status],
+            &[&batch_id, &status.as_str()],
         )
     }
 
     /// submitted → submitted: the batch's latest status and counts.
-    pub fn part_progress(&self, part: u64, status: &str, c: Counts) -> Result<(), StoreError> {
+    pub fn part_progress(
+        &self,
+        part: u64,
+        status: &BatchStatus,
+        c: Counts,
+    ) -> Result<(), StoreError> {
         self.transition(
             part,
             &[PartState::Submitted],
             PartState::Submitted,
             "batch_status = ?1, total = ?2, completed = ?3, failed = ?4",
             &[
-                &status,
+                &status.as_str(),
                 &(c.total as i64),
                 &(c.completed as i64),
                 &(c.failed as i64),
@@ -410,15 +457,8 @@ impl Journal {
     }
 
     /// submitted → finished: the batch reached a terminal status.
-    pub fn part_finished(
-        &self,
-        part: u64,
-        status: &str,
-        c: Counts,
-        output_file_id: Option<&str>,
-        error_file_id: Option<&str>,
-        errors_json: Option<&str>,
-    ) -> Result<(), StoreError> {
+    pub fn part_finished(&self, part: u64, end: &PartEnd<'_>) -> Result<(), StoreError> {
+        let c = end.counts;
         self.transition(
             part,
             &[PartState::Submitted],
@@ -426,13 +466,13 @@ impl Journal {
             "batch_status = ?1, total = ?2, completed = ?3, failed = ?4,
              output_file_id = ?5, error_file_id = ?6, errors = ?7",
             &[
-                &status,
+                &end.status.as_str(),
                 &(c.total as i64),
                 &(c.completed as i64),
                 &(c.failed as i64),
-                &output_file_id,
-                &error_file_id,
-                &errors_json,
+                &end.output_file_id,
+                &end.error_file_id,
+                &end.errors_json,
             ],
         )
     }
@@ -516,19 +556,32 @@ mod tests {
             j.part_creating(1),
             Err(StoreError::PartTransition { .. })
         ));
-        j.part_uploaded(1, "file-1").unwrap();
+        j.part_uploaded(1, Some("file-1")).unwrap();
         j.part_creating(1).unwrap();
-        j.part_submitted(1, "batch_1", "validating").unwrap();
-        assert!(j.part_submitted(1, "batch_2", "validating").is_err());
-        j.part_progress(1, "in_progress", Counts::default())
+        j.part_submitted(1, "batch_1", &BatchStatus::Validating)
             .unwrap();
-        let c = Counts {
-            total: 2,
-            completed: 2,
-            failed: 0,
+        assert!(
+            j.part_submitted(1, "batch_2", &BatchStatus::Validating)
+                .is_err()
+        );
+        j.part_progress(1, &BatchStatus::InProgress, Counts::default())
+            .unwrap();
+        assert_eq!(
+            j.parts().unwrap()[0].batch_status,
+            Some(BatchStatus::InProgress)
+        );
+        let end = PartEnd {
+            status: &BatchStatus::Completed,
+            counts: Counts {
+                total: 2,
+                completed: 2,
+                failed: 0,
+            },
+            output_file_id: Some("file-o"),
+            error_file_id: None,
+            errors_json: None,
         };
-        j.part_finished(1, "completed", c, Some("file-o"), None, None)
-            .unwrap();
+        j.part_finished(1, &end).unwrap();
         j.part_collected(1, &[], Some(0.5)).unwrap();
         assert!(j.part_collected(1, &[], None).is_err());
         let parts = j.parts().unwrap();
@@ -536,5 +589,30 @@ mod tests {
         assert_eq!(parts[0].batch_id.as_deref(), Some("batch_1"));
         assert_eq!(parts[1].state, PartState::Planned);
         assert_eq!(j.seqs_in_live_parts().unwrap(), vec![2]);
+        assert_eq!(parts[0].batch_status, Some(BatchStatus::Completed));
+        assert_eq!(parts[0].output_file_id.as_deref(), Some("file-o"));
+    }
+
+    #[test]
+    fn an_unknown_part_state_is_an_error_not_a_fresh_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let mut j = Journal::open(&path, false).unwrap();
+        j.add_parts(&[plan(&[(0, "a")])], false).unwrap();
+        // As a newer batchling (or a damaged file) may have left it; the
+        // schema's CHECK is off, so nothing stops the write.
+        j.conn
+            .execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE parts SET state = 'sent'")
+            .unwrap();
+        match j.parts() {
+            Err(StoreError::UnknownPartState {
+                path: p,
+                part,
+                value,
+            }) => {
+                assert_eq!((p, part, value.as_str()), (path, 1, "sent"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -88,7 +88,7 @@ fn print_parts(parts: &[Part]) -> std::io::Result<()> {
             "  part {:<4} {:<10} {:<12} {:>7} requests  {}  {}{counts}",
             p.part,
             p.state.as_str(),
-            p.batch_status.as_deref().unwrap_or("-"),
+            p.batch_status.as_ref().map_or("-", |s| s.as_str()),
             p.requests,
             p.model.as_deref().unwrap_or("-"),
             p.batch_id.as_deref().unwrap_or("(no batch yet)"),

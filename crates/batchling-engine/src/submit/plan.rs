@@ -141,8 +141,8 @@ pub(crate) fn plan(
 
 /// What a request counts against the per-batch request limit: 1, except
 /// for embeddings, where OpenAI caps the *inputs* of a batch at the same
-/// 50,000 (provider-apis.md §1.3): an array of texts (or of token arrays)
-/// counts its length.
+/// 50,000 (docs/providers.md, "OpenAI: Files and Batches API"): an array of
+/// texts (or of token arrays) counts its length.
 fn count_units(req: &batchling_core::RequestLine) -> usize {
     if req.endpoint != batchling_core::Endpoint::Embeddings {
         return 1;

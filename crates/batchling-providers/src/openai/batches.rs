@@ -1,64 +1,48 @@
-//! The client of OpenAI's Files + Batches API (provider-apis.md §3-4):
-//! upload a batch input file, create, retrieve, cancel and list batches,
-//! download result files.
+//! The client of OpenAI's Files + Batches API (docs/providers.md, "OpenAI:
+//! Files and Batches API"): upload a batch input file, create, retrieve,
+//! cancel and list batches, download result files; and [`BatchApi`] on top
+//! of it, which is all `batchling submit` sees. Reading OpenAI's batch
+//! output lines (docs/providers.md, "OpenAI: batch input and output lines")
+//! into [`RequestOutcome`]s is [`read_result_line`].
 //!
-//! It reports what the server said, as a typed [`BatchApiError`] that knows
-//! whether a retry can help ([`BatchApiError::is_transient`]); the caller
-//! owns the retry loop. The key never appears in an error: messages and
-//! transport errors are passed through [`ApiKey::redact`].
+//! It reports what the server said, as a typed [`BatchApiError`];
+//! [`classify::is_transient`](super::classify::is_transient) says whether a
+//! retry can help, and the caller owns the retry loop. The key never
+//! appears in an error: messages and transport errors are passed through
+//! [`ApiKey::redact`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use batchling_core::Usage;
+use batchling_core::output;
+use batchling_core::usage::{BodyRead, read_body};
 use bytes::Bytes;
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use batchling_core::batch::BatchStatus;
+pub use crate::batch::{BatchApiError, BatchStatus};
 
 use super::client::{ClientConfig, Cut};
 use super::headers;
 use super::plain::oversize_message;
 use crate::ProviderError;
+use crate::batch::{
+    BatchApi, BatchCounts, BatchInfo, BatchInput, BatchProblem, BatchResults, NewBatch,
+    OutcomeError, RequestOutcome, ResultRefs, SizeCap,
+};
 use crate::secret::ApiKey;
 
-/// `Batch.request_counts`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct RequestCounts {
-    /// Requests in the batch.
-    #[serde(default)]
-    pub total: u64,
-    /// Succeeded so far.
-    #[serde(default)]
-    pub completed: u64,
-    /// Failed so far.
-    #[serde(default)]
-    pub failed: u64,
-}
-
-/// One `BatchError` of a failed batch.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct BatchErrorItem {
-    /// Machine-readable code.
-    #[serde(default)]
-    pub code: Option<String>,
-    /// For people.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// The offending parameter.
-    #[serde(default)]
-    pub param: Option<String>,
-    /// 1-based line of the batch's input file.
-    #[serde(default)]
-    pub line: Option<u64>,
-}
+/// The metadata key a batch is created with: [`NewBatch::tag`], naming its
+/// part, so that [`BatchApi::find`] can find it.
+pub const PART_METADATA_KEY: &str = "batchling_part";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 struct ErrorList {
     #[serde(default)]
-    data: Vec<BatchErrorItem>,
+    data: Vec<BatchProblem>,
 }
 
 /// A batch, as far as batchling reads it.
@@ -79,7 +63,7 @@ pub struct Batch {
     pub error_file_id: Option<String>,
     /// Progress.
     #[serde(default)]
-    pub request_counts: Option<RequestCounts>,
+    pub request_counts: Option<BatchCounts>,
     #[serde(default)]
     errors: Option<ErrorList>,
     /// Create-time metadata.
@@ -92,13 +76,27 @@ pub struct Batch {
 
 impl Batch {
     /// Validation errors of a failed batch.
-    pub fn errors(&self) -> &[BatchErrorItem] {
+    pub fn errors(&self) -> &[BatchProblem] {
         self.errors.as_ref().map_or(&[], |e| &e.data)
     }
 
     /// A metadata value, when it is a string.
     pub fn metadata_str(&self, key: &str) -> Option<&str> {
         self.metadata.as_ref()?.get(key)?.as_str()
+    }
+
+    /// The batch in the Batch API's neutral words.
+    pub fn info(&self) -> BatchInfo {
+        BatchInfo {
+            id: self.id.clone(),
+            status: self.status.clone(),
+            counts: self.request_counts.unwrap_or_default(),
+            results: ResultRefs {
+                output: self.output_file_id.clone(),
+                errors: self.error_file_id.clone(),
+            },
+            problems: self.errors().to_vec(),
+        }
     }
 }
 
@@ -119,99 +117,9 @@ struct Page<T> {
     has_more: Option<bool>,
 }
 
-/// A Files or Batches API call that did not work. Messages never contain
-/// the API key.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum BatchApiError {
-    /// The server answered with an error status.
-    #[error("{what}: HTTP {status}: {message}")]
-    Status {
-        /// The call, e.g. "uploading part 3".
-        what: String,
-        /// The HTTP status.
-        status: u16,
-        /// `error.message` of the envelope, or the body's start.
-        message: String,
-        /// The server-given wait, if any.
-        retry_after: Option<Duration>,
-        /// `x-should-retry`, if sent.
-        should_retry: Option<bool>,
-    },
-    /// No answer: connection refused or reset, timeout.
-    #[error("{what}: {message}")]
-    Transport {
-        /// The call.
-        what: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// An answer that is not what the API defines.
-    #[error("{what}: the server's answer is not a valid API object ({message})")]
-    Decode {
-        /// The call.
-        what: String,
-        /// What the parser said.
-        message: String,
-    },
-    /// An answer over the cap (`--max-response-mb` for API objects,
-    /// [`MAX_RESULT_FILE_BYTES`] for a file's content): cut off, not
-    /// retried.
-    #[error("{what}: {message}")]
-    TooLarge {
-        /// The call.
-        what: String,
-        /// Its size, and the cap.
-        message: String,
-    },
-}
-
 /// The cap on a result file's content (`GET /files/{id}/content`): files
-/// hold up to 50,000 answers, so `--max-response-mb` does not apply to them.
+/// hold up to 50,000 answers, so the response cap does not apply to them.
 pub const MAX_RESULT_FILE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
-
-impl BatchApiError {
-    /// Whether trying again can help: 408, 409, 429, 5xx, no answer
-    /// (`x-should-retry` overrides the status rule, as in the SDK).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            BatchApiError::Status {
-                status,
-                should_retry,
-                ..
-            } => should_retry.unwrap_or(matches!(status, 408 | 409 | 429 | 500..)),
-            BatchApiError::Transport { .. } => true,
-            BatchApiError::Decode { .. } | BatchApiError::TooLarge { .. } => false,
-        }
-    }
-
-    /// The server's requested wait before a retry.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            BatchApiError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// A 401 or 403: the key is wrong or lacks access.
-    pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            BatchApiError::Status {
-                status: 401 | 403,
-                ..
-            }
-        )
-    }
-
-    /// The HTTP status, if the server answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            BatchApiError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
 
 /// A client of one server's Files + Batches API.
 #[derive(Debug, Clone)]
@@ -263,7 +171,7 @@ impl BatchClient {
         &self,
         what: &str,
         req: reqwest::RequestBuilder,
-        cap: (u64, &str),
+        cap: (u64, &str, SizeCap),
     ) -> Result<Bytes, BatchApiError> {
         let mut resp = req.send().await.map_err(|e| self.transport(what, &e))?;
         let status = resp.status().as_u16();
@@ -275,6 +183,7 @@ impl BatchClient {
                 return Err(BatchApiError::TooLarge {
                     what: what.to_owned(),
                     message: oversize_message(o, cap.1),
+                    cap: cap.2,
                 });
             }
             Err(Cut::NoMemory(n)) => {
@@ -301,13 +210,14 @@ impl BatchClient {
     }
 
     /// Send, and return the body of a 2xx answer (an API object, within
-    /// `--max-response-mb`).
+    /// the response cap).
     async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Bytes, BatchApiError> {
         let cap = format!(
-            "the {} cap (--max-response-mb)",
+            "the {} response cap",
             super::plain::size_text(self.max_body)
         );
-        self.send_capped(what, req, (self.max_body, &cap)).await
+        self.send_capped(what, req, (self.max_body, &cap, SizeCap::Answer))
+            .await
     }
 
     async fn json<T: for<'de> Deserialize<'de>>(
@@ -459,30 +369,195 @@ impl BatchClient {
         self.send_capped(
             &format!("downloading file {id}"),
             req,
-            (MAX_RESULT_FILE_BYTES, &cap),
+            (MAX_RESULT_FILE_BYTES, &cap, SizeCap::ResultFile),
         )
         .await
     }
+}
+
+impl BatchApi for BatchClient {
+    async fn upload(&self, name: &str, requests: Bytes) -> Result<Option<String>, BatchApiError> {
+        Ok(Some(self.upload_file(name, requests).await?.id))
+    }
+
+    async fn create(&self, batch: &NewBatch) -> Result<BatchInfo, BatchApiError> {
+        // The Batches API reads its requests from a file only.
+        let file_id = match &batch.input {
+            BatchInput::File(id) => id.clone(),
+            BatchInput::Inline(requests) => {
+                let name = format!("batchling-{}.jsonl", batch.tag.replace(':', "-part-"));
+                self.upload_file(&name, requests.clone()).await?.id
+            }
+        };
+        let metadata = HashMap::from([(PART_METADATA_KEY.to_owned(), batch.tag.clone())]);
+        let b = self
+            .create_batch(&file_id, &batch.endpoint, &metadata)
+            .await?;
+        Ok(b.info())
+    }
+
+    async fn find(&self, tag: &str, since_unix: u64) -> Result<Option<BatchInfo>, BatchApiError> {
+        let found = self.find_batch(PART_METADATA_KEY, tag, since_unix).await?;
+        Ok(found.as_ref().map(Batch::info))
+    }
+
+    async fn retrieve(&self, id: &str) -> Result<BatchInfo, BatchApiError> {
+        Ok(self.retrieve_batch(id).await?.info())
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Option<BatchInfo>, BatchApiError> {
+        match self.cancel_batch(id).await {
+            Ok(b) => Ok(Some(b.info())),
+            // The batch ended meanwhile: there is nothing left to cancel.
+            Err(e) if matches!(e.status(), Some(400 | 409)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn results(&self, batch: &BatchInfo) -> Result<BatchResults, BatchApiError> {
+        let mut results = BatchResults::default();
+        let files = [&batch.results.output, &batch.results.errors];
+        for id in files.into_iter().flatten() {
+            let content = self.file_content(id).await?;
+            read_result_file(&content, &mut results);
+        }
+        Ok(results)
+    }
+
+    fn is_transient(&self, error: &BatchApiError) -> bool {
+        super::classify::is_transient(error)
+    }
+}
+
+/// Add the lines of one result file (output or error file) to `results`.
+pub fn read_result_file(content: &[u8], results: &mut BatchResults) {
+    for raw in content.split(|&b| b == b'\n') {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match read_result_line(raw) {
+            Some(outcome) => results.outcomes.push(outcome),
+            None => results.unreadable += 1,
+        }
+    }
+}
+
+/// One line of a batch's output or error file: `{"id", "custom_id",
+/// "response": {"status_code", "request_id", "body"}, "error"}`. A request
+/// succeeded when `error` is null and its status is 2xx. `None` when the
+/// line is not JSON or names no `custom_id`.
+pub fn read_result_line(raw: &[u8]) -> Option<RequestOutcome> {
+    let v = serde_json::from_slice::<Value>(raw).ok()?;
+    let custom_id = v["custom_id"].as_str()?.to_owned();
+    let status_code = v["response"]["status_code"]
+        .as_u64()
+        .map(|s| u16::try_from(s).unwrap_or(u16::MAX));
+    let error = &v["error"];
+    let body = &v["response"]["body"];
+    let ok = error.is_null() && status_code.is_some_and(|s| (200..300).contains(&s));
+    let (answer, usage) = if ok {
+        let body = body.to_string();
+        let usage = match read_body(body.as_bytes()) {
+            BodyRead::Json(u) => u.unwrap_or_default(),
+            BodyRead::NotJson => Usage::default(),
+        };
+        (Ok(Bytes::from(body)), usage)
+    } else {
+        // OpenAI's `error` is {code, message}; vLLM's may be a plain string.
+        let message = error["message"]
+            .as_str()
+            .or_else(|| error.as_str())
+            .or_else(|| body["error"]["message"].as_str())
+            .map_or_else(
+                || format!("HTTP {}", status_code.unwrap_or(0)),
+                str::to_owned,
+            );
+        let code = error["code"].as_str().map(str::to_owned);
+        (Err(OutcomeError { code, message }), Usage::default())
+    };
+    // A raw CR left inside the line by the upstream would split it for
+    // text-mode readers.
+    let mut line = Vec::with_capacity(raw.len() + 1);
+    output::push_one_line(&mut line, raw);
+    line.push(b'\n');
+    Some(RequestOutcome {
+        custom_id,
+        status_code,
+        answer,
+        usage,
+        line,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn outcomes(file: &[u8]) -> BatchResults {
+        let mut r = BatchResults::default();
+        read_result_file(file, &mut r);
+        r
+    }
+
     #[test]
-    fn transient_errors_are_told_apart() {
-        let status = |status, should_retry| BatchApiError::Status {
-            what: "x".into(),
-            status,
-            message: String::new(),
-            retry_after: None,
-            should_retry,
-        };
-        assert!(status(429, None).is_transient());
-        assert!(status(503, None).is_transient());
-        assert!(!status(400, None).is_transient());
-        assert!(!status(401, None).is_transient());
-        assert!(status(401, None).is_auth());
-        assert!(!status(500, Some(false)).is_transient());
+    fn result_lines_become_outcomes() {
+        let file = br#"{"id":"r1","custom_id":"b","response":{"status_code":200,"request_id":"x","body":{"usage":{"prompt_tokens":7,"completion_tokens":2}}},"error":null}
+
+not json
+{"id":"r2","response":{"status_code":200}}
+{"id":"r3","custom_id":"a","response":{"status_code":400,"request_id":"x","body":{"error":{"message":"bad"}}},"error":null}
+{"id":"r4","custom_id":"c","response":null,"error":{"code":"batch_expired","message":"too late"}}
+{"id":"r5","custom_id":"d","response":{"status_code":500},"error":"vLLM says no"}
+{"id":"r6","custom_id":"e","response":{"status_code":502},"error":null}
+"#;
+        let r = outcomes(file);
+        assert_eq!(r.unreadable, 2);
+        let o: Vec<_> = r.outcomes.iter().map(|o| o.custom_id.as_str()).collect();
+        assert_eq!(o, ["b", "a", "c", "d", "e"]);
+        let b = &r.outcomes[0];
+        assert!(b.succeeded());
+        assert_eq!((b.usage.input, b.usage.output), (7, 2));
+        assert_eq!(b.status_code, Some(200));
+        assert!(b.line.starts_with(b"{\"id\":\"r1\"") && b.line.ends_with(b"}\n"));
+        let err = |i: usize| r.outcomes[i].answer.clone().unwrap_err();
+        assert_eq!(err(1).message, "bad");
+        assert_eq!(err(2).code.as_deref(), Some("batch_expired"));
+        assert_eq!(err(2).message, "too late");
+        assert_eq!(err(3).message, "vLLM says no");
+        assert_eq!(err(4).message, "HTTP 502");
+        assert_eq!(r.outcomes[1].usage, Usage::default());
+    }
+
+    #[test]
+    fn a_raw_cr_inside_a_line_does_not_split_it() {
+        // JSON allows a CR between tokens.
+        let r = outcomes(
+            b"{\"custom_id\":\"a\",\r\"response\":{\"status_code\":200,\"body\":{}},\"error\":null}\r\n",
+        );
+        assert_eq!(r.outcomes.len(), 1);
+        let line = &r.outcomes[0].line;
+        assert!(
+            !line.contains(&b'\r'),
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
+        assert!(line.ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn a_batch_reads_in_neutral_words() {
+        let b: Batch = serde_json::from_value(serde_json::json!({
+            "id": "batch_1", "status": "failed", "output_file_id": "file-o",
+            "request_counts": {"total": 3, "completed": 1, "failed": 2},
+            "errors": {"object": "list", "data": [{"code": "invalid_json_line", "line": 2}]},
+        }))
+        .unwrap();
+        let info = b.info();
+        assert_eq!(info.status, BatchStatus::Failed);
+        assert_eq!(info.counts.failed, 2);
+        assert_eq!(info.results.output.as_deref(), Some("file-o"));
+        assert_eq!(info.results.errors, None);
+        assert_eq!(info.problems[0].line, Some(2));
     }
 }

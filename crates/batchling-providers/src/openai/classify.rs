@@ -1,4 +1,6 @@
-//! The one place that decides what an OpenAI-compatible answer means.
+//! The one place that decides what an OpenAI-compatible answer means: an
+//! online attempt ([`classify`]) and a failed Files/Batches call
+//! ([`is_transient`]) go by the same status rule ([`retry_status`]).
 
 use std::time::Duration;
 
@@ -6,14 +8,37 @@ use batchling_core::{RetryReason, StopReason, Verdict};
 use serde_json::Value;
 
 use crate::attempt::{Answer, Attempt, TransportKind};
+use crate::batch::BatchApiError;
+
+/// Whether an error status is worth another try: 408, 409, 429 and 5xx (529
+/// included) are; every other is not. The server's `x-should-retry`, when
+/// sent, overrides the status both ways, as in OpenAI's SDK.
+pub fn retry_status(status: u16, should_retry: Option<bool>) -> bool {
+    should_retry.unwrap_or(matches!(status, 408 | 409 | 429 | 500..=599))
+}
+
+/// Whether a failed Files/Batches call can work if tried again: no answer
+/// (connection, timeout) can; an answer goes by [`retry_status`]; an answer
+/// that does not parse or is over its cap cannot.
+pub fn is_transient(error: &BatchApiError) -> bool {
+    match error {
+        BatchApiError::Status {
+            status,
+            should_retry,
+            ..
+        } => retry_status(*status, *should_retry),
+        BatchApiError::Transport { .. } => true,
+        BatchApiError::Decode { .. } | BatchApiError::TooLarge { .. } => false,
+    }
+}
 
 /// Decide retry / give up / success / stop-the-run for one attempt.
 ///
-/// Rules (provider-apis §6.5): retry connection errors, malformed HTTP,
-/// timeouts, 408, 409, 429, 5xx (529 included) and 2xx bodies that are not
-/// JSON; fail an answer over `--max-response-mb` at once; stop the whole
-/// run on 401/403 and on quota exhaustion; `x-should-retry` overrides the
-/// status rules both ways; every other 4xx fails the request.
+/// Rules (docs/providers.md, "OpenAI: errors"): retry connection errors,
+/// malformed HTTP, timeouts and 2xx bodies that are not JSON; fail an
+/// answer over the response cap at once; stop the whole run on 401/403 and
+/// on quota exhaustion; every other error status goes by [`retry_status`]
+/// (408, 409, 429, 5xx retry; `x-should-retry` overrides).
 pub fn classify(attempt: &Attempt) -> Verdict {
     let answer = match attempt {
         Attempt::Transport(t) => {
@@ -56,18 +81,13 @@ pub fn classify(attempt: &Attempt) -> Verdict {
     } else {
         RetryReason::ServerError
     };
-    let retry = Verdict::Retry {
-        after: server_delay(answer),
-        reason,
-    };
-    match answer.should_retry {
-        Some(true) => return retry,
-        Some(false) => return Verdict::Fail,
-        None => {}
-    }
-    match status {
-        408 | 409 | 429 | 500..=599 => retry,
-        _ => Verdict::Fail,
+    if retry_status(status, answer.should_retry) {
+        Verdict::Retry {
+            after: server_delay(answer),
+            reason,
+        }
+    } else {
+        Verdict::Fail
     }
 }
 
@@ -278,6 +298,35 @@ mod tests {
             "{}",
             &m[..40]
         );
+    }
+
+    #[test]
+    fn batch_api_errors_follow_the_same_status_rule() {
+        let status = |status, should_retry| BatchApiError::Status {
+            what: "x".into(),
+            status,
+            message: String::new(),
+            retry_after: None,
+            should_retry,
+        };
+        for s in [408, 409, 429, 500, 503, 529] {
+            assert!(is_transient(&status(s, None)), "{s}");
+        }
+        for s in [400, 401, 404, 422] {
+            assert!(!is_transient(&status(s, None)), "{s}");
+        }
+        assert!(!is_transient(&status(500, Some(false))));
+        assert!(is_transient(&status(400, Some(true))));
+        let transport = BatchApiError::Transport {
+            what: "x".into(),
+            message: "reset".into(),
+        };
+        assert!(is_transient(&transport));
+        let decode = BatchApiError::Decode {
+            what: "x".into(),
+            message: "eof".into(),
+        };
+        assert!(!is_transient(&decode));
     }
 
     #[test]

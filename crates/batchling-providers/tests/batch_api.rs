@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use batchling_mock::{BatchBehavior, BatchEnd, MockConfig, MockServer};
 use batchling_providers::ApiKey;
+use batchling_providers::openai::classify::is_transient;
 use batchling_providers::openai::{BatchClient, BatchStatus, ClientConfig};
 
 async fn start() -> MockServer {
@@ -103,7 +104,7 @@ async fn a_batch_runs_and_its_files_download() {
     // Cancelling a finished batch is refused, and not worth retrying.
     let e = c.cancel_batch(&b.id).await.unwrap_err();
     assert_eq!(e.status(), Some(400));
-    assert!(!e.is_transient());
+    assert!(!is_transient(&e));
 }
 
 #[tokio::test]
@@ -112,7 +113,7 @@ async fn errors_are_typed_and_never_show_the_key() {
     let c = client(&server, "sk-test-key-3");
     let e = c.retrieve_batch("batch_nope").await.unwrap_err();
     assert_eq!(e.status(), Some(404));
-    assert!(!e.is_transient());
+    assert!(!is_transient(&e));
     assert!(e.to_string().contains("No such Batch object"), "{e}");
 
     server.require_batch_api_key(Some("sk-right"));
@@ -127,7 +128,7 @@ async fn errors_are_typed_and_never_show_the_key() {
         .upload_file("x.jsonl", bytes::Bytes::from_static(LINE.as_bytes()))
         .await
         .unwrap_err();
-    assert!(e.is_transient());
+    assert!(is_transient(&e));
     server.fail_next_batch_calls(0, 1, 429);
     let file = c
         .upload_file("x.jsonl", bytes::Bytes::from_static(LINE.as_bytes()))
@@ -137,6 +138,6 @@ async fn errors_are_typed_and_never_show_the_key() {
         .create_batch(&file.id, "/v1/chat/completions", &HashMap::new())
         .await
         .unwrap_err();
-    assert!(e.is_transient());
+    assert!(is_transient(&e));
     assert!(e.retry_after().is_some(), "429 carries retry-after-ms");
 }

@@ -1,0 +1,227 @@
+//! The submit steps against an in-process Batch API that takes its
+//! requests inline (as Anthropic's does): no OpenAI type in sight, so the
+//! loop is shown to need nothing of OpenAI's.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use batchling_core::RetryPolicy;
+use batchling_core::Usage;
+use batchling_providers::batch::{
+    BatchApi, BatchApiError, BatchCounts, BatchInfo, BatchInput, BatchResults, BatchStatus,
+    NewBatch, OutcomeError, RequestOutcome, ResultRefs,
+};
+use batchling_store::PartState;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::driver::Driver;
+use super::job::SubmitJob;
+use super::{cancel, prepare};
+use crate::report::Silent;
+
+/// A Batch API whose batches end at the second retrieve, answering every
+/// request but the last; its first retrieve fails with a transient error.
+#[derive(Default)]
+struct Inline {
+    created: Mutex<Vec<(String, Bytes)>>,
+    retrieves: Mutex<u32>,
+    cancelled: Mutex<Vec<String>>,
+}
+
+fn info(id: &str, status: BatchStatus) -> BatchInfo {
+    BatchInfo {
+        id: id.into(),
+        status,
+        counts: BatchCounts::default(),
+        results: ResultRefs {
+            output: Some(format!("results of {id}")),
+            errors: None,
+        },
+        problems: Vec::new(),
+    }
+}
+
+impl BatchApi for Inline {
+    async fn upload(&self, _name: &str, _requests: Bytes) -> Result<Option<String>, BatchApiError> {
+        Ok(None)
+    }
+
+    async fn create(&self, batch: &NewBatch) -> Result<BatchInfo, BatchApiError> {
+        let BatchInput::Inline(requests) = &batch.input else {
+            panic!("an inline API is never given a file");
+        };
+        let mut created = self.created.lock().unwrap();
+        created.push((batch.tag.clone(), requests.clone()));
+        Ok(info(
+            &format!("b{}", created.len()),
+            BatchStatus::InProgress,
+        ))
+    }
+
+    async fn find(&self, _tag: &str, _since: u64) -> Result<Option<BatchInfo>, BatchApiError> {
+        Ok(None)
+    }
+
+    async fn retrieve(&self, id: &str) -> Result<BatchInfo, BatchApiError> {
+        let mut n = self.retrieves.lock().unwrap();
+        *n += 1;
+        match *n {
+            1 => Err(BatchApiError::Transport {
+                what: format!("checking {id}"),
+                message: "connection reset".into(),
+            }),
+            2 => Ok(info(id, BatchStatus::InProgress)),
+            _ => Ok(info(id, BatchStatus::Completed)),
+        }
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Option<BatchInfo>, BatchApiError> {
+        self.cancelled.lock().unwrap().push(id.to_owned());
+        Ok(Some(info(id, BatchStatus::Cancelling)))
+    }
+
+    async fn results(&self, _batch: &BatchInfo) -> Result<BatchResults, BatchApiError> {
+        let requests = self.created.lock().unwrap()[0].1.clone();
+        let ids: Vec<String> = requests
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).unwrap()["custom_id"].to_string()
+            })
+            .collect();
+        let outcomes = ids[..ids.len() - 1]
+            .iter()
+            .map(|id| RequestOutcome {
+                custom_id: id.trim_matches('"').to_owned(),
+                status_code: Some(200),
+                answer: Ok(Bytes::from_static(b"{}")),
+                usage: Usage::default(),
+                line: format!("{{\"custom_id\":{id}}}\n").into_bytes(),
+            })
+            .chain(std::iter::once(RequestOutcome {
+                custom_id: "nobody".into(),
+                status_code: Some(400),
+                answer: Err(OutcomeError {
+                    code: None,
+                    message: "no such request".into(),
+                }),
+                usage: Usage::default(),
+                line: b"{}\n".to_vec(),
+            }))
+            .collect();
+        Ok(BatchResults {
+            outcomes,
+            unreadable: 0,
+        })
+    }
+
+    fn is_transient(&self, error: &BatchApiError) -> bool {
+        matches!(error, BatchApiError::Transport { .. })
+    }
+}
+
+fn job(dir: &std::path::Path) -> SubmitJob {
+    let input = dir.join("in.jsonl");
+    let line = |id: &str| {
+        format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}]}}}}"#
+        )
+    };
+    std::fs::write(&input, [line("a"), line("b"), line("c")].join("\n")).unwrap();
+    SubmitJob {
+        input: input.clone(),
+        output: dir.join("out.jsonl"),
+        errors: dir.join("out.errors.jsonl"),
+        state: dir.join("out.journal"),
+        api_retry: RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        },
+        ..super::tests::test_job()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inline_api_runs_a_part_from_plan_to_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let opened = prepare::prepare(&job, &Silent).unwrap();
+    let api = Inline::default();
+    let mut d = Driver::new(&api, opened.journal, &Silent, job.api_retry, None).unwrap();
+    d.launch(&job.input, &CancellationToken::new())
+        .await
+        .unwrap();
+    {
+        let created = api.created.lock().unwrap();
+        assert_eq!(created.len(), 1, "one part, one batch");
+        assert!(created[0].0.ends_with(":1"), "tagged with its part");
+        assert_eq!(
+            created[0]
+                .1
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count(),
+            3
+        );
+    }
+    // The first retrieve fails and is retried (paused time: the backoff
+    // costs nothing); the batch is still running.
+    let (changed, parts) = d.cycle().await.unwrap();
+    assert!(changed);
+    assert_eq!(parts[0].state, PartState::Submitted);
+    assert_eq!(parts[0].batch_status, Some(BatchStatus::InProgress));
+    assert_eq!(parts[0].file_id, None, "nothing was uploaded");
+    assert_eq!(d.journal.parts().unwrap(), parts);
+    let (_, parts) = d.cycle().await.unwrap();
+    assert_eq!(parts[0].state, PartState::Collected);
+    let c = d.journal.counts().unwrap();
+    assert_eq!(
+        (c.done, c.failed),
+        (2, 1),
+        "the unanswered one is an error line"
+    );
+    assert_eq!(
+        d.journal.parts().unwrap(),
+        parts,
+        "what the cycle returns is the journal"
+    );
+    assert_eq!(
+        *api.retrieves.lock().unwrap(),
+        3,
+        "an ended batch is not retrieved again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_drives_the_same_parts_to_an_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let opened = prepare::prepare(&job, &Silent).unwrap();
+    let api = Inline::default();
+    let mut d = Driver::new(&api, opened.journal, &Silent, job.api_retry, None).unwrap();
+    d.launch(&job.input, &CancellationToken::new())
+        .await
+        .unwrap();
+    drop(d);
+    let summary = cancel(
+        super::CancelJob {
+            state: job.state.clone(),
+            input: job.input.clone(),
+            output: job.output.clone(),
+            errors: job.errors.clone(),
+            poll_interval: Duration::from_secs(1),
+            prices: None,
+        },
+        api,
+        std::sync::Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.cancelled, 1);
+    assert_eq!((summary.succeeded, summary.failed), (2, 1));
+    let out = std::fs::read_to_string(&job.output).unwrap();
+    assert_eq!(out.lines().count(), 2);
+    let records = std::fs::read_to_string(&job.errors).unwrap();
+    assert!(records.lines().all(|l| l.contains("\"c\"")), "{records}");
+}
