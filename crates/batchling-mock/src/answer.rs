@@ -21,10 +21,10 @@ use serde_json::Value;
 use crate::faults::mix64;
 
 /// The fixed `created` timestamp of every answer (2025-01-01T00:00:00Z).
-pub const CREATED: u64 = 1_735_689_600;
+pub(crate) const CREATED: u64 = 1_735_689_600;
 
 /// Embedding length when the request sets no `dimensions`.
-pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 8;
+pub(crate) const DEFAULT_EMBEDDING_DIMENSIONS: usize = 8;
 
 /// An OpenAI-style error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,7 +236,7 @@ pub(crate) fn render(
 }
 
 /// `"echo:" + text` cut after `max_words` words: (text, words, was cut).
-pub fn echo(text: &str, max_words: u64) -> (String, u64, bool) {
+pub(crate) fn echo(text: &str, max_words: u64) -> (String, u64, bool) {
     let mut full = String::with_capacity(5 + text.len());
     full.push_str("echo:");
     full.push_str(text);
@@ -287,7 +287,7 @@ fn content_text(content: Option<&Value>) -> Cow<'_, str> {
 
 /// The text of the last `role: "user"` item of a list (chat `messages` or
 /// responses `input`), or "".
-pub fn last_user_text(items: &[Value]) -> Cow<'_, str> {
+pub(crate) fn last_user_text(items: &[Value]) -> Cow<'_, str> {
     items
         .iter()
         .rev()
@@ -414,7 +414,7 @@ fn chat(body: &Value, plan: &Plan<'_>, prompt_tokens: u64, hash: u64) -> Answer 
 
 /// The prompts of a `/v1/completions` request: a string, a list of strings,
 /// or token arrays (whose text counts as "").
-pub fn completion_prompts(body: &Value) -> Vec<&str> {
+pub(crate) fn completion_prompts(body: &Value) -> Vec<&str> {
     match body.get("prompt") {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) if items.iter().all(Value::is_number) => vec![""],
@@ -472,7 +472,7 @@ fn completions(body: &Value, plan: &Plan<'_>, prompt_tokens: u64, hash: u64) -> 
 
 /// The user text of a `/v1/responses` request: `input` as a string, or the
 /// last user item of an `input` list.
-pub fn responses_input_text(body: &Value) -> Cow<'_, str> {
+pub(crate) fn responses_input_text(body: &Value) -> Cow<'_, str> {
     match body.get("input") {
         Some(Value::String(s)) => Cow::Borrowed(s),
         Some(Value::Array(items)) => last_user_text(items),
@@ -636,7 +636,7 @@ fn responses(body: &Value, plan: &Plan<'_>, prompt_tokens: u64, hash: u64) -> An
 
 /// The hash each embedding vector is derived from, one per input: xxh3 of a
 /// string's bytes, or of a token array's numbers as little-endian u64s.
-pub fn embedding_input_hashes(input: &Value) -> Vec<u64> {
+pub(crate) fn embedding_input_hashes(input: &Value) -> Vec<u64> {
     fn tokens_hash(tokens: &[Value]) -> u64 {
         let bytes: Vec<u8> = tokens
             .iter()
@@ -660,7 +660,7 @@ pub fn embedding_input_hashes(input: &Value) -> Vec<u64> {
 }
 
 /// A unit-length vector of `dims` floats derived from `hash`.
-pub fn embedding_vector(hash: u64, dims: usize) -> Vec<f32> {
+pub(crate) fn embedding_vector(hash: u64, dims: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dims as u64)
         .map(|i| ((mix64(hash ^ mix64(i)) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
         .collect();
