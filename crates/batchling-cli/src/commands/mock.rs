@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use batchling_mock::{Faults, LimitWindow, MockConfig, MockServer};
+use batchling_mock::{Faults, LimitWindow, LimitsFile, MockConfig, MockServer};
 
 use crate::args::MockArgs;
 
@@ -20,16 +20,9 @@ pub(crate) fn config_from(a: &MockArgs) -> Result<MockConfig> {
             bail!("{name} {p}: expected a share between 0 and 1");
         }
     }
-    Ok(MockConfig {
+    let mut config = MockConfig {
         latency: Duration::from_millis(a.latency_ms),
         latency_jitter: Duration::from_millis(a.jitter_ms),
-        rpm: a.rpm,
-        tpm: a.tpm,
-        window: if a.per_second {
-            LimitWindow::Second
-        } else {
-            LimitWindow::Minute
-        },
         send_limit_headers: !a.no_limit_headers,
         faults: Faults {
             error_500: a.error_500,
@@ -43,7 +36,18 @@ pub(crate) fn config_from(a: &MockArgs) -> Result<MockConfig> {
         // per-request table is for in-process tests.
         track_keys: false,
         ..MockConfig::default()
-    })
+    };
+    if let Some(path) = &a.limits {
+        LimitsFile::load(path)?.apply(&mut config);
+    }
+    // Flags win over the file.
+    config.rpm = a.rpm.or(config.rpm);
+    config.tpm = a.tpm.or(config.tpm);
+    config.token_count = a.token_count.unwrap_or(config.token_count);
+    if a.per_second {
+        config.window = LimitWindow::Second;
+    }
+    Ok(config)
 }
 
 pub(crate) async fn mock(a: MockArgs) -> Result<ExitCode> {
@@ -65,4 +69,64 @@ pub(crate) async fn mock(a: MockArgs) -> Result<ExitCode> {
         stats.requests, stats.ok, stats.rate_limited, stats.faults
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use batchling_mock::{ModelLimit, TokenCount};
+    use clap::Parser;
+
+    use super::config_from;
+    use crate::args::{Cli, Command};
+
+    fn config(args: &[&str]) -> anyhow::Result<batchling_mock::MockConfig> {
+        let cli = Cli::try_parse_from([&["batchling", "mock"], args].concat())?;
+        let Command::Mock(a) = cli.command else {
+            panic!("not the mock command")
+        };
+        config_from(&a)
+    }
+
+    #[test]
+    fn flags_win_over_the_limits_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "token_count = \"openai\"\n[default]\nrpm = 10\ntpm = 99\n[models.m]\nrpm = 2\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = config(&["--limits", file]).unwrap();
+        assert_eq!(
+            (c.rpm, c.tpm, c.token_count),
+            (Some(10), Some(99), TokenCount::OpenAi)
+        );
+        assert_eq!(c.limits.models, [ModelLimit::new("m", Some(2), None)]);
+        let c = config(&["--limits", file, "--rpm", "5", "--token-count", "exact"]).unwrap();
+        assert_eq!(
+            (c.rpm, c.tpm, c.token_count),
+            (Some(5), Some(99), TokenCount::Exact)
+        );
+        // Without a file, the flags alone, as before.
+        let c = config(&["--rpm", "7"]).unwrap();
+        assert_eq!((c.rpm, c.tpm), (Some(7), None));
+        assert!(c.limits.models.is_empty());
+    }
+
+    #[test]
+    fn a_bad_limits_file_is_named_with_its_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[groups]\norg = [1]\n").unwrap();
+        let err = config(&["--limits", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "bad.toml line 2, groups.org: expected a non-empty string, found the integer 1"
+            ),
+            "{err}"
+        );
+    }
 }
