@@ -221,7 +221,7 @@ pub enum LimitWindow {
 
 impl LimitWindow {
     /// The length of one window.
-    pub fn length(self) -> Duration {
+    pub(crate) fn length(self) -> Duration {
         match self {
             LimitWindow::Minute => Duration::from_secs(60),
             LimitWindow::Second => Duration::from_secs(1),
@@ -229,7 +229,7 @@ impl LimitWindow {
     }
 
     /// How much of a per-minute limit one window allows.
-    pub fn quantum(self, per_minute: u64) -> u64 {
+    pub(crate) fn quantum(self, per_minute: u64) -> u64 {
         match self {
             LimitWindow::Minute => per_minute,
             LimitWindow::Second => (per_minute / 60).max(1),
@@ -298,7 +298,7 @@ impl Default for Faults {
 
 impl Faults {
     /// No fault can happen.
-    pub fn is_none(&self) -> bool {
+    pub(crate) fn is_none(&self) -> bool {
         self.error_500 <= 0.0
             && self.error_503 <= 0.0
             && self.drop_connection <= 0.0

@@ -73,8 +73,8 @@
 //!   [`LimitWindow`], [`Faults`].
 //! - `limits/`: lanes (`mod.rs`), each lane's fixed-window budget and
 //!   per-second log (`budget.rs`), the TPM counting rules (`count.rs`), the
-//!   limits file (`file.rs`). Go-duration text is
-//!   [`format_go_duration`] / [`parse_go_duration`].
+//!   limits file (`file.rs`). The reset headers' Go-duration text reads
+//!   back with [`parse_go_duration`].
 //! - `faults.rs`: the seeded per-request draw (fault, slow, jitter).
 //! - `answer.rs`: validation and the deterministic answer bodies.
 //! - `batches/`: a fake Files + Batches API (upload, create, poll,
@@ -122,9 +122,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use batches::{BatchBehavior, BatchEnd, BatchStats, MARKER_BATCH_INVALID};
-pub use batchling_core::duration::{
-    format_duration as format_go_duration, parse_duration as parse_go_duration,
-};
+pub use batchling_core::duration::parse_duration as parse_go_duration;
 pub use config::{
     DEFAULT_GROUP, DEFAULT_LIMIT, Faults, LimitGroup, LimitTable, LimitWindow, MockConfig,
     ModelLimit, TokenCount,

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::body::Body;
+use batchling_core::duration::format_duration as format_go_duration;
 use batchling_core::endpoint::Endpoint;
 use batchling_core::tokens::TokenEstimate;
 use bytes::Bytes;
@@ -21,7 +22,6 @@ use serde_json::Value;
 use crate::answer::{self, ApiError, Plan};
 use crate::config::LimitWindow;
 use crate::faults::{Draw, Fault, draw};
-use crate::format_go_duration;
 use crate::limits::{Admission, LaneId, LimitKind, charge};
 use crate::reply::{Reply, finish, overridden};
 use crate::server::{DropConnection, Shared, api_key};

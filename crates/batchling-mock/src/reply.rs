@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use batchling_core::duration::format_duration as format_go_duration;
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use crate::answer::ApiError;
-use crate::format_go_duration;
 use crate::limits::{LaneId, LimitSnapshot};
 use crate::server::{Shared, StatusOverride};
 

@@ -30,7 +30,8 @@ pub struct MockStats {
     pub in_flight: u64,
     /// The most requests ever processed at once.
     pub max_in_flight: u64,
-    /// Tokens charged against TPM at admission (input + reserved output).
+    /// Tokens charged against TPM at admission (input + reserved output,
+    /// counted by the configured [`TokenCount`](crate::TokenCount)).
     pub tokens_admitted: u64,
     /// Sum of `prompt_tokens` / `input_tokens` over `ok` answers.
     pub prompt_tokens: u64,

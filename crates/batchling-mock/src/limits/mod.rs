@@ -88,8 +88,13 @@ impl Limits {
     /// The lane of a request with this API key and model (`None`: not
     /// known, e.g. an unparseable body: the group's default limit).
     pub(crate) fn lane(&self, key: Option<&str>, model: Option<&str>) -> LaneId {
-        let group = key.and_then(|k| self.group_of_key.get(k)).copied();
-        let limit = model.and_then(|m| self.limit_of_model.get(m)).copied();
+        // The empty checks keep the common case (no table) free of hashing.
+        let group = (key.filter(|_| !self.group_of_key.is_empty()))
+            .and_then(|k| self.group_of_key.get(k))
+            .copied();
+        let limit = (model.filter(|_| !self.limit_of_model.is_empty()))
+            .and_then(|m| self.limit_of_model.get(m))
+            .copied();
         let width = self.limit_names.len();
         LaneId(group.unwrap_or(0) * width + limit.unwrap_or(width - 1))
     }
