@@ -79,12 +79,7 @@ pub(crate) async fn handle(
         return Ok(finish(shared, reply));
     }
     let drawn = take_our_time(shared).await;
-    let reply = answer(shared, &req, &drawn, hash)?;
-    if reply.status == StatusCode::OK
-        && let Some(key) = &key
-    {
-        shared.keys.ok(key);
-    }
+    let reply = answer(shared, &req, &drawn, hash, key.as_deref())?;
     Ok(finish(shared, reply))
 }
 
@@ -257,12 +252,14 @@ async fn take_our_time(shared: &Shared) -> Draw {
     drawn
 }
 
-/// The answer: a marker's or the drawn fault's, else the 200.
+/// The answer: a marker's or the drawn fault's, else the 200, which counts
+/// for the request's key.
 fn answer(
     shared: &Shared,
     req: &Checked<'_>,
     drawn: &Draw,
     hash: u64,
+    key: Option<&str>,
 ) -> Result<Reply, DropConnection> {
     let counters = &shared.counters;
     let fault = |status: u16| {
@@ -298,6 +295,9 @@ fn answer(
         return Ok(Reply::json(req.lane, StatusCode::OK, body));
     }
     counters.ok.fetch_add(1, Relaxed);
+    if let Some(key) = key {
+        shared.keys.ok(key);
+    }
     counters
         .prompt_tokens
         .fetch_add(rendered.prompt_tokens, Relaxed);
