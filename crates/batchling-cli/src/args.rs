@@ -379,13 +379,23 @@ pub(crate) struct MockArgs {
     #[arg(long, default_value_t = 0)]
     pub(crate) jitter_ms: u64,
 
-    /// Requests-per-minute limit to enforce.
+    /// Requests-per-minute limit to enforce, for every model without a limit
+    /// of its own in --limits, for every key (overrides the file's [default]).
     #[arg(long)]
     pub(crate) rpm: Option<u64>,
 
-    /// Tokens-per-minute limit to enforce.
+    /// Tokens-per-minute limit to enforce, likewise.
     #[arg(long)]
     pub(crate) tpm: Option<u64>,
+
+    /// Limits per model and limit groups of keys, as TOML (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) limits: Option<PathBuf>,
+
+    /// How requests are counted against TPM: exact (the tokenizer) or openai
+    /// (characters/4 plus max tokens) [default: the file's, else exact].
+    #[arg(long, value_name = "RULE")]
+    pub(crate) token_count: Option<batchling_mock::TokenCount>,
 
     /// Enforce limits per second (limit/60 each second) instead of per minute.
     #[arg(long)]

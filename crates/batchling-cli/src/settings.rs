@@ -13,7 +13,7 @@ use batchling_core::RetryPolicy;
 use batchling_core::pricing::Catalog;
 use batchling_engine::submit::{PartLimits, SubmitJob};
 use batchling_engine::{Input, Job, Order, PacerConfig, default_errors_path};
-use batchling_mock::{Faults, LimitWindow, MockConfig};
+use batchling_mock::{Faults, LimitWindow, LimitsFile, MockConfig};
 use batchling_providers::ApiKey;
 use batchling_providers::openai::ClientConfig;
 use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
@@ -657,17 +657,11 @@ pub(crate) struct MockSettings {
 }
 
 impl MockSettings {
-    pub(crate) fn resolve(a: MockArgs) -> Self {
-        let config = MockConfig {
+    /// The fake provider's settings: the flags, over a `--limits` file.
+    pub(crate) fn resolve(a: MockArgs) -> Result<Self> {
+        let mut config = MockConfig {
             latency: Duration::from_millis(a.latency_ms),
             latency_jitter: Duration::from_millis(a.jitter_ms),
-            rpm: a.rpm,
-            tpm: a.tpm,
-            window: if a.per_second {
-                LimitWindow::Second
-            } else {
-                LimitWindow::Minute
-            },
             send_limit_headers: !a.no_limit_headers,
             faults: Faults {
                 error_500: a.error_500,
@@ -682,9 +676,19 @@ impl MockSettings {
             track_keys: false,
             ..MockConfig::default()
         };
-        MockSettings {
+        if let Some(path) = &a.limits {
+            LimitsFile::load(path)?.apply(&mut config);
+        }
+        // Flags win over the file.
+        config.rpm = a.rpm.or(config.rpm);
+        config.tpm = a.tpm.or(config.tpm);
+        config.token_count = a.token_count.unwrap_or(config.token_count);
+        if a.per_second {
+            config.window = LimitWindow::Second;
+        }
+        Ok(MockSettings {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, a.port)),
             config,
-        }
+        })
     }
 }

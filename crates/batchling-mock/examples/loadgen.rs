@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use batchling_mock::{CUSTOM_ID_HEADER, MockConfig, MockServer};
 
@@ -48,58 +48,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (elapsed, ok, failed) = client_rt.block_on(async move {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency)
-            .build()
-            .unwrap();
-        let url = format!("{base_url}/chat/completions");
-        let next = Arc::new(AtomicU64::new(0));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let workers: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let (client, url, next, ok, failed) =
-                    (client.clone(), url.clone(), next.clone(), ok.clone(), failed.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total {
-                            break;
-                        }
-                        let body = format!(
-                            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":"Request number {i}: say something short."}}],"max_tokens":32}}"#
-                        );
-                        let res = client
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .header(CUSTOM_ID_HEADER, format!("req-{i}"))
-                            .body(body)
-                            .send()
-                            .await;
-                        match res {
-                            Ok(r) if r.status().is_success() => {
-                                let _ = r.bytes().await;
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            _ => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.await.unwrap();
-        }
-        (
-            start.elapsed(),
-            ok.load(Ordering::Relaxed),
-            failed.load(Ordering::Relaxed),
-        )
-    });
+    let (elapsed, ok, failed) = client_rt.block_on(fire(base_url, total, concurrency));
     println!(
         "{total} requests, concurrency {concurrency}: {:.2}s, {:.0} req/s (ok {ok}, failed {failed})",
         elapsed.as_secs_f64(),
@@ -108,5 +57,72 @@ fn main() {
     if let Some(s) = server {
         println!("server stats: {:?}", s.stats());
         server_rt.block_on(s.shutdown());
+    }
+}
+
+/// Send `total` requests from `concurrency` workers: (time taken, ok, failed).
+async fn fire(base_url: String, total: u64, concurrency: usize) -> (Duration, u64, u64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    let url = format!("{base_url}/chat/completions");
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, next, ok, failed) = (
+                client.clone(),
+                url.clone(),
+                next.clone(),
+                ok.clone(),
+                failed.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let counter = if send(&client, &url, i).await {
+                        &ok
+                    } else {
+                        &failed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    (
+        start.elapsed(),
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+/// One request; whether it got a 200 (body read).
+async fn send(client: &reqwest::Client, url: &str, i: u64) -> bool {
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":"Request number {i}: say something short."}}],"max_tokens":32}}"#
+    );
+    let res = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header(CUSTOM_ID_HEADER, format!("req-{i}"))
+        .body(body)
+        .send()
+        .await;
+    match res {
+        Ok(r) if r.status().is_success() => {
+            let _ = r.bytes().await;
+            true
+        }
+        _ => false,
     }
 }

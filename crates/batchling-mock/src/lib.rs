@@ -20,42 +20,73 @@
 //! ```
 //!
 //! # What a request goes through
-//! 1. Routing: `POST /v1/{chat/completions,completions,embeddings,responses,moderations}`
+//! 1. Routing (`server.rs`): `POST /v1/{chat/completions,completions,embeddings,responses,moderations}`
 //!    (404/405 otherwise); `/v1/files...` and `/v1/batches...` go to the fake Batch API
-//!    (`batches.rs`, see its docs) and skip the steps below. `GET /_mock/stats` returns
-//!    [`MockStats`] as JSON.
-//! 2. The status override, when set, answers at once.
+//!    (`batches/`, see its docs) and skip the steps below. `GET /_mock/stats` returns
+//!    [`MockStats`] as JSON, with a `lanes` list of [`LaneStats`].
+//! 2. The steps of `online.rs`, in order: read the body (413 over
+//!    `max_body_bytes`); count an attempt for its key; the status
+//!    override, when set, answers at once.
 //! 3. Validation, answered with 400 and OpenAI's error envelope: invalid
 //!    JSON, a missing `model`, a body containing `__fail_400__`, ...
-//! 4. Admission against RPM/TPM (cost = `batchling_core::tokens::estimate(..).total()`,
-//!    input plus reserved output, never refunded). Over a limit: 429 at once
-//!    with `retry-after-ms` / `retry-after`; a rejected request costs nothing.
-//!    A request costing more than the whole TPM gets a "Request too large"
-//!    429 without `retry-after` (it can never succeed).
+//! 4. Admission against its lane's RPM/TPM (see *Limits* below; cost by
+//!    [`TokenCount`], input plus reserved output, never refunded). Over a
+//!    limit: 429 at once with `retry-after-ms` / `retry-after`; a rejected
+//!    request costs nothing. A request costing more than the whole TPM gets
+//!    a "Request too large" 429 without `retry-after` (it can never
+//!    succeed).
 //! 5. The seeded fault draw, then the latency sleep.
-//! 6. The answer: a deterministic function of the body (see [`answer`]), or
+//! 6. The answer: a deterministic function of the body (see `answer.rs`), or
 //!    the drawn fault; `__fail_500_always__` → 500, `__no_json__` → 200 with
 //!    a non-JSON body.
 //!
-//! Every answer carries `x-request-id` and, when limits are configured and
-//! `send_limit_headers` is on, the six `x-ratelimit-*` headers computed when
-//! the answer is sent.
+//! Every answer carries `x-request-id` and, when its lane has limits and
+//! `send_limit_headers` is on, the six `x-ratelimit-*` headers of that lane,
+//! computed when the answer is sent (`reply.rs`).
+//!
+//! # Limits
+//! OpenAI keeps limits per model (some families share one) and per
+//! organisation or project, not per key (docs/providers.md, "OpenAI:
+//! rate-limit headers"). The mock does the same: a request is charged to
+//! one *lane*, the pair of
+//! - its limit group: the [`LimitGroup`] its `Authorization: Bearer` key is
+//!   in, else [`DEFAULT_GROUP`] (`org-mock`); two keys of one group share
+//!   every budget, two groups have budgets of their own;
+//! - its model limit: the first [`ModelLimit`] listing its `model`, else
+//!   the default limit [`MockConfig::rpm`] / [`MockConfig::tpm`], which
+//!   every other model shares (so with no [`LimitTable`], one budget for
+//!   everything, as before lanes).
+//!
+//! The `x-ratelimit-*` headers and the 429 message ("Rate limit reached for
+//! MODEL in organization GROUP on tokens per min (TPM): Limit N, Used U,
+//! Requested R. Please try again in 1.5s. ...") describe the lane charged.
+//! TPM counts the tokenizer's tokens ([`TokenCount::Exact`]) or OpenAI's
+//! documented rule, characters / 4 plus the reserved output
+//! ([`TokenCount::OpenAi`]). [`MockServer::lane_stats`] gives each lane's
+//! admitted requests and tokens second by second, so a test can check that
+//! no second went over a lane's share. `batchling mock --limits FILE` reads
+//! the same from TOML ([`LimitsFile`]).
 //!
 //! # Files
 //! - `lib.rs`: [`MockServer`]: start, stop, stats, runtime setters.
-//! - `config.rs`: [`MockConfig`], [`LimitWindow`], [`Faults`].
-//! - `limits.rs`: fixed-window RPM/TPM accounting and Go-duration text
-//!   ([`format_go_duration`], [`parse_go_duration`]).
+//! - `config.rs`: [`MockConfig`], [`LimitTable`], [`TokenCount`],
+//!   [`LimitWindow`], [`Faults`].
+//! - `limits/`: lanes (`mod.rs`), each lane's fixed-window budget and
+//!   per-second log (`budget.rs`), the TPM counting rules (`count.rs`), the
+//!   limits file (`file.rs`). The reset headers' Go-duration text reads
+//!   back with [`parse_go_duration`].
 //! - `faults.rs`: the seeded per-request draw (fault, slow, jitter).
 //! - `answer.rs`: validation and the deterministic answer bodies.
-//! - `batches.rs`: a fake Files + Batches API (upload, create, poll,
+//! - `batches/`: a fake Files + Batches API (upload, create, poll,
 //!   cancel, list, download) that answers each batch line like the online
 //!   endpoints, steered by [`BatchBehavior`] and the setters below.
-//! - `server.rs`: accept loop, hyper connections, the request handler.
-//! - `stats.rs`: [`MockStats`] counters and the per-request-key table.
+//! - `server.rs`: accept loop, hyper connections, routing, shared state.
+//! - `online.rs`: the online request's steps; `reply.rs`: the common
+//!   headers.
+//! - `stats.rs`: [`MockStats`], [`LaneStats`] and the per-request-key table.
 //! - `examples/serve.rs`: the server as a standalone process;
 //!   `examples/loadgen.rs`: a reqwest load generator for throughput checks.
-//! - `tests/server.rs`: everything above over real HTTP.
+//! - `tests/`: everything above over real HTTP.
 //!
 //! Request keys (for [`MockServer::ok_count_for`]): the `x-batchling-custom-id`
 //! header, else the body's `"user"`, else the xxh3 of the raw body in hex
@@ -64,15 +95,19 @@
 //!
 //! The hot path takes no lock across an await and logs nothing per request.
 
+#![deny(missing_docs)]
+
 // Dev-dependencies of the integration tests (`tests/`) only.
 #[cfg(test)]
 use {reqwest as _, rustls as _};
 
-pub mod answer;
+mod answer;
 mod batches;
 mod config;
 mod faults;
 mod limits;
+mod online;
+mod reply;
 mod server;
 mod stats;
 
@@ -91,15 +126,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use batches::{BatchBehavior, BatchEnd, BatchStats, MARKER_BATCH_INVALID};
-pub use batchling_core::duration::{
-    format_duration as format_go_duration, parse_duration as parse_go_duration,
+pub use batchling_core::duration::parse_duration as parse_go_duration;
+pub use config::{
+    DEFAULT_GROUP, DEFAULT_LIMIT, Faults, LimitGroup, LimitTable, LimitWindow, MockConfig,
+    ModelLimit, TokenCount,
 };
-pub use config::{Faults, LimitWindow, MockConfig};
-pub use server::{
+pub use limits::{LimitsFile, LimitsFileError, MAX_LIMITS_FILE_BYTES};
+pub use online::{
     CUSTOM_ID_HEADER, MARKER_FAIL_400, MARKER_FAIL_500_ALWAYS, MARKER_NO_JSON, NO_JSON_BODY,
     body_key,
 };
-pub use stats::MockStats;
+pub use stats::{LaneStats, MockStats, SecondCount};
 
 use server::{Shared, StatusOverride};
 
@@ -178,6 +215,12 @@ impl MockServer {
     /// A snapshot of the counters.
     pub fn stats(&self) -> MockStats {
         self.shared.counters.snapshot()
+    }
+
+    /// Every lane that has a limit: its group, its model limit, and what it
+    /// admitted, second by second (see the crate docs, *Limits*).
+    pub fn lane_stats(&self) -> Vec<LaneStats> {
+        self.shared.limits.stats()
     }
 
     /// How many well-formed 200 answers were given for a request key: the

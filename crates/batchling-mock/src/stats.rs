@@ -30,12 +30,59 @@ pub struct MockStats {
     pub in_flight: u64,
     /// The most requests ever processed at once.
     pub max_in_flight: u64,
-    /// Tokens charged against TPM at admission (input + reserved output).
+    /// Tokens charged against TPM at admission (input + reserved output,
+    /// counted by the configured [`TokenCount`](crate::TokenCount)).
     pub tokens_admitted: u64,
     /// Sum of `prompt_tokens` / `input_tokens` over `ok` answers.
     pub prompt_tokens: u64,
     /// Sum of `completion_tokens` / `output_tokens` over `ok` answers.
     pub completion_tokens: u64,
+}
+
+/// What one lane admitted in one second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SecondCount {
+    /// Requests admitted.
+    pub requests: u64,
+    /// Tokens charged (by the configured [`TokenCount`](crate::TokenCount)).
+    pub tokens: u64,
+}
+
+/// One lane: a limit group and a model limit, with what it admitted. Lanes
+/// without any limit are not counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LaneStats {
+    /// The limit group (`org-mock` for keys in none).
+    pub group: String,
+    /// The [`ModelLimit`](crate::ModelLimit)'s name, or `*` for the
+    /// default limit.
+    pub limit: String,
+    /// Its requests per minute, if limited.
+    pub rpm: Option<u64>,
+    /// Its tokens per minute, if limited.
+    pub tpm: Option<u64>,
+    /// Requests admitted.
+    pub requests: u64,
+    /// Tokens charged for them.
+    pub tokens: u64,
+    /// Requests refused with 429 (including "request too large").
+    pub rate_limited: u64,
+    /// Entry `i`: what was admitted in second `i` after the server started
+    /// (the same seconds as per-second windows).
+    pub per_second: Vec<SecondCount>,
+}
+
+impl LaneStats {
+    /// The most requests and the most tokens any one second admitted (each
+    /// maximum taken on its own).
+    pub fn peak(&self) -> SecondCount {
+        self.per_second
+            .iter()
+            .fold(SecondCount::default(), |m, s| SecondCount {
+                requests: m.requests.max(s.requests),
+                tokens: m.tokens.max(s.tokens),
+            })
+    }
 }
 
 #[derive(Debug, Default)]

@@ -731,3 +731,15 @@ async fn shutdown_does_not_wait_for_slow_requests_forever() {
     server.shutdown().await;
     assert!(pending.await.unwrap().is_err());
 }
+
+#[tokio::test]
+async fn a_200_that_is_not_json_is_no_answer_for_its_key() {
+    let server = start(MockConfig::default()).await;
+    let body = chat_body("x __no_json__");
+    let a = post(&client(), &server, "/chat/completions", &body).await;
+    assert_eq!((a.status, a.text.as_str()), (200, NO_JSON_BODY));
+    let key = body_key(body.to_string().as_bytes());
+    assert_eq!(server.attempts_for(&key), 1);
+    assert_eq!(server.ok_count_for(&key), 0);
+    server.shutdown().await;
+}

@@ -25,3 +25,63 @@ pub(crate) async fn mock(s: MockSettings) -> Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use batchling_mock::{ModelLimit, TokenCount};
+    use clap::Parser;
+
+    use crate::args::{Cli, Command};
+    use crate::settings::MockSettings;
+
+    fn config(args: &[&str]) -> anyhow::Result<batchling_mock::MockConfig> {
+        let cli = Cli::try_parse_from([&["batchling", "mock"], args].concat())?;
+        let Command::Mock(a) = cli.command else {
+            panic!("not the mock command")
+        };
+        MockSettings::resolve(a).map(|s| s.config)
+    }
+
+    #[test]
+    fn flags_win_over_the_limits_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "token_count = \"openai\"\n[default]\nrpm = 10\ntpm = 99\n[models.m]\nrpm = 2\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = config(&["--limits", file]).unwrap();
+        assert_eq!(
+            (c.rpm, c.tpm, c.token_count),
+            (Some(10), Some(99), TokenCount::OpenAi)
+        );
+        assert_eq!(c.limits.models, [ModelLimit::new("m", Some(2), None)]);
+        let c = config(&["--limits", file, "--rpm", "5", "--token-count", "exact"]).unwrap();
+        assert_eq!(
+            (c.rpm, c.tpm, c.token_count),
+            (Some(5), Some(99), TokenCount::Exact)
+        );
+        // Without a file, the flags alone, as before.
+        let c = config(&["--rpm", "7"]).unwrap();
+        assert_eq!((c.rpm, c.tpm), (Some(7), None));
+        assert!(c.limits.models.is_empty());
+    }
+
+    #[test]
+    fn a_bad_limits_file_is_named_with_its_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[groups]\norg = [1]\n").unwrap();
+        let err = config(&["--limits", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "bad.toml line 2, groups.org: expected a non-empty string, found the integer 1"
+            ),
+            "{err}"
+        );
+    }
+}

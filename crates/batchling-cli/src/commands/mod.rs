@@ -61,7 +61,7 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
             let settings = CancelSettings::resolve(a, |k| std::env::var(k).ok())?;
             runtime()?.block_on(submit::cancel(settings))
         }
-        Command::Mock(a) => runtime()?.block_on(mock::mock(MockSettings::resolve(a))),
+        Command::Mock(a) => runtime()?.block_on(mock::mock(MockSettings::resolve(a)?)),
         Command::Serve(a) => {
             let settings = ServeSettings::resolve(*a, |k| std::env::var(k).ok())?;
             runtime()?.block_on(serve::serve(settings))

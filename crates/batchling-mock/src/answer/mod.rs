@@ -16,15 +16,17 @@ use std::borrow::Cow;
 
 use batchling_core::endpoint::Endpoint;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::faults::mix64;
 
+mod responses;
+
 /// The fixed `created` timestamp of every answer (2025-01-01T00:00:00Z).
-pub const CREATED: u64 = 1_735_689_600;
+pub(crate) const CREATED: u64 = 1_735_689_600;
 
 /// Embedding length when the request sets no `dimensions`.
-pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 8;
+pub(crate) const DEFAULT_EMBEDDING_DIMENSIONS: usize = 8;
 
 /// An OpenAI-style error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,76 +126,87 @@ pub(crate) fn validate<'a>(
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::invalid("The request body must be a JSON object.", None))?;
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.as_str(),
-        None | Some(Value::Null) if endpoint == Endpoint::Moderations => "omni-moderation-latest",
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(ApiError::invalid(
-                "you must provide a model parameter",
-                Some("model"),
-            ));
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "Invalid type for 'model': expected a string.",
-                Some("model"),
-            ));
-        }
-    };
+    let model = model_of(endpoint, obj)?;
     if matches!(obj.get("stream"), Some(Value::Bool(true))) {
         return Err(ApiError::invalid(
             "The mock does not support streaming ('stream': true).",
             Some("stream"),
         ));
     }
+    check_input(endpoint, obj)?;
+    Ok(Plan {
+        model,
+        max_out: max_out(endpoint, obj, default_max_output)?,
+        n: choices(endpoint, obj)?,
+    })
+}
+
+/// The `model`; moderations may omit it.
+fn model_of(endpoint: Endpoint, obj: &Map<String, Value>) -> Result<&str, ApiError> {
+    match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.as_str()),
+        None | Some(Value::Null) if endpoint == Endpoint::Moderations => {
+            Ok("omni-moderation-latest")
+        }
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(ApiError::invalid(
+            "you must provide a model parameter",
+            Some("model"),
+        )),
+        Some(_) => Err(ApiError::invalid(
+            "Invalid type for 'model': expected a string.",
+            Some("model"),
+        )),
+    }
+}
+
+/// The endpoint's required input: chat `messages`, an `input` to embed or
+/// moderate.
+fn check_input(endpoint: Endpoint, obj: &Map<String, Value>) -> Result<(), ApiError> {
     match endpoint {
         Endpoint::ChatCompletions => match obj.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => {}
-            Some(Value::Array(_)) => {
-                return Err(ApiError::invalid(
-                    "[] is too short - 'messages'",
-                    Some("messages"),
-                ));
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    "Missing required parameter: 'messages'.",
-                    Some("messages"),
-                ));
-            }
+            Some(Value::Array(m)) if !m.is_empty() => Ok(()),
+            Some(Value::Array(_)) => Err(ApiError::invalid(
+                "[] is too short - 'messages'",
+                Some("messages"),
+            )),
+            _ => Err(ApiError::invalid(
+                "Missing required parameter: 'messages'.",
+                Some("messages"),
+            )),
         },
         Endpoint::Embeddings | Endpoint::Moderations => match obj.get("input") {
-            None | Some(Value::Null) => {
-                return Err(ApiError::invalid(
-                    "Missing required parameter: 'input'.",
-                    Some("input"),
-                ));
-            }
-            Some(Value::Array(a)) if a.is_empty() => {
-                return Err(ApiError::invalid(
-                    "'$.input' is invalid: it must not be empty.",
-                    Some("input"),
-                ));
-            }
-            _ => {}
+            None | Some(Value::Null) => Err(ApiError::invalid(
+                "Missing required parameter: 'input'.",
+                Some("input"),
+            )),
+            Some(Value::Array(a)) if a.is_empty() => Err(ApiError::invalid(
+                "'$.input' is invalid: it must not be empty.",
+                Some("input"),
+            )),
+            _ => Ok(()),
         },
-        Endpoint::Completions | Endpoint::Responses => {}
+        Endpoint::Completions | Endpoint::Responses => Ok(()),
     }
+}
+
+/// Most output tokens per choice: the first output cap the endpoint knows
+/// that is set, else the default.
+fn max_out(
+    endpoint: Endpoint,
+    obj: &Map<String, Value>,
+    default_max_output: u64,
+) -> Result<u64, ApiError> {
     let max_keys: &[&'static str] = match endpoint {
         Endpoint::ChatCompletions => &["max_completion_tokens", "max_tokens"],
         Endpoint::Completions => &["max_tokens"],
         Endpoint::Responses => &["max_output_tokens"],
         Endpoint::Embeddings | Endpoint::Moderations => &[],
     };
-    let mut max_out = default_max_output.max(1);
     for &key in max_keys {
         match obj.get(key) {
             None | Some(Value::Null) => continue,
             Some(v) => match v.as_u64() {
-                Some(m) if m >= 1 => {
-                    max_out = m;
-                    break;
-                }
+                Some(m) if m >= 1 => return Ok(m),
                 _ => {
                     return Err(ApiError::invalid(
                         format!("Invalid '{key}': expected an integer of at least 1."),
@@ -203,19 +216,21 @@ pub(crate) fn validate<'a>(
             },
         }
     }
-    let n = match obj.get("n") {
-        None | Some(Value::Null) => 1,
+    Ok(default_max_output.max(1))
+}
+
+/// Choices per prompt (`n`).
+fn choices(endpoint: Endpoint, obj: &Map<String, Value>) -> Result<u64, ApiError> {
+    match obj.get("n") {
+        None | Some(Value::Null) => Ok(1),
         Some(v) => match v.as_u64() {
-            Some(n @ 1..=128) if endpoint != Endpoint::Responses => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    "Invalid 'n': expected an integer between 1 and 128.",
-                    Some("n"),
-                ));
-            }
+            Some(n @ 1..=128) if endpoint != Endpoint::Responses => Ok(n),
+            _ => Err(ApiError::invalid(
+                "Invalid 'n': expected an integer between 1 and 128.",
+                Some("n"),
+            )),
         },
-    };
-    Ok(Plan { model, max_out, n })
+    }
 }
 
 /// The 200 body for a valid request. `hash` is the xxh3 of the raw body.
@@ -229,14 +244,14 @@ pub(crate) fn render(
     match endpoint {
         Endpoint::ChatCompletions => chat(body, plan, prompt_tokens, hash),
         Endpoint::Completions => completions(body, plan, prompt_tokens, hash),
-        Endpoint::Responses => responses(body, plan, prompt_tokens, hash),
+        Endpoint::Responses => responses::render(body, plan, prompt_tokens, hash),
         Endpoint::Embeddings => embeddings(body, plan, prompt_tokens),
         Endpoint::Moderations => moderations(body, plan, hash),
     }
 }
 
 /// `"echo:" + text` cut after `max_words` words: (text, words, was cut).
-pub fn echo(text: &str, max_words: u64) -> (String, u64, bool) {
+pub(crate) fn echo(text: &str, max_words: u64) -> (String, u64, bool) {
     let mut full = String::with_capacity(5 + text.len());
     full.push_str("echo:");
     full.push_str(text);
@@ -287,7 +302,7 @@ fn content_text(content: Option<&Value>) -> Cow<'_, str> {
 
 /// The text of the last `role: "user"` item of a list (chat `messages` or
 /// responses `input`), or "".
-pub fn last_user_text(items: &[Value]) -> Cow<'_, str> {
+pub(crate) fn last_user_text(items: &[Value]) -> Cow<'_, str> {
     items
         .iter()
         .rev()
@@ -414,7 +429,7 @@ fn chat(body: &Value, plan: &Plan<'_>, prompt_tokens: u64, hash: u64) -> Answer 
 
 /// The prompts of a `/v1/completions` request: a string, a list of strings,
 /// or token arrays (whose text counts as "").
-pub fn completion_prompts(body: &Value) -> Vec<&str> {
+pub(crate) fn completion_prompts(body: &Value) -> Vec<&str> {
     match body.get("prompt") {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) if items.iter().all(Value::is_number) => vec![""],
@@ -472,7 +487,7 @@ fn completions(body: &Value, plan: &Plan<'_>, prompt_tokens: u64, hash: u64) -> 
 
 /// The user text of a `/v1/responses` request: `input` as a string, or the
 /// last user item of an `input` list.
-pub fn responses_input_text(body: &Value) -> Cow<'_, str> {
+pub(crate) fn responses_input_text(body: &Value) -> Cow<'_, str> {
     match body.get("input") {
         Some(Value::String(s)) => Cow::Borrowed(s),
         Some(Value::Array(items)) => last_user_text(items),
@@ -480,163 +495,9 @@ pub fn responses_input_text(body: &Value) -> Cow<'_, str> {
     }
 }
 
-/// A `Response` object as OpenAI's returns it: every field present, the
-/// request's settings echoed (defaults where it set none), and a cut answer
-/// `incomplete` for `max_output_tokens`, as the real API marks it.
-fn responses(body: &Value, plan: &Plan<'_>, prompt_tokens: u64, hash: u64) -> Answer {
-    #[derive(Serialize)]
-    struct Response<'a> {
-        id: String,
-        object: &'static str,
-        created_at: u64,
-        status: &'static str,
-        background: bool,
-        error: Option<()>,
-        incomplete_details: Option<Incomplete>,
-        instructions: Option<&'a str>,
-        max_output_tokens: Option<u64>,
-        max_tool_calls: Option<u64>,
-        model: &'a str,
-        output: [Output<'a>; 1],
-        parallel_tool_calls: bool,
-        previous_response_id: Option<&'a str>,
-        reasoning: Reasoning,
-        service_tier: &'static str,
-        store: bool,
-        temperature: f64,
-        text: &'a Value,
-        tool_choice: &'a Value,
-        tools: &'a Value,
-        top_logprobs: u64,
-        top_p: f64,
-        truncation: &'a str,
-        usage: Usage,
-        user: Option<&'a str>,
-        metadata: &'a Value,
-    }
-    #[derive(Serialize)]
-    struct Incomplete {
-        reason: &'static str,
-    }
-    #[derive(Serialize)]
-    struct Reasoning {
-        effort: Option<()>,
-        summary: Option<()>,
-    }
-    #[derive(Serialize)]
-    struct Output<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        id: String,
-        status: &'static str,
-        role: &'static str,
-        content: [Content<'a>; 1],
-    }
-    #[derive(Serialize)]
-    struct Content<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        text: &'a str,
-        annotations: [(); 0],
-        logprobs: [(); 0],
-    }
-    #[derive(Serialize)]
-    struct Usage {
-        input_tokens: u64,
-        input_tokens_details: InputDetails,
-        output_tokens: u64,
-        output_tokens_details: OutputDetails,
-        total_tokens: u64,
-    }
-    #[derive(Serialize)]
-    struct InputDetails {
-        cached_tokens: u64,
-        cache_write_tokens: u64,
-    }
-    #[derive(Serialize)]
-    struct OutputDetails {
-        reasoning_tokens: u64,
-    }
-    static EMPTY_LIST: Value = Value::Array(Vec::new());
-    static EMPTY_OBJECT: std::sync::LazyLock<Value> =
-        std::sync::LazyLock::new(|| Value::Object(serde_json::Map::new()));
-    static TEXT_FORMAT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
-        || serde_json::json!({"format": {"type": "text"}, "verbosity": "medium"}),
-    );
-    static AUTO: std::sync::LazyLock<Value> =
-        std::sync::LazyLock::new(|| Value::String("auto".into()));
-    let given = |name: &str| body.get(name).filter(|v| !v.is_null());
-    let (text, words, cut) = echo(&responses_input_text(body), plan.max_out);
-    let status = if cut { "incomplete" } else { "completed" };
-    Answer {
-        body: to_vec(&Response {
-            id: format!("resp_{hash:016x}"),
-            object: "response",
-            created_at: CREATED,
-            status,
-            background: false,
-            error: None,
-            incomplete_details: cut.then_some(Incomplete {
-                reason: "max_output_tokens",
-            }),
-            instructions: given("instructions").and_then(Value::as_str),
-            max_output_tokens: given("max_output_tokens").and_then(Value::as_u64),
-            max_tool_calls: given("max_tool_calls").and_then(Value::as_u64),
-            model: plan.model,
-            output: [Output {
-                kind: "message",
-                id: format!("msg_{hash:016x}"),
-                status,
-                role: "assistant",
-                content: [Content {
-                    kind: "output_text",
-                    text: &text,
-                    annotations: [],
-                    logprobs: [],
-                }],
-            }],
-            parallel_tool_calls: given("parallel_tool_calls")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            previous_response_id: given("previous_response_id").and_then(Value::as_str),
-            reasoning: Reasoning {
-                effort: None,
-                summary: None,
-            },
-            service_tier: "default",
-            store: given("store").and_then(Value::as_bool).unwrap_or(true),
-            temperature: given("temperature").and_then(Value::as_f64).unwrap_or(1.0),
-            text: given("text").unwrap_or(&TEXT_FORMAT),
-            tool_choice: given("tool_choice").unwrap_or(&AUTO),
-            tools: given("tools").unwrap_or(&EMPTY_LIST),
-            top_logprobs: given("top_logprobs").and_then(Value::as_u64).unwrap_or(0),
-            top_p: given("top_p").and_then(Value::as_f64).unwrap_or(1.0),
-            truncation: given("truncation")
-                .and_then(Value::as_str)
-                .unwrap_or("disabled"),
-            usage: Usage {
-                input_tokens: prompt_tokens,
-                input_tokens_details: InputDetails {
-                    cached_tokens: 0,
-                    cache_write_tokens: 0,
-                },
-                output_tokens: words,
-                output_tokens_details: OutputDetails {
-                    reasoning_tokens: 0,
-                },
-                total_tokens: prompt_tokens + words,
-            },
-            user: given("user").and_then(Value::as_str),
-            metadata: given("metadata").unwrap_or(&EMPTY_OBJECT),
-        }),
-        prompt_tokens,
-        completion_tokens: words,
-    }
-}
-
 /// The hash each embedding vector is derived from, one per input: xxh3 of a
 /// string's bytes, or of a token array's numbers as little-endian u64s.
-pub fn embedding_input_hashes(input: &Value) -> Vec<u64> {
+pub(crate) fn embedding_input_hashes(input: &Value) -> Vec<u64> {
     fn tokens_hash(tokens: &[Value]) -> u64 {
         let bytes: Vec<u8> = tokens
             .iter()
@@ -660,7 +521,7 @@ pub fn embedding_input_hashes(input: &Value) -> Vec<u64> {
 }
 
 /// A unit-length vector of `dims` floats derived from `hash`.
-pub fn embedding_vector(hash: u64, dims: usize) -> Vec<f32> {
+pub(crate) fn embedding_vector(hash: u64, dims: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dims as u64)
         .map(|i| ((mix64(hash ^ mix64(i)) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
         .collect();

@@ -1,5 +1,4 @@
-//! RPM / TPM enforcement over fixed windows, and the Go-duration text that
-//! OpenAI's `x-ratelimit-reset-*` headers use.
+//! One lane's RPM / TPM budget over fixed windows, and its per-second log.
 //!
 //! Windows are aligned to the server's start instant: window `k` covers
 //! `[start + k·len, start + (k+1)·len)`. A request's cost is counted when it
@@ -11,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::LimitWindow;
+use crate::stats::SecondCount;
 
 /// Which limit rejected a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,17 +59,28 @@ pub(crate) struct LimitSnapshot {
     pub(crate) reset: Duration,
 }
 
+/// What a lane has admitted: the current window, and every second's totals.
 #[derive(Debug, Default)]
-struct WindowState {
+struct State {
     index: u64,
     requests: u64,
     tokens: u64,
+    /// Entry `i`: what was admitted in second `i` after the start.
+    seconds: Vec<SecondCount>,
+    rate_limited: u64,
 }
 
-/// Fixed-window counters for one server. The critical section is a few
+/// What [`Budget::totals`] reports.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Totals {
+    pub(crate) rate_limited: u64,
+    pub(crate) seconds: Vec<SecondCount>,
+}
+
+/// Fixed-window counters for one lane. The critical section is a few
 /// integer operations; the lock is never held across an await.
 #[derive(Debug)]
-pub(crate) struct Limiter {
+pub(crate) struct Budget {
     start: Instant,
     window_nanos: u64,
     /// Configured per-minute figures (for headers and "too large").
@@ -78,24 +89,24 @@ pub(crate) struct Limiter {
     /// What one window allows.
     window_requests: Option<u64>,
     window_tokens: Option<u64>,
-    state: Mutex<WindowState>,
+    state: Mutex<State>,
 }
 
-impl Limiter {
+impl Budget {
     pub(crate) fn new(
         start: Instant,
         window: LimitWindow,
         rpm: Option<u64>,
         tpm: Option<u64>,
     ) -> Self {
-        Limiter {
+        Budget {
             start,
             window_nanos: window.length().as_nanos() as u64,
             rpm,
             tpm,
             window_requests: rpm.map(|r| window.quantum(r)),
             window_tokens: tpm.map(|t| window.quantum(t)),
-            state: Mutex::new(WindowState::default()),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -104,15 +115,30 @@ impl Limiter {
         self.rpm.is_some() || self.tpm.is_some()
     }
 
+    /// The configured per-minute limits.
+    pub(crate) fn per_minute(&self) -> (Option<u64>, Option<u64>) {
+        (self.rpm, self.tpm)
+    }
+
+    /// Nanoseconds since the start.
+    fn elapsed(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
     /// The current window's index and the time left in it.
     fn position(&self, now: Instant) -> (u64, Duration) {
-        let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
+        let elapsed = self.elapsed(now);
         let index = elapsed / self.window_nanos;
         let left = self.window_nanos - elapsed % self.window_nanos;
         (index, Duration::from_nanos(left))
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Take one request and `tokens` from the current window, or say why not.
+    #[cfg(test)]
     pub(crate) fn admit(&self, tokens: u64) -> Admission {
         self.admit_at(Instant::now(), tokens)
     }
@@ -122,14 +148,30 @@ impl Limiter {
             return Admission::Admitted;
         }
         let (index, left) = self.position(now);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         if state.index != index {
-            *state = WindowState {
-                index,
-                requests: 0,
-                tokens: 0,
-            };
+            state.index = index;
+            state.requests = 0;
+            state.tokens = 0;
         }
+        let verdict = self.judge(&state, tokens, left);
+        if verdict == Admission::Admitted {
+            state.requests += 1;
+            state.tokens += tokens;
+            let second = (self.elapsed(now) / 1_000_000_000) as usize;
+            if state.seconds.len() <= second {
+                state.seconds.resize(second + 1, SecondCount::default());
+            }
+            state.seconds[second].requests += 1;
+            state.seconds[second].tokens += tokens;
+        } else {
+            state.rate_limited += 1;
+        }
+        verdict
+    }
+
+    /// Whether one request of `tokens` fits the window `state` describes.
+    fn judge(&self, state: &State, tokens: u64, left: Duration) -> Admission {
         if let Some(limit) = self.window_requests
             && state.requests >= limit
         {
@@ -161,8 +203,6 @@ impl Limiter {
                 };
             }
         }
-        state.requests += 1;
-        state.tokens += tokens;
         Admission::Admitted
     }
 
@@ -174,7 +214,7 @@ impl Limiter {
     pub(crate) fn snapshot_at(&self, now: Instant) -> LimitSnapshot {
         let (index, reset) = self.position(now);
         let (used_requests, used_tokens) = if self.is_active() {
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = self.lock();
             if state.index == index {
                 (state.requests, state.tokens)
             } else {
@@ -195,6 +235,15 @@ impl Limiter {
             reset,
         }
     }
+
+    /// Everything admitted and refused so far.
+    pub(crate) fn totals(&self) -> Totals {
+        let state = self.lock();
+        Totals {
+            rate_limited: state.rate_limited,
+            seconds: state.seconds.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -204,7 +253,7 @@ mod tests {
     #[test]
     fn minute_window_counts_requests_and_tokens() {
         let start = Instant::now();
-        let l = Limiter::new(start, LimitWindow::Minute, Some(3), Some(100));
+        let l = Budget::new(start, LimitWindow::Minute, Some(3), Some(100));
         let t = start + Duration::from_secs(10);
         assert_eq!(l.admit_at(t, 40), Admission::Admitted);
         assert_eq!(l.admit_at(t, 40), Admission::Admitted);
@@ -246,7 +295,7 @@ mod tests {
     #[test]
     fn second_window_uses_quanta() {
         let start = Instant::now();
-        let l = Limiter::new(start, LimitWindow::Second, Some(120), Some(600));
+        let l = Budget::new(start, LimitWindow::Second, Some(120), Some(600));
         let t = start + Duration::from_millis(250);
         assert_eq!(l.admit_at(t, 5), Admission::Admitted);
         assert_eq!(l.admit_at(t, 5), Admission::Admitted);
@@ -267,14 +316,14 @@ mod tests {
         assert_eq!(l.admit_at(t2, 50), Admission::Admitted);
         assert!(matches!(l.admit_at(t2, 1), Admission::Limited { .. }));
         // Minimum quantum is 1.
-        let tiny = Limiter::new(start, LimitWindow::Second, Some(10), None);
+        let tiny = Budget::new(start, LimitWindow::Second, Some(10), None);
         assert_eq!(tiny.admit_at(t, 0), Admission::Admitted);
         assert!(matches!(tiny.admit_at(t, 0), Admission::Limited { .. }));
     }
 
     #[test]
     fn unlimited_admits_everything() {
-        let l = Limiter::new(Instant::now(), LimitWindow::Minute, None, None);
+        let l = Budget::new(Instant::now(), LimitWindow::Minute, None, None);
         for _ in 0..1000 {
             assert_eq!(l.admit(1_000_000), Admission::Admitted);
         }

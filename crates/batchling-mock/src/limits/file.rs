@@ -1,0 +1,435 @@
+//! The limits file of `batchling mock --limits FILE`: TOML, read whole (at
+//! most [`MAX_LIMITS_FILE_BYTES`]), every error naming the file, the line and the
+//! field.
+//!
+//! ```toml
+//! window = "second"        # optional: "minute" (default) or "second"
+//! token_count = "openai"   # optional: "exact" (default) or "openai"
+//!
+//! [default]                # every model without a limit below, as --rpm/--tpm
+//! rpm = 500
+//! tpm = 30000
+//!
+//! [models.gpt-4o]          # a limit of its own, for the model gpt-4o
+//! rpm = 5000
+//! tpm = 800000
+//!
+//! [models.mini]            # one limit shared by a family of models
+//! models = ["gpt-4o-mini", "gpt-4o-mini-2024-07-18"]
+//! rpm = 1000
+//!
+//! [groups]                 # limit groups: the keys that share one budget
+//! org-a = ["sk-a1", "sk-a2"]
+//! org-b = ["sk-b1"]
+//! ```
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::config::{LimitGroup, LimitTable, LimitWindow, MockConfig, ModelLimit, TokenCount};
+
+/// The largest limits file read: a few lines are expected.
+pub const MAX_LIMITS_FILE_BYTES: u64 = 1 << 20;
+
+/// What a limits file says; [`LimitsFile::apply`] puts it into a config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LimitsFile {
+    /// `[models.*]` and `[groups]`.
+    pub table: LimitTable,
+    /// `[default] rpm`.
+    pub rpm: Option<u64>,
+    /// `[default] tpm`.
+    pub tpm: Option<u64>,
+    /// `window`.
+    pub window: Option<LimitWindow>,
+    /// `token_count`.
+    pub token_count: Option<TokenCount>,
+}
+
+/// Why a limits file was not read.
+#[derive(Debug)]
+pub enum LimitsFileError {
+    /// The file could not be opened or read.
+    Read {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_LIMITS_FILE_BYTES`].
+    TooLarge {
+        /// The file.
+        path: String,
+    },
+    /// The file is not TOML, or a field is wrong.
+    Invalid {
+        /// The file.
+        path: String,
+        /// The line (from 1) of the problem, when known.
+        line: Option<usize>,
+        /// The field, as a dotted path (`models.gpt-4o.rpm`); empty when the
+        /// text is not TOML.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl fmt::Display for LimitsFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitsFileError::Read { path, source } => write!(f, "cannot read {path}: {source}"),
+            LimitsFileError::TooLarge { path } => write!(
+                f,
+                "{path}: larger than {MAX_LIMITS_FILE_BYTES} bytes, too large for a limits file"
+            ),
+            LimitsFileError::Invalid {
+                path,
+                line,
+                field,
+                message,
+            } => {
+                write!(f, "{path}")?;
+                if let Some(line) = line {
+                    write!(f, " line {line}")?;
+                }
+                if !field.is_empty() {
+                    write!(f, ", {field}")?;
+                }
+                write!(f, ": {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LimitsFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LimitsFileError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl LimitsFile {
+    /// Read and parse a limits file.
+    pub fn load(path: &Path) -> Result<Self, LimitsFileError> {
+        let name = path.display().to_string();
+        let read_err = |source| LimitsFileError::Read {
+            path: name.clone(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let mut text = String::new();
+        file.take(MAX_LIMITS_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_LIMITS_FILE_BYTES {
+            return Err(LimitsFileError::TooLarge { path: name });
+        }
+        Self::parse(&name, &text)
+    }
+
+    /// Parse the text of a limits file; `name` is how errors name it.
+    pub fn parse(name: &str, text: &str) -> Result<Self, LimitsFileError> {
+        let reader = Reader { name, text };
+        let doc = DeTable::parse(text).map_err(|e| LimitsFileError::Invalid {
+            path: name.to_owned(),
+            line: e.span().map(|s| reader.line(s.start)),
+            field: String::new(),
+            message: format!("invalid TOML: {}", e.message().trim()),
+        })?;
+        reader.document(doc.get_ref())
+    }
+
+    /// Put what the file says into `config`: its table, and each of the
+    /// default limits, window and token count the file sets.
+    pub fn apply(self, config: &mut MockConfig) {
+        config.limits = self.table;
+        config.rpm = self.rpm.or(config.rpm);
+        config.tpm = self.tpm.or(config.tpm);
+        config.window = self.window.unwrap_or(config.window);
+        config.token_count = self.token_count.unwrap_or(config.token_count);
+    }
+}
+
+type Item<'a> = (
+    &'a Spanned<std::borrow::Cow<'a, str>>,
+    &'a Spanned<DeValue<'a>>,
+);
+
+/// Walks the parsed document, naming what it finds wrong.
+struct Reader<'t> {
+    name: &'t str,
+    text: &'t str,
+}
+
+impl Reader<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn invalid(&self, at: usize, field: &str, message: impl Into<String>) -> LimitsFileError {
+        LimitsFileError::Invalid {
+            path: self.name.to_owned(),
+            line: Some(self.line(at)),
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn document(&self, doc: &DeTable<'_>) -> Result<LimitsFile, LimitsFileError> {
+        let mut file = LimitsFile::default();
+        for (key, value) in doc {
+            let at = key.span().start;
+            match key.get_ref().as_ref() {
+                "window" => {
+                    let text = self.string(value, "window")?;
+                    file.window = Some(text.parse().map_err(|e| self.invalid(at, "window", e))?);
+                }
+                "token_count" => {
+                    let text = self.string(value, "token_count")?;
+                    let rule = text
+                        .parse()
+                        .map_err(|e| self.invalid(at, "token_count", e))?;
+                    file.token_count = Some(rule);
+                }
+                "default" => {
+                    (file.rpm, file.tpm) = self.default_limit(value)?;
+                }
+                "models" => {
+                    for item in self.table(value, "models")? {
+                        file.table.models.push(self.model_limit(item)?);
+                    }
+                }
+                "groups" => {
+                    for item in self.table(value, "groups")? {
+                        file.table.groups.push(self.group(item)?);
+                    }
+                }
+                other => {
+                    return Err(self.invalid(
+                        at,
+                        other,
+                        "unknown field: expected window, token_count, default, models or groups",
+                    ));
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    fn default_limit(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<(Option<u64>, Option<u64>), LimitsFileError> {
+        let (mut rpm, mut tpm) = (None, None);
+        for (key, v) in self.table(value, "default")? {
+            let field = format!("default.{}", key.get_ref());
+            match key.get_ref().as_ref() {
+                "rpm" => rpm = Some(self.positive(v, &field)?),
+                "tpm" => tpm = Some(self.positive(v, &field)?),
+                _ => {
+                    return Err(self.invalid(key.span().start, &field, "expected rpm or tpm"));
+                }
+            }
+        }
+        Ok((rpm, tpm))
+    }
+
+    fn model_limit(&self, (name, value): Item<'_>) -> Result<ModelLimit, LimitsFileError> {
+        let prefix = format!("models.{}", name.get_ref());
+        let mut limit = ModelLimit::new(name.get_ref(), None, None);
+        for (key, v) in self.table(value, &prefix)? {
+            let field = format!("{prefix}.{}", key.get_ref());
+            match key.get_ref().as_ref() {
+                "rpm" => limit.rpm = Some(self.positive(v, &field)?),
+                "tpm" => limit.tpm = Some(self.positive(v, &field)?),
+                "models" => limit.models = self.strings(v, &field)?,
+                _ => {
+                    return Err(self.invalid(
+                        key.span().start,
+                        &field,
+                        "unknown field: expected rpm, tpm or models",
+                    ));
+                }
+            }
+        }
+        if limit.rpm.is_none() && limit.tpm.is_none() {
+            return Err(self.invalid(name.span().start, &prefix, "sets neither rpm nor tpm"));
+        }
+        Ok(limit)
+    }
+
+    fn group(&self, (name, value): Item<'_>) -> Result<LimitGroup, LimitsFileError> {
+        let field = format!("groups.{}", name.get_ref());
+        Ok(LimitGroup {
+            name: name.get_ref().to_string(),
+            keys: self.strings(value, &field)?,
+        })
+    }
+
+    fn table<'v>(
+        &self,
+        value: &'v Spanned<DeValue<'v>>,
+        field: &str,
+    ) -> Result<&'v DeTable<'v>, LimitsFileError> {
+        match value.get_ref() {
+            DeValue::Table(t) => Ok(t),
+            other => Err(self.found(value, field, "a table", other)),
+        }
+    }
+
+    fn string<'v>(
+        &self,
+        value: &'v Spanned<DeValue<'v>>,
+        field: &str,
+    ) -> Result<&'v str, LimitsFileError> {
+        match value.get_ref() {
+            DeValue::String(s) => Ok(s),
+            other => Err(self.found(value, field, "a string", other)),
+        }
+    }
+
+    fn strings(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        field: &str,
+    ) -> Result<Vec<String>, LimitsFileError> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.found(value, field, "a list of strings", value.get_ref()));
+        };
+        let strings = (items.iter())
+            .map(|item| match item.get_ref() {
+                DeValue::String(s) if !s.is_empty() => Ok(s.to_string()),
+                other => Err(self.found(item, field, "a non-empty string", other)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if strings.is_empty() {
+            return Err(self.invalid(value.span().start, field, "the list is empty"));
+        }
+        Ok(strings)
+    }
+
+    fn positive(&self, value: &Spanned<DeValue<'_>>, field: &str) -> Result<u64, LimitsFileError> {
+        match value.get_ref() {
+            DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    self.invalid(
+                        value.span().start,
+                        field,
+                        format!("expected a positive integer, found {}", i.as_str()),
+                    )
+                }),
+            other => Err(self.found(value, field, "a positive integer", other)),
+        }
+    }
+
+    fn found(
+        &self,
+        at: &Spanned<DeValue<'_>>,
+        field: &str,
+        expected: &str,
+        found: &DeValue<'_>,
+    ) -> LimitsFileError {
+        let found = match found {
+            DeValue::String(s) => format!("the string {s:?}"),
+            DeValue::Integer(i) => format!("the integer {}", i.as_str()),
+            DeValue::Float(_) => "a float".into(),
+            DeValue::Boolean(b) => format!("the boolean {b}"),
+            DeValue::Datetime(_) => "a date".into(),
+            DeValue::Array(_) => "a list".into(),
+            DeValue::Table(_) => "a table".into(),
+        };
+        self.invalid(
+            at.span().start,
+            field,
+            format!("expected {expected}, found {found}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("file.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = LimitsFile::parse("limits.toml", &text).unwrap();
+        assert_eq!(file.window, Some(LimitWindow::Second));
+        assert_eq!(file.token_count, Some(TokenCount::OpenAi));
+        assert_eq!((file.rpm, file.tpm), (Some(500), Some(30000)));
+        assert_eq!(
+            file.table.models,
+            vec![
+                ModelLimit::new("gpt-4o", Some(5000), Some(800_000)),
+                ModelLimit::shared(
+                    "mini",
+                    &["gpt-4o-mini", "gpt-4o-mini-2024-07-18"],
+                    Some(1000),
+                    None
+                ),
+            ]
+        );
+        assert_eq!(
+            file.table.groups,
+            vec![
+                LimitGroup::new("org-a", &["sk-a1", "sk-a2"]),
+                LimitGroup::new("org-b", &["sk-b1"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let err = |text: &str| LimitsFile::parse("l.toml", text).unwrap_err().to_string();
+        assert_eq!(
+            err("[models.a]\nrpm = 5\ntpm = \"x\"\n"),
+            "l.toml line 3, models.a.tpm: expected a positive integer, found the string \"x\""
+        );
+        assert_eq!(
+            err("[default]\nrpm = 0\n"),
+            "l.toml line 2, default.rpm: expected a positive integer, found 0"
+        );
+        assert_eq!(
+            err("\n[models.a]\nrpn = 5\n"),
+            "l.toml line 3, models.a.rpn: unknown field: expected rpm, tpm or models"
+        );
+        assert_eq!(
+            err("[models.a]\nmodels = [\"b\"]\n"),
+            "l.toml line 1, models.a: sets neither rpm nor tpm"
+        );
+        assert_eq!(
+            err("[groups]\norg = \"sk\"\n"),
+            "l.toml line 2, groups.org: expected a list of strings, found the string \"sk\""
+        );
+        assert_eq!(
+            err("window = \"hour\"\n"),
+            "l.toml line 1, window: unknown limit window \"hour\": expected minute or second"
+        );
+        assert!(
+            err("rpm = ").starts_with("l.toml line 1: invalid TOML"),
+            "{}",
+            err("rpm = ")
+        );
+    }
+}
