@@ -380,7 +380,7 @@ pub(crate) struct MockArgs {
     pub(crate) jitter_ms: u64,
 
     /// Requests-per-minute limit to enforce, for every model without a limit
-    /// of its own in --limits, for every key (overrides the file's [default]).
+    /// of its own in --limits, for every key (overrides the default table of the file).
     #[arg(long)]
     pub(crate) rpm: Option<u64>,
 
