@@ -228,6 +228,10 @@ fn u(v: &Value, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("{what} is not a count: {v}"))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one model server started once, then every check against it in order"
+)]
 #[test]
 fn batchling_run_against_a_real_llama_cpp_server() {
     let t0 = Instant::now();

@@ -527,57 +527,16 @@ fn model_price(name: &str, m: &Item, checked: Option<&str>) -> Result<ModelPrice
     };
     let (mut have_input, mut have_output) = (false, false);
     for f in fields {
-        let price = || -> Result<f64, PriceError> {
-            match f.val {
-                Val::Num(n) if n.is_finite() && n >= 0.0 => Ok(n),
-                ref other => Err(parse_err(
-                    name,
-                    f.line,
-                    format!(
-                        "model {model:?}: field {:?} must be a non-negative number (USD per 1M tokens), found {}",
-                        f.key,
-                        other.describe()
-                    ),
-                )),
-            }
-        };
         match f.key.as_str() {
-            "provider" => match &f.val {
-                Val::Str(s) => p.provider = Some(s.clone()),
-                other => {
-                    return Err(parse_err(
-                        name,
-                        f.line,
-                        format!(
-                            "model {model:?}: field \"provider\" must be a string, found {}",
-                            other.describe()
-                        ),
-                    ));
-                }
-            },
             "input" => {
-                p.input = price()?;
+                p.input = price_field(name, model, f)?;
                 have_input = true;
             }
-            "cached_input" => p.cached_input = Some(price()?),
-            "cache_write" => p.cache_write = Some(price()?),
             "output" => {
-                p.output = price()?;
+                p.output = price_field(name, model, f)?;
                 have_output = true;
             }
-            "batch_input" => p.batch_input = Some(price()?),
-            "batch_output" => p.batch_output = Some(price()?),
-            "checked" => p.checked = Some(date(name, Some(model), f)?),
-            other => {
-                return Err(parse_err(
-                    name,
-                    f.line,
-                    format!(
-                        "model {model:?}: unknown field {other:?} (expected one of {})",
-                        MODEL_FIELDS.join(", ")
-                    ),
-                ));
-            }
+            _ => other_model_field(name, model, f, &mut p)?,
         }
     }
     for (have, field) in [(have_input, "input"), (have_output, "output")] {
@@ -590,6 +549,62 @@ fn model_price(name: &str, m: &Item, checked: Option<&str>) -> Result<ModelPrice
         }
     }
     Ok(p)
+}
+
+/// A model's field other than the two required prices.
+fn other_model_field(
+    name: &str,
+    model: &str,
+    f: &Item,
+    p: &mut ModelPrice,
+) -> Result<(), PriceError> {
+    match f.key.as_str() {
+        "provider" => match &f.val {
+            Val::Str(s) => p.provider = Some(s.clone()),
+            other => {
+                return Err(parse_err(
+                    name,
+                    f.line,
+                    format!(
+                        "model {model:?}: field \"provider\" must be a string, found {}",
+                        other.describe()
+                    ),
+                ));
+            }
+        },
+        "cached_input" => p.cached_input = Some(price_field(name, model, f)?),
+        "cache_write" => p.cache_write = Some(price_field(name, model, f)?),
+        "batch_input" => p.batch_input = Some(price_field(name, model, f)?),
+        "batch_output" => p.batch_output = Some(price_field(name, model, f)?),
+        "checked" => p.checked = Some(date(name, Some(model), f)?),
+        other => {
+            return Err(parse_err(
+                name,
+                f.line,
+                format!(
+                    "model {model:?}: unknown field {other:?} (expected one of {})",
+                    MODEL_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A price in USD per 1M tokens: finite and not negative.
+fn price_field(name: &str, model: &str, f: &Item) -> Result<f64, PriceError> {
+    match f.val {
+        Val::Num(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        ref other => Err(parse_err(
+            name,
+            f.line,
+            format!(
+                "model {model:?}: field {:?} must be a non-negative number (USD per 1M tokens), found {}",
+                f.key,
+                other.describe()
+            ),
+        )),
+    }
 }
 
 fn date(name: &str, model: Option<&str>, it: &Item) -> Result<String, PriceError> {

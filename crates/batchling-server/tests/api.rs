@@ -209,6 +209,10 @@ fn parse_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one batch's whole life, step by step, as a client sees it"
+)]
 #[tokio::test]
 async fn a_batch_runs_to_completion_with_output_and_error_files() {
     let env = Env::new(MockConfig::default(), |_| {}).await;
@@ -458,6 +462,10 @@ async fn keys_are_required_and_owners_are_isolated() {
     env.wait(KEY_A, id).await;
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "a list of bad requests and the answer each gets"
+)]
 #[tokio::test]
 async fn bad_requests_get_clear_400s_never_a_crash() {
     let env = Env::new(MockConfig::default(), |c| c.max_upload_bytes = 1000).await;

@@ -29,6 +29,10 @@ fn raw_line_for<'a>(text: &'a str, custom_id: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {custom_id}"))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run, then the format's rules checked one by one"
+)]
 #[test]
 fn success_lines_follow_the_batch_output_format() {
     let mock = Mock::plain();

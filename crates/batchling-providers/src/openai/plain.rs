@@ -107,10 +107,7 @@ pub(crate) fn size_text(n: u64) -> String {
 
 /// The message of a `response_too_large` error: the size, and the cap.
 pub(crate) fn too_large_message(o: Oversize, cap: u64) -> String {
-    oversize_message(
-        o,
-        &format!("the {} cap (--max-response-mb)", size_text(cap)),
-    )
+    oversize_message(o, &format!("the {} response cap", size_text(cap)))
 }
 
 /// What `o` says, against `cap` (its size and name, for people).
@@ -240,7 +237,7 @@ impl std::fmt::Debug for PlainClient {
 }
 
 /// How an answer's body is delimited.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     None,
     Length(u64),
@@ -549,6 +546,65 @@ fn head_error(e: httparse::Error, buf: &[u8]) -> PlainError {
     }
 }
 
+/// Check an answer's status: an error for one that is no HTTP status or
+/// switches protocols; `true` for an informational answer (100 Continue,
+/// 103 Early Hints and the like), which precedes the real one.
+fn is_informational(status: u16, seen: &mut usize, limits: &Limits) -> Result<bool, PlainError> {
+    if !(100..=599).contains(&status) {
+        return Err(malformed(format!(
+            "the answer's status {status} is not an HTTP status (100-599)"
+        )));
+    }
+    if status == 101 {
+        return Err(malformed(
+            "the server switched protocols (101 Switching Protocols), which was not asked for",
+        ));
+    }
+    if status >= 200 {
+        return Ok(false);
+    }
+    *seen += 1;
+    if *seen > limits.max_informational {
+        return Err(malformed(format!(
+            "the server sent more than {} informational (1xx) answers and no real one",
+            limits.max_informational
+        )));
+    }
+    Ok(true)
+}
+
+/// Whether a `Connection` header says `close`.
+fn asks_to_close(headers: &RawHeaders) -> bool {
+    headers
+        .seen_values(SEEN_CONNECTION, b"connection")
+        .any(|v| {
+            v.split(|&c| c == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        })
+}
+
+/// Read the body its framing delimits, never more than the cap.
+async fn read_body<S: AsyncRead + Unpin>(
+    conn: &mut Conn<S>,
+    framing: Framing,
+    limits: &Limits,
+) -> Result<Bytes, PlainError> {
+    Ok(match framing {
+        Framing::None => Bytes::new(),
+        Framing::Length(n) => {
+            if n > limits.max_body {
+                return Err(PlainError::TooLarge(Oversize::Declared(Some(n))));
+            }
+            // At most the cap, which fits in memory's address space.
+            let n = usize::try_from(n)
+                .map_err(|_| PlainError::TooLarge(Oversize::Declared(Some(n))))?;
+            read_length(conn, n).await?
+        }
+        Framing::Chunked => read_chunked(conn, limits).await?,
+        Framing::UntilClose => read_until_close(conn, limits.max_body).await?,
+    })
+}
+
 /// Read one answer. Returns it and whether the connection can carry another.
 async fn read_response<S: AsyncRead + Unpin>(
     conn: &mut Conn<S>,
@@ -584,53 +640,15 @@ async fn read_response<S: AsyncRead + Unpin>(
         let head = conn.buf.split_to(len).freeze();
         let (fields, seen) = fields;
         let headers = RawHeaders { head, fields, seen };
-        if !(100..=599).contains(&status) {
-            return Err(malformed(format!(
-                "the answer's status {status} is not an HTTP status (100-599)"
-            )));
-        }
-        if status == 101 {
-            return Err(malformed(
-                "the server switched protocols (101 Switching Protocols), which was not asked for",
-            ));
-        }
-        // Informational answers (100 Continue, 103 Early Hints and the
-        // like) precede the real one.
-        if status < 200 {
-            informational += 1;
-            if informational > limits.max_informational {
-                return Err(malformed(format!(
-                    "the server sent more than {} informational (1xx) answers and no real one",
-                    limits.max_informational
-                )));
-            }
+        if is_informational(status, &mut informational, limits)? {
             continue;
         }
-        let mut keep_alive = version == 1;
-        for v in headers.seen_values(SEEN_CONNECTION, b"connection") {
-            if v.split(|&c| c == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-            {
-                keep_alive = false;
-            }
+        let mut keep_alive = version == 1 && !asks_to_close(&headers);
+        let framing = framing(status, version, &headers)?;
+        if framing == Framing::UntilClose {
+            keep_alive = false;
         }
-        let body = match framing(status, version, &headers)? {
-            Framing::None => Bytes::new(),
-            Framing::Length(n) => {
-                if n > limits.max_body {
-                    return Err(PlainError::TooLarge(Oversize::Declared(Some(n))));
-                }
-                // At most the cap, which fits in memory's address space.
-                let n = usize::try_from(n)
-                    .map_err(|_| PlainError::TooLarge(Oversize::Declared(Some(n))))?;
-                read_length(conn, n).await?
-            }
-            Framing::Chunked => read_chunked(conn, limits).await?,
-            Framing::UntilClose => {
-                keep_alive = false;
-                read_until_close(conn, limits.max_body).await?
-            }
-        };
+        let body = read_body(conn, framing, limits).await?;
         // Anything past the answer was not asked for: the connection is
         // out of step and is not reused.
         let reusable = keep_alive && conn.buf.is_empty();
