@@ -34,39 +34,50 @@ pub(crate) async fn attempt<P: Provider>(
     mut p: Pending,
     permit: OwnedSemaphorePermit,
 ) {
-    let out = Outgoing {
-        custom_id: p.parsed.custom_id.clone(),
-        endpoint: p.parsed.endpoint,
-        body: p.parsed.body.clone(),
+    // In a block, so that the answer, its verdict and the request's copy
+    // are not kept across the last await: the task stays small to build and
+    // move (the follow-up is boxed).
+    let follow_up = {
+        let out = Outgoing {
+            custom_id: p.parsed.custom_id.clone(),
+            endpoint: p.parsed.endpoint,
+            body: p.parsed.body.clone(),
+        };
+        let started = Instant::now();
+        // Boxed: the send future is large, and inline it would make every
+        // spawned attempt task that much bigger to build and move.
+        let result = Box::pin(ctx.provider.send(&out)).await;
+        drop(out);
+        let latency = started.elapsed();
+        p.sent += 1;
+        ctx.counters().in_flight.fetch_sub(1, Relaxed);
+        Counters::add(&ctx.counters().attempts, 1);
+        ctx.discovery.observe(&ctx.admission.pacer, &result);
+        let verdict = ctx.provider.classify(&result);
+        let sent = Sent {
+            result,
+            permit,
+            latency,
+        };
+        Box::pin(follow_up(ctx, p, sent, verdict))
     };
-    let started = Instant::now();
-    // Boxed: the send future is large, and inline it would make every
-    // spawned attempt task that much bigger to build and move.
-    let result = Box::pin(ctx.provider.send(&out)).await;
-    drop(out);
-    let latency = started.elapsed();
-    p.sent += 1;
-    ctx.counters().in_flight.fetch_sub(1, Relaxed);
-    Counters::add(&ctx.counters().attempts, 1);
-    ctx.discovery.observe(&ctx.admission.pacer, &result);
+    follow_up.await;
+}
 
-    let verdict = ctx.provider.classify(&result);
-    let sent = Sent {
-        result,
-        permit,
-        latency,
-    };
+/// What the provider's verdict on an attempt calls for.
+async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, p: Pending, sent: Sent, verdict: Verdict) {
     match verdict {
         Verdict::Success => {
             let Attempt::Answered(a) = sent.result else {
                 unreachable!("only answers succeed")
             };
-            count_success(&ctx, &p, &a, latency);
+            count_success(&ctx, &p, &a, sent.latency);
             let permit = Some(sent.permit);
-            Box::pin(ctx.finish_with_answer(&p, a, FinalState::Done, permit, latency)).await;
+            ctx.finish_with_answer(&p, a, FinalState::Done, permit, sent.latency)
+                .await;
         }
         // The rarer paths are boxed so that their state does not make
-        // every attempt task bigger.
+        // every follow-up bigger.
         Verdict::Fail => Box::pin(ctx.finish_failed(&p, sent)).await,
         Verdict::StopRun(reason) => ctx.stop_with(match reason {
             StopReason::Unauthorized { status, message } => {
