@@ -102,6 +102,7 @@
 use {reqwest as _, rustls as _};
 
 mod answer;
+mod anthropic;
 mod batches;
 mod config;
 mod faults;
@@ -125,6 +126,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use anthropic::{
+    ANTHROPIC_VERSION, MARKER_SPEND_LIMIT, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, MessageBatchStats,
+};
 pub use batches::{BatchBehavior, BatchEnd, BatchStats, MARKER_BATCH_INVALID};
 pub use batchling_core::duration::parse_duration as parse_go_duration;
 pub use config::{
@@ -336,6 +340,55 @@ impl MockServer {
     /// Every batch object, newest first.
     pub fn batch_objects(&self) -> Vec<serde_json::Value> {
         self.shared.batches.batches()
+    }
+
+    /// `http://HOST:PORT`, the base URL Anthropic's SDKs take (they add
+    /// `/v1/messages` themselves).
+    pub fn anthropic_base_url(&self) -> String {
+        self.base_url().trim_end_matches("/v1").to_owned()
+    }
+
+    /// Require this key (`x-api-key`, or `Authorization: Bearer`) on the
+    /// Anthropic API; any other gets a 401 `authentication_error` that does
+    /// not repeat it. `None` (the default): any non-empty key.
+    pub fn require_anthropic_key(&self, key: Option<&str>) {
+        self.shared.anthropic_key.set(key.map(str::to_owned));
+    }
+
+    /// How Message Batches behave from now on (read at each retrieve, so it
+    /// also changes batches in progress); the same [`BatchBehavior`] as the
+    /// OpenAI batches, kept apart.
+    pub fn set_message_batch_behavior(&self, behavior: BatchBehavior) {
+        self.shared.message_batches.set_behavior(behavior);
+    }
+
+    /// Answer the next `n` Message Batch creates with `status` (Anthropic's
+    /// error type for it), storing nothing.
+    pub fn fail_next_message_batch_creates(&self, n: u32, status: u16) {
+        self.shared.message_batches.fail_next_creates(n, status);
+    }
+
+    /// The next `n` Message Batch creates store the batch, then answer 500:
+    /// the client sees a failure for a batch that exists.
+    pub fn lose_next_message_batch_creates(&self, n: u32) {
+        self.shared.message_batches.lose_next_creates(n);
+    }
+
+    /// While on, a Message Batch create stores the batch and then never
+    /// answers: a test kills the client in that window.
+    pub fn set_hang_message_batch_creates(&self, on: bool) {
+        self.shared.message_batches.set_hang_creates(on);
+    }
+
+    /// Counters of the Message Batches API.
+    pub fn message_batch_stats(&self) -> MessageBatchStats {
+        self.shared.message_batches.stats()
+    }
+
+    /// Every Message Batch object as it stands now, newest first.
+    pub fn message_batch_objects(&self) -> Vec<serde_json::Value> {
+        let base = self.anthropic_base_url();
+        self.shared.message_batches.objects(&base)
     }
 
     /// Stop accepting, let in-flight requests finish (up to
