@@ -281,10 +281,6 @@ async fn keys_versions_and_bodies_are_checked_as_anthropic_does() {
             "top-level `system`",
         ),
         (
-            json!({"model": "m", "max_tokens": 8, "messages": [{"role": "assistant", "content": "x"}]}),
-            "first message",
-        ),
-        (
             json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": [{"text": "x"}]}]}),
             "messages.0.content.0.type",
         ),

@@ -164,9 +164,9 @@ fn check_system(system: Option<&Value>, at: &str) -> Result<(), AnthropicError> 
 }
 
 /// `messages`: at least one, each `user` or `assistant` (a `system` role is
-/// Anthropic's own error), the first from the user, each content a string
-/// or a non-empty list of typed blocks. Consecutive turns of one role are
-/// allowed: Anthropic combines them.
+/// Anthropic's own error), each content a string or a non-empty list of
+/// typed blocks. Consecutive turns of one role are allowed: Anthropic
+/// combines them (and a last `assistant` turn is a prefill).
 fn check_messages(messages: Option<&Value>, at: &str) -> Result<(), AnthropicError> {
     let bad = |field: String, what: &str| AnthropicError::invalid(format!("{at}{field}: {what}"));
     let list = match messages {
@@ -179,14 +179,7 @@ fn check_messages(messages: Option<&Value>, at: &str) -> Result<(), AnthropicErr
     };
     for (i, m) in list.iter().enumerate() {
         match m.get("role").and_then(Value::as_str) {
-            Some("user") => {}
-            Some("assistant") if i > 0 => {}
-            Some("assistant") => {
-                return Err(bad(
-                    "messages.0.role".into(),
-                    "the first message must use the user role",
-                ));
-            }
+            Some("user" | "assistant") => {}
             Some("system") => {
                 return Err(bad(
                     format!("messages.{i}.role"),
