@@ -326,8 +326,9 @@ impl MockServer {
     /// Make EVERY request (valid or not, before limits and latency) answer
     /// `status` with the JSON `body` and the extra `headers` (which replace
     /// the mock's own headers of the same name), until called with `None`.
-    /// Overridden requests consume no rate budget. The Files + Batches API
-    /// is not overridden: steer it with the batch setters below.
+    /// Overridden requests consume no rate budget. `POST /v1/messages` is
+    /// overridden too; the Files + Batches API and the Message Batches API
+    /// are not: steer them with the batch setters below.
     ///
     /// # Panics
     /// On a status outside 100..=999 or an invalid header name or value.

@@ -214,7 +214,7 @@ fn is_rfc3339(s: &str) -> bool {
 }
 
 #[tokio::test]
-async fn keys_versions_and_bodies_are_checked_as_anthropic_does() {
+async fn keys_and_versions_are_checked_as_anthropic_does() {
     let server = start(MockConfig::default()).await;
     let ok = hello("claude-haiku-4-5", 8, "hi");
     let no_key = call(
@@ -262,7 +262,12 @@ async fn keys_versions_and_bodies_are_checked_as_anthropic_does() {
     )
     .await;
     assert_eq!(right.status, 200);
-    server.require_anthropic_key(None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_are_checked_as_anthropic_does() {
+    let server = start(MockConfig::default()).await;
     let bad = [
         (
             json!({"max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}),
@@ -787,5 +792,38 @@ async fn batches_list_newest_first_in_pages() {
     );
     let bad = get(&server, "/v1/messages/batches?limit=0").await;
     assert_eq!(bad.status, 400);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_count_answers_and_the_override_answers_messages_too() {
+    let server = start(MockConfig::default()).await;
+    let mut body = hello("claude-haiku-4-5", 4, "hi");
+    body["metadata"] = json!({"user_id": "line-7"});
+    assert_eq!(message(&server, &body).await.status, 200);
+    assert_eq!(server.ok_count_for("line-7"), 1);
+    assert_eq!(server.stats().ok, 1);
+    let overloaded =
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    server.set_status_override(Some((529, overloaded.to_owned(), Vec::new())));
+    let a = message(&server, &body).await;
+    assert_eq!(a.status, 529);
+    assert_eq!(a.json()["error"]["type"], "overloaded_error");
+    assert!(a.header("request-id").is_some());
+    assert_eq!(server.attempts_for("line-7"), 2);
+    assert_eq!(server.ok_count_for("line-7"), 1);
+    server.set_status_override(None);
+    // On the OpenAI endpoints the same fault is a 503.
+    server.set_faults(Faults {
+        overloaded: 1.0,
+        ..Faults::default()
+    });
+    let chat = client()
+        .post(format!("{}/chat/completions", server.base_url()))
+        .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 503);
     server.shutdown().await;
 }

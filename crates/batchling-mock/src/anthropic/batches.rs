@@ -59,6 +59,8 @@ pub struct MessageBatchStats {
 /// One stored batch.
 struct Stored {
     id: String,
+    /// The creating key's limit group: whose prompt cache it uses.
+    group: usize,
     created_at: u64,
     requests: Vec<(String, Value)>,
     polls: u32,
@@ -188,7 +190,11 @@ pub(crate) async fn handle(
     let path = parts.uri.path().trim_start_matches("/v1/messages/");
     let segments: Vec<&str> = path.split('/').collect();
     let result = match (&parts.method, segments.as_slice()) {
-        (&Method::POST, ["batches"]) => return create(shared, &body, &base).await,
+        (&Method::POST, ["batches"]) => {
+            let lane = shared.limits.lane(super::api_key(&parts.headers), None);
+            let group = shared.limits.group_index(lane);
+            return create(shared, &body, &base, group).await;
+        }
         (&Method::GET, ["batches"]) => list(shared, parts.uri.query(), &base),
         (&Method::GET, ["batches", id]) => retrieve(shared, id, &base),
         (&Method::POST, ["batches", id, "cancel"]) => cancel(shared, id, &base),
@@ -219,7 +225,7 @@ fn origin(parts: &Parts) -> String {
 
 /// `POST /v1/messages/batches`: check, store, answer (or fail, lose or
 /// hang, as the test asked).
-async fn create(shared: &Shared, body: &[u8], base: &str) -> Response<Body> {
+async fn create(shared: &Shared, body: &[u8], base: &str, group: usize) -> Response<Body> {
     let api = &shared.message_batches;
     if take(&api.fail_creates) {
         let status = api.fail_status.load(Relaxed) as u16;
@@ -235,6 +241,7 @@ async fn create(shared: &Shared, body: &[u8], base: &str) -> Response<Body> {
     };
     let stored = Stored {
         id: api.new_id(),
+        group,
         created_at: batchling_core::clock::unix_now(),
         requests,
         polls: 0,
@@ -369,7 +376,7 @@ fn run(shared: &Shared, b: &mut Stored, end: End) {
     let mut counts = [0u64; 4];
     for (i, (custom_id, params)) in b.requests.iter().enumerate() {
         let result = if i < end.answered {
-            answer(shared, params)
+            answer(shared, b.group, params)
         } else {
             json!({"type": end.rest})
         };
@@ -396,7 +403,7 @@ fn run(shared: &Shared, b: &mut Stored, end: End) {
 }
 
 /// One request's result, as `POST /v1/messages` would answer it.
-fn answer(shared: &Shared, params: &Value) -> Value {
+fn answer(shared: &Shared, group: usize, params: &Value) -> Value {
     let text = params.to_string();
     let errored = |e: AnthropicError| {
         let id = shared.request_id();
@@ -416,7 +423,6 @@ fn answer(shared: &Shared, params: &Value) -> Value {
         Ok(req) => req,
         Err(e) => return errored(e),
     };
-    let group = 0;
     let usage: InputUsage = shared.prompt_cache.split(group, &req);
     let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
     let (mut message, _) = message::render(params, &req, &usage, hash);
