@@ -388,6 +388,15 @@ pub(crate) struct MockArgs {
     #[arg(long)]
     pub(crate) tpm: Option<u64>,
 
+    /// Input-tokens-per-minute limit (Anthropic's ITPM: input and cache
+    /// writes, not cache reads), likewise.
+    #[arg(long)]
+    pub(crate) itpm: Option<u64>,
+
+    /// Output-tokens-per-minute limit (Anthropic's OTPM: max_tokens), likewise.
+    #[arg(long)]
+    pub(crate) otpm: Option<u64>,
+
     /// Limits per model and limit groups of keys, as TOML (see the README).
     #[arg(long, value_name = "FILE")]
     pub(crate) limits: Option<PathBuf>,
@@ -420,6 +429,11 @@ pub(crate) struct MockArgs {
     /// Share of 200 answers with a truncated body.
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub(crate) malformed: f64,
+
+    /// Share of requests answered 529 overloaded_error on the Anthropic API
+    /// (503 on the OpenAI one).
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub(crate) overloaded: f64,
 
     /// Seed for faults and jitter.
     #[arg(long, default_value_t = 1)]

@@ -668,6 +668,7 @@ impl MockSettings {
                 error_503: a.error_503,
                 drop_connection: a.drop_connection,
                 malformed_body: a.malformed,
+                overloaded: a.overloaded,
                 ..Faults::default()
             },
             seed: a.seed,
@@ -682,6 +683,8 @@ impl MockSettings {
         // Flags win over the file.
         config.rpm = a.rpm.or(config.rpm);
         config.tpm = a.tpm.or(config.tpm);
+        config.itpm = a.itpm.or(config.itpm);
+        config.otpm = a.otpm.or(config.otpm);
         config.token_count = a.token_count.unwrap_or(config.token_count);
         if a.per_second {
             config.window = LimitWindow::Second;

@@ -19,6 +19,13 @@ pub struct MockConfig {
     /// Tokens per minute of the same, counted by [`MockConfig::token_count`].
     /// `None` = unlimited.
     pub tpm: Option<u64>,
+    /// Input tokens per minute (Anthropic's ITPM) of the same: input
+    /// tokens plus cache writes, cache reads left out (see the crate docs,
+    /// *Anthropic*). `None` = unlimited.
+    pub itpm: Option<u64>,
+    /// Output tokens per minute (Anthropic's OTPM) of the same: the
+    /// reserved output (`max_tokens`). `None` = unlimited.
+    pub otpm: Option<u64>,
     /// Limits per model (or family of models) and the limit groups keys
     /// belong to. Empty by default: one budget for everything.
     pub limits: LimitTable,
@@ -52,6 +59,8 @@ impl Default for MockConfig {
             latency_jitter: Duration::ZERO,
             rpm: None,
             tpm: None,
+            itpm: None,
+            otpm: None,
             limits: LimitTable::default(),
             token_count: TokenCount::Exact,
             window: LimitWindow::Minute,
@@ -92,7 +101,8 @@ pub struct LimitTable {
     pub groups: Vec<LimitGroup>,
 }
 
-/// One limit: requests and tokens per minute, shared by the models listed.
+/// One limit: requests and tokens per minute, shared by the models listed
+/// (for Anthropic, a model class).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelLimit {
     /// The limit's name, shown in [`LaneStats`](crate::LaneStats).
@@ -103,17 +113,16 @@ pub struct ModelLimit {
     pub rpm: Option<u64>,
     /// Tokens per minute; `None` = unlimited.
     pub tpm: Option<u64>,
+    /// Input tokens per minute (Anthropic's ITPM); `None` = unlimited.
+    pub itpm: Option<u64>,
+    /// Output tokens per minute (Anthropic's OTPM); `None` = unlimited.
+    pub otpm: Option<u64>,
 }
 
 impl ModelLimit {
     /// A limit for one model, named after it.
     pub fn new(model: &str, rpm: Option<u64>, tpm: Option<u64>) -> Self {
-        ModelLimit {
-            name: model.to_owned(),
-            models: vec![model.to_owned()],
-            rpm,
-            tpm,
-        }
+        Self::shared(model, &[model], rpm, tpm)
     }
 
     /// A limit named `name` shared by a family of models.
@@ -123,7 +132,14 @@ impl ModelLimit {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             rpm,
             tpm,
+            itpm: None,
+            otpm: None,
         }
+    }
+
+    /// The same limit with Anthropic's input and output token limits.
+    pub fn with_input_output(self, itpm: Option<u64>, otpm: Option<u64>) -> Self {
+        ModelLimit { itpm, otpm, ..self }
     }
 }
 
@@ -264,8 +280,8 @@ impl FromStr for LimitWindow {
 /// Probabilities (each `0.0..=1.0`, default 0) of injected failures, decided
 /// per admitted request from `(seed, arrival number)`.
 ///
-/// `error_500`, `error_503`, `drop_connection` and `malformed_body` exclude
-/// each other and are tried in that order from one draw (so their sum should
+/// `error_500`, `error_503`, `drop_connection`, `malformed_body` and
+/// `overloaded` exclude each other and are tried in that order from one draw (so their sum should
 /// stay at most 1). `slow` is drawn independently and can add to any answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Faults {
@@ -281,6 +297,9 @@ pub struct Faults {
     pub slow_delay: Duration,
     /// 200 whose JSON body is cut off half way.
     pub malformed_body: f64,
+    /// Anthropic's 529 `overloaded_error` (on the OpenAI endpoints, a 503,
+    /// OpenAI's word for the same). Tried after the four above.
+    pub overloaded: f64,
 }
 
 impl Default for Faults {
@@ -292,6 +311,7 @@ impl Default for Faults {
             slow: 0.0,
             slow_delay: Duration::from_secs(1),
             malformed_body: 0.0,
+            overloaded: 0.0,
         }
     }
 }
@@ -304,5 +324,6 @@ impl Faults {
             && self.drop_connection <= 0.0
             && self.slow <= 0.0
             && self.malformed_body <= 0.0
+            && self.overloaded <= 0.0
     }
 }

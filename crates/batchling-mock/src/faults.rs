@@ -14,6 +14,7 @@ pub(crate) enum Fault {
     Error503,
     DropConnection,
     MalformedBody,
+    Overloaded,
 }
 
 /// Everything random about one admitted request.
@@ -49,6 +50,7 @@ pub(crate) fn draw(seed: u64, seq: u64, faults: &Faults, latency_jitter: Duratio
         let e503 = e500 + faults.error_503.max(0.0);
         let drop = e503 + faults.drop_connection.max(0.0);
         let malformed = drop + faults.malformed_body.max(0.0);
+        let overloaded = malformed + faults.overloaded.max(0.0);
         if u < e500 {
             Fault::Error500
         } else if u < e503 {
@@ -57,6 +59,8 @@ pub(crate) fn draw(seed: u64, seq: u64, faults: &Faults, latency_jitter: Duratio
             Fault::DropConnection
         } else if u < malformed {
             Fault::MalformedBody
+        } else if u < overloaded {
+            Fault::Overloaded
         } else {
             Fault::None
         }
@@ -85,11 +89,12 @@ mod tests {
             error_503: 0.2,
             drop_connection: 0.05,
             malformed_body: 0.15,
+            overloaded: 0.3,
             slow: 0.5,
             ..Faults::default()
         };
         let n = 100_000u64;
-        let mut counts = [0u64; 5];
+        let mut counts = [0u64; 6];
         let mut slow = 0;
         for seq in 0..n {
             let d = draw(7, seq, &faults, Duration::from_millis(10));
@@ -102,6 +107,7 @@ mod tests {
         assert!((frac(counts[Fault::Error503 as usize]) - 0.2).abs() < 0.01);
         assert!((frac(counts[Fault::DropConnection as usize]) - 0.05).abs() < 0.01);
         assert!((frac(counts[Fault::MalformedBody as usize]) - 0.15).abs() < 0.01);
+        assert!((frac(counts[Fault::Overloaded as usize]) - 0.3).abs() < 0.01);
         assert!((frac(slow) - 0.5).abs() < 0.01);
     }
 

@@ -1,5 +1,7 @@
 //! The fake provider: a real HTTP/1.1 server that answers like OpenAI's
-//! synchronous API, with rate limits, latency and seeded faults.
+//! synchronous API and like Anthropic's Messages API (by path, from the
+//! same server), with rate limits, latency and seeded faults, and fakes of
+//! both Batch APIs.
 //!
 //! `batchling mock` runs it as a process (benchmarks drive it at well over
 //! 10,000 requests/s), and integration tests start it in-process:
@@ -67,6 +69,59 @@
 //! no second went over a lane's share. `batchling mock --limits FILE` reads
 //! the same from TOML ([`LimitsFile`]).
 //!
+//! # Anthropic
+//! `/v1/messages...` is Anthropic's API (docs/providers.md, "Anthropic:
+//! Messages and Message Batches"); its base URL is
+//! [`MockServer::anthropic_base_url`]. Every call needs a key (`x-api-key`,
+//! or `Authorization: Bearer`; [`MockServer::require_anthropic_key`] pins
+//! one) and an `anthropic-version` header (a 400 without, as Anthropic
+//! answers). Errors use Anthropic's envelope `{"type":"error","error":
+//! {"type","message"},"request_id"}`; every answer has `request-id`.
+//!
+//! `POST /v1/messages` goes through the same steps as an OpenAI request:
+//! 1. the key and version; the body, bounded by `max_body_bytes` (413
+//!    `request_too_large` over it, before it is read); its key for
+//!    [`MockServer::ok_count_for`] (`x-batchling-custom-id`, else
+//!    `metadata.user_id`, else the body's xxh3); the status override;
+//! 2. Anthropic's checks (400 `invalid_request_error` naming the field):
+//!    `model`, `max_tokens` ≥ 1, `messages` non-empty with roles `user` /
+//!    `assistant` (a `system` role is refused; consecutive turns of one
+//!    role are combined, as Anthropic does),
+//!    content a string or typed blocks, `system` a string or text blocks,
+//!    `temperature` in 0..=1, no `stream`. A body with `__fail_400__` gets
+//!    400; one with [`MARKER_SPEND_LIMIT`] the spend-cap 429 (no
+//!    `retry-after`);
+//! 3. admission to its lane (the same lanes, keyed by `x-api-key`): one
+//!    request against RPM, input tokens plus cache writes against ITPM
+//!    ([`MockConfig::itpm`]; cache reads do not count, as Anthropic says),
+//!    `max_tokens` against OTPM ([`MockConfig::otpm`]), both against TPM.
+//!    Over a limit: 429 `rate_limit_error` with `retry-after` (whole
+//!    seconds) naming the limit; a request that alone exceeds one is a
+//!    400, since it can never succeed;
+//! 4. the fault draw and latency: `error_500` gives 500 `api_error`,
+//!    `error_503` and [`Faults::overloaded`] 529 `overloaded_error`;
+//! 5. the message object (`msg_...`, one text block echoing the last user
+//!    text, `stop_reason` `end_turn`, `max_tokens` or `stop_sequence`, and
+//!    `usage` with `input_tokens`, `output_tokens`,
+//!    `cache_creation_input_tokens`, `cache_read_input_tokens`,
+//!    `cache_creation`). Tokens are characters / 4; a block with
+//!    `cache_control` makes the first request with that prefix report it as
+//!    cache writes and later ones as cache reads (`anthropic/message.rs`).
+//!
+//! Answers carry `anthropic-ratelimit-{requests,tokens,input-tokens,
+//! output-tokens}-{limit,remaining,reset}` for the limits the lane has
+//! (`tokens-*` is its TPM, else input and output combined), the reset as
+//! an RFC 3339 instant. Unlike Anthropic, remaining counts are exact, not
+//! rounded to thousands, and limits are fixed windows like OpenAI's, not a
+//! token bucket.
+//!
+//! The Message Batches API (`anthropic/batches.rs`) takes requests inline
+//! (at most [`MAX_BATCH_REQUESTS`] and [`MAX_BATCH_BYTES`]), moves a batch
+//! `in_progress` → (`canceling` →) `ended` when it is retrieved, steered by
+//! [`MockServer::set_message_batch_behavior`] and the setters below it,
+//! and serves JSONL results (`succeeded` / `errored` / `canceled` /
+//! `expired`) at the batch's `results_url`.
+//!
 //! # Files
 //! - `lib.rs`: [`MockServer`]: start, stop, stats, runtime setters.
 //! - `config.rs`: [`MockConfig`], [`LimitTable`], [`TokenCount`],
@@ -80,6 +135,10 @@
 //! - `batches/`: a fake Files + Batches API (upload, create, poll,
 //!   cancel, list, download) that answers each batch line like the online
 //!   endpoints, steered by [`BatchBehavior`] and the setters below.
+//! - `anthropic/`: the Anthropic API: common checks, envelope and headers
+//!   (`mod.rs`), the Messages steps (`online.rs`), validation, the prompt
+//!   cache and the message object (`message.rs`), the Message Batches API
+//!   (`batches.rs`), RFC 3339 times (`time.rs`).
 //! - `server.rs`: accept loop, hyper connections, routing, shared state.
 //! - `online.rs`: the online request's steps; `reply.rs`: the common
 //!   headers.
@@ -102,6 +161,7 @@
 use {reqwest as _, rustls as _};
 
 mod answer;
+mod anthropic;
 mod batches;
 mod config;
 mod faults;
@@ -125,6 +185,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use anthropic::{
+    ANTHROPIC_VERSION, MARKER_SPEND_LIMIT, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, MessageBatchStats,
+};
 pub use batches::{BatchBehavior, BatchEnd, BatchStats, MARKER_BATCH_INVALID};
 pub use batchling_core::duration::parse_duration as parse_go_duration;
 pub use config::{
@@ -263,8 +326,9 @@ impl MockServer {
     /// Make EVERY request (valid or not, before limits and latency) answer
     /// `status` with the JSON `body` and the extra `headers` (which replace
     /// the mock's own headers of the same name), until called with `None`.
-    /// Overridden requests consume no rate budget. The Files + Batches API
-    /// is not overridden: steer it with the batch setters below.
+    /// Overridden requests consume no rate budget. `POST /v1/messages` is
+    /// overridden too; the Files + Batches API and the Message Batches API
+    /// are not: steer them with the batch setters below.
     ///
     /// # Panics
     /// On a status outside 100..=999 or an invalid header name or value.
@@ -336,6 +400,55 @@ impl MockServer {
     /// Every batch object, newest first.
     pub fn batch_objects(&self) -> Vec<serde_json::Value> {
         self.shared.batches.batches()
+    }
+
+    /// `http://HOST:PORT`, the base URL Anthropic's SDKs take (they add
+    /// `/v1/messages` themselves).
+    pub fn anthropic_base_url(&self) -> String {
+        self.base_url().trim_end_matches("/v1").to_owned()
+    }
+
+    /// Require this key (`x-api-key`, or `Authorization: Bearer`) on the
+    /// Anthropic API; any other gets a 401 `authentication_error` that does
+    /// not repeat it. `None` (the default): any non-empty key.
+    pub fn require_anthropic_key(&self, key: Option<&str>) {
+        self.shared.anthropic_key.set(key.map(str::to_owned));
+    }
+
+    /// How Message Batches behave from now on (read at each retrieve, so it
+    /// also changes batches in progress); the same [`BatchBehavior`] as the
+    /// OpenAI batches, kept apart.
+    pub fn set_message_batch_behavior(&self, behavior: BatchBehavior) {
+        self.shared.message_batches.set_behavior(behavior);
+    }
+
+    /// Answer the next `n` Message Batch creates with `status` (Anthropic's
+    /// error type for it), storing nothing.
+    pub fn fail_next_message_batch_creates(&self, n: u32, status: u16) {
+        self.shared.message_batches.fail_next_creates(n, status);
+    }
+
+    /// The next `n` Message Batch creates store the batch, then answer 500:
+    /// the client sees a failure for a batch that exists.
+    pub fn lose_next_message_batch_creates(&self, n: u32) {
+        self.shared.message_batches.lose_next_creates(n);
+    }
+
+    /// While on, a Message Batch create stores the batch and then never
+    /// answers: a test kills the client in that window.
+    pub fn set_hang_message_batch_creates(&self, on: bool) {
+        self.shared.message_batches.set_hang_creates(on);
+    }
+
+    /// Counters of the Message Batches API.
+    pub fn message_batch_stats(&self) -> MessageBatchStats {
+        self.shared.message_batches.stats()
+    }
+
+    /// Every Message Batch object as it stands now, newest first.
+    pub fn message_batch_objects(&self) -> Vec<serde_json::Value> {
+        let base = self.anthropic_base_url();
+        self.shared.message_batches.objects(&base)
     }
 
     /// Stop accepting, let in-flight requests finish (up to

@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::answer::{self, ApiError, Plan};
 use crate::config::LimitWindow;
 use crate::faults::{Draw, Fault, draw};
-use crate::limits::{Admission, LaneId, LimitKind, charge};
+use crate::limits::{Admission, Cost, LaneId, LimitKind, charge};
 use crate::reply::{Reply, finish, overridden};
 use crate::server::{DropConnection, Shared, api_key};
 
@@ -182,7 +182,12 @@ fn estimate(
 
 /// Charge the request to its lane, or the 429 that says why not.
 fn admit(shared: &Shared, req: &Checked<'_>) -> Result<(), Reply> {
-    match shared.limits.admit(req.lane, req.cost) {
+    let cost = Cost {
+        tokens: req.cost,
+        input: req.estimate.input,
+        output: req.estimate.max_output,
+    };
+    match shared.limits.admit(req.lane, cost) {
         Admission::Admitted => {
             shared.counters.tokens_admitted.fetch_add(req.cost, Relaxed);
             Ok(())
@@ -197,6 +202,8 @@ fn admit(shared: &Shared, req: &Checked<'_>) -> Result<(), Reply> {
             let (per, short) = match kind {
                 LimitKind::Requests => ("requests per min", "RPM"),
                 LimitKind::Tokens => ("tokens per min", "TPM"),
+                LimitKind::InputTokens => ("input tokens per min", "ITPM"),
+                LimitKind::OutputTokens => ("output tokens per min", "OTPM"),
             };
             let enforced = match shared.config.window {
                 LimitWindow::Minute => "",
@@ -220,7 +227,9 @@ fn admit(shared: &Shared, req: &Checked<'_>) -> Result<(), Reply> {
             reply.retry_after = Some(retry_after);
             Err(reply)
         }
-        Admission::TooLarge { limit, requested } => {
+        Admission::TooLarge {
+            limit, requested, ..
+        } => {
             let message = format!(
                 "Request too large for {model} in organization {org} on tokens per min (TPM): \
                  Limit {limit}, Requested {requested}. The input or output tokens must be \
@@ -236,7 +245,7 @@ fn admit(shared: &Shared, req: &Checked<'_>) -> Result<(), Reply> {
 }
 
 /// Draw the admitted request's fault, then sleep its latency.
-async fn take_our_time(shared: &Shared) -> Draw {
+pub(crate) async fn take_our_time(shared: &Shared) -> Draw {
     let seq = shared.admitted_seq.fetch_add(1, Relaxed);
     let faults = *shared.faults.read().unwrap_or_else(|e| e.into_inner());
     let jitter = Duration::from_nanos(shared.jitter_nanos.load(Relaxed));
@@ -279,7 +288,8 @@ fn answer(
     }
     match drawn.fault {
         Fault::Error500 => return fault(500),
-        Fault::Error503 => return fault(503),
+        // Overloaded is Anthropic's 529; OpenAI says the same with a 503.
+        Fault::Error503 | Fault::Overloaded => return fault(503),
         Fault::DropConnection => {
             counters.faults.fetch_add(1, Relaxed);
             counters.dropped.fetch_add(1, Relaxed);
@@ -315,13 +325,13 @@ fn bad_request(shared: &Shared, lane: LaneId, e: ApiError) -> Response<Body> {
 
 /// Which markers a raw body contains.
 #[derive(Debug, Default, Clone, Copy)]
-struct Markers {
-    fail_400: bool,
-    fail_500: bool,
-    no_json: bool,
+pub(crate) struct Markers {
+    pub(crate) fail_400: bool,
+    pub(crate) fail_500: bool,
+    pub(crate) no_json: bool,
 }
 
-fn scan_markers(body: &[u8]) -> Markers {
+pub(crate) fn scan_markers(body: &[u8]) -> Markers {
     let mut m = Markers::default();
     let mut rest = body;
     while let Some(at) = rest.iter().position(|&b| b == b'_') {

@@ -1,6 +1,7 @@
 //! The HTTP side: the accept loop, one hyper HTTP/1.1 connection per task,
 //! the state every handler shares, and routing: online requests go to
-//! `online.rs`, the Files + Batches API to `batches/`.
+//! `online.rs`, the Files + Batches API to `batches/`, Anthropic's Messages
+//! and Message Batches APIs (`/v1/messages...`) to `anthropic/`.
 //!
 //! hyper is driven directly (not through `axum::serve`) because the
 //! `drop_connection` fault needs the service to fail: hyper then closes the
@@ -54,6 +55,12 @@ pub(crate) struct Shared {
     pub(crate) keys: KeyTable,
     /// The Files + Batches API.
     pub(crate) batches: crate::batches::BatchApi,
+    /// Anthropic's prompt cache: the prefixes written so far.
+    pub(crate) prompt_cache: crate::anthropic::PromptCache,
+    /// Anthropic's Message Batches API.
+    pub(crate) message_batches: crate::anthropic::MessageBatches,
+    /// The key Anthropic calls must carry, when a test sets one.
+    pub(crate) anthropic_key: crate::anthropic::RequiredKey,
     /// Arrival number of admitted requests (input of the fault draw).
     pub(crate) admitted_seq: AtomicU64,
     /// Counter behind `x-request-id`.
@@ -76,6 +83,9 @@ impl Shared {
             counters: Counters::default(),
             keys: KeyTable::default(),
             batches: crate::batches::BatchApi::default(),
+            prompt_cache: crate::anthropic::PromptCache::default(),
+            message_batches: crate::anthropic::MessageBatches::default(),
+            anthropic_key: crate::anthropic::RequiredKey::default(),
             admitted_seq: AtomicU64::new(0),
             request_seq: AtomicU64::new(0),
             request_nonce: mix64(nonce),
@@ -178,6 +188,7 @@ enum Route {
     Endpoint(Endpoint),
     Stats,
     Batches,
+    Anthropic,
     WrongMethod,
     NotFound,
 }
@@ -188,6 +199,9 @@ fn route(method: &Method, path: &str) -> Route {
     }
     if crate::batches::is_batch_path(path) {
         return Route::Batches;
+    }
+    if crate::anthropic::is_anthropic_path(path) {
+        return Route::Anthropic;
     }
     match path.parse::<Endpoint>() {
         Ok(e) if method == Method::POST => Route::Endpoint(e),
@@ -208,6 +222,7 @@ async fn handle(
         }
         Route::Stats => Ok(stats_page(&shared)),
         Route::Batches => Ok(batch_api(&shared, parts, incoming).await),
+        Route::Anthropic => crate::anthropic::handle(&shared, parts, incoming).await,
         Route::WrongMethod => Ok(no_such_route(&shared, &parts, true)),
         Route::NotFound => Ok(no_such_route(&shared, &parts, false)),
     }

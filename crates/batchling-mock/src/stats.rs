@@ -44,8 +44,14 @@ pub struct MockStats {
 pub struct SecondCount {
     /// Requests admitted.
     pub requests: u64,
-    /// Tokens charged (by the configured [`TokenCount`](crate::TokenCount)).
+    /// Tokens charged against TPM (by the configured
+    /// [`TokenCount`](crate::TokenCount)).
     pub tokens: u64,
+    /// Input tokens charged against ITPM (Anthropic's rule: cache reads
+    /// left out).
+    pub input_tokens: u64,
+    /// Output tokens charged against OTPM (the reserved output).
+    pub output_tokens: u64,
 }
 
 /// One lane: a limit group and a model limit, with what it admitted. Lanes
@@ -61,10 +67,18 @@ pub struct LaneStats {
     pub rpm: Option<u64>,
     /// Its tokens per minute, if limited.
     pub tpm: Option<u64>,
+    /// Its input tokens per minute (Anthropic's ITPM), if limited.
+    pub itpm: Option<u64>,
+    /// Its output tokens per minute (Anthropic's OTPM), if limited.
+    pub otpm: Option<u64>,
     /// Requests admitted.
     pub requests: u64,
-    /// Tokens charged for them.
+    /// Tokens charged for them against TPM.
     pub tokens: u64,
+    /// Input tokens charged for them against ITPM.
+    pub input_tokens: u64,
+    /// Output tokens charged for them against OTPM.
+    pub output_tokens: u64,
     /// Requests refused with 429 (including "request too large").
     pub rate_limited: u64,
     /// Entry `i`: what was admitted in second `i` after the server started
@@ -73,14 +87,16 @@ pub struct LaneStats {
 }
 
 impl LaneStats {
-    /// The most requests and the most tokens any one second admitted (each
-    /// maximum taken on its own).
+    /// The most requests and the most tokens of each kind any one second
+    /// admitted (each maximum taken on its own).
     pub fn peak(&self) -> SecondCount {
         self.per_second
             .iter()
             .fold(SecondCount::default(), |m, s| SecondCount {
                 requests: m.requests.max(s.requests),
                 tokens: m.tokens.max(s.tokens),
+                input_tokens: m.input_tokens.max(s.input_tokens),
+                output_tokens: m.output_tokens.max(s.output_tokens),
             })
     }
 }

@@ -1,4 +1,6 @@
-//! One lane's RPM / TPM budget over fixed windows, and its per-second log.
+//! One lane's budget over fixed windows, and its per-second log: requests
+//! (RPM), tokens (TPM, OpenAI's one token limit), and Anthropic's two
+//! token limits, input (ITPM) and output (OTPM) tokens.
 //!
 //! Windows are aligned to the server's start instant: window `k` covers
 //! `[start + k·len, start + (k+1)·len)`. A request's cost is counted when it
@@ -17,6 +19,8 @@ use crate::stats::SecondCount;
 pub(crate) enum LimitKind {
     Requests,
     Tokens,
+    InputTokens,
+    OutputTokens,
 }
 
 impl LimitKind {
@@ -24,7 +28,38 @@ impl LimitKind {
     pub(crate) fn error_type(self) -> &'static str {
         match self {
             LimitKind::Requests => "requests",
-            LimitKind::Tokens => "tokens",
+            LimitKind::Tokens | LimitKind::InputTokens | LimitKind::OutputTokens => "tokens",
+        }
+    }
+}
+
+/// A lane's per-minute limits; `None` = unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Rates {
+    pub(crate) rpm: Option<u64>,
+    pub(crate) tpm: Option<u64>,
+    pub(crate) itpm: Option<u64>,
+    pub(crate) otpm: Option<u64>,
+}
+
+/// What one request takes from its lane, besides the request itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Cost {
+    /// Against TPM.
+    pub(crate) tokens: u64,
+    /// Against ITPM.
+    pub(crate) input: u64,
+    /// Against OTPM.
+    pub(crate) output: u64,
+}
+
+impl Cost {
+    /// A cost in TPM tokens only.
+    #[cfg(test)]
+    pub(crate) fn tokens(tokens: u64) -> Self {
+        Cost {
+            tokens,
+            ..Cost::default()
         }
     }
 }
@@ -41,9 +76,10 @@ pub(crate) enum Admission {
         requested: u64,
         retry_after: Duration,
     },
-    /// The request alone costs more tokens than the per-minute limit: it can
+    /// The request alone costs more tokens than a per-minute limit: it can
     /// never be admitted.
     TooLarge {
+        kind: LimitKind,
         limit: u64,
         requested: u64,
     },
@@ -55,6 +91,8 @@ pub(crate) struct LimitSnapshot {
     /// `(configured per-minute limit, remaining in the current window)`.
     pub(crate) requests: Option<(u64, u64)>,
     pub(crate) tokens: Option<(u64, u64)>,
+    pub(crate) input_tokens: Option<(u64, u64)>,
+    pub(crate) output_tokens: Option<(u64, u64)>,
     /// Time until the current window ends.
     pub(crate) reset: Duration,
 }
@@ -65,6 +103,8 @@ struct State {
     index: u64,
     requests: u64,
     tokens: u64,
+    input: u64,
+    output: u64,
     /// Entry `i`: what was admitted in second `i` after the start.
     seconds: Vec<SecondCount>,
     rate_limited: u64,
@@ -84,40 +124,38 @@ pub(crate) struct Budget {
     start: Instant,
     window_nanos: u64,
     /// Configured per-minute figures (for headers and "too large").
-    rpm: Option<u64>,
-    tpm: Option<u64>,
+    rates: Rates,
     /// What one window allows.
     window_requests: Option<u64>,
     window_tokens: Option<u64>,
+    window_input: Option<u64>,
+    window_output: Option<u64>,
     state: Mutex<State>,
 }
 
 impl Budget {
-    pub(crate) fn new(
-        start: Instant,
-        window: LimitWindow,
-        rpm: Option<u64>,
-        tpm: Option<u64>,
-    ) -> Self {
+    pub(crate) fn new(start: Instant, window: LimitWindow, rates: Rates) -> Self {
+        let quantum = |limit: Option<u64>| limit.map(|l| window.quantum(l));
         Budget {
             start,
             window_nanos: window.length().as_nanos() as u64,
-            rpm,
-            tpm,
-            window_requests: rpm.map(|r| window.quantum(r)),
-            window_tokens: tpm.map(|t| window.quantum(t)),
+            rates,
+            window_requests: quantum(rates.rpm),
+            window_tokens: quantum(rates.tpm),
+            window_input: quantum(rates.itpm),
+            window_output: quantum(rates.otpm),
             state: Mutex::new(State::default()),
         }
     }
 
     /// Whether any limit is configured.
     pub(crate) fn is_active(&self) -> bool {
-        self.rpm.is_some() || self.tpm.is_some()
+        self.rates != Rates::default()
     }
 
     /// The configured per-minute limits.
-    pub(crate) fn per_minute(&self) -> (Option<u64>, Option<u64>) {
-        (self.rpm, self.tpm)
+    pub(crate) fn per_minute(&self) -> Rates {
+        self.rates
     }
 
     /// Nanoseconds since the start.
@@ -137,13 +175,13 @@ impl Budget {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Take one request and `tokens` from the current window, or say why not.
+    /// Take one request of `cost` from the current window, or say why not.
     #[cfg(test)]
-    pub(crate) fn admit(&self, tokens: u64) -> Admission {
-        self.admit_at(Instant::now(), tokens)
+    pub(crate) fn admit(&self, cost: Cost) -> Admission {
+        self.admit_at(Instant::now(), cost)
     }
 
-    pub(crate) fn admit_at(&self, now: Instant, tokens: u64) -> Admission {
+    pub(crate) fn admit_at(&self, now: Instant, cost: Cost) -> Admission {
         if !self.is_active() {
             return Admission::Admitted;
         }
@@ -153,25 +191,33 @@ impl Budget {
             state.index = index;
             state.requests = 0;
             state.tokens = 0;
+            state.input = 0;
+            state.output = 0;
         }
-        let verdict = self.judge(&state, tokens, left);
+        let verdict = self.judge(&state, cost, left);
         if verdict == Admission::Admitted {
             state.requests += 1;
-            state.tokens += tokens;
+            state.tokens += cost.tokens;
+            state.input += cost.input;
+            state.output += cost.output;
             let second = (self.elapsed(now) / 1_000_000_000) as usize;
             if state.seconds.len() <= second {
                 state.seconds.resize(second + 1, SecondCount::default());
             }
-            state.seconds[second].requests += 1;
-            state.seconds[second].tokens += tokens;
+            let count = &mut state.seconds[second];
+            count.requests += 1;
+            count.tokens += cost.tokens;
+            count.input_tokens += cost.input;
+            count.output_tokens += cost.output;
         } else {
             state.rate_limited += 1;
         }
         verdict
     }
 
-    /// Whether one request of `tokens` fits the window `state` describes.
-    fn judge(&self, state: &State, tokens: u64, left: Duration) -> Admission {
+    /// Whether one request of `cost` fits the window `state` describes: the
+    /// request limit first, then each token limit in turn.
+    fn judge(&self, state: &State, cost: Cost, left: Duration) -> Admission {
         if let Some(limit) = self.window_requests
             && state.requests >= limit
         {
@@ -183,22 +229,49 @@ impl Budget {
                 retry_after: left,
             };
         }
-        if let (Some(limit), Some(per_minute)) = (self.window_tokens, self.tpm) {
-            if tokens > per_minute {
+        let dimensions = [
+            (
+                LimitKind::Tokens,
+                self.window_tokens,
+                self.rates.tpm,
+                state.tokens,
+                cost.tokens,
+            ),
+            (
+                LimitKind::InputTokens,
+                self.window_input,
+                self.rates.itpm,
+                state.input,
+                cost.input,
+            ),
+            (
+                LimitKind::OutputTokens,
+                self.window_output,
+                self.rates.otpm,
+                state.output,
+                cost.output,
+            ),
+        ];
+        for (kind, window, per_minute, used, asked) in dimensions {
+            let (Some(limit), Some(per_minute)) = (window, per_minute) else {
+                continue;
+            };
+            if asked > per_minute {
                 return Admission::TooLarge {
+                    kind,
                     limit: per_minute,
-                    requested: tokens,
+                    requested: asked,
                 };
             }
             // A request bigger than one window's quantum (possible only with
             // per-second windows) gets an empty window to itself.
-            let fits = state.tokens + tokens <= limit || (tokens > limit && state.tokens == 0);
+            let fits = used + asked <= limit || (asked > limit && used == 0);
             if !fits {
                 return Admission::Limited {
-                    kind: LimitKind::Tokens,
+                    kind,
                     limit,
-                    used: state.tokens,
-                    requested: tokens,
+                    used,
+                    requested: asked,
                     retry_after: left,
                 };
             }
@@ -213,25 +286,26 @@ impl Budget {
 
     pub(crate) fn snapshot_at(&self, now: Instant) -> LimitSnapshot {
         let (index, reset) = self.position(now);
-        let (used_requests, used_tokens) = if self.is_active() {
+        let used = if self.is_active() {
             let state = self.lock();
             if state.index == index {
-                (state.requests, state.tokens)
+                [state.requests, state.tokens, state.input, state.output]
             } else {
-                (0, 0)
+                [0; 4]
             }
         } else {
-            (0, 0)
+            [0; 4]
+        };
+        let remaining = |per_minute: Option<u64>, window: Option<u64>, used: u64| {
+            per_minute
+                .zip(window)
+                .map(|(per_minute, limit)| (per_minute, limit.saturating_sub(used)))
         };
         LimitSnapshot {
-            requests: self
-                .rpm
-                .zip(self.window_requests)
-                .map(|(rpm, limit)| (rpm, limit.saturating_sub(used_requests))),
-            tokens: self
-                .tpm
-                .zip(self.window_tokens)
-                .map(|(tpm, limit)| (tpm, limit.saturating_sub(used_tokens))),
+            requests: remaining(self.rates.rpm, self.window_requests, used[0]),
+            tokens: remaining(self.rates.tpm, self.window_tokens, used[1]),
+            input_tokens: remaining(self.rates.itpm, self.window_input, used[2]),
+            output_tokens: remaining(self.rates.otpm, self.window_output, used[3]),
             reset,
         }
     }
@@ -250,15 +324,23 @@ impl Budget {
 mod tests {
     use super::*;
 
+    fn rates(rpm: Option<u64>, tpm: Option<u64>) -> Rates {
+        Rates {
+            rpm,
+            tpm,
+            ..Rates::default()
+        }
+    }
+
     #[test]
     fn minute_window_counts_requests_and_tokens() {
         let start = Instant::now();
-        let l = Budget::new(start, LimitWindow::Minute, Some(3), Some(100));
+        let l = Budget::new(start, LimitWindow::Minute, rates(Some(3), Some(100)));
         let t = start + Duration::from_secs(10);
-        assert_eq!(l.admit_at(t, 40), Admission::Admitted);
-        assert_eq!(l.admit_at(t, 40), Admission::Admitted);
+        assert_eq!(l.admit_at(t, Cost::tokens(40)), Admission::Admitted);
+        assert_eq!(l.admit_at(t, Cost::tokens(40)), Admission::Admitted);
         // Third would exceed tokens: rejected and costs nothing.
-        match l.admit_at(t, 40) {
+        match l.admit_at(t, Cost::tokens(40)) {
             Admission::Limited {
                 kind: LimitKind::Tokens,
                 used: 80,
@@ -267,8 +349,8 @@ mod tests {
             } => assert_eq!(retry_after, Duration::from_secs(50)),
             other => panic!("{other:?}"),
         }
-        assert_eq!(l.admit_at(t, 20), Admission::Admitted);
-        match l.admit_at(t, 0) {
+        assert_eq!(l.admit_at(t, Cost::tokens(20)), Admission::Admitted);
+        match l.admit_at(t, Cost::tokens(0)) {
             Admission::Limited {
                 kind: LimitKind::Requests,
                 limit: 3,
@@ -282,10 +364,11 @@ mod tests {
         // Next window: fresh.
         let t2 = start + Duration::from_secs(61);
         assert_eq!(l.snapshot_at(t2).requests, Some((3, 3)));
-        assert_eq!(l.admit_at(t2, 100), Admission::Admitted);
+        assert_eq!(l.admit_at(t2, Cost::tokens(100)), Admission::Admitted);
         assert_eq!(
-            l.admit_at(t2, 101),
+            l.admit_at(t2, Cost::tokens(101)),
             Admission::TooLarge {
+                kind: LimitKind::Tokens,
                 limit: 100,
                 requested: 101
             }
@@ -295,11 +378,11 @@ mod tests {
     #[test]
     fn second_window_uses_quanta() {
         let start = Instant::now();
-        let l = Budget::new(start, LimitWindow::Second, Some(120), Some(600));
+        let l = Budget::new(start, LimitWindow::Second, rates(Some(120), Some(600)));
         let t = start + Duration::from_millis(250);
-        assert_eq!(l.admit_at(t, 5), Admission::Admitted);
-        assert_eq!(l.admit_at(t, 5), Admission::Admitted);
-        match l.admit_at(t, 0) {
+        assert_eq!(l.admit_at(t, Cost::tokens(5)), Admission::Admitted);
+        assert_eq!(l.admit_at(t, Cost::tokens(5)), Admission::Admitted);
+        match l.admit_at(t, Cost::tokens(0)) {
             Admission::Limited {
                 kind: LimitKind::Requests,
                 limit: 2,
@@ -313,19 +396,73 @@ mod tests {
         assert_eq!(snap.tokens, Some((600, 0)));
         // A request bigger than the 10-token quantum gets an empty window.
         let t2 = start + Duration::from_millis(1250);
-        assert_eq!(l.admit_at(t2, 50), Admission::Admitted);
-        assert!(matches!(l.admit_at(t2, 1), Admission::Limited { .. }));
+        assert_eq!(l.admit_at(t2, Cost::tokens(50)), Admission::Admitted);
+        assert!(matches!(
+            l.admit_at(t2, Cost::tokens(1)),
+            Admission::Limited { .. }
+        ));
         // Minimum quantum is 1.
-        let tiny = Budget::new(start, LimitWindow::Second, Some(10), None);
-        assert_eq!(tiny.admit_at(t, 0), Admission::Admitted);
-        assert!(matches!(tiny.admit_at(t, 0), Admission::Limited { .. }));
+        let tiny = Budget::new(start, LimitWindow::Second, rates(Some(10), None));
+        assert_eq!(tiny.admit_at(t, Cost::tokens(0)), Admission::Admitted);
+        assert!(matches!(
+            tiny.admit_at(t, Cost::tokens(0)),
+            Admission::Limited { .. }
+        ));
+    }
+
+    #[test]
+    fn input_and_output_tokens_are_limits_of_their_own() {
+        let start = Instant::now();
+        let rates = Rates {
+            itpm: Some(100),
+            otpm: Some(10),
+            ..Rates::default()
+        };
+        let l = Budget::new(start, LimitWindow::Minute, rates);
+        let t = start + Duration::from_secs(1);
+        let cost = |input, output| Cost {
+            tokens: 0,
+            input,
+            output,
+        };
+        assert_eq!(l.admit_at(t, cost(90, 4)), Admission::Admitted);
+        // Input still fits, output does not.
+        assert!(matches!(
+            l.admit_at(t, cost(5, 7)),
+            Admission::Limited {
+                kind: LimitKind::OutputTokens,
+                used: 4,
+                ..
+            }
+        ));
+        assert!(matches!(
+            l.admit_at(t, cost(20, 1)),
+            Admission::Limited {
+                kind: LimitKind::InputTokens,
+                used: 90,
+                ..
+            }
+        ));
+        assert!(matches!(
+            l.admit_at(t, cost(1, 11)),
+            Admission::TooLarge {
+                kind: LimitKind::OutputTokens,
+                ..
+            }
+        ));
+        let snap = l.snapshot_at(t);
+        assert_eq!(snap.input_tokens, Some((100, 10)));
+        assert_eq!(snap.output_tokens, Some((10, 6)));
+        assert_eq!((snap.requests, snap.tokens), (None, None));
+        let seconds = l.totals().seconds;
+        assert_eq!((seconds[1].input_tokens, seconds[1].output_tokens), (90, 4));
     }
 
     #[test]
     fn unlimited_admits_everything() {
-        let l = Budget::new(Instant::now(), LimitWindow::Minute, None, None);
+        let l = Budget::new(Instant::now(), LimitWindow::Minute, Rates::default());
         for _ in 0..1000 {
-            assert_eq!(l.admit(1_000_000), Admission::Admitted);
+            assert_eq!(l.admit(Cost::tokens(1_000_000)), Admission::Admitted);
         }
         let snap = l.snapshot();
         assert_eq!(snap.requests, None);

@@ -18,6 +18,12 @@
 //! models = ["gpt-4o-mini", "gpt-4o-mini-2024-07-18"]
 //! rpm = 1000
 //!
+//! [models.sonnet]          # an Anthropic model class: input and output tokens
+//! models = ["claude-sonnet-4-5", "claude-sonnet-4-5-20250929"]
+//! rpm = 50
+//! itpm = 30000
+//! otpm = 8000
+//!
 //! [groups]                 # limit groups: the keys that share one budget
 //! org-a = ["sk-a1", "sk-a2"]
 //! org-b = ["sk-b1"]
@@ -44,6 +50,10 @@ pub struct LimitsFile {
     pub rpm: Option<u64>,
     /// `[default] tpm`.
     pub tpm: Option<u64>,
+    /// `[default] itpm`.
+    pub itpm: Option<u64>,
+    /// `[default] otpm`.
+    pub otpm: Option<u64>,
     /// `window`.
     pub window: Option<LimitWindow>,
     /// `token_count`.
@@ -152,6 +162,8 @@ impl LimitsFile {
         config.limits = self.table;
         config.rpm = self.rpm.or(config.rpm);
         config.tpm = self.tpm.or(config.tpm);
+        config.itpm = self.itpm.or(config.itpm);
+        config.otpm = self.otpm.or(config.otpm);
         config.window = self.window.unwrap_or(config.window);
         config.token_count = self.token_count.unwrap_or(config.token_count);
     }
@@ -204,7 +216,9 @@ impl Reader<'_> {
                     file.token_count = Some(rule);
                 }
                 "default" => {
-                    (file.rpm, file.tpm) = self.default_limit(value)?;
+                    let limit = self.default_limit(value)?;
+                    (file.rpm, file.tpm) = (limit.rpm, limit.tpm);
+                    (file.itpm, file.otpm) = (limit.itpm, limit.otpm);
                 }
                 "models" => {
                     for item in self.table(value, "models")? {
@@ -228,22 +242,38 @@ impl Reader<'_> {
         Ok(file)
     }
 
-    fn default_limit(
-        &self,
-        value: &Spanned<DeValue<'_>>,
-    ) -> Result<(Option<u64>, Option<u64>), LimitsFileError> {
-        let (mut rpm, mut tpm) = (None, None);
+    fn default_limit(&self, value: &Spanned<DeValue<'_>>) -> Result<ModelLimit, LimitsFileError> {
+        let mut limit = ModelLimit::new(crate::config::DEFAULT_LIMIT, None, None);
         for (key, v) in self.table(value, "default")? {
             let field = format!("default.{}", key.get_ref());
-            match key.get_ref().as_ref() {
-                "rpm" => rpm = Some(self.positive(v, &field)?),
-                "tpm" => tpm = Some(self.positive(v, &field)?),
-                _ => {
-                    return Err(self.invalid(key.span().start, &field, "expected rpm or tpm"));
-                }
+            if !self.rate(&mut limit, key.get_ref(), v, &field)? {
+                return Err(self.invalid(
+                    key.span().start,
+                    &field,
+                    "expected rpm, tpm, itpm or otpm",
+                ));
             }
         }
-        Ok((rpm, tpm))
+        Ok(limit)
+    }
+
+    /// Set the rate `key` names on `limit`; false when `key` is no rate.
+    fn rate(
+        &self,
+        limit: &mut ModelLimit,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        field: &str,
+    ) -> Result<bool, LimitsFileError> {
+        let slot = match key {
+            "rpm" => &mut limit.rpm,
+            "tpm" => &mut limit.tpm,
+            "itpm" => &mut limit.itpm,
+            "otpm" => &mut limit.otpm,
+            _ => return Ok(false),
+        };
+        *slot = Some(self.positive(v, field)?);
+        Ok(true)
     }
 
     fn model_limit(&self, (name, value): Item<'_>) -> Result<ModelLimit, LimitsFileError> {
@@ -251,21 +281,23 @@ impl Reader<'_> {
         let mut limit = ModelLimit::new(name.get_ref(), None, None);
         for (key, v) in self.table(value, &prefix)? {
             let field = format!("{prefix}.{}", key.get_ref());
-            match key.get_ref().as_ref() {
-                "rpm" => limit.rpm = Some(self.positive(v, &field)?),
-                "tpm" => limit.tpm = Some(self.positive(v, &field)?),
-                "models" => limit.models = self.strings(v, &field)?,
-                _ => {
-                    return Err(self.invalid(
-                        key.span().start,
-                        &field,
-                        "unknown field: expected rpm, tpm or models",
-                    ));
-                }
+            if key.get_ref() == "models" {
+                limit.models = self.strings(v, &field)?;
+            } else if !self.rate(&mut limit, key.get_ref(), v, &field)? {
+                return Err(self.invalid(
+                    key.span().start,
+                    &field,
+                    "unknown field: expected rpm, tpm, itpm, otpm or models",
+                ));
             }
         }
-        if limit.rpm.is_none() && limit.tpm.is_none() {
-            return Err(self.invalid(name.span().start, &prefix, "sets neither rpm nor tpm"));
+        let rates = [limit.rpm, limit.tpm, limit.itpm, limit.otpm];
+        if rates.iter().all(Option::is_none) {
+            return Err(self.invalid(
+                name.span().start,
+                &prefix,
+                "sets none of rpm, tpm, itpm and otpm",
+            ));
         }
         Ok(limit)
     }
@@ -388,6 +420,13 @@ mod tests {
                     Some(1000),
                     None
                 ),
+                ModelLimit::shared(
+                    "sonnet",
+                    &["claude-sonnet-4-5", "claude-sonnet-4-5-20250929"],
+                    Some(50),
+                    None
+                )
+                .with_input_output(Some(30000), Some(8000)),
             ]
         );
         assert_eq!(
@@ -412,11 +451,11 @@ mod tests {
         );
         assert_eq!(
             err("\n[models.a]\nrpn = 5\n"),
-            "l.toml line 3, models.a.rpn: unknown field: expected rpm, tpm or models"
+            "l.toml line 3, models.a.rpn: unknown field: expected rpm, tpm, itpm, otpm or models"
         );
         assert_eq!(
             err("[models.a]\nmodels = [\"b\"]\n"),
-            "l.toml line 1, models.a: sets neither rpm nor tpm"
+            "l.toml line 1, models.a: sets none of rpm, tpm, itpm and otpm"
         );
         assert_eq!(
             err("[groups]\norg = \"sk\"\n"),

@@ -19,11 +19,11 @@ use tokio::time::Instant;
 use crate::config::{DEFAULT_GROUP, DEFAULT_LIMIT, MockConfig};
 use crate::stats::LaneStats;
 
-pub(crate) use budget::{Admission, LimitKind, LimitSnapshot};
+pub(crate) use budget::{Admission, Cost, LimitKind, LimitSnapshot};
 pub(crate) use count::charge;
 pub use file::{LimitsFile, LimitsFileError, MAX_LIMITS_FILE_BYTES};
 
-use budget::Budget;
+use budget::{Budget, Rates};
 
 /// Which lane a request is charged to (an index into the lane table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +65,24 @@ impl Limits {
                 limit_of_model.entry(model.clone()).or_insert(index);
             }
         }
-        let per_minute: Vec<(Option<u64>, Option<u64>)> = (table.models.iter())
-            .map(|m| (m.rpm, m.tpm))
-            .chain([(config.rpm, config.tpm)])
+        let default = Rates {
+            rpm: config.rpm,
+            tpm: config.tpm,
+            itpm: config.itpm,
+            otpm: config.otpm,
+        };
+        let per_minute: Vec<Rates> = (table.models.iter())
+            .map(|m| Rates {
+                rpm: m.rpm,
+                tpm: m.tpm,
+                itpm: m.itpm,
+                otpm: m.otpm,
+            })
+            .chain([default])
             .collect();
         let lanes = (0..groups.len())
             .flat_map(|_| per_minute.iter())
-            .map(|&(rpm, tpm)| Budget::new(start, config.window, rpm, tpm))
+            .map(|&rates| Budget::new(start, config.window, rates))
             .collect();
         Limits {
             groups,
@@ -99,14 +110,20 @@ impl Limits {
         LaneId(group.unwrap_or(0) * width + limit.unwrap_or(width - 1))
     }
 
+    /// The index of a lane's limit group (what keeps groups' prompt caches
+    /// apart).
+    pub(crate) fn group_index(&self, lane: LaneId) -> usize {
+        lane.0 / self.limit_names.len()
+    }
+
     /// The organisation a lane's 429 messages name.
     pub(crate) fn group_name(&self, lane: LaneId) -> &str {
         &self.groups[lane.0 / self.limit_names.len()]
     }
 
-    /// Take one request and `tokens` from the lane, or say why not.
-    pub(crate) fn admit(&self, lane: LaneId, tokens: u64) -> Admission {
-        self.lanes[lane.0].admit_at(Instant::now(), tokens)
+    /// Take one request of `cost` from the lane, or say why not.
+    pub(crate) fn admit(&self, lane: LaneId, cost: Cost) -> Admission {
+        self.lanes[lane.0].admit_at(Instant::now(), cost)
     }
 
     /// The lane's header values right now; `None` when it has no limit.
@@ -121,15 +138,21 @@ impl Limits {
         (self.lanes.iter().enumerate())
             .filter(|(_, budget)| budget.is_active())
             .map(|(i, budget)| {
-                let (rpm, tpm) = budget.per_minute();
+                let rates = budget.per_minute();
                 let totals = budget.totals();
+                let sum =
+                    |f: fn(&crate::stats::SecondCount) -> u64| totals.seconds.iter().map(f).sum();
                 LaneStats {
                     group: self.groups[i / width].clone(),
                     limit: self.limit_names[i % width].clone(),
-                    rpm,
-                    tpm,
-                    requests: totals.seconds.iter().map(|s| s.requests).sum(),
-                    tokens: totals.seconds.iter().map(|s| s.tokens).sum(),
+                    rpm: rates.rpm,
+                    tpm: rates.tpm,
+                    itpm: rates.itpm,
+                    otpm: rates.otpm,
+                    requests: sum(|s| s.requests),
+                    tokens: sum(|s| s.tokens),
+                    input_tokens: sum(|s| s.input_tokens),
+                    output_tokens: sum(|s| s.output_tokens),
                     rate_limited: totals.rate_limited,
                     per_second: totals.seconds,
                 }
@@ -182,9 +205,13 @@ mod tests {
     fn stats_name_each_lane_and_count_its_seconds() {
         let l = limits();
         let lane = l.lane(Some("k1"), Some("b"));
-        assert_eq!(l.admit(lane, 5), Admission::Admitted);
-        assert_eq!(l.admit(lane, 5), Admission::Admitted);
-        assert!(matches!(l.admit(lane, 5), Admission::Limited { .. }));
+        let five = Cost {
+            tokens: 5,
+            ..Cost::default()
+        };
+        assert_eq!(l.admit(lane, five), Admission::Admitted);
+        assert_eq!(l.admit(lane, five), Admission::Admitted);
+        assert!(matches!(l.admit(lane, five), Admission::Limited { .. }));
         let stats = l.stats();
         assert_eq!(stats.len(), 9);
         let s = stats
