@@ -48,10 +48,14 @@ pub(super) fn conversation<'a>(
                 let block = tool_result(&mut m, path, cx)?;
                 push(&mut conv.turns, Role::User, Content::Blocks(vec![block]));
             }
-            "function" => cx.untranslatable(
-                path.field("role"),
-                "the deprecated function role; use tools",
-            )?,
+            "function" => {
+                // The whole message goes: its other members need no verdict.
+                cx.untranslatable(
+                    path.field("role"),
+                    "the deprecated function role; use tools",
+                )?;
+                continue;
+            }
             other => {
                 return Err(invalid(
                     path.field("role"),
@@ -60,6 +64,12 @@ pub(super) fn conversation<'a>(
             }
         }
         cx.leftovers(m, path)?;
+    }
+    if conv.turns.is_empty() {
+        return Err(invalid(
+            path,
+            "a user or assistant message is needed besides system ones",
+        ));
     }
     Ok(conv)
 }
