@@ -13,12 +13,19 @@
 //!   `{"kind": ..., "field": ...}` (field for request errors only);
 //! - `expected_warnings` (requests): `[{"field": ..., "action": "dropped"|"clamped"}]`,
 //!   default none.
+//!
+//! The goldens' translated values are also checked against the official
+//! `anthropic` and `openai` Python packages' types
+//! (`scripts/anthropic-sdk/check_translation.py`, packages pinned and installed
+//! by `scripts/anthropic-sdk/setup.sh`); that test is skipped, with a
+//! `SKIPPED:` line, only when the script exits 3 (cannot install).
 
 // A test crate sees every dependency of its package and uses a few; it may
 // print what it measured or skipped.
 #![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use batchling_providers::anthropic::translate::{
     Action, AnswerError, Mode, RequestError, RequestOptions, error_to_openai,
@@ -173,6 +180,39 @@ fn every_fixture_translates_as_expected() {
         failures.len(),
         paths.len(),
         failures.join("\n\n")
+    );
+}
+
+#[test]
+fn every_golden_is_valid_for_the_official_sdks() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let setup = Command::new("bash")
+        .arg(repo.join("scripts/anthropic-sdk/setup.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run setup.sh");
+    if setup.status.code() == Some(3) {
+        println!(
+            "SKIPPED: the anthropic and openai packages cannot be installed (see setup.sh above)"
+        );
+        return;
+    }
+    assert!(
+        setup.status.success(),
+        "setup.sh failed: {:?}",
+        setup.status
+    );
+    let python = String::from_utf8(setup.stdout).unwrap().trim().to_owned();
+    let check = Command::new(python)
+        .arg(repo.join("scripts/anthropic-sdk/check_translation.py"))
+        .arg(fixtures_dir())
+        .output()
+        .expect("run check_translation.py");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && stdout.trim_end().ends_with("OK"),
+        "the goldens do not fit the SDKs' types:\n{stdout}\n{}",
+        String::from_utf8_lossy(&check.stderr)
     );
 }
 
