@@ -96,9 +96,8 @@ fn system<'a>(
     cx: &mut Cx,
     out: &mut Vec<Block<'a>>,
 ) -> Result<(), RequestError> {
-    let path = path.field("content");
     let raw = m.require("content", path)?;
-    match text_or_parts(raw, path, cx, &["text"])? {
+    match text_or_parts(raw, path.field("content"), cx, &["text"])? {
         Content::Text(text) => out.push(Block::Text {
             text,
             cache_control: None,
@@ -308,5 +307,39 @@ fn invalid(path: Path<'_>, reason: &str) -> RequestError {
     RequestError::Invalid {
         field: path.to_string(),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(url: &str) -> Option<(String, String)> {
+        split_data_url(Cow::Borrowed(url)).map(|(m, d)| (m.into_owned(), d.into_owned()))
+    }
+
+    #[test]
+    fn only_base64_data_urls_with_a_media_type_split() {
+        let png = Some(("image/png".to_owned(), "AAAA".to_owned()));
+        assert_eq!(split("data:image/png;base64,AAAA"), png);
+        assert_eq!(split("data:;base64,AAAA"), None);
+        assert_eq!(split("data:image/png,AAAA"), None);
+        assert_eq!(split("data:image/png;charset=x;base64,AAAA"), None);
+        assert_eq!(split("image/png;base64,AAAA"), None);
+    }
+
+    #[test]
+    fn turns_of_one_role_merge_into_blocks() {
+        let a = RawValue::from_string("\"a\"".to_owned()).unwrap();
+        let b = RawValue::from_string("\"b\"".to_owned()).unwrap();
+        let mut turns = Vec::new();
+        push(&mut turns, Role::User, Content::Text(&a));
+        push(&mut turns, Role::User, Content::Text(&b));
+        push(&mut turns, Role::Assistant, Content::Text(&a));
+        let json = serde_json::to_string(&turns).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":"a"}]"#
+        );
     }
 }

@@ -250,3 +250,30 @@ fn why_untranslatable(name: &str) -> &'static str {
         _ => "not a field batchling translates",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_read_as_written_in_json() {
+        let root = Path::Root;
+        let messages = root.field("messages");
+        let first = messages.index(2);
+        assert_eq!(
+            first.field("content").index(0).field("type").to_string(),
+            "messages[2].content[0].type"
+        );
+        assert_eq!(root.field("n").to_string(), "n");
+    }
+
+    #[test]
+    fn a_repeated_member_yields_its_last_value_and_null_is_absent() {
+        let mut m: Members<'_> =
+            serde_json::from_str(r#"{"a":1,"a":2,"b":null,"c\u0064":3}"#).unwrap();
+        assert_eq!(m.take("a").map(RawValue::get), Some("2"));
+        assert!(m.take("b").is_none());
+        assert_eq!(m.take("cd").map(RawValue::get), Some("3"));
+        assert!(m.entries.iter().all(|(_, _, taken)| *taken));
+    }
+}

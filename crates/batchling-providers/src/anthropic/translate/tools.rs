@@ -215,8 +215,9 @@ fn json_schema<'a>(
         #[serde(rename = "type", borrow)]
         kind: Option<Cow<'s, str>>,
     }
+    let raw = m.require("json_schema", path)?;
     let path = path.field("json_schema");
-    let mut js = Members::of(m.require("json_schema", path)?, path)?;
+    let mut js = Members::of(raw, path)?;
     js.take("name");
     js.take("description");
     let schema = match js.take("schema") {
