@@ -174,7 +174,11 @@ fn json_mode<'a>(
     let schema = match &*kind.0 {
         "text" => None,
         "json_object" => Some(Cow::Owned(raw_json(r#"{"type":"object"}"#))),
-        "json_schema" => Some(json_schema(&mut m, path, cx)?),
+        "json_schema" => match json_schema(&mut m, path, cx)? {
+            Some(schema) => Some(schema),
+            // Lenient mode dropped JSON mode: its other members go with it.
+            None => return Ok(()),
+        },
         other => {
             let why = format!("response format {other:?} has no Anthropic equivalent");
             return cx.untranslatable(path, why);
@@ -204,12 +208,13 @@ fn json_mode<'a>(
 }
 
 /// `json_schema: {name, description, schema, strict}` → the schema, which
-/// must describe an object (a tool's input is one).
+/// must describe an object (a tool's input is one); `None` when lenient
+/// mode dropped a schema that does not.
 fn json_schema<'a>(
     m: &mut Members<'a>,
     path: Path<'_>,
     cx: &mut Cx,
-) -> Result<Cow<'a, RawValue>, RequestError> {
+) -> Result<Option<Cow<'a, RawValue>>, RequestError> {
     #[derive(Deserialize)]
     struct SchemaType<'s> {
         #[serde(rename = "type", borrow)]
@@ -225,10 +230,9 @@ fn json_schema<'a>(
             let spath = path.field("schema");
             let top: SchemaType<'_> = parse(object(raw, spath)?, spath)?;
             if top.kind.as_deref().is_some_and(|k| k != "object") {
-                return Err(RequestError::Unsupported {
-                    field: spath.field("type").to_string(),
-                    why: Cow::Borrowed("a tool's input is a JSON object; wrap the value in one"),
-                });
+                let why = "a tool's input is a JSON object; wrap the value in one";
+                cx.untranslatable(spath.field("type"), why)?;
+                return Ok(None);
             }
             Cow::Borrowed(raw)
         }
@@ -236,7 +240,7 @@ fn json_schema<'a>(
     };
     strict(&mut js, path, cx)?;
     cx.leftovers(js, path)?;
-    Ok(schema)
+    Ok(Some(schema))
 }
 
 /// The raw value at `path`, which must be a JSON object.
