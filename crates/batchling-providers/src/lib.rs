@@ -15,10 +15,13 @@
 //! server said, and the engine acts on it.
 #![deny(missing_docs)]
 
-// A dev-dependency of the integration tests (`tests/`) only.
+// Dev-dependencies of the integration tests (`tests/`) only.
 #[cfg(test)]
 use batchling_mock as _;
+#[cfg(test)]
+use proptest as _;
 
+pub mod anthropic;
 pub mod attempt;
 pub mod batch;
 pub mod openai;
