@@ -21,7 +21,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "batchling")
+BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "release", "batchling")
 OUT = os.path.join(ROOT, "bench", "out")
 
 
