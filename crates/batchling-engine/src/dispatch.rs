@@ -22,6 +22,7 @@ use tokio::task::{JoinError, JoinSet};
 use crate::attempt::attempt;
 use crate::ctx::{Ctx, Reserved};
 use crate::gate::gate;
+use crate::pacer::{Cost, LaneId};
 use crate::reader::{Parsed, ReadItem};
 use crate::report::StopCause;
 
@@ -42,6 +43,9 @@ pub(crate) struct Pending {
     /// USD reserved in the budget for this request, until it ends (set at
     /// its first attempt; retries reuse it).
     pub(crate) reserved: Option<f64>,
+    /// Its pacer lane (its model's), once it was first admitted: its
+    /// answers and retries go to the same lane without looking it up.
+    pub(crate) lane: Option<LaneId>,
     /// The way back to the loop; dropping the last one ends the run.
     /// Unbounded, yet bounded by the requests alive (in flight, backing
     /// off or held): each sends itself back at most once at a time.
@@ -59,6 +63,7 @@ impl Pending {
             sent: 0,
             cache_key: None,
             reserved: None,
+            lane: None,
             home,
         }
     }
@@ -244,7 +249,11 @@ enum Launched {
 }
 
 /// Take a request through admission (the gate, a concurrency permit, the
-/// budget, the pacer) and spawn its attempt.
+/// budget, the pacer's lane of its model) and spawn its attempt.
+///
+/// Requests are admitted in turn: one waiting for its lane holds back the
+/// requests behind it, also those of other lanes. A well-mixed file still
+/// finishes when its slowest lane would alone.
 async fn launch<P: Provider>(
     ctx: &Arc<Ctx<P>>,
     mut p: Pending,
@@ -275,18 +284,20 @@ async fn launch<P: Provider>(
             return Launched::Stop;
         }
     }
-    let cost = p.parsed.tokens.total();
-    tokio::select! {
-        _ = ctx.admission.pacer.admit(cost) => {}
+    let cost = Cost::from(p.parsed.tokens);
+    let pacer = &ctx.admission.pacer;
+    let admitted = tokio::select! {
+        a = pacer.admit(p.parsed.model.as_deref(), p.lane, cost) => a,
         _ = stop.token.cancelled() => return Launched::Stop,
         _ = stop.shutdown.cancelled() => {
             ctx.stop_with(StopCause::Interrupted);
             return Launched::Stop;
         }
-    }
+    };
+    p.lane = Some(admitted.lane);
     ctx.counters().in_flight.fetch_add(1, Relaxed);
     ctx.discovery.note_send(ctx.counters());
-    tasks.spawn(attempt(ctx.clone(), p, permit));
+    tasks.spawn(attempt(ctx.clone(), p, permit, admitted));
     Launched::Yes
 }
 
