@@ -188,6 +188,28 @@ struct Wait {
     on_answer: bool,
 }
 
+/// What [`Pacer::try_admit_to`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tried {
+    /// Admitted: send it.
+    Admitted(Admitted),
+    /// Its lane cannot take it yet.
+    Waits(Waiting),
+}
+
+/// A request its lane cannot take yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    /// Its lane.
+    pub lane: LaneId,
+    /// When to try again.
+    pub at: Instant,
+    /// The lane is in slow start: an answer of its own may open it sooner.
+    pub on_answer: bool,
+    /// Its lane is the pacer's only one: nothing else could go meanwhile.
+    pub alone: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
     lanes: Vec<Lane>,
@@ -408,6 +430,39 @@ impl Pacer {
         d.first_sent.get_or_insert(now);
         d.in_flight += 1;
         Ok(true)
+    }
+
+    /// Admit a request of `model` costing `cost` to its lane (`known`, if
+    /// it was admitted before) if it may go now, else say until when it
+    /// waits; never waits. A loop that tries, sets aside what waits and
+    /// goes on with other requests keeps every lane at its own pace. It
+    /// skips a shared pacer's turns: loops that share one [`admit`].
+    ///
+    /// [`admit`]: Pacer::admit
+    pub fn try_admit_to(
+        &self,
+        model: Option<&str>,
+        known: Option<LaneId>,
+        cost: Cost,
+        now: Instant,
+    ) -> Tried {
+        let mut s = self.lock();
+        let lane = known.unwrap_or_else(|| s.find(GROUP, model, &self.config));
+        match self.try_admit_in(&mut s, lane, cost, now) {
+            Ok(slow_start) => Tried::Admitted(Admitted { lane, slow_start }),
+            Err(w) => Tried::Waits(Waiting {
+                lane,
+                at: w.at,
+                on_answer: w.on_answer,
+                alone: s.lanes.len() == 1,
+            }),
+        }
+    }
+
+    /// Whether several dispatch loops share this pacer (they take turns
+    /// in [`Pacer::admit`]).
+    pub fn is_shared(&self) -> bool {
+        self.turn.is_some()
     }
 
     /// Wait until a request of `model` costing `cost` may go, then admit
