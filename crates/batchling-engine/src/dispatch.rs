@@ -323,19 +323,29 @@ async fn launch<P: Provider>(
     let cost = Cost::from(p.parsed.tokens);
     let pacer = &ctx.admission.pacer;
     let model = p.parsed.model.as_deref();
-    let known = match pacer.is_shared() {
-        true => p.lane,
+    // A wait that ends with time alone is slept out first, so that `admit`
+    // finds the lane ready.
+    let (known, sleep) = match pacer.is_shared() {
+        true => (p.lane, None),
         false => match pacer.try_admit_to(model, p.lane, cost, Instant::now()) {
             Tried::Admitted(a) => return spawn(ctx, p, permit, a, tasks),
             Tried::Waits(w) if room && !(w.alone && alone_ok) => {
                 p.lane = Some(w.lane);
                 return Launched::Waits(p, w);
             }
-            Tried::Waits(w) => Some(w.lane),
+            // In slow start an answer may open the lane first: `admit`
+            // watches for it.
+            Tried::Waits(w) => (Some(w.lane), (!w.on_answer).then_some(w.at)),
         },
     };
+    let waited = async {
+        if let Some(at) = sleep {
+            tokio::time::sleep_until(at).await;
+        }
+        pacer.admit(model, known, cost).await
+    };
     let admitted = tokio::select! {
-        a = pacer.admit(model, known, cost) => a,
+        a = waited => a,
         _ = stop.token.cancelled() => return Launched::Stop,
         _ = stop.shutdown.cancelled() => {
             ctx.stop_with(StopCause::Interrupted);

@@ -26,7 +26,7 @@ fn between(sends: &[Sent], from: Duration, to: Duration) -> usize {
 
 /// Even requests for model `a`, odd ones for `b`.
 fn alternating(i: usize) -> &'static str {
-    if i % 2 == 0 { "a" } else { "b" }
+    if i.is_multiple_of(2) { "a" } else { "b" }
 }
 
 #[tokio::test(start_paused = true)]
