@@ -420,7 +420,8 @@ async fn finish(
     c.output_tokens.store(output_tokens, Relaxed);
     let elapsed = end.started.elapsed();
     let cost = job.prices.as_ref().map(|_| cost_usd);
-    let summary = RunSummary::build(c, elapsed, limits, stopped, end.baseline, cost);
+    let lanes = (limits, end.pacer.lanes());
+    let summary = RunSummary::build(c, elapsed, lanes, stopped, end.baseline, cost);
     reporter.tick(&c.progress(elapsed, limits, false));
     Ok(summary)
 }

@@ -53,6 +53,12 @@ async fn two_models_each_run_at_the_limit_their_own_answers_show() {
     assert!(between(&b, first.0, first.1) >= 18, "b: {b:?}");
     assert!(b.last().expect("sent").at < secs(2), "b: {b:?}");
     assert_eq!(summary.rpm_limit, Some(1800), "the lanes' limits together");
+    let lanes: Vec<_> = summary
+        .lanes
+        .iter()
+        .map(|l| (l.model.as_deref(), l.rpm_limit))
+        .collect();
+    assert_eq!(lanes, [(Some("a"), Some(600)), (Some("b"), Some(1200))]);
     w.assert_each_answered_once();
 }
 
