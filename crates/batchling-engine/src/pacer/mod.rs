@@ -6,7 +6,8 @@
 //! # Design constraints
 //! - Providers keep limits per model (OpenAI's limits page lists RPM and
 //!   TPM per model; Anthropic's per model class), so one model's limits
-//!   must not throttle another's: a lane is keyed by the request's model
+//!   must not throttle another's (`docs/providers.md`, "Limits per
+//!   model"): a lane is keyed by the request's model
 //!   and by its limit group (for now one per upstream; key pools will add
 //!   groups). A model seen for the first time gets a lane of its own.
 //! - A lane is a set of limits, each a [`Dimension`] with its own counting
