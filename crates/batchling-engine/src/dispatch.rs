@@ -95,8 +95,7 @@ pub(crate) async fn dispatch<P: Provider>(
             Next::End => break,
         };
         let room = !ctx.admission.pacer.is_shared() && (unparked || queue.parked.has_room());
-        let alone_ok = queue.parked.is_empty();
-        match launch(&ctx, p, tasks, room, alone_ok).await {
+        match launch(&ctx, p, tasks, room).await {
             Launched::Yes => {}
             Launched::Held(p) => queue.held = Some(p),
             Launched::Waits(p, w) => queue.parked.park(p, w, unparked),
@@ -284,16 +283,14 @@ enum Launched {
 /// budget, the pacer's lane of its model) and spawn its attempt.
 ///
 /// A request its lane cannot take yet comes back as `Waits` when `room`
-/// (there is room to set it aside), unless its lane is the only one and
-/// `alone_ok` (nothing is set aside): then nothing else could go meanwhile,
-/// and it waits here, as it does when there is no room. A shared pacer is
-/// never given `room`: its loops take turns in `Pacer::admit`.
+/// (there is room to set it aside), even with one lane known: lines not yet
+/// read may be for another model. Without room it waits here. A shared
+/// pacer is never given `room`: its loops take turns in `Pacer::admit`.
 async fn launch<P: Provider>(
     ctx: &Arc<Ctx<P>>,
     mut p: Pending,
     tasks: &mut JoinSet<()>,
     room: bool,
-    alone_ok: bool,
 ) -> Launched {
     if !gate(ctx).await {
         return Launched::Stop;
@@ -329,7 +326,7 @@ async fn launch<P: Provider>(
         true => (p.lane, None),
         false => match pacer.try_admit_to(model, p.lane, cost, Instant::now()) {
             Tried::Admitted(a) => return spawn(ctx, p, permit, a, tasks),
-            Tried::Waits(w) if room && !(w.alone && alone_ok) => {
+            Tried::Waits(w) if room => {
                 p.lane = Some(w.lane);
                 return Launched::Waits(p, w);
             }

@@ -207,8 +207,6 @@ pub struct Waiting {
     pub at: Instant,
     /// The lane is in slow start: an answer of its own may open it sooner.
     pub on_answer: bool,
-    /// Its lane is the pacer's only one: nothing else could go meanwhile.
-    pub alone: bool,
 }
 
 #[derive(Debug, Default)]
@@ -455,7 +453,6 @@ impl Pacer {
                 lane,
                 at: w.at,
                 on_answer: w.on_answer,
-                alone: s.lanes.len() == 1,
             }),
         }
     }
