@@ -7,9 +7,12 @@
 //! - Providers keep limits per model (OpenAI's limits page lists RPM and
 //!   TPM per model; Anthropic's per model class), so one model's limits
 //!   must not throttle another's (`docs/providers.md`, "Limits per
-//!   model"): a lane is keyed by the request's model
-//!   and by its limit group (for now one per upstream; key pools will add
-//!   groups). A model seen for the first time gets a lane of its own.
+//!   model"): a lane is keyed by the request's model and by its limit
+//!   group (for now one per upstream; key pools will add groups). A model
+//!   seen for the first time gets a lane of its own.
+//! - A single loop tries its lane without waiting ([`Pacer::try_admit_to`])
+//!   and sets aside what must wait, so one lane's wait holds no other lane
+//!   back; loops sharing a pacer wait in turn ([`Pacer::admit`]).
 //! - A lane is a set of limits, each a [`Dimension`] with its own counting
 //!   rule (`limit.rs`). The lanes use requests and tokens, what OpenAI's
 //!   headers describe.
