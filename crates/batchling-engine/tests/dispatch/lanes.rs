@@ -142,3 +142,25 @@ async fn a_given_limit_is_each_models_not_a_total() {
     assert!(together >= 18, "{together} sends in a second");
     assert_eq!(summary.rpm_limit, Some(1200));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_model_whose_lines_come_late_does_not_wait_for_the_first_models_lines() {
+    const N: usize = 40;
+    // 30 lines of a slow model (3 s of sends), then 10 of a fast one.
+    let w = Workdir::with_models(N, |i| if i < 30 { "slow" } else { "fast" });
+    let up = Upstream::new(ok())
+        .model("slow", [ok().after(ms(100)).rpm_limit(600)])
+        .model("fast", [ok().after(ms(100)).rpm_limit(6000)])
+        .arc();
+
+    let summary = w.run(&up).await;
+
+    assert_eq!((summary.succeeded, summary.rate_limited), (N as u64, 0));
+    let (slow, fast) = (up.sends_for("slow"), up.sends_for("fast"));
+    // The slow model's lines wait aside for their lane; the fast model's
+    // go long before the last of them.
+    let last_slow = slow.last().expect("sent").at;
+    assert!(last_slow >= secs(2), "{slow:?}");
+    let last_fast = fast.last().expect("sent").at;
+    assert!(last_fast < secs(1), "{fast:?}");
+}
