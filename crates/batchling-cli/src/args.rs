@@ -136,11 +136,13 @@ pub(crate) const DEFAULT_MAX_RESPONSE_MB: u64 =
 /// Pacing and retries of online requests: shared by `run` and `submit`.
 #[derive(Debug, Args)]
 pub(crate) struct LimitArgs {
-    /// Requests-per-minute limit [default: learned from the provider's headers].
+    /// Requests-per-minute limit of each model, as the provider's limits page lists it, not a
+    /// total [default: learned from the provider's headers].
     #[arg(long, value_parser = rate_limit)]
     pub(crate) rpm: Option<u64>,
 
-    /// Tokens-per-minute limit [default: learned from the provider's headers].
+    /// Tokens-per-minute limit of each model, not a total [default: learned from the provider's
+    /// headers].
     #[arg(long, value_parser = rate_limit)]
     pub(crate) tpm: Option<u64>,
 

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::dispatch::Pending;
+use crate::pacer::Admitted;
 use crate::recorder::Entry;
 use crate::report::{Counters, Notice, StopCause};
 
@@ -33,6 +34,7 @@ pub(crate) async fn attempt<P: Provider>(
     ctx: Arc<Ctx<P>>,
     mut p: Pending,
     permit: OwnedSemaphorePermit,
+    admitted: Admitted,
 ) {
     // In a block, so that the answer, its verdict and the request's copy
     // are not kept across the last await: the task stays small to build and
@@ -52,7 +54,8 @@ pub(crate) async fn attempt<P: Provider>(
         p.sent += 1;
         ctx.counters().in_flight.fetch_sub(1, Relaxed);
         Counters::add(&ctx.counters().attempts, 1);
-        ctx.discovery.observe(&ctx.admission.pacer, &result);
+        ctx.discovery
+            .answered(&ctx.admission.pacer, admitted, &result);
         let verdict = ctx.provider.classify(&result);
         let sent = Sent {
             result,
@@ -100,8 +103,10 @@ fn count_success<P>(ctx: &Ctx<P>, p: &Pending, a: &Answer, latency: Duration) {
         // Providers charge the output reservation at admission; only the
         // input estimate is corrected.
         let t = p.parsed.tokens;
-        if t != TokenEstimate::default() {
-            ctx.admission.pacer.settle_tokens(t.input, u.input);
+        if t != TokenEstimate::default()
+            && let Some(lane) = p.lane
+        {
+            ctx.admission.pacer.settle_tokens(lane, t.input, u.input);
         }
     }
     c.latency
@@ -113,7 +118,7 @@ fn count_success<P>(ctx: &Ctx<P>, p: &Pending, a: &Answer, latency: Duration) {
     }
 }
 
-/// A retryable attempt: a 429 pauses everyone; otherwise the attempt counts.
+/// A retryable attempt: a 429 pauses its lane; otherwise the attempt counts.
 /// Out of attempts, the request fails, unless nothing else succeeded
 /// meanwhile (an outage: it is kept and the loop probes). Else it sleeps
 /// its backoff, holding no permit, and goes back to the loop.
@@ -125,7 +130,7 @@ async fn retry<P: Provider>(
     reason: RetryReason,
 ) {
     if reason == RetryReason::RateLimited {
-        pause_for_429(&ctx, after);
+        pause_for_429(&ctx, &p, after);
     } else {
         p.attempts += 1;
     }
@@ -146,7 +151,7 @@ async fn retry<P: Provider>(
     drop(sent);
     Counters::add(&ctx.counters().retries, 1);
     let delay = if reason == RetryReason::RateLimited {
-        Duration::ZERO // the shared pause already holds every admission back
+        Duration::ZERO // its lane's pause already holds its admissions back
     } else {
         ctx.retry.backoff(p.retries, after, rand::random::<f64>())
     };
@@ -159,14 +164,18 @@ async fn retry<P: Provider>(
     let _ = home.send(p);
 }
 
-/// A 429: every admission waits (the server's delay, else a second); the
-/// first 429 of a pause is told.
-fn pause_for_429<P>(ctx: &Ctx<P>, after: Option<Duration>) {
+/// A 429: every admission to the request's lane (its model's) waits, the
+/// server's delay, else a second; the other lanes keep their pace (see
+/// `Pacer::pause`). The first 429 of a pause is told.
+fn pause_for_429<P>(ctx: &Ctx<P>, p: &Pending, after: Option<Duration>) {
     Counters::add(&ctx.counters().rate_limited, 1);
+    let Some(lane) = p.lane else {
+        return; // never admitted, so never sent: cannot happen
+    };
     let pause = after.unwrap_or(Duration::from_secs(1));
     let pacer = &ctx.admission.pacer;
-    let was_paused = pacer.paused_until().is_some();
-    pacer.pause(pause);
+    let was_paused = pacer.paused_until(lane).is_some();
+    pacer.pause(lane, pause);
     if !was_paused {
         ctx.reporter.notify(&Notice::RateLimited { pause });
     }

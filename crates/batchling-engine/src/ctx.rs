@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::Budget;
 use crate::dispatch::Pending;
 use crate::health::Health;
-use crate::pacer::Pacer;
+use crate::pacer::{Admitted, Pacer};
 use crate::reader::{Parsed, token_cost};
 use crate::recorder::Entry;
 use crate::report::{Counters, Notice, Reporter, StopCause};
@@ -97,26 +97,22 @@ impl<P> Ctx<P> {
 /// What every attempt passes before it is sent: a concurrency permit, then
 /// the pacer. Shared with other runs in `batchling serve`.
 pub(crate) struct Admission {
-    /// RPM/TPM pacing, the shared 429 pause, limits learned from headers.
+    /// Pacing in lanes (one per model): RPM/TPM, a 429 pausing its lane,
+    /// limits learned from headers, slow start.
     pub(crate) pacer: Arc<Pacer>,
     /// The most attempts in flight (or answers awaiting their commit).
     pub(crate) permits: Arc<Semaphore>,
 }
 
-/// Learning the limits at the start of a run, and counting tokens once they
-/// matter.
+/// Learning the limits, and counting tokens once they matter.
 ///
-/// With no limit given, the run sends one request at first, then doubles
-/// what it has in flight every `SLOW_START_STEP` until the first answer's
-/// rate-limit headers show the limits (see `gate::slow_start`).
+/// Each lane of the pacer (a model) learns its own limits: while its first
+/// answer is awaited it is in slow start (one request, then doubling what
+/// it has in flight every 50 ms; see `pacer`), while the other lanes keep
+/// their pace.
 pub(crate) struct Discovery {
-    /// Whether this run learns its limits from answers (none known at the
-    /// start).
-    pub(crate) enabled: bool,
-    /// Set once an answer with rate-limit headers came back.
-    pub(crate) first_answer: AtomicBool,
-    /// Set while the loop may wait on `attempt_done` (discovery, outage), so
-    /// the common path skips the notification.
+    /// Set while the loop may wait on `attempt_done` (an outage), so the
+    /// common path skips the notification.
     pub(crate) gating: AtomicBool,
     /// Woken when an attempt ends, while `gating` is set.
     pub(crate) attempt_done: Notify,
@@ -125,24 +121,19 @@ pub(crate) struct Discovery {
     pub(crate) count_tokens: Arc<AtomicBool>,
     /// Output tokens counted for a request that sets no maximum.
     pub(crate) default_max_output: u64,
-    /// When the run started (slow start counts from the first send).
+    /// When the run started (for the summary's `first_request_s`).
     pub(crate) started: Instant,
 }
 
 impl Discovery {
-    /// Still waiting for the first answer's limits.
-    pub(crate) fn discovering(&self) -> bool {
-        self.enabled && !self.first_answer.load(Relaxed)
-    }
-
-    /// An attempt came back: learn the limits its headers show (a token
-    /// limit turns token counting on), and wake the loop if it waits.
-    pub(crate) fn observe(&self, pacer: &Pacer, result: &Attempt) {
-        if let Some(limits) = result.limits() {
-            if pacer.observe(limits) {
-                self.count_tokens.store(true, Relaxed);
-            }
-            self.first_answer.store(true, Relaxed);
+    /// An attempt admitted as `admitted` came back: its lane learns the
+    /// limits its headers show (a token limit turns token counting on) and
+    /// leaves slow start; the loop is woken if it waits.
+    pub(crate) fn answered(&self, pacer: &Pacer, admitted: Admitted, result: &Attempt) {
+        let limits = result.limits();
+        let headers = limits.is_some_and(|l| !l.is_empty());
+        if (admitted.slow_start || headers) && pacer.answered(admitted, limits) {
+            self.count_tokens.store(true, Relaxed);
         }
         if self.gating.load(Relaxed) {
             self.attempt_done.notify_waiters();
@@ -156,8 +147,8 @@ impl Discovery {
         }
     }
 
-    /// Remember when the run's first attempt went out (for slow start and
-    /// the summary's `first_request_s`).
+    /// Remember when the run's first attempt went out (for the summary's
+    /// `first_request_s`).
     pub(crate) fn note_send(&self, counters: &Counters) {
         if counters.first_sent_us.load(Relaxed) == 0 {
             let us = self.started.elapsed().as_micros() as u64 + 1;

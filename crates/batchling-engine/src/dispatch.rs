@@ -16,12 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use batchling_providers::Provider;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
 
 use crate::attempt::attempt;
 use crate::ctx::{Ctx, Reserved};
 use crate::gate::gate;
+use crate::pacer::{Admitted, Cost, LaneId, Tried, Waiting};
 use crate::reader::{Parsed, ReadItem};
 use crate::report::StopCause;
 
@@ -42,6 +44,9 @@ pub(crate) struct Pending {
     /// USD reserved in the budget for this request, until it ends (set at
     /// its first attempt; retries reuse it).
     pub(crate) reserved: Option<f64>,
+    /// Its pacer lane (its model's), once it was first admitted: its
+    /// answers and retries go to the same lane without looking it up.
+    pub(crate) lane: Option<LaneId>,
     /// The way back to the loop; dropping the last one ends the run.
     /// Unbounded, yet bounded by the requests alive (in flight, backing
     /// off or held): each sends itself back at most once at a time.
@@ -59,6 +64,7 @@ impl Pending {
             sent: 0,
             cache_key: None,
             reserved: None,
+            lane: None,
             home,
         }
     }
@@ -80,16 +86,19 @@ pub(crate) async fn dispatch<P: Provider>(
             break;
         }
         while let Some(joined) = tasks.try_join_next() {
-            check_joined(&ctx, joined);
+            queue.joined(&ctx, joined);
         }
-        let p = match queue.next(&ctx, tasks).await {
-            Next::Send(p) => p,
+        let (p, unparked) = match queue.next(&ctx, tasks).await {
+            Next::Send(p) => (p, false),
+            Next::Unparked(p) => (p, true),
             Next::Again => continue,
             Next::End => break,
         };
-        match launch(&ctx, p, tasks).await {
+        let room = !ctx.admission.pacer.is_shared() && (unparked || queue.parked.has_room());
+        match launch(&ctx, p, tasks, room).await {
             Launched::Yes => {}
             Launched::Held(p) => queue.held = Some(p),
+            Launched::Waits(p, w) => queue.parked.park(p, w, unparked),
             Launched::Stop => break,
         }
     }
@@ -99,6 +108,9 @@ pub(crate) async fn dispatch<P: Provider>(
 enum Next {
     /// Launch this request.
     Send(Pending),
+    /// Launch this request, which waited for its lane (it goes back to the
+    /// front of its lane if it must wait again).
+    Unparked(Pending),
     /// Look again (something changed: a line was answered from the cache,
     /// lines arrived, a task ended, a stop).
     Again,
@@ -122,6 +134,8 @@ struct Queue {
     /// flight: it goes first once one of them settles. Retries still go
     /// ahead (their reservation is held), so waiting never deadlocks.
     held: Option<Pending>,
+    /// Requests waiting for their lane while other lanes' go ahead.
+    parked: Parked,
 }
 
 impl Queue {
@@ -133,19 +147,35 @@ impl Queue {
             home_tx: Some(home_tx),
             home_rx,
             held: None,
+            parked: Parked::default(),
         }
     }
 
-    /// Retries first, then the held request once the budget has room, then
-    /// buffered lines, then wait for any of them.
+    /// A task ended: a panic stops the run; an answer may open a lane in
+    /// slow start.
+    fn joined<P>(&mut self, ctx: &Ctx<P>, joined: Result<(), JoinError>) {
+        check_joined(ctx, joined);
+        self.parked.answer_came();
+    }
+
+    /// Retries first, then requests whose lane is ready again, then the
+    /// held request once the budget has room, then buffered lines (while
+    /// there is room to set requests aside), then wait for any of them.
     async fn next<P: Provider>(&mut self, ctx: &Ctx<P>, tasks: &mut JoinSet<()>) -> Next {
         if let Ok(p) = self.home_rx.try_recv() {
             return Next::Send(p);
         }
+        if !self.parked.is_empty()
+            && let Some(p) = self.parked.take_due(Instant::now())
+        {
+            return Next::Unparked(p);
+        }
         if let Some(p) = self.held.take() {
             return self.wait_for_room(ctx, p, tasks).await;
         }
-        if let Some(item) = self.lines.pop_front() {
+        if self.parked.has_room()
+            && let Some(item) = self.lines.pop_front()
+        {
             return take_line(ctx, item, &self.home_tx).await;
         }
         self.wait_for_work(ctx, tasks).await
@@ -171,18 +201,21 @@ impl Queue {
             _ = stop.token.cancelled() => { self.held = Some(p); Next::Again }
             Some(back) = self.home_rx.recv() => { self.held = Some(p); Next::Send(back) }
             _ = budget.settled() => Next::Send(p),
+            _ = self.parked.due(), if !self.parked.is_empty() => { self.held = Some(p); Next::Again }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                check_joined(ctx, joined);
+                self.joined(ctx, joined);
                 self.held = Some(p);
                 Next::Again
             }
         }
     }
 
-    /// Nothing buffered: wait for a retry, more lines, a task's end or a
-    /// stop.
+    /// Nothing to send now: wait for a retry, a lane to be ready, more
+    /// lines (unless as many requests as may be are set aside), a task's
+    /// end or a stop.
     async fn wait_for_work<P: Provider>(&mut self, ctx: &Ctx<P>, tasks: &mut JoinSet<()>) -> Next {
         let stop = &ctx.stop;
+        let more_lines = self.home_tx.is_some() && self.lines.is_empty() && self.parked.has_room();
         tokio::select! {
             biased;
             _ = stop.shutdown.cancelled() => Next::Again,
@@ -191,7 +224,8 @@ impl Queue {
                 Some(p) => Next::Send(p),
                 None => Next::End,
             },
-            more = self.input.recv(), if self.home_tx.is_some() => {
+            _ = self.parked.due(), if !self.parked.is_empty() => Next::Again,
+            more = self.input.recv(), if more_lines => {
                 match more {
                     Some(b) => self.lines = b.into(),
                     None => self.home_tx = None,
@@ -199,7 +233,7 @@ impl Queue {
                 Next::Again
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                check_joined(ctx, joined);
+                self.joined(ctx, joined);
                 Next::Again
             }
         }
@@ -239,16 +273,24 @@ enum Launched {
     Yes,
     /// It waits for room in the budget.
     Held(Pending),
+    /// It waits for its lane: set it aside and go on with others.
+    Waits(Pending, Waiting),
     /// The run stops.
     Stop,
 }
 
 /// Take a request through admission (the gate, a concurrency permit, the
-/// budget, the pacer) and spawn its attempt.
+/// budget, the pacer's lane of its model) and spawn its attempt.
+///
+/// A request its lane cannot take yet comes back as `Waits` when `room`
+/// (there is room to set it aside), even with one lane known: lines not yet
+/// read may be for another model. Without room it waits here. A shared
+/// pacer is never given `room`: its loops take turns in `Pacer::admit`.
 async fn launch<P: Provider>(
     ctx: &Arc<Ctx<P>>,
     mut p: Pending,
     tasks: &mut JoinSet<()>,
+    room: bool,
 ) -> Launched {
     if !gate(ctx).await {
         return Launched::Stop;
@@ -275,19 +317,145 @@ async fn launch<P: Provider>(
             return Launched::Stop;
         }
     }
-    let cost = p.parsed.tokens.total();
-    tokio::select! {
-        _ = ctx.admission.pacer.admit(cost) => {}
+    let cost = Cost::from(p.parsed.tokens);
+    let pacer = &ctx.admission.pacer;
+    let model = p.parsed.model.as_deref();
+    // A wait that ends with time alone is slept out first, so that `admit`
+    // finds the lane ready.
+    let (known, sleep) = match pacer.is_shared() {
+        true => (p.lane, None),
+        false => match pacer.try_admit_to(model, p.lane, cost, Instant::now()) {
+            Tried::Admitted(a) => return spawn(ctx, p, permit, a, tasks),
+            Tried::Waits(w) if room => {
+                p.lane = Some(w.lane);
+                return Launched::Waits(p, w);
+            }
+            // In slow start an answer may open the lane first: `admit`
+            // watches for it.
+            Tried::Waits(w) => (Some(w.lane), (!w.on_answer).then_some(w.at)),
+        },
+    };
+    let waited = async {
+        if let Some(at) = sleep {
+            tokio::time::sleep_until(at).await;
+        }
+        pacer.admit(model, known, cost).await
+    };
+    let admitted = tokio::select! {
+        a = waited => a,
         _ = stop.token.cancelled() => return Launched::Stop,
         _ = stop.shutdown.cancelled() => {
             ctx.stop_with(StopCause::Interrupted);
             return Launched::Stop;
         }
-    }
+    };
+    spawn(ctx, p, permit, admitted, tasks)
+}
+
+/// Start the attempt of a request its lane admitted.
+fn spawn<P: Provider>(
+    ctx: &Arc<Ctx<P>>,
+    mut p: Pending,
+    permit: OwnedSemaphorePermit,
+    admitted: Admitted,
+    tasks: &mut JoinSet<()>,
+) -> Launched {
+    p.lane = Some(admitted.lane);
     ctx.counters().in_flight.fetch_add(1, Relaxed);
     ctx.discovery.note_send(ctx.counters());
-    tasks.spawn(attempt(ctx.clone(), p, permit));
+    tasks.spawn(attempt(ctx.clone(), p, permit, admitted));
     Launched::Yes
+}
+
+/// The most requests set aside for their lanes: enough to keep other lanes
+/// going past a run of one model's lines, few enough to hold little memory.
+const PARK_CAP: usize = 256;
+
+/// Requests waiting for their lane while other lanes' requests go ahead,
+/// first in, first out within a lane. Few lanes wait at once, so a list.
+#[derive(Default)]
+struct Parked {
+    lanes: Vec<ParkedLane>,
+    len: usize,
+}
+
+struct ParkedLane {
+    lane: LaneId,
+    /// When to try its first request again.
+    due: Instant,
+    /// An answer of its own may open it sooner (slow start).
+    on_answer: bool,
+    queue: VecDeque<Pending>,
+}
+
+impl Parked {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether a new request may be set aside.
+    fn has_room(&self) -> bool {
+        self.len < PARK_CAP
+    }
+
+    /// Set `p` aside until its lane is ready: at the back of its lane, or
+    /// at the front if it was there before.
+    fn park(&mut self, p: Pending, w: Waiting, front: bool) {
+        self.len += 1;
+        let at = match self.lanes.iter().position(|l| l.lane == w.lane) {
+            Some(i) => i,
+            None => {
+                self.lanes.push(ParkedLane {
+                    lane: w.lane,
+                    due: w.at,
+                    on_answer: w.on_answer,
+                    queue: VecDeque::new(),
+                });
+                self.lanes.len() - 1
+            }
+        };
+        let l = &mut self.lanes[at];
+        if front {
+            l.due = w.at;
+            l.on_answer = w.on_answer;
+            l.queue.push_front(p);
+        } else {
+            l.queue.push_back(p);
+        }
+    }
+
+    /// The first request of the lane due soonest, if that is by `now`.
+    fn take_due(&mut self, now: Instant) -> Option<Pending> {
+        let i = (0..self.lanes.len()).min_by_key(|&i| self.lanes[i].due)?;
+        if self.lanes[i].due > now {
+            return None;
+        }
+        let p = self.lanes[i].queue.pop_front();
+        if self.lanes[i].queue.is_empty() {
+            self.lanes.swap_remove(i);
+        }
+        self.len -= usize::from(p.is_some());
+        p
+    }
+
+    /// Until a lane is due (never when none waits).
+    async fn due(&self) {
+        match self.lanes.iter().map(|l| l.due).min() {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// An attempt ended: lanes in slow start may go now.
+    fn answer_came(&mut self) {
+        if self.lanes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for l in self.lanes.iter_mut().filter(|l| l.on_answer) {
+            l.due = l.due.min(now);
+        }
+    }
 }
 
 /// A task that panicked is a bug, not a provider problem: stop rather than

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::pacer::EffectiveLimits;
+use crate::pacer::{EffectiveLimits, LaneLimits};
 
 /// Receives progress while a run goes, and notices worth telling a person.
 pub trait Reporter: Send + Sync + 'static {
@@ -421,6 +421,28 @@ pub struct Latency {
     pub p99_ms: f64,
 }
 
+/// One model's limits at the end of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaneSummary {
+    /// The model; `None` for requests without one (or without a lane of
+    /// their own, see `pacer::MAX_LANES`).
+    pub model: Option<String>,
+    /// Its requests-per-minute limit, given or learned.
+    pub rpm_limit: Option<u64>,
+    /// Its tokens-per-minute limit, given or learned.
+    pub tpm_limit: Option<u64>,
+}
+
+impl From<LaneLimits> for LaneSummary {
+    fn from(l: LaneLimits) -> Self {
+        LaneSummary {
+            model: l.model,
+            rpm_limit: l.limits.rpm,
+            tpm_limit: l.limits.tpm,
+        }
+    }
+}
+
 /// The end-of-run report (serialisable: the CLI writes it as JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSummary {
@@ -466,10 +488,14 @@ pub struct RunSummary {
     pub achieved_rpm: f64,
     /// Tokens (input + output) per minute over the run.
     pub achieved_tpm: f64,
-    /// Requests-per-minute limit in force at the end.
+    /// Requests-per-minute limit in force at the end: each model's added
+    /// up (what they may send together).
     pub rpm_limit: Option<u64>,
-    /// Tokens-per-minute limit in force at the end.
+    /// Tokens-per-minute limit in force at the end, added up likewise.
     pub tpm_limit: Option<u64>,
+    /// Each model's limits in force at the end (one per pacer lane, in
+    /// the order the models were first sent).
+    pub lanes: Vec<LaneSummary>,
     /// Latency of successful attempts.
     pub latency: Latency,
     /// Why the run stopped early, if it did.
@@ -480,7 +506,7 @@ impl RunSummary {
     pub(crate) fn build(
         c: &Counters,
         elapsed: Duration,
-        limits: EffectiveLimits,
+        (limits, lanes): (EffectiveLimits, Vec<LaneLimits>),
         stopped: Option<StopCause>,
         before: Baseline,
         cost_usd: Option<f64>,
@@ -529,6 +555,7 @@ impl RunSummary {
             achieved_tpm: per_min((input + output).saturating_sub(before.tokens)),
             rpm_limit: limits.rpm,
             tpm_limit: limits.tpm,
+            lanes: lanes.into_iter().map(LaneSummary::from).collect(),
             latency: Latency {
                 p50_ms: ms(0.5),
                 p90_ms: ms(0.9),

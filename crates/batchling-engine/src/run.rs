@@ -135,21 +135,17 @@ fn concurrency(job: &Job) -> usize {
         .map_or(job.concurrency, |s| s.concurrency)
 }
 
-/// Whether the run discovers its limits, and whether it counts tokens.
+/// Whether the run counts tokens (each pacer lane discovers its own
+/// limits).
 fn discovery(job: &Job, pacer: &Pacer, started: Instant) -> Discovery {
-    // Limits already known (given, or learned by an earlier run on a shared
-    // pacer) need no discovery.
-    let known = pacer.limits();
     // Token counts are needed once a token limit is in force (given, or
-    // learned from headers: the reader starts counting then, and the loop
-    // counts lines read before). The budget reserves each request's worst
-    // case, so it needs counts too.
-    let count_tokens = known.tpm.is_some() || job.max_cost.is_some();
-    let enabled = pacer.learns() && known.rpm.is_none() && known.tpm.is_none();
+    // learned from headers, maybe by an earlier run on a shared pacer: the
+    // reader starts counting then, and the loop counts lines read before).
+    // The budget reserves each request's worst case, so it needs counts
+    // too.
+    let count_tokens = pacer.counts_tokens() || job.max_cost.is_some();
     Discovery {
-        enabled,
-        first_answer: AtomicBool::new(false),
-        gating: AtomicBool::new(enabled),
+        gating: AtomicBool::new(false),
         attempt_done: Notify::new(),
         count_tokens: Arc::new(AtomicBool::new(count_tokens)),
         default_max_output: job.default_max_output,
@@ -340,7 +336,7 @@ fn start_ticker(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            r.tick(&c.progress(started.elapsed(), p.limits(), p.paused_until().is_some()));
+            r.tick(&c.progress(started.elapsed(), p.limits(), p.any_paused()));
         }
     }))
 }
@@ -424,7 +420,8 @@ async fn finish(
     c.output_tokens.store(output_tokens, Relaxed);
     let elapsed = end.started.elapsed();
     let cost = job.prices.as_ref().map(|_| cost_usd);
-    let summary = RunSummary::build(c, elapsed, limits, stopped, end.baseline, cost);
+    let lanes = (limits, end.pacer.lanes());
+    let summary = RunSummary::build(c, elapsed, lanes, stopped, end.baseline, cost);
     reporter.tick(&c.progress(elapsed, limits, false));
     Ok(summary)
 }

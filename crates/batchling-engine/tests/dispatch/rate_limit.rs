@@ -1,5 +1,5 @@
-//! A 429 pauses every request, not only the one that got it; and the
-//! retries it causes still pass the pacer.
+//! A 429 pauses every request of its model (one model here), not only the
+//! one that got it; and the retries it causes still pass the pacer.
 //!
 //! Both tests pace at 600 requests a minute: one send per ~101 ms (99%
 //! utilisation), so a pause shows as a hole in an otherwise even schedule.
@@ -60,7 +60,7 @@ async fn retries_after_429s_pass_the_pacer_and_each_request_is_written_once() {
     let sends = up.sends();
     assert_eq!(sends.len(), N + 5);
     // The pacer's spacing (~101 ms), less its 10 ms of catch-up slack after
-    // a late admission (`pacer.rs`, SLACK), holds between any two sends,
+    // a late admission (`pacer/limit.rs`, SLACK), holds between any two sends,
     // retries included.
     for w in sends.windows(2) {
         let gap = w[1].at - w[0].at;

@@ -1,7 +1,7 @@
 //! With no limits given, the first answer's headers may tell them: until it
 //! arrives, the first request goes alone, then requests in flight may double
-//! every 50 ms (`SLOW_START_STEP` in `dispatch.rs`); once it arrives the
-//! concurrency opens (`gate`, `slow_start`).
+//! every 50 ms (`SLOW_START_STEP` in `pacer/mod.rs`); once it arrives the
+//! concurrency opens (the slow start of the model's pacer lane, `SlowStart`).
 
 use crate::support::{Upstream, Workdir, id, ms, ok, secs};
 

@@ -6,6 +6,7 @@
 //! let up = Upstream::new(ok())                         // what every request gets…
 //!     .script("r03", [status(500), status(500), ok()]) // …but r03: two 500s, then 200
 //!     .script("r07", [rate_limited(secs(2)), ok()])    // r07: a 429 first
+//!     .model("b", [ok().rpm_limit(60)])                // model b's requests: this
 //!     .down_for(secs(20), [status(500), reset()])      // before 20 s: everyone fails
 //!     .arc();
 //! ```
@@ -115,6 +116,8 @@ pub(crate) fn reset() -> Reply {
 #[derive(Debug, Clone)]
 pub(crate) struct Sent {
     pub(crate) custom_id: String,
+    /// The body's `model`.
+    pub(crate) model: String,
     /// 1 for the request's first send, 2 for its first retry, …
     pub(crate) attempt: usize,
     /// When it started.
@@ -137,6 +140,7 @@ pub(crate) struct Upstream {
     start: Instant,
     default: Vec<Reply>,
     scripts: HashMap<String, Vec<Reply>>,
+    models: HashMap<String, Vec<Reply>>,
     outage: Option<(Duration, Vec<Reply>)>,
     on_send: Option<Hook>,
     log: Mutex<Log>,
@@ -163,6 +167,7 @@ impl Upstream {
             start: Instant::now(),
             default,
             scripts: HashMap::new(),
+            models: HashMap::new(),
             outage: None,
             on_send: None,
             log: Mutex::default(),
@@ -179,6 +184,22 @@ impl Upstream {
         assert!(!replies.is_empty(), "a script needs a reply");
         self.scripts.insert(custom_id.to_owned(), replies);
         self
+    }
+
+    /// Requests for `model` with no script of their own get `replies`
+    /// instead of the default, in order; the last repeats.
+    pub(crate) fn model(mut self, model: &str, replies: impl IntoIterator<Item = Reply>) -> Self {
+        let replies: Vec<Reply> = replies.into_iter().collect();
+        assert!(!replies.is_empty(), "a script needs a reply");
+        self.models.insert(model.to_owned(), replies);
+        self
+    }
+
+    /// The sends of one model, in order.
+    pub(crate) fn sends_for(&self, model: &str) -> Vec<Sent> {
+        let log = self.lock();
+        let of = log.sends.iter().filter(|s| s.model == model);
+        of.cloned().collect()
     }
 
     /// Every send that starts in the first `period` gets one of `replies`
@@ -226,7 +247,7 @@ impl Upstream {
     }
 
     /// Log a send and pick its reply.
-    fn begin(&self, custom_id: &str) -> (usize, Reply) {
+    fn begin(&self, custom_id: &str, model: String) -> (usize, Reply) {
         let at = self.now();
         let mut log = self.lock();
         let attempt = 1 + log
@@ -237,7 +258,9 @@ impl Upstream {
         let reply = match &self.outage {
             Some((period, replies)) if at < *period => &replies[log.sends.len() % replies.len()],
             _ => {
-                let script = self.scripts.get(custom_id).unwrap_or(&self.default);
+                let script = self.scripts.get(custom_id);
+                let script = script.or_else(|| self.models.get(&model));
+                let script = script.unwrap_or(&self.default);
                 &script[(attempt - 1).min(script.len() - 1)]
             }
         };
@@ -245,6 +268,7 @@ impl Upstream {
         let in_flight = log.in_flight;
         log.sends.push(Sent {
             custom_id: custom_id.to_owned(),
+            model,
             attempt,
             at,
             in_flight,
@@ -323,7 +347,9 @@ fn transport(kind: TransportKind, message: &str) -> Attempt {
 
 impl Provider for Upstream {
     fn send(&self, request: &Outgoing) -> impl Future<Output = Attempt> + Send {
-        let (index, reply) = self.begin(&request.custom_id);
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let model = body["model"].as_str().unwrap_or_default().to_owned();
+        let (index, reply) = self.begin(&request.custom_id, model);
         async move {
             // A zero latency answers without yielding, as a very fast server.
             if !reply.latency.is_zero() {

@@ -36,13 +36,19 @@ pub(crate) struct Workdir {
 
 impl Workdir {
     pub(crate) fn with_requests(n: usize) -> Self {
+        Self::with_models(n, |_| "m")
+    }
+
+    /// As [`Workdir::with_requests`], request `i` for model `model(i)`.
+    pub(crate) fn with_models(n: usize, model: impl Fn(usize) -> &'static str) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let input = dir.path().join("requests.jsonl");
         let lines: String = (0..n)
             .map(|i| {
                 format!(
-                    r#"{{"custom_id":"{}","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":100}}}}{}"#,
+                    r#"{{"custom_id":"{}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":100}}}}{}"#,
                     id(i),
+                    model(i),
                     "\n"
                 )
             })

@@ -1,0 +1,247 @@
+//! One limit of a lane: a dimension (what it counts), its per-minute
+//! figure, even spacing and a sliding one-second log.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
+use batchling_core::tokens::TokenEstimate;
+use tokio::time::Instant;
+
+/// The window every limit is enforced over, client side.
+pub(super) const WINDOW: Duration = Duration::from_secs(1);
+
+/// How far behind schedule admissions may fall and still catch up.
+const SLACK: Duration = Duration::from_millis(10);
+
+/// What one request costs, in the units the limits count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cost {
+    /// Input tokens.
+    pub input: u64,
+    /// Output tokens reserved (providers charge the maximum at admission).
+    pub output: u64,
+}
+
+impl Cost {
+    /// A cost counted as tokens only (the input side), for callers that
+    /// know one total.
+    pub fn tokens(n: u64) -> Self {
+        Cost {
+            input: n,
+            output: 0,
+        }
+    }
+}
+
+impl From<TokenEstimate> for Cost {
+    fn from(t: TokenEstimate) -> Self {
+        Cost {
+            input: t.input,
+            output: t.max_output,
+        }
+    }
+}
+
+/// What a limit counts. Each has its own counting rule, so a provider that
+/// keeps requests, input tokens and output tokens apart (Anthropic) fits
+/// the same lane as one that keeps requests and tokens (OpenAI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    /// One per request.
+    Requests,
+    /// Input plus reserved output.
+    Tokens,
+    /// Input only.
+    InputTokens,
+    /// Reserved output only.
+    OutputTokens,
+}
+
+impl Dimension {
+    /// The units of `cost` this dimension counts.
+    pub fn units(self, cost: Cost) -> u64 {
+        match self {
+            Dimension::Requests => 1,
+            Dimension::Tokens => cost.input.saturating_add(cost.output),
+            Dimension::InputTokens => cost.input,
+            Dimension::OutputTokens => cost.output,
+        }
+    }
+
+    /// Whether a correction of the input count moves this dimension.
+    fn counts_input(self) -> bool {
+        matches!(self, Dimension::Tokens | Dimension::InputTokens)
+    }
+
+    /// What a response's headers say about this dimension (OpenAI's
+    /// headers name requests and tokens only).
+    fn reading(self, s: &RateLimitSnapshot) -> Option<&LimitReading> {
+        match self {
+            Dimension::Requests => Some(&s.requests),
+            Dimension::Tokens => Some(&s.tokens),
+            Dimension::InputTokens | Dimension::OutputTokens => None,
+        }
+    }
+}
+
+/// One limit: even spacing plus a sliding one-second log.
+#[derive(Debug)]
+pub(super) struct Limit {
+    pub(super) dim: Dimension,
+    /// Units per minute as configured or learned.
+    pub(super) per_minute: Option<u64>,
+    given: Option<u64>,
+    /// Earliest time the next admission may happen (spacing).
+    next_at: Instant,
+    /// Admissions in the last window: (time, units).
+    log: VecDeque<(Instant, u64)>,
+    in_window: u64,
+    /// After a low `remaining`: at most `budget` more units until `until`.
+    hold: Option<(Instant, u64)>,
+    /// Log admissions even with no limit, because one may be learned.
+    track: bool,
+}
+
+impl Limit {
+    pub(super) fn new(dim: Dimension, given: Option<u64>, now: Instant, track: bool) -> Self {
+        Limit {
+            dim,
+            track,
+            per_minute: given,
+            given,
+            next_at: now,
+            log: VecDeque::new(),
+            in_window: 0,
+            hold: None,
+        }
+    }
+
+    fn rate_per_sec(&self, utilisation: f64) -> Option<f64> {
+        self.per_minute
+            .map(|pm| (pm as f64 / 60.0 * utilisation).max(1e-9))
+    }
+
+    /// Units allowed in one window: the limit's full one-second share. The
+    /// spacing aims below it (`utilisation`); the log is the hard ceiling
+    /// that spacing plus timer jitter can never push past.
+    fn window_cap(&self) -> Option<u64> {
+        self.per_minute.map(|pm| (pm / 60).max(1))
+    }
+
+    pub(super) fn expire(&mut self, now: Instant) {
+        while let Some(&(t, units)) = self.log.front() {
+            if now.duration_since(t) < WINDOW {
+                break;
+            }
+            self.log.pop_front();
+            self.in_window -= units;
+        }
+        if let Some((until, _)) = self.hold
+            && now >= until
+        {
+            self.hold = None;
+        }
+    }
+
+    /// When `cost` may be admitted (`now` or later).
+    pub(super) fn ready_at(&self, cost: Cost, now: Instant) -> Instant {
+        let Some(cap) = self.window_cap() else {
+            return now;
+        };
+        let units = self.dim.units(cost);
+        let mut at = self.next_at.max(now);
+        // A request bigger than a whole window can never fit; it goes alone
+        // once the window is empty.
+        let need = (self.in_window + units).saturating_sub(cap.max(units));
+        if need > 0 {
+            let mut freed = 0;
+            for &(t, u) in &self.log {
+                freed += u;
+                if freed >= need {
+                    at = at.max(t + WINDOW);
+                    break;
+                }
+            }
+        }
+        if let Some((until, budget)) = self.hold
+            && units > budget
+        {
+            at = at.max(until);
+        }
+        at
+    }
+
+    pub(super) fn admit(&mut self, cost: Cost, now: Instant, utilisation: f64) {
+        let units = self.dim.units(cost);
+        if let Some(rate) = self.rate_per_sec(utilisation) {
+            // Timers fire up to a millisecond late; restarting the schedule
+            // from `now` each time would turn that lateness into a steady
+            // loss (5% at 100 requests/s). Lateness up to SLACK is made up by
+            // the next admissions instead; the sliding log still caps every
+            // window.
+            let base = self.next_at.max(now.checked_sub(SLACK).unwrap_or(now));
+            self.next_at = base + Duration::from_secs_f64(units as f64 / rate);
+            self.log.push_back((now, units));
+            self.in_window += units;
+        } else if self.track {
+            // No limit yet, but one may be learned: it must count what was
+            // sent in the last window.
+            self.log.push_back((now, units));
+            self.in_window += units;
+        }
+        if let Some((_, budget)) = &mut self.hold {
+            *budget = budget.saturating_sub(units);
+        }
+    }
+
+    pub(super) fn observe(
+        &mut self,
+        snapshot: &RateLimitSnapshot,
+        now: Instant,
+        learn: bool,
+        utilisation: f64,
+    ) {
+        let Some(reading) = self.dim.reading(snapshot) else {
+            return;
+        };
+        if learn && let Some(limit) = reading.limit {
+            self.per_minute = Some(self.given.map_or(limit, |g| g.min(limit)));
+        }
+        // A remaining count lower than what we would send before the reset
+        // means someone else shares the budget, or our view is off: send no
+        // more than that until the reset.
+        if let (Some(remaining), Some(reset), Some(rate)) = (
+            reading.remaining,
+            reading.reset,
+            self.rate_per_sec(utilisation),
+        ) {
+            let planned = rate * reset.as_secs_f64();
+            if (remaining as f64) < planned {
+                let until = now + reset;
+                self.hold = Some(match self.hold {
+                    Some((u, b)) => (u.max(until), b.min(remaining)),
+                    None => (until, remaining),
+                });
+            }
+        }
+    }
+
+    /// The input count of a request turned out `delta` tokens off
+    /// (positive: it cost more than reserved): move the spacing by as much,
+    /// if this limit counts input.
+    pub(super) fn correct_input(&mut self, delta: i64, utilisation: f64) {
+        if !self.dim.counts_input() {
+            return;
+        }
+        let Some(rate) = self.rate_per_sec(utilisation) else {
+            return;
+        };
+        let shift = Duration::from_secs_f64(delta.unsigned_abs() as f64 / rate);
+        if delta > 0 {
+            self.next_at += shift;
+        } else {
+            self.next_at = self.next_at.checked_sub(shift).unwrap_or(self.next_at);
+        }
+    }
+}

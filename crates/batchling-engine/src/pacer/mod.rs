@@ -1,0 +1,590 @@
+//! Pacing: a set of lanes, one per (limit group, model), each with its
+//! requests-per-minute and tokens-per-minute limits, its own pause after a
+//! 429, limits learned from the headers of its own answers, and its own
+//! slow start while those are unknown.
+//!
+//! # Design constraints
+//! - Providers keep limits per model (OpenAI's limits page lists RPM and
+//!   TPM per model; Anthropic's per model class), so one model's limits
+//!   must not throttle another's (`docs/providers.md`, "Limits per
+//!   model"): a lane is keyed by the request's model and by its limit
+//!   group (for now one per upstream; key pools will add groups). A model
+//!   seen for the first time gets a lane of its own.
+//! - A single loop tries its lane without waiting ([`Pacer::try_admit_to`])
+//!   and sets aside what must wait, so one lane's wait holds no other lane
+//!   back; loops sharing a pacer wait in turn ([`Pacer::admit`]).
+//! - A lane is a set of limits, each a [`Dimension`] with its own counting
+//!   rule (`limit.rs`). The lanes use requests and tokens, what OpenAI's
+//!   headers describe.
+//! - Providers enforce limits over short windows (OpenAI documents that a
+//!   per-minute limit may be enforced per second), so a limit never admits
+//!   more than one second's worth in any one-second window (a sliding log),
+//!   and spaces admissions evenly (`cost / rate` apart) so no window edge
+//!   sees a burst.
+//! - Every attempt, retries included, is admitted here: providers count them.
+//! - Admission is first come, first served: on a shared pacer
+//!   ([`Pacer::shared`]) callers queue on a fair async lock, so several
+//!   dispatch loops (`batchling serve` runs one per batch) take turns and a
+//!   large batch cannot starve a small one; a single loop skips the lock.
+//!   Responses update the state from many tasks, so the state sits behind
+//!   a short mutex that is never held across an await.
+//! - The hot path looks a lane up once per request, without allocating:
+//!   the last lane used is tried first (a single-model file always hits
+//!   it), and a request keeps its [`LaneId`] for its answer and retries.
+//! - Lanes are made from request bodies, which come from outside: at most
+//!   [`MAX_LANES`] per pacer, and a model name longer than
+//!   [`MAX_MODEL_BYTES`] gets none of its own; either goes to its group's
+//!   lane for requests without a model.
+//! - Time comes from `tokio::time`, so tests can run with paused time.
+
+mod limit;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use batchling_core::ratelimit::RateLimitSnapshot;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use limit::Limit;
+pub use limit::{Cost, Dimension};
+
+/// The most lanes one pacer keeps (models come from request bodies).
+pub const MAX_LANES: usize = 1024;
+
+/// The longest model name that gets a lane of its own.
+pub const MAX_MODEL_BYTES: usize = 256;
+
+/// While a lane's first answer (and its rate-limit headers) is awaited, its
+/// requests in flight may double every step, from one: a provider with
+/// small limits sees only a handful of requests before batchling knows
+/// them, and one with none (a local server) is at full concurrency within
+/// a few steps rather than after a whole round trip.
+const SLOW_START_STEP: Duration = Duration::from_millis(50);
+
+/// After this many steps slow start allows more than any concurrency: the
+/// lane stops discovering (an upstream that sends no limit headers).
+const SLOW_START_STEPS: u32 = 20;
+
+/// The dimensions of every lane, in the order they are checked.
+const DIMENSIONS: [Dimension; 2] = [Dimension::Requests, Dimension::Tokens];
+
+/// Pacer settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PacerConfig {
+    /// Requests per minute given by the user: each lane's (each model's),
+    /// as a provider's limits page lists them, not a total.
+    pub rpm: Option<u64>,
+    /// Tokens per minute given by the user, each lane's likewise.
+    pub tpm: Option<u64>,
+    /// Adopt limits from `x-ratelimit-*` headers (the lower of given and
+    /// learned wins).
+    pub learn: bool,
+    /// Fraction of each limit actually used (e.g. 0.99), leaving room for
+    /// timing jitter between us and the provider's clock.
+    pub utilisation: f64,
+}
+
+impl Default for PacerConfig {
+    fn default() -> Self {
+        PacerConfig {
+            rpm: None,
+            tpm: None,
+            learn: true,
+            utilisation: 0.99,
+        }
+    }
+}
+
+/// A lane of one pacer, as returned by [`Pacer::lane`] and
+/// [`Pacer::admit`]: stable for the pacer's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LaneId(u32);
+
+/// What [`Pacer::admit`] admitted: the request's lane, and whether it
+/// went out during its lane's slow start (then its answer must be told,
+/// see [`Pacer::answered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The lane it was admitted to.
+    pub lane: LaneId,
+    /// Counted in its lane's slow start.
+    pub slow_start: bool,
+}
+
+/// A lane's slow start: requests in flight since its first send.
+#[derive(Debug, Default)]
+struct SlowStart {
+    first_sent: Option<Instant>,
+    in_flight: u64,
+}
+
+impl SlowStart {
+    /// When one more may go (`now` if it may), or `None` once the lane has
+    /// had enough steps to be fully open.
+    fn ready_at(&self, now: Instant) -> Option<Instant> {
+        let Some(first) = self.first_sent else {
+            return Some(now);
+        };
+        let since = now.duration_since(first);
+        let steps = (since.as_millis() / SLOW_START_STEP.as_millis()) as u32;
+        if steps >= SLOW_START_STEPS {
+            return None;
+        }
+        if self.in_flight < 1u64 << steps {
+            return Some(now);
+        }
+        Some(first + SLOW_START_STEP * (steps + 1))
+    }
+}
+
+/// Which limits a lane keeps: a model within a limit group.
+#[derive(Debug)]
+struct LaneKey {
+    group: u32,
+    model: Option<Box<str>>,
+}
+
+/// One (limit group, model): its limits and its pause.
+#[derive(Debug)]
+struct Lane {
+    key: LaneKey,
+    limits: Vec<Limit>,
+    /// After a 429 for this lane: nothing of it goes before then.
+    paused_until: Option<Instant>,
+    /// Set while the lane's limits are unknown and being learned.
+    discovery: Option<SlowStart>,
+}
+
+impl Lane {
+    fn new(key: LaneKey, config: &PacerConfig, now: Instant) -> Self {
+        let given = |d: Dimension| match d {
+            Dimension::Requests => config.rpm,
+            Dimension::Tokens => config.tpm,
+            Dimension::InputTokens | Dimension::OutputTokens => None,
+        };
+        let limits = DIMENSIONS
+            .iter()
+            .map(|&d| Limit::new(d, given(d), now, config.learn))
+            .collect();
+        let discovers = config.learn && config.rpm.is_none() && config.tpm.is_none();
+        Lane {
+            key,
+            limits,
+            paused_until: None,
+            discovery: discovers.then(SlowStart::default),
+        }
+    }
+
+    fn per_minute(&self, d: Dimension) -> Option<u64> {
+        self.limits
+            .iter()
+            .find(|l| l.dim == d)
+            .and_then(|l| l.per_minute)
+    }
+}
+
+/// Why an admission must wait.
+struct Wait {
+    at: Instant,
+    /// The lane is in slow start: an answer may let it go sooner.
+    on_answer: bool,
+}
+
+/// What [`Pacer::try_admit_to`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tried {
+    /// Admitted: send it.
+    Admitted(Admitted),
+    /// Its lane cannot take it yet.
+    Waits(Waiting),
+}
+
+/// A request its lane cannot take yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    /// Its lane.
+    pub lane: LaneId,
+    /// When to try again.
+    pub at: Instant,
+    /// The lane is in slow start: an answer of its own may open it sooner.
+    pub on_answer: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    lanes: Vec<Lane>,
+    /// Lanes by group, then model (`""`: no model, or none of its own).
+    index: Vec<HashMap<Box<str>, LaneId>>,
+    /// The lane used last: tried first.
+    last: Option<LaneId>,
+}
+
+impl State {
+    fn lane(&self, id: LaneId) -> &Lane {
+        &self.lanes[id.0 as usize]
+    }
+
+    fn lane_mut(&mut self, id: LaneId) -> &mut Lane {
+        &mut self.lanes[id.0 as usize]
+    }
+
+    /// The lane of `model` in `group`, made if new.
+    fn find(&mut self, group: u32, model: Option<&str>, config: &PacerConfig) -> LaneId {
+        let name = model.unwrap_or("");
+        if let Some(id) = self.last {
+            let k = &self.lane(id).key;
+            if k.group == group && k.model.as_deref().unwrap_or("") == name {
+                return id;
+            }
+        }
+        let own = name.len() <= MAX_MODEL_BYTES && self.lanes.len() < MAX_LANES;
+        let name = if own { name } else { "" };
+        let id = match self.index.get(group as usize).and_then(|m| m.get(name)) {
+            Some(&id) => id,
+            None => self.make(group, name, config),
+        };
+        self.last = Some(id);
+        id
+    }
+
+    fn make(&mut self, group: u32, name: &str, config: &PacerConfig) -> LaneId {
+        let id = LaneId(self.lanes.len() as u32);
+        let model = (!name.is_empty()).then(|| Box::from(name));
+        let key = LaneKey { group, model };
+        self.lanes.push(Lane::new(key, config, Instant::now()));
+        if self.index.len() <= group as usize {
+            self.index.resize_with(group as usize + 1, HashMap::new);
+        }
+        self.index[group as usize].insert(Box::from(name), id);
+        id
+    }
+}
+
+/// Shared pacing state. See the module docs.
+#[derive(Debug)]
+pub struct Pacer {
+    config: PacerConfig,
+    state: Mutex<State>,
+    /// The admission queue of a pacer shared by several dispatch loops
+    /// (tokio's mutex is fair: FIFO). A single loop needs none.
+    turn: Option<tokio::sync::Mutex<()>>,
+    /// Woken when an answer comes back for a lane in slow start.
+    answers: Notify,
+}
+
+/// The limits currently in force, for progress and the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EffectiveLimits {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+}
+
+/// One lane's limits in force, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneLimits {
+    /// The model, `None` for requests without one (or without a lane of
+    /// their own).
+    pub model: Option<String>,
+    /// Its limits.
+    pub limits: EffectiveLimits,
+}
+
+/// The limit group every lane of a pacer is in, until key pools bring
+/// more than one per upstream.
+const GROUP: u32 = 0;
+
+impl Pacer {
+    /// A pacer for one dispatch loop.
+    pub fn new(config: PacerConfig) -> Self {
+        Pacer {
+            config,
+            state: Mutex::new(State::default()),
+            turn: None,
+            answers: Notify::new(),
+        }
+    }
+
+    /// A pacer for several dispatch loops: they are admitted in turn.
+    pub fn shared(config: PacerConfig) -> Self {
+        Pacer {
+            turn: Some(tokio::sync::Mutex::new(())),
+            ..Pacer::new(config)
+        }
+    }
+
+    /// Whether limits are adopted from response headers.
+    pub fn learns(&self) -> bool {
+        self.config.learn
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked mid-update
+        // (every update is a few field writes), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lane of `model` (made if new).
+    pub fn lane(&self, model: Option<&str>) -> LaneId {
+        self.lock().find(GROUP, model, &self.config)
+    }
+
+    /// The limits in force for the run as a whole: each dimension's limits
+    /// added over the lanes that have one (what every model together may
+    /// send); before any lane exists, the given limits.
+    pub fn limits(&self) -> EffectiveLimits {
+        let s = self.lock();
+        if s.lanes.is_empty() {
+            return EffectiveLimits {
+                rpm: self.config.rpm,
+                tpm: self.config.tpm,
+            };
+        }
+        let total = |d| {
+            s.lanes
+                .iter()
+                .filter_map(|l| l.per_minute(d))
+                .reduce(u64::saturating_add)
+        };
+        EffectiveLimits {
+            rpm: total(Dimension::Requests),
+            tpm: total(Dimension::Tokens),
+        }
+    }
+
+    /// Each lane's limits in force, in the order the lanes were made.
+    pub fn lanes(&self) -> Vec<LaneLimits> {
+        let s = self.lock();
+        let each = s.lanes.iter().map(|l| LaneLimits {
+            model: l.key.model.as_deref().map(str::to_owned),
+            limits: EffectiveLimits {
+                rpm: l.per_minute(Dimension::Requests),
+                tpm: l.per_minute(Dimension::Tokens),
+            },
+        });
+        each.collect()
+    }
+
+    /// Whether any lane's limits, given or learned, count tokens (then
+    /// requests need token counts).
+    pub fn counts_tokens(&self) -> bool {
+        self.config.tpm.is_some() || {
+            let s = self.lock();
+            s.lanes
+                .iter()
+                .any(|l| l.per_minute(Dimension::Tokens).is_some())
+        }
+    }
+
+    /// Try to admit a request costing `cost` to `lane` now. On success
+    /// returns `None`; otherwise the instant to try again.
+    pub fn try_admit(&self, lane: LaneId, cost: Cost, now: Instant) -> Option<Instant> {
+        match self.try_admit_in(&mut self.lock(), lane, cost, now) {
+            Ok(_) => None,
+            Err(w) => Some(w.at),
+        }
+    }
+
+    /// Admit to `lane` if it may go now; `Ok(slow_start)` when it did.
+    fn try_admit_in(
+        &self,
+        s: &mut State,
+        lane: LaneId,
+        cost: Cost,
+        now: Instant,
+    ) -> Result<bool, Wait> {
+        let u = self.config.utilisation;
+        let l = s.lane_mut(lane);
+        let mut at = now;
+        for limit in &mut l.limits {
+            limit.expire(now);
+            at = at.max(limit.ready_at(cost, now));
+        }
+        if let Some(p) = l.paused_until {
+            if p > now {
+                at = at.max(p);
+            } else {
+                l.paused_until = None;
+            }
+        }
+        let slow = l.discovery.as_ref().map(|d| d.ready_at(now));
+        let mut on_answer = false;
+        match slow {
+            Some(None) => l.discovery = None, // open: it sends no limits
+            Some(Some(t)) if t > now => {
+                at = at.max(t);
+                on_answer = true;
+            }
+            _ => {}
+        }
+        if at > now {
+            return Err(Wait { at, on_answer });
+        }
+        for limit in &mut l.limits {
+            limit.admit(cost, now, u);
+        }
+        let Some(d) = &mut l.discovery else {
+            return Ok(false);
+        };
+        d.first_sent.get_or_insert(now);
+        d.in_flight += 1;
+        Ok(true)
+    }
+
+    /// Admit a request of `model` costing `cost` to its lane (`known`, if
+    /// it was admitted before) if it may go now, else say until when it
+    /// waits; never waits. A loop that tries, sets aside what waits and
+    /// goes on with other requests keeps every lane at its own pace. It
+    /// skips a shared pacer's turns: loops that share one [`admit`].
+    ///
+    /// [`admit`]: Pacer::admit
+    pub fn try_admit_to(
+        &self,
+        model: Option<&str>,
+        known: Option<LaneId>,
+        cost: Cost,
+        now: Instant,
+    ) -> Tried {
+        let mut s = self.lock();
+        let lane = known.unwrap_or_else(|| s.find(GROUP, model, &self.config));
+        match self.try_admit_in(&mut s, lane, cost, now) {
+            Ok(slow_start) => Tried::Admitted(Admitted { lane, slow_start }),
+            Err(w) => Tried::Waits(Waiting {
+                lane,
+                at: w.at,
+                on_answer: w.on_answer,
+            }),
+        }
+    }
+
+    /// Whether several dispatch loops share this pacer (they take turns
+    /// in [`Pacer::admit`]).
+    pub fn is_shared(&self) -> bool {
+        self.turn.is_some()
+    }
+
+    /// Wait until a request of `model` costing `cost` may go, then admit
+    /// it. `known` is its lane if it was admitted before (a retry).
+    pub async fn admit(&self, model: Option<&str>, known: Option<LaneId>, cost: Cost) -> Admitted {
+        let _turn = match &self.turn {
+            Some(t) => Some(t.lock().await),
+            None => None,
+        };
+        let (lane, first) = {
+            let mut s = self.lock();
+            let lane = known.unwrap_or_else(|| s.find(GROUP, model, &self.config));
+            (lane, self.try_admit_in(&mut s, lane, cost, Instant::now()))
+        };
+        let mut wait = match first {
+            Ok(slow_start) => return Admitted { lane, slow_start },
+            Err(w) => w,
+        };
+        loop {
+            if wait.on_answer {
+                // Armed before looking again, so an answer in between is
+                // not missed.
+                let answered = self.answers.notified();
+                tokio::pin!(answered);
+                answered.as_mut().enable();
+                match self.try_admit_in(&mut self.lock(), lane, cost, Instant::now()) {
+                    Ok(slow_start) => return Admitted { lane, slow_start },
+                    Err(w) => wait = w,
+                }
+                tokio::select! {
+                    _ = answered => {}
+                    _ = tokio::time::sleep_until(wait.at) => {}
+                }
+            } else {
+                tokio::time::sleep_until(wait.at).await;
+            }
+            match self.try_admit_in(&mut self.lock(), lane, cost, Instant::now()) {
+                Ok(slow_start) => return Admitted { lane, slow_start },
+                Err(w) => wait = w,
+            }
+        }
+    }
+
+    /// Every admission to `lane` waits until `now + delay` (a 429's
+    /// Retry-After). Only that lane: providers keep limits per model, so a
+    /// 429 for one model says nothing about another's budget, whose
+    /// requests keep their pace.
+    pub fn pause(&self, lane: LaneId, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut s = self.lock();
+        let l = s.lane_mut(lane);
+        l.paused_until = Some(l.paused_until.map_or(until, |p| p.max(until)));
+    }
+
+    /// Until when `lane` is paused, if it is.
+    pub fn paused_until(&self, lane: LaneId) -> Option<Instant> {
+        let now = Instant::now();
+        self.lock().lane(lane).paused_until.filter(|p| *p > now)
+    }
+
+    /// Whether any lane is paused now (for progress).
+    pub fn any_paused(&self) -> bool {
+        let now = Instant::now();
+        let s = self.lock();
+        s.lanes
+            .iter()
+            .any(|l| l.paused_until.is_some_and(|p| p > now))
+    }
+
+    /// An attempt admitted as `admitted` came back: `snapshot` is its
+    /// answer's rate-limit headers (empty when it had none; `None` for no
+    /// answer at all). They are the limits of its lane, and any answer ends
+    /// the lane's slow start. Returns whether a token limit is now in force
+    /// there. Need not be called for an attempt outside slow start whose
+    /// answer had no headers.
+    pub fn answered(&self, admitted: Admitted, snapshot: Option<&RateLimitSnapshot>) -> bool {
+        let now = Instant::now();
+        let (learn, u) = (self.config.learn, self.config.utilisation);
+        let mut s = self.lock();
+        let l = s.lane_mut(admitted.lane);
+        if admitted.slow_start
+            && let Some(d) = &mut l.discovery
+        {
+            d.in_flight = d.in_flight.saturating_sub(1);
+        }
+        if let Some(snap) = snapshot {
+            if !snap.is_empty() {
+                for limit in &mut l.limits {
+                    limit.observe(snap, now, learn, u);
+                }
+            }
+            // An answer shows the lane's limits, or that it has none: its
+            // slow start is over.
+            l.discovery = None;
+        }
+        let tokens = l.per_minute(Dimension::Tokens).is_some();
+        drop(s);
+        if admitted.slow_start {
+            self.answers.notify_waiters();
+        }
+        tokens
+    }
+
+    /// Whether `lane` is still learning its limits (in slow start).
+    pub fn discovering(&self, lane: LaneId) -> bool {
+        self.lock().lane(lane).discovery.is_some()
+    }
+
+    /// Correct a token reservation in `lane` once the real count is known:
+    /// `reserved` input tokens were charged, `actual` is what the provider
+    /// counted.
+    pub fn settle_tokens(&self, lane: LaneId, reserved: u64, actual: u64) {
+        let delta = actual as i64 - reserved as i64;
+        if delta != 0 {
+            let u = self.config.utilisation;
+            for limit in &mut self.lock().lane_mut(lane).limits {
+                limit.correct_input(delta, u);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

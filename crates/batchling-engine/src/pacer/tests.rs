@@ -1,0 +1,357 @@
+use super::limit::WINDOW;
+use super::*;
+use batchling_core::ratelimit::LimitReading;
+use proptest::prelude::*;
+
+fn cfg(rpm: Option<u64>, tpm: Option<u64>) -> PacerConfig {
+    PacerConfig {
+        rpm,
+        tpm,
+        learn: true,
+        utilisation: 1.0,
+    }
+}
+
+/// Drive one lane with simulated time; return admission instants.
+fn admissions(p: &Pacer, lane: LaneId, start: Instant, costs: &[u64]) -> Vec<Instant> {
+    let mut now = start;
+    let mut out = Vec::new();
+    for &c in costs {
+        loop {
+            match p.try_admit(lane, Cost::tokens(c), now) {
+                None => break,
+                Some(at) => {
+                    assert!(at > now);
+                    now = at;
+                }
+            }
+        }
+        out.push(now);
+    }
+    out
+}
+
+fn max_in_any_window(times: &[Instant], costs: &[u64]) -> u64 {
+    let mut best = 0;
+    for i in 0..times.len() {
+        let mut sum = 0;
+        for j in i..times.len() {
+            if times[j].duration_since(times[i]) >= WINDOW {
+                break;
+            }
+            sum += costs[j];
+        }
+        best = best.max(sum);
+    }
+    best
+}
+
+/// Headers saying `rpm` requests a minute (and nothing else).
+fn rpm_headers(rpm: u64) -> RateLimitSnapshot {
+    RateLimitSnapshot {
+        requests: LimitReading {
+            limit: Some(rpm),
+            ..LimitReading::default()
+        },
+        ..RateLimitSnapshot::default()
+    }
+}
+
+/// Tell `lane` an answer with `snapshot` came back.
+fn learn(p: &Pacer, lane: LaneId, snapshot: &RateLimitSnapshot) {
+    let admitted = Admitted {
+        lane,
+        slow_start: false,
+    };
+    p.answered(admitted, Some(snapshot));
+}
+
+#[tokio::test(start_paused = true)]
+async fn spaces_requests_evenly() {
+    let p = Pacer::new(cfg(Some(6000), None));
+    let t0 = Instant::now();
+    let times = admissions(&p, p.lane(Some("m")), t0, &[1; 300]);
+    // 100 per second: the 300th goes at 2.99 s, not in bursts.
+    let last = times.last().unwrap().duration_since(t0);
+    assert!(last >= Duration::from_millis(2980) && last <= Duration::from_millis(3000));
+    for w in times.windows(2) {
+        assert!(w[1].duration_since(w[0]) >= Duration::from_millis(9));
+    }
+}
+
+proptest! {
+    /// The pacer never admits more than a limit's one-second share in any
+    /// one-second window, whatever the request sizes, in each lane, while
+    /// another lane is admitting too.
+    #[test]
+    fn never_over_the_limit_in_any_window(
+        rpm in 60u64..20_000,
+        tpm in 6_000u64..2_000_000,
+        costs in proptest::collection::vec(1u64..40_000, 1..300),
+        other in proptest::collection::vec(1u64..40_000, 1..100),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let p = Pacer::new(cfg(Some(rpm), Some(tpm)));
+            let (a, b) = (p.lane(Some("a")), p.lane(Some("b")));
+            let t0 = Instant::now();
+            admissions(&p, b, t0, &other);
+            let times = admissions(&p, a, t0, &costs);
+            let ones = vec![1; costs.len()];
+            let req_cap = ((rpm as f64 / 60.0).floor() as u64).max(1);
+            let tok_cap = ((tpm as f64 / 60.0).floor() as u64).max(1);
+            prop_assert!(max_in_any_window(&times, &ones) <= req_cap);
+            // One request bigger than a window's share is admitted alone.
+            let biggest = costs.iter().copied().max().unwrap();
+            prop_assert!(max_in_any_window(&times, &costs) <= tok_cap.max(biggest));
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_blocks_its_lane_until_it_ends_and_no_other() {
+    let p = Pacer::new(cfg(Some(6000), None));
+    let (a, b) = (p.lane(Some("a")), p.lane(Some("b")));
+    let t0 = Instant::now();
+    assert_eq!(p.try_admit(a, Cost::default(), t0), None);
+    p.pause(a, Duration::from_secs(2));
+    assert_eq!(
+        p.try_admit(a, Cost::default(), t0),
+        Some(t0 + Duration::from_secs(2))
+    );
+    assert!(p.any_paused() && p.paused_until(b).is_none());
+    assert_eq!(p.try_admit(b, Cost::default(), t0), None);
+    let later = t0 + Duration::from_secs(2);
+    assert_eq!(p.try_admit(a, Cost::default(), later), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn learns_limits_from_headers() {
+    let p = Pacer::new(cfg(None, None));
+    assert_eq!(p.limits(), EffectiveLimits::default());
+    let lane = p.lane(Some("m"));
+    assert!(p.discovering(lane));
+    learn(
+        &p,
+        lane,
+        &RateLimitSnapshot {
+            requests: LimitReading {
+                limit: Some(600),
+                remaining: Some(599),
+                reset: Some(Duration::from_millis(100)),
+            },
+            tokens: LimitReading {
+                limit: Some(60_000),
+                remaining: None,
+                reset: None,
+            },
+        },
+    );
+    assert!(!p.discovering(lane) && p.counts_tokens());
+    let want = EffectiveLimits {
+        rpm: Some(600),
+        tpm: Some(60_000),
+    };
+    assert_eq!(p.limits(), want);
+    let t0 = Instant::now();
+    let times = admissions(&p, lane, t0, &[1; 11]);
+    assert_eq!(times[10].duration_since(t0), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_lane_keeps_the_limits_its_own_answers_showed() {
+    let p = Pacer::new(cfg(None, None));
+    let (slow, fast) = (p.lane(Some("slow")), p.lane(Some("fast")));
+    learn(&p, slow, &rpm_headers(600));
+    learn(&p, fast, &rpm_headers(6000));
+    let t0 = Instant::now();
+    // Interleaved, each lane keeps its own pace: 10 a second and 100.
+    let mut now = t0;
+    let (mut n_slow, mut n_fast) = (0, 0);
+    while now < t0 + Duration::from_secs(1) {
+        if p.try_admit(slow, Cost::default(), now).is_none() {
+            n_slow += 1;
+        }
+        if p.try_admit(fast, Cost::default(), now).is_none() {
+            n_fast += 1;
+        }
+        now += Duration::from_millis(1);
+    }
+    assert_eq!((n_slow, n_fast), (10, 100));
+    let lanes = p.lanes();
+    assert_eq!(lanes[0].model.as_deref(), Some("slow"));
+    assert_eq!(lanes[1].limits.rpm, Some(6000));
+    // The run's limit is what both may send together.
+    assert_eq!(p.limits().rpm, Some(6600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn given_limits_are_each_lanes_and_win_when_lower() {
+    let p = Pacer::new(cfg(Some(120), None));
+    assert_eq!(p.limits().rpm, Some(120));
+    let (a, b) = (p.lane(Some("a")), p.lane(Some("b")));
+    assert!(!p.discovering(a), "a given limit needs no discovery");
+    learn(&p, a, &rpm_headers(6000));
+    learn(&p, b, &rpm_headers(60));
+    let rpms: Vec<_> = p.lanes().iter().map(|l| l.limits.rpm).collect();
+    assert_eq!(rpms, [Some(120), Some(60)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_lane_starts_slowly_while_a_known_one_keeps_its_pace() {
+    let p = Pacer::new(cfg(None, None));
+    let known = p.lane(Some("known"));
+    learn(&p, known, &rpm_headers(6000));
+    let fresh = p.lane(Some("fresh"));
+    let t0 = Instant::now();
+    // The new lane: one, then it waits for its first answer or 50 ms.
+    assert_eq!(p.try_admit(fresh, Cost::default(), t0), None);
+    let step = t0 + SLOW_START_STEP;
+    assert_eq!(p.try_admit(fresh, Cost::default(), t0), Some(step));
+    // The known lane is not held back by it.
+    let times = admissions(&p, known, t0, &[1; 5]);
+    assert!(times[4] < t0 + Duration::from_millis(50));
+    // Its first answer, with headers, opens the new lane.
+    let first = Admitted {
+        lane: fresh,
+        slow_start: true,
+    };
+    p.answered(first, Some(&rpm_headers(600)));
+    assert_eq!(p.try_admit(fresh, Cost::default(), t0), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_doubles_then_opens_without_headers() {
+    let p = Pacer::new(cfg(None, None));
+    let lane = p.lane(None);
+    let t0 = Instant::now();
+    let sent = |at: Instant| {
+        let mut n = 0;
+        while p.try_admit(lane, Cost::default(), at).is_none() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(sent(t0), 1);
+    assert_eq!(sent(t0 + SLOW_START_STEP), 1); // 2 in flight now
+    assert_eq!(sent(t0 + SLOW_START_STEP * 2), 2); // 4
+    // After its last step the lane is open, and stays so.
+    let open = t0 + SLOW_START_STEP * SLOW_START_STEPS;
+    assert_eq!(p.try_admit(lane, Cost::default(), open), None);
+    assert!(!p.discovering(lane));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lane_of_a_model_is_found_again_and_odd_models_share_one() {
+    let p = Pacer::new(cfg(Some(600), None));
+    let (a, b) = (p.lane(Some("a")), p.lane(Some("b")));
+    assert_ne!(a, b);
+    assert_eq!(p.lane(Some("a")), a);
+    assert_eq!(p.lane(Some("b")), b);
+    let none = p.lane(None);
+    assert_eq!(p.lane(Some("")), none);
+    let long = "x".repeat(MAX_MODEL_BYTES + 1);
+    assert_eq!(p.lane(Some(&long)), none, "too long a name gets no lane");
+    for i in 0..MAX_LANES * 2 {
+        p.lane(Some(&format!("m{i}")));
+    }
+    assert_eq!(p.lanes().len(), MAX_LANES);
+}
+
+#[tokio::test(start_paused = true)]
+async fn low_remaining_holds_until_reset() {
+    let p = Pacer::new(cfg(Some(6000), None));
+    let lane = p.lane(None);
+    learn(
+        &p,
+        lane,
+        &RateLimitSnapshot {
+            requests: LimitReading {
+                limit: Some(6000),
+                remaining: Some(2),
+                reset: Some(Duration::from_millis(500)),
+            },
+            ..RateLimitSnapshot::default()
+        },
+    );
+    let t0 = Instant::now();
+    let times = admissions(&p, lane, t0, &[1; 3]);
+    // Two more fit before the reset; the third waits for it.
+    assert!(times[1].duration_since(t0) < Duration::from_millis(100));
+    assert_eq!(times[2].duration_since(t0), Duration::from_millis(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_corrections_move_the_schedule() {
+    let p = Pacer::new(cfg(None, Some(60_000))); // 1000 tokens/s
+    let lane = p.lane(None);
+    let t0 = Instant::now();
+    assert_eq!(p.try_admit(lane, Cost::tokens(500), t0), None);
+    p.settle_tokens(lane, 500, 1500);
+    let next = p.try_admit(lane, Cost::tokens(10), t0);
+    assert_eq!(next, Some(t0 + Duration::from_millis(1500)));
+    p.settle_tokens(lane, 1500, 500);
+    let later = t0 + Duration::from_millis(500);
+    assert_eq!(p.try_admit(lane, Cost::tokens(10), later), None);
+}
+
+#[test]
+fn each_dimension_counts_by_its_own_rule() {
+    let c = Cost {
+        input: 300,
+        output: 50,
+    };
+    let units = [
+        Dimension::Requests,
+        Dimension::Tokens,
+        Dimension::InputTokens,
+        Dimension::OutputTokens,
+    ]
+    .map(|d| d.units(c));
+    assert_eq!(units, [1, 350, 300, 50]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_output_token_limit_paces_by_output_alone() {
+    // 6,000 output tokens a minute: 100 a second, whatever the input.
+    let mut l = Limit::new(Dimension::OutputTokens, Some(6000), Instant::now(), true);
+    let t0 = Instant::now();
+    let big_input = Cost {
+        input: 100_000,
+        output: 50,
+    };
+    l.admit(big_input, t0, 1.0);
+    assert_eq!(l.ready_at(big_input, t0), t0 + Duration::from_millis(500));
+    l.correct_input(1000, 1.0);
+    assert_eq!(l.ready_at(big_input, t0), t0 + Duration::from_millis(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_sharing_a_pacer_take_turns() {
+    // Two dispatch loops on one pacer (two batches of `batchling serve`):
+    // a big one queued first and a small one arriving later alternate,
+    // so the small one is done after about twice its own length.
+    let p = std::sync::Arc::new(Pacer::shared(cfg(Some(600), None)));
+    let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let run = |name: &'static str, n: usize| {
+        let (p, order) = (p.clone(), order.clone());
+        tokio::spawn(async move {
+            for _ in 0..n {
+                p.admit(Some("m"), None, Cost::default()).await;
+                order.lock().unwrap().push(name);
+            }
+        })
+    };
+    let big = run("big", 100);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let small = run("small", 5);
+    small.await.unwrap();
+    let admitted = order.lock().unwrap().clone();
+    let bigs = admitted.iter().filter(|n| **n == "big").count();
+    assert!(
+        bigs <= 3 + 6,
+        "the small caller waited behind {bigs} big admissions"
+    );
+    big.abort();
+}
