@@ -24,9 +24,9 @@ pub(crate) fn for_error(e: &anyhow::Error) -> Option<String> {
 fn store(cause: &(dyn Error + 'static)) -> Option<String> {
     let hint = match store_error(cause)? {
         StoreError::Open { .. } => "run and submit take another with --state",
-        StoreError::NotAJournal { .. } => "--state for run and submit",
+        StoreError::NotAJournal { .. } => "run and submit take another with --state",
         StoreError::InputChanged { .. } | StoreError::CannotResume { .. } => {
-            "rerun with --restart to start over, or use another --state"
+            "--restart starts over; --state names another journal"
         }
         _ => return None,
     };
