@@ -26,13 +26,21 @@ impl LimitReading {
 pub struct RateLimitSnapshot {
     /// Requests per minute.
     pub requests: LimitReading,
-    /// Tokens per minute.
+    /// Tokens per minute (Anthropic: the most restrictive token limit in
+    /// force, else input and output together).
     pub tokens: LimitReading,
+    /// Input tokens per minute (Anthropic's ITPM; OpenAI sends none).
+    pub input_tokens: LimitReading,
+    /// Output tokens per minute (Anthropic's OTPM; OpenAI sends none).
+    pub output_tokens: LimitReading,
 }
 
 impl RateLimitSnapshot {
     /// Whether the response carried no rate-limit headers.
     pub fn is_empty(&self) -> bool {
-        self.requests.is_empty() && self.tokens.is_empty()
+        self.requests.is_empty()
+            && self.tokens.is_empty()
+            && self.input_tokens.is_empty()
+            && self.output_tokens.is_empty()
     }
 }

@@ -146,6 +146,7 @@ async fn learns_limits_from_headers() {
                 remaining: None,
                 reset: None,
             },
+            ..RateLimitSnapshot::default()
         },
     );
     assert!(!p.discovering(lane) && p.counts_tokens());

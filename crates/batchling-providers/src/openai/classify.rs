@@ -112,7 +112,7 @@ fn server_delay(answer: &Answer) -> Option<Duration> {
 /// a few hundred bytes.
 const MAX_ERROR_PARSE: usize = 1 << 20;
 
-fn error_object(answer: &Answer) -> Option<Value> {
+pub(crate) fn error_object(answer: &Answer) -> Option<Value> {
     if answer.body.len() > MAX_ERROR_PARSE {
         return None;
     }

@@ -86,6 +86,7 @@ pub fn rate_limits<H: HeaderLookup + ?Sized>(headers: &H) -> RateLimitSnapshot {
     RateLimitSnapshot {
         requests: reading(headers, &REQUESTS),
         tokens: reading(headers, &TOKENS),
+        ..RateLimitSnapshot::default()
     }
 }
 
