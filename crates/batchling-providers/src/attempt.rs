@@ -19,6 +19,9 @@ pub struct Outgoing {
 }
 
 /// The outcome of one HTTP call.
+// Answers are the common case and are moved a few times, never stored in
+// bulk: boxing them would cost an allocation each for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Attempt {
     /// The server answered (any status).
