@@ -16,7 +16,8 @@
 //! provider = "openai"           # optional
 //! input = 0.15                  # required
 //! cached_input = 0.075          # optional: cache reads (falls back to input)
-//! cache_write = 0.1875          # optional: cache writes (falls back to input)
+//! cache_write = 0.1875          # optional: cache writes, 5-minute (falls back to input)
+//! cache_write_1h = 0.30         # optional: cache writes, 1-hour (falls back to cache_write)
 //! output = 0.60                 # required (0 for embeddings)
 //! batch_input = 0.075           # optional: Batch API (falls back to 50%)
 //! batch_output = 0.30           # optional: Batch API (falls back to 50%)
@@ -27,7 +28,8 @@
 //! {"input": 0.15, ...}}}`) works too, and so does LiteLLM's
 //! `model_prices_and_context_window.json` (per-token prices, converted; its
 //! `sample_spec` and entries without `input_cost_per_token` are skipped, its
-//! other fields ignored). The format comes from the extension (`.toml`,
+//! other fields ignored; `cache_creation_input_token_cost_above_1hr` is the
+//! 1-hour write price). The format comes from the extension (`.toml`,
 //! `.json`), otherwise from the first character (`{` means JSON).
 //!
 //! Our formats are strict: a price must be a finite, non-negative number and
@@ -46,7 +48,8 @@
 //! # Costs
 //!
 //! [`TokenCounts::input`] counts every input token; the cached and
-//! cache-write tokens are parts of it, billed at their own prices. Batch
+//! cache-write tokens are parts of it, billed at their own prices (a 1-hour
+//! write at `cache_write_1h`, any other at `cache_write`). Batch
 //! costs use the batch prices, or [`BATCH_FALLBACK_FACTOR`] of the standard
 //! ones; cached and cache-write tokens get the same discount as input.
 
@@ -73,6 +76,7 @@ const MODEL_FIELDS: &[&str] = &[
     "input",
     "cached_input",
     "cache_write",
+    "cache_write_1h",
     "output",
     "batch_input",
     "batch_output",
@@ -93,6 +97,10 @@ pub struct ModelPrice {
     /// Input tokens written to the prompt cache (Anthropic, 5-minute TTL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_write: Option<f64>,
+    /// Input tokens written to the prompt cache with a 1-hour TTL
+    /// (Anthropic); falls back to `cache_write`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
     /// Output tokens, reasoning included.
     pub output: f64,
     /// Input tokens through the Batch API.
@@ -106,17 +114,20 @@ pub struct ModelPrice {
     pub checked: Option<String>,
 }
 
-/// Tokens to price. `cached_input` and `cache_write` are parts of `input`.
+/// Tokens to price. `cached_input` and `cache_write` are parts of `input`,
+/// `cache_write_1h` is a part of `cache_write`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TokenCounts {
     /// All input tokens, cached and cache-write ones included.
     pub input: u64,
     /// Input tokens read from the prompt cache.
     pub cached_input: u64,
-    /// Input tokens written to the prompt cache.
+    /// Input tokens written to the prompt cache, every lifetime.
     pub cache_write: u64,
     /// Output tokens, reasoning included.
     pub output: u64,
+    /// The cache writes with a 1-hour lifetime.
+    pub cache_write_1h: u64,
 }
 
 impl From<Usage> for TokenCounts {
@@ -124,8 +135,9 @@ impl From<Usage> for TokenCounts {
         TokenCounts {
             input: u.input,
             cached_input: u.cached_input,
-            cache_write: 0,
+            cache_write: u.cache_write,
             output: u.output,
+            cache_write_1h: u.cache_write_1h,
         }
     }
 }
@@ -147,7 +159,8 @@ impl ModelPrice {
 
     /// USD for `t` at standard (synchronous API) prices. Cached input is
     /// billed at `cached_input`, cache writes at `cache_write` (each falling
-    /// back to `input`), the rest of the input at `input`.
+    /// back to `input`) or, for 1-hour writes, `cache_write_1h` (falling back
+    /// to the 5-minute price), the rest of the input at `input`.
     pub fn cost_online(&self, t: &TokenCounts) -> f64 {
         self.cost_at(t, self.input, self.output, 1.0)
     }
@@ -168,13 +181,18 @@ impl ModelPrice {
     fn cost_at(&self, t: &TokenCounts, input: f64, output: f64, discount: f64) -> f64 {
         let cached = self.cached_input.map_or(input, |p| p * discount);
         let write = self.cache_write.map_or(input, |p| p * discount);
+        let write_1h = self.cache_write_1h.map_or(write, |p| p * discount);
         let plain = t
             .input
             .saturating_sub(t.cached_input)
             .saturating_sub(t.cache_write);
+        // Parts that exceed their whole (an odd report) are clamped.
+        let long = t.cache_write_1h.min(t.cache_write);
+        let short = t.cache_write - long;
         (plain as f64 * input
             + t.cached_input as f64 * cached
-            + t.cache_write as f64 * write
+            + short as f64 * write
+            + long as f64 * write_1h
             + t.output as f64 * output)
             / 1e6
     }
@@ -520,6 +538,7 @@ fn model_price(name: &str, m: &Item, checked: Option<&str>) -> Result<ModelPrice
         input: f64::NAN,
         cached_input: None,
         cache_write: None,
+        cache_write_1h: None,
         output: f64::NAN,
         batch_input: None,
         batch_output: None,
@@ -574,6 +593,7 @@ fn other_model_field(
         },
         "cached_input" => p.cached_input = Some(price_field(name, model, f)?),
         "cache_write" => p.cache_write = Some(price_field(name, model, f)?),
+        "cache_write_1h" => p.cache_write_1h = Some(price_field(name, model, f)?),
         "batch_input" => p.batch_input = Some(price_field(name, model, f)?),
         "batch_output" => p.batch_output = Some(price_field(name, model, f)?),
         "checked" => p.checked = Some(date(name, Some(model), f)?),
@@ -691,6 +711,7 @@ fn litellm_entry(model: &str, v: &serde_json::Value) -> Option<(String, ModelPri
             input,
             cached_input: per_m("cache_read_input_token_cost"),
             cache_write: per_m("cache_creation_input_token_cost"),
+            cache_write_1h: per_m("cache_creation_input_token_cost_above_1hr"),
             output: per_m("output_cost_per_token").unwrap_or(0.0),
             batch_input: per_m("input_cost_per_token_batches"),
             batch_output: per_m("output_cost_per_token_batches"),

@@ -1,16 +1,30 @@
 //! Token usage as reported by providers, normalised across endpoint shapes.
 
+use std::ops::Range;
+
 use crate::json::scan_object;
 
 /// Normalised usage of one answered request.
+///
+/// Every input count is a part of `input`, as in OpenAI's `usage`:
+/// `cache_write_1h` ⊆ `cache_write` ⊆ `input` and `cached_input` ⊆ `input`.
+/// Anthropic reports its cache reads and writes *beside* `input_tokens`, so
+/// for its shape `input` is `input_tokens + cache_read_input_tokens +
+/// cache_creation_input_tokens`: what the request read, whatever it cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
-    /// Input tokens (`prompt_tokens` or `input_tokens`).
+    /// All input tokens, cache reads and writes included.
     pub input: u64,
-    /// Input tokens served from the provider's cache (a subset of `input`).
+    /// Input tokens read from the provider's cache (a part of `input`).
     pub cached_input: u64,
     /// Output tokens, reasoning included.
     pub output: u64,
+    /// Input tokens written to the provider's cache, every lifetime (a part
+    /// of `input`; Anthropic's `cache_creation_input_tokens`).
+    pub cache_write: u64,
+    /// The cache writes with a 1-hour lifetime (a part of `cache_write`;
+    /// the rest live 5 minutes and cost less).
+    pub cache_write_1h: u64,
 }
 
 impl Usage {
@@ -21,6 +35,8 @@ impl Usage {
         self.input = self.input.saturating_add(other.input);
         self.cached_input = self.cached_input.saturating_add(other.cached_input);
         self.output = self.output.saturating_add(other.output);
+        self.cache_write = self.cache_write.saturating_add(other.cache_write);
+        self.cache_write_1h = self.cache_write_1h.saturating_add(other.cache_write_1h);
     }
 
     /// Input plus output (saturating, as [`Usage::add`]).
@@ -51,9 +67,10 @@ pub fn read_body(body: &[u8]) -> BodyRead {
     }
 }
 
-/// The `usage` object of any endpoint's shape, when it is one.
+/// The `usage` object of any endpoint's shape, when it is one: OpenAI's
+/// (`prompt_tokens` or `input_tokens`, cache counts inside them) or
+/// Anthropic's (cache counts beside `input_tokens`).
 fn read_usage(usage: &str) -> Option<Usage> {
-    let count = |v: Option<std::ops::Range<usize>>| v.and_then(|r| usage[r].parse::<u64>().ok());
     let [
         prompt,
         completion,
@@ -61,6 +78,9 @@ fn read_usage(usage: &str) -> Option<Usage> {
         output,
         prompt_details,
         input_details,
+        cache_read,
+        cache_creation_input,
+        cache_creation,
     ] = scan_object(
         usage,
         [
@@ -70,18 +90,62 @@ fn read_usage(usage: &str) -> Option<Usage> {
             "output_tokens",
             "prompt_tokens_details",
             "input_tokens_details",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+            "cache_creation",
         ],
     )
     .ok()?;
-    let cached = prompt_details.or(input_details).and_then(|r| {
-        let [cached] = scan_object(&usage[r.clone()], ["cached_tokens"]).ok()?;
-        cached.and_then(|c| usage[r][c].parse::<u64>().ok())
-    });
+    let count = |v: &Option<Range<usize>>| v.clone().and_then(|r| number(&usage[r]));
+    let [write_5m, write_1h] = cache_creation
+        .as_ref()
+        .and_then(|r| {
+            counts(
+                &usage[r.clone()],
+                ["ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"],
+            )
+        })
+        .unwrap_or_default();
+    let anthropic = prompt.is_none()
+        && (cache_read.is_some() || cache_creation_input.is_some() || cache_creation.is_some());
+    let (input, cached, write) = if anthropic {
+        let read = count(&cache_read).unwrap_or(0);
+        let write = count(&cache_creation_input)
+            .unwrap_or_else(|| write_5m.unwrap_or(0).saturating_add(write_1h.unwrap_or(0)));
+        let plain = count(&input).unwrap_or(0);
+        (
+            plain.saturating_add(read).saturating_add(write),
+            read,
+            write,
+        )
+    } else {
+        let [cached, write] = prompt_details
+            .or(input_details)
+            .and_then(|r| counts(&usage[r], ["cached_tokens", "cache_write_tokens"]))
+            .unwrap_or_default();
+        let input = count(&prompt).or(count(&input)).unwrap_or(0);
+        (input, cached.unwrap_or(0), write.unwrap_or(0))
+    };
     Some(Usage {
-        input: count(prompt).or(count(input)).unwrap_or(0),
-        cached_input: cached.unwrap_or(0),
-        output: count(completion).or(count(output)).unwrap_or(0),
+        input,
+        cached_input: cached,
+        output: count(&completion).or(count(&output)).unwrap_or(0),
+        cache_write: write,
+        // A broken report with more 1-hour writes than writes keeps the
+        // parts inside the whole.
+        cache_write_1h: write_1h.unwrap_or(0).min(write),
     })
+}
+
+/// The counts named by `keys` in the object `text`, when it is one.
+fn counts<const N: usize>(text: &str, keys: [&str; N]) -> Option<[Option<u64>; N]> {
+    let spans = scan_object(text, keys).ok()?;
+    Some(spans.map(|s| s.and_then(|r| number(&text[r]))))
+}
+
+/// A token count: a JSON integer that fits in `u64`.
+fn number(text: &str) -> Option<u64> {
+    text.parse::<u64>().ok()
 }
 
 #[cfg(test)]
@@ -96,7 +160,8 @@ mod tests {
             BodyRead::Json(Some(Usage {
                 input: 22,
                 cached_input: 8,
-                output: 2
+                output: 2,
+                ..Usage::default()
             }))
         );
     }
@@ -109,7 +174,8 @@ mod tests {
             BodyRead::Json(Some(Usage {
                 input: 5,
                 cached_input: 0,
-                output: 7
+                output: 7,
+                ..Usage::default()
             }))
         );
         let e = br#"{"object":"list","data":[],"usage":{"prompt_tokens":4,"total_tokens":4}}"#;
@@ -118,7 +184,8 @@ mod tests {
             BodyRead::Json(Some(Usage {
                 input: 4,
                 cached_input: 0,
-                output: 0
+                output: 0,
+                ..Usage::default()
             }))
         );
     }
@@ -140,10 +207,76 @@ mod tests {
             BodyRead::Json(Some(Usage {
                 input: 0,
                 cached_input: 0,
-                output: 3
+                output: 3,
+                ..Usage::default()
             }))
         );
         assert_eq!(read_body(br#"{"usage":null}"#), BodyRead::Json(None));
         assert_eq!(read_body(b"{\"a\":\"\xff\"}"), BodyRead::NotJson);
+    }
+
+    #[test]
+    fn anthropic_shape_counts_cache_reads_and_writes_as_input() {
+        let b = br#"{"type":"message","usage":{"input_tokens":10,"output_tokens":36,"cache_creation_input_tokens":300,"cache_read_input_tokens":2000,"cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200},"service_tier":"standard"}}"#;
+        assert_eq!(
+            read_body(b),
+            BodyRead::Json(Some(Usage {
+                input: 2310,
+                cached_input: 2000,
+                output: 36,
+                cache_write: 300,
+                cache_write_1h: 200,
+            }))
+        );
+        // A batch result's usage without cache fields reads as plain input.
+        let plain = br#"{"usage":{"input_tokens":11,"output_tokens":36,"service_tier":"batch"}}"#;
+        assert_eq!(
+            read_body(plain),
+            BodyRead::Json(Some(Usage {
+                input: 11,
+                output: 36,
+                ..Usage::default()
+            }))
+        );
+        // Only the split by lifetime: the writes are its sum.
+        let split = br#"{"usage":{"input_tokens":1,"output_tokens":2,"cache_creation":{"ephemeral_5m_input_tokens":4,"ephemeral_1h_input_tokens":8}}}"#;
+        assert_eq!(
+            read_body(split),
+            BodyRead::Json(Some(Usage {
+                input: 13,
+                output: 2,
+                cache_write: 12,
+                cache_write_1h: 8,
+                ..Usage::default()
+            }))
+        );
+    }
+
+    #[test]
+    fn translated_chat_shape_carries_cache_writes() {
+        // What `providers`' Anthropic translation writes: OpenAI's meaning
+        // (cache counts inside `prompt_tokens`) plus the write lifetimes.
+        let b = br#"{"object":"chat.completion","usage":{"prompt_tokens":2310,"completion_tokens":36,"total_tokens":2346,"prompt_tokens_details":{"cached_tokens":2000,"cache_write_tokens":300},"cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200}}}"#;
+        assert_eq!(
+            read_body(b),
+            BodyRead::Json(Some(Usage {
+                input: 2310,
+                cached_input: 2000,
+                output: 36,
+                cache_write: 300,
+                cache_write_1h: 200,
+            }))
+        );
+        // More 1-hour writes than writes (a broken report): clamped.
+        let odd = br#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cache_write_tokens":2},"cache_creation":{"ephemeral_1h_input_tokens":9}}}"#;
+        assert_eq!(
+            read_body(odd),
+            BodyRead::Json(Some(Usage {
+                input: 5,
+                cache_write: 2,
+                cache_write_1h: 2,
+                ..Usage::default()
+            }))
+        );
     }
 }

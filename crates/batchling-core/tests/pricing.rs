@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use batchling_core::Usage;
 use batchling_core::pricing::{Catalog, ModelPrice, PriceError, TokenCounts};
+use batchling_core::usage::{BodyRead, read_body};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,6 +32,7 @@ fn price(input: f64, output: f64) -> ModelPrice {
         input,
         cached_input: None,
         cache_write: None,
+        cache_write_1h: None,
         output,
         batch_input: None,
         batch_output: None,
@@ -478,6 +480,7 @@ fn online_cost_bills_cached_input_at_the_cached_price() {
         cached_input: 400_000,
         cache_write: 0,
         output: 200_000,
+        ..TokenCounts::default()
     };
     assert_close(p.cost_online(&t), 0.24);
     // Batch: explicit batch prices, cached input at half the cached price.
@@ -493,6 +496,7 @@ fn cache_writes_and_fallbacks() {
         cached_input: 200_000,
         cache_write: 100_000,
         output: 1_000_000,
+        ..TokenCounts::default()
     };
     // No cached or cache-write price: everything at the input price.
     assert_close(p.cost_online(&t), 3.0 + 15.0);
@@ -523,6 +527,7 @@ fn costs_of_nothing_and_odd_counts() {
         cached_input: 20,
         cache_write: 0,
         output: 0,
+        ..TokenCounts::default()
     };
     assert_close(p.cost_online(&t), 20.0 * 2.0 / 1e6);
     // A free model with no batch price stays free.
@@ -532,6 +537,7 @@ fn costs_of_nothing_and_odd_counts() {
         cached_input: 1,
         cache_write: 1,
         output: 5,
+        ..TokenCounts::default()
     };
     assert_eq!(free.cost_batch(&t), 0.0);
 }
@@ -542,6 +548,7 @@ fn token_counts_from_usage() {
         input: 100,
         cached_input: 40,
         output: 7,
+        ..Usage::default()
     };
     assert_eq!(
         TokenCounts::from(u),
@@ -549,7 +556,147 @@ fn token_counts_from_usage() {
             input: 100,
             cached_input: 40,
             cache_write: 0,
-            output: 7
+            output: 7,
+            ..TokenCounts::default()
         }
+    );
+    let u = Usage {
+        cache_write: 30,
+        cache_write_1h: 10,
+        ..u
+    };
+    let t = TokenCounts::from(u);
+    assert_eq!((t.cache_write, t.cache_write_1h), (30, 10));
+}
+
+#[track_caller]
+fn assert_exact(a: f64, b: f64) {
+    assert!((a - b).abs() <= 1e-12, "{a} != {b}");
+}
+
+/// The usage of one answer, read as the engine reads it.
+fn usage_of(body: &str) -> Usage {
+    match read_body(body.as_bytes()) {
+        BodyRead::Json(Some(u)) => u,
+        other => panic!("no usage in {body}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_claude_answer_with_cache_reads_and_both_writes() {
+    let c = Catalog::builtin();
+    let (_, p) = c.get("claude-sonnet-4-5-20250929").unwrap();
+    // 1,000 plain input, 20,000 read, 3,000 written for 5 minutes and
+    // 4,000 for an hour, 500 output.
+    let native = r#"{"type":"message","usage":{"input_tokens":1000,"output_tokens":500,"cache_creation_input_tokens":7000,"cache_read_input_tokens":20000,"cache_creation":{"ephemeral_5m_input_tokens":3000,"ephemeral_1h_input_tokens":4000}}}"#;
+    // The same answer translated to a chat.completion.
+    let chat = r#"{"object":"chat.completion","usage":{"prompt_tokens":28000,"completion_tokens":500,"total_tokens":28500,"prompt_tokens_details":{"cached_tokens":20000,"cache_write_tokens":7000},"cache_creation":{"ephemeral_5m_input_tokens":3000,"ephemeral_1h_input_tokens":4000}}}"#;
+    for body in [native, chat] {
+        let t = TokenCounts::from(usage_of(body));
+        // 1000 * 3 + 20000 * 0.30 + 3000 * 3.75 + 4000 * 6 + 500 * 15, per 1M.
+        assert_exact(p.cost_online(&t), 0.051_75);
+        // Batch: half of every price, cache ones included.
+        assert_exact(p.cost_batch(&t), 0.025_875);
+    }
+}
+
+#[test]
+fn one_hour_writes_fall_back_to_the_five_minute_price() {
+    let mut p = price(3.0, 15.0);
+    let t = TokenCounts {
+        input: 1_000_000,
+        cache_write: 1_000_000,
+        cache_write_1h: 400_000,
+        ..TokenCounts::default()
+    };
+    // No cache prices at all: the input price.
+    assert_exact(p.cost_online(&t), 3.0);
+    p.cache_write = Some(3.75);
+    assert_exact(p.cost_online(&t), 3.75);
+    p.cache_write_1h = Some(6.0);
+    // 600k * 3.75 + 400k * 6.
+    assert_exact(p.cost_online(&t), 2.25 + 2.4);
+    // An explicit batch input price sets the discount (25% here).
+    p.batch_input = Some(0.75);
+    assert_exact(p.cost_batch(&t), (2.25 + 2.4) / 4.0);
+    // More 1-hour writes than writes: clamped to the writes.
+    let odd = TokenCounts {
+        cache_write_1h: 2_000_000,
+        ..t
+    };
+    assert_exact(p.cost_online(&odd), 6.0);
+}
+
+#[test]
+fn builtin_claude_cache_prices_follow_anthropics_multipliers() {
+    let c = Catalog::builtin();
+    let claude: Vec<_> = c
+        .iter()
+        .filter(|(_, p)| p.provider.as_deref() == Some("anthropic"))
+        .collect();
+    assert!(claude.len() >= 10, "{} Claude models", claude.len());
+    for (name, p) in claude {
+        let read = if name == "claude-3-haiku" { 0.12 } else { 0.1 };
+        let write = if name == "claude-3-haiku" { 1.2 } else { 1.25 };
+        assert!(
+            close(p.cached_input.unwrap(), read * p.input),
+            "{name} read"
+        );
+        assert!(close(p.cache_write.unwrap(), write * p.input), "{name} 5m");
+        assert!(close(p.cache_write_1h.unwrap(), 2.0 * p.input), "{name} 1h");
+        assert!(
+            close(p.batch_input.unwrap(), p.input / 2.0),
+            "{name} batch in"
+        );
+        assert!(
+            close(p.batch_output.unwrap(), p.output / 2.0),
+            "{name} batch out"
+        );
+    }
+    // List prices (Anthropic's batch table doubled, provider-apis.md).
+    for (model, input, output) in [
+        ("claude-opus-4-5", 5.0, 25.0),
+        ("claude-opus-4-6", 5.0, 25.0),
+        ("claude-sonnet-4-5", 3.0, 15.0),
+        ("claude-sonnet-4-6", 3.0, 15.0),
+        ("claude-haiku-4-5", 1.0, 5.0),
+    ] {
+        let (_, p) = c.get(model).unwrap();
+        assert_eq!((p.input, p.output), (input, output), "{model}");
+    }
+}
+
+#[test]
+fn price_files_accept_the_one_hour_write_price() {
+    let mut c = Catalog::new();
+    let toml = "[models.\"c\"]\ninput = 2\ncache_write = 2.5\ncache_write_1h = 4\noutput = 10\n";
+    assert_eq!(c.load_str("p.toml", toml).unwrap(), 1);
+    assert_eq!(c.get("c").unwrap().1.cache_write_1h, Some(4.0));
+
+    let json = r#"{"models": {"j": {"input": 1, "output": 2, "cache_write_1h": 2}}}"#;
+    assert_eq!(c.load_str("p.json", json).unwrap(), 1);
+    assert_eq!(c.get("j").unwrap().1.cache_write_1h, Some(2.0));
+
+    let litellm = r#"{"l": {"input_cost_per_token": 3e-6, "cache_creation_input_token_cost": 3.75e-6, "cache_creation_input_token_cost_above_1hr": 6e-6}}"#;
+    assert_eq!(c.load_str("l.json", litellm).unwrap(), 1);
+    let (_, p) = c.get("l").unwrap();
+    assert_eq!((p.cache_write, p.cache_write_1h), (Some(3.75), Some(6.0)));
+
+    let e = load_err(
+        "p.toml",
+        "[models.\"c\"]\ninput = 1\noutput = 1\ncache_write_2h = 9\n",
+    );
+    assert!(
+        e.starts_with("p.toml:4: model \"c\": unknown field \"cache_write_2h\""),
+        "{e}"
+    );
+    assert!(e.contains("cache_write, cache_write_1h, output"), "{e}");
+    let e = load_err(
+        "p.toml",
+        "[models.\"c\"]\ninput = 1\noutput = 1\ncache_write_1h = -1\n",
+    );
+    assert!(
+        e.contains("field \"cache_write_1h\" must be a non-negative"),
+        "{e}"
     );
 }

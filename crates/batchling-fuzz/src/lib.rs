@@ -186,6 +186,7 @@ pub fn price_file(data: &[u8]) {
             cached_input: u64::MAX,
             cache_write: u64::MAX,
             output: u64::MAX,
+            cache_write_1h: u64::MAX,
         };
         for (model, p) in c.iter() {
             let prices = [
@@ -194,7 +195,13 @@ pub fn price_file(data: &[u8]) {
                 p.batch_input_price(),
                 p.batch_output_price(),
             ];
-            let more = [p.cached_input, p.cache_write, p.batch_input, p.batch_output];
+            let more = [
+                p.cached_input,
+                p.cache_write,
+                p.cache_write_1h,
+                p.batch_input,
+                p.batch_output,
+            ];
             assert!(
                 prices
                     .into_iter()

@@ -250,6 +250,7 @@ fn batch_from_row(r: &Row<'_>) -> rusqlite::Result<BatchRow> {
                 input,
                 cached_input,
                 output,
+                ..Usage::default()
             }),
             _ => None,
         },
@@ -722,6 +723,7 @@ mod tests {
                 input: 5,
                 cached_input: 0,
                 output: 7,
+                ..Usage::default()
             },
         };
         assert!(m.finish("b1", &outcome, 14).unwrap());

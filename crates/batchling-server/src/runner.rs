@@ -197,6 +197,7 @@ impl Runner {
                 input: l.input_tokens.load(Relaxed),
                 cached_input: 0,
                 output: l.output_tokens.load(Relaxed),
+                ..Usage::default()
             },
         })
     }

@@ -499,6 +499,7 @@ impl Journal {
                             input: r.get::<_, i64>(0)? as u64,
                             cached_input: r.get::<_, i64>(1)? as u64,
                             output: r.get::<_, i64>(2)? as u64,
+                            ..Usage::default()
                         },
                         cost_usd: r.get(3)?,
                     })

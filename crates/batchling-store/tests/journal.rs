@@ -21,6 +21,7 @@ fn rec(seq: u64, state: FinalState, line: &str) -> Record {
             input: 10,
             cached_input: 2,
             output: 5,
+            ..Usage::default()
         },
         latency_ms: Some(1.0),
         cost_usd: Some(0.5),
@@ -62,7 +63,8 @@ fn done_is_terminal_and_failed_can_become_done() {
         Usage {
             input: 20,
             cached_input: 4,
-            output: 10
+            output: 10,
+            ..Usage::default()
         }
     );
     assert!((j.cost_total().unwrap() - 1.0).abs() < 1e-12);

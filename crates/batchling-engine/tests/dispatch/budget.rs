@@ -26,6 +26,7 @@ fn budgeted() -> Workdir {
             input: 0.0,
             cached_input: None,
             cache_write: None,
+            cache_write_1h: None,
             output: 10_000.0,
             batch_input: None,
             batch_output: None,

@@ -71,6 +71,7 @@ impl Reply {
                 input,
                 cached_input: 0,
                 output,
+                ..Usage::default()
             };
         }
         self
@@ -89,6 +90,7 @@ pub(crate) fn ok() -> Reply {
         input: 10,
         cached_input: 0,
         output: 20,
+        ..Usage::default()
     }))
 }
 
