@@ -5,6 +5,9 @@
 
 #![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
 
+mod support;
+use support::{client, start};
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -14,25 +17,6 @@ use batchling_mock::{
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn start(config: MockConfig) -> MockServer {
-    MockServer::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("mock starts")
-}
-
-/// One client per test thread (each test has its runtime and its server),
-/// so connections are reused within a test and never across runtimes.
-fn client() -> reqwest::Client {
-    thread_local! {
-        static CLIENT: reqwest::Client = {
-            // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::builder().build().expect("client")
-        };
-    }
-    CLIENT.with(reqwest::Client::clone)
-}
 
 struct Answer {
     status: u16,

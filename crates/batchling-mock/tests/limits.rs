@@ -4,23 +4,14 @@
 
 #![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
 
+mod support;
+use support::{client, start};
+
 use batchling_core::endpoint::Endpoint;
 use batchling_mock::{
     LimitGroup, LimitTable, LimitWindow, LimitsFile, MockConfig, MockServer, ModelLimit, TokenCount,
 };
 use serde_json::{Value, json};
-
-async fn start(config: MockConfig) -> MockServer {
-    MockServer::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("mock starts")
-}
-
-fn client() -> reqwest::Client {
-    // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().expect("client")
-}
 
 struct Answer {
     status: u16,

@@ -5,6 +5,9 @@
 // print what it measured or skipped.
 #![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
 
+mod support;
+use support::{client, start};
+
 use std::time::Duration;
 
 use batchling_core::endpoint::Endpoint;
@@ -13,18 +16,6 @@ use batchling_mock::{
     parse_go_duration,
 };
 use serde_json::{Value, json};
-
-async fn start(config: MockConfig) -> MockServer {
-    MockServer::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("mock starts")
-}
-
-fn client() -> reqwest::Client {
-    // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().expect("client")
-}
 
 struct Answer {
     status: u16,
