@@ -125,6 +125,103 @@ def scenario(name, n, mock_args, run_args, ideal_fn, kind_args=None, prompt_toke
     }
 
 
+def mock_stats(url):
+    import urllib.request
+    base = url[:-3] if url.endswith("/v1") else url
+    with urllib.request.urlopen(base + "/_mock/stats") as r:
+        return json.load(r)
+
+
+def write_models_input(path, n, models, prompt_words=8, max_tokens=16):
+    """`n` requests cycling through `models`."""
+    with open(path, "w") as f:
+        for i in range(n):
+            body = {"model": models[i % len(models)],
+                    "messages": [{"role": "user", "content": f"{i} " + " ".join(["the"] * prompt_words)}],
+                    "max_tokens": max_tokens}
+            f.write(json.dumps({"custom_id": f"r{i}", "method": "POST",
+                                "url": "/v1/chat/completions", "body": body},
+                               separators=(",", ":")) + "\n")
+
+
+def mixed_models(k, n, rpm=6000):
+    """`n` requests over `k` models, each with its own `rpm` limit enforced
+    per second by the fake provider, none given to batchling (learned).
+    Ideal: the busiest model's share at its limit."""
+    os.makedirs(OUT, exist_ok=True)
+    models = [f"model-{chr(ord('a') + i)}" for i in range(k)]
+    limits = os.path.join(OUT, f"mixed-{k}-limits.toml")
+    with open(limits, "w") as f:
+        f.write('window = "second"\n')
+        for m in models:
+            f.write(f'[models.{m}]\nrpm = {rpm}\n')
+    inp = os.path.join(OUT, f"mixed-{k}.jsonl")
+    write_models_input(inp, n, models)
+    mock, url = start_mock(["--limits", limits, "--latency-ms", "200"])
+    try:
+        s = run_batchling(url, inp, [])
+    finally:
+        mock.terminate()
+        mock.wait()
+    per_model = -(-n // k)
+    ideal = per_model / (rpm / 60)
+    return {"scenario": f"mixed-{k}-models", "requests": s["requests"], "succeeded": s["succeeded"],
+            "429s": s["rate_limited"], "makespan_s": round(s["elapsed_s"], 2),
+            "ideal_s": round(ideal, 2), "ratio": round(ideal / s["elapsed_s"], 4),
+            "cpu_s": round(s["_cpu"], 2)}
+
+
+# Request sizes (the provider's count, prompt + max_tokens) where one
+# second's share of 300,000 TPM (5,000 tokens) holds 2 to 50 requests, none
+# dividing it evenly.
+TOKEN_SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "2300 1300 610 345 205 135 101").split()]
+
+
+def token_sizes(rule, seconds=20, tpm=300000, max_tokens=50):
+    """One row per size: `--tpm` given, the provider counting by `rule`
+    (its `--token-count`), enforced per second. The ideal is what a
+    per-second limit admits at most: floor(share / size) requests a second,
+    by the provider's own count of each request."""
+    os.makedirs(OUT, exist_ok=True)
+    share = tpm // 60
+    rows = []
+    for size in TOKEN_SIZES:
+        mock, url = start_mock(["--tpm", str(tpm), "--per-second", "--latency-ms", "200",
+                                "--token-count", rule])
+        try:
+            # Size the prompt so the provider's count of a request is `size`.
+            words = size - max_tokens
+            words += (size - max_tokens) - prompt_tokens_of(url, words)
+            if rule == "openai":
+                # characters / 4: each "the " is 4 characters.
+                words = size - max_tokens - 2
+            per_s = share // size
+            n = per_s * seconds
+            inp = os.path.join(OUT, f"sizes-{rule}-{size}.jsonl")
+            write_input(inp, n, prompt_words=words, max_tokens=max_tokens, filler="the")
+            before = mock_stats(url)["tokens_admitted"]  # the sizing probes
+            s = run_batchling(url, inp, ["--tpm", str(tpm)])
+            stats = mock_stats(url)
+        finally:
+            mock.terminate()
+            mock.wait()
+        charged = (stats["tokens_admitted"] - before) / s["succeeded"]
+        seconds_seen = [c["tokens"] for lane in stats.get("lanes", []) for c in lane.get("per_second", [])]
+        full = sorted(seconds_seen[1:-1])
+        per_s = share // round(charged)
+        ideal = s["requests"] / per_s
+        lanes = s.get("lanes") or [{}]
+        rows.append({"scenario": f"tokens-{rule}-{size}", "requests": s["requests"],
+                     "succeeded": s["succeeded"], "429s": s["rate_limited"],
+                     "makespan_s": round(s["elapsed_s"], 2), "ideal_s": round(ideal, 2),
+                     "ratio": round(ideal / s["elapsed_s"], 4),
+                     "charged_per_request": round(charged, 1), "per_second": per_s,
+                     "charge_ratio": lanes[0].get("token_charge_ratio"),
+                     "window_min_med": f"{full[0]}/{full[len(full) // 2]}" if full else "",
+                     "cpu_s": round(s["_cpu"], 2)})
+    return rows
+
+
 SCENARIOS = {
     # 3,000 requests, 6,000 RPM enforced per second, 200 ms latency.
     "rate-bound": lambda: scenario(
@@ -160,6 +257,12 @@ SCENARIOS = {
     # Only after 'memory': drop the last 1% of its journal and resume.
     "resume": lambda: dict(scenario="resume", **resume_at_99()),
     "serve": lambda: serve_50k(),
+    # Issue #15: 2 and 10 models each with its own limit, none given.
+    "mixed-2": lambda: mixed_models(2, 3000),
+    "mixed-10": lambda: mixed_models(10, 10000),
+    # Issue #15: seven request sizes against each counting rule.
+    "token-sizes-exact": lambda: token_sizes("exact"),
+    "token-sizes-openai": lambda: token_sizes("openai"),
 }
 
 
@@ -335,7 +438,10 @@ def main():
     names = sys.argv[1:] or [n for n in SCENARIOS if n not in ("memory", "resume", "estimate")]
     if not os.path.exists(BIN):
         raise SystemExit("build first: cargo build --release")
-    rows = [SCENARIOS[n]() for n in names]
+    rows = []
+    for n in names:
+        r = SCENARIOS[n]()
+        rows.extend(r if isinstance(r, list) else [r])
     cols = ["scenario", "requests", "succeeded", "429s", "makespan_s", "ideal_s",
             "ratio", "cpu_s", "cpu_s_per_10k", "req_per_s", "peak_rss_mb"]
     extra = sorted({k for r in rows for k in r} - set(cols))

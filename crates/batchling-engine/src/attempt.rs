@@ -54,9 +54,9 @@ pub(crate) async fn attempt<P: Provider>(
         p.sent += 1;
         ctx.counters().in_flight.fetch_sub(1, Relaxed);
         Counters::add(&ctx.counters().attempts, 1);
-        ctx.discovery
-            .answered(&ctx.admission.pacer, admitted, &result);
         let verdict = ctx.provider.classify(&result);
+        ctx.discovery
+            .answered(&ctx.admission.pacer, admitted, &result, &verdict);
         let sent = Sent {
             result,
             permit,

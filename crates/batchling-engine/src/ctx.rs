@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use batchling_core::RetryPolicy;
 use batchling_core::Usage;
 use batchling_core::pricing::{Catalog, TokenCounts};
-use batchling_providers::Attempt;
+use batchling_core::retry::RetryReason;
+use batchling_providers::{Attempt, Verdict};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -129,10 +130,23 @@ impl Discovery {
     /// An attempt admitted as `admitted` came back: its lane learns the
     /// limits its headers show (a token limit turns token counting on) and
     /// leaves slow start; the loop is woken if it waits.
-    pub(crate) fn answered(&self, pacer: &Pacer, admitted: Admitted, result: &Attempt) {
+    pub(crate) fn answered(
+        &self,
+        pacer: &Pacer,
+        admitted: Admitted,
+        result: &Attempt,
+        verdict: &Verdict,
+    ) {
         let limits = result.limits();
         let headers = limits.is_some_and(|l| !l.is_empty());
-        if (admitted.slow_start || headers) && pacer.answered(admitted, limits) {
+        let refused = matches!(
+            verdict,
+            Verdict::Retry {
+                reason: RetryReason::RateLimited,
+                ..
+            }
+        );
+        if (admitted.slow_start || headers) && pacer.answered(admitted, limits, refused) {
             self.count_tokens.store(true, Relaxed);
         }
         if self.gating.load(Relaxed) {

@@ -422,7 +422,7 @@ pub struct Latency {
 }
 
 /// One model's limits at the end of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LaneSummary {
     /// The model; `None` for requests without one (or without a lane of
     /// their own, see `pacer::MAX_LANES`).
@@ -431,6 +431,10 @@ pub struct LaneSummary {
     pub rpm_limit: Option<u64>,
     /// Its tokens-per-minute limit, given or learned.
     pub tpm_limit: Option<u64>,
+    /// What the provider charges against its token limit per token of
+    /// batchling's count, as learned from the answers (1 until learned;
+    /// `None` without a token limit).
+    pub token_charge_ratio: Option<f64>,
 }
 
 impl From<LaneLimits> for LaneSummary {
@@ -439,6 +443,7 @@ impl From<LaneLimits> for LaneSummary {
             model: l.model,
             rpm_limit: l.limits.rpm,
             tpm_limit: l.limits.tpm,
+            token_charge_ratio: l.token_charge.map(|r| (r * 1e4).round() / 1e4),
         }
     }
 }

@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::answer::{self, ApiError, Plan};
 use crate::config::LimitWindow;
 use crate::faults::{Draw, Fault, draw};
-use crate::limits::{Admission, Cost, LaneId, LimitKind, charge};
+use crate::limits::{Admission, Cost, LaneId, LimitKind, LimitSnapshot, charge};
 use crate::reply::{Reply, finish, overridden};
 use crate::server::{DropConnection, Shared, api_key};
 
@@ -74,12 +74,16 @@ pub(crate) async fn handle(
         Ok(req) => req,
         Err(e) => return Ok(bad_request(shared, key_lane, e)),
     };
-    if let Err(reply) = admit(shared, &req) {
-        shared.counters.rate_limited.fetch_add(1, Relaxed);
-        return Ok(finish(shared, reply));
-    }
+    let limits = match admit(shared, &req) {
+        Ok(limits) => limits,
+        Err(reply) => {
+            shared.counters.rate_limited.fetch_add(1, Relaxed);
+            return Ok(finish(shared, *reply));
+        }
+    };
     let drawn = take_our_time(shared).await;
-    let reply = answer(shared, &req, &drawn, hash, key.as_deref())?;
+    let mut reply = answer(shared, &req, &drawn, hash, key.as_deref())?;
+    reply.limits = limits;
     Ok(finish(shared, reply))
 }
 
@@ -180,17 +184,19 @@ fn estimate(
     estimated.map_err(|e| ApiError::invalid(e.to_string(), None))
 }
 
-/// Charge the request to its lane, or the 429 that says why not.
-fn admit(shared: &Shared, req: &Checked<'_>) -> Result<(), Reply> {
+/// Charge the request to its lane, or the 429 that says why not; with the
+/// header values its admission left.
+fn admit(shared: &Shared, req: &Checked<'_>) -> Result<Option<LimitSnapshot>, Box<Reply>> {
     let cost = Cost {
         tokens: req.cost,
         input: req.estimate.input,
         output: req.estimate.max_output,
     };
-    match shared.limits.admit(req.lane, cost) {
+    let (admission, limits) = shared.limits.admit(req.lane, cost);
+    match admission {
         Admission::Admitted => {
             shared.counters.tokens_admitted.fetch_add(req.cost, Relaxed);
-            Ok(())
+            Ok(limits)
         }
         Admission::Limited {
             kind,
@@ -225,7 +231,8 @@ fn admit(shared: &Shared, req: &Checked<'_>) -> Result<(), Reply> {
             );
             let mut reply = Reply::json(req.lane, StatusCode::TOO_MANY_REQUESTS, body);
             reply.retry_after = Some(retry_after);
-            Err(reply)
+            reply.limits = limits;
+            Err(Box::new(reply))
         }
         Admission::TooLarge {
             limit, requested, ..
@@ -239,7 +246,11 @@ fn admit(shared: &Shared, req: &Checked<'_>) -> Result<(), Reply> {
             );
             let body =
                 answer::error_envelope(&message, "tokens", None, Some("rate_limit_exceeded"));
-            Err(Reply::json(req.lane, StatusCode::TOO_MANY_REQUESTS, body))
+            Err(Box::new(Reply::json(
+                req.lane,
+                StatusCode::TOO_MANY_REQUESTS,
+                body,
+            )))
         }
     }
 }

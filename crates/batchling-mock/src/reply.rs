@@ -34,6 +34,9 @@ pub(crate) struct Reply {
     /// the request was charged to, or its key's default lane when the
     /// request never got that far.
     pub(crate) lane: LaneId,
+    /// The header values as the request's admission left its lane; `None`
+    /// for a request that never got that far (then the lane's now).
+    pub(crate) limits: Option<LimitSnapshot>,
 }
 
 impl Reply {
@@ -45,6 +48,7 @@ impl Reply {
             content_type: "application/json",
             retry_after: None,
             lane,
+            limits: None,
         }
     }
 
@@ -66,7 +70,7 @@ pub(crate) fn finish(shared: &Shared, reply: Reply) -> Response<Body> {
     h.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
     h.insert(X_REQUEST_ID, shared.request_id());
     if shared.config.send_limit_headers
-        && let Some(snap) = shared.limits.snapshot(reply.lane)
+        && let Some(snap) = (reply.limits).or_else(|| shared.limits.snapshot(reply.lane))
     {
         limit_headers(h, &snap);
     }
@@ -108,6 +112,7 @@ pub(crate) fn overridden(shared: &Shared, lane: LaneId, ov: &StatusOverride) -> 
             content_type: "application/json",
             retry_after: None,
             lane,
+            limits: None,
         },
     );
     for (name, value) in &ov.headers {

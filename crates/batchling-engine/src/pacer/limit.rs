@@ -8,8 +8,28 @@ use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
 use batchling_core::tokens::TokenEstimate;
 use tokio::time::Instant;
 
+use super::charge::{Charge, Sent, Stamp};
+
+/// An answer, as a limit learns from it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Observed<'a> {
+    /// Its rate-limit headers.
+    pub(super) snapshot: &'a RateLimitSnapshot,
+    /// Its request's admission.
+    pub(super) stamp: Stamp,
+    /// The lane's running totals now.
+    pub(super) sent: Sent,
+    /// Now.
+    pub(super) now: Instant,
+    /// A 429: the provider charged nothing for it.
+    pub(super) refused: bool,
+}
+
 /// The window every limit is enforced over, client side.
 pub(super) const WINDOW: Duration = Duration::from_secs(1);
+
+/// Two holds ending this close are about one window of the provider.
+const HOLD_SAME_WINDOW: Duration = Duration::from_millis(25);
 
 /// How far behind schedule admissions may fall and still catch up.
 const SLACK: Duration = Duration::from_millis(10);
@@ -69,6 +89,14 @@ impl Dimension {
         }
     }
 
+    /// This dimension's share of a lane's running totals.
+    fn total(self, sent: Sent) -> u64 {
+        match self {
+            Dimension::Requests => sent.requests,
+            d => d.units(sent.tokens),
+        }
+    }
+
     /// Whether a correction of the input count moves this dimension.
     fn counts_input(self) -> bool {
         matches!(self, Dimension::Tokens | Dimension::InputTokens)
@@ -77,11 +105,18 @@ impl Dimension {
     /// What a response's headers say about this dimension (OpenAI's
     /// headers name requests and tokens only).
     fn reading(self, s: &RateLimitSnapshot) -> Option<&LimitReading> {
-        match self {
-            Dimension::Requests => Some(&s.requests),
-            Dimension::Tokens => Some(&s.tokens),
-            Dimension::InputTokens | Dimension::OutputTokens => None,
-        }
+        Some(match self {
+            Dimension::Requests => &s.requests,
+            Dimension::Tokens => &s.tokens,
+            Dimension::InputTokens => &s.input_tokens,
+            Dimension::OutputTokens => &s.output_tokens,
+        })
+    }
+
+    /// Whether the provider may count this dimension its own way (every
+    /// token dimension; a request is a request).
+    fn learns_charge(self) -> bool {
+        self != Dimension::Requests
     }
 }
 
@@ -101,6 +136,8 @@ pub(super) struct Limit {
     hold: Option<(Instant, u64)>,
     /// Log admissions even with no limit, because one may be learned.
     track: bool,
+    /// What the provider charges per unit of ours (`charge.rs`).
+    charge: Charge,
 }
 
 impl Limit {
@@ -114,7 +151,24 @@ impl Limit {
             log: VecDeque::new(),
             in_window: 0,
             hold: None,
+            charge: Charge::default(),
         }
+    }
+
+    /// What `cost` takes from this limit, in the provider's count.
+    fn units(&self, cost: Cost) -> u64 {
+        self.charge.of(self.dim.units(cost))
+    }
+
+    /// Provider units per unit of ours, as learned (1 until then).
+    pub(super) fn charge_ratio(&self) -> f64 {
+        self.charge.ratio()
+    }
+
+    /// A 429 came back: the open pair of answers counts a request the
+    /// provider refused.
+    pub(super) fn refused(&mut self) {
+        self.charge.forget_pair();
     }
 
     fn rate_per_sec(&self, utilisation: f64) -> Option<f64> {
@@ -149,7 +203,7 @@ impl Limit {
         let Some(cap) = self.window_cap() else {
             return now;
         };
-        let units = self.dim.units(cost);
+        let units = self.units(cost);
         let mut at = self.next_at.max(now);
         // A request bigger than a whole window can never fit; it goes alone
         // once the window is empty.
@@ -173,7 +227,7 @@ impl Limit {
     }
 
     pub(super) fn admit(&mut self, cost: Cost, now: Instant, utilisation: f64) {
-        let units = self.dim.units(cost);
+        let units = self.units(cost);
         if let Some(rate) = self.rate_per_sec(utilisation) {
             // Timers fire up to a millisecond late; restarting the schedule
             // from `now` each time would turn that lateness into a steady
@@ -195,35 +249,54 @@ impl Limit {
         }
     }
 
-    pub(super) fn observe(
-        &mut self,
-        snapshot: &RateLimitSnapshot,
-        now: Instant,
-        learn: bool,
-        utilisation: f64,
-    ) {
-        let Some(reading) = self.dim.reading(snapshot) else {
+    /// An answer came back (see [`Observed`]).
+    pub(super) fn observe(&mut self, seen: Observed<'_>, learn: bool, utilisation: f64) {
+        let Some(reading) = self.dim.reading(seen.snapshot) else {
             return;
         };
         if learn && let Some(limit) = reading.limit {
             self.per_minute = Some(self.given.map_or(limit, |g| g.min(limit)));
+            if seen.refused {
+                // Our count has it, the provider's does not: the open pair
+                // would be a lie.
+                self.charge.forget_pair();
+            } else if self.dim.learns_charge() {
+                let sent = self.dim.total(seen.stamp.sent);
+                self.charge.observe(sent, seen.stamp.at, reading, limit);
+            }
         }
-        // A remaining count lower than what we would send before the reset
-        // means someone else shares the budget, or our view is off: send no
-        // more than that until the reset.
-        if let (Some(remaining), Some(reset), Some(rate)) = (
+        self.hold_to_remaining(reading, seen, utilisation);
+    }
+
+    /// A remaining count lower than what we would send before the reset
+    /// means someone else shares the budget, or our view is off: send no
+    /// more than that until the reset. Providers work `remaining` out when
+    /// they admit a request, so what was sent since then is spent from it,
+    /// and the reset runs from then.
+    fn hold_to_remaining(&mut self, reading: &LimitReading, seen: Observed<'_>, utilisation: f64) {
+        let (Some(remaining), Some(reset), Some(rate)) = (
             reading.remaining,
             reading.reset,
             self.rate_per_sec(utilisation),
-        ) {
-            let planned = rate * reset.as_secs_f64();
-            if (remaining as f64) < planned {
-                let until = now + reset;
-                self.hold = Some(match self.hold {
-                    Some((u, b)) => (u.max(until), b.min(remaining)),
-                    None => (until, remaining),
-                });
-            }
+        ) else {
+            return;
+        };
+        let until = seen.stamp.at.unwrap_or(seen.now) + reset;
+        if until <= seen.now {
+            return;
+        }
+        let ours = (self.dim.total(seen.sent)).wrapping_sub(self.dim.total(seen.stamp.sent));
+        let left = remaining.saturating_sub(self.charge.of(ours));
+        let planned = rate * until.duration_since(seen.now).as_secs_f64();
+        if (left as f64) < planned {
+            self.hold = Some(match self.hold {
+                // The same window (or bucket refill): the tighter budget.
+                Some((u, b)) if until <= u + HOLD_SAME_WINDOW => (u.max(until), b.min(left)),
+                // A later window's reading: the earlier window has ended
+                // (its request was admitted after it), so its budget is
+                // no longer anyone's.
+                _ => (until, left),
+            });
         }
     }
 
@@ -237,7 +310,8 @@ impl Limit {
         let Some(rate) = self.rate_per_sec(utilisation) else {
             return;
         };
-        let shift = Duration::from_secs_f64(delta.unsigned_abs() as f64 / rate);
+        let units = self.charge.of(delta.unsigned_abs());
+        let shift = Duration::from_secs_f64(units as f64 / rate);
         if delta > 0 {
             self.next_at += shift;
         } else {

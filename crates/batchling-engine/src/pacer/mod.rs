@@ -37,6 +37,7 @@
 //!   lane for requests without a model.
 //! - Time comes from `tokio::time`, so tests can run with paused time.
 
+mod charge;
 mod limit;
 
 use std::collections::HashMap;
@@ -47,8 +48,9 @@ use batchling_core::ratelimit::RateLimitSnapshot;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use limit::Limit;
+pub use charge::{Sent, Stamp};
 pub use limit::{Cost, Dimension};
+use limit::{Limit, Observed};
 
 /// The most lanes one pacer keeps (models come from request bodies).
 pub const MAX_LANES: usize = 1024;
@@ -111,6 +113,9 @@ pub struct Admitted {
     pub lane: LaneId,
     /// Counted in its lane's slow start.
     pub slow_start: bool,
+    /// Its lane's running totals and the instant, for learning what the
+    /// provider charges from its answer.
+    pub stamp: Stamp,
 }
 
 /// A lane's slow start: requests in flight since its first send.
@@ -155,6 +160,8 @@ struct Lane {
     paused_until: Option<Instant>,
     /// Set while the lane's limits are unknown and being learned.
     discovery: Option<SlowStart>,
+    /// Everything admitted so far, by our count.
+    sent: Sent,
 }
 
 impl Lane {
@@ -174,6 +181,7 @@ impl Lane {
             limits,
             paused_until: None,
             discovery: discovers.then(SlowStart::default),
+            sent: Sent::default(),
         }
     }
 
@@ -284,13 +292,16 @@ pub struct EffectiveLimits {
 }
 
 /// One lane's limits in force, for reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LaneLimits {
     /// The model, `None` for requests without one (or without a lane of
     /// their own).
     pub model: Option<String>,
     /// Its limits.
     pub limits: EffectiveLimits,
+    /// Provider tokens per token of ours against its token limit (see
+    /// `charge.rs`); `None` without a token limit.
+    pub token_charge: Option<f64>,
 }
 
 /// The limit group every lane of a pacer is in, until key pools bring
@@ -364,6 +375,9 @@ impl Pacer {
                 rpm: l.per_minute(Dimension::Requests),
                 tpm: l.per_minute(Dimension::Tokens),
             },
+            token_charge: (l.limits.iter())
+                .find(|x| x.dim == Dimension::Tokens && x.per_minute.is_some())
+                .map(Limit::charge_ratio),
         });
         each.collect()
     }
@@ -388,14 +402,14 @@ impl Pacer {
         }
     }
 
-    /// Admit to `lane` if it may go now; `Ok(slow_start)` when it did.
+    /// Admit to `lane` if it may go now; what was admitted when it did.
     fn try_admit_in(
         &self,
         s: &mut State,
         lane: LaneId,
         cost: Cost,
         now: Instant,
-    ) -> Result<bool, Wait> {
+    ) -> Result<Admitted, Wait> {
         let u = self.config.utilisation;
         let l = s.lane_mut(lane);
         let mut at = now;
@@ -426,12 +440,23 @@ impl Pacer {
         for limit in &mut l.limits {
             limit.admit(cost, now, u);
         }
-        let Some(d) = &mut l.discovery else {
-            return Ok(false);
+        l.sent.add(cost);
+        let stamp = Stamp {
+            sent: l.sent,
+            at: Some(now),
         };
-        d.first_sent.get_or_insert(now);
-        d.in_flight += 1;
-        Ok(true)
+        let slow_start = if let Some(d) = &mut l.discovery {
+            d.first_sent.get_or_insert(now);
+            d.in_flight += 1;
+            true
+        } else {
+            false
+        };
+        Ok(Admitted {
+            lane,
+            slow_start,
+            stamp,
+        })
     }
 
     /// Admit a request of `model` costing `cost` to its lane (`known`, if
@@ -451,7 +476,7 @@ impl Pacer {
         let mut s = self.lock();
         let lane = known.unwrap_or_else(|| s.find(GROUP, model, &self.config));
         match self.try_admit_in(&mut s, lane, cost, now) {
-            Ok(slow_start) => Tried::Admitted(Admitted { lane, slow_start }),
+            Ok(admitted) => Tried::Admitted(admitted),
             Err(w) => Tried::Waits(Waiting {
                 lane,
                 at: w.at,
@@ -479,7 +504,7 @@ impl Pacer {
             (lane, self.try_admit_in(&mut s, lane, cost, Instant::now()))
         };
         let mut wait = match first {
-            Ok(slow_start) => return Admitted { lane, slow_start },
+            Ok(admitted) => return admitted,
             Err(w) => w,
         };
         loop {
@@ -490,7 +515,7 @@ impl Pacer {
                 tokio::pin!(answered);
                 answered.as_mut().enable();
                 match self.try_admit_in(&mut self.lock(), lane, cost, Instant::now()) {
-                    Ok(slow_start) => return Admitted { lane, slow_start },
+                    Ok(admitted) => return admitted,
                     Err(w) => wait = w,
                 }
                 tokio::select! {
@@ -501,7 +526,7 @@ impl Pacer {
                 tokio::time::sleep_until(wait.at).await;
             }
             match self.try_admit_in(&mut self.lock(), lane, cost, Instant::now()) {
-                Ok(slow_start) => return Admitted { lane, slow_start },
+                Ok(admitted) => return admitted,
                 Err(w) => wait = w,
             }
         }
@@ -516,6 +541,9 @@ impl Pacer {
         let mut s = self.lock();
         let l = s.lane_mut(lane);
         l.paused_until = Some(l.paused_until.map_or(until, |p| p.max(until)));
+        for limit in &mut l.limits {
+            limit.refused();
+        }
     }
 
     /// Until when `lane` is paused, if it is.
@@ -539,7 +567,14 @@ impl Pacer {
     /// the lane's slow start. Returns whether a token limit is now in force
     /// there. Need not be called for an attempt outside slow start whose
     /// answer had no headers.
-    pub fn answered(&self, admitted: Admitted, snapshot: Option<&RateLimitSnapshot>) -> bool {
+    /// `refused`: the provider said the limit was reached (a 429), so it
+    /// charged nothing for this attempt.
+    pub fn answered(
+        &self,
+        admitted: Admitted,
+        snapshot: Option<&RateLimitSnapshot>,
+        refused: bool,
+    ) -> bool {
         let now = Instant::now();
         let (learn, u) = (self.config.learn, self.config.utilisation);
         let mut s = self.lock();
@@ -551,8 +586,15 @@ impl Pacer {
         }
         if let Some(snap) = snapshot {
             if !snap.is_empty() {
+                let seen = Observed {
+                    snapshot: snap,
+                    stamp: admitted.stamp,
+                    sent: l.sent,
+                    now,
+                    refused,
+                };
                 for limit in &mut l.limits {
-                    limit.observe(snap, now, learn, u);
+                    limit.observe(seen, learn, u);
                 }
             }
             // An answer shows the lane's limits, or that it has none: its

@@ -62,8 +62,9 @@ fn learn(p: &Pacer, lane: LaneId, snapshot: &RateLimitSnapshot) {
     let admitted = Admitted {
         lane,
         slow_start: false,
+        stamp: Stamp::default(),
     };
-    p.answered(admitted, Some(snapshot));
+    p.answered(admitted, Some(snapshot), false);
 }
 
 #[tokio::test(start_paused = true)]
@@ -217,8 +218,9 @@ async fn a_new_lane_starts_slowly_while_a_known_one_keeps_its_pace() {
     let first = Admitted {
         lane: fresh,
         slow_start: true,
+        stamp: Stamp::default(),
     };
-    p.answered(first, Some(&rpm_headers(600)));
+    p.answered(first, Some(&rpm_headers(600)), false);
     assert_eq!(p.try_admit(fresh, Cost::default(), t0), None);
 }
 
@@ -355,4 +357,180 @@ async fn callers_sharing_a_pacer_take_turns() {
         "the small caller waited behind {bigs} big admissions"
     );
     big.abort();
+}
+
+/// A provider keeping fixed one-second windows of `tpm / 60` tokens, which
+/// counts every request `factor` times what the pacer counts. Its headers
+/// are worked out at admission, as a provider's limiter does.
+struct WindowedProvider {
+    tpm: u64,
+    factor: f64,
+    start: Instant,
+    window: u64,
+    used: u64,
+    /// Each whole window's tokens by the provider's count.
+    per_window: Vec<u64>,
+    refused: Vec<u64>,
+}
+
+impl WindowedProvider {
+    fn new(tpm: u64, factor: f64) -> Self {
+        WindowedProvider {
+            tpm,
+            factor,
+            start: Instant::now(),
+            window: 0,
+            used: 0,
+            per_window: vec![0],
+            refused: vec![0],
+        }
+    }
+
+    /// Charge one request of `ours` tokens now: its headers, or the wait a
+    /// 429 asks for.
+    fn charge(&mut self, ours: u64) -> Result<RateLimitSnapshot, Duration> {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.start);
+        let index = elapsed.as_secs();
+        if index != self.window {
+            self.window = index;
+            self.used = 0;
+            self.per_window.resize(index as usize + 1, 0);
+            self.refused.resize(index as usize + 1, 0);
+        }
+        let cap = self.tpm / 60;
+        let theirs = (ours as f64 * self.factor).round() as u64;
+        let reset = Duration::from_secs(index + 1) - elapsed;
+        if self.used + theirs > cap {
+            self.refused[index as usize] += 1;
+            return Err(reset);
+        }
+        self.used += theirs;
+        self.per_window[index as usize] += theirs;
+        Ok(RateLimitSnapshot {
+            tokens: LimitReading {
+                limit: Some(self.tpm),
+                remaining: Some(cap - self.used),
+                reset: Some(reset),
+            },
+            ..RateLimitSnapshot::default()
+        })
+    }
+}
+
+/// Send `n` requests of `ours` tokens each through a pacer that knows the
+/// limit but not how the provider counts; each answer comes back `latency`
+/// after its admission (its headers as the admission left the window).
+async fn run_against(
+    provider: &mut WindowedProvider,
+    ours: u64,
+    n: usize,
+    latency: Duration,
+) -> Pacer {
+    let p = Pacer::new(cfg(None, Some(provider.tpm)));
+    let mut answers: std::collections::VecDeque<(Instant, Admitted, Option<RateLimitSnapshot>)> =
+        Default::default();
+    let mut left = n;
+    while left > 0 || !answers.is_empty() {
+        let now = Instant::now();
+        while answers.front().is_some_and(|a| a.0 <= now) {
+            let (_, a, snapshot) = answers.pop_front().unwrap();
+            match snapshot {
+                Some(s) => {
+                    p.answered(a, Some(&s), false);
+                }
+                None => {
+                    p.answered(a, Some(&RateLimitSnapshot::default()), true);
+                    p.pause(a.lane, Duration::from_millis(100));
+                    left += 1;
+                }
+            }
+        }
+        let next_answer = answers.front().map(|a| a.0);
+        if left == 0 {
+            match next_answer {
+                Some(t) => tokio::time::advance(t - now).await,
+                None => break,
+            }
+            continue;
+        }
+        match p.try_admit_to(Some("m"), None, Cost::tokens(ours), now) {
+            Tried::Admitted(a) => {
+                left -= 1;
+                answers.push_back((now + latency, a, provider.charge(ours).ok()));
+            }
+            Tried::Waits(w) => {
+                let until = next_answer.map_or(w.at, |t| t.min(w.at));
+                tokio::time::advance(until - now).await;
+            }
+        }
+    }
+    p
+}
+
+fn learned_ratio(p: &Pacer) -> f64 {
+    p.lanes()[0]
+        .token_charge
+        .expect("a token limit is in force")
+}
+
+#[tokio::test(start_paused = true)]
+async fn learns_a_provider_counting_more_and_earns_no_429s() {
+    // 6,000 tokens a second; 100 tokens each by our count, 120 by the
+    // provider's: unlearned, 60 a second go where 50 fit.
+    let mut provider = WindowedProvider::new(360_000, 1.2);
+    let p = run_against(&mut provider, 100, 3_000, Duration::from_millis(200)).await;
+    let ratio = learned_ratio(&p);
+    assert!((ratio - 1.2).abs() < 0.005, "learned {ratio}");
+    // Learned from the first answers; the `remaining` hold covers the
+    // round trip before them.
+    assert_eq!(
+        provider.refused.iter().sum::<u64>(),
+        0,
+        "{:?}",
+        provider.refused
+    );
+    // And the provider's windows stay at its limit, not below it.
+    let full = &provider.per_window[3..provider.per_window.len() - 1];
+    assert!(full.iter().all(|t| (5_880..=6_000).contains(t)), "{full:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn learns_a_provider_counting_less_and_uses_what_it_leaves() {
+    // 100 tokens by our count, 80 by the provider's: unlearned, 60 a second
+    // go where 75 fit.
+    let mut provider = WindowedProvider::new(360_000, 0.8);
+    let p = run_against(&mut provider, 100, 3_000, Duration::from_millis(200)).await;
+    let ratio = learned_ratio(&p);
+    assert!((ratio - 0.8).abs() < 0.005, "learned {ratio}");
+    assert_eq!(provider.refused.iter().sum::<u64>(), 0);
+    let full = &provider.per_window[3..provider.per_window.len() - 1];
+    assert!(full.iter().all(|t| (5_840..=6_000).contains(t)), "{full:?}");
+}
+
+#[test]
+fn charge_learning_skips_pairs_across_windows_and_out_of_order_answers() {
+    use super::charge::Charge;
+    let t0 = Instant::now();
+    let reading = |remaining, reset_ms| LimitReading {
+        limit: Some(60_000),
+        remaining: Some(remaining),
+        reset: Some(Duration::from_millis(reset_ms)),
+    };
+    let mut c = Charge::default();
+    let at = |ms| Some(t0 + Duration::from_millis(ms));
+    // One window ending at 1 s: 100 of ours took 150 of theirs.
+    c.observe(100, at(0), &reading(900, 1000), 60_000);
+    c.observe(200, at(100), &reading(750, 900), 60_000);
+    assert!((c.ratio() - 1.5).abs() < 1e-9);
+    // A late answer to an earlier admission teaches nothing.
+    c.observe(150, at(50), &reading(10, 950), 60_000);
+    assert!((c.ratio() - 1.5).abs() < 1e-9);
+    // The next window (its remaining back up): a new pair starts.
+    c.observe(300, at(1000), &reading(1000, 1000), 60_000);
+    assert!((c.ratio() - 1.5).abs() < 1e-9);
+    // A 429 in between spoils the open pair.
+    c.forget_pair();
+    c.observe(400, at(1100), &reading(990, 900), 60_000);
+    assert!((c.ratio() - 1.5).abs() < 1e-9);
 }

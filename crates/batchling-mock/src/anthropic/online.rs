@@ -161,7 +161,7 @@ fn admit(shared: &Shared, c: &Checked<'_>) -> Option<Response<Body>> {
         input,
         output: c.req.max_tokens,
     };
-    let (kind, limit, retry_after) = match shared.limits.admit(c.lane, cost) {
+    let (kind, limit, retry_after) = match shared.limits.admit(c.lane, cost).0 {
         Admission::Admitted => {
             shared
                 .counters

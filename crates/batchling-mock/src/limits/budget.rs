@@ -181,11 +181,20 @@ impl Budget {
         self.admit_at(Instant::now(), cost)
     }
 
+    #[cfg(test)]
     pub(crate) fn admit_at(&self, now: Instant, cost: Cost) -> Admission {
-        if !self.is_active() {
-            return Admission::Admitted;
-        }
+        self.admit_seen_at(now, cost).0
+    }
+
+    /// Take one request of `cost` from the current window, or say why not,
+    /// with the header values right after: a provider's limiter works them
+    /// out when it admits a request, so they describe the budget as that
+    /// request left it, whenever the answer goes out.
+    pub(crate) fn admit_seen_at(&self, now: Instant, cost: Cost) -> (Admission, LimitSnapshot) {
         let (index, left) = self.position(now);
+        if !self.is_active() {
+            return (Admission::Admitted, self.snapshot_of([0; 4], left));
+        }
         let mut state = self.lock();
         if state.index != index {
             state.index = index;
@@ -212,7 +221,8 @@ impl Budget {
         } else {
             state.rate_limited += 1;
         }
-        verdict
+        let used = [state.requests, state.tokens, state.input, state.output];
+        (verdict, self.snapshot_of(used, left))
     }
 
     /// Whether one request of `cost` fits the window `state` describes: the
@@ -296,6 +306,12 @@ impl Budget {
         } else {
             [0; 4]
         };
+        self.snapshot_of(used, reset)
+    }
+
+    /// The header values when the current window has `used` (requests,
+    /// tokens, input, output) and `reset` left.
+    fn snapshot_of(&self, used: [u64; 4], reset: Duration) -> LimitSnapshot {
         let remaining = |per_minute: Option<u64>, window: Option<u64>, used: u64| {
             per_minute
                 .zip(window)

@@ -122,8 +122,12 @@ impl Limits {
     }
 
     /// Take one request of `cost` from the lane, or say why not.
-    pub(crate) fn admit(&self, lane: LaneId, cost: Cost) -> Admission {
-        self.lanes[lane.0].admit_at(Instant::now(), cost)
+    /// Also the header values as the admission left the lane (`None`
+    /// when it has no limit).
+    pub(crate) fn admit(&self, lane: LaneId, cost: Cost) -> (Admission, Option<LimitSnapshot>) {
+        let budget = &self.lanes[lane.0];
+        let (admission, snapshot) = budget.admit_seen_at(Instant::now(), cost);
+        (admission, budget.is_active().then_some(snapshot))
     }
 
     /// The lane's header values right now; `None` when it has no limit.
@@ -209,9 +213,17 @@ mod tests {
             tokens: 5,
             ..Cost::default()
         };
-        assert_eq!(l.admit(lane, five), Admission::Admitted);
-        assert_eq!(l.admit(lane, five), Admission::Admitted);
-        assert!(matches!(l.admit(lane, five), Admission::Limited { .. }));
+        let (first, seen) = l.admit(lane, five);
+        assert_eq!(first, Admission::Admitted);
+        // The headers are the budget as this admission left it.
+        let remaining = |seen: Option<LimitSnapshot>| seen.and_then(|s| s.requests).map(|r| r.1);
+        let left_after_first = remaining(seen).unwrap();
+        let (second, seen) = l.admit(lane, five);
+        assert_eq!(second, Admission::Admitted);
+        assert_eq!(remaining(seen), Some(left_after_first - 1));
+        let (third, seen) = l.admit(lane, five);
+        assert!(matches!(third, Admission::Limited { .. }));
+        assert_eq!(remaining(seen), Some(0), "a refusal costs nothing");
         let stats = l.stats();
         assert_eq!(stats.len(), 9);
         let s = stats
