@@ -678,7 +678,7 @@ impl MockSettings {
             ..MockConfig::default()
         };
         if let Some(path) = &a.limits {
-            LimitsFile::load(path)?.apply(&mut config);
+            config.apply_limits(LimitsFile::load(path)?);
         }
         // Flags win over the file.
         config.rpm = a.rpm.or(config.rpm);
