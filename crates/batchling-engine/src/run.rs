@@ -45,6 +45,9 @@ pub async fn run<P: Provider>(
     let started = Instant::now();
     check(&job)?;
     let admission = admission(&job);
+    // A shared pacer's lanes have counted other runs: this run reports what
+    // was added since.
+    let lanes_before = admission.pacer.lane_counts();
     let opened = open_journal(&job, &*reporter)?;
     let counters = opened.counters.clone();
     let stop = Stop::new(shutdown);
@@ -95,6 +98,7 @@ pub async fn run<P: Provider>(
         baseline: opened.baseline,
         counters,
         pacer,
+        lanes_before,
     };
     finish(&job, reader, writer, stopped, ending, &*reporter).await
 }
@@ -122,7 +126,7 @@ fn admission(job: &Job) -> Admission {
             permits: s.permits.clone(),
         },
         None => Admission {
-            pacer: Arc::new(Pacer::new(job.pacing)),
+            pacer: Arc::new(Pacer::new(job.pacing.clone())),
             permits: Arc::new(Semaphore::new(job.concurrency)),
         },
     }
@@ -336,9 +340,19 @@ fn start_ticker(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            r.tick(&c.progress(started.elapsed(), p.limits(), p.any_paused()));
+            let lanes = progress_lanes(&p);
+            r.tick(&c.progress(started.elapsed(), (p.limits(), lanes), p.any_paused()));
         }
     }))
+}
+
+/// The lanes progress shows: none when there is only one.
+fn progress_lanes(p: &Pacer) -> Vec<crate::pacer::LaneLimits> {
+    if p.lane_count() > 1 {
+        p.lanes()
+    } else {
+        Vec::new()
+    }
 }
 
 /// Step 4: a stopped run gives its attempts in flight a grace period to
@@ -360,6 +374,7 @@ struct Ending {
     baseline: Baseline,
     counters: Arc<Counters>,
     pacer: Arc<Pacer>,
+    lanes_before: Vec<crate::pacer::LaneCounts>,
 }
 
 /// Step 5: wait for the reader and the writer, write the output and error
@@ -420,9 +435,14 @@ async fn finish(
     c.output_tokens.store(output_tokens, Relaxed);
     let elapsed = end.started.elapsed();
     let cost = job.prices.as_ref().map(|_| cost_usd);
-    let lanes = (limits, end.pacer.lanes());
+    let lanes = (limits, end.pacer.lanes(), &end.lanes_before[..]);
     let summary = RunSummary::build(c, elapsed, lanes, stopped, end.baseline, cost);
-    reporter.tick(&c.progress(elapsed, limits, false));
+    // For `batchling status`: the lanes of the last run.
+    if let Ok(json) = serde_json::to_string(&summary.lanes) {
+        journal.set_lanes(&json)?;
+    }
+    let shown = (limits, progress_lanes(&end.pacer));
+    reporter.tick(&c.progress(elapsed, shown, false));
     Ok(summary)
 }
 

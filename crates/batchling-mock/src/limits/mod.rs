@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use crate::config::{DEFAULT_GROUP, DEFAULT_LIMIT, MockConfig};
 use crate::stats::LaneStats;
 
+pub use batchling_core::limits::{LimitsFile, LimitsFileError, MAX_LIMITS_FILE_BYTES};
 pub(crate) use budget::{Admission, Cost, LimitKind, LimitSnapshot};
 pub(crate) use count::charge;
-pub use batchling_core::limits::{LimitsFile, LimitsFileError, MAX_LIMITS_FILE_BYTES};
 
 use budget::{Budget, Rates};
 
