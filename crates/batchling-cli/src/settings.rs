@@ -229,7 +229,7 @@ impl RunSettings {
         job.order = j.order;
         job.pacing = PacerConfig {
             learn: !a.ignore_limit_headers,
-            ..a.limits.pacing()
+            ..a.limits.pacing(&mut notes)?
         };
         job.concurrency = a.limits.concurrency;
         job.retry = a.limits.retry();
@@ -313,12 +313,17 @@ fn max_response_bytes(mb: u64) -> Result<u64> {
 }
 
 impl LimitArgs {
-    fn pacing(&self) -> PacerConfig {
-        PacerConfig {
-            rpm: self.rpm,
-            tpm: self.tpm,
-            ..PacerConfig::default()
-        }
+    /// The pacer's limits: `--limits FILE`, then `--rpm` / `--tpm` over its
+    /// `[default]`.
+    fn pacing(&self, notes: &mut Vec<String>) -> Result<PacerConfig> {
+        let file = match &self.limits_file {
+            Some(path) => Some(limits_file(path, notes)?),
+            None => None,
+        };
+        let mut c = (file.as_ref()).map_or_else(PacerConfig::default, PacerConfig::from_limits_file);
+        c.rpm = self.rpm.or(c.rpm);
+        c.tpm = self.tpm.or(c.tpm);
+        Ok(c)
     }
 
     fn retry(&self) -> RetryPolicy {
@@ -363,7 +368,7 @@ impl SubmitSettings {
         let server = Some(server_of(&upstream));
         let retry = a.limits.retry();
         let mut online = Job::new(Input::File(a.input.clone()), a.output.clone());
-        online.pacing = a.limits.pacing();
+        online.pacing = a.limits.pacing(&mut notes)?;
         online.concurrency = a.limits.concurrency;
         online.retry = retry;
         online.server = server.clone();
@@ -480,6 +485,21 @@ impl ServeSettings {
     }
 }
 
+/// A `--limits` file for the client side. Its `[groups]` name the fake
+/// provider's keys: ignored here, with a note (a run has one key, so one
+/// limit group); `window` and `token_count` describe how the fake provider
+/// enforces and counts, and are ignored silently.
+fn limits_file(path: &Path, notes: &mut Vec<String>) -> Result<LimitsFile> {
+    let file = LimitsFile::load(path)?;
+    if !file.table.groups.is_empty() {
+        notes.push(format!(
+            "{}: [groups] is for `batchling mock` (which keys share a budget); the limits here apply to the one key this command sends with",
+            path.display()
+        ));
+    }
+    Ok(file)
+}
+
 /// The one upstream `serve` is given by flags (no `--config`).
 fn upstream_from_flags(
     a: &ServeArgs,
@@ -503,6 +523,10 @@ fn upstream_from_flags(
         .map(ApiKey::new);
     up.rpm = a.rpm;
     up.tpm = a.tpm;
+    if let Some(path) = &a.limits_file {
+        // A serve upstream has one key: its groups are the mock's business.
+        up.limits_file = Some(limits_file(path, &mut Vec::new())?);
+    }
     up.concurrency = a.concurrency;
     up.timeout = a.timeout;
     up.max_response_bytes = max_response_bytes(a.max_response_mb)?;

@@ -131,6 +131,9 @@ pub struct UpstreamConfig {
     pub rpm: Option<u64>,
     /// Tokens per minute (else learned from headers).
     pub tpm: Option<u64>,
+    /// Limits per model and family, and defaults under `rpm` / `tpm`
+    /// (`--limits FILE`); `rpm` and `tpm` win over its `[default]`.
+    pub limits_file: Option<batchling_core::limits::LimitsFile>,
     /// Most requests in flight, across all batches.
     pub concurrency: usize,
     /// Per-attempt timeout.
@@ -151,6 +154,7 @@ impl UpstreamConfig {
             models: vec!["*".into()],
             rpm: None,
             tpm: None,
+            limits_file: None,
             concurrency: batchling_engine::DEFAULT_CONCURRENCY,
             timeout: Duration::from_secs(600),
             headers: Vec::new(),

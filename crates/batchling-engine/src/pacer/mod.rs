@@ -109,6 +109,22 @@ pub struct PacerConfig {
 }
 
 impl PacerConfig {
+    /// The limits a limits file gives (`--limits FILE`, the format of
+    /// `batchling_core::limits`): its `[default]` for every model without
+    /// an entry, its `[models.*]` per model and family. The fake
+    /// provider's parts (`window`, `token_count`, `[groups]`) are not read.
+    /// Flags given too replace the defaults afterwards (they win).
+    pub fn from_limits_file(file: &batchling_core::limits::LimitsFile) -> Self {
+        PacerConfig {
+            rpm: file.rpm,
+            tpm: file.tpm,
+            itpm: file.itpm,
+            otpm: file.otpm,
+            models: Arc::new(ModelLimits::from_table(&file.table)),
+            ..PacerConfig::default()
+        }
+    }
+
     /// The limits of a model without an entry of its own.
     pub fn defaults(&self) -> GivenLimits {
         GivenLimits {
