@@ -267,7 +267,10 @@ pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path, journa
         limit(s.tpm_limit, s.achieved_tpm)
     );
     if s.lanes.len() > 1 || s.lanes.iter().any(|l| l.family) {
-        eprintln!("  lanes      {} (each model's or family's own limits)", s.lanes.len());
+        eprintln!(
+            "  lanes      {} (each model's or family's own limits)",
+            s.lanes.len()
+        );
         for l in &s.lanes {
             eprintln!("             {}", lane_line(l));
         }

@@ -320,7 +320,8 @@ impl LimitArgs {
             Some(path) => Some(limits_file(path, notes)?),
             None => None,
         };
-        let mut c = (file.as_ref()).map_or_else(PacerConfig::default, PacerConfig::from_limits_file);
+        let mut c =
+            (file.as_ref()).map_or_else(PacerConfig::default, PacerConfig::from_limits_file);
         c.rpm = self.rpm.or(c.rpm);
         c.tpm = self.tpm.or(c.tpm);
         Ok(c)
@@ -717,5 +718,84 @@ impl MockSettings {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, a.port)),
             config,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn run_settings(args: &[&str]) -> Result<RunSettings> {
+        let cli = Cli::try_parse_from(
+            [&["batchling", "run", "in.jsonl", "-o", "out.jsonl"], args].concat(),
+        )?;
+        let Command::Run(a) = cli.command else {
+            panic!("not the run command")
+        };
+        RunSettings::resolve(*a, |k| {
+            (k == env::OPENAI_API_KEY).then(|| "sk-test".to_owned())
+        })
+    }
+
+    #[test]
+    fn run_flags_win_over_the_limits_files_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "[default]\nrpm = 10\ntpm = 99\notpm = 7\n[models.m]\nrpm = 2\n[groups]\norg = [\"sk-a\"]\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let s = run_settings(&["--limits", file]).unwrap();
+        let p = &s.job.pacing;
+        assert_eq!((p.rpm, p.tpm, p.otpm), (Some(10), Some(99), Some(7)));
+        assert!(!p.models.is_empty());
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.contains("[groups] is for `batchling mock`")),
+            "{:?}",
+            s.notes
+        );
+        let s = run_settings(&["--limits", file, "--rpm", "5"]).unwrap();
+        let p = &s.job.pacing;
+        assert_eq!(
+            (p.rpm, p.tpm),
+            (Some(5), Some(99)),
+            "the flag wins, the file fills in"
+        );
+        let s = run_settings(&["--tpm", "50"]).unwrap();
+        let p = &s.job.pacing;
+        assert_eq!((p.rpm, p.tpm), (None, Some(50)));
+        assert!(p.models.is_empty());
+    }
+
+    #[test]
+    fn a_bad_run_limits_file_names_its_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "[models.a]\nrpm = 1\n[models.b]\nmodels = [\"a\"]\ntpm = 5\n",
+        )
+        .unwrap();
+        let err = run_settings(&["--limits", path.to_str().unwrap()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.ends_with("limits.toml line 4, models.b.models: the model \"a\" is already in [models.a]: a model shares one limit only"),
+            "{err}"
+        );
+        std::fs::write(&path, "[models.a]\nrpn = 3\n").unwrap();
+        let err = run_settings(&["--limits", path.to_str().unwrap()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.ends_with("limits.toml line 2, models.a.rpn: unknown field: expected rpm, tpm, itpm, otpm or models"), "{err}");
     }
 }

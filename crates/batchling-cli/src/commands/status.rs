@@ -91,7 +91,10 @@ fn print_lanes(lanes: Option<&[LaneSummary]>) -> std::io::Result<()> {
     let Some(lanes) = lanes.filter(|l| !l.is_empty()) else {
         return Ok(());
     };
-    out!("lanes     {} in the last run (each model's or family's limits)", lanes.len())?;
+    out!(
+        "lanes     {} in the last run (each model's or family's limits)",
+        lanes.len()
+    )?;
     for l in lanes {
         out!("  {}", crate::progress::lane_line(l))?;
     }

@@ -89,16 +89,25 @@ fn a_limits_file_gives_each_model_and_family_its_own_lane() {
     let s = o.summary();
     assert_eq!(s["lanes"].as_array().unwrap().len(), 3, "{s}");
     let a = lane(&s, "model-a");
-    assert_eq!((a["rpm_limit"].as_u64(), a["tpm_limit"].as_u64()), (Some(1200), Some(600_000)));
+    assert_eq!(
+        (a["rpm_limit"].as_u64(), a["tpm_limit"].as_u64()),
+        (Some(1200), Some(600_000))
+    );
     assert_eq!(a["sources"]["rpm"], "given", "{a}");
     assert_eq!(a["family"], false);
     assert_eq!(a["succeeded"], 8);
     let fam = lane(&s, "fam");
     assert_eq!(fam["family"], true, "{fam}");
     assert_eq!(fam["rpm_limit"], 600);
-    assert_eq!(fam["succeeded"], 16, "both models of the family in one lane");
+    assert_eq!(
+        fam["succeeded"], 16,
+        "both models of the family in one lane"
+    );
     let c = lane(&s, "model-c");
-    assert_eq!(c["rpm_limit"], 3000, "the flag over the file's default: {c}");
+    assert_eq!(
+        c["rpm_limit"], 3000,
+        "the flag over the file's default: {c}"
+    );
     assert_eq!(c["sources"]["rpm"], "given");
     assert!(c["tpm_limit"].is_null(), "no default tpm anywhere: {c}");
     for l in [a, fam, c] {
@@ -110,7 +119,10 @@ fn a_limits_file_gives_each_model_and_family_its_own_lane() {
     let (code, text) = status(&state, false);
     assert_eq!(code, 0);
     assert!(text.contains("lanes     3 in the last run"), "{text}");
-    assert!(text.contains("model-a: rpm 1.2k (given), tpm 600.0k (given)"), "{text}");
+    assert!(
+        text.contains("model-a: rpm 1.2k (given), tpm 600.0k (given)"),
+        "{text}"
+    );
     assert!(text.contains("fam (family): rpm 600 (given)"), "{text}");
     let (code, json) = status(&state, true);
     assert_eq!(code, 0);
@@ -172,7 +184,8 @@ fn old_journals_without_lanes_still_show_their_status() {
     let state = o.dir().join("out.jsonl.journal");
     // As an older batchling left it: no lanes recorded.
     let conn = rusqlite::Connection::open(&state).unwrap();
-    conn.execute("DELETE FROM meta WHERE key = 'lanes'", []).unwrap();
+    conn.execute("DELETE FROM meta WHERE key = 'lanes'", [])
+        .unwrap();
     drop(conn);
     let (code, text) = status(&state, false);
     assert_eq!(code, 0, "{text}");
