@@ -78,7 +78,7 @@ fn rate_line(p: &Progress) -> String {
 
 /// The lanes shown on the progress line: the most used lanes first (by the
 /// share of their request or token limit this run reached), at most
-/// [`LANES_SHOWN`], e.g. `gpt-4o 310/500rpm, mini 90/1k rpm, +2 lanes`.
+/// [`LANES_SHOWN`], e.g. `gpt-4o 310/5.0k rpm, mini 90/1.0k rpm, +2 lanes`.
 fn lanes_brief(lanes: &[LaneLimits], elapsed: Duration) -> String {
     let mins = elapsed.as_secs_f64().max(1e-3) / 60.0;
     let mut used: Vec<(f64, String)> = (lanes.iter())
@@ -88,8 +88,8 @@ fn lanes_brief(lanes: &[LaneLimits], elapsed: Duration) -> String {
             let share = |got: f64, limit: Option<u64>| limit.map_or(0.0, |x| got / x.max(1) as f64);
             let name = l.model.as_deref().unwrap_or("(no model)");
             let rate = match l.limits.rpm {
-                Some(x) => format!("{}/{}rpm", human_count(rpm), human_count(x as f64)),
-                None => format!("{}rpm", human_count(rpm)),
+                Some(x) => format!("{}/{} rpm", human_count(rpm), human_count(x as f64)),
+                None => format!("{} rpm", human_count(rpm)),
             };
             let mut text = format!("{name} {rate}");
             if l.counts.rate_limited > 0 {
@@ -282,4 +282,45 @@ pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path, journa
     eprintln!("  output     {}", output.display());
     eprintln!("  errors     {}", errors.display());
     eprintln!("  journal    {}", journal.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use batchling_engine::EffectiveLimits;
+    use batchling_engine::pacer::{GivenLimits, LaneCounts};
+
+    use super::*;
+
+    fn lane(name: &str, rpm: u64, succeeded: u64, rate_limited: u64) -> LaneLimits {
+        LaneLimits {
+            model: Some(name.into()),
+            family: false,
+            limits: EffectiveLimits {
+                rpm: Some(rpm),
+                ..EffectiveLimits::default()
+            },
+            given: GivenLimits::default(),
+            counts: LaneCounts {
+                succeeded,
+                tokens: 0,
+                rate_limited,
+            },
+        }
+    }
+
+    #[test]
+    fn the_progress_line_names_the_busiest_lanes_first() {
+        // One minute: the counts are the rates.
+        let lanes = [
+            lane("idle", 1000, 10, 0),
+            lane("busy", 500, 490, 2),
+            lane("half", 100, 50, 0),
+            lane("low", 1000, 5, 0),
+        ];
+        let s = lanes_brief(&lanes, Duration::from_secs(60));
+        assert_eq!(
+            s,
+            "busy 490/500 rpm 2x429, half 50/100 rpm, idle 10/1.0k rpm, +1 lanes"
+        );
+    }
 }
