@@ -147,8 +147,8 @@ pub(crate) struct LimitArgs {
     pub(crate) tpm: Option<u64>,
 
     /// Limits per model and families sharing one, as the provider's limits page lists them: TOML
-    /// with [default] and [models.NAME] (rpm, tpm, itpm, otpm, models = [...]), the same file
-    /// `batchling mock --limits` reads. --rpm/--tpm win over its [default].
+    /// with a default table and one per model or family (rpm, tpm, itpm, otpm, models), the same
+    /// file `batchling mock --limits` reads (see the README). --rpm/--tpm win over its default.
     #[arg(long = "limits", value_name = "FILE")]
     pub(crate) limits_file: Option<PathBuf>,
 
@@ -567,7 +567,7 @@ pub(crate) struct ServeArgs {
     pub(crate) tpm: Option<u64>,
 
     /// The upstream's limits per model and families sharing one (the TOML
-    /// of `batchling run --limits`); --rpm/--tpm win over its [default].
+    /// of `batchling run --limits`); --rpm/--tpm win over its default.
     #[arg(long = "limits", conflicts_with = "config", value_name = "FILE")]
     pub(crate) limits_file: Option<PathBuf>,
 
