@@ -775,6 +775,36 @@ mod tests {
     }
 
     #[test]
+    fn serve_takes_a_limits_file_for_its_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(&path, "[default]\nrpm = 10\n[models.m]\ntpm = 3\n").unwrap();
+        let args = [
+            "batchling",
+            "serve",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--no-auth",
+            "--limits",
+            path.to_str().unwrap(),
+            "--tpm",
+            "99",
+        ];
+        let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
+            panic!("not the serve command")
+        };
+        let s = ServeSettings::resolve(*a, |_| None).unwrap();
+        let up = &s.config.upstreams[0];
+        let file = up.limits_file.as_ref().expect("the file is kept");
+        assert_eq!((file.rpm, file.table.models[0].tpm), (Some(10), Some(3)));
+        assert_eq!(
+            up.tpm,
+            Some(99),
+            "the flag, which wins over the file's default"
+        );
+    }
+
+    #[test]
     fn a_bad_run_limits_file_names_its_line_and_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("limits.toml");

@@ -492,6 +492,17 @@ pub struct LaneSummary {
 }
 
 impl LaneSummary {
+    /// Every lane's summary: what each counted since `before` (the lanes'
+    /// counts when the run started, in the same order), over `secs`.
+    pub(crate) fn each(lanes: Vec<LaneLimits>, before: &[LaneCounts], secs: f64) -> Vec<Self> {
+        (lanes.into_iter().enumerate())
+            .map(|(i, l)| {
+                let counts = l.counts.since(before.get(i).copied().unwrap_or_default());
+                LaneSummary::new(l, counts, secs)
+            })
+            .collect()
+    }
+
     /// A lane's summary: `counts` are this run's, over `secs` seconds.
     pub(crate) fn new(l: LaneLimits, counts: LaneCounts, secs: f64) -> Self {
         let per_min = |n: u64| {
@@ -642,13 +653,7 @@ impl RunSummary {
             achieved_tpm: per_min((input + output).saturating_sub(before.tokens)),
             rpm_limit: limits.rpm,
             tpm_limit: limits.tpm,
-            lanes: (lanes.into_iter().enumerate())
-                .map(|(i, l)| {
-                    let before = lanes_before.get(i).copied().unwrap_or_default();
-                    let counts = l.counts.since(before);
-                    LaneSummary::new(l, counts, secs)
-                })
-                .collect(),
+            lanes: LaneSummary::each(lanes, lanes_before, secs),
             latency: Latency {
                 p50_ms: ms(0.5),
                 p90_ms: ms(0.9),

@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::Budget;
 use crate::ctx::{Accounting, Admission, Ctx, Discovery, LineIds, Sink, Stop};
 use crate::health::Health;
-use crate::pacer::Pacer;
+use crate::pacer::{LaneCounts, Pacer};
 use crate::reader::{self, Input, ReadItem};
 use crate::recorder::{self, Entry};
-use crate::report::{Baseline, Counters, Notice, Reporter, RunSummary, StopCause};
+use crate::report::{Baseline, Counters, LaneSummary, Notice, Reporter, RunSummary, StopCause};
 use crate::{EngineError, Job, dispatch};
 
 /// Run a job to the end (or until it stops). Per-request failures are data
@@ -58,7 +58,8 @@ pub async fn run<P: Provider>(
         Some(path) => Some(Cache::open(path)?),
         None => None,
     };
-    let (writer, recorder) = start_writer(&job, opened.journal, &counters, &stop)?;
+    let lanes = lane_recorder(&admission.pacer, &lanes_before);
+    let (writer, recorder) = start_writer(&job, (opened.journal, lanes), &counters, &stop)?;
     let (reader, lines) = start_reader(&job, opened.finished, &discovery, &counters);
     let ctx = Arc::new(Ctx {
         provider,
@@ -273,7 +274,7 @@ struct Writer {
 /// response cache.
 fn start_writer(
     job: &Job,
-    journal: Journal,
+    (journal, lanes): (Journal, recorder::LaneRecorder),
     counters: &Arc<Counters>,
     stop: &Stop,
 ) -> Result<(Writer, mpsc::Sender<Entry>), EngineError> {
@@ -287,7 +288,7 @@ fn start_writer(
     let (c, stop, err) = (counters.clone(), stop.token.clone(), error.clone());
     let concurrency = concurrency(job);
     let thread = std::thread::spawn(move || {
-        recorder::write_loop(journal, cache, rx, c, concurrency, |e| {
+        recorder::write_loop(journal, cache, rx, c, (concurrency, lanes), |e| {
             *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             stop.cancel();
         })
@@ -346,6 +347,17 @@ fn start_ticker(
     }))
 }
 
+/// The run's lanes as the journal records them now and then while it goes
+/// (the end of the run writes the summary's).
+fn lane_recorder(pacer: &Arc<Pacer>, before: &[LaneCounts]) -> recorder::LaneRecorder {
+    let (pacer, before) = (pacer.clone(), before.to_vec());
+    let started = std::time::Instant::now();
+    recorder::LaneRecorder::new(Box::new(move || {
+        let secs = started.elapsed().as_secs_f64();
+        serde_json::to_string(&LaneSummary::each(pacer.lanes(), &before, secs)).ok()
+    }))
+}
+
 /// The lanes progress shows: none when there is only one.
 fn progress_lanes(p: &Pacer) -> Vec<crate::pacer::LaneLimits> {
     if p.lane_count() > 1 {
@@ -374,7 +386,7 @@ struct Ending {
     baseline: Baseline,
     counters: Arc<Counters>,
     pacer: Arc<Pacer>,
-    lanes_before: Vec<crate::pacer::LaneCounts>,
+    lanes_before: Vec<LaneCounts>,
 }
 
 /// Step 5: wait for the reader and the writer, write the output and error

@@ -61,8 +61,9 @@ pub struct JobMeta {
     /// fake provider (`None` in journals of older batchlings).
     pub server: Option<String>,
     /// The pacer lanes of the last run (each model's or family's limits
-    /// and achieved rates), as the JSON the engine wrote (`None` in
-    /// journals of older batchlings, and before a run's end). Left out of
+    /// and achieved rates), as the JSON the engine wrote every few seconds
+    /// and at the run's end (`None` in journals of older batchlings). Left
+    /// out of
     /// this struct's serialisation: its reader parses it.
     #[serde(skip)]
     pub lanes: Option<String>,

@@ -326,6 +326,12 @@ impl State {
                 return id;
             }
         }
+        // Too long a name gets no lane of its own (nor is it hashed).
+        let name = if name.len() <= MAX_MODEL_BYTES {
+            name
+        } else {
+            ""
+        };
         let id = match self.index.get(group as usize).and_then(|m| m.get(name)) {
             Some(&id) => id,
             None => self.find_new(group, name, config),
@@ -338,8 +344,7 @@ impl State {
     /// one, else a new one (or the group's lane for requests without a
     /// model, when it gets none of its own).
     fn find_new(&mut self, group: u32, name: &str, config: &PacerConfig) -> LaneId {
-        let fits = name.len() <= MAX_MODEL_BYTES;
-        let entry = (fits && !name.is_empty())
+        let entry = (!name.is_empty())
             .then(|| config.models.lookup(name))
             .flatten();
         if let Some((i, e)) = entry
@@ -349,7 +354,7 @@ impl State {
             self.index[group as usize].insert(Box::from(name), id);
             return id;
         }
-        if fits && self.lanes.len() < MAX_LANES {
+        if self.lanes.len() < MAX_LANES {
             let id = self.make(group, name, entry.map(|(_, e)| e), config);
             if let Some((i, e)) = entry
                 && e.family
