@@ -63,8 +63,7 @@ pub struct JobMeta {
     /// The pacer lanes of the last run (each model's or family's limits
     /// and achieved rates), as the JSON the engine wrote every few seconds
     /// and at the run's end (`None` in journals of older batchlings). Left
-    /// out of
-    /// this struct's serialisation: its reader parses it.
+    /// out of this struct's serialisation: its reader parses it.
     #[serde(skip)]
     pub lanes: Option<String>,
 }
