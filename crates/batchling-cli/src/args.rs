@@ -146,6 +146,12 @@ pub(crate) struct LimitArgs {
     #[arg(long, value_parser = rate_limit)]
     pub(crate) tpm: Option<u64>,
 
+    /// Limits per model and families sharing one, as the provider's limits page lists them: TOML
+    /// with a default table and one per model or family (rpm, tpm, itpm, otpm, models), the same
+    /// file `batchling mock --limits` reads (see the README). --rpm/--tpm win over its default.
+    #[arg(long = "limits", value_name = "FILE")]
+    pub(crate) limits_file: Option<PathBuf>,
+
     /// Most requests in flight at once.
     #[arg(long, default_value_t = batchling_engine::DEFAULT_CONCURRENCY, value_parser = at_least_one::<usize>)]
     pub(crate) concurrency: usize,
@@ -559,6 +565,11 @@ pub(crate) struct ServeArgs {
     /// headers].
     #[arg(long, conflicts_with = "config", value_parser = rate_limit)]
     pub(crate) tpm: Option<u64>,
+
+    /// The upstream's limits per model and families sharing one (the TOML
+    /// of `batchling run --limits`); --rpm/--tpm win over its default.
+    #[arg(long = "limits", conflicts_with = "config", value_name = "FILE")]
+    pub(crate) limits_file: Option<PathBuf>,
 
     /// Most requests in flight to the upstream, across all batches.
     #[arg(long, conflicts_with = "config", default_value_t = batchling_engine::DEFAULT_CONCURRENCY, value_parser = at_least_one::<usize>)]

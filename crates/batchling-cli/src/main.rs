@@ -23,9 +23,10 @@ mod signals;
 
 use std::process::ExitCode;
 
-// A dev-dependency of the integration tests only (unit tests see it too).
+// Dev-dependencies of the integration tests only (unit tests see them too;
+// tempfile is used by some).
 #[cfg(test)]
-use tempfile as _;
+use rusqlite as _;
 
 /// mimalloc rather than glibc's malloc: a run allocates a few dozen small
 /// buffers per request across three threads, which glibc's arenas handle

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchling_engine::report::Silent;
+use batchling_engine::pacer::LaneLimits;
+use batchling_engine::report::{LaneSummary, LimitSource, Silent};
 use batchling_engine::{Notice, Progress, Reporter, RunSummary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -68,7 +69,86 @@ fn rate_line(p: &Progress) -> String {
     if p.paused {
         s.push_str(" | paused");
     }
+    if !p.lanes.is_empty() {
+        s.push_str(" | ");
+        s.push_str(&lanes_brief(&p.lanes, p.elapsed));
+    }
     s
+}
+
+/// The lanes shown on the progress line: the most used lanes first (by the
+/// share of their request or token limit this run reached), at most
+/// [`LANES_SHOWN`], e.g. `gpt-4o 310/5.0k rpm, mini 90/1.0k rpm, +2 lanes`.
+fn lanes_brief(lanes: &[LaneLimits], elapsed: Duration) -> String {
+    let mins = elapsed.as_secs_f64().max(1e-3) / 60.0;
+    let mut used: Vec<(f64, String)> = (lanes.iter())
+        .map(|l| {
+            let rpm = l.counts.succeeded as f64 / mins;
+            let tpm = l.counts.tokens as f64 / mins;
+            let share = |got: f64, limit: Option<u64>| limit.map_or(0.0, |x| got / x.max(1) as f64);
+            let name = l.model.as_deref().unwrap_or("(no model)");
+            let rate = match l.limits.rpm {
+                Some(x) => format!("{}/{} rpm", human_count(rpm), human_count(x as f64)),
+                None => format!("{} rpm", human_count(rpm)),
+            };
+            let mut text = format!("{name} {rate}");
+            if l.counts.rate_limited > 0 {
+                text.push_str(&format!(" {}x429", l.counts.rate_limited));
+            }
+            (share(rpm, l.limits.rpm).max(share(tpm, l.limits.tpm)), text)
+        })
+        .collect();
+    used.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut s = (used.iter().take(LANES_SHOWN))
+        .map(|(_, t)| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if used.len() > LANES_SHOWN {
+        s.push_str(&format!(", +{} lanes", used.len() - LANES_SHOWN));
+    }
+    s
+}
+
+/// The most lanes the progress line names.
+const LANES_SHOWN: usize = 3;
+
+/// One lane's limit in force and where it came from, e.g. `500 (given)`.
+fn lane_limit(limit: Option<u64>, source: Option<LimitSource>) -> Option<String> {
+    let from = match source? {
+        LimitSource::Given => "given",
+        LimitSource::Learned => "learned",
+    };
+    Some(format!("{} ({from})", human_count(limit? as f64)))
+}
+
+/// One lane in a line: its name, limits in force, rates and 429s (for the
+/// summary and `status`).
+pub(crate) fn lane_line(l: &LaneSummary) -> String {
+    let name = match (&l.model, l.family) {
+        (Some(m), true) => format!("{m} (family)"),
+        (Some(m), false) => m.clone(),
+        (None, _) => "(no model)".into(),
+    };
+    let limits = [
+        ("rpm", lane_limit(l.rpm_limit, l.sources.rpm)),
+        ("tpm", lane_limit(l.tpm_limit, l.sources.tpm)),
+        ("itpm", lane_limit(l.itpm_limit, l.sources.itpm)),
+        ("otpm", lane_limit(l.otpm_limit, l.sources.otpm)),
+    ];
+    let limits: Vec<String> = (limits.iter())
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+        .collect();
+    let limits = if limits.is_empty() {
+        "no limits".to_owned()
+    } else {
+        limits.join(", ")
+    };
+    format!(
+        "{name}: {limits}; achieved {} req/min, {} tok/min; {} 429s",
+        human_count(l.achieved_rpm),
+        human_count(l.achieved_tpm),
+        l.rate_limited
+    )
 }
 
 impl Reporter for Bar {
@@ -186,6 +266,15 @@ pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path, journa
         "             tokens/min   {}",
         limit(s.tpm_limit, s.achieved_tpm)
     );
+    if s.lanes.len() > 1 || s.lanes.iter().any(|l| l.family) {
+        eprintln!(
+            "  lanes      {} (each model's or family's own limits)",
+            s.lanes.len()
+        );
+        for l in &s.lanes {
+            eprintln!("             {}", lane_line(l));
+        }
+    }
     eprintln!(
         "  latency    p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms",
         s.latency.p50_ms, s.latency.p90_ms, s.latency.p99_ms
@@ -193,4 +282,46 @@ pub(crate) fn print_summary(s: &RunSummary, output: &Path, errors: &Path, journa
     eprintln!("  output     {}", output.display());
     eprintln!("  errors     {}", errors.display());
     eprintln!("  journal    {}", journal.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use batchling_engine::EffectiveLimits;
+    use batchling_engine::pacer::{GivenLimits, LaneCounts};
+
+    use super::*;
+
+    fn lane(name: &str, rpm: u64, succeeded: u64, rate_limited: u64) -> LaneLimits {
+        LaneLimits {
+            model: Some(name.into()),
+            family: false,
+            limits: EffectiveLimits {
+                rpm: Some(rpm),
+                ..EffectiveLimits::default()
+            },
+            given: GivenLimits::default(),
+            counts: LaneCounts {
+                succeeded,
+                tokens: 0,
+                rate_limited,
+            },
+            token_charge: None,
+        }
+    }
+
+    #[test]
+    fn the_progress_line_names_the_busiest_lanes_first() {
+        // One minute: the counts are the rates.
+        let lanes = [
+            lane("idle", 1000, 10, 0),
+            lane("busy", 500, 490, 2),
+            lane("half", 100, 50, 0),
+            lane("low", 1000, 5, 0),
+        ];
+        let s = lanes_brief(&lanes, Duration::from_secs(60));
+        assert_eq!(
+            s,
+            "busy 490/500 rpm 2x429, half 50/100 rpm, idle 10/1.0k rpm, +1 lanes"
+        );
+    }
 }

@@ -229,7 +229,7 @@ impl RunSettings {
         job.order = j.order;
         job.pacing = PacerConfig {
             learn: !a.ignore_limit_headers,
-            ..a.limits.pacing()
+            ..a.limits.pacing(&mut notes)?
         };
         job.concurrency = a.limits.concurrency;
         job.retry = a.limits.retry();
@@ -313,12 +313,18 @@ fn max_response_bytes(mb: u64) -> Result<u64> {
 }
 
 impl LimitArgs {
-    fn pacing(&self) -> PacerConfig {
-        PacerConfig {
-            rpm: self.rpm,
-            tpm: self.tpm,
-            ..PacerConfig::default()
-        }
+    /// The pacer's limits: `--limits FILE`, then `--rpm` / `--tpm` over its
+    /// `[default]`.
+    fn pacing(&self, notes: &mut Vec<String>) -> Result<PacerConfig> {
+        let file = match &self.limits_file {
+            Some(path) => Some(limits_file(path, notes)?),
+            None => None,
+        };
+        let mut c =
+            (file.as_ref()).map_or_else(PacerConfig::default, PacerConfig::from_limits_file);
+        c.rpm = self.rpm.or(c.rpm);
+        c.tpm = self.tpm.or(c.tpm);
+        Ok(c)
     }
 
     fn retry(&self) -> RetryPolicy {
@@ -363,7 +369,7 @@ impl SubmitSettings {
         let server = Some(server_of(&upstream));
         let retry = a.limits.retry();
         let mut online = Job::new(Input::File(a.input.clone()), a.output.clone());
-        online.pacing = a.limits.pacing();
+        online.pacing = a.limits.pacing(&mut notes)?;
         online.concurrency = a.limits.concurrency;
         online.retry = retry;
         online.server = server.clone();
@@ -480,6 +486,21 @@ impl ServeSettings {
     }
 }
 
+/// A `--limits` file for the client side. Its `[groups]` name the fake
+/// provider's keys: ignored here, with a note (a run has one key, so one
+/// limit group); `window` and `token_count` describe how the fake provider
+/// enforces and counts, and are ignored silently.
+fn limits_file(path: &Path, notes: &mut Vec<String>) -> Result<LimitsFile> {
+    let file = LimitsFile::load(path)?;
+    if !file.table.groups.is_empty() {
+        notes.push(format!(
+            "{}: [groups] is for `batchling mock` (which keys share a budget); the limits here apply to the one key this command sends with",
+            path.display()
+        ));
+    }
+    Ok(file)
+}
+
 /// The one upstream `serve` is given by flags (no `--config`).
 fn upstream_from_flags(
     a: &ServeArgs,
@@ -503,6 +524,10 @@ fn upstream_from_flags(
         .map(ApiKey::new);
     up.rpm = a.rpm;
     up.tpm = a.tpm;
+    if let Some(path) = &a.limits_file {
+        // A serve upstream has one key: its groups are the mock's business.
+        up.limits_file = Some(limits_file(path, &mut Vec::new())?);
+    }
     up.concurrency = a.concurrency;
     up.timeout = a.timeout;
     up.max_response_bytes = max_response_bytes(a.max_response_mb)?;
@@ -678,7 +703,7 @@ impl MockSettings {
             ..MockConfig::default()
         };
         if let Some(path) = &a.limits {
-            LimitsFile::load(path)?.apply(&mut config);
+            config.apply_limits(LimitsFile::load(path)?);
         }
         // Flags win over the file.
         config.rpm = a.rpm.or(config.rpm);
@@ -693,5 +718,114 @@ impl MockSettings {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, a.port)),
             config,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn run_settings(args: &[&str]) -> Result<RunSettings> {
+        let cli = Cli::try_parse_from(
+            [&["batchling", "run", "in.jsonl", "-o", "out.jsonl"], args].concat(),
+        )?;
+        let Command::Run(a) = cli.command else {
+            panic!("not the run command")
+        };
+        RunSettings::resolve(*a, |k| {
+            (k == env::OPENAI_API_KEY).then(|| "sk-test".to_owned())
+        })
+    }
+
+    #[test]
+    fn run_flags_win_over_the_limits_files_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "[default]\nrpm = 10\ntpm = 99\notpm = 7\n[models.m]\nrpm = 2\n[groups]\norg = [\"sk-a\"]\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let s = run_settings(&["--limits", file]).unwrap();
+        let p = &s.job.pacing;
+        assert_eq!((p.rpm, p.tpm, p.otpm), (Some(10), Some(99), Some(7)));
+        assert!(!p.models.is_empty());
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.contains("[groups] is for `batchling mock`")),
+            "{:?}",
+            s.notes
+        );
+        let s = run_settings(&["--limits", file, "--rpm", "5"]).unwrap();
+        let p = &s.job.pacing;
+        assert_eq!(
+            (p.rpm, p.tpm),
+            (Some(5), Some(99)),
+            "the flag wins, the file fills in"
+        );
+        let s = run_settings(&["--tpm", "50"]).unwrap();
+        let p = &s.job.pacing;
+        assert_eq!((p.rpm, p.tpm), (None, Some(50)));
+        assert!(p.models.is_empty());
+    }
+
+    #[test]
+    fn serve_takes_a_limits_file_for_its_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(&path, "[default]\nrpm = 10\n[models.m]\ntpm = 3\n").unwrap();
+        let args = [
+            "batchling",
+            "serve",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--no-auth",
+            "--limits",
+            path.to_str().unwrap(),
+            "--tpm",
+            "99",
+        ];
+        let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
+            panic!("not the serve command")
+        };
+        let s = ServeSettings::resolve(*a, |_| None).unwrap();
+        let up = &s.config.upstreams[0];
+        let file = up.limits_file.as_ref().expect("the file is kept");
+        assert_eq!((file.rpm, file.table.models[0].tpm), (Some(10), Some(3)));
+        assert_eq!(
+            up.tpm,
+            Some(99),
+            "the flag, which wins over the file's default"
+        );
+    }
+
+    #[test]
+    fn a_bad_run_limits_file_names_its_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "[models.a]\nrpm = 1\n[models.b]\nmodels = [\"a\"]\ntpm = 5\n",
+        )
+        .unwrap();
+        let err = run_settings(&["--limits", path.to_str().unwrap()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.ends_with("limits.toml line 4, models.b.models: the model \"a\" is already in [models.a]: a model shares one limit only"),
+            "{err}"
+        );
+        std::fs::write(&path, "[models.a]\nrpn = 3\n").unwrap();
+        let err = run_settings(&["--limits", path.to_str().unwrap()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.ends_with("limits.toml line 2, models.a.rpn: unknown field: expected rpm, tpm, itpm, otpm or models"), "{err}");
     }
 }

@@ -14,6 +14,8 @@
 //! - [`pricing`]: the price catalog (USD per 1M tokens, built in or from a
 //!   TOML/JSON file) and what tokens cost, online or through a Batch API.
 //! - [`ratelimit`]: rate-limit readings from response headers.
+//! - [`limits`]: limits per model and families of models, and the limits
+//!   file `batchling run --limits` and `batchling mock --limits` read.
 //! - [`retry`]: the [`retry::Verdict`] a classifier gives an attempt, and backoff.
 //! - [`batch`]: the Batches API's statuses.
 //! - [`clock`]: the wall clock (`unix_now`), read in one place.
@@ -36,6 +38,7 @@ pub mod clock;
 pub mod duration;
 pub mod endpoint;
 pub mod json;
+pub mod limits;
 pub mod output;
 pub mod pricing;
 pub mod ratelimit;

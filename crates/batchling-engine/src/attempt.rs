@@ -96,18 +96,23 @@ async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, p: Pending, sent: Sent, verdic
 /// corrected, and an outage (if any) ends.
 fn count_success<P>(ctx: &Ctx<P>, p: &Pending, a: &Answer, latency: Duration) {
     let c = ctx.counters();
+    let mut tokens = 0;
+    let mut settle = None;
     if let Some(u) = a.usage {
         Counters::add(&c.input_tokens, u.input);
         Counters::add(&c.cached_tokens, u.cached_input);
         Counters::add(&c.output_tokens, u.output);
+        tokens = u.input.saturating_add(u.output);
         // Providers charge the output reservation at admission; only the
         // input estimate is corrected.
         let t = p.parsed.tokens;
-        if t != TokenEstimate::default()
-            && let Some(lane) = p.lane
-        {
-            ctx.admission.pacer.settle_tokens(lane, t.input, u.input);
+        if t != TokenEstimate::default() {
+            settle = Some((t.input, u.input));
         }
+    }
+    if let Some(lane) = p.lane {
+        // The lane's counts (for the summary) and its correction, in one lock.
+        ctx.admission.pacer.succeeded(lane, tokens, settle);
     }
     c.latency
         .lock()

@@ -40,6 +40,39 @@ fn counter_for(c: &Counters, state: FinalState) -> &AtomicU64 {
     }
 }
 
+/// How often the pacer's lanes are written to the journal while a run goes
+/// (for `batchling status` on a run in progress, or killed).
+const LANES_EVERY: Duration = Duration::from_secs(10);
+
+/// Writes the run's lanes (their JSON, from `make`) to the journal now and
+/// then, after a commit.
+pub(crate) struct LaneRecorder {
+    make: Box<dyn FnMut() -> Option<String> + Send>,
+    last: Instant,
+}
+
+impl LaneRecorder {
+    pub(crate) fn new(make: Box<dyn FnMut() -> Option<String> + Send>) -> Self {
+        LaneRecorder {
+            make,
+            last: Instant::now(),
+        }
+    }
+
+    /// Record the lanes if the last time was [`LANES_EVERY`] ago. A failed
+    /// write is left for the next commit to report (the lanes are only
+    /// informational; the end of the run writes them again).
+    fn maybe_record(&mut self, journal: &Journal) {
+        if self.last.elapsed() < LANES_EVERY {
+            return;
+        }
+        self.last = Instant::now();
+        if let Some(json) = (self.make)() {
+            let _ = journal.set_lanes(&json);
+        }
+    }
+}
+
 /// Run on the writer thread until every sender is gone. Returns the journal
 /// (for the export) and the first error, after which nothing more is
 /// committed and entries are dropped uncounted.
@@ -48,7 +81,7 @@ pub(crate) fn write_loop(
     mut cache: Option<Cache>,
     mut rx: mpsc::Receiver<Entry>,
     counters: Arc<Counters>,
-    concurrency: usize,
+    (concurrency, mut lanes): (usize, LaneRecorder),
     on_error: impl Fn(&StoreError),
 ) -> (Journal, Result<(), StoreError>) {
     let mut records = Vec::with_capacity(MAX_GROUP);
@@ -118,6 +151,35 @@ pub(crate) fn write_loop(
         }
         records.clear();
         permits.clear(); // releases the permits: those requests are durable now
+        lanes.maybe_record(&journal);
     }
     (journal, Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_recorded_now_and_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let journal = Journal::open(&path, false).unwrap();
+        let mut calls = 0;
+        let mut lanes = LaneRecorder::new(Box::new(move || {
+            calls += 1;
+            Some(format!("[{calls}]"))
+        }));
+        lanes.maybe_record(&journal);
+        assert_eq!(journal.meta().unwrap().lanes, None, "not yet");
+        lanes.last -= LANES_EVERY;
+        lanes.maybe_record(&journal);
+        assert_eq!(journal.meta().unwrap().lanes.as_deref(), Some("[1]"));
+        lanes.maybe_record(&journal);
+        assert_eq!(
+            journal.meta().unwrap().lanes.as_deref(),
+            Some("[1]"),
+            "not again so soon"
+        );
+    }
 }

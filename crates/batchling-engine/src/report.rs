@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::pacer::{EffectiveLimits, LaneLimits};
+use crate::pacer::{Dimension, EffectiveLimits, LaneCounts, LaneLimits};
 
 /// Receives progress while a run goes, and notices worth telling a person.
 pub trait Reporter: Send + Sync + 'static {
@@ -139,6 +139,9 @@ pub struct Progress {
     pub elapsed: Duration,
     /// Limits in force.
     pub limits: EffectiveLimits,
+    /// Each lane's limits and counts, when there is more than one lane
+    /// (empty otherwise).
+    pub lanes: Vec<LaneLimits>,
     /// Whether dispatch is paused (429 or outage).
     pub paused: bool,
     /// Money spent so far (USD), when prices are known.
@@ -211,7 +214,7 @@ impl Counters {
     pub(crate) fn progress(
         &self,
         elapsed: Duration,
-        limits: EffectiveLimits,
+        (limits, lanes): (EffectiveLimits, Vec<LaneLimits>),
         paused: bool,
     ) -> Progress {
         let get = |c: &AtomicU64| c.load(Relaxed);
@@ -230,6 +233,7 @@ impl Counters {
             output_tokens: get(&self.output_tokens),
             elapsed,
             limits,
+            lanes,
             paused,
             cost_usd: self
                 .priced
@@ -421,12 +425,45 @@ pub struct Latency {
     pub p99_ms: f64,
 }
 
-/// One model's limits at the end of a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Where a limit in force came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitSource {
+    /// Given by the user (`--rpm`, `--limits FILE`), and not undercut by
+    /// what the headers said.
+    Given,
+    /// Learned from the provider's headers (lower than any given limit).
+    Learned,
+}
+
+/// Where each of a lane's limits in force came from (only those in force).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct LimitSources {
+    /// Of `rpm_limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<LimitSource>,
+    /// Of `tpm_limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<LimitSource>,
+    /// Of `itpm_limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub itpm: Option<LimitSource>,
+    /// Of `otpm_limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otpm: Option<LimitSource>,
+}
+
+/// One lane (a model, or a family of models sharing one limit) at the end
+/// of a run: its limits in force and what it achieved.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct LaneSummary {
-    /// The model; `None` for requests without one (or without a lane of
-    /// their own, see `pacer::MAX_LANES`).
+    /// The model, or the family's name (`[models.NAME]` of the limits
+    /// file) when `family`; `None` for requests without one (or without a
+    /// lane of their own, see `pacer::MAX_LANES`).
     pub model: Option<String>,
+    /// Several models share this lane.
+    #[serde(default)]
+    pub family: bool,
     /// Its requests-per-minute limit, given or learned.
     pub rpm_limit: Option<u64>,
     /// Its tokens-per-minute limit, given or learned.
@@ -434,16 +471,77 @@ pub struct LaneSummary {
     /// What the provider charges against its token limit per token of
     /// batchling's count, as learned from the answers (1 until learned;
     /// `None` without a token limit).
+    #[serde(default)]
     pub token_charge_ratio: Option<f64>,
+    /// Its input-tokens-per-minute limit (given).
+    #[serde(default)]
+    pub itpm_limit: Option<u64>,
+    /// Its output-tokens-per-minute limit (given).
+    #[serde(default)]
+    pub otpm_limit: Option<u64>,
+    /// Where each limit in force came from.
+    #[serde(default)]
+    pub sources: LimitSources,
+    /// Requests of this lane that succeeded in this run.
+    #[serde(default)]
+    pub succeeded: u64,
+    /// Successful requests per minute over the run.
+    #[serde(default)]
+    pub achieved_rpm: f64,
+    /// Tokens (input + output, from `usage`) per minute over the run.
+    #[serde(default)]
+    pub achieved_tpm: f64,
+    /// 429 answers in this run.
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
-impl From<LaneLimits> for LaneSummary {
-    fn from(l: LaneLimits) -> Self {
+impl LaneSummary {
+    /// Every lane's summary: what each counted since `before` (the lanes'
+    /// counts when the run started, in the same order), over `secs`.
+    pub(crate) fn each(lanes: Vec<LaneLimits>, before: &[LaneCounts], secs: f64) -> Vec<Self> {
+        (lanes.into_iter().enumerate())
+            .map(|(i, l)| {
+                let counts = l.counts.since(before.get(i).copied().unwrap_or_default());
+                LaneSummary::new(l, counts, secs)
+            })
+            .collect()
+    }
+
+    /// A lane's summary: `counts` are this run's, over `secs` seconds.
+    pub(crate) fn new(l: LaneLimits, counts: LaneCounts, secs: f64) -> Self {
+        let per_min = |n: u64| {
+            if secs > 0.0 {
+                n as f64 * 60.0 / secs
+            } else {
+                0.0
+            }
+        };
+        let source = |d: Dimension| {
+            let now = l.limits.get(d)?;
+            Some(match l.given.get(d) {
+                Some(g) if g == now => LimitSource::Given,
+                _ => LimitSource::Learned,
+            })
+        };
         LaneSummary {
             model: l.model,
+            family: l.family,
             rpm_limit: l.limits.rpm,
             tpm_limit: l.limits.tpm,
             token_charge_ratio: l.token_charge.map(|r| (r * 1e4).round() / 1e4),
+            itpm_limit: l.limits.itpm,
+            otpm_limit: l.limits.otpm,
+            sources: LimitSources {
+                rpm: source(Dimension::Requests),
+                tpm: source(Dimension::Tokens),
+                itpm: source(Dimension::InputTokens),
+                otpm: source(Dimension::OutputTokens),
+            },
+            succeeded: counts.succeeded,
+            achieved_rpm: per_min(counts.succeeded),
+            achieved_tpm: per_min(counts.tokens),
+            rate_limited: counts.rate_limited,
         }
     }
 }
@@ -498,8 +596,9 @@ pub struct RunSummary {
     pub rpm_limit: Option<u64>,
     /// Tokens-per-minute limit in force at the end, added up likewise.
     pub tpm_limit: Option<u64>,
-    /// Each model's limits in force at the end (one per pacer lane, in
-    /// the order the models were first sent).
+    /// Each lane's limits in force at the end and what it achieved (one
+    /// per pacer lane: a model, or a family sharing one limit; in the order
+    /// they were first sent).
     pub lanes: Vec<LaneSummary>,
     /// Latency of successful attempts.
     pub latency: Latency,
@@ -511,7 +610,7 @@ impl RunSummary {
     pub(crate) fn build(
         c: &Counters,
         elapsed: Duration,
-        (limits, lanes): (EffectiveLimits, Vec<LaneLimits>),
+        (limits, lanes, lanes_before): (EffectiveLimits, Vec<LaneLimits>, &[LaneCounts]),
         stopped: Option<StopCause>,
         before: Baseline,
         cost_usd: Option<f64>,
@@ -560,7 +659,7 @@ impl RunSummary {
             achieved_tpm: per_min((input + output).saturating_sub(before.tokens)),
             rpm_limit: limits.rpm,
             tpm_limit: limits.tpm,
-            lanes: lanes.into_iter().map(LaneSummary::from).collect(),
+            lanes: LaneSummary::each(lanes, lanes_before, secs),
             latency: Latency {
                 p50_ms: ms(0.5),
                 p90_ms: ms(0.9),

@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::Budget;
 use crate::ctx::{Accounting, Admission, Ctx, Discovery, LineIds, Sink, Stop};
 use crate::health::Health;
-use crate::pacer::Pacer;
+use crate::pacer::{LaneCounts, Pacer};
 use crate::reader::{self, Input, ReadItem};
 use crate::recorder::{self, Entry};
-use crate::report::{Baseline, Counters, Notice, Reporter, RunSummary, StopCause};
+use crate::report::{Baseline, Counters, LaneSummary, Notice, Reporter, RunSummary, StopCause};
 use crate::{EngineError, Job, dispatch};
 
 /// Run a job to the end (or until it stops). Per-request failures are data
@@ -45,6 +45,9 @@ pub async fn run<P: Provider>(
     let started = Instant::now();
     check(&job)?;
     let admission = admission(&job);
+    // A shared pacer's lanes have counted other runs: this run reports what
+    // was added since.
+    let lanes_before = admission.pacer.lane_counts();
     let opened = open_journal(&job, &*reporter)?;
     let counters = opened.counters.clone();
     let stop = Stop::new(shutdown);
@@ -55,7 +58,8 @@ pub async fn run<P: Provider>(
         Some(path) => Some(Cache::open(path)?),
         None => None,
     };
-    let (writer, recorder) = start_writer(&job, opened.journal, &counters, &stop)?;
+    let lanes = lane_recorder(&admission.pacer, &lanes_before);
+    let (writer, recorder) = start_writer(&job, (opened.journal, lanes), &counters, &stop)?;
     let (reader, lines) = start_reader(&job, opened.finished, &discovery, &counters);
     let ctx = Arc::new(Ctx {
         provider,
@@ -95,6 +99,7 @@ pub async fn run<P: Provider>(
         baseline: opened.baseline,
         counters,
         pacer,
+        lanes_before,
     };
     finish(&job, reader, writer, stopped, ending, &*reporter).await
 }
@@ -122,7 +127,7 @@ fn admission(job: &Job) -> Admission {
             permits: s.permits.clone(),
         },
         None => Admission {
-            pacer: Arc::new(Pacer::new(job.pacing)),
+            pacer: Arc::new(Pacer::new(job.pacing.clone())),
             permits: Arc::new(Semaphore::new(job.concurrency)),
         },
     }
@@ -269,7 +274,7 @@ struct Writer {
 /// response cache.
 fn start_writer(
     job: &Job,
-    journal: Journal,
+    (journal, lanes): (Journal, recorder::LaneRecorder),
     counters: &Arc<Counters>,
     stop: &Stop,
 ) -> Result<(Writer, mpsc::Sender<Entry>), EngineError> {
@@ -283,7 +288,7 @@ fn start_writer(
     let (c, stop, err) = (counters.clone(), stop.token.clone(), error.clone());
     let concurrency = concurrency(job);
     let thread = std::thread::spawn(move || {
-        recorder::write_loop(journal, cache, rx, c, concurrency, |e| {
+        recorder::write_loop(journal, cache, rx, c, (concurrency, lanes), |e| {
             *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             stop.cancel();
         })
@@ -336,9 +341,30 @@ fn start_ticker(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            r.tick(&c.progress(started.elapsed(), p.limits(), p.any_paused()));
+            let lanes = progress_lanes(&p);
+            r.tick(&c.progress(started.elapsed(), (p.limits(), lanes), p.any_paused()));
         }
     }))
+}
+
+/// The run's lanes as the journal records them now and then while it goes
+/// (the end of the run writes the summary's).
+fn lane_recorder(pacer: &Arc<Pacer>, before: &[LaneCounts]) -> recorder::LaneRecorder {
+    let (pacer, before) = (pacer.clone(), before.to_vec());
+    let started = std::time::Instant::now();
+    recorder::LaneRecorder::new(Box::new(move || {
+        let secs = started.elapsed().as_secs_f64();
+        serde_json::to_string(&LaneSummary::each(pacer.lanes(), &before, secs)).ok()
+    }))
+}
+
+/// The lanes progress shows: none when there is only one.
+fn progress_lanes(p: &Pacer) -> Vec<crate::pacer::LaneLimits> {
+    if p.lane_count() > 1 {
+        p.lanes()
+    } else {
+        Vec::new()
+    }
 }
 
 /// Step 4: a stopped run gives its attempts in flight a grace period to
@@ -360,6 +386,7 @@ struct Ending {
     baseline: Baseline,
     counters: Arc<Counters>,
     pacer: Arc<Pacer>,
+    lanes_before: Vec<LaneCounts>,
 }
 
 /// Step 5: wait for the reader and the writer, write the output and error
@@ -420,9 +447,14 @@ async fn finish(
     c.output_tokens.store(output_tokens, Relaxed);
     let elapsed = end.started.elapsed();
     let cost = job.prices.as_ref().map(|_| cost_usd);
-    let lanes = (limits, end.pacer.lanes());
+    let lanes = (limits, end.pacer.lanes(), &end.lanes_before[..]);
     let summary = RunSummary::build(c, elapsed, lanes, stopped, end.baseline, cost);
-    reporter.tick(&c.progress(elapsed, limits, false));
+    // For `batchling status`: the lanes of the last run.
+    if let Ok(json) = serde_json::to_string(&summary.lanes) {
+        journal.set_lanes(&json)?;
+    }
+    let shown = (limits, progress_lanes(&end.pacer));
+    reporter.tick(&c.progress(elapsed, shown, false));
     Ok(summary)
 }
 

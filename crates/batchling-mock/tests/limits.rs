@@ -325,7 +325,7 @@ async fn a_limits_file_configures_the_same_lanes() {
         rpm: Some(7),
         ..MockConfig::default()
     };
-    file.apply(&mut config);
+    config.apply_limits(file);
     assert_eq!(config.rpm, Some(50));
     let server = start(config).await;
     let c = client();

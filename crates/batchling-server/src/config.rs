@@ -20,7 +20,10 @@
 //! models = ["*"]                            # everything else
 //! rpm = 5000
 //! tpm = 2000000
+//! limits = "openai-limits.toml"             # per model and family (`batchling run --limits`)
 //! ```
+//!
+//! A `limits` path is read relative to the config file's directory.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -131,6 +134,9 @@ pub struct UpstreamConfig {
     pub rpm: Option<u64>,
     /// Tokens per minute (else learned from headers).
     pub tpm: Option<u64>,
+    /// Limits per model and family, and defaults under `rpm` / `tpm`
+    /// (`--limits FILE`); `rpm` and `tpm` win over its `[default]`.
+    pub limits_file: Option<batchling_core::limits::LimitsFile>,
     /// Most requests in flight, across all batches.
     pub concurrency: usize,
     /// Per-attempt timeout.
@@ -151,6 +157,7 @@ impl UpstreamConfig {
             models: vec!["*".into()],
             rpm: None,
             tpm: None,
+            limits_file: None,
             concurrency: batchling_engine::DEFAULT_CONCURRENCY,
             timeout: Duration::from_secs(600),
             headers: Vec::new(),
@@ -211,6 +218,7 @@ struct FileUpstream {
     models: Vec<String>,
     rpm: Option<u64>,
     tpm: Option<u64>,
+    limits: Option<PathBuf>,
     concurrency: Option<usize>,
     timeout_secs: Option<f64>,
     max_response_mb: Option<u64>,
@@ -262,11 +270,21 @@ pub fn load_str(
     }
     let mut seen = HashSet::new();
     let mut upstreams = Vec::new();
+    let dir = Path::new(name).parent().unwrap_or(Path::new(""));
     for u in file.upstream {
         if !seen.insert(u.name.clone()) {
             return Err(invalid(format!("upstream name {:?} is used twice", u.name)));
         }
-        upstreams.push(upstream(u, &getenv).map_err(invalid)?);
+        let limits = match &u.limits {
+            Some(path) => Some(
+                batchling_core::limits::LimitsFile::load(&dir.join(path))
+                    .map_err(|e| invalid(format!("upstream {:?}: {e}", u.name)))?,
+            ),
+            None => None,
+        };
+        let mut up = upstream(u, &getenv).map_err(invalid)?;
+        up.limits_file = limits;
+        upstreams.push(up);
     }
     Ok(Loaded {
         upstreams,
@@ -388,6 +406,24 @@ mod tests {
         let ok = load(&p, |_| Some("sk-secret".into())).unwrap();
         assert_eq!(ok.upstreams[0].models, ["*"]);
         assert!(ok.upstreams[0].api_key.is_some());
+    }
+
+    #[test]
+    fn a_limits_file_per_upstream_next_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let up = "[[upstream]]\nname = \"a\"\nbase_url = \"http://x/v1\"\nlimits = \"l.toml\"\n";
+        std::fs::write(&p, up).unwrap();
+        std::fs::write(dir.path().join("l.toml"), "[models.m]\nrpm = 7\n").unwrap();
+        let ok = load(&p, |_| None).unwrap();
+        let file = ok.upstreams[0].limits_file.as_ref().unwrap();
+        assert_eq!(file.table.models[0].rpm, Some(7));
+        std::fs::write(dir.path().join("l.toml"), "[models.m]\nrpm = 0\n").unwrap();
+        let e = load(&p, |_| None).unwrap_err().to_string();
+        assert!(
+            e.contains("upstream \"a\": ") && e.contains("l.toml line 2, models.m.rpm"),
+            "{e}"
+        );
     }
 
     #[test]

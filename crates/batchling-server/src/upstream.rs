@@ -85,14 +85,11 @@ impl UpstreamClient {
             ..ClientConfig::default()
         })?;
         let metrics = Arc::new(UpstreamMetrics::default());
-        let limits = SharedLimits::new(
-            PacerConfig {
-                rpm: config.rpm,
-                tpm: config.tpm,
-                ..PacerConfig::default()
-            },
-            config.concurrency,
-        );
+        let mut pacing = (config.limits_file.as_ref())
+            .map_or_else(PacerConfig::default, PacerConfig::from_limits_file);
+        pacing.rpm = config.rpm.or(pacing.rpm);
+        pacing.tpm = config.tpm.or(pacing.tpm);
+        let limits = SharedLimits::new(pacing, config.concurrency);
         Ok(UpstreamClient {
             provider: Arc::new(Metered {
                 inner: client,

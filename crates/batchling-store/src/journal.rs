@@ -60,6 +60,12 @@ pub struct JobMeta {
     /// The server the job sends to: a base URL, or `mock` for the built-in
     /// fake provider (`None` in journals of older batchlings).
     pub server: Option<String>,
+    /// The pacer lanes of the last run (each model's or family's limits
+    /// and achieved rates), as the JSON the engine wrote every few seconds
+    /// and at the run's end (`None` in journals of older batchlings). Left
+    /// out of this struct's serialisation: its reader parses it.
+    #[serde(skip)]
+    pub lanes: Option<String>,
 }
 
 /// Counts by final state.
@@ -309,6 +315,7 @@ impl Journal {
             rpm_limit: num("rpm_limit")?,
             tpm_limit: num("tpm_limit")?,
             server: self.get_meta("server")?,
+            lanes: self.get_meta("lanes")?,
         })
     }
 
@@ -405,6 +412,12 @@ impl Journal {
             }
         }
         Ok(())
+    }
+
+    /// Record the pacer lanes of a run (JSON, as the engine writes them),
+    /// for `batchling status`; replaces the last run's.
+    pub fn set_lanes(&self, json: &str) -> Result<(), StoreError> {
+        self.set_meta("lanes", json)
     }
 
     /// Record the number of non-blank input lines, once known.

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use batchling_engine::report::LaneSummary;
 use batchling_store::{JobStatus, Journal, Part};
 
 use crate::settings::StatusSettings;
@@ -12,14 +13,19 @@ pub(crate) fn status(s: &StatusSettings) -> Result<ExitCode> {
     let journal = Journal::open_read_only(&s.state)?;
     let status = journal.status()?;
     let parts = journal.parts()?;
+    let lanes = lanes(&status);
     if s.json {
         let mut v = serde_json::to_value(&status)?;
         if !parts.is_empty() {
             v["parts"] = serde_json::to_value(&parts)?;
         }
+        if let Some(lanes) = &lanes {
+            v["lanes"] = serde_json::to_value(lanes)?;
+        }
         out!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         print_summary(&s.state, &status)?;
+        print_lanes(lanes.as_deref())?;
         print_parts(&parts)?;
         print_last_errors(&status)?;
     }
@@ -72,6 +78,27 @@ fn print_summary(state: &Path, s: &JobStatus) -> std::io::Result<()> {
             "resumable: run the same command again to continue"
         }
     )
+}
+
+/// The last run's lanes, as its end recorded them (`None` in journals of
+/// older batchlings, of runs that never ended, or unreadable).
+fn lanes(s: &JobStatus) -> Option<Vec<LaneSummary>> {
+    serde_json::from_str(s.meta.lanes.as_deref()?).ok()
+}
+
+/// The last run's lanes, one line each.
+fn print_lanes(lanes: Option<&[LaneSummary]>) -> std::io::Result<()> {
+    let Some(lanes) = lanes.filter(|l| !l.is_empty()) else {
+        return Ok(());
+    };
+    out!(
+        "lanes     {} in the last run (each model's or family's limits)",
+        lanes.len()
+    )?;
+    for l in lanes {
+        out!("  {}", crate::progress::lane_line(l))?;
+    }
+    Ok(())
 }
 
 /// A `submit` journal's parts, one line each (nothing for a `run`).

@@ -11,6 +11,7 @@ mod formats;
 mod limits;
 mod line_caps;
 mod malformed;
+mod model_limits;
 mod newcomer;
 mod order;
 mod readme;

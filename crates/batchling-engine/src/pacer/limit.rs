@@ -104,7 +104,7 @@ impl Dimension {
 
     /// What a response's headers say about this dimension (OpenAI's
     /// headers name requests and tokens only).
-    fn reading(self, s: &RateLimitSnapshot) -> Option<&LimitReading> {
+    pub(super) fn reading(self, s: &RateLimitSnapshot) -> Option<&LimitReading> {
         Some(match self {
             Dimension::Requests => &s.requests,
             Dimension::Tokens => &s.tokens,

@@ -14,8 +14,15 @@
 //!   and sets aside what must wait, so one lane's wait holds no other lane
 //!   back; loops sharing a pacer wait in turn ([`Pacer::admit`]).
 //! - A lane is a set of limits, each a [`Dimension`] with its own counting
-//!   rule (`limit.rs`). The lanes use requests and tokens, what OpenAI's
-//!   headers describe.
+//!   rule (`limit.rs`). Every lane has requests and tokens, what OpenAI's
+//!   headers describe; input and output tokens only when a limit of them
+//!   is given, so a lane checks only what can hold it back.
+//! - Limits may be given per model, and a family of models may share one
+//!   lane ([`ModelLimits`], from `--limits FILE`; `table.rs`). A lane's
+//!   given limits are its model's (or family's) entry, else the defaults
+//!   ([`PacerConfig::rpm`] and the others); for each dimension the lower of
+//!   given and learned is in force. A lane with a given limit for every
+//!   dimension headers describe (requests, and tokens) has no slow start.
 //! - Providers enforce limits over short windows (OpenAI documents that a
 //!   per-minute limit may be enforced per second), so a limit never admits
 //!   more than one second's worth in any one-second window (a sliding log),
@@ -39,9 +46,10 @@
 
 mod charge;
 mod limit;
+mod table;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batchling_core::ratelimit::RateLimitSnapshot;
@@ -51,6 +59,9 @@ use tokio::time::Instant;
 pub use charge::{Sent, Stamp};
 pub use limit::{Cost, Dimension};
 use limit::{Limit, Observed};
+pub use table::{GivenLimits, ModelLimits};
+
+use table::Entry;
 
 /// The most lanes one pacer keeps (models come from request bodies).
 pub const MAX_LANES: usize = 1024;
@@ -72,14 +83,26 @@ const SLOW_START_STEPS: u32 = 20;
 /// The dimensions of every lane, in the order they are checked.
 const DIMENSIONS: [Dimension; 2] = [Dimension::Requests, Dimension::Tokens];
 
+/// The dimensions a lane has only when a limit of them is given, or an
+/// answer shows one (Anthropic's input and output token limits).
+const GIVEN_ONLY: [Dimension; 2] = [Dimension::InputTokens, Dimension::OutputTokens];
+
 /// Pacer settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PacerConfig {
-    /// Requests per minute given by the user: each lane's (each model's),
-    /// as a provider's limits page lists them, not a total.
+    /// Requests per minute given by the user for every model without an
+    /// entry in [`PacerConfig::models`]: each lane's (each model's), as a
+    /// provider's limits page lists them, not a total.
     pub rpm: Option<u64>,
-    /// Tokens per minute given by the user, each lane's likewise.
+    /// Tokens per minute given likewise.
     pub tpm: Option<u64>,
+    /// Input tokens per minute given likewise (Anthropic's ITPM).
+    pub itpm: Option<u64>,
+    /// Output tokens per minute given likewise (Anthropic's OTPM).
+    pub otpm: Option<u64>,
+    /// Limits given per model and family: a model listed there has those
+    /// limits instead of the four above.
+    pub models: Arc<ModelLimits>,
     /// Adopt limits from `x-ratelimit-*` headers (the lower of given and
     /// learned wins).
     pub learn: bool,
@@ -88,11 +111,42 @@ pub struct PacerConfig {
     pub utilisation: f64,
 }
 
+impl PacerConfig {
+    /// The limits a limits file gives (`--limits FILE`, the format of
+    /// `batchling_core::limits`): its `[default]` for every model without
+    /// an entry, its `[models.*]` per model and family. The fake
+    /// provider's parts (`window`, `token_count`, `[groups]`) are not read.
+    /// Flags given too replace the defaults afterwards (they win).
+    pub fn from_limits_file(file: &batchling_core::limits::LimitsFile) -> Self {
+        PacerConfig {
+            rpm: file.rpm,
+            tpm: file.tpm,
+            itpm: file.itpm,
+            otpm: file.otpm,
+            models: Arc::new(ModelLimits::from_table(&file.table)),
+            ..PacerConfig::default()
+        }
+    }
+
+    /// The limits of a model without an entry of its own.
+    pub fn defaults(&self) -> GivenLimits {
+        GivenLimits {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            itpm: self.itpm,
+            otpm: self.otpm,
+        }
+    }
+}
+
 impl Default for PacerConfig {
     fn default() -> Self {
         PacerConfig {
             rpm: None,
             tpm: None,
+            itpm: None,
+            otpm: None,
+            models: Arc::default(),
             learn: true,
             utilisation: 0.99,
         }
@@ -151,10 +205,36 @@ struct LaneKey {
     model: Option<Box<str>>,
 }
 
-/// One (limit group, model): its limits and its pause.
+/// What went through a lane, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LaneCounts {
+    /// Requests answered with a success.
+    pub succeeded: u64,
+    /// Their input plus output tokens, from `usage`.
+    pub tokens: u64,
+    /// 429 answers (each pauses the lane).
+    pub rate_limited: u64,
+}
+
+impl LaneCounts {
+    /// What was counted since `before` (the same lane's counts earlier).
+    pub fn since(self, before: LaneCounts) -> LaneCounts {
+        LaneCounts {
+            succeeded: self.succeeded.saturating_sub(before.succeeded),
+            tokens: self.tokens.saturating_sub(before.tokens),
+            rate_limited: self.rate_limited.saturating_sub(before.rate_limited),
+        }
+    }
+}
+
+/// One (limit group, model or family): its limits and its pause.
 #[derive(Debug)]
 struct Lane {
     key: LaneKey,
+    /// The family's name, for a lane several models share.
+    family: Option<Box<str>>,
+    /// The limits the user gave it (for reports: given or learned).
+    given: GivenLimits,
     limits: Vec<Limit>,
     /// After a 429 for this lane: nothing of it goes before then.
     paused_until: Option<Instant>,
@@ -162,27 +242,46 @@ struct Lane {
     discovery: Option<SlowStart>,
     /// Everything admitted so far, by our count.
     sent: Sent,
+    counts: LaneCounts,
 }
 
 impl Lane {
-    fn new(key: LaneKey, config: &PacerConfig, now: Instant) -> Self {
-        let given = |d: Dimension| match d {
-            Dimension::Requests => config.rpm,
-            Dimension::Tokens => config.tpm,
-            Dimension::InputTokens | Dimension::OutputTokens => None,
-        };
-        let limits = DIMENSIONS
-            .iter()
-            .map(|&d| Limit::new(d, given(d), now, config.learn))
+    /// Input and output token limits a lane was not given come into it
+    /// when an answer shows them (Anthropic's), so an OpenAI lane never
+    /// carries them.
+    fn add_dimensions_shown(&mut self, snap: &RateLimitSnapshot, now: Instant) {
+        for d in GIVEN_ONLY {
+            let shown = d.reading(snap).is_some_and(|r| r.limit.is_some());
+            if shown && !self.limits.iter().any(|l| l.dim == d) {
+                // It logs from now: what went before its first reading is
+                // not in its window, the reading's `remaining` holds it.
+                self.limits.push(Limit::new(d, None, now, true));
+            }
+        }
+    }
+
+    fn new(key: LaneKey, entry: Option<&Entry>, config: &PacerConfig, now: Instant) -> Self {
+        let given = entry.map_or_else(|| config.defaults(), |e| e.limits);
+        let extra = GIVEN_ONLY.iter().filter(|&&d| given.get(d).is_some());
+        let limits = (DIMENSIONS.iter().chain(extra))
+            .map(|&d| Limit::new(d, given.get(d), now, config.learn))
             .collect();
-        let discovers = config.learn && config.rpm.is_none() && config.tpm.is_none();
+        let discovers = config.learn && !given.complete();
         Lane {
             key,
+            family: entry.filter(|e| e.family).map(|e| e.name.clone()),
+            given,
             limits,
             paused_until: None,
             discovery: discovers.then(SlowStart::default),
             sent: Sent::default(),
+            counts: LaneCounts::default(),
         }
+    }
+
+    /// Whether a token limit (of any kind) is in force.
+    fn counts_tokens(&self) -> bool {
+        (self.limits.iter()).any(|l| l.dim != Dimension::Requests && l.per_minute.is_some())
     }
 
     fn per_minute(&self, d: Dimension) -> Option<u64> {
@@ -224,7 +323,10 @@ pub struct Waiting {
 struct State {
     lanes: Vec<Lane>,
     /// Lanes by group, then model (`""`: no model, or none of its own).
+    /// Every model of a family seen so far maps to the family's lane.
     index: Vec<HashMap<Box<str>, LaneId>>,
+    /// Family lanes by (group, entry of [`ModelLimits`]).
+    families: HashMap<(u32, u32), LaneId>,
     /// The lane used last: tried first.
     last: Option<LaneId>,
 }
@@ -247,21 +349,61 @@ impl State {
                 return id;
             }
         }
-        let own = name.len() <= MAX_MODEL_BYTES && self.lanes.len() < MAX_LANES;
-        let name = if own { name } else { "" };
+        // Too long a name gets no lane of its own (nor is it hashed).
+        let name = if name.len() <= MAX_MODEL_BYTES {
+            name
+        } else {
+            ""
+        };
         let id = match self.index.get(group as usize).and_then(|m| m.get(name)) {
             Some(&id) => id,
-            None => self.make(group, name, config),
+            None => self.find_new(group, name, config),
         };
         self.last = Some(id);
         id
     }
 
-    fn make(&mut self, group: u32, name: &str, config: &PacerConfig) -> LaneId {
+    /// The lane of a model not in the index yet: its family's, if that has
+    /// one, else a new one (or the group's lane for requests without a
+    /// model, when it gets none of its own).
+    fn find_new(&mut self, group: u32, name: &str, config: &PacerConfig) -> LaneId {
+        let entry = (!name.is_empty())
+            .then(|| config.models.lookup(name))
+            .flatten();
+        if let Some((i, e)) = entry
+            && e.family
+            && let Some(&id) = self.families.get(&(group, i))
+        {
+            self.index[group as usize].insert(Box::from(name), id);
+            return id;
+        }
+        if self.lanes.len() < MAX_LANES {
+            let id = self.make(group, name, entry.map(|(_, e)| e), config);
+            if let Some((i, e)) = entry
+                && e.family
+            {
+                self.families.insert((group, i), id);
+            }
+            return id;
+        }
+        match self.index.get(group as usize).and_then(|m| m.get("")) {
+            Some(&id) => id,
+            None => self.make(group, "", None, config),
+        }
+    }
+
+    fn make(
+        &mut self,
+        group: u32,
+        name: &str,
+        entry: Option<&Entry>,
+        config: &PacerConfig,
+    ) -> LaneId {
         let id = LaneId(self.lanes.len() as u32);
         let model = (!name.is_empty()).then(|| Box::from(name));
         let key = LaneKey { group, model };
-        self.lanes.push(Lane::new(key, config, Instant::now()));
+        self.lanes
+            .push(Lane::new(key, entry, config, Instant::now()));
         if self.index.len() <= group as usize {
             self.index.resize_with(group as usize + 1, HashMap::new);
         }
@@ -289,19 +431,42 @@ pub struct EffectiveLimits {
     pub rpm: Option<u64>,
     /// Tokens per minute.
     pub tpm: Option<u64>,
+    /// Input tokens per minute.
+    pub itpm: Option<u64>,
+    /// Output tokens per minute.
+    pub otpm: Option<u64>,
 }
 
-/// One lane's limits in force, for reports.
+impl EffectiveLimits {
+    /// The limit of `d`.
+    pub fn get(&self, d: Dimension) -> Option<u64> {
+        match d {
+            Dimension::Requests => self.rpm,
+            Dimension::Tokens => self.tpm,
+            Dimension::InputTokens => self.itpm,
+            Dimension::OutputTokens => self.otpm,
+        }
+    }
+}
+
+/// One lane's limits in force and what went through it, for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaneLimits {
-    /// The model, `None` for requests without one (or without a lane of
-    /// their own).
+    /// The model, or the family's name for a lane a family shares; `None`
+    /// for requests without one (or without a lane of their own).
     pub model: Option<String>,
-    /// Its limits.
+    /// The lane is a family's (several models share it).
+    pub family: bool,
+    /// Its limits in force: for each, the lower of given and learned.
     pub limits: EffectiveLimits,
     /// Provider tokens per token of ours against its token limit (see
     /// `charge.rs`); `None` without a token limit.
     pub token_charge: Option<f64>,
+    /// The limits given for it (a limit in force equal to its given one is
+    /// the given one; otherwise it was learned).
+    pub given: GivenLimits,
+    /// What went through it since the pacer was made.
+    pub counts: LaneCounts,
 }
 
 /// The limit group every lane of a pacer is in, until key pools bring
@@ -349,9 +514,12 @@ impl Pacer {
     pub fn limits(&self) -> EffectiveLimits {
         let s = self.lock();
         if s.lanes.is_empty() {
+            let d = self.config.defaults();
             return EffectiveLimits {
-                rpm: self.config.rpm,
-                tpm: self.config.tpm,
+                rpm: d.rpm,
+                tpm: d.tpm,
+                itpm: d.itpm,
+                otpm: d.otpm,
             };
         }
         let total = |d| {
@@ -363,34 +531,60 @@ impl Pacer {
         EffectiveLimits {
             rpm: total(Dimension::Requests),
             tpm: total(Dimension::Tokens),
+            itpm: total(Dimension::InputTokens),
+            otpm: total(Dimension::OutputTokens),
         }
     }
 
-    /// Each lane's limits in force, in the order the lanes were made.
+    /// Each lane's limits in force and counts, in the order the lanes were
+    /// made.
     pub fn lanes(&self) -> Vec<LaneLimits> {
         let s = self.lock();
         let each = s.lanes.iter().map(|l| LaneLimits {
-            model: l.key.model.as_deref().map(str::to_owned),
+            model: (l.family.as_deref())
+                .or(l.key.model.as_deref())
+                .map(str::to_owned),
+            family: l.family.is_some(),
             limits: EffectiveLimits {
                 rpm: l.per_minute(Dimension::Requests),
                 tpm: l.per_minute(Dimension::Tokens),
+                itpm: l.per_minute(Dimension::InputTokens),
+                otpm: l.per_minute(Dimension::OutputTokens),
             },
             token_charge: (l.limits.iter())
                 .find(|x| x.dim == Dimension::Tokens && x.per_minute.is_some())
                 .map(Limit::charge_ratio),
+            given: l.given,
+            counts: l.counts,
         });
         each.collect()
+    }
+
+    /// Each lane's counts, in the order the lanes were made (a run sharing
+    /// the pacer takes them at its start, to report its own share).
+    pub fn lane_counts(&self) -> Vec<LaneCounts> {
+        self.lock().lanes.iter().map(|l| l.counts).collect()
+    }
+
+    /// How many lanes there are.
+    pub fn lane_count(&self) -> usize {
+        self.lock().lanes.len()
     }
 
     /// Whether any lane's limits, given or learned, count tokens (then
     /// requests need token counts).
     pub fn counts_tokens(&self) -> bool {
-        self.config.tpm.is_some() || {
-            let s = self.lock();
-            s.lanes
-                .iter()
-                .any(|l| l.per_minute(Dimension::Tokens).is_some())
-        }
+        let c = &self.config;
+        let token_dims = [
+            Dimension::Tokens,
+            Dimension::InputTokens,
+            Dimension::OutputTokens,
+        ];
+        c.tpm.is_some()
+            || c.itpm.is_some()
+            || c.otpm.is_some()
+            || token_dims.iter().any(|&d| c.models.any(d))
+            || self.lock().lanes.iter().any(Lane::counts_tokens)
     }
 
     /// Try to admit a request costing `cost` to `lane` now. On success
@@ -533,7 +727,7 @@ impl Pacer {
     }
 
     /// Every admission to `lane` waits until `now + delay` (a 429's
-    /// Retry-After). Only that lane: providers keep limits per model, so a
+    /// Retry-After; counted as one of the lane's 429s). Only that lane: providers keep limits per model, so a
     /// 429 for one model says nothing about another's budget, whose
     /// requests keep their pace.
     pub fn pause(&self, lane: LaneId, delay: Duration) {
@@ -544,6 +738,7 @@ impl Pacer {
         for limit in &mut l.limits {
             limit.refused();
         }
+        l.counts.rate_limited += 1;
     }
 
     /// Until when `lane` is paused, if it is.
@@ -593,6 +788,9 @@ impl Pacer {
                     now,
                     refused,
                 };
+                if learn {
+                    l.add_dimensions_shown(snap, now);
+                }
                 for limit in &mut l.limits {
                     limit.observe(seen, learn, u);
                 }
@@ -601,7 +799,7 @@ impl Pacer {
             // slow start is over.
             l.discovery = None;
         }
-        let tokens = l.per_minute(Dimension::Tokens).is_some();
+        let tokens = l.counts_tokens();
         drop(s);
         if admitted.slow_start {
             self.answers.notify_waiters();
@@ -612,6 +810,26 @@ impl Pacer {
     /// Whether `lane` is still learning its limits (in slow start).
     pub fn discovering(&self, lane: LaneId) -> bool {
         self.lock().lane(lane).discovery.is_some()
+    }
+
+    /// A request of `lane` succeeded, its answer counting `tokens` (input
+    /// plus output, from `usage`); `settle` is its (reserved, actual) input
+    /// tokens when both are known, as for [`Pacer::settle_tokens`]. One
+    /// lock for both.
+    pub fn succeeded(&self, lane: LaneId, tokens: u64, settle: Option<(u64, u64)>) {
+        let u = self.config.utilisation;
+        let mut s = self.lock();
+        let l = s.lane_mut(lane);
+        l.counts.succeeded += 1;
+        l.counts.tokens = l.counts.tokens.saturating_add(tokens);
+        if let Some((reserved, actual)) = settle {
+            let delta = actual as i64 - reserved as i64;
+            if delta != 0 {
+                for limit in &mut l.limits {
+                    limit.correct_input(delta, u);
+                }
+            }
+        }
     }
 
     /// Correct a token reservation in `lane` once the real count is known:

@@ -9,6 +9,31 @@ fn cfg(rpm: Option<u64>, tpm: Option<u64>) -> PacerConfig {
         tpm,
         learn: true,
         utilisation: 1.0,
+        ..PacerConfig::default()
+    }
+}
+
+/// `cfg(rpm, tpm)` with limits given per model: `(name, models, limits)`.
+fn with_models(
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    entries: &[(&str, &[&str], GivenLimits)],
+) -> PacerConfig {
+    let mut models = ModelLimits::default();
+    for (name, list, limits) in entries {
+        models.add(name, list, *limits);
+    }
+    PacerConfig {
+        models: Arc::new(models),
+        ..cfg(rpm, tpm)
+    }
+}
+
+fn given(rpm: Option<u64>, tpm: Option<u64>) -> GivenLimits {
+    GivenLimits {
+        rpm,
+        tpm,
+        ..GivenLimits::default()
     }
 }
 
@@ -69,7 +94,11 @@ fn learn(p: &Pacer, lane: LaneId, snapshot: &RateLimitSnapshot) {
 
 #[tokio::test(start_paused = true)]
 async fn spaces_requests_evenly() {
-    let p = Pacer::new(cfg(Some(6000), None));
+    // Not learning: no token limit to discover, no slow start.
+    let p = Pacer::new(PacerConfig {
+        learn: false,
+        ..cfg(Some(6000), None)
+    });
     let t0 = Instant::now();
     let times = admissions(&p, p.lane(Some("m")), t0, &[1; 300]);
     // 100 per second: the 300th goes at 2.99 s, not in bursts.
@@ -154,6 +183,7 @@ async fn learns_limits_from_headers() {
     let want = EffectiveLimits {
         rpm: Some(600),
         tpm: Some(60_000),
+        ..EffectiveLimits::default()
     };
     assert_eq!(p.limits(), want);
     let t0 = Instant::now();
@@ -193,7 +223,7 @@ async fn given_limits_are_each_lanes_and_win_when_lower() {
     let p = Pacer::new(cfg(Some(120), None));
     assert_eq!(p.limits().rpm, Some(120));
     let (a, b) = (p.lane(Some("a")), p.lane(Some("b")));
-    assert!(!p.discovering(a), "a given limit needs no discovery");
+    assert!(p.discovering(a), "its token limit is still to learn");
     learn(&p, a, &rpm_headers(6000));
     learn(&p, b, &rpm_headers(60));
     let rpms: Vec<_> = p.lanes().iter().map(|l| l.limits.rpm).collect();
@@ -533,4 +563,200 @@ fn charge_learning_skips_pairs_across_windows_and_out_of_order_answers() {
     c.forget_pair();
     c.observe(400, at(1100), &reading(990, 900), 60_000);
     assert!((c.ratio() - 1.5).abs() < 1e-9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lane_with_every_limit_given_has_no_slow_start() {
+    let p = Pacer::new(cfg(Some(120), Some(10_000)));
+    assert!(!p.discovering(p.lane(Some("a"))));
+    // Input and output token limits stand for tokens too.
+    let io = GivenLimits {
+        rpm: Some(50),
+        itpm: Some(30_000),
+        otpm: Some(8_000),
+        ..GivenLimits::default()
+    };
+    let p = Pacer::new(with_models(None, None, &[("claude", &["claude"], io)]));
+    assert!(!p.discovering(p.lane(Some("claude"))));
+    assert!(p.discovering(p.lane(Some("other"))));
+    assert!(p.counts_tokens(), "a given itpm needs token counts");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_family_shares_one_lane_one_budget_and_one_pause() {
+    let fam = given(Some(600), Some(1_000_000));
+    let p = Pacer::new(with_models(
+        Some(6000),
+        None,
+        &[("mini", &["mini-a", "mini-b"], fam)],
+    ));
+    let (a, b, other) = (
+        p.lane(Some("mini-a")),
+        p.lane(Some("mini-b")),
+        p.lane(Some("c")),
+    );
+    assert_eq!(a, b, "one lane for the family");
+    assert_ne!(a, other);
+    assert!(!p.discovering(a));
+    // 10 a second between both models of the family, not 10 each.
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut sent = 0;
+    while now < t0 + Duration::from_secs(1) {
+        for m in ["mini-a", "mini-b"] {
+            if let Tried::Admitted(x) = p.try_admit_to(Some(m), None, Cost::default(), now) {
+                assert_eq!(x.lane, a);
+                sent += 1;
+            }
+        }
+        now += Duration::from_millis(1);
+    }
+    assert_eq!(sent, 10);
+    // A 429 of one model pauses the other; the model outside keeps going.
+    let later = Instant::now() + Duration::from_secs(5);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    p.pause(a, Duration::from_secs(30));
+    assert!(p.paused_until(b).is_some());
+    assert!(p.try_admit(b, Cost::default(), later).is_some());
+    assert!(p.paused_until(other).is_none());
+    let lanes = p.lanes();
+    assert_eq!(lanes.len(), 2);
+    assert_eq!(lanes[0].model.as_deref(), Some("mini"));
+    assert!(lanes[0].family && !lanes[1].family);
+    assert_eq!(lanes[0].counts.rate_limited, 1);
+    assert_eq!(lanes[0].limits.rpm, Some(600));
+    assert_eq!(lanes[1].limits.rpm, Some(6000), "the default for the rest");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_models_own_limit_replaces_the_defaults() {
+    let own = given(Some(100), None);
+    let p = Pacer::new(with_models(Some(10), Some(5000), &[("m", &["m"], own)]));
+    let (m, x) = (p.lane(Some("m")), p.lane(Some("x")));
+    let lanes = p.lanes();
+    assert_eq!(
+        lanes[0].given, own,
+        "no default tpm for a model with its own entry"
+    );
+    assert_eq!(lanes[0].model.as_deref(), Some("m"));
+    assert!(!lanes[0].family, "an entry for one model is no family");
+    assert_eq!(lanes[1].given, given(Some(10), Some(5000)));
+    assert!(p.discovering(m) && !p.discovering(x));
+}
+
+#[tokio::test(start_paused = true)]
+async fn given_and_learned_per_model_the_lower_wins_either_way() {
+    let p = Pacer::new(with_models(
+        None,
+        None,
+        &[
+            ("low", &["low"], given(Some(60), Some(1000))),
+            ("high", &["high"], given(Some(6000), Some(1000))),
+        ],
+    ));
+    let (low, high) = (p.lane(Some("low")), p.lane(Some("high")));
+    // The provider says 600 for both: the given 60 stays, the given 6000
+    // gives way.
+    learn(&p, low, &rpm_headers(600));
+    learn(&p, high, &rpm_headers(600));
+    let rpms: Vec<_> = p.lanes().iter().map(|l| l.limits.rpm).collect();
+    assert_eq!(rpms, [Some(60), Some(600)]);
+    // And it paces by it: one a second, ten a second.
+    let t0 = Instant::now();
+    let low_times = admissions(&p, low, t0, &[0; 3]);
+    assert_eq!(low_times[2].duration_since(t0), Duration::from_secs(2));
+    let high_times = admissions(&p, high, t0, &[0; 3]);
+    assert_eq!(high_times[2].duration_since(t0), Duration::from_millis(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lanes_carry_input_and_output_limits_only_when_given() {
+    let io = GivenLimits {
+        rpm: Some(6000),
+        otpm: Some(6000),
+        ..GivenLimits::default()
+    };
+    let p = Pacer::new(with_models(None, None, &[("c", &["c"], io)]));
+    let (c, plain) = (p.lane(Some("c")), p.lane(Some("plain")));
+    let big_output = Cost {
+        input: 1,
+        output: 50,
+    };
+    let t0 = Instant::now();
+    // 100 output tokens a second: 50 each, so the third waits a second.
+    let times = admissions(&p, c, t0, &[0; 0]);
+    assert!(times.is_empty());
+    assert_eq!(p.try_admit(c, big_output, t0), None);
+    assert_eq!(
+        p.try_admit(c, big_output, t0 + Duration::from_millis(500)),
+        None
+    );
+    assert!(
+        p.try_admit(c, big_output, t0 + Duration::from_millis(500))
+            .is_some()
+    );
+    assert_eq!(p.lanes()[0].limits.otpm, Some(6000));
+    assert_eq!(p.lanes()[1].limits.otpm, None);
+    let s = p.lock();
+    assert_eq!(s.lane(c).limits.len(), 3);
+    assert_eq!(
+        s.lane(plain).limits.len(),
+        2,
+        "no dimension that can hold nothing back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_count_per_lane() {
+    let p = Pacer::new(cfg(Some(600), Some(100_000)));
+    let (a, b) = (p.lane(Some("a")), p.lane(Some("b")));
+    p.succeeded(a, 30, Some((10, 12)));
+    p.succeeded(a, 20, None);
+    p.succeeded(b, 5, None);
+    let before = p.lane_counts();
+    p.succeeded(a, 1, None);
+    let lanes = p.lanes();
+    assert_eq!((lanes[0].counts.succeeded, lanes[0].counts.tokens), (3, 51));
+    assert_eq!(lanes[1].counts.succeeded, 1);
+    assert_eq!(lanes[0].counts.since(before[0]).succeeded, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn input_and_output_limits_come_into_a_lane_when_an_answer_shows_them() {
+    let p = Pacer::new(cfg(None, None));
+    let lane = p.lane(Some("claude"));
+    let t0 = Instant::now();
+    assert_eq!(p.lanes()[0].limits.itpm, None);
+    // Anthropic's answer: 60 requests, 60,000 input tokens, 6,000 output
+    // tokens a minute.
+    let shown = |limit| LimitReading {
+        limit: Some(limit),
+        ..LimitReading::default()
+    };
+    let snapshot = RateLimitSnapshot {
+        requests: shown(600),
+        input_tokens: shown(60_000),
+        output_tokens: shown(6_000),
+        ..RateLimitSnapshot::default()
+    };
+    learn(&p, lane, &snapshot);
+    let limits = p.lanes()[0].limits;
+    assert_eq!((limits.itpm, limits.otpm), (Some(60_000), Some(6_000)));
+    assert!(p.counts_tokens());
+    // Output is the binding one: 100 a second, so 50-token answers go 2 a
+    // second, spaced, though input and requests would allow more.
+    let cost = Cost {
+        input: 10,
+        output: 50,
+    };
+    let mut now = t0;
+    let mut times = Vec::new();
+    for _ in 0..6 {
+        while let Some(at) = p.try_admit(lane, cost, now) {
+            now = at;
+        }
+        times.push(now);
+    }
+    let span = times[5].duration_since(times[0]);
+    assert!(span >= Duration::from_millis(2400), "{span:?}");
 }

@@ -1,6 +1,6 @@
 //! Rate limits as OpenAI keeps them: one budget per *lane*, a (limit
 //! group, model limit) pair, plus how a request's tokens are counted and
-//! the TOML file `batchling mock --limits` reads.
+//! the TOML file `batchling mock --limits` reads (`batchling_core::limits`).
 //!
 //! Lanes are laid out once at start: every group of
 //! [`LimitTable::groups`] (and [`DEFAULT_GROUP`]) has every limit of
@@ -10,7 +10,6 @@
 
 mod budget;
 mod count;
-mod file;
 
 use std::collections::HashMap;
 
@@ -19,9 +18,9 @@ use tokio::time::Instant;
 use crate::config::{DEFAULT_GROUP, DEFAULT_LIMIT, MockConfig};
 use crate::stats::LaneStats;
 
+pub use batchling_core::limits::{LimitsFile, LimitsFileError, MAX_LIMITS_FILE_BYTES};
 pub(crate) use budget::{Admission, Cost, LimitKind, LimitSnapshot};
 pub(crate) use count::charge;
-pub use file::{LimitsFile, LimitsFileError, MAX_LIMITS_FILE_BYTES};
 
 use budget::{Budget, Rates};
 

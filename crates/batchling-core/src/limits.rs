@@ -1,6 +1,12 @@
-//! The limits file of `batchling mock --limits FILE`: TOML, read whole (at
-//! most [`MAX_LIMITS_FILE_BYTES`]), every error naming the file, the line and the
-//! field.
+//! Rate limits as a provider's limits page lists them: per model, some
+//! families of models sharing one, and the limits file both
+//! `batchling run --limits FILE` (the client side: what to pace by) and
+//! `batchling mock --limits FILE` (the fake provider: what to enforce)
+//! read, so one file can describe both sides.
+//!
+//! The file is TOML, read whole (at most [`MAX_LIMITS_FILE_BYTES`]), every
+//! error naming the file, the line and the field. A model is in at most one
+//! `[models.*]` entry (listed twice is an error).
 //!
 //! ```toml
 //! window = "second"        # optional: "minute" (default) or "second"
@@ -36,12 +42,14 @@ use std::path::Path;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::config::{LimitGroup, LimitTable, LimitWindow, MockConfig, ModelLimit, TokenCount};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
 
 /// The largest limits file read: a few lines are expected.
 pub const MAX_LIMITS_FILE_BYTES: u64 = 1 << 20;
 
-/// What a limits file says; [`LimitsFile::apply`] puts it into a config.
+/// What a limits file says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LimitsFile {
     /// `[models.*]` and `[groups]`.
@@ -155,17 +163,206 @@ impl LimitsFile {
         })?;
         reader.document(doc.get_ref())
     }
+}
 
-    /// Put what the file says into `config`: its table, and each of the
-    /// default limits, window and token count the file sets.
-    pub fn apply(self, config: &mut MockConfig) {
-        config.limits = self.table;
-        config.rpm = self.rpm.or(config.rpm);
-        config.tpm = self.tpm.or(config.tpm);
-        config.itpm = self.itpm.or(config.itpm);
-        config.otpm = self.otpm.or(config.otpm);
-        config.window = self.window.unwrap_or(config.window);
-        config.token_count = self.token_count.unwrap_or(config.token_count);
+/// The name of the limit shared by every model without one of its own
+/// (the `[default]` table, or `--rpm` / `--tpm`).
+pub const DEFAULT_LIMIT: &str = "*";
+
+/// Limits beyond the default `rpm` / `tpm`, the way OpenAI keeps them: per
+/// model (some families share one), and per organisation or project, so
+/// two keys of one project share a budget and two projects' budgets add up
+/// (docs/providers.md, "OpenAI: rate-limit headers").
+///
+/// A request is charged to one *lane*: the first [`ModelLimit`] listing its
+/// model (or the default limit), and for the fake provider its key's
+/// [`LimitGroup`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LimitTable {
+    /// Limits of their own for some models. A model listed in none shares
+    /// the default limit with every other such model (the fake provider)
+    /// or has a lane of its own at the default limits (batchling's pacer);
+    /// a model listed twice uses the first (a limits file refuses it).
+    pub models: Vec<ModelLimit>,
+    /// The limit groups keys belong to (the fake provider's: a key in
+    /// none, and a request without `Authorization: Bearer`, is in its
+    /// default group).
+    pub groups: Vec<LimitGroup>,
+}
+
+/// One limit: requests and tokens per minute, shared by the models listed
+/// (for Anthropic, a model class).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLimit {
+    /// The limit's name, shown in reports (the fake provider's lane stats,
+    /// batchling's summary for a family).
+    pub name: String,
+    /// The models (the `model` field of a request) that share it.
+    pub models: Vec<String>,
+    /// Requests per minute; `None` = unlimited.
+    pub rpm: Option<u64>,
+    /// Tokens per minute; `None` = unlimited.
+    pub tpm: Option<u64>,
+    /// Input tokens per minute (Anthropic's ITPM); `None` = unlimited.
+    pub itpm: Option<u64>,
+    /// Output tokens per minute (Anthropic's OTPM); `None` = unlimited.
+    pub otpm: Option<u64>,
+}
+
+impl ModelLimit {
+    /// A limit for one model, named after it.
+    pub fn new(model: &str, rpm: Option<u64>, tpm: Option<u64>) -> Self {
+        Self::shared(model, &[model], rpm, tpm)
+    }
+
+    /// A limit named `name` shared by a family of models.
+    pub fn shared(name: &str, models: &[&str], rpm: Option<u64>, tpm: Option<u64>) -> Self {
+        ModelLimit {
+            name: name.to_owned(),
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            rpm,
+            tpm,
+            itpm: None,
+            otpm: None,
+        }
+    }
+
+    /// The same limit with Anthropic's input and output token limits.
+    pub fn with_input_output(self, itpm: Option<u64>, otpm: Option<u64>) -> Self {
+        ModelLimit { itpm, otpm, ..self }
+    }
+}
+
+/// A limit group (an organisation or project) and the API keys in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LimitGroup {
+    /// The group's name: the organisation 429 messages name.
+    pub name: String,
+    /// The keys (what follows `Bearer ` in `Authorization`) that share its
+    /// budgets.
+    pub keys: Vec<String>,
+}
+
+impl LimitGroup {
+    /// A group of keys.
+    pub fn new(name: &str, keys: &[&str]) -> Self {
+        LimitGroup {
+            name: name.to_owned(),
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        }
+    }
+}
+
+impl fmt::Debug for LimitGroup {
+    // Keys are secrets even in a mock's config: debug output counts them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitGroup")
+            .field("name", &self.name)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+/// How a request's tokens are counted against a TPM limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenCount {
+    /// The tokenizer's count: `batchling_core::tokens::estimate(..).total()`,
+    /// the input with chat overhead plus the reserved output (the
+    /// `max_output` of the estimate: `n` × the request's `max_tokens`,
+    /// `max_completion_tokens` or `max_output_tokens`, else a default).
+    #[default]
+    Exact,
+    /// OpenAI's documented rule (docs/providers.md, "Token counting": "the
+    /// maximum of max_tokens and the estimated number of tokens based on
+    /// the character count of your request"). Our reading, as the issue
+    /// that asked for it reads it: the character estimate is *added* to the
+    /// reservation, not compared with it, since a request's input and its
+    /// output both take budget. So a request costs `ceil(chars / 4)` plus
+    /// the same reserved output as [`TokenCount::Exact`], where `chars`
+    /// counts the characters (Unicode scalar values) of every string value
+    /// in the body except the top-level `model`: message texts, roles and
+    /// names, prompts, inputs, instructions, tool definitions.
+    OpenAi,
+}
+
+impl fmt::Display for TokenCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenCount::Exact => "exact",
+            TokenCount::OpenAi => "openai",
+        })
+    }
+}
+
+impl FromStr for TokenCount {
+    type Err = String;
+
+    /// Accepts `exact` / `openai`, any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "exact" => Ok(TokenCount::Exact),
+            "openai" => Ok(TokenCount::OpenAi),
+            _ => Err(format!(
+                "unknown token count {s:?}: expected exact or openai"
+            )),
+        }
+    }
+}
+
+/// How RPM and TPM limits are enforced. Both use fixed windows aligned to
+/// the instant the server started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitWindow {
+    /// 60 s windows, each allowing `rpm` requests and `tpm` tokens.
+    #[default]
+    Minute,
+    /// 1 s windows, each allowing `rpm / 60` requests and `tpm / 60` tokens
+    /// (floor, at least 1). OpenAI documents that it may enforce per-minute
+    /// limits in shorter quanta like this. A request costing more tokens than
+    /// one quantum (but not more than `tpm`) is admitted only into an empty
+    /// window, which it then fills.
+    Second,
+}
+
+impl LimitWindow {
+    /// The length of one window.
+    pub fn length(self) -> Duration {
+        match self {
+            LimitWindow::Minute => Duration::from_secs(60),
+            LimitWindow::Second => Duration::from_secs(1),
+        }
+    }
+
+    /// How much of a per-minute limit one window allows.
+    pub fn quantum(self, per_minute: u64) -> u64 {
+        match self {
+            LimitWindow::Minute => per_minute,
+            LimitWindow::Second => (per_minute / 60).max(1),
+        }
+    }
+}
+
+impl fmt::Display for LimitWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitWindow::Minute => "minute",
+            LimitWindow::Second => "second",
+        })
+    }
+}
+
+impl FromStr for LimitWindow {
+    type Err = String;
+
+    /// Accepts `minute` / `second` (and `m`, `s`, `min`, `sec`), any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "minute" | "min" | "m" => Ok(LimitWindow::Minute),
+            "second" | "sec" | "s" => Ok(LimitWindow::Second),
+            _ => Err(format!(
+                "unknown limit window {s:?}: expected minute or second"
+            )),
+        }
     }
 }
 
@@ -221,8 +418,10 @@ impl Reader<'_> {
                     (file.itpm, file.otpm) = (limit.itpm, limit.otpm);
                 }
                 "models" => {
+                    let mut family_of = HashMap::new();
                     for item in self.table(value, "models")? {
-                        file.table.models.push(self.model_limit(item)?);
+                        let limit = self.model_limit(item, &mut family_of)?;
+                        file.table.models.push(limit);
                     }
                 }
                 "groups" => {
@@ -243,7 +442,7 @@ impl Reader<'_> {
     }
 
     fn default_limit(&self, value: &Spanned<DeValue<'_>>) -> Result<ModelLimit, LimitsFileError> {
-        let mut limit = ModelLimit::new(crate::config::DEFAULT_LIMIT, None, None);
+        let mut limit = ModelLimit::new(DEFAULT_LIMIT, None, None);
         for (key, v) in self.table(value, "default")? {
             let field = format!("default.{}", key.get_ref());
             if !self.rate(&mut limit, key.get_ref(), v, &field)? {
@@ -276,13 +475,21 @@ impl Reader<'_> {
         Ok(true)
     }
 
-    fn model_limit(&self, (name, value): Item<'_>) -> Result<ModelLimit, LimitsFileError> {
+    /// One `[models.NAME]` entry; `family_of` maps every model listed so
+    /// far to its entry's name, so that a model listed twice is refused.
+    fn model_limit(
+        &self,
+        (name, value): Item<'_>,
+        family_of: &mut HashMap<String, String>,
+    ) -> Result<ModelLimit, LimitsFileError> {
         let prefix = format!("models.{}", name.get_ref());
         let mut limit = ModelLimit::new(name.get_ref(), None, None);
+        let mut listed_at = (name.span().start, prefix.clone());
         for (key, v) in self.table(value, &prefix)? {
             let field = format!("{prefix}.{}", key.get_ref());
             if key.get_ref() == "models" {
                 limit.models = self.strings(v, &field)?;
+                listed_at = (key.span().start, field);
             } else if !self.rate(&mut limit, key.get_ref(), v, &field)? {
                 return Err(self.invalid(
                     key.span().start,
@@ -298,6 +505,18 @@ impl Reader<'_> {
                 &prefix,
                 "sets none of rpm, tpm, itpm and otpm",
             ));
+        }
+        for model in &limit.models {
+            if let Some(other) = family_of.insert(model.clone(), limit.name.clone()) {
+                let (at, field) = &listed_at;
+                return Err(self.invalid(
+                    *at,
+                    field,
+                    format!(
+                        "the model {model:?} is already in [models.{other}]: a model shares one limit only"
+                    ),
+                ));
+            }
         }
         Ok(limit)
     }
@@ -398,7 +617,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let text = include_str!("file.rs")
+        let text = include_str!("limits.rs")
             .lines()
             .skip_while(|l| !l.starts_with("//! ```toml"))
             .skip(1)
@@ -464,6 +683,18 @@ mod tests {
         assert_eq!(
             err("window = \"hour\"\n"),
             "l.toml line 1, window: unknown limit window \"hour\": expected minute or second"
+        );
+        assert_eq!(
+            err("[models.a]\nrpm = 5\n[models.fam]\nrpm = 9\nmodels = [\"b\", \"a\"]\n"),
+            "l.toml line 5, models.fam.models: the model \"a\" is already in [models.a]: a model shares one limit only"
+        );
+        assert_eq!(
+            err("[models.f1]\nmodels = [\"x\"]\nrpm = 1\n[models.x]\ntpm = 3\n"),
+            "l.toml line 4, models.x: the model \"x\" is already in [models.f1]: a model shares one limit only"
+        );
+        assert_eq!(
+            err("[models.a]\nrpm = 1.5\n"),
+            "l.toml line 2, models.a.rpm: expected a positive integer, found a float"
         );
         assert!(
             err("rpm = ").starts_with("l.toml line 1: invalid TOML"),
