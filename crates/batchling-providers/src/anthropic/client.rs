@@ -137,11 +137,8 @@ impl AnthropicClient {
     async fn send_translated(&self, request: &Outgoing) -> Attempt {
         let translated = match request_to_messages(&request.body, &self.translation) {
             Ok(t) => t,
-            Err(e) => {
-                return invalid(format!(
-                    "the body cannot be translated to Anthropic's Messages API: {e}"
-                ));
-            }
+            // The error names the field and says why.
+            Err(e) => return invalid(e.to_string()),
         };
         let body = Bytes::from(translated.body);
         let attempt = self
