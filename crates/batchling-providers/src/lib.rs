@@ -26,6 +26,8 @@
 use batchling_mock as _;
 #[cfg(test)]
 use proptest as _;
+#[cfg(test)]
+use xxhash_rust as _;
 
 pub mod anthropic;
 pub mod attempt;
