@@ -80,7 +80,7 @@ pub struct Validator {
 impl Validator {
     /// Parse, validate and check one non-blank line for a repeated id.
     /// Both line forms are read: OpenAI's batch line, and Anthropic's batch
-    /// request line (see [`params_line`]).
+    /// request line, `{"custom_id", "params"}`, read as a `/v1/messages` line.
     pub fn validate(&mut self, line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
         let req = match parse_line(line_no, line) {
             Ok(req) => req,

@@ -10,7 +10,7 @@
 //!   translated fails its line, naming the field, without a call.
 //! - every other endpoint has no Anthropic equivalent and fails its line.
 //!
-//! Connections, caps and timeouts are the shared [`crate::http`] client's,
+//! Connections, caps and timeouts are the crate's shared `http` module's,
 //! as for OpenAI.
 
 use std::time::{Duration, SystemTime};
