@@ -277,6 +277,13 @@ pub(crate) struct RunArgs {
     #[allow(rustdoc::bare_urls)]
     #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
     pub(crate) provider: ProviderArg,
+
+    /// With --provider anthropic: leave out (or clamp) a field of an OpenAI
+    /// chat line that Anthropic cannot take, with a warning in the answer
+    /// (x_batchling.warnings) and a count in the summary, instead of
+    /// failing the line.
+    #[arg(long)]
+    pub(crate) lenient: bool,
 }
 
 /// `run --provider`.

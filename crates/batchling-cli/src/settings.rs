@@ -129,6 +129,8 @@ pub(crate) struct RunSettings {
     pub(crate) upstream: Upstream,
     /// The API `upstream` speaks.
     pub(crate) provider: ProviderKind,
+    /// `--lenient` (Anthropic's translation).
+    pub(crate) lenient: bool,
     pub(crate) strict: bool,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
@@ -310,6 +312,11 @@ impl RunSettings {
             ProviderArg::Openai => ProviderKind::OpenAi,
             ProviderArg::Anthropic => ProviderKind::Anthropic,
         };
+        if a.lenient && provider != ProviderKind::Anthropic {
+            bail!(
+                "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic"
+            );
+        }
         let mut client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?;
         client.config.pool_size = a.limits.concurrency;
         client.config.http2 = a.http2;
@@ -346,6 +353,7 @@ impl RunSettings {
             job,
             upstream,
             provider,
+            lenient: a.lenient,
             strict: a.strict,
             quiet: j.quiet,
             summary_json: j.summary_json,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use batchling_engine::{EngineError, Input, RunSummary, StopCause};
 use batchling_mock::{MockConfig, MockServer};
 use batchling_providers::ApiKey;
-use batchling_providers::anthropic::translate::RequestOptions;
+use batchling_providers::anthropic::translate::{Mode, RequestOptions};
 use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig};
 use batchling_providers::openai::{ClientConfig, OpenAiClient};
 use batchling_store::StoreError;
@@ -70,28 +70,41 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     spawn_signal_handler(shutdown.clone(), reporter.clone());
     signals::ignore_file_size_signal();
     // The engine is generic over the provider; only here is one chosen.
-    let summary = match s.provider {
+    // Anthropic's runs also count lenient mode's warnings.
+    let (summary, warnings) = match s.provider {
         ProviderKind::OpenAi => {
             let client = Arc::new(OpenAiClient::new(client_config)?);
-            batchling_engine::run(s.job.clone(), client, shutdown, reporter.clone()).await
+            let summary =
+                batchling_engine::run(s.job.clone(), client, shutdown, reporter.clone()).await;
+            (summary, None)
         }
         ProviderKind::Anthropic => {
-            let client = Arc::new(AnthropicClient::new(anthropic_config(
-                client_config,
-                s.job.default_max_output,
-            ))?);
-            batchling_engine::run(s.job.clone(), client, shutdown, reporter.clone()).await
+            let config = anthropic_config(client_config, s.job.default_max_output, s.lenient);
+            let client = Arc::new(AnthropicClient::new(config)?);
+            let summary =
+                batchling_engine::run(s.job.clone(), client.clone(), shutdown, reporter.clone())
+                    .await;
+            (summary, Some(client.translation_warnings()))
         }
     };
     reporter.finish();
     let summary = summary.map_err(|e| export_hint(e, &s.job.state))?;
 
     if let Some(path) = &s.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
+        let mut json = serde_json::to_value(&summary).expect("the summary serialises");
+        if let (Some(w), Some(fields)) = (warnings, json.as_object_mut()) {
+            fields.insert("translation_warnings".into(), w.into());
+        }
+        let json = serde_json::to_vec_pretty(&json).expect("the summary serialises");
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if !s.quiet {
         progress::print_summary(&summary, &s.job.output, &s.job.errors, &s.job.state);
+        if let Some(w @ 1..) = warnings {
+            eprintln!(
+                "note: --lenient left out or clamped {w} field(s) Anthropic cannot take; each answer lists its own in x_batchling.warnings"
+            );
+        }
         if summary.requests == 0 && summary.stopped.is_none() {
             eprintln!(
                 "note: {} has no requests (no non-blank lines); nothing was sent",
@@ -118,8 +131,9 @@ pub(crate) fn export_hint(e: EngineError, journal: &std::path::Path) -> anyhow::
 /// Anthropic's client settings from the shared ones: the same base URL,
 /// key, headers (`anthropic-beta`, or an `anthropic-version` of the user's
 /// choice, pass through), timeout, pool and cap; an OpenAI line without
-/// `max_tokens` gets `--default-max-tokens`, as its reservation assumes.
-fn anthropic_config(c: ClientConfig, default_max_tokens: u64) -> AnthropicConfig {
+/// `max_tokens` gets `--default-max-tokens`, as its reservation assumes;
+/// `--lenient` chooses the translation's mode.
+fn anthropic_config(c: ClientConfig, default_max_tokens: u64, lenient: bool) -> AnthropicConfig {
     AnthropicConfig {
         base_url: c.base_url,
         api_key: c.api_key,
@@ -130,7 +144,7 @@ fn anthropic_config(c: ClientConfig, default_max_tokens: u64) -> AnthropicConfig
         max_response_bytes: c.max_response_bytes,
         translation: RequestOptions {
             default_max_tokens,
-            ..RequestOptions::default()
+            mode: if lenient { Mode::Lenient } else { Mode::Strict },
         },
         ..AnthropicConfig::default()
     }

@@ -211,3 +211,55 @@ fn the_built_in_fake_speaks_anthropic_without_a_key() {
         again.stderr
     );
 }
+
+#[test]
+fn lenient_mode_drops_what_anthropic_cannot_take_and_counts_it() {
+    let mock = Mock::plain();
+    let seeded = r#"{"custom_id":"seeded","method":"POST","url":"/v1/chat/completions","body":{"model":"claude-sonnet-4-5","max_tokens":16,"seed":7,"temperature":1.5,"messages":[{"role":"user","content":"hi"}]}}"#;
+    let input = format!("{seeded}\n{}\n", claude_chat_line("plain", "there"));
+    let strict = Run::new(&input).against_anthropic(&mock).run();
+    strict.assert_code(1);
+    assert_eq!(ids(&strict.err_lines()), ["seeded"]);
+    assert_eq!(num(&strict.summary(), "translation_warnings"), 0);
+
+    let o = Run::new(&input)
+        .against_anthropic(&mock)
+        .args(&["--lenient"])
+        .loud()
+        .run();
+    o.assert_code(0);
+    let out = o.out_lines();
+    let body = &by_id(&out, "seeded")["response"]["body"];
+    assert_eq!(body["object"], "chat.completion");
+    let warnings: Vec<&str> = body["x_batchling"]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("`seed`")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("`temperature`")),
+        "{warnings:?}"
+    );
+    assert!(
+        by_id(&out, "plain")["response"]["body"]
+            .get("x_batchling")
+            .is_none(),
+        "a line with nothing dropped carries no warnings"
+    );
+    assert_eq!(num(&o.summary(), "translation_warnings"), 2);
+    assert!(o.stderr.contains("--lenient"), "{}", o.stderr);
+
+    let refused = Run::new(&input).against(&mock).args(&["--lenient"]).run();
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("--provider anthropic"),
+        "{}",
+        refused.stderr
+    );
+}

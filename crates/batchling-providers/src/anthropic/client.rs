@@ -13,6 +13,8 @@
 //! Connections, caps and timeouts are the crate's shared `http` module's,
 //! as for OpenAI.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -22,7 +24,9 @@ use batchling_core::Endpoint;
 use batchling_core::usage::{BodyRead, read_body};
 
 use super::headers::{self, HeaderLookup};
-use super::translate::{RequestOptions, message_to_chat_completion, request_to_messages};
+use super::translate::{
+    RequestOptions, Translated, message_to_chat_completion, request_to_messages,
+};
 use crate::attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
 use crate::http::{self, Http, ReadAnswer};
 use crate::secret::ApiKey;
@@ -87,6 +91,8 @@ pub struct AnthropicClient {
     http: Http,
     base: String,
     translation: RequestOptions,
+    /// Lenient mode's warnings on the lines answered so far.
+    warnings: Arc<AtomicU64>,
 }
 
 impl AnthropicClient {
@@ -124,6 +130,7 @@ impl AnthropicClient {
             http,
             base,
             translation: config.translation,
+            warnings: Arc::default(),
         })
     }
 
@@ -133,6 +140,13 @@ impl AnthropicClient {
         &self.base
     }
 
+    /// How many fields lenient mode dropped or clamped on the lines
+    /// answered so far (a line's warnings count once, whatever its
+    /// attempts).
+    pub fn translation_warnings(&self) -> u64 {
+        self.warnings.load(Relaxed)
+    }
+
     /// An OpenAI chat line: translated there and back.
     async fn send_translated(&self, request: &Outgoing) -> Attempt {
         let translated = match request_to_messages(&request.body, &self.translation) {
@@ -140,15 +154,29 @@ impl AnthropicClient {
             // The error names the field and says why.
             Err(e) => return invalid(e.to_string()),
         };
-        let body = Bytes::from(translated.body);
+        let Translated {
+            body,
+            warnings,
+            more_warnings,
+        } = translated;
         let attempt = self
             .http
-            .send(self, Endpoint::Messages, &request.custom_id, body)
+            .send(
+                self,
+                Endpoint::Messages,
+                &request.custom_id,
+                Bytes::from(body),
+            )
             .await;
         match attempt {
             Attempt::Answered(mut a) if (200..300).contains(&a.status) && a.body_is_json => {
                 match message_to_chat_completion(&a.body, unix_now()) {
-                    Ok(body) => {
+                    Ok(mut body) => {
+                        if !warnings.is_empty() {
+                            let n = warnings.len() + more_warnings;
+                            self.warnings.fetch_add(n as u64, Relaxed);
+                            add_warnings(&mut body, &warnings, more_warnings);
+                        }
                         a.body = Bytes::from(body);
                         Attempt::Answered(a)
                     }
@@ -164,6 +192,21 @@ impl AnthropicClient {
             other => other,
         }
     }
+}
+
+/// Lenient mode's warnings, in the answer they concern: a member
+/// `x_batchling: {"warnings": [...], "more_warnings": N}` at the end of the
+/// `chat.completion` object (beside `x_anthropic`).
+fn add_warnings(body: &mut Vec<u8>, warnings: &[super::translate::Warning], more: usize) {
+    if body.last() != Some(&b'}') {
+        return;
+    }
+    let texts: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    let member = serde_json::json!({"warnings": texts, "more_warnings": more});
+    body.pop();
+    body.extend_from_slice(b",\"x_batchling\":");
+    body.extend_from_slice(member.to_string().as_bytes());
+    body.push(b'}');
 }
 
 /// A line that fails without being sent (or whose answer cannot be used),
@@ -265,6 +308,21 @@ mod tests {
             body_is_json: true,
             usage: None,
         }
+    }
+
+    #[test]
+    fn warnings_join_the_answer_as_a_member() {
+        let mut body = br#"{"object":"chat.completion","x_anthropic":{}}"#.to_vec();
+        let w = super::super::translate::Warning {
+            field: "seed".into(),
+            action: super::super::translate::Action::Dropped,
+        };
+        add_warnings(&mut body, &[w], 2);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["x_batchling"]["more_warnings"], 2);
+        let said = v["x_batchling"]["warnings"][0].as_str().unwrap();
+        assert!(said.contains("`seed`"), "{said}");
     }
 
     #[test]
