@@ -64,39 +64,17 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
         batchling_store::check_destination(path)?;
     }
 
-    let (client_config, _mock) = start_upstream_for(s.upstream, s.provider).await?;
+    let (client_config, _mock) = start_upstream_for(s.upstream.clone(), s.provider).await?;
     let shutdown = CancellationToken::new();
     let reporter = progress::reporter(s.quiet);
     spawn_signal_handler(shutdown.clone(), reporter.clone());
     signals::ignore_file_size_signal();
-    // The engine is generic over the provider; only here is one chosen.
-    // Anthropic's runs also count lenient mode's warnings.
-    let (summary, warnings) = match s.provider {
-        ProviderKind::OpenAi => {
-            let client = Arc::new(OpenAiClient::new(client_config)?);
-            let summary =
-                batchling_engine::run(s.job.clone(), client, shutdown, reporter.clone()).await;
-            (summary, None)
-        }
-        ProviderKind::Anthropic => {
-            let config = anthropic_config(client_config, s.job.default_max_output, s.lenient);
-            let client = Arc::new(AnthropicClient::new(config)?);
-            let summary =
-                batchling_engine::run(s.job.clone(), client.clone(), shutdown, reporter.clone())
-                    .await;
-            (summary, Some(client.translation_warnings()))
-        }
-    };
+    let (summary, warnings) = send_all(&s, client_config, shutdown, reporter.clone()).await?;
     reporter.finish();
     let summary = summary.map_err(|e| export_hint(e, &s.job.state))?;
 
     if let Some(path) = &s.summary_json {
-        let mut json = serde_json::to_value(&summary).expect("the summary serialises");
-        if let (Some(w), Some(fields)) = (warnings, json.as_object_mut()) {
-            fields.insert("translation_warnings".into(), w.into());
-        }
-        let json = serde_json::to_vec_pretty(&json).expect("the summary serialises");
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        write_summary_json(path, &summary, warnings)?;
     }
     if !s.quiet {
         progress::print_summary(&summary, &s.job.output, &s.job.errors, &s.job.state);
@@ -114,6 +92,46 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     }
     report_stop(&summary, &s.job.state);
     Ok(ExitCode::from(exit_code(&summary)))
+}
+
+/// The run itself, with the client of the chosen provider (the engine is
+/// generic over it; only here is one chosen). Anthropic's runs also count
+/// lenient mode's warnings.
+async fn send_all(
+    s: &RunSettings,
+    client_config: ClientConfig,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn progress::CliReporter>,
+) -> Result<(Result<RunSummary, EngineError>, Option<u64>)> {
+    Ok(match s.provider {
+        ProviderKind::OpenAi => {
+            let client = Arc::new(OpenAiClient::new(client_config)?);
+            let summary = batchling_engine::run(s.job.clone(), client, shutdown, reporter).await;
+            (summary, None)
+        }
+        ProviderKind::Anthropic => {
+            let config = anthropic_config(client_config, s.job.default_max_output, s.lenient);
+            let client = Arc::new(AnthropicClient::new(config)?);
+            let summary =
+                batchling_engine::run(s.job.clone(), client.clone(), shutdown, reporter).await;
+            (summary, Some(client.translation_warnings()))
+        }
+    })
+}
+
+/// `--summary-json`: the engine's summary, and for Anthropic the count of
+/// lenient mode's warnings.
+fn write_summary_json(
+    path: &std::path::Path,
+    summary: &RunSummary,
+    warnings: Option<u64>,
+) -> Result<()> {
+    let mut json = serde_json::to_value(summary).expect("the summary serialises");
+    if let (Some(w), Some(fields)) = (warnings, json.as_object_mut()) {
+        fields.insert("translation_warnings".into(), w.into());
+    }
+    let json = serde_json::to_vec_pretty(&json).expect("the summary serialises");
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// An output file that could not be written at the end (the disk filled
