@@ -26,6 +26,8 @@ use std::process::ExitCode;
 // A dev-dependency of the integration tests only (unit tests see it too).
 #[cfg(test)]
 use tempfile as _;
+#[cfg(test)]
+use xxhash_rust as _;
 
 /// mimalloc rather than glibc's malloc: a run allocates a few dozen small
 /// buffers per request across three threads, which glibc's arenas handle

@@ -30,6 +30,13 @@ fn claude_chat_line(custom_id: &str, text: &str) -> String {
     )
 }
 
+/// A native body as a person might write it: spacing, key order and an
+/// escape that a re-serialisation would change.
+const NATIVE_SPACED: &str = r#"{ "messages": [{"role":"user","content":"hello native"}],"max_tokens" : 16, "model":"claude-haiku-4-5", "metadata":{"user_id":"caf\u00e9"} }"#;
+
+/// An Anthropic batch file's `params`, spaced its own way.
+const BATCH_PARAMS: &str = r#"{"model":"claude-haiku-4-5",  "max_tokens":16,"messages":[ {"role":"user","content":"from a batch file"} ]}"#;
+
 fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
     lines
         .iter()
@@ -41,7 +48,7 @@ fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
 fn the_three_line_forms_go_to_claude_and_an_untranslatable_line_fails_alone() {
     let mock = Mock::plain();
     let mut input = String::new();
-    input.push_str(&native_line("native", "hello native"));
+    input.push_str(&line("native", "/v1/messages", NATIVE_SPACED));
     input.push('\n');
     input.push_str(&claude_chat_line("chat", "hello chat"));
     input.push('\n');
@@ -49,9 +56,9 @@ fn the_three_line_forms_go_to_claude_and_an_untranslatable_line_fails_alone() {
         r#"{"custom_id":"n2","method":"POST","url":"/v1/chat/completions","body":{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"two please"}],"n":2}}"#,
     );
     input.push('\n');
-    input.push_str(
-        r#"{"custom_id":"batchfile","params":{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"from a batch file"}]}}"#,
-    );
+    input.push_str(&format!(
+        r#"{{"custom_id":"batchfile","params":{BATCH_PARAMS}}}"#
+    ));
     input.push('\n');
     input.push_str(&claude_chat_line("after", "still answered"));
     input.push('\n');
@@ -72,6 +79,13 @@ fn the_three_line_forms_go_to_claude_and_an_untranslatable_line_fails_alone() {
     assert!(chat["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     let batch = &by_id(&out, "batchfile")["response"]["body"];
     assert_eq!(batch["content"][0]["text"], "echo:from a batch file");
+    // The fake names a message after the xxh3 of the bytes it received:
+    // native bodies and batch-file params arrive as written in the file.
+    for (id, sent) in [("native", NATIVE_SPACED), ("batchfile", BATCH_PARAMS)] {
+        let hash = xxhash_rust::xxh3::xxh3_64(sent.as_bytes());
+        let got = by_id(&out, id)["response"]["body"]["id"].as_str().unwrap();
+        assert!(got.starts_with(&format!("msg_{hash:016x}")), "{id}: {got}");
+    }
 
     let errors = o.err_lines();
     assert_eq!(ids(&errors), ["n2"]);
