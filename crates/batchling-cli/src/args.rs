@@ -103,9 +103,10 @@ pub(crate) struct ClientArgs {
     #[arg(long)]
     pub(crate) base_url: Option<String>,
 
-    /// Name of the environment variable holding the API key.
-    #[arg(long, default_value = env::OPENAI_API_KEY, value_name = "NAME")]
-    pub(crate) api_key_env: String,
+    /// Name of the environment variable holding the API key [default:
+    /// OPENAI_API_KEY; ANTHROPIC_API_KEY for run --provider anthropic].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) api_key_env: Option<String>,
 
     /// Extra header sent with every request, as 'Name: value' (repeatable).
     #[arg(long = "header", value_name = "'K: V'", value_parser = header)]
@@ -271,6 +272,33 @@ pub(crate) struct RunArgs {
     /// The journal and what is written from it.
     #[command(flatten)]
     pub(crate) journal: JournalArgs,
+
+    // Provider selection (Anthropic): kept together.
+    /// The API the upstream speaks: openai (OpenAI and compatible servers)
+    /// or anthropic (Claude's Messages API: /v1/messages lines as they are,
+    /// /v1/chat/completions lines translated; key from $ANTHROPIC_API_KEY,
+    /// base URL from --base-url, $ANTHROPIC_BASE_URL or
+    /// https://api.anthropic.com).
+    // The doc comment is the help text: the URL stays bare there.
+    #[allow(rustdoc::bare_urls)]
+    #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
+    pub(crate) provider: ProviderArg,
+
+    /// With --provider anthropic: leave out (or clamp) a field of an OpenAI
+    /// chat line that Anthropic cannot take, with a warning in the answer
+    /// (x_batchling.warnings) and a count in the summary, instead of
+    /// failing the line.
+    #[arg(long)]
+    pub(crate) lenient: bool,
+}
+
+/// `run --provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProviderArg {
+    /// OpenAI's API, or a server compatible with it.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,10 @@ use std::process::ExitCode;
 // tempfile is used by some).
 #[cfg(test)]
 use rusqlite as _;
+#[cfg(test)]
+use tempfile as _;
+#[cfg(test)]
+use xxhash_rust as _;
 
 /// mimalloc rather than glibc's malloc: a run allocates a few dozen small
 /// buffers per request across three threads, which glibc's arenas handle

@@ -20,7 +20,7 @@ use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig
 
 use crate::args::{
     CancelArgs, ClientArgs, EstimateArgs, ExportArgs, JournalArgs, LimitArgs, LogFormat, MockArgs,
-    OrderArg, PricesArgs, RunArgs, ServeArgs, StatusArgs, SubmitArgs,
+    OrderArg, PricesArgs, ProviderArg, RunArgs, ServeArgs, StatusArgs, SubmitArgs,
 };
 
 /// The environment variables batchling reads, in one place. Besides these:
@@ -34,6 +34,12 @@ pub(crate) mod env {
     pub(crate) const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
     /// The API base URL when `--base-url` is not given.
     pub(crate) const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+    /// `run --provider anthropic`: the API key, unless `--api-key-env`
+    /// names another variable.
+    pub(crate) const ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
+    /// `run --provider anthropic`: the base URL when `--base-url` is not
+    /// given.
+    pub(crate) const ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
     /// Set to anything: no progress bar, plain status lines instead.
     pub(crate) const NO_COLOR: &str = "NO_COLOR";
     /// `serve`'s log filter (tracing's `EnvFilter` syntax; `info` when unset).
@@ -49,6 +55,59 @@ pub(crate) fn order(o: OrderArg) -> Order {
 }
 
 const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
+
+/// The API an upstream speaks (`run --provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum ProviderKind {
+    /// OpenAI's, or a compatible server's.
+    #[default]
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+impl ProviderKind {
+    /// The flag's value.
+    fn flag(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    /// The variables of the key and the base URL.
+    fn env(self) -> (&'static str, &'static str) {
+        match self {
+            ProviderKind::OpenAi => (env::OPENAI_API_KEY, env::OPENAI_BASE_URL),
+            ProviderKind::Anthropic => (env::ANTHROPIC_API_KEY, env::ANTHROPIC_BASE_URL),
+        }
+    }
+
+    fn default_base(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => OPENAI_DEFAULT_BASE,
+            ProviderKind::Anthropic => batchling_providers::anthropic::client::DEFAULT_BASE_URL,
+        }
+    }
+
+    /// What a journal records before the server, so that a resume speaks
+    /// the same API: nothing for OpenAI (as journals always did),
+    /// `anthropic:` for Anthropic.
+    fn journal_prefix(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "",
+            ProviderKind::Anthropic => "anthropic:",
+        }
+    }
+
+    /// The provider and server a journal records.
+    fn of_recorded(recorded: &str) -> (ProviderKind, &str) {
+        match recorded.strip_prefix(ProviderKind::Anthropic.journal_prefix()) {
+            Some(server) => (ProviderKind::Anthropic, server),
+            None => (ProviderKind::OpenAi, recorded),
+        }
+    }
+}
 
 /// Where requests go.
 #[derive(Debug, Clone)]
@@ -68,6 +127,10 @@ pub(crate) enum Upstream {
 pub(crate) struct RunSettings {
     pub(crate) job: Job,
     pub(crate) upstream: Upstream,
+    /// The API `upstream` speaks.
+    pub(crate) provider: ProviderKind,
+    /// `--lenient` (Anthropic's translation).
+    pub(crate) lenient: bool,
     pub(crate) strict: bool,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
@@ -110,10 +173,40 @@ fn resume_upstream(
     named: bool,
     notes: &mut Vec<String>,
 ) -> Result<Upstream> {
+    resume_upstream_of(
+        state,
+        restart,
+        (upstream, ProviderKind::OpenAi),
+        named,
+        notes,
+    )
+}
+
+/// [`resume_upstream`] for an upstream speaking `provider`'s API: a
+/// journal started with another `--provider` is refused.
+fn resume_upstream_of(
+    state: &Path,
+    restart: bool,
+    (upstream, provider): (Upstream, ProviderKind),
+    named: bool,
+    notes: &mut Vec<String>,
+) -> Result<Upstream> {
     let Some(recorded) = recorded_server(state, restart) else {
         return Ok(upstream);
     };
     let current = server_of(&upstream);
+    if let Some(r) = &recorded
+        && let (was, _) = ProviderKind::of_recorded(r)
+        && was != provider
+    {
+        bail!(
+            "the journal {} was started with --provider {}; give --provider {} to resume it, or start over with --restart",
+            state.display(),
+            was.flag(),
+            was.flag()
+        );
+    }
+    let recorded = recorded.map(|r| ProviderKind::of_recorded(&r).1.to_owned());
     let Some(recorded) = recorded else {
         notes.push(format!(
             "the journal {} does not record its server (an older batchling wrote it): sending to {current}, as the flags and environment say",
@@ -215,16 +308,30 @@ impl RunSettings {
         } else {
             Input::File(PathBuf::from(&a.input))
         };
-        let mut client = ResolvedClient::resolve(&a.client, &getenv)?;
+        let provider = match a.provider {
+            ProviderArg::Openai => ProviderKind::OpenAi,
+            ProviderArg::Anthropic => ProviderKind::Anthropic,
+        };
+        if a.lenient && provider != ProviderKind::Anthropic {
+            bail!(
+                "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic"
+            );
+        }
+        let mut client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?;
         client.config.pool_size = a.limits.concurrency;
         client.config.http2 = a.http2;
         let upstream = client.upstream(a.mock);
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let mut notes = Vec::new();
         let named = a.mock || a.client.base_url.is_some();
-        let upstream = resume_upstream(&j.state, j.restart, upstream, named, &mut notes)?;
+        let upstream =
+            resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
         let mut job = Job::new(input, a.output.clone());
-        job.server = Some(server_of(&upstream));
+        job.server = Some(format!(
+            "{}{}",
+            provider.journal_prefix(),
+            server_of(&upstream)
+        ));
         job.errors = j.errors;
         job.order = j.order;
         job.pacing = PacerConfig {
@@ -245,6 +352,8 @@ impl RunSettings {
         Ok(RunSettings {
             job,
             upstream,
+            provider,
+            lenient: a.lenient,
             strict: a.strict,
             quiet: j.quiet,
             summary_json: j.summary_json,
@@ -264,10 +373,21 @@ struct ResolvedClient {
 
 impl ResolvedClient {
     fn resolve(a: &ClientArgs, getenv: &impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let key = getenv(&a.api_key_env)
+        Self::resolve_for(a, getenv, ProviderKind::OpenAi)
+    }
+
+    /// The key from `--api-key-env` or the provider's variable, the base
+    /// URL from `--base-url`, the provider's variable or its default.
+    fn resolve_for(
+        a: &ClientArgs,
+        getenv: &impl Fn(&str) -> Option<String>,
+        provider: ProviderKind,
+    ) -> Result<Self> {
+        let (key_var, base_var) = provider.env();
+        let key = getenv(a.api_key_env.as_deref().unwrap_or(key_var))
             .filter(|k| !k.trim().is_empty())
             .map(ApiKey::new);
-        let env_base = getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty());
+        let env_base = getenv(base_var).filter(|s| !s.trim().is_empty());
         let base_given = a.base_url.is_some() || env_base.is_some();
         let key_given = key.is_some();
         let config = ClientConfig {
@@ -275,7 +395,7 @@ impl ResolvedClient {
                 .base_url
                 .clone()
                 .or(env_base)
-                .unwrap_or_else(|| OPENAI_DEFAULT_BASE.into()),
+                .unwrap_or_else(|| provider.default_base().into()),
             api_key: key,
             headers: a.headers.clone(),
             timeout: a.timeout,

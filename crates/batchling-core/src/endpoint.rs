@@ -3,7 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One of the OpenAI endpoints batchling can send request lines to.
+/// One of the endpoints batchling can send request lines to: OpenAI's, and
+/// Anthropic's Messages API.
 ///
 /// The wire form is the path with its `/v1` prefix, exactly as it appears in a
 /// batch input line's `url` field.
@@ -19,16 +20,31 @@ pub enum Endpoint {
     Responses,
     /// `/v1/moderations`
     Moderations,
+    /// `/v1/messages`: Anthropic's Messages API (the body is a Messages
+    /// body). Not an OpenAI endpoint, so not in [`Endpoint::ALL`].
+    Messages,
 }
 
 impl Endpoint {
-    /// Every supported endpoint, in documentation order.
+    /// Every OpenAI endpoint, in documentation order: what an OpenAI
+    /// Batch API (or `batchling serve`) runs batches for.
     pub const ALL: [Endpoint; 5] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Responses,
         Endpoint::Moderations,
+    ];
+
+    /// Every endpoint a request line may name: [`Endpoint::ALL`] and
+    /// [`Endpoint::Messages`].
+    pub const EVERY: [Endpoint; 6] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Moderations,
+        Endpoint::Messages,
     ];
 
     /// The path as written in batch files, with the `/v1` prefix.
@@ -39,6 +55,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Responses => "/v1/responses",
             Endpoint::Moderations => "/v1/moderations",
+            Endpoint::Messages => "/v1/messages",
         }
     }
 
@@ -53,7 +70,10 @@ impl Endpoint {
     pub fn generates_output(self) -> bool {
         matches!(
             self,
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Responses
+            Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Responses
+                | Endpoint::Messages
         )
     }
 }
@@ -67,7 +87,7 @@ impl fmt::Display for Endpoint {
 /// The `url` of a request line named no supported endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unsupported url {0:?}: expected one of /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/moderations"
+    "unsupported url {0:?}: expected one of /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/moderations, /v1/messages"
 )]
 pub struct UnknownEndpoint(pub String);
 
@@ -77,7 +97,7 @@ impl FromStr for Endpoint {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Accept the path without its /v1 prefix too: some tools write it that way.
         let norm = s.strip_prefix("/v1").unwrap_or(s);
-        Endpoint::ALL
+        Endpoint::EVERY
             .into_iter()
             .find(|e| e.relative_path() == norm)
             .ok_or_else(|| UnknownEndpoint(s.to_owned()))
@@ -94,6 +114,8 @@ mod tests {
         assert_eq!("/chat/completions".parse(), Ok(Endpoint::ChatCompletions));
         assert!("/v1/images/generations".parse::<Endpoint>().is_err());
         assert!("".parse::<Endpoint>().is_err());
+        assert_eq!("/v1/messages".parse(), Ok(Endpoint::Messages));
+        assert!(!Endpoint::ALL.contains(&Endpoint::Messages));
     }
 
     #[test]

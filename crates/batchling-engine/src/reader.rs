@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+use batchling_core::json::{scan_object, string_value};
 use batchling_core::request::{LineError, LineProblem, RequestLine, is_blank, parse_line};
 use batchling_core::tokens::{self, TokenEstimate};
 use batchling_core::{Endpoint, SeqSet};
@@ -78,8 +79,18 @@ pub struct Validator {
 
 impl Validator {
     /// Parse, validate and check one non-blank line for a repeated id.
+    /// Both line forms are read: OpenAI's batch line, and Anthropic's batch
+    /// request line, `{"custom_id", "params"}`, read as a `/v1/messages` line.
     pub fn validate(&mut self, line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
-        let req = parse_line(line_no, line)?;
+        let req = match parse_line(line_no, line) {
+            Ok(req) => req,
+            // Only a line without "method" can be Anthropic's: the OpenAI
+            // path pays nothing for the second form.
+            Err(e) if e.problem == LineProblem::BadMethod("nothing".into()) => {
+                params_line(line_no, line).unwrap_or(Err(e))?
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(first_line) = self.dups.check(&req.custom_id, line_no) {
             return Err(LineError {
                 line_no,
@@ -92,6 +103,49 @@ impl Validator {
         }
         Ok(req)
     }
+}
+
+/// A line of Anthropic's Message Batches request file,
+/// `{"custom_id": ..., "params": {...}}` (no `method`, `url` or `body`),
+/// read as a native `/v1/messages` line whose body is `params`, verbatim;
+/// `None` when the line is not of that form. The checks are the OpenAI
+/// line's (the id, a JSON object body, no `stream: true`): the line is
+/// spelled as one and read by [`parse_line`].
+fn params_line(line_no: u64, line: &[u8]) -> Option<Result<RequestLine, LineError>> {
+    const KEYS: [&str; 5] = ["custom_id", "params", "method", "url", "body"];
+    let text = std::str::from_utf8(line).ok()?;
+    let [custom_id, params, method, url, body] = scan_object(text, KEYS).ok()?;
+    let (Some(custom_id), Some(params), None, None, None) = (custom_id, params, method, url, body)
+    else {
+        return None;
+    };
+    let (custom_id, params) = (&text[custom_id], &text[params]);
+    if !params.starts_with('{') {
+        let id = string_value(custom_id).map(|s| s.into_owned());
+        let found = serde_json::from_str::<serde_json::Value>(params).map_or(
+            "not an object",
+            |v| match v {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Null => "null",
+                _ => "a scalar",
+            },
+        );
+        return Some(Err(LineError {
+            line_no,
+            custom_id: id,
+            problem: LineProblem::BadBody(format!(
+                "{found} (an Anthropic batch line's \"params\" is its body)"
+            )),
+        }));
+    }
+    let mut openai = Vec::with_capacity(line.len() + 64);
+    openai.extend_from_slice(br#"{"custom_id":"#);
+    openai.extend_from_slice(custom_id.as_bytes());
+    openai.extend_from_slice(br#","method":"POST","url":"/v1/messages","body":"#);
+    openai.extend_from_slice(params.as_bytes());
+    openai.push(b'}');
+    Some(parse_line(line_no, &openai))
 }
 
 /// Validate every request of a file in order (duplicates included), until
@@ -352,6 +406,42 @@ mod tests {
                 custom_id: "a".into(),
                 first_line: 1
             }
+        );
+    }
+
+    #[test]
+    fn anthropic_batch_lines_are_native_messages_lines() {
+        let mut v = Validator::default();
+        let params = r#"{"model":"claude-haiku-4-5", "max_tokens":10,"messages":[{"role":"user","content":"hi \u00e9"}]}"#;
+        let line = format!(r#"{{"custom_id":"a-1","params":{params}}}"#);
+        let req = v.validate(4, line.as_bytes()).unwrap();
+        assert_eq!(req.endpoint, Endpoint::Messages);
+        assert_eq!(req.body, params, "params are the body, verbatim");
+        assert_eq!((req.line_no, req.custom_id.as_str()), (4, "a-1"));
+        assert_eq!(req.model.as_deref(), Some("claude-haiku-4-5"));
+        // Duplicates across both forms are caught.
+        let openai = r#"{"custom_id":"a-1","method":"POST","url":"/v1/messages","body":{}}"#;
+        assert!(matches!(
+            v.validate(5, openai.as_bytes()).unwrap_err().problem,
+            LineProblem::DuplicateCustomId { first_line: 4, .. }
+        ));
+        let mut problem = |l: &str| v.validate(9, l.as_bytes()).unwrap_err().problem;
+        assert!(matches!(
+            problem(r#"{"custom_id":"b","params":[1]}"#),
+            LineProblem::BadBody(m) if m.contains("params") && m.contains("an array")
+        ));
+        assert_eq!(
+            problem(r#"{"custom_id":"c","params":{"model":"m","stream":true}}"#),
+            LineProblem::Streaming
+        );
+        // A line with neither form still says what an OpenAI line lacks.
+        assert_eq!(
+            problem(r#"{"custom_id":"d","url":"/v1/messages","params":{}}"#),
+            LineProblem::BadMethod("nothing".into())
+        );
+        assert_eq!(
+            problem(r#"{"custom_id":"e"}"#),
+            LineProblem::BadMethod("nothing".into())
         );
     }
 

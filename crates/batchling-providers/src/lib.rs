@@ -6,9 +6,15 @@
 //! - [`openai`]: OpenAI-compatible servers (OpenAI, vLLM, llama.cpp, the
 //!   built-in mock): [`openai::client`] sends, [`openai::classify`](mod@openai::classify) decides
 //!   retry / give up / success, [`openai::headers`] reads rate-limit headers.
+//! - [`anthropic`]: Anthropic's Messages API: [`anthropic::client`] sends
+//!   native Messages lines as they are and OpenAI chat lines translated
+//!   ([`anthropic::translate`]), with Anthropic's own classifier and
+//!   rate-limit headers.
 //! - [`batch`]: the Batch API trait `batchling submit` drives
 //!   ([`BatchApi`]); [`openai::batches`] implements it.
 //! - [`attempt`]: what one HTTP call produced, whatever the provider.
+//! - `http` (private): the connections, caps and timeouts both online
+//!   clients share.
 //! - [`secret`]: API keys that cannot be printed.
 //!
 //! A provider never touches the store or the pacer: it reports what the
@@ -20,10 +26,13 @@
 use batchling_mock as _;
 #[cfg(test)]
 use proptest as _;
+#[cfg(test)]
+use xxhash_rust as _;
 
 pub mod anthropic;
 pub mod attempt;
 pub mod batch;
+mod http;
 pub mod openai;
 pub mod secret;
 
@@ -42,7 +51,7 @@ pub mod fuzzing {
     /// time. Never panics, unless the two readings disagree about the first
     /// answer, which would be a bug of its own.
     pub fn http_response(data: &[u8]) {
-        crate::openai::plain::feed::http_response(data);
+        crate::http::plain::feed::http_response(data);
     }
 }
 pub use batchling_core::Verdict;

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use batchling_engine::{EngineError, Input, RunSummary, StopCause};
 use batchling_mock::{MockConfig, MockServer};
-use batchling_providers::openai::OpenAiClient;
+use batchling_providers::ApiKey;
+use batchling_providers::anthropic::translate::{Mode, RequestOptions};
+use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig};
+use batchling_providers::openai::{ClientConfig, OpenAiClient};
 use batchling_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
-use crate::settings::{RunSettings, Upstream};
+use crate::settings::{ProviderKind, RunSettings, Upstream, env};
 use crate::{hints, progress, signals};
 
 pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
@@ -61,24 +64,25 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
         batchling_store::check_destination(path)?;
     }
 
-    let (client_config, _mock) = start_upstream(s.upstream).await?;
-    let client = OpenAiClient::new(client_config)?;
-
+    let (client_config, _mock) = start_upstream_for(s.upstream.clone(), s.provider).await?;
     let shutdown = CancellationToken::new();
     let reporter = progress::reporter(s.quiet);
     spawn_signal_handler(shutdown.clone(), reporter.clone());
     signals::ignore_file_size_signal();
-    let summary =
-        batchling_engine::run(s.job.clone(), Arc::new(client), shutdown, reporter.clone()).await;
+    let (summary, warnings) = send_all(&s, client_config, shutdown, reporter.clone()).await?;
     reporter.finish();
     let summary = summary.map_err(|e| export_hint(e, &s.job.state))?;
 
     if let Some(path) = &s.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        write_summary_json(path, &summary, warnings)?;
     }
     if !s.quiet {
         progress::print_summary(&summary, &s.job.output, &s.job.errors, &s.job.state);
+        if let Some(w @ 1..) = warnings {
+            eprintln!(
+                "note: --lenient left out or clamped {w} field(s) Anthropic cannot take; each answer lists its own in x_batchling.warnings"
+            );
+        }
         if summary.requests == 0 && summary.stopped.is_none() {
             eprintln!(
                 "note: {} has no requests (no non-blank lines); nothing was sent",
@@ -88,6 +92,46 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     }
     report_stop(&summary, &s.job.state);
     Ok(ExitCode::from(exit_code(&summary)))
+}
+
+/// The run itself, with the client of the chosen provider (the engine is
+/// generic over it; only here is one chosen). Anthropic's runs also count
+/// lenient mode's warnings.
+async fn send_all(
+    s: &RunSettings,
+    client_config: ClientConfig,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn progress::CliReporter>,
+) -> Result<(Result<RunSummary, EngineError>, Option<u64>)> {
+    Ok(match s.provider {
+        ProviderKind::OpenAi => {
+            let client = Arc::new(OpenAiClient::new(client_config)?);
+            let summary = batchling_engine::run(s.job.clone(), client, shutdown, reporter).await;
+            (summary, None)
+        }
+        ProviderKind::Anthropic => {
+            let config = anthropic_config(client_config, s.job.default_max_output, s.lenient);
+            let client = Arc::new(AnthropicClient::new(config)?);
+            let summary =
+                batchling_engine::run(s.job.clone(), client.clone(), shutdown, reporter).await;
+            (summary, Some(client.translation_warnings()))
+        }
+    })
+}
+
+/// `--summary-json`: the engine's summary, and for Anthropic the count of
+/// lenient mode's warnings.
+fn write_summary_json(
+    path: &std::path::Path,
+    summary: &RunSummary,
+    warnings: Option<u64>,
+) -> Result<()> {
+    let mut json = serde_json::to_value(summary).expect("the summary serialises");
+    if let (Some(w), Some(fields)) = (warnings, json.as_object_mut()) {
+        fields.insert("translation_warnings".into(), w.into());
+    }
+    let json = serde_json::to_vec_pretty(&json).expect("the summary serialises");
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// An output file that could not be written at the end (the disk filled
@@ -102,14 +146,42 @@ pub(crate) fn export_hint(e: EngineError, journal: &std::path::Path) -> anyhow::
     }
 }
 
+/// Anthropic's client settings from the shared ones: the same base URL,
+/// key, headers (`anthropic-beta`, or an `anthropic-version` of the user's
+/// choice, pass through), timeout, pool and cap; an OpenAI line without
+/// `max_tokens` gets `--default-max-tokens`, as its reservation assumes;
+/// `--lenient` chooses the translation's mode.
+fn anthropic_config(c: ClientConfig, default_max_tokens: u64, lenient: bool) -> AnthropicConfig {
+    AnthropicConfig {
+        base_url: c.base_url,
+        api_key: c.api_key,
+        headers: c.headers,
+        timeout: c.timeout,
+        pool_size: c.pool_size,
+        http2: c.http2,
+        max_response_bytes: c.max_response_bytes,
+        translation: RequestOptions {
+            default_max_tokens,
+            mode: if lenient { Mode::Lenient } else { Mode::Strict },
+        },
+        ..AnthropicConfig::default()
+    }
+}
+
 /// The client settings for an upstream, starting the built-in fake provider
 /// when asked for (it lives as long as the returned server).
 pub(crate) async fn start_upstream(
     upstream: Upstream,
-) -> Result<(
-    batchling_providers::openai::ClientConfig,
-    Option<MockServer>,
-)> {
+) -> Result<(ClientConfig, Option<MockServer>)> {
+    start_upstream_for(upstream, ProviderKind::OpenAi).await
+}
+
+/// [`start_upstream`] for an upstream speaking `provider`'s API: the fake
+/// provider serves both (Anthropic's under its root, with any key).
+async fn start_upstream_for(
+    upstream: Upstream,
+    provider: ProviderKind,
+) -> Result<(ClientConfig, Option<MockServer>)> {
     Ok(match upstream {
         Upstream::Remote(c) => (c, None),
         Upstream::Mock {
@@ -123,12 +195,25 @@ pub(crate) async fn start_upstream(
             .await
             .context("cannot start the built-in fake provider")?;
             if implicit {
+                let key = match provider {
+                    ProviderKind::OpenAi => env::OPENAI_API_KEY,
+                    ProviderKind::Anthropic => env::ANTHROPIC_API_KEY,
+                };
                 eprintln!(
                     "note: no API key and no --base-url: sending to the built-in fake provider \
-                     (answers are fake). Set OPENAI_API_KEY or --base-url for a real run."
+                     (answers are fake). Set {key} or --base-url for a real run."
                 );
             }
-            client.base_url = server.base_url();
+            match provider {
+                ProviderKind::OpenAi => client.base_url = server.base_url(),
+                ProviderKind::Anthropic => {
+                    client.base_url = server.anthropic_base_url();
+                    // The fake's Messages API wants a key, any key.
+                    if client.api_key.is_none() {
+                        client.api_key = Some(ApiKey::new("batchling-fake-provider"));
+                    }
+                }
+            }
             (client, Some(server))
         }
     })

@@ -5,6 +5,7 @@
 // print what it measured or skipped.
 #![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
 
+mod anthropic;
 mod bad_input;
 mod costs;
 mod formats;

@@ -184,6 +184,8 @@ pub(crate) struct Run {
     cwd: Option<PathBuf>,
     wrapper: Vec<OsString>,
     quiet: bool,
+    /// Variables set for the child beyond the key.
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Run {
@@ -203,6 +205,7 @@ impl Run {
             cwd: None,
             wrapper: Vec::new(),
             quiet: true,
+            env: Vec::new(),
         }
     }
 
@@ -231,6 +234,18 @@ impl Run {
     /// Send to this mock (`--base-url`).
     pub(crate) fn against(self, mock: &Mock) -> Run {
         self.args(&["--base-url", &mock.base_url()])
+    }
+
+    /// Send to this mock's Messages API (`--provider anthropic
+    /// --base-url`), the test key in ANTHROPIC_API_KEY.
+    pub(crate) fn against_anthropic(mut self, mock: &Mock) -> Run {
+        self.env.push(("ANTHROPIC_API_KEY".into(), API_KEY.into()));
+        self.args(&[
+            "--provider",
+            "anthropic",
+            "--base-url",
+            &mock.anthropic_base_url(),
+        ])
     }
 
     pub(crate) fn args(mut self, args: &[&str]) -> Run {
@@ -303,7 +318,10 @@ impl Run {
             .args(&self.args)
             .env_remove("OPENAI_BASE_URL")
             .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .env_remove("ANTHROPIC_API_KEY")
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if self.env_key {

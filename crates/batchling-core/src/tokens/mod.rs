@@ -21,6 +21,11 @@
 //! * `/v1/completions` and `/v1/embeddings`: each prompt / input is a string (encoded)
 //!   or a token array (its length); completions add `suffix` once per prompt.
 //! * `/v1/moderations`: `input` strings, or parts with `text` / images.
+//! * `/v1/messages` (Anthropic): `system` as a system message, each turn as
+//!   a chat message with Anthropic's blocks (`tool_use` input and
+//!   `tool_result` content as text), tools as name, description and schema
+//!   text, +3 priming; the output reservation is `max_tokens`. Always an
+//!   estimate: Claude's tokenizer is not public.
 //! * Output reservation: see [`max_output_tokens`]; times `n` for chat, times
 //!   `max(n, best_of)` and the number of prompts for completions, 0 for
 //!   embeddings and moderations.
@@ -31,6 +36,7 @@
 
 mod chat;
 mod count;
+mod messages;
 mod model;
 
 use serde_json::{Map, Value};
@@ -238,6 +244,10 @@ pub fn estimate_with(
                 .ok_or_else(|| TokenError("body has no \"input\"".into()))?;
             (count_moderation_input(encoding, inp)?, 0)
         }
+        Endpoint::Messages => (
+            messages::count_input(encoding, obj)?,
+            messages::max_tokens(obj, default_max_output)?,
+        ),
     };
     Ok(TokenEstimate {
         input,

@@ -186,6 +186,12 @@ fn check_input(endpoint: Endpoint, obj: &Map<String, Value>) -> Result<(), ApiEr
             _ => Ok(()),
         },
         Endpoint::Completions | Endpoint::Responses => Ok(()),
+        // Served by `anthropic/`, never here: an OpenAI batch naming it
+        // gets the refusal OpenAI's would.
+        Endpoint::Messages => Err(ApiError::invalid(
+            "/v1/messages is not an endpoint of this API",
+            Some("url"),
+        )),
     }
 }
 
@@ -200,6 +206,7 @@ fn max_out(
         Endpoint::ChatCompletions => &["max_completion_tokens", "max_tokens"],
         Endpoint::Completions => &["max_tokens"],
         Endpoint::Responses => &["max_output_tokens"],
+        Endpoint::Messages => &["max_tokens"],
         Endpoint::Embeddings | Endpoint::Moderations => &[],
     };
     for &key in max_keys {
@@ -242,7 +249,8 @@ pub(crate) fn render(
     hash: u64,
 ) -> Answer {
     match endpoint {
-        Endpoint::ChatCompletions => chat(body, plan, prompt_tokens, hash),
+        // Messages never passes `check_input`.
+        Endpoint::ChatCompletions | Endpoint::Messages => chat(body, plan, prompt_tokens, hash),
         Endpoint::Completions => completions(body, plan, prompt_tokens, hash),
         Endpoint::Responses => responses::render(body, plan, prompt_tokens, hash),
         Endpoint::Embeddings => embeddings(body, plan, prompt_tokens),

@@ -1,14 +1,16 @@
 //! Anthropic's Messages API.
 //!
-//! For now [`translate`]: pure functions between OpenAI's chat completions
-//! and Anthropic's Messages bodies, so that OpenAI batch lines naming a
-//! Claude model can be sent to Claude and answered in OpenAI's shape
+//! [`client`]: the online client behind `batchling run --provider
+//! anthropic` ([`AnthropicClient`]), which sends native Messages lines as
+//! they are and OpenAI chat lines through [`translate`]: pure functions
+//! between OpenAI's chat completions and Anthropic's Messages bodies
 //! (docs/providers.md, "Anthropic: Messages API and translation"); and what
-//! an answer means: [`classify()`] and the rate-limit [`headers`]. The client
-//! that uses them comes next, beside them.
+//! an answer means: [`classify()`] and the rate-limit [`headers`].
 
 pub mod classify;
+pub mod client;
 pub mod headers;
 pub mod translate;
 
 pub use classify::classify;
+pub use client::{AnthropicClient, AnthropicConfig};

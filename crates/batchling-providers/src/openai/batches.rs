@@ -25,14 +25,15 @@ use serde_json::Value;
 
 pub use crate::batch::{BatchApiError, BatchStatus};
 
-use super::client::{ClientConfig, Cut};
+use super::client::ClientConfig;
 use super::headers;
-use super::plain::oversize_message;
 use crate::ProviderError;
 use crate::batch::{
     BatchApi, BatchCounts, BatchInfo, BatchInput, BatchProblem, BatchResults, NewBatch,
     OutcomeError, RequestOutcome, ResultRefs, SizeCap,
 };
+use crate::http::Cut;
+use crate::http::plain::oversize_message;
 use crate::secret::ApiKey;
 
 /// The metadata key a batch is created with: [`NewBatch::tag`], naming its
@@ -137,7 +138,7 @@ impl BatchClient {
     /// Build the client from the same settings as the online client (base
     /// URL with `/v1`, key, extra headers, timeout per call).
     pub fn new(config: &ClientConfig) -> Result<Self, ProviderError> {
-        super::client::install_crypto();
+        crate::http::install_crypto();
         let (base, _, default_headers) = super::client::prepare(config)?;
         let http = reqwest::Client::builder()
             .default_headers(default_headers)
@@ -176,7 +177,7 @@ impl BatchClient {
         let mut resp = req.send().await.map_err(|e| self.transport(what, &e))?;
         let status = resp.status().as_u16();
         let h = resp.headers().clone();
-        let body = match super::client::read_capped(&mut resp, cap.0).await {
+        let body = match crate::http::read_capped(&mut resp, cap.0).await {
             Ok(b) => b,
             Err(Cut::Http(e)) => return Err(self.transport(what, &e)),
             Err(Cut::Over(o)) => {
@@ -214,7 +215,7 @@ impl BatchClient {
     async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Bytes, BatchApiError> {
         let cap = format!(
             "the {} response cap",
-            super::plain::size_text(self.max_body)
+            crate::http::plain::size_text(self.max_body)
         );
         self.send_capped(what, req, (self.max_body, &cap, SizeCap::Answer))
             .await
@@ -364,7 +365,7 @@ impl BatchClient {
             .header("accept", "application/binary");
         let cap = format!(
             "the {} cap on a result file",
-            super::plain::size_text(MAX_RESULT_FILE_BYTES)
+            crate::http::plain::size_text(MAX_RESULT_FILE_BYTES)
         );
         self.send_capped(
             &format!("downloading file {id}"),

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use batchling_core::duration::parse_duration;
 use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderName;
 
 // Looked up by pre-built names: a `&str` name is parsed and validated on
 // every lookup, several times per answer.
@@ -17,29 +17,7 @@ static SHOULD_RETRY: HeaderName = name("x-should-retry");
 static X_REQUEST_ID: HeaderName = name("x-request-id");
 static REQUEST_ID: HeaderName = name("request-id");
 
-/// Read access to an answer's headers, whichever client read them.
-pub trait HeaderLookup {
-    /// The first value of header `name` (lower case), when it is text.
-    fn header(&self, name: &HeaderName) -> Option<&str>;
-
-    /// The first value of header `name` (lower case), as bytes.
-    fn header_bytes(&self, name: &HeaderName) -> Option<&[u8]>;
-
-    /// The first `Content-Encoding`, as bytes.
-    fn content_encoding(&self) -> Option<&[u8]> {
-        self.header_bytes(&reqwest::header::CONTENT_ENCODING)
-    }
-}
-
-impl HeaderLookup for HeaderMap {
-    fn header(&self, name: &HeaderName) -> Option<&str> {
-        self.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn header_bytes(&self, name: &HeaderName) -> Option<&[u8]> {
-        self.get(name).map(HeaderValue::as_bytes)
-    }
-}
+pub use crate::http::HeaderLookup;
 
 fn text<'h, H: HeaderLookup + ?Sized>(headers: &'h H, name: &HeaderName) -> Option<&'h str> {
     headers.header(name).map(str::trim)
@@ -132,7 +110,7 @@ pub fn request_id<H: HeaderLookup + ?Sized>(headers: &H) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderName, HeaderValue};
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -6,22 +6,9 @@ pub mod batches;
 pub mod classify;
 pub mod client;
 pub mod headers;
-pub(crate) mod plain;
 
 pub use batches::{BatchApiError, BatchClient, BatchStatus};
 pub use classify::classify;
 pub use client::{AuthStyle, ClientConfig, DEFAULT_MAX_RESPONSE_BYTES, LINE_ROOM, OpenAiClient};
 
-/// An error and its sources, joined by ": ". reqwest's own message names the
-/// URL but not the cause ("connection refused" is a source); it never holds
-/// headers, so no key, but callers still redact it.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        src = s.source();
-    }
-    message
-}
+pub(crate) use crate::http::error_chain;

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 
 use batchling_core::Endpoint;
 
-use super::headers::HeaderLookup;
+use super::HeaderLookup;
 
 /// The most header lines an answer may have (also the trailers').
 const MAX_HEADERS: usize = 128;
@@ -288,7 +288,7 @@ impl PlainClient {
             fixed.extend_from_slice(b"\r\n");
         }
         let prefix = path_prefix.trim_end_matches('/');
-        let heads = Endpoint::ALL
+        let heads = Endpoint::EVERY
             .into_iter()
             .map(|e| {
                 let target = format!("{prefix}{}", e.relative_path());
@@ -523,7 +523,7 @@ pub(crate) fn grow_body(
     }
     let ceiling = usize::try_from(max)
         .unwrap_or(usize::MAX)
-        .saturating_add(super::client::LINE_ROOM);
+        .saturating_add(super::LINE_ROOM);
     let target = body.capacity().saturating_mul(8).min(ceiling).max(need);
     body.try_reserve_exact(target - body.len())
 }
@@ -804,7 +804,7 @@ async fn read_length<S: AsyncRead + Unpin>(
         return Ok(conn.buf.split_to(n).freeze());
     }
     let mut body = Vec::new();
-    make_room(&mut body, n + super::client::LINE_ROOM)?;
+    make_room(&mut body, n + super::LINE_ROOM)?;
     body.extend_from_slice(&conn.buf);
     conn.buf.clear();
     while body.len() < n {
@@ -1338,11 +1338,11 @@ mod tests {
         let r = post(&client_for(port)).await.unwrap();
         assert_eq!(r.status, 429);
         assert_eq!(
-            super::super::headers::request_id(&r.headers).as_deref(),
+            crate::openai::headers::request_id(&r.headers).as_deref(),
             Some("req_9")
         );
         assert_eq!(
-            super::super::headers::retry_after(&r.headers),
+            crate::openai::headers::retry_after(&r.headers),
             Some(Duration::from_millis(250))
         );
     }
