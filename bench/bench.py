@@ -222,6 +222,75 @@ def token_sizes(rule, seconds=20, tpm=300000, max_tokens=50):
     return rows
 
 
+def run_anthropic(url, inp, extra):
+    """`batchling run --provider anthropic` against the fake's Messages API."""
+    base = url[:-3] if url.endswith("/v1") else url
+    os.environ["ANTHROPIC_API_KEY"] = "sk-ant-bench"
+    return run_batchling(base, inp, ["--provider", "anthropic"] + extra)
+
+
+def write_messages_input(path, n, prompt_words, max_tokens):
+    with open(path, "w") as f:
+        for i in range(n):
+            body = {"model": "claude-sonnet-4-5", "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": f"{i} " + " ".join(["the"] * prompt_words)}]}
+            f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/messages",
+                                "body": body}, separators=(",", ":")) + "\n")
+
+
+def anthropic_bound(binding, seconds=30):
+    """Native Messages lines against the fake Anthropic API, RPM, ITPM and
+    OTPM all in force (the two that do not bind at 10x what the run needs),
+    enforced per second, 200 ms latency, no limits given (learned from the
+    anthropic-ratelimit-* headers). Ideal: what a per-second limit admits at
+    most, floor(share / size) a second, by the fake's own count."""
+    os.makedirs(OUT, exist_ok=True)
+    words, max_tokens = {"rpm": (8, 16), "itpm": (470, 16), "otpm": (8, 95)}[binding]
+    limits = {"rpm": 3000, "itpm": 300000, "otpm": 60000}
+    mock, url = start_mock(["--per-second", "--latency-ms", "200"]
+                           + [f"--{k}={v if k == binding else v * 40}" for k, v in limits.items()])
+    try:
+        inp = os.path.join(OUT, f"anthropic-{binding}.jsonl")
+        write_messages_input(inp, 1, words, max_tokens)
+        s1 = run_anthropic(url, inp, [])  # one request: the fake's count of one
+        per_request = mock_stats(url)
+        charged = {"rpm": 1, "itpm": per_request["lanes"][0]["input_tokens"],
+                   "otpm": per_request["lanes"][0]["output_tokens"]}[binding]
+        per_s = (limits[binding] // 60) // charged
+        n = per_s * seconds
+        write_messages_input(inp, n, words, max_tokens)
+        s = run_anthropic(url, inp, [])
+        stats = mock_stats(url)
+    finally:
+        mock.terminate()
+        mock.wait()
+    ideal = n / per_s
+    return {"scenario": f"anthropic-{binding}-bound", "requests": s["requests"], "succeeded": s["succeeded"],
+            "429s": s["rate_limited"], "makespan_s": round(s["elapsed_s"], 2), "ideal_s": round(ideal, 2),
+            "ratio": round(ideal / s["elapsed_s"], 4), "per_second": per_s, "charged_per_request": charged,
+            "mock_429s": stats["rate_limited"], "cpu_s": round(s["_cpu"], 2)}
+
+
+def anthropic_529_storm(n=3000):
+    """30% of attempts answered 529 overloaded_error: every request answered,
+    none twice (the output's custom_ids, and the fake's successes)."""
+    os.makedirs(OUT, exist_ok=True)
+    mock, url = start_mock(["--latency-ms", "20", "--overloaded", "0.3"])
+    try:
+        inp = os.path.join(OUT, "anthropic-529.jsonl")
+        write_messages_input(inp, n, 8, 16)
+        s = run_anthropic(url, inp, ["--max-attempts", "20"])
+        stats = mock_stats(url)
+    finally:
+        mock.terminate()
+        mock.wait()
+    ids = [json.loads(l)["custom_id"] for l in open(s["_out"])]
+    return {"scenario": "anthropic-529-storm", "requests": s["requests"], "succeeded": s["succeeded"],
+            "attempts": s["attempts"], "answered_once": len(ids) == len(set(ids)) == n,
+            "fake_successes": stats["ok"], "fake_529s": stats["faults"],
+            "makespan_s": round(s["elapsed_s"], 2), "cpu_s": round(s["_cpu"], 2)}
+
+
 SCENARIOS = {
     # 3,000 requests, 6,000 RPM enforced per second, 200 ms latency.
     "rate-bound": lambda: scenario(
@@ -263,6 +332,11 @@ SCENARIOS = {
     # Issue #15: seven request sizes against each counting rule.
     "token-sizes-exact": lambda: token_sizes("exact"),
     "token-sizes-openai": lambda: token_sizes("openai"),
+    # Issue #16: the fake Anthropic API, each limit binding in turn; a 529 storm.
+    "anthropic-rpm": lambda: anthropic_bound("rpm"),
+    "anthropic-itpm": lambda: anthropic_bound("itpm"),
+    "anthropic-otpm": lambda: anthropic_bound("otpm"),
+    "anthropic-529": lambda: anthropic_529_storm(),
 }
 
 

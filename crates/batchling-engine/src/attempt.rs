@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::dispatch::Pending;
-use crate::pacer::Admitted;
+use crate::pacer::{Admitted, Settle};
 use crate::recorder::Entry;
 use crate::report::{Counters, Notice, StopCause};
 
@@ -107,7 +107,11 @@ fn count_success<P>(ctx: &Ctx<P>, p: &Pending, a: &Answer, latency: Duration) {
         // input estimate is corrected.
         let t = p.parsed.tokens;
         if t != TokenEstimate::default() {
-            settle = Some((t.input, u.input));
+            settle = Some(Settle {
+                reserved: t.input,
+                input: u.input,
+                cache_reads: u.cached_input,
+            });
         }
     }
     if let Some(lane) = p.lane {

@@ -10,6 +10,18 @@ use tokio::time::Instant;
 
 use super::charge::{Charge, Sent, Stamp};
 
+/// A request's input as the provider counted it (its answer's `usage`),
+/// against what was reserved for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settle {
+    /// Input tokens reserved at admission.
+    pub reserved: u64,
+    /// Input tokens counted, cache reads and writes included.
+    pub input: u64,
+    /// Of those, read from the prompt cache.
+    pub cache_reads: u64,
+}
+
 /// An answer, as a limit learns from it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Observed<'a> {
@@ -95,11 +107,6 @@ impl Dimension {
             Dimension::Requests => sent.requests,
             d => d.units(sent.tokens),
         }
-    }
-
-    /// Whether a correction of the input count moves this dimension.
-    fn counts_input(self) -> bool {
-        matches!(self, Dimension::Tokens | Dimension::InputTokens)
     }
 
     /// What a response's headers say about this dimension (OpenAI's
@@ -300,16 +307,23 @@ impl Limit {
         }
     }
 
-    /// The input count of a request turned out `delta` tokens off
-    /// (positive: it cost more than reserved): move the spacing by as much,
-    /// if this limit counts input.
-    pub(super) fn correct_input(&mut self, delta: i64, utilisation: f64) {
-        if !self.dim.counts_input() {
-            return;
-        }
+    /// A request's input turned out other than reserved (`settle`): move
+    /// the spacing by the difference, if this limit counts input. An input
+    /// token limit leaves cache reads out (Anthropic's does); a token
+    /// limit counts them.
+    pub(super) fn correct_input(&mut self, settle: Settle, utilisation: f64) {
+        let actual = match self.dim {
+            Dimension::Tokens => settle.input,
+            Dimension::InputTokens => settle.input.saturating_sub(settle.cache_reads),
+            Dimension::Requests | Dimension::OutputTokens => return,
+        };
+        let delta = actual as i64 - settle.reserved as i64;
         let Some(rate) = self.rate_per_sec(utilisation) else {
             return;
         };
+        if delta == 0 {
+            return;
+        }
         let units = self.charge.of(delta.unsigned_abs());
         let shift = Duration::from_secs_f64(units as f64 / rate);
         if delta > 0 {

@@ -57,7 +57,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use charge::{Sent, Stamp};
-pub use limit::{Cost, Dimension};
+pub use limit::{Cost, Dimension, Settle};
 use limit::{Limit, Observed};
 pub use table::{GivenLimits, ModelLimits};
 
@@ -813,35 +813,34 @@ impl Pacer {
     }
 
     /// A request of `lane` succeeded, its answer counting `tokens` (input
-    /// plus output, from `usage`); `settle` is its (reserved, actual) input
-    /// tokens when both are known, as for [`Pacer::settle_tokens`]. One
+    /// plus output, from `usage`); `settle` corrects its input reservation
+    /// when both counts are known, as [`Pacer::settle_tokens`] does. One
     /// lock for both.
-    pub fn succeeded(&self, lane: LaneId, tokens: u64, settle: Option<(u64, u64)>) {
+    pub fn succeeded(&self, lane: LaneId, tokens: u64, settle: Option<Settle>) {
         let u = self.config.utilisation;
         let mut s = self.lock();
         let l = s.lane_mut(lane);
         l.counts.succeeded += 1;
         l.counts.tokens = l.counts.tokens.saturating_add(tokens);
-        if let Some((reserved, actual)) = settle {
-            let delta = actual as i64 - reserved as i64;
-            if delta != 0 {
-                for limit in &mut l.limits {
-                    limit.correct_input(delta, u);
-                }
+        if let Some(settle) = settle {
+            for limit in &mut l.limits {
+                limit.correct_input(settle, u);
             }
         }
     }
 
     /// Correct a token reservation in `lane` once the real count is known:
     /// `reserved` input tokens were charged, `actual` is what the provider
-    /// counted.
+    /// counted (none from the cache).
     pub fn settle_tokens(&self, lane: LaneId, reserved: u64, actual: u64) {
-        let delta = actual as i64 - reserved as i64;
-        if delta != 0 {
-            let u = self.config.utilisation;
-            for limit in &mut self.lock().lane_mut(lane).limits {
-                limit.correct_input(delta, u);
-            }
+        let u = self.config.utilisation;
+        let settle = Settle {
+            reserved,
+            input: actual,
+            cache_reads: 0,
+        };
+        for limit in &mut self.lock().lane_mut(lane).limits {
+            limit.correct_input(settle, u);
         }
     }
 }

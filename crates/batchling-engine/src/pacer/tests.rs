@@ -760,3 +760,38 @@ async fn input_and_output_limits_come_into_a_lane_when_an_answer_shows_them() {
     let span = times[5].duration_since(times[0]);
     assert!(span >= Duration::from_millis(2400), "{span:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_input_token_limit_leaves_cache_reads_out_of_the_correction() {
+    // 60,000 input tokens a minute: 1,000 a second.
+    let io = GivenLimits {
+        rpm: Some(6_000),
+        itpm: Some(60_000),
+        otpm: Some(600_000),
+        ..GivenLimits::default()
+    };
+    let p = Pacer::new(with_models(None, None, &[("claude", &["claude"], io)]));
+    let lane = p.lane(Some("claude"));
+    let t0 = Instant::now();
+    let cost = Cost {
+        input: 500,
+        output: 0,
+    };
+    assert_eq!(p.try_admit(lane, cost, t0), None);
+    // 1,500 input tokens counted, 1,000 of them read from the cache: the
+    // input limit was charged 500, as reserved.
+    let settle = Settle {
+        reserved: 500,
+        input: 1_500,
+        cache_reads: 1_000,
+    };
+    p.succeeded(lane, 1_500, Some(settle));
+    let small = Cost {
+        input: 10,
+        output: 0,
+    };
+    assert_eq!(
+        p.try_admit(lane, small, t0),
+        Some(t0 + Duration::from_millis(500))
+    );
+}
