@@ -356,7 +356,12 @@ async fn an_output_token_limit_paces_by_output_alone() {
     };
     l.admit(big_input, t0, 1.0);
     assert_eq!(l.ready_at(big_input, t0), t0 + Duration::from_millis(500));
-    l.correct_input(1000, 1.0);
+    let settle = Settle {
+        reserved: 100_000,
+        input: 101_000,
+        cache_reads: 0,
+    };
+    l.correct_input(settle, 1.0);
     assert_eq!(l.ready_at(big_input, t0), t0 + Duration::from_millis(500));
 }
 
@@ -710,7 +715,12 @@ async fn lanes_carry_input_and_output_limits_only_when_given() {
 async fn successes_count_per_lane() {
     let p = Pacer::new(cfg(Some(600), Some(100_000)));
     let (a, b) = (p.lane(Some("a")), p.lane(Some("b")));
-    p.succeeded(a, 30, Some((10, 12)));
+    let settle = Settle {
+        reserved: 10,
+        input: 12,
+        cache_reads: 0,
+    };
+    p.succeeded(a, 30, Some(settle));
     p.succeeded(a, 20, None);
     p.succeeded(b, 5, None);
     let before = p.lane_counts();
