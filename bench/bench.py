@@ -238,7 +238,7 @@ def write_messages_input(path, n, prompt_words, max_tokens):
                                 "body": body}, separators=(",", ":")) + "\n")
 
 
-def anthropic_bound(binding, seconds=30):
+def anthropic_bound(binding, seconds=30, window="second", given=False):
     """Native Messages lines against the fake Anthropic API, RPM, ITPM and
     OTPM all in force (the two that do not bind at 10x what the run needs),
     enforced per second, 200 ms latency, no limits given (learned from the
@@ -247,8 +247,17 @@ def anthropic_bound(binding, seconds=30):
     os.makedirs(OUT, exist_ok=True)
     words, max_tokens = {"rpm": (8, 16), "itpm": (470, 16), "otpm": (8, 95)}[binding]
     limits = {"rpm": 3000, "itpm": 300000, "otpm": 60000}
-    mock, url = start_mock(["--per-second", "--latency-ms", "200"]
-                           + [f"--{k}={v if k == binding else v * 40}" for k, v in limits.items()])
+    window_args = ["--per-second"] if window == "second" else []
+    limits = {k: v if k == binding else v * 40 for k, v in limits.items()}
+    mock, url = start_mock(window_args + ["--latency-ms", "200"]
+                           + [f"--{k}={v}" for k, v in limits.items()])
+    run_args = []
+    if given:
+        # The limits page's three figures, given as batchling's limits file.
+        path = os.path.join(OUT, "anthropic-limits.toml")
+        with open(path, "w") as f:
+            f.write("[default]\n" + "".join(f"{k} = {v}\n" for k, v in limits.items()))
+        run_args = ["--limits", path]
     try:
         inp = os.path.join(OUT, f"anthropic-{binding}.jsonl")
         write_messages_input(inp, 1, words, max_tokens)
@@ -259,13 +268,14 @@ def anthropic_bound(binding, seconds=30):
         per_s = (limits[binding] // 60) // charged
         n = per_s * seconds
         write_messages_input(inp, n, words, max_tokens)
-        s = run_anthropic(url, inp, [])
+        s = run_anthropic(url, inp, run_args)
         stats = mock_stats(url)
     finally:
         mock.terminate()
         mock.wait()
     ideal = n / per_s
-    return {"scenario": f"anthropic-{binding}-bound", "requests": s["requests"], "succeeded": s["succeeded"],
+    how = "given" if given else "learned"
+    return {"scenario": f"anthropic-{binding}-bound-per-{window}-{how}", "requests": s["requests"], "succeeded": s["succeeded"],
             "429s": s["rate_limited"], "makespan_s": round(s["elapsed_s"], 2), "ideal_s": round(ideal, 2),
             "ratio": round(ideal / s["elapsed_s"], 4), "per_second": per_s, "charged_per_request": charged,
             "mock_429s": stats["rate_limited"], "cpu_s": round(s["_cpu"], 2)}
@@ -333,9 +343,18 @@ SCENARIOS = {
     "token-sizes-exact": lambda: token_sizes("exact"),
     "token-sizes-openai": lambda: token_sizes("openai"),
     # Issue #16: the fake Anthropic API, each limit binding in turn; a 529 storm.
-    "anthropic-rpm": lambda: anthropic_bound("rpm"),
-    "anthropic-itpm": lambda: anthropic_bound("itpm"),
-    "anthropic-otpm": lambda: anthropic_bound("otpm"),
+    "anthropic-rpm": lambda: anthropic_bound("rpm", given=True),
+    "anthropic-itpm": lambda: anthropic_bound("itpm", given=True),
+    "anthropic-otpm": lambda: anthropic_bound("otpm", given=True),
+    # Limits learned from the headers (a slow start first, as for OpenAI).
+    "anthropic-rpm-learned": lambda: anthropic_bound("rpm"),
+    "anthropic-itpm-learned": lambda: anthropic_bound("itpm"),
+    "anthropic-otpm-learned": lambda: anthropic_bound("otpm"),
+    # The same with the fake's per-minute windows (Anthropic describes a
+    # bucket refilled all along, not per-second windows).
+    "anthropic-rpm-minute": lambda: anthropic_bound("rpm", window="minute"),
+    "anthropic-itpm-minute": lambda: anthropic_bound("itpm", window="minute"),
+    "anthropic-otpm-minute": lambda: anthropic_bound("otpm", window="minute"),
     "anthropic-529": lambda: anthropic_529_storm(),
 }
 

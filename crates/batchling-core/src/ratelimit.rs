@@ -33,6 +33,11 @@ pub struct RateLimitSnapshot {
     pub input_tokens: LimitReading,
     /// Output tokens per minute (Anthropic's OTPM; OpenAI sends none).
     pub output_tokens: LimitReading,
+    /// The resets were whole-second instants (Anthropic's RFC 3339
+    /// timestamps), so each may be up to a second off: they cannot tell
+    /// one second's window from the next (the pacer then neither learns a
+    /// charge ratio nor holds to `remaining` from them).
+    pub coarse_resets: bool,
 }
 
 impl RateLimitSnapshot {

@@ -267,19 +267,21 @@ impl Limit {
                 // Our count has it, the provider's does not: the open pair
                 // would be a lie.
                 self.charge.forget_pair();
-            } else if self.dim.learns_charge() {
+            } else if self.dim.learns_charge() && !seen.snapshot.coarse_resets {
                 let sent = self.dim.total(seen.stamp.sent);
                 self.charge.observe(sent, seen.stamp.at, reading, limit);
             }
         }
-        self.hold_to_remaining(reading, seen, utilisation);
+        if !seen.snapshot.coarse_resets {
+            self.hold_to_remaining(reading, seen, utilisation);
+        }
     }
 
     /// A remaining count lower than what we would send before the reset
     /// means someone else shares the budget, or our view is off: send no
-    /// more than that until the reset. Providers work `remaining` out when
-    /// they admit a request, so what was sent since then is spent from it,
-    /// and the reset runs from then.
+    /// more than that until the reset (or for a window, the shorter).
+    /// Providers work `remaining` out when they admit a request, so what
+    /// was sent since then is spent from it, and the reset runs from then.
     fn hold_to_remaining(&mut self, reading: &LimitReading, seen: Observed<'_>, utilisation: f64) {
         let (Some(remaining), Some(reset), Some(rate)) = (
             reading.remaining,
@@ -288,7 +290,11 @@ impl Limit {
         ) else {
             return;
         };
-        let until = seen.stamp.at.unwrap_or(seen.now) + reset;
+        // At most a window ahead: a token bucket's reset is the time to
+        // refill it all, while it refills all along (the spacing sends
+        // what refills), and a reset in whole seconds may overshoot the
+        // window it describes; every answer renews the hold.
+        let until = (seen.stamp.at.unwrap_or(seen.now) + reset).min(seen.now + WINDOW);
         if until <= seen.now {
             return;
         }

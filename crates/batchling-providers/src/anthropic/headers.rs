@@ -60,6 +60,7 @@ fn rate_limits_at<H: HeaderLookup + ?Sized>(headers: &H, now: u64) -> RateLimitS
         tokens: reading(headers, &TOKENS, now),
         input_tokens: reading(headers, &INPUT_TOKENS, now),
         output_tokens: reading(headers, &OUTPUT_TOKENS, now),
+        coarse_resets: true,
     }
 }
 
