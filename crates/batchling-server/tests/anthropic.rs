@@ -215,10 +215,15 @@ async fn native_messages_lines_are_forwarded_byte_for_byte_and_answered_as_messa
             )
         })
         .collect();
+    // The last line in Anthropic's own batch-file form (`params`).
     let lines: String = (bodies.iter().enumerate())
-        .map(|(i, body)| {
-            format!(r#"{{"custom_id":"n{i}","method":"POST","url":"/v1/messages","body":{body}}}"#)
-                + "\n"
+        .map(|(i, body)| match i {
+            2 => format!(r#"{{"custom_id":"n{i}","params":{body}}}"#) + "\n",
+            _ => {
+                format!(
+                    r#"{{"custom_id":"n{i}","method":"POST","url":"/v1/messages","body":{body}}}"#
+                ) + "\n"
+            }
         })
         .collect();
     let (b, out) = env.run(&lines, "/v1/messages").await;
