@@ -669,6 +669,13 @@ pub(crate) struct ServeArgs {
     /// upstream.
     #[arg(long = "header", conflicts_with = "config", value_name = "'K: V'", value_parser = header)]
     pub(crate) headers: Vec<(String, String)>,
+
+    /// With --provider anthropic: leave out (or clamp) a field of an OpenAI
+    /// chat line that Anthropic cannot take, with a warning in the answer
+    /// (x_batchling.warnings), instead of failing the line. In a --config
+    /// file: lenient = true per upstream.
+    #[arg(long, conflicts_with = "config")]
+    pub(crate) lenient: bool,
 }
 
 // Value parsers: each flag value's own check and its message, once. Checks

@@ -659,6 +659,12 @@ fn upstream_from_flags(
             "--provider anthropic: ${key_var} is not set; Anthropic refuses every request without a key (set it, or name another variable with --api-key-env)"
         );
     }
+    if a.lenient && provider != ProviderKind::Anthropic {
+        bail!(
+            "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic"
+        );
+    }
+    up.lenient = a.lenient;
     up.headers = a.headers.clone();
     up.rpm = a.rpm;
     up.tpm = a.tpm;
@@ -963,8 +969,10 @@ mod tests {
         assert_eq!(up.api_key.as_ref().unwrap().expose(), "sk-ant");
         assert_eq!(up.models, ["*"], "the one upstream serves every model");
         assert_eq!(up.headers, [("anthropic-beta".into(), "b1".into())]);
-        let s = resolve(&["--base-url", "http://127.0.0.1:9"], &env).unwrap();
+        assert!(!up.lenient, "strict by default");
+        let s = resolve(&["--base-url", "http://127.0.0.1:9", "--lenient"], &env).unwrap();
         assert_eq!(s.config.upstreams[0].base_url, "http://127.0.0.1:9");
+        assert!(s.config.upstreams[0].lenient);
         // No key: refused before starting, naming the variable.
         let e = resolve(&[], &|_| None).unwrap_err().to_string();
         assert!(e.contains("$ANTHROPIC_API_KEY is not set"), "{e}");

@@ -29,6 +29,7 @@
 //! api_key_env = "ANTHROPIC_API_KEY"         # required for this kind
 //! models = ["claude-*"]                     # this kind's default
 //! anthropic_version = "2023-06-01"          # the default
+//! lenient = false                           # true: drop untranslatable fields, with warnings
 //! headers = { "anthropic-beta" = "..." }    # passed through
 //! ```
 //!
@@ -173,6 +174,10 @@ pub struct UpstreamConfig {
     pub kind: UpstreamKind,
     /// `anthropic-version` (kind anthropic; `None`: the client's default).
     pub anthropic_version: Option<String>,
+    /// Kind anthropic: leave out (or clamp) a field of an OpenAI chat line
+    /// that Anthropic cannot take, with a warning in the answer, instead of
+    /// failing the line.
+    pub lenient: bool,
     /// Base URL: including `/v1` for OpenAI (as its SDKs take it), with or
     /// without it for Anthropic.
     pub base_url: String,
@@ -204,6 +209,7 @@ impl UpstreamConfig {
             name: name.into(),
             kind: UpstreamKind::OpenAi,
             anthropic_version: None,
+            lenient: false,
             base_url: base_url.into(),
             api_key: None,
             models: vec!["*".into()],
@@ -277,6 +283,7 @@ struct FileUpstream {
     api_key_env: Option<Spanned<String>>,
     models: Option<Vec<String>>,
     anthropic_version: Option<Spanned<String>>,
+    lenient: Option<Spanned<bool>>,
     rpm: Option<u64>,
     tpm: Option<u64>,
     limits: Option<PathBuf>,
@@ -434,6 +441,13 @@ fn upstream(
         }
         up.anthropic_version = Some(v.get_ref().clone());
     }
+    if let Some(l) = &u.lenient {
+        if kind != UpstreamKind::Anthropic {
+            let what = "only an upstream of kind = \"anthropic\" takes it (it is about translating OpenAI lines)";
+            return Err(field_error(text, l, name, "lenient", what));
+        }
+        up.lenient = *l.get_ref();
+    }
     up.models = models;
     up.rpm = u.rpm;
     up.tpm = u.tpm;
@@ -580,13 +594,14 @@ mod tests {
 
     #[test]
     fn an_anthropic_upstream_from_the_file() {
-        let text = "[[upstream]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\napi_key_env = \"AK\"\nanthropic_version = \"2024-01-01\"\nheaders = { \"anthropic-beta\" = \"b1\" }\n";
+        let text = "[[upstream]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\napi_key_env = \"AK\"\nanthropic_version = \"2024-01-01\"\nlenient = true\nheaders = { \"anthropic-beta\" = \"b1\" }\n";
         let getenv = |v: &str| (v == "AK").then(|| "sk-ant".to_owned());
         let ok = load_str("c.toml", text, getenv).unwrap();
         let up = &ok.upstreams[0];
         assert_eq!(up.kind, UpstreamKind::Anthropic);
         assert_eq!(up.models, ["claude-*"], "Claude by default");
         assert_eq!(up.anthropic_version.as_deref(), Some("2024-01-01"));
+        assert!(up.lenient);
         assert_eq!(up.headers, [("anthropic-beta".into(), "b1".into())]);
         assert_eq!(up.api_key.as_ref().unwrap().expose(), "sk-ant");
         // An OpenAI upstream still serves everything by default.
@@ -625,6 +640,13 @@ mod tests {
         let e = err(&format!("{head}anthropic_version = \"2023-06-01\"\n"));
         assert!(
             e.contains("line 4, upstream \"claude\", anthropic_version: only an upstream of kind = \"anthropic\""),
+            "{e}"
+        );
+        let e = err(&format!("{head}lenient = true\n"));
+        assert!(
+            e.contains(
+                "line 4, upstream \"claude\", lenient: only an upstream of kind = \"anthropic\""
+            ),
             "{e}"
         );
         let e = err(&format!("{head}kind = 3\n"));

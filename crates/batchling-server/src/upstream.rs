@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use batchling_engine::{PacerConfig, SharedLimits};
+use batchling_providers::anthropic::translate::{Mode, RequestOptions};
 use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig};
 use batchling_providers::openai::{ClientConfig, OpenAiClient};
 use batchling_providers::{Answer, Attempt, Outgoing, Provider, ProviderError, Verdict};
@@ -57,7 +58,14 @@ impl Client {
                     timeout: config.timeout,
                     pool_size: config.concurrency,
                     max_response_bytes: config.max_response_bytes,
-                    translation: defaults.translation,
+                    translation: RequestOptions {
+                        mode: if config.lenient {
+                            Mode::Lenient
+                        } else {
+                            Mode::Strict
+                        },
+                        ..defaults.translation
+                    },
                     http2: defaults.http2,
                 })?)
             }

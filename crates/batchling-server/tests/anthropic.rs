@@ -287,3 +287,67 @@ async fn a_claude_model_with_no_anthropic_upstream_fails_validation_with_its_lin
     assert_eq!(err["line"], 2);
     assert_eq!(env.mock.stats().ok, 0, "nothing is sent");
 }
+
+#[tokio::test]
+async fn a_field_anthropic_cannot_take_fails_its_line_unless_the_upstream_is_lenient() {
+    let line = |id: &str| {
+        json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+               "body": {"model": "claude-haiku-4-5", "max_tokens": 8, "n": 2,
+                        "messages": [{"role": "user", "content": "hi"}]}})
+        .to_string()
+            + "\n"
+    };
+    let lines = chat_line("ok", "claude-haiku-4-5", "hi") + &line("n2");
+    let env = start(|_, claude| vec![claude]).await;
+    let (b, out) = env.run(&lines, "/v1/chat/completions").await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 2, "completed": 1, "failed": 1})
+    );
+    assert_eq!(out[0]["custom_id"], "ok");
+    let errors = b["error_file_id"].as_str().unwrap();
+    let r = env.http.get(env.url(&format!("/files/{errors}/content")));
+    let text = r
+        .bearer_auth(CLIENT)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let err: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(err["custom_id"], "n2");
+    assert_eq!(err["error"]["code"], "invalid_request");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`n` cannot be translated"),
+        "names the field: {err}"
+    );
+    assert_eq!(
+        env.mock.stats().ok,
+        1,
+        "the line that cannot be translated is not sent"
+    );
+
+    let env = start(|_, mut claude| {
+        claude.lenient = true;
+        vec![claude]
+    })
+    .await;
+    let (b, out) = env.run(&lines, "/v1/chat/completions").await;
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 2, "completed": 2, "failed": 0}),
+        "{b}"
+    );
+    let body = &out[1]["response"]["body"];
+    assert_eq!(body["object"], "chat.completion");
+    assert!(
+        !body["x_batchling"]["warnings"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{body}"
+    );
+}
