@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use batchling_mock::{MockConfig, MockServer};
+use batchling_mock::{Faults, MockConfig, MockServer};
 use batchling_providers::ApiKey;
 use batchling_server::Server;
 use batchling_server::config::{ServeConfig, UpstreamConfig};
@@ -28,8 +28,18 @@ struct Env {
 async fn start(
     upstreams: impl FnOnce(UpstreamConfig, UpstreamConfig) -> Vec<UpstreamConfig>,
 ) -> Env {
+    start_on(MockConfig::default(), |_| {}, upstreams).await
+}
+
+/// [`start`] on a fake provider set up with `mock`, the server's settings
+/// changed by `tweak`.
+async fn start_on(
+    mock: MockConfig,
+    tweak: impl FnOnce(&mut ServeConfig),
+    upstreams: impl FnOnce(UpstreamConfig, UpstreamConfig) -> Vec<UpstreamConfig>,
+) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mock = MockServer::start(MockConfig::default(), "127.0.0.1:0".parse().unwrap())
+    let mock = MockServer::start(mock, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     mock.require_anthropic_key(Some(ANTHROPIC_KEY));
@@ -42,6 +52,7 @@ async fn start(
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServeConfig::new(dir.path().to_owned(), upstreams(openai, claude));
     cfg.auth_keys = vec![ApiKey::new(CLIENT)];
+    tweak(&mut cfg);
     let server = Server::start(cfg, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("server starts");
@@ -349,5 +360,54 @@ async fn a_field_anthropic_cannot_take_fails_its_line_unless_the_upstream_is_len
             .unwrap()
             .is_empty(),
         "{body}"
+    );
+}
+
+#[tokio::test]
+async fn claude_limits_are_learned_from_its_headers_and_529s_retried_with_none_answered_twice() {
+    let mock = MockConfig {
+        rpm: Some(6000),
+        faults: Faults {
+            overloaded: 0.2,
+            ..Faults::default()
+        },
+        ..MockConfig::default()
+    };
+    let env = start_on(mock, |c| c.max_attempts = 12, |_, claude| vec![claude]).await;
+    let lines: String = (0..30)
+        .map(|i| chat_line(&format!("c{i}"), "claude-haiku-4-5", &format!("q {i}")))
+        .collect();
+    let (b, out) = env.run(&lines, "/v1/chat/completions").await;
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 30, "completed": 30, "failed": 0}),
+        "{b}"
+    );
+    let ids: Vec<_> = out
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+    assert_eq!(ids, want, "every line once, in order");
+    assert_eq!(env.mock.stats().ok, 30, "none answered twice");
+    let root = env.server.base_url().trim_end_matches("/v1").to_owned();
+    let r = env
+        .http
+        .get(format!("{root}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = r.text().await.unwrap();
+    assert!(
+        metrics.contains("batchling_upstream_limit_rpm{upstream=\"claude\"} 6000"),
+        "the RPM limit learned from anthropic-ratelimit-requests-limit: {metrics}"
+    );
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("batchling_upstream_errors_total{upstream=\"claude\"} "))
+        .unwrap();
+    assert!(
+        errors.parse::<f64>().unwrap() > 0.0,
+        "the 529s were seen: {metrics}"
     );
 }
