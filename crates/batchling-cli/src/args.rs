@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::settings::env;
-
 /// Get thousands to millions of LLM API requests answered: paced to the
 /// provider's limits, retried, each exactly once.
 #[derive(Debug, Parser)]
@@ -575,14 +573,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "batchling-data", value_name = "DIR")]
     pub(crate) data_dir: PathBuf,
 
-    /// Upstream base URL including /v1 [default: $OPENAI_BASE_URL].
+    /// Upstream base URL including /v1 [default: $OPENAI_BASE_URL; with
+    /// --provider anthropic $ANTHROPIC_BASE_URL, else Anthropic's API].
     #[arg(long, conflicts_with_all = ["config", "mock"])]
     pub(crate) base_url: Option<String>,
 
     /// Name of the environment variable holding the upstream's API key (none
-    /// is sent when it is unset).
-    #[arg(long, default_value = env::OPENAI_API_KEY, value_name = "NAME")]
-    pub(crate) api_key_env: String,
+    /// is sent when it is unset) [default: OPENAI_API_KEY; ANTHROPIC_API_KEY
+    /// with --provider anthropic].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) api_key_env: Option<String>,
 
     /// The upstream's requests-per-minute limit [default: learned from its
     /// headers].
@@ -655,6 +655,27 @@ pub(crate) struct ServeArgs {
     /// Log format on stderr (RUST_LOG filters, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+
+    // The upstream's API (Anthropic): kept together.
+    /// The API the one upstream speaks: openai (OpenAI and compatible
+    /// servers) or anthropic (Claude's Messages API: OpenAI chat lines are
+    /// translated and answered as chat.completion objects, /v1/messages
+    /// lines forwarded). In a --config file: kind per upstream.
+    #[arg(long, value_enum, conflicts_with = "config", default_value_t = ProviderArg::Openai)]
+    pub(crate) provider: ProviderArg,
+
+    /// Extra header sent with every upstream request, as 'Name: value'
+    /// (repeatable; anthropic-beta, say). In a --config file: headers per
+    /// upstream.
+    #[arg(long = "header", conflicts_with = "config", value_name = "'K: V'", value_parser = header)]
+    pub(crate) headers: Vec<(String, String)>,
+
+    /// With --provider anthropic: leave out (or clamp) a field of an OpenAI
+    /// chat line that Anthropic cannot take, with a warning in the answer
+    /// (x_batchling.warnings), instead of failing the line. In a --config
+    /// file: lenient = true per upstream.
+    #[arg(long, conflicts_with = "config")]
+    pub(crate) lenient: bool,
 }
 
 // Value parsers: each flag value's own check and its message, once. Checks

@@ -621,27 +621,51 @@ fn limits_file(path: &Path, notes: &mut Vec<String>) -> Result<LimitsFile> {
     Ok(file)
 }
 
-/// The one upstream `serve` is given by flags (no `--config`).
+/// The one upstream `serve` is given by flags (no `--config`): of the
+/// kind `--provider` names, with its key and base URL variables.
 fn upstream_from_flags(
     a: &ServeArgs,
     getenv: &impl Fn(&str) -> Option<String>,
 ) -> Result<UpstreamConfig> {
+    let provider = match a.provider {
+        ProviderArg::Openai => ProviderKind::OpenAi,
+        ProviderArg::Anthropic => ProviderKind::Anthropic,
+    };
+    let (key_var, base_var) = provider.env();
     let base = a
         .base_url
         .clone()
-        .or_else(|| getenv(env::OPENAI_BASE_URL).filter(|s| !s.trim().is_empty()));
-    let base = match (base, a.mock) {
-        (Some(b), _) => b,
+        .or_else(|| getenv(base_var).filter(|s| !s.trim().is_empty()));
+    let base = match (base, a.mock, provider) {
+        (Some(b), _, _) => b,
         // Replaced by the fake provider's URL once it has started.
-        (None, true) => String::new(),
-        (None, false) => bail!(
+        (None, true, _) => String::new(),
+        (None, false, ProviderKind::Anthropic) => provider.default_base().to_owned(),
+        (None, false, ProviderKind::OpenAi) => bail!(
             "no upstream: give --base-url URL (or $OPENAI_BASE_URL), --config FILE for several, or --mock to try the API on the built-in fake provider"
         ),
     };
-    let mut up = UpstreamConfig::new(if a.mock { "mock" } else { "default" }, &base);
-    up.api_key = getenv(&a.api_key_env)
+    let name = if a.mock { "mock" } else { "default" };
+    let mut up = match provider {
+        ProviderKind::OpenAi => UpstreamConfig::new(name, &base),
+        ProviderKind::Anthropic => UpstreamConfig::anthropic(name, &base),
+    };
+    let key_var = a.api_key_env.as_deref().unwrap_or(key_var);
+    up.api_key = getenv(key_var)
         .filter(|k| !k.trim().is_empty())
         .map(ApiKey::new);
+    if provider == ProviderKind::Anthropic && up.api_key.is_none() && !a.mock {
+        bail!(
+            "--provider anthropic: ${key_var} is not set; Anthropic refuses every request without a key (set it, or name another variable with --api-key-env)"
+        );
+    }
+    if a.lenient && provider != ProviderKind::Anthropic {
+        bail!(
+            "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic"
+        );
+    }
+    up.lenient = a.lenient;
+    up.headers = a.headers.clone();
     up.rpm = a.rpm;
     up.tpm = a.tpm;
     if let Some(path) = &a.limits_file {
@@ -922,6 +946,60 @@ mod tests {
             Some(99),
             "the flag, which wins over the file's default"
         );
+    }
+
+    #[test]
+    fn serve_provider_anthropic_is_one_claude_upstream() {
+        let resolve = |extra: &[&str], getenv: &dyn Fn(&str) -> Option<String>| {
+            let mut args = vec!["batchling", "serve", "--no-auth", "--provider", "anthropic"];
+            args.extend_from_slice(extra);
+            let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not the serve command")
+            };
+            ServeSettings::resolve(*a, getenv)
+        };
+        let env = |v: &str| (v == "ANTHROPIC_API_KEY").then(|| "sk-ant".to_owned());
+        let s = resolve(&["--header", "anthropic-beta: b1"], &env).unwrap();
+        let up = &s.config.upstreams[0];
+        assert_eq!(up.kind, serve_config::UpstreamKind::Anthropic);
+        assert_eq!(
+            up.base_url,
+            batchling_providers::anthropic::client::DEFAULT_BASE_URL
+        );
+        assert_eq!(up.api_key.as_ref().unwrap().expose(), "sk-ant");
+        assert_eq!(up.models, ["*"], "the one upstream serves every model");
+        assert_eq!(up.headers, [("anthropic-beta".into(), "b1".into())]);
+        assert!(!up.lenient, "strict by default");
+        let s = resolve(&["--base-url", "http://127.0.0.1:9", "--lenient"], &env).unwrap();
+        assert_eq!(s.config.upstreams[0].base_url, "http://127.0.0.1:9");
+        assert!(s.config.upstreams[0].lenient);
+        // No key: refused before starting, naming the variable.
+        let e = resolve(&[], &|_| None).unwrap_err().to_string();
+        assert!(e.contains("$ANTHROPIC_API_KEY is not set"), "{e}");
+        let e = resolve(&["--api-key-env", "MY_KEY"], &env).unwrap_err();
+        assert!(e.to_string().contains("$MY_KEY is not set"), "{e}");
+        // --mock needs none (the fake's key is filled in at start).
+        assert!(resolve(&["--mock"], &|_| None).is_ok());
+        // OpenAI stays the default, with its variables.
+        let Command::Serve(a) = Cli::try_parse_from([
+            "batchling",
+            "serve",
+            "--no-auth",
+            "--base-url",
+            "http://x/v1",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not the serve command")
+        };
+        let s =
+            ServeSettings::resolve(*a, |v| (v == "OPENAI_API_KEY").then(|| "sk".into())).unwrap();
+        assert_eq!(
+            s.config.upstreams[0].kind,
+            serve_config::UpstreamKind::OpenAi
+        );
+        assert!(s.config.upstreams[0].api_key.is_some());
     }
 
     #[test]

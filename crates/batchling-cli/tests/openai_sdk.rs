@@ -96,6 +96,48 @@ fn the_official_openai_sdk_works_against_batchling_serve() {
     assert!(log.contains("shutting down"), "{log}");
 }
 
+/// Issue #16: `serve --mock --provider anthropic` in front of the fake's
+/// Messages API; `scripts/openai-sdk/claude_test.py` uploads OpenAI batch
+/// files naming Claude models and reads the answers with the SDK's
+/// `ChatCompletion` (and a native `/v1/messages` batch's message objects).
+#[test]
+fn the_official_openai_sdk_reads_claude_answers_through_serve() {
+    let Some(python) = sdk_python() else { return };
+
+    let dir = tempfile::tempdir().unwrap();
+    let serve_log = dir.path().join("serve.log");
+    let (_serve, url) = start(
+        &[
+            "serve",
+            "--mock",
+            "--provider",
+            "anthropic",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--auth-keys-env",
+            "SDK_CLAUDE_KEYS",
+        ],
+        &[("SDK_CLAUDE_KEYS", "sdk-claude-key")],
+        &serve_log,
+    );
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let o = Command::new(&python)
+        .arg(repo().join("scripts/openai-sdk/claude_test.py"))
+        .args([&url, "sdk-claude-key", work.to_str().unwrap()])
+        .output()
+        .expect("run the client script");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && stdout.trim_end().ends_with("OK"),
+        "claude_test.py failed\nstdout: {stdout}\nstderr: {}\nserver log tail: {}",
+        String::from_utf8_lossy(&o.stderr),
+        log_tail(&serve_log)
+    );
+}
+
 /// Issue #13: the README's Python snippet for `serve`, run as written (only
 /// the port differs: the server picks a free one) against the server it
 /// names, `serve --mock` with the key of the snippet.

@@ -142,7 +142,7 @@ pub(crate) async fn create(
     let input_file_id = required_str(&body, "input_file_id")?;
     let endpoint = required_str(&body, "endpoint")?;
     let window = required_str(&body, "completion_window")?;
-    check_endpoint(endpoint)?;
+    check_endpoint(&state, endpoint)?;
     if window != "24h" {
         return Err(ApiError::bad_request(
             format!("Invalid 'completion_window': {window:?}; the only supported value is \"24h\""),
@@ -171,12 +171,16 @@ pub(crate) async fn create(
     Ok(axum::Json(render(&state, &row)).into_response())
 }
 
-/// Refuse an endpoint this server does not run batches for.
-fn check_endpoint(endpoint: &str) -> ApiResult<()> {
-    if Endpoint::ALL.iter().any(|e| e.path() == endpoint) {
+/// Refuse an endpoint this server does not run batches for: OpenAI's
+/// batch endpoints, and `/v1/messages` (native Anthropic lines) when an
+/// upstream speaks it.
+fn check_endpoint(state: &Shared, endpoint: &str) -> ApiResult<()> {
+    let spoken = |e: &Endpoint| (state.runner.upstreams().iter()).any(|u| u.config.kind.speaks(*e));
+    let known: Vec<Endpoint> = Endpoint::EVERY.into_iter().filter(spoken).collect();
+    if known.iter().any(|e| e.path() == endpoint) {
         return Ok(());
     }
-    let known: Vec<_> = Endpoint::ALL.iter().map(|e| e.path()).collect();
+    let known: Vec<_> = known.iter().map(|e| e.path()).collect();
     Err(ApiError::bad_request(
         format!(
             "Invalid 'endpoint': {endpoint:?}; this server runs batches for {}",

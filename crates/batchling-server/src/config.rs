@@ -21,6 +21,16 @@
 //! rpm = 5000
 //! tpm = 2000000
 //! limits = "openai-limits.toml"             # per model and family (`batchling run --limits`)
+//!
+//! [[upstream]]
+//! name = "claude"
+//! kind = "anthropic"                        # Anthropic's Messages API
+//! base_url = "https://api.anthropic.com"
+//! api_key_env = "ANTHROPIC_API_KEY"         # required for this kind
+//! models = ["claude-*"]                     # this kind's default
+//! anthropic_version = "2023-06-01"          # the default
+//! lenient = false                           # true: drop untranslatable fields, with warnings
+//! headers = { "anthropic-beta" = "..." }    # passed through
 //! ```
 //!
 //! A `limits` path is read relative to the config file's directory.
@@ -29,8 +39,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use batchling_core::Endpoint;
 use batchling_providers::ApiKey;
 use serde::Deserialize;
+use toml::Spanned;
 
 /// The default upload cap (OpenAI's Batch API limit).
 pub const DEFAULT_MAX_UPLOAD: u64 = 200 * 1024 * 1024;
@@ -119,12 +131,55 @@ impl ServeConfig {
     }
 }
 
+/// The API an upstream speaks. Only the client is built from it: the
+/// runner, pacer and journal treat every upstream alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamKind {
+    /// OpenAI's API, or a server compatible with it (every OpenAI batch
+    /// endpoint).
+    #[default]
+    OpenAi,
+    /// Anthropic's Messages API: `/v1/chat/completions` lines translated to
+    /// Messages and the answers back to `chat.completion`s, `/v1/messages`
+    /// lines forwarded as they are.
+    Anthropic,
+}
+
+impl UpstreamKind {
+    /// Its name in a config file (`kind = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamKind::OpenAi => "openai",
+            UpstreamKind::Anthropic => "anthropic",
+        }
+    }
+
+    /// Whether an upstream of this kind can answer lines for `endpoint`.
+    pub fn speaks(self, endpoint: Endpoint) -> bool {
+        match self {
+            UpstreamKind::OpenAi => Endpoint::ALL.contains(&endpoint),
+            UpstreamKind::Anthropic => {
+                matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages)
+            }
+        }
+    }
+}
+
 /// One upstream server.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// Its name in metrics and logs.
     pub name: String,
-    /// Base URL including `/v1`.
+    /// The API it speaks.
+    pub kind: UpstreamKind,
+    /// `anthropic-version` (kind anthropic; `None`: the client's default).
+    pub anthropic_version: Option<String>,
+    /// Kind anthropic: leave out (or clamp) a field of an OpenAI chat line
+    /// that Anthropic cannot take, with a warning in the answer, instead of
+    /// failing the line.
+    pub lenient: bool,
+    /// Base URL: including `/v1` for OpenAI (as its SDKs take it), with or
+    /// without it for Anthropic.
     pub base_url: String,
     /// Its API key, if it needs one.
     pub api_key: Option<ApiKey>,
@@ -152,6 +207,9 @@ impl UpstreamConfig {
     pub fn new(name: &str, base_url: &str) -> Self {
         UpstreamConfig {
             name: name.into(),
+            kind: UpstreamKind::OpenAi,
+            anthropic_version: None,
+            lenient: false,
             base_url: base_url.into(),
             api_key: None,
             models: vec!["*".into()],
@@ -162,6 +220,14 @@ impl UpstreamConfig {
             timeout: Duration::from_secs(600),
             headers: Vec::new(),
             max_response_bytes: batchling_providers::openai::DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// An Anthropic upstream serving every model, with defaults.
+    pub fn anthropic(name: &str, base_url: &str) -> Self {
+        UpstreamConfig {
+            kind: UpstreamKind::Anthropic,
+            ..UpstreamConfig::new(name, base_url)
         }
     }
 
@@ -212,10 +278,12 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileUpstream {
     name: String,
+    kind: Option<Spanned<String>>,
     base_url: String,
-    api_key_env: Option<String>,
-    #[serde(default = "every_model")]
-    models: Vec<String>,
+    api_key_env: Option<Spanned<String>>,
+    models: Option<Vec<String>>,
+    anthropic_version: Option<Spanned<String>>,
+    lenient: Option<Spanned<bool>>,
     rpm: Option<u64>,
     tpm: Option<u64>,
     limits: Option<PathBuf>,
@@ -226,8 +294,12 @@ struct FileUpstream {
     headers: std::collections::BTreeMap<String, String>,
 }
 
-fn every_model() -> Vec<String> {
-    vec!["*".into()]
+/// `models` when a table gives none: everything, or for Anthropic Claude.
+fn default_models(kind: UpstreamKind) -> Vec<String> {
+    match kind {
+        UpstreamKind::OpenAi => vec!["*".into()],
+        UpstreamKind::Anthropic => vec!["claude-*".into()],
+    }
 }
 
 /// What a config file gives: the upstreams and, optionally, the name of the
@@ -282,7 +354,7 @@ pub fn load_str(
             ),
             None => None,
         };
-        let mut up = upstream(u, &getenv).map_err(invalid)?;
+        let mut up = upstream(u, text, &getenv).map_err(invalid)?;
         up.limits_file = limits;
         upstreams.push(up);
     }
@@ -292,16 +364,43 @@ pub fn load_str(
     })
 }
 
+/// The 1-based line of a byte offset in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// An error about one field of an upstream's table: its line, the upstream
+/// and the field.
+fn field_error<T>(text: &str, at: &Spanned<T>, upstream: &str, field: &str, what: &str) -> String {
+    let line = line_at(text, at.span().start);
+    format!("line {line}, upstream {upstream:?}, {field}: {what}")
+}
+
+/// The `kind` of a table, checked.
+fn kind_of(text: &str, u: &FileUpstream) -> Result<UpstreamKind, String> {
+    let Some(kind) = &u.kind else {
+        return Ok(UpstreamKind::OpenAi);
+    };
+    [UpstreamKind::OpenAi, UpstreamKind::Anthropic]
+        .into_iter()
+        .find(|k| k.name() == kind.get_ref())
+        .ok_or_else(|| {
+            let what = format!(
+                "{:?} is not a kind of upstream; use \"openai\" (the default: OpenAI and compatible servers) or \"anthropic\" (Anthropic's Messages API)",
+                kind.get_ref()
+            );
+            field_error(text, kind, &u.name, "kind", &what)
+        })
+}
+
 /// The TOML, of the expected shape; an error names its line when known.
 fn parse(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e: toml::de::Error| {
-        let line = e.span().map(|s| {
-            text.as_bytes()[..s.start.min(text.len())]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1
-        });
+        let line = e.span().map(|s| line_at(text, s.start));
         match line {
             Some(l) => format!("line {l}: {}", e.message()),
             None => e.message().to_owned(),
@@ -312,10 +411,13 @@ fn parse(text: &str) -> Result<FileConfig, String> {
 /// One `[[upstream]]` table, checked, with its key read through `getenv`.
 fn upstream(
     u: FileUpstream,
+    text: &str,
     getenv: impl Fn(&str) -> Option<String>,
 ) -> Result<UpstreamConfig, String> {
+    let kind = kind_of(text, &u)?;
     let name = &u.name;
-    if u.models.is_empty() {
+    let models = u.models.clone().unwrap_or_else(|| default_models(kind));
+    if models.is_empty() {
         return Err(format!(
             "upstream {name:?}: models is empty, so it would never be used"
         ));
@@ -326,12 +428,27 @@ fn upstream(
         ));
     }
     let mut up = UpstreamConfig::new(name, &u.base_url);
-    if let Some(var) = &u.api_key_env {
-        let key = getenv(var).filter(|k| !k.is_empty());
-        let key = key.ok_or_else(|| format!("upstream {name:?}: ${var} is not set"))?;
-        up.api_key = Some(ApiKey::new(key));
+    up.kind = kind;
+    up.api_key = api_key(text, &u, kind, getenv)?;
+    if let Some(v) = &u.anthropic_version {
+        if kind != UpstreamKind::Anthropic {
+            let what = "only an upstream of kind = \"anthropic\" takes it";
+            return Err(field_error(text, v, name, "anthropic_version", what));
+        }
+        if v.get_ref().trim().is_empty() {
+            let what = "empty; leave it out for the default (2023-06-01)";
+            return Err(field_error(text, v, name, "anthropic_version", what));
+        }
+        up.anthropic_version = Some(v.get_ref().clone());
     }
-    up.models = u.models;
+    if let Some(l) = &u.lenient {
+        if kind != UpstreamKind::Anthropic {
+            let what = "only an upstream of kind = \"anthropic\" takes it (it is about translating OpenAI lines)";
+            return Err(field_error(text, l, name, "lenient", what));
+        }
+        up.lenient = *l.get_ref();
+    }
+    up.models = models;
     up.rpm = u.rpm;
     up.tpm = u.tpm;
     if let Some(c) = u.concurrency {
@@ -357,6 +474,33 @@ fn upstream(
     }
     up.headers = u.headers.into_iter().collect();
     Ok(up)
+}
+
+/// An upstream's key, from the variable `api_key_env` names (required for
+/// Anthropic, which refuses every request without one).
+fn api_key(
+    text: &str,
+    u: &FileUpstream,
+    kind: UpstreamKind,
+    getenv: impl Fn(&str) -> Option<String>,
+) -> Result<Option<ApiKey>, String> {
+    let name = &u.name;
+    let Some(var) = &u.api_key_env else {
+        return match (kind, &u.kind) {
+            (UpstreamKind::Anthropic, Some(k)) => Err(field_error(
+                text,
+                k,
+                name,
+                "api_key_env",
+                "missing: an upstream of kind = \"anthropic\" needs the name of the variable holding its key (api_key_env = \"ANTHROPIC_API_KEY\")",
+            )),
+            _ => Ok(None),
+        };
+    };
+    let key = getenv(var.get_ref()).filter(|k| !k.is_empty());
+    let what = format!("${} is not set", var.get_ref());
+    let key = key.ok_or_else(|| field_error(text, var, name, "api_key_env", &what))?;
+    Ok(Some(ApiKey::new(key)))
 }
 
 /// Split a comma-separated list of client keys, ignoring blanks.
@@ -446,5 +590,66 @@ mod tests {
         std::fs::write(&p, up("max_response_mb = 0\n")).unwrap();
         let e = load(&p, |_| None).unwrap_err().to_string();
         assert!(e.contains("max_response_mb must be a positive"), "{e}");
+    }
+
+    #[test]
+    fn an_anthropic_upstream_from_the_file() {
+        let text = "[[upstream]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\napi_key_env = \"AK\"\nanthropic_version = \"2024-01-01\"\nlenient = true\nheaders = { \"anthropic-beta\" = \"b1\" }\n";
+        let getenv = |v: &str| (v == "AK").then(|| "sk-ant".to_owned());
+        let ok = load_str("c.toml", text, getenv).unwrap();
+        let up = &ok.upstreams[0];
+        assert_eq!(up.kind, UpstreamKind::Anthropic);
+        assert_eq!(up.models, ["claude-*"], "Claude by default");
+        assert_eq!(up.anthropic_version.as_deref(), Some("2024-01-01"));
+        assert!(up.lenient);
+        assert_eq!(up.headers, [("anthropic-beta".into(), "b1".into())]);
+        assert_eq!(up.api_key.as_ref().unwrap().expose(), "sk-ant");
+        // An OpenAI upstream still serves everything by default.
+        let text = "[[upstream]]\nname = \"o\"\nbase_url = \"http://x/v1\"\n";
+        let ok = load_str("c.toml", text, |_| None).unwrap();
+        assert_eq!(ok.upstreams[0].kind, UpstreamKind::OpenAi);
+        assert_eq!(ok.upstreams[0].models, ["*"]);
+    }
+
+    #[test]
+    fn anthropic_errors_name_the_file_line_and_field() {
+        let err = |text: &str| {
+            load_str("conf/c.toml", text, |_| None)
+                .unwrap_err()
+                .to_string()
+        };
+        let head = "[[upstream]]\nname = \"claude\"\nbase_url = \"http://x\"\n";
+        let e = err(&format!("{head}kind = \"claud\"\n"));
+        assert!(
+            e.starts_with("config file conf/c.toml: line 4, upstream \"claude\", kind: \"claud\" is not a kind")
+                && e.contains("\"anthropic\""),
+            "{e}"
+        );
+        let e = err(&format!("{head}kind = \"anthropic\"\n"));
+        assert!(
+            e.contains("line 4, upstream \"claude\", api_key_env: missing"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{head}kind = \"anthropic\"\napi_key_env = \"NOPE\"\n"
+        ));
+        assert!(
+            e.contains("line 5, upstream \"claude\", api_key_env: $NOPE is not set"),
+            "{e}"
+        );
+        let e = err(&format!("{head}anthropic_version = \"2023-06-01\"\n"));
+        assert!(
+            e.contains("line 4, upstream \"claude\", anthropic_version: only an upstream of kind = \"anthropic\""),
+            "{e}"
+        );
+        let e = err(&format!("{head}lenient = true\n"));
+        assert!(
+            e.contains(
+                "line 4, upstream \"claude\", lenient: only an upstream of kind = \"anthropic\""
+            ),
+            "{e}"
+        );
+        let e = err(&format!("{head}kind = 3\n"));
+        assert!(e.contains("line 4"), "{e}");
     }
 }

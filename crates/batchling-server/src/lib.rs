@@ -44,7 +44,7 @@
 
 // Dev-dependencies of the integration tests (`tests/`) only.
 #[cfg(test)]
-use {batchling_mock as _, futures_util as _, reqwest as _, rustls as _};
+use {batchling_mock as _, futures_util as _, reqwest as _, rustls as _, xxhash_rust as _};
 
 mod api;
 mod batches;

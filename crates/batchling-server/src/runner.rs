@@ -639,8 +639,19 @@ impl Validation<'_> {
             return self.push("url_mismatch", message, Some(line));
         }
         let model = req.model.as_deref();
-        let Some(i) = self.upstreams.iter().position(|(_, u)| u.serves(model)) else {
-            let message = format!("line {line}: no upstream of this server serves model {model:?}");
+        let serves = |u: &crate::config::UpstreamConfig| u.serves(model);
+        let Some(i) =
+            (self.upstreams.iter()).position(|(_, u)| serves(u) && u.kind.speaks(req.endpoint))
+        else {
+            let message = match self.upstreams.iter().find(|(_, u)| serves(u)) {
+                Some((name, u)) => format!(
+                    "line {line}: no upstream of this server serves model {model:?} at {}: upstream {name:?} serves the model but speaks {}'s API, which has no {}",
+                    req.endpoint.path(),
+                    u.kind.name(),
+                    req.endpoint.path()
+                ),
+                None => format!("line {line}: no upstream of this server serves model {model:?}"),
+            };
             return self.push("model_not_found", message, Some(line));
         };
         match &self.chosen {

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use batchling_mock::{MockConfig, MockServer};
+use batchling_providers::ApiKey;
 use batchling_server::Server;
+use batchling_server::config::UpstreamKind;
 
 use super::exit;
 use crate::settings::{ServeSettings, env};
@@ -39,7 +41,16 @@ pub(crate) async fn serve(mut s: ServeSettings) -> Result<ExitCode> {
         .await
         .context("cannot start the built-in fake provider")?;
         eprintln!("note: --mock: batches run on the built-in fake provider (answers are fake)");
-        s.config.upstreams[0].base_url = m.base_url();
+        let up = &mut s.config.upstreams[0];
+        match up.kind {
+            UpstreamKind::OpenAi => up.base_url = m.base_url(),
+            UpstreamKind::Anthropic => {
+                up.base_url = m.anthropic_base_url();
+                // The fake's Messages API wants a key, any key.
+                up.api_key
+                    .get_or_insert_with(|| ApiKey::new("batchling-fake-provider"));
+            }
+        }
         Some(m)
     } else {
         None

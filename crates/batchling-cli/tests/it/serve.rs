@@ -118,6 +118,57 @@ fn serve_refuses_to_start_without_keys_upstream_or_a_sound_config() {
         &[],
         "--batch-window",
     );
+    refuses(
+        &[
+            "--no-auth",
+            "--provider",
+            "anthropic",
+            "--api-key-env",
+            "SERVE_TEST_NO_ANTHROPIC_KEY",
+        ],
+        &[],
+        "$SERVE_TEST_NO_ANTHROPIC_KEY is not set",
+    );
+    std::fs::write(
+        &config,
+        "[[upstream]]\nname = \"c\"\nbase_url = \"http://127.0.0.1:9\"\nkind = \"claude\"\n",
+    )
+    .unwrap();
+    refuses(
+        &["--no-auth", "--config", config.to_str().unwrap()],
+        &[],
+        "line 4, upstream \"c\", kind: \"claude\" is not a kind",
+    );
+}
+
+/// `serve --mock --provider anthropic`: an OpenAI batch file naming a
+/// Claude model, answered through the fake's Messages API as
+/// `chat.completion` objects.
+#[test]
+fn serve_in_front_of_claude_answers_openai_chat_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with(
+        &dir.path().join("data"),
+        &["--mock", "--provider", "anthropic"],
+    );
+    let (text, ids) = chat_file("c", 6);
+    let text = text.replace("gpt-4o-mini", "claude-haiku-4-5");
+    let batch = serve.create_batch(text.as_bytes());
+    let done = serve.wait(batch["id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(done["status"], "completed", "{done}");
+    let lines = serve.lines(done["output_file_id"].as_str().unwrap());
+    let got: Vec<&str> = lines
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ids, "every line once, in input order");
+    for l in &lines {
+        let body = &l["response"]["body"];
+        assert_eq!(body["object"], "chat.completion", "{l}");
+        assert_eq!(body["model"], "claude-haiku-4-5");
+        assert!(body["x_anthropic"]["stop_reason"].is_string(), "{body}");
+        assert!(body["id"].as_str().unwrap().starts_with("msg_"), "{body}");
+    }
 }
 
 /// Our two halves against each other: `batchling submit` through

@@ -25,19 +25,22 @@ impl Drop for Serve {
 impl Serve {
     /// Start it with `--no-auth` on `data`, sending to `upstream`.
     pub(crate) fn start(data: &Path, upstream: &str, concurrency: u64) -> Serve {
+        let concurrency = concurrency.to_string();
+        Serve::start_with(
+            data,
+            &["--base-url", upstream, "--concurrency", &concurrency],
+        )
+    }
+
+    /// Start it with `--no-auth` on `data`, its upstream given by `args`.
+    pub(crate) fn start_with(data: &Path, args: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_batchling"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-auth",
-                "--base-url",
-                upstream,
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-auth"])
             .arg("--data-dir")
             .arg(data)
-            .args(["--concurrency", &concurrency.to_string()])
+            .args(args)
             .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
