@@ -889,6 +889,35 @@ mod tests {
     }
 
     #[test]
+    fn create_bodies_carry_native_params_byte_for_byte_and_translate_chat() {
+        let c = MessageBatchClient::new(&AnthropicConfig {
+            base_url: "http://127.0.0.1:1".into(),
+            ..AnthropicConfig::default()
+        })
+        .unwrap();
+        let native = r#"{ "model":"claude-x",  "max_tokens":5,"messages":[{"role":"user","content":"caf\u00e9"}] }"#;
+        let chat = r#"{"model":"claude-x","messages":[{"role":"system","content":"s"},{"role":"user","content":"x"}]}"#;
+        let lines = format!(
+            "{{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/messages\",\"body\":{native}}}\n\
+             {{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{chat}}}\n"
+        );
+        let body = c.create_body(lines.as_bytes()).unwrap();
+        let text = String::from_utf8(body.clone()).unwrap();
+        assert!(
+            text.contains(&format!(r#"{{"custom_id":"a","params":{native}}}"#)),
+            "{text}"
+        );
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let b = &v["requests"][1];
+        assert_eq!(b["custom_id"], "b");
+        assert_eq!(
+            b["params"]["system"][0]["text"], "s",
+            "the system message is hoisted"
+        );
+        assert_eq!(b["params"]["max_tokens"], 4096, "the default max_tokens");
+    }
+
+    #[test]
     fn lines_anthropic_cannot_take_are_refused_naming_the_field() {
         let c = MessageBatchClient::new(&AnthropicConfig {
             base_url: "http://127.0.0.1:1".into(),
