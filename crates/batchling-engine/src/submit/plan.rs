@@ -89,6 +89,11 @@ pub(crate) struct Refused {
     pub(crate) why: Refusal,
 }
 
+/// Whether the Batch API refuses a line ([`BatchApi::refuse`]).
+///
+/// [`BatchApi::refuse`]: batchling_providers::BatchApi::refuse
+pub(crate) type Refuse<'a> = &'a dyn Fn(&RequestLine) -> Option<Refusal>;
+
 /// What [`plan`] found and made.
 #[derive(Debug, Default)]
 pub(crate) struct Planned {
@@ -111,13 +116,8 @@ pub(crate) fn plan(
     limits: PartLimits,
     round: u32,
     wanted: impl Fn(u64) -> bool,
-    refuse: impl Fn(&RequestLine) -> Option<Refusal>,
+    refuse: Refuse<'_>,
 ) -> io::Result<Planned> {
-    struct Item {
-        req: PartRequest,
-        bytes: u64,
-        units: usize,
-    }
     // BTreeMap: parts come out in a stable order (by endpoint, then model).
     let mut groups: BTreeMap<(String, Option<String>), Vec<Item>> = BTreeMap::new();
     let mut scan = Scan::default();
@@ -165,6 +165,27 @@ pub(crate) fn plan(
         true
     })?;
     scan.total = seq;
+    let plans = cut(groups, limits, round);
+    Ok(Planned {
+        scan,
+        plans,
+        too_large,
+        refused,
+    })
+}
+
+/// A group's requests with their sizes, cut into parts at the limits.
+struct Item {
+    req: PartRequest,
+    bytes: u64,
+    units: usize,
+}
+
+fn cut(
+    groups: BTreeMap<(String, Option<String>), Vec<Item>>,
+    limits: PartLimits,
+    round: u32,
+) -> Vec<PartPlan> {
     let mut plans = Vec::new();
     for ((endpoint, model), items) in groups {
         let mut current: Vec<PartRequest> = Vec::new();
@@ -191,12 +212,7 @@ pub(crate) fn plan(
             plans.push(new_plan(round, &endpoint, &model, current, bytes));
         }
     }
-    Ok(Planned {
-        scan,
-        plans,
-        too_large,
-        refused,
-    })
+    plans
 }
 
 /// What a request counts against the per-batch request limit: 1, except
@@ -334,7 +350,7 @@ mod tests {
             plans,
             too_large: big,
             ..
-        } = plan(f.path(), limits, 0, |_| true, |_| None).unwrap();
+        } = plan(f.path(), limits, 0, |_| true, &|_| None).unwrap();
         assert!(big.is_empty());
         assert_eq!(scan.total, 7);
         assert_eq!(scan.problems.len(), 1);
@@ -357,7 +373,7 @@ mod tests {
             max_requests: 100,
             max_bytes: 400,
         };
-        let plans = plan(f.path(), limits, 0, |s| s < 5, |_| None)
+        let plans = plan(f.path(), limits, 0, |s| s < 5, &|_| None)
             .unwrap()
             .plans;
         assert!(plans.len() >= 2, "{plans:?} ({one} bytes each at least)");
@@ -392,7 +408,9 @@ mod tests {
             max_requests: 5,
             max_bytes: 1 << 20,
         };
-        let plans = plan(f.path(), limits, 0, |_| true, |_| None).unwrap().plans;
+        let plans = plan(f.path(), limits, 0, |_| true, &|_| None)
+            .unwrap()
+            .plans;
         let ids: Vec<Vec<&str>> = plans
             .iter()
             .map(|p| p.requests.iter().map(|r| r.custom_id.as_str()).collect())

@@ -3,9 +3,8 @@
 
 use std::collections::HashSet;
 
+use batchling_core::SeqSet;
 use batchling_core::clock::unix_now;
-use batchling_core::{RequestLine, SeqSet};
-use batchling_providers::batch::Refusal;
 use batchling_store::{FinalState, InputIdentity, Journal, Record, StoreError, check_destination};
 
 use super::job::{SubmitError, SubmitJob};
@@ -26,7 +25,7 @@ pub(crate) struct Opened {
 /// plan what is pending into parts.
 pub(crate) fn prepare(
     job: &SubmitJob,
-    refuse: &dyn Fn(&RequestLine) -> Option<Refusal>,
+    refuse: plan::Refuse<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Opened, SubmitError> {
     let (mut journal, started_unix) = open_journal(job)?;
@@ -89,7 +88,7 @@ fn settings_json(job: &SubmitJob) -> String {
 fn plan_parts(
     job: &SubmitJob,
     journal: &mut Journal,
-    (no_time, refuse): (bool, &dyn Fn(&RequestLine) -> Option<Refusal>),
+    (no_time, refuse): (bool, plan::Refuse<'_>),
     reporter: &dyn Reporter,
 ) -> Result<(), SubmitError> {
     let select = Selection::read(journal, job.resubmit, no_time)?;
