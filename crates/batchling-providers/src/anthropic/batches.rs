@@ -17,8 +17,10 @@
 //! - **find**: message batches carry no metadata, so a part's batch is
 //!   recognised by what can be seen of it: created after the part's first
 //!   create attempt (less a minute for clock skew), with the part's number
-//!   of requests, and not already another part's. Two such batches make
-//!   the lookup an error ([`BatchApiError::Ambiguous`]) rather than a guess.
+//!   of requests, and not already another part's. Of several such
+//!   batches, the one created after the attempt was sent is taken; if that
+//!   does not settle it, the lookup is an error
+//!   ([`BatchApiError::Ambiguous`]) rather than a guess.
 //!
 //! The key never appears in an error (messages are passed through
 //! [`crate::secret::redact`]).
@@ -725,6 +727,18 @@ impl BatchApi for MessageBatchClient {
             match next {
                 Some(n) if !older => after = Some(n),
                 _ => break,
+            }
+        }
+        // Within the slack, a batch created before the create was sent can
+        // still look like ours; one created after it is preferred.
+        if found.len() > 1 {
+            let after: Vec<MessageBatch> = found
+                .iter()
+                .filter(|b| b.created_unix().is_some_and(|t| t >= lookup.since_unix))
+                .cloned()
+                .collect();
+            if after.len() == 1 {
+                found = after;
             }
         }
         match found.len() {
