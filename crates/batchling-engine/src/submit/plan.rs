@@ -393,6 +393,63 @@ mod tests {
     }
 
     #[test]
+    fn refused_lines_stay_out_of_parts_and_batch_file_lines_rebuild() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "{}", line("a", "m")).unwrap();
+        writeln!(f, "{}", line("no", "m")).unwrap();
+        let params = r#"{"model":"m",  "max_tokens":1,"messages":[]}"#;
+        writeln!(f, r#"{{"custom_id":"p","params":{params}}}"#).unwrap();
+        let refuse = |l: &RequestLine| {
+            (l.custom_id == "no").then(|| Refusal {
+                code: "invalid_url",
+                message: format!("line {}: no", l.line_no),
+            })
+        };
+        let mut planned = plan(f.path(), PartLimits::default(), 0, |_| true, &refuse).unwrap();
+        assert_eq!(planned.refused.len(), 1);
+        let r = &planned.refused[0];
+        assert_eq!((r.seq, r.line_no, r.custom_id.as_str()), (1, 2, "no"));
+        let ids: Vec<Vec<&str>> = planned
+            .plans
+            .iter()
+            .map(|p| p.requests.iter().map(|r| r.custom_id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![vec!["a"], vec!["p"]],
+            "by endpoint: chat, then messages"
+        );
+        hash_plans(f.path(), &mut planned.plans).unwrap();
+        let p = &planned.plans[1];
+        let file = part_contents(f.path(), &[&p.requests])
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            p.content_hash,
+            content_hash(&file),
+            "a batch-file line rebuilds"
+        );
+        assert_eq!(file, batch_line("p", "/v1/messages", params));
+    }
+
+    #[test]
+    fn the_smaller_of_the_users_and_the_apis_limits_applies() {
+        let api = batchling_providers::batch::BatchLimits {
+            max_requests: 100,
+            max_bytes: 1000,
+        };
+        let l = PartLimits::default().within(api);
+        assert_eq!((l.max_requests, l.max_bytes), (100, 1000));
+        let user = PartLimits {
+            max_requests: 7,
+            max_bytes: 5000,
+        };
+        let l = user.within(api);
+        assert_eq!((l.max_requests, l.max_bytes), (7, 1000));
+    }
+
+    #[test]
     fn embedding_inputs_count_against_the_request_limit() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         let emb = |id: &str, input: &str| {
