@@ -312,3 +312,30 @@ fn an_openai_batch_refuses_messages_lines_alone() {
         "only the chat line was in the batch"
     );
 }
+
+#[test]
+fn a_kill_while_the_server_holds_the_create_answer_leaves_no_second_batch() {
+    let mock = Mock::plain();
+    let (input, want) = native_file("kill", 5);
+    mock.set_hang_message_batch_creates(true);
+    let running = Run::submit(&input)
+        .against_anthropic(&mock)
+        .args(&["--max-requests-per-batch", "3"])
+        .spawn();
+    // The server has created part 1's batch; the client never hears of it.
+    wait_for("the first batch to be created", || {
+        mock.message_batch_stats().batches_created == 1
+    });
+    let run = running.kill();
+    mock.set_hang_message_batch_creates(false);
+    let o = run.run();
+    o.assert_code(0);
+    assert_each_once(&o.out_lines(), &want);
+    assert_native_echoes(&o.out_lines());
+    let stats = mock.message_batch_stats();
+    assert_eq!(
+        stats.batches_created, 2,
+        "a part got a second batch: {stats:?}"
+    );
+    assert_eq!(stats.requests_succeeded, 5, "each request answered once");
+}
