@@ -62,6 +62,10 @@ pub const MAX_CREATE_BYTES: u64 = 256 * 1000 * 1000;
 /// the real limit before it is sent).
 pub const MAX_PART_BYTES: u64 = 240 * 1000 * 1000;
 
+/// The cap on a batch's results stream (100,000 answers), as on an
+/// OpenAI result file; each line is also within the response cap.
+pub const MAX_RESULTS_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
 /// Slack for the difference between our clock and Anthropic's when
 /// [`BatchApi::find`] looks at creation times.
 pub const CLOCK_SLACK_SECS: u64 = 60;
@@ -442,12 +446,23 @@ impl MessageBatchClient {
     ) -> Result<BatchResults, BatchApiError> {
         let mut lines = LineSplitter::new(self.max_body);
         let mut results = BatchResults::default();
-        let mut n = 0u64;
+        let (mut n, mut read) = (0u64, 0u64);
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| self.transport(what, &crate::http::error_chain(&e)))?
         {
+            read += chunk.len() as u64;
+            if read > MAX_RESULTS_BYTES {
+                return Err(BatchApiError::TooLarge {
+                    what: what.to_owned(),
+                    message: format!(
+                        "the results are over the {} cap on a batch's results",
+                        size_text(MAX_RESULTS_BYTES)
+                    ),
+                    cap: SizeCap::ResultFile,
+                });
+            }
             lines.feed(&chunk, &mut |line| match line {
                 Some(raw) => {
                     n += 1;
