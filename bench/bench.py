@@ -165,7 +165,7 @@ def mixed_models(k, n, rpm=6000):
         mock.wait()
     per_model = -(-n // k)
     ideal = per_model / (rpm / 60)
-    return {"scenario": f"mixed-{k}-models", "requests": s["requests"], "succeeded": s["succeeded"],
+    return {"scenario": f"mixed-{k}-models-{n}", "requests": s["requests"], "succeeded": s["succeeded"],
             "429s": s["rate_limited"], "makespan_s": round(s["elapsed_s"], 2),
             "ideal_s": round(ideal, 2), "ratio": round(ideal / s["elapsed_s"], 4),
             "cpu_s": round(s["_cpu"], 2)}
@@ -339,6 +339,9 @@ SCENARIOS = {
     # Issue #15: 2 and 10 models each with its own limit, none given.
     "mixed-2": lambda: mixed_models(2, 3000),
     "mixed-10": lambda: mixed_models(10, 10000),
+    # As long as the rate-bound scenario (30 s): the start-up and the last
+    # round trip weigh a third as much.
+    "mixed-10-30s": lambda: mixed_models(10, 30000),
     # Issue #15: seven request sizes against each counting rule.
     "token-sizes-exact": lambda: token_sizes("exact"),
     "token-sizes-openai": lambda: token_sizes("openai"),

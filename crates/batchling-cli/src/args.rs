@@ -322,13 +322,24 @@ pub(crate) struct SubmitArgs {
     #[command(flatten)]
     pub(crate) client: ClientArgs,
 
-    /// Most requests in one batch.
-    #[arg(long, default_value_t = 50_000, value_name = "N")]
-    pub(crate) max_requests_per_batch: usize,
+    /// Most requests in one batch [default: the API's: 50,000 for OpenAI,
+    /// 100,000 for Anthropic].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_requests_per_batch: Option<usize>,
 
-    /// Most bytes in one batch input file.
-    #[arg(long, default_value_t = 200_000_000, value_name = "BYTES")]
-    pub(crate) max_batch_bytes: u64,
+    /// Most bytes in one batch (its requests as batch lines) [default: the
+    /// API's: 200,000,000 for OpenAI; 240,000,000 for Anthropic, below its
+    /// 256 MB as translated bodies can be longer].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_batch_bytes: Option<u64>,
+
+    // Provider selection (Anthropic): kept together.
+    /// The Batch API to submit to: openai (OpenAI's Files + Batches API, or
+    /// a compatible server) or anthropic (Claude's Message Batches API:
+    /// /v1/messages lines as they are, /v1/chat/completions lines
+    /// translated; key and base URL as for run --provider anthropic).
+    #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
+    pub(crate) provider: ProviderArg,
 
     /// First wait between polls of the batches (grows ×1.5 while nothing
     /// changes).

@@ -165,25 +165,8 @@ fn recorded_server(state: &Path, restart: bool) -> Option<Option<String>> {
 
 /// The upstream of a resume: the server the journal records, unless the
 /// flags name another one (refused: answers or batches are there).
-/// `named` is whether `--base-url` or `--mock` was given.
-fn resume_upstream(
-    state: &Path,
-    restart: bool,
-    upstream: Upstream,
-    named: bool,
-    notes: &mut Vec<String>,
-) -> Result<Upstream> {
-    resume_upstream_of(
-        state,
-        restart,
-        (upstream, ProviderKind::OpenAi),
-        named,
-        notes,
-    )
-}
-
-/// [`resume_upstream`] for an upstream speaking `provider`'s API: a
-/// journal started with another `--provider` is refused.
+/// `named` is whether `--base-url` or `--mock` was given. A journal started
+/// with another `--provider` is refused.
 fn resume_upstream_of(
     state: &Path,
     restart: bool,
@@ -372,10 +355,6 @@ struct ResolvedClient {
 }
 
 impl ResolvedClient {
-    fn resolve(a: &ClientArgs, getenv: &impl Fn(&str) -> Option<String>) -> Result<Self> {
-        Self::resolve_for(a, getenv, ProviderKind::OpenAi)
-    }
-
     /// The key from `--api-key-env` or the provider's variable, the base
     /// URL from `--base-url`, the provider's variable or its default.
     fn resolve_for(
@@ -460,6 +439,8 @@ impl LimitArgs {
 pub(crate) struct SubmitSettings {
     pub(crate) job: SubmitJob,
     pub(crate) upstream: Upstream,
+    /// The Batch API `upstream` speaks.
+    pub(crate) provider: ProviderKind,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
     /// As for `run`.
@@ -468,7 +449,11 @@ pub(crate) struct SubmitSettings {
 
 impl SubmitSettings {
     pub(crate) fn resolve(a: SubmitArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut client = ResolvedClient::resolve(&a.client, &getenv)?;
+        let provider = match a.provider {
+            ProviderArg::Openai => ProviderKind::OpenAi,
+            ProviderArg::Anthropic => ProviderKind::Anthropic,
+        };
+        let mut client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?;
         client.config.pool_size = a.limits.concurrency;
         let upstream = client.upstream(a.mock);
         if a.input.as_os_str() == "-" {
@@ -476,17 +461,22 @@ impl SubmitSettings {
                 "submit needs a file (parts are rebuilt from it on resume), not - (stdin); save the input to a file"
             );
         }
-        if a.max_requests_per_batch == 0 {
+        if a.max_requests_per_batch == Some(0) {
             bail!("--max-requests-per-batch must be at least 1");
         }
-        if a.max_batch_bytes == 0 {
+        if a.max_batch_bytes == Some(0) {
             bail!("--max-batch-bytes must be at least 1");
         }
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let mut notes = Vec::new();
         let named = a.mock || a.client.base_url.is_some();
-        let upstream = resume_upstream(&j.state, j.restart, upstream, named, &mut notes)?;
-        let server = Some(server_of(&upstream));
+        let upstream =
+            resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
+        let server = Some(format!(
+            "{}{}",
+            provider.journal_prefix(),
+            server_of(&upstream)
+        ));
         let retry = a.limits.retry();
         let mut online = Job::new(Input::File(a.input.clone()), a.output.clone());
         online.pacing = a.limits.pacing(&mut notes)?;
@@ -501,9 +491,10 @@ impl SubmitSettings {
             order: j.order,
             restart: j.restart,
             durable: j.durable,
+            // The API's own limits apply too (the engine takes the smaller).
             limits: PartLimits {
-                max_requests: a.max_requests_per_batch,
-                max_bytes: a.max_batch_bytes,
+                max_requests: a.max_requests_per_batch.unwrap_or(usize::MAX),
+                max_bytes: a.max_batch_bytes.unwrap_or(u64::MAX),
             },
             skip_invalid: a.skip_invalid,
             poll_interval: a.poll_interval,
@@ -520,6 +511,7 @@ impl SubmitSettings {
         Ok(SubmitSettings {
             job,
             upstream,
+            provider,
             quiet: j.quiet,
             summary_json: j.summary_json,
             notes,
@@ -532,6 +524,8 @@ impl SubmitSettings {
 pub(crate) struct CancelSettings {
     pub(crate) state: PathBuf,
     pub(crate) client: ClientConfig,
+    /// The Batch API the submit used, as its journal records.
+    pub(crate) provider: ProviderKind,
     pub(crate) poll_interval: Duration,
     pub(crate) prices: Arc<Catalog>,
     pub(crate) quiet: bool,
@@ -541,14 +535,19 @@ pub(crate) struct CancelSettings {
 
 impl CancelSettings {
     pub(crate) fn resolve(a: CancelArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let client = ResolvedClient::resolve(&a.client, &getenv)?.config;
-        // The batches are where the submit sent them: the journal says where.
+        // The batches are where the submit sent them, on the API it used:
+        // the journal says both.
+        let provider = match recorded_server(&a.state, false) {
+            Some(Some(r)) => ProviderKind::of_recorded(&r).0,
+            _ => ProviderKind::OpenAi,
+        };
+        let client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?.config;
         let mut notes = Vec::new();
         let named = a.client.base_url.is_some();
-        let client = match resume_upstream(
+        let client = match resume_upstream_of(
             &a.state,
             false,
-            Upstream::Remote(client),
+            (Upstream::Remote(client), provider),
             named,
             &mut notes,
         )? {
@@ -561,6 +560,7 @@ impl CancelSettings {
         Ok(CancelSettings {
             state: a.state,
             client,
+            provider,
             poll_interval: a.poll_interval,
             prices: Arc::new(catalog(a.prices.as_deref())?),
             quiet: a.quiet,

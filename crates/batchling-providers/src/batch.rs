@@ -25,10 +25,12 @@
 //!   double: an upload repeated makes a second file, which costs nothing.
 //! - `create` is **not** idempotent: a create whose answer was lost may have
 //!   made a batch. Before creating again, the caller asks [`BatchApi::find`]
-//!   for the part's tag; an implementation must find a batch it created
-//!   with that tag if its API lets it (OpenAI: metadata), and may return
-//!   `Ok(None)` only if its API cannot list batches by anything the caller
-//!   gave (then a lost answer can cost a second batch).
+//!   for the part ([`Lookup`]); an implementation must find a batch it
+//!   created for it if its API lets it (OpenAI: the tag in metadata;
+//!   Anthropic, whose batches carry no metadata: the request count and the
+//!   creation time, see `anthropic::batches`), and may return `Ok(None)`
+//!   only if its API cannot list batches by anything the caller gave (then
+//!   a lost answer can cost a second batch).
 //! - `cancel` of a batch that already ended is `Ok(None)`, not an error.
 //! - The API key never appears in an error's text.
 
@@ -59,12 +61,10 @@ pub trait BatchApi: Send + Sync {
         batch: &NewBatch,
     ) -> impl Future<Output = Result<BatchInfo, BatchApiError>> + Send;
 
-    /// The batch created with `tag` ([`NewBatch::tag`]), if there is one;
-    /// batches created before `since_unix` need not be looked at.
+    /// The batch created for a part ([`Lookup`]), if there is one.
     fn find(
         &self,
-        tag: &str,
-        since_unix: u64,
+        lookup: &Lookup<'_>,
     ) -> impl Future<Output = Result<Option<BatchInfo>, BatchApiError>> + Send;
 
     /// Where a batch stands now.
@@ -77,15 +77,64 @@ pub trait BatchApi: Send + Sync {
     ) -> impl Future<Output = Result<Option<BatchInfo>, BatchApiError>> + Send;
 
     /// The results of an ended batch, read from where `batch.results`
-    /// says, in the order the server gives them.
+    /// says, in the order the server gives them. `endpoint` is the part's
+    /// ([`NewBatch::endpoint`]): an API that translates requests translates
+    /// their answers back by it.
     fn results(
         &self,
         batch: &BatchInfo,
+        endpoint: &str,
     ) -> impl Future<Output = Result<BatchResults, BatchApiError>> + Send;
 
     /// Whether trying a failed call again can help (this provider's
     /// classifier decides).
     fn is_transient(&self, error: &BatchApiError) -> bool;
+
+    /// The most one batch of this API may hold; `submit` cuts its parts
+    /// at these (or at the user's smaller limits).
+    fn limits(&self) -> BatchLimits;
+
+    /// Whether this API cannot take a (valid) request line at all: its
+    /// endpoint has no batch equivalent here, its id is not one the API
+    /// accepts, its body cannot be translated. Such a line fails alone,
+    /// before anything is sent, with the returned reason.
+    fn refuse(&self, line: &batchling_core::RequestLine) -> Option<Refusal> {
+        let _ = line;
+        None
+    }
+}
+
+/// The most one batch may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Requests (OpenAI counts an embeddings input array's entries).
+    pub max_requests: usize,
+    /// Bytes of the part's requests as batchling request lines.
+    pub max_bytes: u64,
+}
+
+/// Why an API cannot take a request line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The error file's `error.code`, e.g. `invalid_url`.
+    pub code: &'static str,
+    /// For people, naming the field.
+    pub message: String,
+}
+
+/// What [`BatchApi::find`] looks for: the batch created for one part.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup<'a> {
+    /// The part's tag ([`NewBatch::tag`]).
+    pub tag: &'a str,
+    /// Unix seconds before the part's first create attempt: a batch
+    /// created earlier is not the part's (an implementation allows for
+    /// clock skew).
+    pub since_unix: u64,
+    /// The part's number of requests.
+    pub requests: u64,
+    /// Batches already known to be other parts' (their ids).
+    pub known: &'a [String],
 }
 
 /// A batch to create.
@@ -98,6 +147,8 @@ pub struct NewBatch {
     /// Names the part, unique per journal and part; [`BatchApi::find`]
     /// looks batches up by it.
     pub tag: String,
+    /// How many requests the part has.
+    pub requests: u64,
 }
 
 /// Where a batch's requests are.
@@ -239,6 +290,15 @@ pub enum BatchApiError {
         /// The call.
         what: String,
         /// What the parser said.
+        message: String,
+    },
+    /// A lookup found several batches that could be the one asked for, and
+    /// cannot tell which (not retried).
+    #[error("{what}: {message}")]
+    Ambiguous {
+        /// The call.
+        what: String,
+        /// The candidates, and what to do.
         message: String,
     },
     /// An answer over its cap: cut off, not retried.

@@ -151,7 +151,11 @@ pub(crate) fn export_hint(e: EngineError, journal: &std::path::Path) -> anyhow::
 /// choice, pass through), timeout, pool and cap; an OpenAI line without
 /// `max_tokens` gets `--default-max-tokens`, as its reservation assumes;
 /// `--lenient` chooses the translation's mode.
-fn anthropic_config(c: ClientConfig, default_max_tokens: u64, lenient: bool) -> AnthropicConfig {
+pub(crate) fn anthropic_config(
+    c: ClientConfig,
+    default_max_tokens: u64,
+    lenient: bool,
+) -> AnthropicConfig {
     AnthropicConfig {
         base_url: c.base_url,
         api_key: c.api_key,
@@ -168,17 +172,11 @@ fn anthropic_config(c: ClientConfig, default_max_tokens: u64, lenient: bool) -> 
     }
 }
 
-/// The client settings for an upstream, starting the built-in fake provider
-/// when asked for (it lives as long as the returned server).
-pub(crate) async fn start_upstream(
-    upstream: Upstream,
-) -> Result<(ClientConfig, Option<MockServer>)> {
-    start_upstream_for(upstream, ProviderKind::OpenAi).await
-}
-
-/// [`start_upstream`] for an upstream speaking `provider`'s API: the fake
-/// provider serves both (Anthropic's under its root, with any key).
-async fn start_upstream_for(
+/// The client settings for an upstream speaking `provider`'s API, starting
+/// the built-in fake provider when asked for (it lives as long as the
+/// returned server; it serves both APIs, Anthropic's under its root, with
+/// any key).
+pub(crate) async fn start_upstream_for(
     upstream: Upstream,
     provider: ProviderKind,
 ) -> Result<(ClientConfig, Option<MockServer>)> {

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
+use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
+use batchling_providers::anthropic::{AnthropicClient, MessageBatchClient};
 use batchling_providers::openai::{BatchClient, OpenAiClient};
 use batchling_store::Journal;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
-use super::run::{spawn_signal_handler, start_upstream};
+use super::run::{anthropic_config, spawn_signal_handler, start_upstream_for};
 use crate::progress;
-use crate::settings::{CancelSettings, SubmitSettings};
+use crate::settings::{CancelSettings, ProviderKind, SubmitSettings};
 
 pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     for note in &s.notes {
@@ -21,20 +23,42 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     if let Some(path) = &s.summary_json {
         batchling_store::check_destination(path)?;
     }
-    let (client_config, _mock) = start_upstream(s.upstream.clone()).await?;
-    let batches = BatchClient::new(&client_config)?;
-    let online = OpenAiClient::new(client_config)?;
+    let (client_config, _mock) = start_upstream_for(s.upstream.clone(), s.provider).await?;
     let shutdown = CancellationToken::new();
     let reporter = progress::reporter(s.quiet);
     spawn_signal_handler(shutdown.clone(), reporter.clone());
-    let result = batchling_engine::submit::submit(
-        s.job.clone(),
-        batches,
-        Arc::new(online),
-        shutdown,
-        reporter.clone(),
-    )
-    .await;
+    let engine_reporter: Arc<dyn batchling_engine::report::Reporter> = reporter.clone();
+    // The engine is generic over the Batch API and the online client; only
+    // here is one chosen. The online one finishes what batches left.
+    let result = match s.provider {
+        ProviderKind::OpenAi => {
+            let batches = BatchClient::new(&client_config)?;
+            let online = OpenAiClient::new(client_config)?;
+            let job = s.job.clone();
+            batchling_engine::submit::submit(
+                job,
+                batches,
+                Arc::new(online),
+                shutdown,
+                engine_reporter,
+            )
+            .await
+        }
+        ProviderKind::Anthropic => {
+            let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, false);
+            let batches = MessageBatchClient::new(&config)?;
+            let online = AnthropicClient::new(config)?;
+            let job = s.job.clone();
+            batchling_engine::submit::submit(
+                job,
+                batches,
+                Arc::new(online),
+                shutdown,
+                engine_reporter,
+            )
+            .await
+        }
+    };
     reporter.finish();
     let summary = match result {
         Ok(summary) => summary,
@@ -135,7 +159,6 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
             ),
         }
     };
-    let batches = BatchClient::new(&s.client)?;
     let reporter = progress::reporter(s.quiet);
     let job = CancelJob {
         state: s.state.clone(),
@@ -145,7 +168,18 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
         poll_interval: s.poll_interval,
         prices: Some(s.prices.clone()),
     };
-    let c = batchling_engine::submit::cancel(job, batches, reporter.clone()).await?;
+    let engine_reporter: Arc<dyn batchling_engine::report::Reporter> = reporter.clone();
+    let c = match s.provider {
+        ProviderKind::OpenAi => {
+            let batches = BatchClient::new(&s.client)?;
+            batchling_engine::submit::cancel(job, batches, engine_reporter).await?
+        }
+        ProviderKind::Anthropic => {
+            let config = anthropic_config(s.client.clone(), DEFAULT_MAX_TOKENS, false);
+            let batches = MessageBatchClient::new(&config)?;
+            batchling_engine::submit::cancel(job, batches, engine_reporter).await?
+        }
+    };
     reporter.finish();
     out!(
         "cancelled {} batch(es); kept {} answer(s), {} failed or cancelled; wrote {} and {}",

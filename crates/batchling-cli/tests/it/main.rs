@@ -22,4 +22,5 @@ mod serve;
 mod serve_client;
 mod stops;
 mod submit;
+mod submit_anthropic;
 mod support;

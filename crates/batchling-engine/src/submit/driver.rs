@@ -9,7 +9,7 @@ use batchling_core::RetryPolicy;
 use batchling_core::clock::unix_now;
 use batchling_core::pricing::Catalog;
 use batchling_providers::batch::{
-    BatchApi, BatchInfo, BatchInput, BatchProblem, BatchStatus, NewBatch, ResultRefs,
+    BatchApi, BatchInfo, BatchInput, BatchProblem, BatchStatus, Lookup, NewBatch, ResultRefs,
 };
 use batchling_store::{Counts, FinalState, Journal, Part, PartEnd, PartState, StoreError};
 use bytes::Bytes;
@@ -86,13 +86,13 @@ impl<'a, B: BatchApi> Driver<'a, B> {
                 PartState::Planned => {
                     let requests = rebuild(input, &self.journal, &p)?;
                     let file_id = self.upload(&p, requests.clone()).await?;
-                    self.journal.part_creating(p.part)?;
+                    self.mark_creating(p.part)?;
                     let input = file_id.map_or(BatchInput::Inline(requests), BatchInput::File);
                     self.create(&p, input, false).await?;
                 }
                 PartState::Uploaded | PartState::Creating => {
                     if p.state == PartState::Uploaded {
-                        self.journal.part_creating(p.part)?;
+                        self.mark_creating(p.part)?;
                     }
                     let input = match &p.file_id {
                         Some(id) => BatchInput::File(id.clone()),
@@ -105,6 +105,36 @@ impl<'a, B: BatchApi> Driver<'a, B> {
             }
         }
         Ok(())
+    }
+
+    /// Journal that the part's create is about to be sent, and when: a
+    /// batch created before that is not the part's ([`Lookup::since_unix`]).
+    fn mark_creating(&mut self, part: u64) -> Result<(), StoreError> {
+        let key = creating_key(part);
+        if self.journal.submit_value(&key)?.is_none() {
+            self.journal
+                .set_submit_value(&key, &unix_now().to_string())?;
+        }
+        self.journal.part_creating(part)
+    }
+
+    /// What finds the part's batch again, if its create worked unheard:
+    /// its tag, its size, when its create was first sent, and the batches
+    /// the journal already gives to other parts.
+    fn lookup_of(&self, part: u64) -> Result<(String, u64, Vec<String>), StoreError> {
+        let since = self
+            .journal
+            .submit_value(&creating_key(part))?
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(self.started_unix);
+        let known = self
+            .journal
+            .parts()?
+            .into_iter()
+            .filter(|p| p.part != part)
+            .filter_map(|p| p.batch_id)
+            .collect();
+        Ok((self.tag(part), since, known))
     }
 
     /// Upload a part's requests and journal where they went.
@@ -134,18 +164,26 @@ impl<'a, B: BatchApi> Driver<'a, B> {
         input: BatchInput,
         resumed: bool,
     ) -> Result<(), SubmitError> {
+        let (tag, since_unix, known) = self.lookup_of(p.part)?;
         let new = NewBatch {
             input,
             endpoint: p.endpoint.clone(),
-            tag: self.tag(p.part),
+            tag,
+            requests: p.requests,
         };
-        let (api, since) = (self.api, self.started_unix);
+        let lookup = Lookup {
+            tag: &new.tag,
+            since_unix,
+            requests: p.requests,
+            known: &known,
+        };
+        let api = self.api;
         let look_first = Cell::new(resumed);
         let (batch, found) = retrying(api, &self.retry, self.reporter, || {
             let look = look_first.replace(true);
             let new = &new;
             async move {
-                if look && let Some(b) = api.find(&new.tag, since).await? {
+                if look && let Some(b) = api.find(&lookup).await? {
                     return Ok((b, true));
                 }
                 api.create(new).await.map(|b| (b, false))
@@ -220,7 +258,11 @@ impl<'a, B: BatchApi> Driver<'a, B> {
         for p in parts.iter_mut().filter(|p| p.state == PartState::Finished) {
             let batch = ended_batch(p);
             let api = self.api;
-            let results = retrying(api, &self.retry, self.reporter, || api.results(&batch)).await?;
+            let endpoint = p.endpoint.clone();
+            let results = retrying(api, &self.retry, self.reporter, || {
+                api.results(&batch, &endpoint)
+            })
+            .await?;
             let reqs = self.journal.part_requests(p.part)?;
             if batch.status == BatchStatus::Failed {
                 let (summary, _) = collect::failure_report(p.part, &batch, &reqs);
@@ -279,13 +321,25 @@ impl<'a, B: BatchApi> Driver<'a, B> {
             if p.state != PartState::Creating {
                 continue;
             }
-            let found = self.api.find(&self.tag(p.part), self.started_unix).await?;
+            let (tag, since_unix, known) = self.lookup_of(p.part)?;
+            let lookup = Lookup {
+                tag: &tag,
+                since_unix,
+                requests: p.requests,
+                known: &known,
+            };
+            let found = self.api.find(&lookup).await?;
             if let Some(b) = found {
                 self.journal.part_submitted(p.part, &b.id, &b.status)?;
             }
         }
         Ok(())
     }
+}
+
+/// The journal key of when a part's create was first sent.
+fn creating_key(part: u64) -> String {
+    format!("creating_at:{part}")
 }
 
 /// A part's requests rebuilt from the input, checked against the plan.

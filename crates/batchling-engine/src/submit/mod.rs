@@ -75,7 +75,11 @@ pub async fn submit<B: BatchApi, P: Provider>(
     reporter: Arc<dyn Reporter>,
 ) -> Result<SubmitSummary, SubmitError> {
     let started = Instant::now();
-    let opened = prepare::prepare(&job, reporter.as_ref())?;
+    let job = SubmitJob {
+        limits: job.limits.within(api.limits()),
+        ..job
+    };
+    let opened = prepare::prepare(&job, &|line| api.refuse(line), reporter.as_ref())?;
     let mut deadline = Deadline::new(&job, opened.started_unix, opened.no_time);
     let mut d = Driver::new(
         &api,

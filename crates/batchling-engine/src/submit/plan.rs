@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::Path;
 
-use batchling_core::LineError;
 use batchling_core::output::push_json_str;
+use batchling_core::{LineError, RequestLine};
+use batchling_providers::batch::Refusal;
 use batchling_store::{PartPlan, PartRequest};
 
 use crate::reader::{Input, Validator, for_each_line};
@@ -16,17 +17,32 @@ use crate::reader::{Input, Validator, for_each_line};
 /// Most requests and bytes per part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartLimits {
-    /// Requests per batch (OpenAI: 50,000).
+    /// Requests per batch (the API's own cap applies too: OpenAI 50,000,
+    /// Anthropic 100,000).
     pub max_requests: usize,
-    /// Bytes of a batch input file (OpenAI: 200 MB).
+    /// Bytes of a part's requests as batch lines (the API's own cap
+    /// applies too: OpenAI 200 MB, Anthropic 256 MB).
     pub max_bytes: u64,
 }
 
 impl Default for PartLimits {
+    /// No limit of the user's: the API's own ([`BatchApi::limits`]) apply.
+    ///
+    /// [`BatchApi::limits`]: batchling_providers::BatchApi::limits
     fn default() -> Self {
         PartLimits {
-            max_requests: 50_000,
-            max_bytes: 200 * 1000 * 1000,
+            max_requests: usize::MAX,
+            max_bytes: u64::MAX,
+        }
+    }
+}
+
+impl PartLimits {
+    /// The smaller of these and the API's.
+    pub fn within(self, api: batchling_providers::batch::BatchLimits) -> PartLimits {
+        PartLimits {
+            max_requests: self.max_requests.min(api.max_requests),
+            max_bytes: self.max_bytes.min(api.max_bytes),
         }
     }
 }
@@ -61,29 +77,68 @@ pub(crate) struct TooLarge {
     pub(crate) bytes: u64,
 }
 
+/// A valid line the Batch API cannot take ([`BatchApi::refuse`]): it fails
+/// alone, before anything is sent.
+///
+/// [`BatchApi::refuse`]: batchling_providers::BatchApi::refuse
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) seq: u64,
+    pub(crate) line_no: u64,
+    pub(crate) custom_id: String,
+    pub(crate) why: Refusal,
+}
+
+/// Whether the Batch API refuses a line ([`BatchApi::refuse`]).
+///
+/// [`BatchApi::refuse`]: batchling_providers::BatchApi::refuse
+pub(crate) type Refuse<'a> = &'a dyn Fn(&RequestLine) -> Option<Refusal>;
+
+/// What [`plan`] found and made.
+#[derive(Debug, Default)]
+pub(crate) struct Planned {
+    pub(crate) scan: Scan,
+    pub(crate) plans: Vec<PartPlan>,
+    pub(crate) too_large: Vec<TooLarge>,
+    pub(crate) refused: Vec<Refused>,
+}
+
+/// One line read as a request, in either line form (OpenAI's batch line,
+/// Anthropic's `{"custom_id", "params"}`).
+fn read_request(line_no: u64, line: &[u8]) -> Option<RequestLine> {
+    Validator::default().validate(line_no, line).ok()
+}
+
 /// Validate the whole file and plan parts for the valid requests that
-/// `wanted(seq)` selects. Nothing is sent.
+/// `wanted(seq)` selects and the API does not `refuse`. Nothing is sent.
 pub(crate) fn plan(
     path: &Path,
     limits: PartLimits,
     round: u32,
     wanted: impl Fn(u64) -> bool,
-) -> io::Result<(Scan, Vec<PartPlan>, Vec<TooLarge>)> {
-    struct Item {
-        req: PartRequest,
-        bytes: u64,
-        units: usize,
-    }
+    refuse: Refuse<'_>,
+) -> io::Result<Planned> {
     // BTreeMap: parts come out in a stable order (by endpoint, then model).
     let mut groups: BTreeMap<(String, Option<String>), Vec<Item>> = BTreeMap::new();
     let mut scan = Scan::default();
     let mut too_large = Vec::new();
+    let mut refused = Vec::new();
     let mut v = Validator::default();
     let mut seq = 0u64;
     for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
         match line.and_then(|l| v.validate(line_no, l)) {
             Err(e) => scan.problems.push((seq, e)),
             Ok(req) if wanted(seq) => {
+                if let Some(why) = refuse(&req) {
+                    refused.push(Refused {
+                        seq,
+                        line_no,
+                        custom_id: req.custom_id,
+                        why,
+                    });
+                    seq += 1;
+                    return true;
+                }
                 let url = req.endpoint.path();
                 let bytes = batch_line(&req.custom_id, url, &req.body).len() as u64;
                 let units = count_units(&req);
@@ -110,6 +165,27 @@ pub(crate) fn plan(
         true
     })?;
     scan.total = seq;
+    let plans = cut(groups, limits, round);
+    Ok(Planned {
+        scan,
+        plans,
+        too_large,
+        refused,
+    })
+}
+
+/// A group's requests with their sizes, cut into parts at the limits.
+struct Item {
+    req: PartRequest,
+    bytes: u64,
+    units: usize,
+}
+
+fn cut(
+    groups: BTreeMap<(String, Option<String>), Vec<Item>>,
+    limits: PartLimits,
+    round: u32,
+) -> Vec<PartPlan> {
     let mut plans = Vec::new();
     for ((endpoint, model), items) in groups {
         let mut current: Vec<PartRequest> = Vec::new();
@@ -136,7 +212,7 @@ pub(crate) fn plan(
             plans.push(new_plan(round, &endpoint, &model, current, bytes));
         }
     }
-    Ok((scan, plans, too_large))
+    plans
 }
 
 /// What a request counts against the per-batch request limit: 1, except
@@ -193,7 +269,7 @@ pub(crate) fn part_contents(path: &Path, parts: &[&[PartRequest]]) -> io::Result
     for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
         if let Some(slots) = wanted.get(&line_no)
             && let Ok(line) = line
-            && let Ok(req) = batchling_core::request::parse_line(line_no, line)
+            && let Some(req) = read_request(line_no, line)
         {
             let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);
             for &(p, k) in slots {
@@ -226,7 +302,7 @@ pub(crate) fn hash_plans(path: &Path, plans: &mut [PartPlan]) -> io::Result<()> 
     for_each_line(Input::File(path.to_owned()).open()?, |line_no, line, _| {
         if let Some(&i) = owner.get(&line_no)
             && let Ok(line) = line
-            && let Ok(req) = batchling_core::request::parse_line(line_no, line)
+            && let Some(req) = read_request(line_no, line)
         {
             let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);
             hashers[i].update(&text);
@@ -269,7 +345,12 @@ mod tests {
             max_requests: 2,
             max_bytes: 1 << 20,
         };
-        let (scan, plans, big) = plan(f.path(), limits, 0, |_| true).unwrap();
+        let Planned {
+            scan,
+            plans,
+            too_large: big,
+            ..
+        } = plan(f.path(), limits, 0, |_| true, &|_| None).unwrap();
         assert!(big.is_empty());
         assert_eq!(scan.total, 7);
         assert_eq!(scan.problems.len(), 1);
@@ -292,7 +373,9 @@ mod tests {
             max_requests: 100,
             max_bytes: 400,
         };
-        let (_, plans, _) = plan(f.path(), limits, 0, |s| s < 5).unwrap();
+        let plans = plan(f.path(), limits, 0, |s| s < 5, &|_| None)
+            .unwrap()
+            .plans;
         assert!(plans.len() >= 2, "{plans:?} ({one} bytes each at least)");
         let mut plans = plans;
         hash_plans(f.path(), &mut plans).unwrap();
@@ -307,6 +390,63 @@ mod tests {
             assert_eq!(p.bytes, file.len() as u64);
         }
         assert_eq!(plans.iter().map(|p| p.requests.len()).sum::<usize>(), 5);
+    }
+
+    #[test]
+    fn refused_lines_stay_out_of_parts_and_batch_file_lines_rebuild() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "{}", line("a", "m")).unwrap();
+        writeln!(f, "{}", line("no", "m")).unwrap();
+        let params = r#"{"model":"m",  "max_tokens":1,"messages":[]}"#;
+        writeln!(f, r#"{{"custom_id":"p","params":{params}}}"#).unwrap();
+        let refuse = |l: &RequestLine| {
+            (l.custom_id == "no").then(|| Refusal {
+                code: "invalid_url",
+                message: format!("line {}: no", l.line_no),
+            })
+        };
+        let mut planned = plan(f.path(), PartLimits::default(), 0, |_| true, &refuse).unwrap();
+        assert_eq!(planned.refused.len(), 1);
+        let r = &planned.refused[0];
+        assert_eq!((r.seq, r.line_no, r.custom_id.as_str()), (1, 2, "no"));
+        let ids: Vec<Vec<&str>> = planned
+            .plans
+            .iter()
+            .map(|p| p.requests.iter().map(|r| r.custom_id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![vec!["a"], vec!["p"]],
+            "by endpoint: chat, then messages"
+        );
+        hash_plans(f.path(), &mut planned.plans).unwrap();
+        let p = &planned.plans[1];
+        let file = part_contents(f.path(), &[&p.requests])
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            p.content_hash,
+            content_hash(&file),
+            "a batch-file line rebuilds"
+        );
+        assert_eq!(file, batch_line("p", "/v1/messages", params));
+    }
+
+    #[test]
+    fn the_smaller_of_the_users_and_the_apis_limits_applies() {
+        let api = batchling_providers::batch::BatchLimits {
+            max_requests: 100,
+            max_bytes: 1000,
+        };
+        let l = PartLimits::default().within(api);
+        assert_eq!((l.max_requests, l.max_bytes), (100, 1000));
+        let user = PartLimits {
+            max_requests: 7,
+            max_bytes: 5000,
+        };
+        let l = user.within(api);
+        assert_eq!((l.max_requests, l.max_bytes), (7, 1000));
     }
 
     #[test]
@@ -325,7 +465,9 @@ mod tests {
             max_requests: 5,
             max_bytes: 1 << 20,
         };
-        let (_, plans, _) = plan(f.path(), limits, 0, |_| true).unwrap();
+        let plans = plan(f.path(), limits, 0, |_| true, &|_| None)
+            .unwrap()
+            .plans;
         let ids: Vec<Vec<&str>> = plans
             .iter()
             .map(|p| p.requests.iter().map(|r| r.custom_id.as_str()).collect())

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use batchling_core::SeqSet;
 use batchling_core::clock::unix_now;
-use batchling_store::{InputIdentity, Journal, Record, StoreError, check_destination};
+use batchling_store::{FinalState, InputIdentity, Journal, Record, StoreError, check_destination};
 
 use super::job::{SubmitError, SubmitJob};
 use super::{line_id, plan};
@@ -23,12 +23,16 @@ pub(crate) struct Opened {
 
 /// Open the journal (checking the input and the files to write first) and
 /// plan what is pending into parts.
-pub(crate) fn prepare(job: &SubmitJob, reporter: &dyn Reporter) -> Result<Opened, SubmitError> {
+pub(crate) fn prepare(
+    job: &SubmitJob,
+    refuse: plan::Refuse<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Opened, SubmitError> {
     let (mut journal, started_unix) = open_journal(job)?;
     let no_time = job.deadline.is_some_and(|d| {
         started_unix + d.as_secs().saturating_sub(job.deadline_margin.as_secs()) <= unix_now()
     });
-    plan_parts(job, &mut journal, no_time, reporter)?;
+    plan_parts(job, &mut journal, (no_time, refuse), reporter)?;
     Ok(Opened {
         journal,
         started_unix,
@@ -84,7 +88,7 @@ fn settings_json(job: &SubmitJob) -> String {
 fn plan_parts(
     job: &SubmitJob,
     journal: &mut Journal,
-    no_time: bool,
+    (no_time, refuse): (bool, plan::Refuse<'_>),
     reporter: &dyn Reporter,
 ) -> Result<(), SubmitError> {
     let select = Selection::read(journal, job.resubmit, no_time)?;
@@ -94,9 +98,19 @@ fn plan_parts(
         .map(|p| p.round + 1)
         .max()
         .unwrap_or(0);
-    let (scan, mut plans, too_large) =
-        plan::plan(&job.input, job.limits, round, |seq| select.wants(seq))
-            .map_err(input_error(job))?;
+    let plan::Planned {
+        scan,
+        mut plans,
+        too_large,
+        refused,
+    } = plan::plan(
+        &job.input,
+        job.limits,
+        round,
+        |seq| select.wants(seq),
+        refuse,
+    )
+    .map_err(input_error(job))?;
     journal.set_total(scan.total)?;
     let new_problems: Vec<_> = scan
         .problems
@@ -128,6 +142,7 @@ fn plan_parts(
             records.len()
         ));
     }
+    record_refused(journal, &refused, reporter)?;
     if plans.is_empty() {
         return Ok(());
     }
@@ -149,6 +164,38 @@ fn plan_parts(
         } else {
             String::new()
         }
+    ));
+    Ok(())
+}
+
+/// Journal the lines the API refused: each fails alone, in the error file.
+fn record_refused(
+    journal: &mut Journal,
+    refused: &[plan::Refused],
+    reporter: &dyn Reporter,
+) -> Result<(), SubmitError> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<Record> = refused
+        .iter()
+        .map(|r| {
+            Record::failure(
+                r.seq,
+                r.line_no,
+                Some(r.custom_id.clone()),
+                FinalState::Invalid,
+                &line_id("invalid", r.seq),
+                r.why.code,
+                r.why.message.clone(),
+            )
+        })
+        .collect();
+    journal.record_invalid(&records)?;
+    reporter.notice(&format!(
+        "{} line(s) this Batch API cannot take go to the error file (first: {})",
+        records.len(),
+        refused[0].why.message
     ));
     Ok(())
 }

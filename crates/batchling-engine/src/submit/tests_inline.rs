@@ -8,8 +8,8 @@ use std::time::Duration;
 use batchling_core::RetryPolicy;
 use batchling_core::Usage;
 use batchling_providers::batch::{
-    BatchApi, BatchApiError, BatchCounts, BatchInfo, BatchInput, BatchResults, BatchStatus,
-    NewBatch, OutcomeError, RequestOutcome, ResultRefs,
+    BatchApi, BatchApiError, BatchCounts, BatchInfo, BatchInput, BatchLimits, BatchResults,
+    BatchStatus, Lookup, NewBatch, OutcomeError, RequestOutcome, ResultRefs,
 };
 use batchling_store::PartState;
 use bytes::Bytes;
@@ -59,7 +59,7 @@ impl BatchApi for Inline {
         ))
     }
 
-    async fn find(&self, _tag: &str, _since: u64) -> Result<Option<BatchInfo>, BatchApiError> {
+    async fn find(&self, _lookup: &Lookup<'_>) -> Result<Option<BatchInfo>, BatchApiError> {
         Ok(None)
     }
 
@@ -81,7 +81,11 @@ impl BatchApi for Inline {
         Ok(Some(info(id, BatchStatus::Cancelling)))
     }
 
-    async fn results(&self, _batch: &BatchInfo) -> Result<BatchResults, BatchApiError> {
+    async fn results(
+        &self,
+        _batch: &BatchInfo,
+        _endpoint: &str,
+    ) -> Result<BatchResults, BatchApiError> {
         let requests = self.created.lock().unwrap()[0].1.clone();
         let ids: Vec<String> = requests
             .split(|&b| b == b'\n')
@@ -116,6 +120,13 @@ impl BatchApi for Inline {
         })
     }
 
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_requests: 10,
+            max_bytes: 1 << 20,
+        }
+    }
+
     fn is_transient(&self, error: &BatchApiError) -> bool {
         matches!(error, BatchApiError::Transport { .. })
     }
@@ -146,7 +157,7 @@ fn job(dir: &std::path::Path) -> SubmitJob {
 async fn an_inline_api_runs_a_part_from_plan_to_records() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path());
-    let opened = prepare::prepare(&job, &Silent).unwrap();
+    let opened = prepare::prepare(&job, &|_| None, &Silent).unwrap();
     let api = Inline::default();
     let mut d = Driver::new(&api, opened.journal, &Silent, job.api_retry, None).unwrap();
     d.launch(&job.input, &CancellationToken::new())
@@ -197,7 +208,7 @@ async fn an_inline_api_runs_a_part_from_plan_to_records() {
 async fn cancel_drives_the_same_parts_to_an_end() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path());
-    let opened = prepare::prepare(&job, &Silent).unwrap();
+    let opened = prepare::prepare(&job, &|_| None, &Silent).unwrap();
     let api = Inline::default();
     let mut d = Driver::new(&api, opened.journal, &Silent, job.api_retry, None).unwrap();
     d.launch(&job.input, &CancellationToken::new())

@@ -94,7 +94,7 @@ const MAX_INSTANT_LEN: usize = 40;
 /// An RFC 3339 instant (`2025-08-21T12:40:59Z`, with optional fraction and
 /// `±HH:MM` offset) as nanoseconds since the Unix epoch. `None` for anything
 /// else; the year is four digits, so the result always fits.
-fn parse_rfc3339(text: &str) -> Option<i128> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<i128> {
     let b = text.as_bytes();
     if b.len() < 20 || b.len() > MAX_INSTANT_LEN {
         return None;

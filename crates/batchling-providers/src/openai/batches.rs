@@ -29,12 +29,13 @@ use super::client::ClientConfig;
 use super::headers;
 use crate::ProviderError;
 use crate::batch::{
-    BatchApi, BatchCounts, BatchInfo, BatchInput, BatchProblem, BatchResults, NewBatch,
-    OutcomeError, RequestOutcome, ResultRefs, SizeCap,
+    BatchApi, BatchCounts, BatchInfo, BatchInput, BatchLimits, BatchProblem, BatchResults, Lookup,
+    NewBatch, OutcomeError, Refusal, RequestOutcome, ResultRefs, SizeCap,
 };
 use crate::http::Cut;
 use crate::http::plain::oversize_message;
 use crate::secret::ApiKey;
+use batchling_core::{Endpoint, RequestLine};
 
 /// The metadata key a batch is created with: [`NewBatch::tag`], naming its
 /// part, so that [`BatchApi::find`] can find it.
@@ -397,8 +398,10 @@ impl BatchApi for BatchClient {
         Ok(b.info())
     }
 
-    async fn find(&self, tag: &str, since_unix: u64) -> Result<Option<BatchInfo>, BatchApiError> {
-        let found = self.find_batch(PART_METADATA_KEY, tag, since_unix).await?;
+    async fn find(&self, lookup: &Lookup<'_>) -> Result<Option<BatchInfo>, BatchApiError> {
+        let found = self
+            .find_batch(PART_METADATA_KEY, lookup.tag, lookup.since_unix)
+            .await?;
         Ok(found.as_ref().map(Batch::info))
     }
 
@@ -415,7 +418,11 @@ impl BatchApi for BatchClient {
         }
     }
 
-    async fn results(&self, batch: &BatchInfo) -> Result<BatchResults, BatchApiError> {
+    async fn results(
+        &self,
+        batch: &BatchInfo,
+        _endpoint: &str,
+    ) -> Result<BatchResults, BatchApiError> {
         let mut results = BatchResults::default();
         let files = [&batch.results.output, &batch.results.errors];
         for id in files.into_iter().flatten() {
@@ -428,7 +435,31 @@ impl BatchApi for BatchClient {
     fn is_transient(&self, error: &BatchApiError) -> bool {
         super::classify::is_transient(error)
     }
+
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_requests: MAX_BATCH_REQUESTS,
+            max_bytes: MAX_BATCH_BYTES,
+        }
+    }
+
+    /// Anthropic's Messages lines have no OpenAI batch endpoint.
+    fn refuse(&self, line: &RequestLine) -> Option<Refusal> {
+        (line.endpoint == Endpoint::Messages).then(|| Refusal {
+            code: "invalid_url",
+            message: format!(
+                "line {}: \"url\" /v1/messages is Anthropic's Messages API, which OpenAI's Batch API does not serve; give --provider anthropic",
+                line.line_no
+            ),
+        })
+    }
 }
+
+/// Most requests in one OpenAI batch (embeddings: inputs).
+pub const MAX_BATCH_REQUESTS: usize = 50_000;
+
+/// Largest OpenAI batch input file: 200 MB.
+pub const MAX_BATCH_BYTES: u64 = 200 * 1000 * 1000;
 
 /// Add the lines of one result file (output or error file) to `results`.
 pub fn read_result_file(content: &[u8], results: &mut BatchResults) {

@@ -28,7 +28,9 @@ pub fn is_transient(error: &BatchApiError) -> bool {
             ..
         } => retry_status(*status, *should_retry),
         BatchApiError::Transport { .. } => true,
-        BatchApiError::Decode { .. } | BatchApiError::TooLarge { .. } => false,
+        BatchApiError::Decode { .. }
+        | BatchApiError::TooLarge { .. }
+        | BatchApiError::Ambiguous { .. } => false,
     }
 }
 
