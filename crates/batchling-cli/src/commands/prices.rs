@@ -25,12 +25,14 @@ pub(crate) fn prices(s: &PricesSettings) -> Result<ExitCode> {
         "provider",
         "input",
         "cached",
+        "write 5m",
+        "write 1h",
         "output",
         "batch in",
         "batch out",
         "checked",
     ];
-    let rows: Vec<[String; 8]> = catalog
+    let rows: Vec<[String; 10]> = catalog
         .iter()
         .map(|(model, p)| {
             [
@@ -38,6 +40,10 @@ pub(crate) fn prices(s: &PricesSettings) -> Result<ExitCode> {
                 p.provider.clone().unwrap_or_else(|| "-".into()),
                 usd(p.input),
                 p.cached_input.map_or_else(|| "-".into(), usd),
+                p.cache_write.map_or_else(|| "-".into(), usd),
+                p.cache_write_1h
+                    .or(p.cache_write)
+                    .map_or_else(|| "-".into(), usd),
                 usd(p.output),
                 usd(p.batch_input_price()),
                 usd(p.batch_output_price()),
@@ -52,13 +58,13 @@ pub(crate) fn prices(s: &PricesSettings) -> Result<ExitCode> {
         }
     }
     // Text columns left-aligned, prices right-aligned.
-    let line = |cells: [&str; 8]| {
+    let line = |cells: [&str; 10]| {
         let mut out = String::new();
         for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
             if i > 0 {
                 out.push_str("  ");
             }
-            if (2..=6).contains(&i) {
+            if (2..=8).contains(&i) {
                 out.push_str(&format!("{cell:>w$}"));
             } else {
                 out.push_str(&format!("{cell:<w$}"));

@@ -275,4 +275,19 @@ fn price_files_are_checked_and_listed() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["my-model"]["input"], 1.5);
     assert_eq!(v["gpt-4o-mini"]["output"], 0.6);
+
+    // The table shows Claude's two cache-write prices.
+    let o = batchling(&["prices"]);
+    assert!(o.status.success());
+    let table = String::from_utf8_lossy(&o.stdout);
+    let head = table.lines().next().unwrap();
+    assert!(
+        head.contains("write 5m") && head.contains("write 1h"),
+        "{head}"
+    );
+    let sonnet = (table.lines())
+        .find(|l| l.starts_with("claude-sonnet-4-5 "))
+        .expect("claude-sonnet-4-5 in the table");
+    let cells: Vec<&str> = sonnet.split_whitespace().collect();
+    assert_eq!(&cells[2..7], ["3", "0.3", "3.75", "6", "15"], "{sonnet}");
 }
