@@ -144,7 +144,7 @@ def write_models_input(path, n, models, prompt_words=8, max_tokens=16):
                                separators=(",", ":")) + "\n")
 
 
-def mixed_models(k, n, rpm=6000):
+def mixed_models(k, n, rpm=6000, run_args=()):
     """`n` requests over `k` models, each with its own `rpm` limit enforced
     per second by the fake provider, none given to batchling (learned).
     Ideal: the busiest model's share at its limit."""
@@ -159,13 +159,14 @@ def mixed_models(k, n, rpm=6000):
     write_models_input(inp, n, models)
     mock, url = start_mock(["--limits", limits, "--latency-ms", "200"])
     try:
-        s = run_batchling(url, inp, [])
+        s = run_batchling(url, inp, list(run_args))
     finally:
         mock.terminate()
         mock.wait()
     per_model = -(-n // k)
     ideal = per_model / (rpm / 60)
-    return {"scenario": f"mixed-{k}-models-{n}", "requests": s["requests"], "succeeded": s["succeeded"],
+    wide = "-c" + run_args[1] if run_args else ""
+    return {"scenario": f"mixed-{k}-models-{n}{wide}", "requests": s["requests"], "succeeded": s["succeeded"],
             "429s": s["rate_limited"], "makespan_s": round(s["elapsed_s"], 2),
             "ideal_s": round(ideal, 2), "ratio": round(ideal / s["elapsed_s"], 4),
             "cpu_s": round(s["_cpu"], 2)}
@@ -342,6 +343,10 @@ SCENARIOS = {
     # As long as the rate-bound scenario (30 s): the start-up and the last
     # round trip weigh a third as much.
     "mixed-10-30s": lambda: mixed_models(10, 30000),
+    # Ten lanes at 100 a second each, 200 ms: 200 requests in flight, near
+    # the default --concurrency 256 (a permit is held until its answer is
+    # journaled); with room to spare.
+    "mixed-10-30s-wide": lambda: mixed_models(10, 30000, run_args=("--concurrency", "1024")),
     # Issue #15: seven request sizes against each counting rule.
     "token-sizes-exact": lambda: token_sizes("exact"),
     "token-sizes-openai": lambda: token_sizes("openai"),
