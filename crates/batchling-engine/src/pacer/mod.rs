@@ -424,20 +424,20 @@ pub struct Pacer {
     answers: Notify,
 }
 
-/// The limits currently in force, for progress and the summary.
+/// A lane's limits per minute, one per dimension; `None`: none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct EffectiveLimits {
+pub struct PerMinute {
     /// Requests per minute.
     pub rpm: Option<u64>,
-    /// Tokens per minute.
+    /// Tokens (input plus reserved output) per minute.
     pub tpm: Option<u64>,
-    /// Input tokens per minute.
+    /// Input tokens per minute (Anthropic's ITPM).
     pub itpm: Option<u64>,
-    /// Output tokens per minute.
+    /// Output tokens per minute (Anthropic's OTPM).
     pub otpm: Option<u64>,
 }
 
-impl EffectiveLimits {
+impl PerMinute {
     /// The limit of `d`.
     pub fn get(&self, d: Dimension) -> Option<u64> {
         match d {
@@ -447,7 +447,23 @@ impl EffectiveLimits {
             Dimension::OutputTokens => self.otpm,
         }
     }
+
+    /// Whether there is no limit at all.
+    pub fn is_empty(&self) -> bool {
+        self == &PerMinute::default()
+    }
+
+    /// Whether every dimension response headers describe has a limit:
+    /// requests, and tokens (one limit for both, or input and output apart).
+    /// A lane given such limits has nothing to discover: no slow start.
+    fn complete(&self) -> bool {
+        self.rpm.is_some() && (self.tpm.is_some() || (self.itpm.is_some() && self.otpm.is_some()))
+    }
 }
+
+/// The limits in force (the lower of given and learned), for progress and
+/// the summary.
+pub type EffectiveLimits = PerMinute;
 
 /// One lane's limits in force and what went through it, for reports.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,43 +13,9 @@ use batchling_core::limits::LimitTable;
 
 use super::Dimension;
 
-/// Limits given by the user for one lane, per minute; `None` = not given
-/// (learned from headers, if they say).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct GivenLimits {
-    /// Requests per minute.
-    pub rpm: Option<u64>,
-    /// Tokens (input plus reserved output) per minute.
-    pub tpm: Option<u64>,
-    /// Input tokens per minute (Anthropic's ITPM).
-    pub itpm: Option<u64>,
-    /// Output tokens per minute (Anthropic's OTPM).
-    pub otpm: Option<u64>,
-}
-
-impl GivenLimits {
-    /// The given limit of `d`.
-    pub fn get(&self, d: Dimension) -> Option<u64> {
-        match d {
-            Dimension::Requests => self.rpm,
-            Dimension::Tokens => self.tpm,
-            Dimension::InputTokens => self.itpm,
-            Dimension::OutputTokens => self.otpm,
-        }
-    }
-
-    /// Whether no limit is given.
-    pub fn is_empty(&self) -> bool {
-        self == &GivenLimits::default()
-    }
-
-    /// Whether every dimension response headers describe has a given limit:
-    /// requests, and tokens (one limit for both, or input and output apart).
-    /// Such a lane has nothing to discover: no slow start.
-    pub(super) fn complete(&self) -> bool {
-        self.rpm.is_some() && (self.tpm.is_some() || (self.itpm.is_some() && self.otpm.is_some()))
-    }
-}
+/// Limits given by the user for one lane; `None` = not given (learned from
+/// headers, if they say).
+pub type GivenLimits = super::PerMinute;
 
 /// One entry: a model's own limits, or a family's.
 #[derive(Debug, Clone, PartialEq, Eq)]
