@@ -78,14 +78,14 @@ pub trait Provider: Send + Sync + 'static {
 #[non_exhaustive]
 pub enum ProviderError {
     /// The base URL does not parse or is not http(s).
-    #[error(
-        "invalid base URL {url:?}: {reason}; expected something like https://api.openai.com/v1"
-    )]
+    #[error("invalid base URL {url:?}: {reason}; expected something like {example}")]
     BadBaseUrl {
         /// The URL as given.
         url: String,
         /// What is wrong with it.
         reason: String,
+        /// A good one for the provider at hand.
+        example: &'static str,
     },
     /// A header given by the user is not a valid HTTP header.
     #[error("invalid header {name:?}: {reason}")]

@@ -186,7 +186,7 @@ impl MessageBatchClient {
     /// the translation's default `max_tokens`; translation is strict).
     pub fn new(config: &AnthropicConfig) -> Result<Self, ProviderError> {
         crate::http::install_crypto();
-        let (base, _) = crate::http::base_url(&config.base_url)?;
+        let (base, _) = crate::http::base_url(&config.base_url, super::client::DEFAULT_BASE_URL)?;
         let api = if base.ends_with("/v1") {
             base
         } else {

@@ -98,13 +98,13 @@ pub struct AnthropicClient {
 impl AnthropicClient {
     /// Build the client. Fails on a bad base URL or header.
     pub fn new(config: AnthropicConfig) -> Result<Self, ProviderError> {
-        let (base, _) = http::base_url(&config.base_url)?;
+        let (base, _) = http::base_url(&config.base_url, DEFAULT_BASE_URL)?;
         let api = if base.ends_with("/v1") {
             base.clone()
         } else {
             format!("{base}/v1")
         };
-        let (api, parsed) = http::base_url(&api)?;
+        let (api, parsed) = http::base_url(&api, DEFAULT_BASE_URL)?;
         let mut headers = HeaderMap::new();
         if let Some(key) = &config.api_key {
             headers.insert(
@@ -351,10 +351,14 @@ mod tests {
             "http://127.0.0.1:9"
         );
         assert!(c("http://127.0.0.1:9/v1").is_ok());
-        assert!(matches!(
-            c("ftp://x"),
-            Err(ProviderError::BadBaseUrl { .. })
-        ));
+        let bad = c("ftp://x").unwrap_err();
+        assert!(matches!(bad, ProviderError::BadBaseUrl { .. }));
+        // The example is Anthropic's, not OpenAI's.
+        assert!(
+            bad.to_string().contains("https://api.anthropic.com"),
+            "{bad}"
+        );
+        assert!(!bad.to_string().contains("openai"), "{bad}");
         let err = AnthropicClient::new(AnthropicConfig {
             api_key: Some(ApiKey::new("sk-ant-secret\nx")),
             ..AnthropicConfig::default()

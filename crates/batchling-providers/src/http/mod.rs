@@ -105,12 +105,16 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The base URL without a trailing slash, parsed and checked (http or
-/// https).
-pub(crate) fn base_url(url: &str) -> Result<(String, reqwest::Url), ProviderError> {
+/// https); `example` is a good one, for the error.
+pub(crate) fn base_url(
+    url: &str,
+    example: &'static str,
+) -> Result<(String, reqwest::Url), ProviderError> {
     let base = url.trim_end_matches('/').to_owned();
     let bad = |reason: &str| ProviderError::BadBaseUrl {
         url: url.to_owned(),
         reason: reason.into(),
+        example,
     };
     let parsed = reqwest::Url::parse(&base).map_err(|e| bad(&e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -218,6 +222,7 @@ impl Http {
                     .map_err(|err| ProviderError::BadBaseUrl {
                         url: base.to_owned(),
                         reason: err.to_string(),
+                        example: "http(s)://host[:port][/path]",
                     })
             })
             .collect::<Result<_, _>>()?;

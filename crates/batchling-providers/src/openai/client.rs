@@ -79,7 +79,7 @@ pub struct OpenAiClient {
 pub(crate) fn prepare(
     config: &ClientConfig,
 ) -> Result<(String, reqwest::Url, HeaderMap), ProviderError> {
-    let (base, parsed) = http::base_url(&config.base_url)?;
+    let (base, parsed) = http::base_url(&config.base_url, "https://api.openai.com/v1")?;
     let mut headers = HeaderMap::new();
     if let Some(key) = &config.api_key {
         let (name, value) = match config.auth {
