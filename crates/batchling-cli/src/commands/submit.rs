@@ -30,11 +30,11 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     let engine_reporter: Arc<dyn batchling_engine::report::Reporter> = reporter.clone();
     // The engine is generic over the Batch API and the online client; only
     // here is one chosen. The online one finishes what batches left.
+    let job = s.job.clone();
     let result = match s.provider {
         ProviderKind::OpenAi => {
             let batches = BatchClient::new(&client_config)?;
             let online = OpenAiClient::new(client_config)?;
-            let job = s.job.clone();
             batchling_engine::submit::submit(
                 job,
                 batches,
@@ -48,7 +48,6 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
             let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, false);
             let batches = MessageBatchClient::new(&config)?;
             let online = AnthropicClient::new(config)?;
-            let job = s.job.clone();
             batchling_engine::submit::submit(
                 job,
                 batches,

@@ -2,33 +2,8 @@
 //! the three line forms side by side, 429s, a 529 storm, a refused key.
 
 use batchling_mock::{Faults, LimitWindow, MockConfig};
-use serde_json::Value;
 
 use crate::support::*;
-
-/// A native Messages line.
-fn native_line(custom_id: &str, text: &str) -> String {
-    line(
-        custom_id,
-        "/v1/messages",
-        &format!(
-            r#"{{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{{"role":"user","content":{}}}]}}"#,
-            js(text)
-        ),
-    )
-}
-
-/// An OpenAI chat line naming a Claude model.
-fn claude_chat_line(custom_id: &str, text: &str) -> String {
-    line(
-        custom_id,
-        "/v1/chat/completions",
-        &format!(
-            r#"{{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{{"role":"system","content":"Be brief."}},{{"role":"user","content":{}}}]}}"#,
-            js(text)
-        ),
-    )
-}
 
 /// A native body as a person might write it: spacing, key order and an
 /// escape that a re-serialisation would change.
@@ -36,13 +11,6 @@ const NATIVE_SPACED: &str = r#"{ "messages": [{"role":"user","content":"hello na
 
 /// An Anthropic batch file's `params`, spaced its own way.
 const BATCH_PARAMS: &str = r#"{"model":"claude-haiku-4-5",  "max_tokens":16,"messages":[ {"role":"user","content":"from a batch file"} ]}"#;
-
-fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["custom_id"] == id)
-        .unwrap_or_else(|| panic!("no line for {id}"))
-}
 
 #[test]
 fn the_three_line_forms_go_to_claude_and_an_untranslatable_line_fails_alone() {

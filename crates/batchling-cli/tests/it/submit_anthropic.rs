@@ -17,30 +17,6 @@ fn behavior(end: BatchEnd, answered_before_stop: usize) -> BatchBehavior {
     }
 }
 
-/// A native Messages line.
-fn native_line(custom_id: &str, text: &str) -> String {
-    line(
-        custom_id,
-        "/v1/messages",
-        &format!(
-            r#"{{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{{"role":"user","content":{}}}]}}"#,
-            js(text)
-        ),
-    )
-}
-
-/// An OpenAI chat line naming a Claude model.
-fn claude_chat_line(custom_id: &str, text: &str) -> String {
-    line(
-        custom_id,
-        "/v1/chat/completions",
-        &format!(
-            r#"{{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{{"role":"system","content":"Be brief."}},{{"role":"user","content":{}}}]}}"#,
-            js(text)
-        ),
-    )
-}
-
 /// `n` native lines `{prefix}-000`...: the file and the ids.
 fn native_file(prefix: &str, n: usize) -> (String, Vec<String>) {
     let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
@@ -49,13 +25,6 @@ fn native_file(prefix: &str, n: usize) -> (String, Vec<String>) {
         .map(|id| native_line(id, &format!("question {id}")) + "\n")
         .collect();
     (text, ids)
-}
-
-fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["custom_id"] == id)
-        .unwrap_or_else(|| panic!("no line for {id}"))
 }
 
 /// Every output line answers its own input (the fake's echo), in

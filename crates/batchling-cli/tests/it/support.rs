@@ -596,3 +596,35 @@ pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A native Messages line.
+pub(crate) fn native_line(custom_id: &str, text: &str) -> String {
+    line(
+        custom_id,
+        "/v1/messages",
+        &format!(
+            r#"{{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{{"role":"user","content":{}}}]}}"#,
+            js(text)
+        ),
+    )
+}
+
+/// An OpenAI chat line naming a Claude model.
+pub(crate) fn claude_chat_line(custom_id: &str, text: &str) -> String {
+    line(
+        custom_id,
+        "/v1/chat/completions",
+        &format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{{"role":"system","content":"Be brief."}},{{"role":"user","content":{}}}]}}"#,
+            js(text)
+        ),
+    )
+}
+
+/// The output or error line of `id`.
+pub(crate) fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["custom_id"] == id)
+        .unwrap_or_else(|| panic!("no line for {id}"))
+}
