@@ -50,7 +50,7 @@ pub mod usage;
 
 pub use endpoint::Endpoint;
 pub use request::{LineError, LineProblem, RequestLine};
-pub use retry::{RetryPolicy, RetryReason, StopReason, Verdict};
+pub use retry::{FailKind, RetryPolicy, RetryReason, StopReason, Verdict};
 pub use seqset::SeqSet;
 pub use usage::Usage;
 

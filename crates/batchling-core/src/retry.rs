@@ -14,10 +14,66 @@ pub enum Verdict {
         /// Why, for counters and the error file.
         reason: RetryReason,
     },
-    /// Permanent for this request (e.g. 400): record it as failed.
-    Fail,
+    /// Permanent for this request on this target (e.g. 400): record it as
+    /// failed, unless a route has somewhere else to send it for this kind.
+    Fail(FailKind),
     /// The whole run cannot go on (bad key, no quota): stop dispatching.
     StopRun(StopReason),
+}
+
+/// Why a request failed for good on the target that answered, as far as
+/// a route cares: only some kinds move a line along a fallback chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    /// The request itself is wrong (400, 413, 422, an answer over the
+    /// cap, a body that cannot be sent): it fails everywhere.
+    Invalid,
+    /// The prompt (plus `max_tokens`) does not fit the model's context
+    /// window: only a route's context-window chain may take it.
+    ContextWindow,
+    /// The model does not exist, or this key may not use it (404
+    /// `model_not_found`): the target is out for the run.
+    ModelNotFound,
+    /// Refused by the provider's content filter (an error, not an
+    /// answer): only a route's content-policy chain may take it.
+    ContentPolicy,
+}
+
+impl FailKind {
+    /// The name in journals, summaries and error files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailKind::Invalid => "invalid_request",
+            FailKind::ContextWindow => "context_window",
+            FailKind::ModelNotFound => "model_not_found",
+            FailKind::ContentPolicy => "content_policy",
+        }
+    }
+}
+
+/// The messages that say "context window exceeded" where a provider gives
+/// no better field (a code or a type), lower-cased. The one place such text
+/// is matched: everything else goes by status and structured fields.
+const CONTEXT_WINDOW_MESSAGES: &[&str] = &[
+    // OpenAI (its code `context_length_exceeded` is checked first).
+    "maximum context length is",
+    // Anthropic's invalid_request_error.
+    "prompt is too long",
+    "input length and `max_tokens` exceed context limit",
+    // vLLM and llama.cpp servers.
+    "exceeds the available context size",
+    "is longer than the model's context length",
+];
+
+/// Whether an error `message` says the prompt does not fit the context
+/// window (see [`CONTEXT_WINDOW_MESSAGES`]); only the first 4 KiB is read.
+pub fn says_context_window(message: &str) -> bool {
+    let head: String = message
+        .chars()
+        .take(4096)
+        .collect::<String>()
+        .to_lowercase();
+    CONTEXT_WINDOW_MESSAGES.iter().any(|m| head.contains(m))
 }
 
 /// Why an attempt is worth repeating.
@@ -108,6 +164,30 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_window_messages_are_told_from_other_errors() {
+        for m in [
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.",
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            "input length and `max_tokens` exceed context limit: 199000 + 4096 > 200000",
+            "the request exceeds the available context size, try increasing it",
+            "This model's maximum context length is 8192 tokens",
+            "Input is longer than the model's context length",
+            "PROMPT IS TOO LONG",
+        ] {
+            assert!(says_context_window(m), "{m}");
+        }
+        for m in [
+            "Invalid value for 'temperature'",
+            "max_tokens: field required",
+            "The model `gpt-9` does not exist",
+            "",
+            "context",
+        ] {
+            assert!(!says_context_window(m), "{m}");
+        }
+    }
 
     #[test]
     fn backoff_grows_then_caps() {

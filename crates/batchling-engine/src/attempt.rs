@@ -81,7 +81,7 @@ async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, p: Pending, sent: Sent, verdic
         }
         // The rarer paths are boxed so that their state does not make
         // every follow-up bigger.
-        Verdict::Fail => Box::pin(ctx.finish_failed(&p, sent)).await,
+        Verdict::Fail(_) => Box::pin(ctx.finish_failed(&p, sent)).await,
         Verdict::StopRun(reason) => ctx.stop_with(match reason {
             StopReason::Unauthorized { status, message } => {
                 StopCause::Unauthorized { status, message }

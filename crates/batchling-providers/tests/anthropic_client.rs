@@ -169,7 +169,10 @@ async fn an_untranslatable_line_fails_unsent_naming_the_field() {
     };
     assert_eq!(t.kind, TransportKind::Invalid);
     assert!(t.message.contains("`logprobs`"), "{}", t.message);
-    assert_eq!(c.classify(&a), Verdict::Fail);
+    assert_eq!(
+        c.classify(&a),
+        Verdict::Fail(batchling_core::FailKind::Invalid)
+    );
     assert_eq!(server.attempts_for("u-1"), 0, "nothing was sent");
 }
 

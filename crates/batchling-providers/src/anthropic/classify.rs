@@ -8,7 +8,7 @@ use batchling_core::{RetryReason, StopReason, Verdict};
 use serde_json::Value;
 
 use crate::attempt::{Answer, Attempt};
-use crate::openai::classify::{error_message, error_object, retry_status};
+use crate::openai::classify::{error_message, error_object, fail_kind, retry_status};
 
 /// Decide retry / give up / success / stop-the-run for one attempt.
 ///
@@ -46,7 +46,7 @@ pub fn classify(attempt: &Attempt) -> Verdict {
         });
     }
     if !retry_status(status, answer.should_retry) {
-        return Verdict::Fail;
+        return Verdict::Fail(fail_kind(answer));
     }
     if status == 429 {
         Verdict::Retry {
@@ -88,6 +88,7 @@ fn empty_budget_reset(answer: &Answer) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::attempt::{TransportError, TransportKind};
+    use batchling_core::FailKind;
     use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
     use bytes::Bytes;
 
@@ -215,7 +216,7 @@ mod tests {
         for s in [400, 404, 413, 422] {
             assert_eq!(
                 verdict(answer(s, "invalid_request_error")),
-                Verdict::Fail,
+                Verdict::Fail(FailKind::Invalid),
                 "{s}"
             );
         }
@@ -228,7 +229,7 @@ mod tests {
         assert_eq!(verdict(a), retry(None, RetryReason::ServerError));
         let mut b = answer(529, "overloaded_error");
         b.should_retry = Some(false);
-        assert_eq!(verdict(b), Verdict::Fail);
+        assert_eq!(verdict(b), Verdict::Fail(FailKind::Invalid));
         let mut c = answer(401, "authentication_error");
         c.should_retry = Some(true);
         assert!(matches!(verdict(c), Verdict::StopRun(_)));
@@ -251,8 +252,8 @@ mod tests {
             t(TransportKind::Malformed),
             retry(None, RetryReason::Connection)
         );
-        assert_eq!(t(TransportKind::TooLarge), Verdict::Fail);
-        assert_eq!(t(TransportKind::Invalid), Verdict::Fail);
+        assert_eq!(t(TransportKind::TooLarge), Verdict::Fail(FailKind::Invalid));
+        assert_eq!(t(TransportKind::Invalid), Verdict::Fail(FailKind::Invalid));
     }
 
     #[test]

@@ -398,6 +398,9 @@ mod tests {
             }
             other => panic!("expected an unsent failure, got {other:?}"),
         }
-        assert_eq!(c.classify(&invalid("x".into())), Verdict::Fail);
+        assert_eq!(
+            c.classify(&invalid("x".into())),
+            Verdict::Fail(batchling_core::FailKind::Invalid)
+        );
     }
 }

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use batchling_core::{RetryReason, StopReason, Verdict};
+use batchling_core::retry::says_context_window;
+use batchling_core::{FailKind, RetryReason, StopReason, Verdict};
 use serde_json::Value;
 
 use crate::attempt::{Answer, Attempt, TransportKind};
@@ -47,7 +48,9 @@ pub fn classify(attempt: &Attempt) -> Verdict {
             let reason = match t.kind {
                 TransportKind::Timeout => RetryReason::Timeout,
                 TransportKind::Connection | TransportKind::Malformed => RetryReason::Connection,
-                TransportKind::Invalid | TransportKind::TooLarge => return Verdict::Fail,
+                TransportKind::Invalid | TransportKind::TooLarge => {
+                    return Verdict::Fail(FailKind::Invalid);
+                }
             };
             return Verdict::Retry {
                 after: None,
@@ -89,8 +92,38 @@ pub fn classify(attempt: &Attempt) -> Verdict {
             reason,
         }
     } else {
-        Verdict::Fail
+        Verdict::Fail(fail_kind(answer))
     }
+}
+
+/// What kind of permanent failure an error answer is, from its status and
+/// its error object's `code` and `type` (OpenAI's, Azure's and Anthropic's
+/// shapes); only a context-window message without such a field is read as
+/// text ([`says_context_window`]).
+pub(crate) fn fail_kind(answer: &Answer) -> FailKind {
+    let error = error_object(answer);
+    let field = |k: &str| {
+        error
+            .as_ref()
+            .and_then(|e| e.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let (code, kind) = (field("code"), field("type"));
+    if code == "context_length_exceeded" {
+        return FailKind::ContextWindow;
+    }
+    if code == "model_not_found" || (answer.status == 404 && kind == "not_found_error") {
+        return FailKind::ModelNotFound;
+    }
+    // Azure's content filter refuses a prompt with 400 `content_filter`.
+    if code == "content_filter" || code == "content_policy_violation" {
+        return FailKind::ContentPolicy;
+    }
+    if matches!(answer.status, 400 | 413) && says_context_window(field("message")) {
+        return FailKind::ContextWindow;
+    }
+    FailKind::Invalid
 }
 
 /// The wait a server asked for: `retry-after(-ms)`, else on a 429 the reset
@@ -197,9 +230,42 @@ mod tests {
     }
 
     #[test]
+    fn permanent_failures_say_their_kind_from_fields_first() {
+        let kind = |status, body: &str| match verdict(answer(status, body)) {
+            Verdict::Fail(k) => k,
+            v => panic!("{status} {body}: {v:?}"),
+        };
+        let openai_cw = r#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+        assert_eq!(kind(400, openai_cw), FailKind::ContextWindow);
+        let vllm_cw = r#"{"error":{"message":"This model's maximum context length is 4096 tokens","type":"BadRequestError","code":400}}"#;
+        assert_eq!(kind(400, vllm_cw), FailKind::ContextWindow);
+        let claude_cw = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
+        assert_eq!(kind(400, claude_cw), FailKind::ContextWindow);
+        let gone = r#"{"error":{"message":"The model `gpt-9` does not exist","type":"invalid_request_error","code":"model_not_found"}}"#;
+        assert_eq!(kind(404, gone), FailKind::ModelNotFound);
+        let claude_gone =
+            r#"{"type":"error","error":{"type":"not_found_error","message":"model: claude-9"}}"#;
+        assert_eq!(kind(404, claude_gone), FailKind::ModelNotFound);
+        let azure_filter = r#"{"error":{"message":"The response was filtered","type":null,"param":"prompt","code":"content_filter","status":400}}"#;
+        assert_eq!(kind(400, azure_filter), FailKind::ContentPolicy);
+        // A context-window message on a status that does not say "bad
+        // request" is not trusted, nor is a 404 of another type.
+        assert_eq!(kind(422, vllm_cw), FailKind::Invalid);
+        assert_eq!(
+            kind(404, r#"{"error":{"type":"invalid_request_error"}}"#),
+            FailKind::Invalid
+        );
+        assert_eq!(kind(400, "not json"), FailKind::Invalid);
+    }
+
+    #[test]
     fn permanent_statuses_fail() {
         for s in [400, 404, 413, 422, 402] {
-            assert_eq!(verdict(answer(s, "{}")), Verdict::Fail, "{s}");
+            assert_eq!(
+                verdict(answer(s, "{}")),
+                Verdict::Fail(FailKind::Invalid),
+                "{s}"
+            );
         }
     }
 
@@ -232,7 +298,7 @@ mod tests {
         assert!(is_retry(&verdict(a), RetryReason::ServerError));
         let mut b = answer(503, "{}");
         b.should_retry = Some(false);
-        assert_eq!(verdict(b), Verdict::Fail);
+        assert_eq!(verdict(b), Verdict::Fail(FailKind::Invalid));
     }
 
     #[test]
@@ -287,7 +353,7 @@ mod tests {
                 message: "x".into(),
             }))
         };
-        assert_eq!(t(TransportKind::TooLarge), Verdict::Fail);
+        assert_eq!(t(TransportKind::TooLarge), Verdict::Fail(FailKind::Invalid));
         assert!(is_retry(
             &t(TransportKind::Malformed),
             RetryReason::Connection
