@@ -90,6 +90,22 @@ pub fn string_value(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     serde_json::from_str::<String>(raw).ok().map(Into::into)
 }
 
+/// `body` (a JSON object) with its top-level `model` set to `model`: the
+/// old value's bytes replaced, everything else as it was. `None` when the
+/// body is not an object with one `model` member.
+pub fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let [Some(range)] = scan_object(text, ["model"]).ok()? else {
+        return None;
+    };
+    let value = serde_json::to_string(model).ok()?;
+    let mut out = Vec::with_capacity(body.len() + value.len());
+    out.extend_from_slice(&body[..range.start]);
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(&body[range.end..]);
+    Some(out)
+}
+
 /// Bytes that end the fast scan of a string: the quote, the backslash and
 /// the control characters, which JSON forbids unescaped.
 const fn string_stops() -> [bool; 256] {
@@ -331,6 +347,19 @@ fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_model_replaces_the_top_level_model_only() {
+        let body = br#"{"model" : "a", "messages":[{"model":"inner"}], "x":1}"#;
+        let out = with_model(body, "b\"c").expect("an object with a model");
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf-8"),
+            r#"{"model" : "b\"c", "messages":[{"model":"inner"}], "x":1}"#
+        );
+        assert_eq!(with_model(br#"{"messages":[]}"#, "b"), None);
+        assert_eq!(with_model(br#"{"model":"a","model":"b"}"#, "c"), None);
+        assert_eq!(with_model(b"not json", "c"), None);
+    }
     use proptest::prelude::*;
 
     fn valid(text: &str) -> bool {

@@ -21,10 +21,14 @@ use crate::dispatch::Pending;
 use crate::pacer::{Admitted, Settle};
 use crate::recorder::Entry;
 use crate::report::{Counters, Notice, StopCause};
+use crate::route::KeyAt;
+use crate::route::hop::Then;
 
-/// What an attempt came back with, and the permit it still holds.
+/// What an attempt came back with, the key it went on, and the permit it
+/// still holds.
 struct Sent {
     result: Attempt,
+    key: KeyAt,
     permit: OwnedSemaphorePermit,
     latency: Duration,
 }
@@ -36,6 +40,10 @@ pub(crate) async fn attempt<P: Provider>(
     permit: OwnedSemaphorePermit,
     admitted: Admitted,
 ) {
+    let key = p
+        .hop
+        .and_then(|h| h.key)
+        .expect("a request is given a key when admitted");
     // In a block, so that the answer, its verdict and the request's copy
     // are not kept across the last await: the task stays small to build and
     // move (the follow-up is boxed).
@@ -43,22 +51,24 @@ pub(crate) async fn attempt<P: Provider>(
         let out = Outgoing {
             custom_id: p.parsed.custom_id.clone(),
             endpoint: p.parsed.endpoint,
-            body: p.parsed.body.clone(),
+            body: body_for_target(&ctx, &p),
         };
+        let client = &ctx.routes.key(key).client;
         let started = Instant::now();
         // Boxed: the send future is large, and inline it would make every
         // spawned attempt task that much bigger to build and move.
-        let result = Box::pin(ctx.provider.send(&out)).await;
+        let result = Box::pin(client.send(&out)).await;
         drop(out);
         let latency = started.elapsed();
         p.sent += 1;
         ctx.counters().in_flight.fetch_sub(1, Relaxed);
         Counters::add(&ctx.counters().attempts, 1);
-        let verdict = ctx.provider.classify(&result);
+        let verdict = client.classify(&result);
         ctx.discovery
             .answered(&ctx.admission.pacer, admitted, &result, &verdict);
         let sent = Sent {
             result,
+            key,
             permit,
             latency,
         };
@@ -67,29 +77,104 @@ pub(crate) async fn attempt<P: Provider>(
     follow_up.await;
 }
 
-/// What the provider's verdict on an attempt calls for.
-async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, p: Pending, sent: Sent, verdict: Verdict) {
-    match verdict {
-        Verdict::Success => {
-            let Attempt::Answered(a) = sent.result else {
-                unreachable!("only answers succeed")
-            };
-            count_success(&ctx, &p, &a, sent.latency);
-            let permit = Some(sent.permit);
-            ctx.finish_with_answer(&p, a, FinalState::Done, permit, sent.latency)
-                .await;
+/// The request's body as its target sends it: with the target's own name
+/// for the model when that differs from the line's (a route's alias, a
+/// fallback to another model).
+fn body_for_target<P>(ctx: &Ctx<P>, p: &Pending) -> bytes::Bytes {
+    let hop = p.hop.expect("placed before it is sent");
+    match ctx.routes.target(hop.target).model.as_deref() {
+        Some(m) if Some(m) != p.parsed.model.as_deref() => {
+            batchling_core::json::with_model(&p.parsed.body, m)
+                .map_or_else(|| p.parsed.body.clone(), bytes::Bytes::from)
         }
-        // The rarer paths are boxed so that their state does not make
-        // every follow-up bigger.
-        Verdict::Fail(_) => Box::pin(ctx.finish_failed(&p, sent)).await,
-        Verdict::StopRun(reason) => ctx.stop_with(match reason {
-            StopReason::Unauthorized { status, message } => {
-                StopCause::Unauthorized { status, message }
-            }
-            StopReason::QuotaExhausted { message } => StopCause::QuotaExhausted { message },
-        }),
-        Verdict::Retry { after, reason } => Box::pin(retry(ctx, p, sent, after, reason)).await,
+        _ => p.parsed.body.clone(),
     }
+}
+
+/// What the provider's verdict on an attempt calls for: a success is
+/// recorded; anything else is put to the route (`Routes::after`), which
+/// says whether the request retries on its target, moves on now, fails or
+/// stops the run.
+async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, mut p: Pending, sent: Sent, verdict: Verdict) {
+    let now = Instant::now();
+    if verdict == Verdict::Success {
+        if let Some(hop) = &mut p.hop {
+            hop.probe = false;
+            ctx.routes.target(hop.target).circuit.worked(now);
+        }
+        let Attempt::Answered(a) = sent.result else {
+            unreachable!("only answers succeed")
+        };
+        count_success(&ctx, &p, &a, sent.latency);
+        let permit = Some(sent.permit);
+        ctx.finish_with_answer(&p, a, FinalState::Done, permit, sent.latency)
+            .await;
+        return;
+    }
+    let rate_limited = matches!(
+        verdict,
+        Verdict::Retry {
+            reason: RetryReason::RateLimited,
+            ..
+        }
+    );
+    if rate_limited {
+        pause_for_429(&ctx, &p, retry_after(&verdict));
+    } else {
+        p.attempts += 1;
+    }
+    let mut hop = p.hop.expect("placed before it is sent");
+    let then = ctx
+        .routes
+        .after(&mut hop, &verdict, p.attempts, ctx.retry.max_attempts, now);
+    p.hop = Some(hop);
+    // The rarer paths are boxed so that their state does not make every
+    // follow-up bigger.
+    match then {
+        Then::Retry => Box::pin(retry(ctx, p, sent, &verdict)).await,
+        Then::Move => {
+            Counters::add(&ctx.counters().retries, 1);
+            drop(sent);
+            let home = p.home.clone();
+            let _ = home.send(p);
+        }
+        Then::Fail => Box::pin(give_up(ctx, p, sent, &verdict)).await,
+        Then::Stop => {
+            if let Verdict::StopRun(reason) = verdict {
+                ctx.stop_with(match reason {
+                    StopReason::Unauthorized { status, message } => {
+                        StopCause::Unauthorized { status, message }
+                    }
+                    StopReason::QuotaExhausted { message } => StopCause::QuotaExhausted { message },
+                });
+            }
+        }
+    }
+}
+
+/// The server's delay of a retry verdict.
+fn retry_after(verdict: &Verdict) -> Option<Duration> {
+    match verdict {
+        Verdict::Retry { after, .. } => *after,
+        _ => None,
+    }
+}
+
+/// The request fails with this attempt: unless it ran out of attempts on
+/// outage signs while nothing else succeeded, on a route with nowhere else
+/// to go (the upstream is down, not this request: it is kept and the loop
+/// probes).
+async fn give_up<P: Provider>(ctx: Arc<Ctx<P>>, p: Pending, sent: Sent, verdict: &Verdict) {
+    let outage_sign = matches!(verdict, Verdict::Retry { reason, .. } if reason.is_outage_sign());
+    let route = p.hop.map(|h| ctx.routes.route(h.route));
+    if outage_sign
+        && route.is_some_and(|r| !r.has_fallback())
+        && !ctx.health.succeeded_since(p.mark)
+    {
+        keep_through_outage(&ctx, p, sent);
+        return;
+    }
+    ctx.finish_failed(&p, sent).await;
 }
 
 /// A success: its tokens and latency count, the pacer's token estimate is
@@ -127,42 +212,24 @@ fn count_success<P>(ctx: &Ctx<P>, p: &Pending, a: &Answer, latency: Duration) {
     }
 }
 
-/// A retryable attempt: a 429 pauses its lane; otherwise the attempt counts.
-/// Out of attempts, the request fails, unless nothing else succeeded
-/// meanwhile (an outage: it is kept and the loop probes). Else it sleeps
-/// its backoff, holding no permit, and goes back to the loop.
-async fn retry<P: Provider>(
-    ctx: Arc<Ctx<P>>,
-    mut p: Pending,
-    sent: Sent,
-    after: Option<Duration>,
-    reason: RetryReason,
-) {
-    if reason == RetryReason::RateLimited {
-        pause_for_429(&ctx, &p, after);
-    } else {
-        p.attempts += 1;
-    }
+/// A retry on the same target: it sleeps its backoff (none after a 429:
+/// its lane's pause holds it back), holding no permit, and goes back to the
+/// loop.
+async fn retry<P: Provider>(ctx: Arc<Ctx<P>>, mut p: Pending, sent: Sent, verdict: &Verdict) {
     if ctx.stop.is_stopped() {
-        return;
-    }
-    if p.attempts >= ctx.retry.max_attempts {
-        if reason.is_outage_sign() && !ctx.health.succeeded_since(p.mark) {
-            // Nothing else got through while this one retried: the upstream
-            // is down, not this request. Keep it, and probe.
-            keep_through_outage(&ctx, p, sent);
-            return;
-        }
-        ctx.finish_failed(&p, sent).await;
         return;
     }
     // Waiting out a backoff holds no concurrency slot.
     drop(sent);
     Counters::add(&ctx.counters().retries, 1);
-    let delay = if reason == RetryReason::RateLimited {
-        Duration::ZERO // its lane's pause already holds its admissions back
-    } else {
-        ctx.retry.backoff(p.retries, after, rand::random::<f64>())
+    let delay = match verdict {
+        Verdict::Retry {
+            reason: RetryReason::RateLimited,
+            ..
+        } => Duration::ZERO,
+        v => ctx
+            .retry
+            .backoff(p.retries, retry_after(v), rand::random::<f64>()),
     };
     p.retries += 1;
     tokio::select! {
@@ -193,12 +260,15 @@ fn pause_for_429<P>(ctx: &Ctx<P>, p: &Pending, after: Option<Duration>) {
 /// The upstream is down, not this request: it starts over (attempts,
 /// backoff) and goes back to the loop, which probes one at a time.
 fn keep_through_outage<P: Provider>(ctx: &Ctx<P>, mut p: Pending, sent: Sent) {
-    let last_error = ctx.describe_attempt(&sent.result);
+    let last_error = ctx.describe_attempt(sent.key, &sent.result);
     if ctx.health.enter_outage(last_error.clone()) {
         ctx.reporter.notify(&Notice::OutageStarted { last_error });
     }
     p.attempts = 0;
     p.retries = 0;
+    if let Some(hop) = &mut p.hop {
+        hop.on_target = 0;
+    }
     p.mark = ctx.health.mark();
     drop(sent);
     let home = p.home.clone();
@@ -225,14 +295,15 @@ fn body_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
 impl<P: Provider> Ctx<P> {
     /// An answer that did not succeed, in words: its status and the
     /// provider's message.
-    fn describe_answer(&self, a: &Answer) -> String {
-        format!("HTTP {}: {}", a.status, self.provider.describe(a))
+    fn describe_answer(&self, key: KeyAt, a: &Answer) -> String {
+        let client = &self.routes.key(key).client;
+        format!("HTTP {}: {}", a.status, client.describe(a))
     }
 
     /// An attempt that did not succeed, in words.
-    fn describe_attempt(&self, a: &Attempt) -> String {
+    fn describe_attempt(&self, key: KeyAt, a: &Attempt) -> String {
         match a {
-            Attempt::Answered(a) => self.describe_answer(a),
+            Attempt::Answered(a) => self.describe_answer(key, a),
             Attempt::Transport(t) => t.message.clone(),
         }
     }
@@ -291,7 +362,11 @@ impl<P: Provider> Ctx<P> {
     ) {
         let id = self.sink.ids.next();
         let request_id = a.request_id.take().unwrap_or_default();
-        let error_message = (state != FinalState::Done).then(|| self.describe_answer(&a));
+        let key = p.hop.and_then(|h| h.key);
+        let error_message = match key {
+            Some(key) if state != FinalState::Done => Some(self.describe_answer(key, &a)),
+            _ => None,
+        };
         let cache_put = match (state, p.cache_key) {
             (FinalState::Done, Some(k)) => Some((k, request_id.clone(), a.body.clone())),
             _ => None,
@@ -318,7 +393,7 @@ impl<P: Provider> Ctx<P> {
         r.status_code = Some(a.status);
         r.usage = a.usage.unwrap_or_default();
         r.latency_ms = Some(latency.as_secs_f64() * 1000.0);
-        r.cost_usd = self.accounting.cost_of(p, a.usage);
+        r.cost_usd = self.accounting.cost_of(&self.routes, p, a.usage);
         self.accounting.settle(p, r.cost_usd);
         r.error_message = error_message;
         self.sink
@@ -337,6 +412,7 @@ impl<P: Provider> Ctx<P> {
             result,
             permit,
             latency,
+            ..
         } = sent;
         let t = match result {
             Attempt::Answered(a) => {
@@ -381,6 +457,43 @@ impl<P: Provider> Ctx<P> {
         r.error_message = Some(message);
         self.accounting.settle(p, None);
         self.sink.record(r, Some(permit)).await;
+    }
+
+    /// Record a request its route has nowhere to send: `no_route` (no
+    /// route names its model) or `no_eligible_target` (every target left
+    /// is out for the run or over the price ceiling).
+    pub(crate) async fn finish_unsendable(&self, p: &Pending, code: &'static str) {
+        let model = p.parsed.model.as_deref().unwrap_or("(none)");
+        let message = match code {
+            "no_route" => format!("no route takes the model {model:?}"),
+            _ => {
+                let tried = if p.sent > 0 {
+                    format!(" after {} attempts", p.sent)
+                } else {
+                    String::new()
+                };
+                let route = p.hop.map_or("", |h| &*self.routes.route(h.route).name);
+                format!(
+                    "no target of the route {route:?} (model {model:?}) can take it{tried}: each is out for the run (a refused key, a model not found) or over the route's max_price_ratio"
+                )
+            }
+        };
+        let mut line = Vec::with_capacity(160 + message.len());
+        let id = self.sink.ids.next();
+        output::write_failure_line(
+            &mut line,
+            &id,
+            &p.parsed.custom_id,
+            &LineFailure {
+                code,
+                message: &message,
+            },
+        );
+        let mut r = self.base_record(p, FinalState::Failed, line);
+        r.error_code = Some(code.to_owned());
+        r.error_message = Some(message);
+        self.accounting.settle(p, None);
+        self.sink.record(r, None).await;
     }
 
     /// Record an invalid line.

@@ -10,7 +10,7 @@
 //!   cache) and the ids of their output lines.
 //! - [`Stop`]: the caller's shutdown and the run's own stop, with its cause.
 //!
-//! plus the provider, the retry policy, the upstream's [`Health`] and the
+//! plus the routes (and their providers), the retry policy, the upstream's [`Health`] and the
 //! reporter.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use batchling_core::RetryPolicy;
 use batchling_core::Usage;
-use batchling_core::pricing::{Catalog, TokenCounts};
+use batchling_core::pricing::{Catalog, ModelPrice, TokenCounts};
 use batchling_core::retry::RetryReason;
 use batchling_providers::{Attempt, Verdict};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -32,12 +32,14 @@ use crate::pacer::{Admitted, Pacer};
 use crate::reader::{Parsed, token_cost};
 use crate::recorder::Entry;
 use crate::report::{Counters, Notice, Reporter, StopCause};
+use crate::route::Routes;
 use batchling_store::{Cache, Record};
 
 /// Everything attempt tasks share with the loop.
 pub(crate) struct Ctx<P> {
-    /// The upstream: sends, classifies, describes failures.
-    pub(crate) provider: Arc<P>,
+    /// Where lines go: routes, their targets, limit groups and keys (each
+    /// key a provider client that sends, classifies, describes failures).
+    pub(crate) routes: Arc<Routes<P>>,
     /// How many attempts a request gets and how long it waits between them.
     pub(crate) retry: RetryPolicy,
     /// Pacing and concurrency.
@@ -194,14 +196,69 @@ pub(crate) enum Reserved {
 }
 
 impl Accounting {
-    /// What `usage` cost for this request's model, if its price is known.
-    pub(crate) fn cost_of(&self, p: &Pending, usage: Option<Usage>) -> Option<f64> {
-        let (prices, usage) = (self.prices.as_ref()?, usage?);
-        let Some((_, price)) = p.parsed.model.as_deref().and_then(|m| prices.get(m)) else {
+    /// The price of target `t` for a line naming `line_model`: the
+    /// target's own, else the catalog's for the model it sends.
+    fn price_of<'a, P>(
+        &'a self,
+        routes: &'a Routes<P>,
+        t: u32,
+        line_model: Option<&str>,
+    ) -> Option<&'a ModelPrice> {
+        let target = routes.target(t);
+        if let Some(price) = &target.price {
+            return Some(price);
+        }
+        let model = routes.model_of(t, line_model)?;
+        self.prices.as_ref()?.get(model).map(|(_, price)| price)
+    }
+
+    /// What `usage` cost at the target that answered (the request's hop),
+    /// if its price is known.
+    pub(crate) fn cost_of<P>(
+        &self,
+        routes: &Routes<P>,
+        p: &Pending,
+        usage: Option<Usage>,
+    ) -> Option<f64> {
+        let usage = usage?;
+        self.prices.as_ref()?;
+        let t = p.hop.map_or(0, |h| h.target);
+        let Some(price) = self.price_of(routes, t, p.parsed.model.as_deref()) else {
             Counters::add(&self.counters.unpriced, 1);
             return None;
         };
         Some(price.cost_online(&TokenCounts::from(usage)))
+    }
+
+    /// A line's worst case at target `t`: its input and its most output.
+    fn worst_at<P>(&self, routes: &Routes<P>, parsed: &Parsed, t: u32) -> Option<f64> {
+        let price = self.price_of(routes, t, parsed.model.as_deref())?;
+        let tokens = parsed.tokens;
+        Some(price.cost_online(&TokenCounts {
+            input: tokens.input,
+            output: tokens.max_output,
+            ..TokenCounts::default()
+        }))
+    }
+
+    /// Whether target `t` may take the line under a price ceiling of
+    /// `ratio` times its primary: both priced, and the line's worst case
+    /// at `t` within `ratio` times its worst case at the primary.
+    pub(crate) fn within_ratio<P>(
+        &self,
+        routes: &Routes<P>,
+        parsed: &Parsed,
+        primary: u32,
+        t: u32,
+        ratio: f64,
+    ) -> bool {
+        match (
+            self.worst_at(routes, parsed, primary),
+            self.worst_at(routes, parsed, t),
+        ) {
+            (Some(base), Some(at)) => at <= base * ratio,
+            _ => false,
+        }
     }
 
     /// The request has ended: its budget reservation becomes what it cost.
@@ -215,28 +272,29 @@ impl Accounting {
         }
     }
 
-    /// Reserve the request's worst case in the budget. `Wait` when it does
-    /// not fit yet but requests in flight may make room; `Stop` when it
-    /// cannot fit or cannot be priced.
-    pub(crate) fn reserve(&self, p: &mut Pending) -> Reserved {
+    /// Reserve the request's worst case in the budget: at the dearest
+    /// target its route may still send it to. `Wait` when it does not fit
+    /// yet but requests in flight may make room; `Stop` when it cannot fit
+    /// or a target cannot be priced.
+    pub(crate) fn reserve<P>(&self, routes: &Routes<P>, p: &mut Pending) -> Reserved {
         let Some(budget) = &self.budget else {
             return Reserved::Yes;
         };
         if p.reserved.is_some() {
             return Reserved::Yes; // a retry: reserved when first sent
         }
-        let model = p.parsed.model.as_deref().unwrap_or("(none)");
-        let Some((_, price)) = self.prices.as_ref().and_then(|c| c.get(model)) else {
-            return Reserved::Stop(StopCause::NoPrice {
-                model: model.to_owned(),
-            });
-        };
-        let t = p.parsed.tokens;
-        let worst = price.cost_online(&TokenCounts {
-            input: t.input,
-            output: t.max_output,
-            ..TokenCounts::default()
-        });
+        let mut worst = 0.0_f64;
+        for t in routes.reachable(p.hop) {
+            let Some(cost) = self.worst_at(routes, &p.parsed, t) else {
+                let model = routes
+                    .model_of(t, p.parsed.model.as_deref())
+                    .unwrap_or("(none)");
+                return Reserved::Stop(StopCause::NoPrice {
+                    model: model.to_owned(),
+                });
+            };
+            worst = worst.max(cost);
+        }
         match budget.reserve(worst) {
             Ok(()) => {
                 p.reserved = Some(worst);

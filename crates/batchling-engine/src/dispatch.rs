@@ -26,6 +26,8 @@ use crate::gate::gate;
 use crate::pacer::{Admitted, Cost, LaneId, Tried, Waiting};
 use crate::reader::{Parsed, ReadItem};
 use crate::report::StopCause;
+use crate::route::KeyAt;
+use crate::route::hop::{Hop, Place};
 
 /// A request somewhere between the input and its final line.
 #[derive(Debug)]
@@ -44,9 +46,12 @@ pub(crate) struct Pending {
     /// USD reserved in the budget for this request, until it ends (set at
     /// its first attempt; retries reuse it).
     pub(crate) reserved: Option<f64>,
-    /// Its pacer lane (its model's), once it was first admitted: its
-    /// answers and retries go to the same lane without looking it up.
+    /// Its pacer lane (its target's model in the group that took it),
+    /// once admitted: its answers and retries go to the same lane without
+    /// looking it up (until it moves to another target).
     pub(crate) lane: Option<LaneId>,
+    /// Its place on its route, once it has one.
+    pub(crate) hop: Option<Hop>,
     /// The way back to the loop; dropping the last one ends the run.
     /// Unbounded, yet bounded by the requests alive (in flight, backing
     /// off or held): each sends itself back at most once at a time.
@@ -65,6 +70,7 @@ impl Pending {
             cache_key: None,
             reserved: None,
             lane: None,
+            hop: None,
             home,
         }
     }
@@ -96,7 +102,7 @@ pub(crate) async fn dispatch<P: Provider>(
         };
         let room = !ctx.admission.pacer.is_shared() && (unparked || queue.parked.has_room());
         match launch(&ctx, p, tasks, room).await {
-            Launched::Yes => {}
+            Launched::Yes | Launched::Ended => {}
             Launched::Held(p) => queue.held = Some(p),
             Launched::Waits(p, w) => queue.parked.park(p, w, unparked),
             Launched::Stop => break,
@@ -271,6 +277,8 @@ async fn take_line<P: Provider>(
 enum Launched {
     /// Its attempt task is spawned.
     Yes,
+    /// It has nowhere to go and is recorded as failed.
+    Ended,
     /// It waits for room in the budget.
     Held(Pending),
     /// It waits for its lane: set it aside and go on with others.
@@ -279,8 +287,9 @@ enum Launched {
     Stop,
 }
 
-/// Take a request through admission (the gate, a concurrency permit, the
-/// budget, the pacer's lane of its model) and spawn its attempt.
+/// Take a request through admission (the gate, its route's target, a
+/// concurrency permit, the budget, the pacer's lane of its target's model
+/// in a limit group with room) and spawn its attempt.
 ///
 /// A request its lane cannot take yet comes back as `Waits` when `room`
 /// (there is room to set it aside), even with one lane known: lines not yet
@@ -295,6 +304,14 @@ async fn launch<P: Provider>(
     if !gate(ctx).await {
         return Launched::Stop;
     }
+    match place(ctx, &mut p) {
+        Placed::Go => {}
+        Placed::Shut(w) => return Launched::Waits(p, w),
+        Placed::Nowhere(code) => {
+            ctx.finish_unsendable(&p, code).await;
+            return Launched::Ended;
+        }
+    }
     let stop = &ctx.stop;
     let permit = tokio::select! {
         p = ctx.admission.permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
@@ -306,7 +323,7 @@ async fn launch<P: Provider>(
     };
     // Read before a token limit was learned: count it now.
     ctx.discovery.count_if_needed(&mut p.parsed);
-    match ctx.accounting.reserve(&mut p) {
+    match ctx.accounting.reserve(&ctx.routes, &mut p) {
         Reserved::Yes => {}
         Reserved::Wait => {
             drop(permit);
@@ -317,30 +334,130 @@ async fn launch<P: Provider>(
             return Launched::Stop;
         }
     }
+    admit(ctx, p, permit, tasks, room).await
+}
+
+/// Where a request's next attempt goes, as `place` found.
+enum Placed {
+    /// To the target now in its hop.
+    Go,
+    /// Every target left has its circuit open: set it aside until then.
+    Shut(Waiting),
+    /// No target is left for it: it fails with this code.
+    Nowhere(&'static str),
+}
+
+/// Find the request's route (the first time) and the target of its next
+/// attempt. A move to another target forgets its lane.
+fn place<P>(ctx: &Ctx<P>, p: &mut Pending) -> Placed {
+    let routes = &ctx.routes;
+    if p.hop.is_none() {
+        match routes.route_of(p.parsed.model.as_deref()) {
+            Some(r) => p.hop = Some(Hop::start(r)),
+            None => return Placed::Nowhere("no_route"),
+        }
+    }
+    let hop = p.hop.as_mut().expect("placed above");
+    let (parsed, accounting) = (&p.parsed, &ctx.accounting);
+    let fits = |primary, t, ratio| accounting.within_ratio(routes, parsed, primary, t, ratio);
+    match routes.place(hop, Instant::now(), fits) {
+        Place::Go { changed } => {
+            if changed {
+                p.lane = None;
+            }
+            Placed::Go
+        }
+        Place::Shut { at, target } => {
+            // Set aside with the lane of the target it waits for.
+            let model = routes.model_of(target, p.parsed.model.as_deref());
+            let group = routes.target(target).groups[0];
+            Placed::Shut(Waiting {
+                lane: ctx.admission.pacer.lane_in(group, model),
+                at,
+                on_answer: false,
+            })
+        }
+        Place::Nowhere => Placed::Nowhere("no_eligible_target"),
+    }
+}
+
+/// Admit the placed request to a limit group of its target with a live
+/// key: the first whose lane can take it now, trying them in turn from a
+/// rotating start (so groups fill alike), else the one ready soonest.
+async fn admit<P: Provider>(
+    ctx: &Arc<Ctx<P>>,
+    mut p: Pending,
+    permit: OwnedSemaphorePermit,
+    tasks: &mut JoinSet<()>,
+    room: bool,
+) -> Launched {
+    let routes = &ctx.routes;
+    let hop = p.hop.expect("placed before admission");
+    let groups = &routes.target(hop.target).groups;
+    let pacer = &ctx.admission.pacer;
+    let model = routes.model_of(hop.target, p.parsed.model.as_deref());
+    let cost = Cost::from(p.parsed.tokens);
+    let start = match groups.len() {
+        1 => 0,
+        n => rand::random::<u32>() as usize % n,
+    };
+    // The lane it was admitted to before is known for one group only.
+    let known = if groups.len() == 1 { p.lane } else { None };
+    let mut soonest: Option<(KeyAt, Waiting)> = None;
+    for i in 0..groups.len() {
+        let Some(key) = routes.pick_key(groups[(start + i) % groups.len()]) else {
+            continue;
+        };
+        if pacer.is_shared() {
+            // Its loops take turns in `admit`: wait there.
+            return wait_and_admit(ctx, p, permit, tasks, (key, known, None)).await;
+        }
+        match pacer.try_admit_in_group(key.group, model, known, cost, Instant::now()) {
+            Tried::Admitted(a) => return spawn(ctx, p, permit, key, a, tasks),
+            Tried::Waits(w) => {
+                if soonest.as_ref().is_none_or(|(_, s)| w.at < s.at) {
+                    soonest = Some((key, w));
+                }
+            }
+        }
+    }
+    let Some((key, w)) = soonest else {
+        // Its target's keys died since it was placed: place it again.
+        let home = p.home.clone();
+        let _ = home.send(p);
+        return Launched::Yes;
+    };
+    if room {
+        p.lane = Some(w.lane);
+        return Launched::Waits(p, w);
+    }
+    // A wait that ends with time alone is slept out first, so that `admit`
+    // finds the lane ready; in slow start an answer may open the lane
+    // first, and `admit` watches for it.
+    let sleep = (!w.on_answer).then_some(w.at);
+    wait_and_admit(ctx, p, permit, tasks, (key, Some(w.lane), sleep)).await
+}
+
+/// Wait (after `sleep`, if given) until the lane of `key`'s group admits
+/// the request, then spawn its attempt on that key.
+async fn wait_and_admit<P: Provider>(
+    ctx: &Arc<Ctx<P>>,
+    p: Pending,
+    permit: OwnedSemaphorePermit,
+    tasks: &mut JoinSet<()>,
+    (key, known, sleep): (KeyAt, Option<LaneId>, Option<Instant>),
+) -> Launched {
+    let hop = p.hop.expect("placed before admission");
+    let model = ctx.routes.model_of(hop.target, p.parsed.model.as_deref());
     let cost = Cost::from(p.parsed.tokens);
     let pacer = &ctx.admission.pacer;
-    let model = p.parsed.model.as_deref();
-    // A wait that ends with time alone is slept out first, so that `admit`
-    // finds the lane ready.
-    let (known, sleep) = match pacer.is_shared() {
-        true => (p.lane, None),
-        false => match pacer.try_admit_to(model, p.lane, cost, Instant::now()) {
-            Tried::Admitted(a) => return spawn(ctx, p, permit, a, tasks),
-            Tried::Waits(w) if room => {
-                p.lane = Some(w.lane);
-                return Launched::Waits(p, w);
-            }
-            // In slow start an answer may open the lane first: `admit`
-            // watches for it.
-            Tried::Waits(w) => (Some(w.lane), (!w.on_answer).then_some(w.at)),
-        },
-    };
     let waited = async {
         if let Some(at) = sleep {
             tokio::time::sleep_until(at).await;
         }
-        pacer.admit(model, known, cost).await
+        pacer.admit_in_group(key.group, model, known, cost).await
     };
+    let stop = &ctx.stop;
     let admitted = tokio::select! {
         a = waited => a,
         _ = stop.token.cancelled() => return Launched::Stop,
@@ -349,18 +466,22 @@ async fn launch<P: Provider>(
             return Launched::Stop;
         }
     };
-    spawn(ctx, p, permit, admitted, tasks)
+    spawn(ctx, p, permit, key, admitted, tasks)
 }
 
-/// Start the attempt of a request its lane admitted.
+/// Start the attempt of a request a lane admitted, on `key`.
 fn spawn<P: Provider>(
     ctx: &Arc<Ctx<P>>,
     mut p: Pending,
     permit: OwnedSemaphorePermit,
+    key: KeyAt,
     admitted: Admitted,
     tasks: &mut JoinSet<()>,
 ) -> Launched {
     p.lane = Some(admitted.lane);
+    if let Some(hop) = &mut p.hop {
+        hop.key = Some(key);
+    }
     ctx.counters().in_flight.fetch_add(1, Relaxed);
     ctx.discovery.note_send(ctx.counters());
     tasks.spawn(attempt(ctx.clone(), p, permit, admitted));

@@ -1,9 +1,10 @@
 //! The engine: read → pace → send → classify → retry or record.
 //!
 //! # Tour
-//! - [`run`]: the library entry point. Give it a [`Job`], a
-//!   [`Provider`](batchling_providers::Provider), a shutdown token and a
-//!   [`Reporter`]; get a [`RunSummary`]. Its steps (`run.rs`): open the
+//! - [`run`]: the library entry point. Give it a [`Job`], its [`Routes`]
+//!   (one [`Provider`](batchling_providers::Provider) as it is:
+//!   [`Routes::single`]), a shutdown token and a [`Reporter`]; get a
+//!   [`RunSummary`]. Its steps (`run.rs`): open the
 //!   journal, start the reader and the writer, dispatch, drain, finish.
 //! - `reader`: streams the input on a blocking thread: parse, validate,
 //!   catch duplicate ids, count tokens.
@@ -12,7 +13,10 @@
 //!   (admission, discovery, accounting, sink, stop).
 //! - `gate`: slow start while the limits are discovered, one probe at a
 //!   time during an outage.
-//! - `attempt`: one attempt and what follows (finish, retry, stop).
+//! - `attempt`: one attempt and what follows (finish, retry, move on,
+//!   stop).
+//! - [`route`]: routes (chains of targets), limit groups and their keys,
+//!   circuits; what moves a line along its chain (`route/hop.rs`).
 //! - [`budget`]: a spending cap (reserve worst case, settle actual).
 //! - [`estimate`]: a whole file's tokens per model, before sending.
 //! - [`pacer`]: RPM/TPM pacing, the shared 429 pause, limits from headers.
@@ -30,7 +34,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use batchling_engine::{Input, Job, report::Silent};
+//! use batchling_engine::{Input, Job, Routes, report::Silent};
 //! use batchling_providers::openai::{ClientConfig, OpenAiClient};
 //!
 //! let client = OpenAiClient::new(ClientConfig {
@@ -38,7 +42,7 @@
 //!     ..ClientConfig::default()
 //! })?;
 //! let job = Job::new(Input::File("requests.jsonl".into()), "out.jsonl".into());
-//! let summary = batchling_engine::run(job, Arc::new(client), Default::default(), Arc::new(Silent)).await?;
+//! let summary = batchling_engine::run(job, Routes::single(Arc::new(client)), Default::default(), Arc::new(Silent)).await?;
 //! println!("{} succeeded, {} failed", summary.succeeded, summary.failed);
 //! # Ok(()) }
 //! ```
@@ -58,6 +62,7 @@ pub mod pacer;
 mod reader;
 mod recorder;
 pub mod report;
+pub mod route;
 mod run;
 pub mod submit;
 
@@ -73,6 +78,7 @@ pub use close::close_unfinished;
 pub use pacer::{EffectiveLimits, PacerConfig};
 pub use reader::{DuplicateCheck, Input, MAX_LINE_BYTES, Validator, check_file, for_each_request};
 pub use report::{Notice, Progress, Reporter, RunSummary, StopCause};
+pub use route::{RouteSpec, Routes, RoutesBuilder};
 pub use run::run;
 
 /// One run over an input file.

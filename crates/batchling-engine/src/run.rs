@@ -22,6 +22,7 @@ use crate::pacer::{LaneCounts, Pacer};
 use crate::reader::{self, Input, ReadItem};
 use crate::recorder::{self, Entry};
 use crate::report::{Baseline, Counters, LaneSummary, Notice, Reporter, RunSummary, StopCause};
+use crate::route::Routes;
 use crate::{EngineError, Job, dispatch};
 
 /// Run a job to the end (or until it stops). Per-request failures are data
@@ -38,7 +39,7 @@ use crate::{EngineError, Job, dispatch};
 /// (export, summary).
 pub async fn run<P: Provider>(
     job: Job,
-    provider: Arc<P>,
+    routes: Routes<P>,
     shutdown: CancellationToken,
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunSummary, EngineError> {
@@ -62,7 +63,7 @@ pub async fn run<P: Provider>(
     let (writer, recorder) = start_writer(&job, (opened.journal, lanes), &counters, &stop)?;
     let (reader, lines) = start_reader(&job, opened.finished, &discovery, &counters);
     let ctx = Arc::new(Ctx {
-        provider,
+        routes: Arc::new(routes),
         retry: job.retry,
         admission,
         discovery,

@@ -379,7 +379,8 @@ impl Runner {
             cost_seen: Mutex::new(spent_before),
         });
         let stop = CancellationToken::new();
-        let run = batchling_engine::run(job, upstream.provider.clone(), stop.clone(), reporter);
+        let routes = batchling_engine::Routes::single(upstream.provider.clone());
+        let run = batchling_engine::run(job, routes, stop.clone(), reporter);
         tokio::pin!(run);
         let why = tokio::select! {
             r = &mut run => {

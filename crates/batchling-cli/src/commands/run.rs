@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use batchling_engine::{EngineError, Input, RunSummary, StopCause};
+use batchling_engine::{EngineError, Input, Routes, RunSummary, StopCause};
 use batchling_mock::{MockConfig, MockServer};
 use batchling_providers::ApiKey;
 use batchling_providers::anthropic::translate::{Mode, RequestOptions};
@@ -106,14 +106,15 @@ async fn send_all(
     Ok(match s.provider {
         ProviderKind::OpenAi => {
             let client = Arc::new(OpenAiClient::new(client_config)?);
-            let summary = batchling_engine::run(s.job.clone(), client, shutdown, reporter).await;
+            let routes = Routes::single(client);
+            let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
             (summary, None)
         }
         ProviderKind::Anthropic => {
             let config = anthropic_config(client_config, s.job.default_max_output, s.lenient);
             let client = Arc::new(AnthropicClient::new(config)?);
-            let summary =
-                batchling_engine::run(s.job.clone(), client.clone(), shutdown, reporter).await;
+            let routes = Routes::single(client.clone());
+            let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
             (summary, Some(client.translation_warnings()))
         }
     })

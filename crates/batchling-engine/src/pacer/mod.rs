@@ -521,7 +521,12 @@ impl Pacer {
 
     /// The lane of `model` (made if new).
     pub fn lane(&self, model: Option<&str>) -> LaneId {
-        self.lock().find(GROUP, model, &self.config)
+        self.lane_in(GROUP, model)
+    }
+
+    /// The lane of `model` in limit group `group` (made if new).
+    pub fn lane_in(&self, group: u32, model: Option<&str>) -> LaneId {
+        self.lock().find(group, model, &self.config)
     }
 
     /// The limits in force for the run as a whole: each dimension's limits
@@ -683,8 +688,21 @@ impl Pacer {
         cost: Cost,
         now: Instant,
     ) -> Tried {
+        self.try_admit_in_group(GROUP, model, known, cost, now)
+    }
+
+    /// As [`Pacer::try_admit_to`], to the lane of `model` in limit group
+    /// `group` (a key pool's groups each have their own lanes).
+    pub fn try_admit_in_group(
+        &self,
+        group: u32,
+        model: Option<&str>,
+        known: Option<LaneId>,
+        cost: Cost,
+        now: Instant,
+    ) -> Tried {
         let mut s = self.lock();
-        let lane = known.unwrap_or_else(|| s.find(GROUP, model, &self.config));
+        let lane = known.unwrap_or_else(|| s.find(group, model, &self.config));
         match self.try_admit_in(&mut s, lane, cost, now) {
             Ok(admitted) => Tried::Admitted(admitted),
             Err(w) => Tried::Waits(Waiting {
@@ -704,13 +722,24 @@ impl Pacer {
     /// Wait until a request of `model` costing `cost` may go, then admit
     /// it. `known` is its lane if it was admitted before (a retry).
     pub async fn admit(&self, model: Option<&str>, known: Option<LaneId>, cost: Cost) -> Admitted {
+        self.admit_in_group(GROUP, model, known, cost).await
+    }
+
+    /// As [`Pacer::admit`], to the lane of `model` in limit group `group`.
+    pub async fn admit_in_group(
+        &self,
+        group: u32,
+        model: Option<&str>,
+        known: Option<LaneId>,
+        cost: Cost,
+    ) -> Admitted {
         let _turn = match &self.turn {
             Some(t) => Some(t.lock().await),
             None => None,
         };
         let (lane, first) = {
             let mut s = self.lock();
-            let lane = known.unwrap_or_else(|| s.find(GROUP, model, &self.config));
+            let lane = known.unwrap_or_else(|| s.find(group, model, &self.config));
             (lane, self.try_admit_in(&mut s, lane, cost, Instant::now()))
         };
         let mut wait = match first {

@@ -73,7 +73,7 @@ impl Workdir {
     ) -> RunSummary {
         batchling_engine::run(
             self.job.clone(),
-            upstream.clone(),
+            batchling_engine::Routes::single(upstream.clone()),
             shutdown,
             Arc::new(Silent),
         )
