@@ -66,7 +66,8 @@ const CONTEXT_WINDOW_MESSAGES: &[&str] = &[
 ];
 
 /// Whether an error `message` says the prompt does not fit the context
-/// window (see [`CONTEXT_WINDOW_MESSAGES`]); only the first 4 KiB is read.
+/// window (by the one table of such messages, for providers whose error
+/// has no code for it); only the first 4 KiB is read.
 pub fn says_context_window(message: &str) -> bool {
     let head: String = message
         .chars()

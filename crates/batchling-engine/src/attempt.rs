@@ -97,10 +97,13 @@ fn body_for_target<P>(ctx: &Ctx<P>, p: &Pending) -> bytes::Bytes {
 /// stops the run.
 async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, mut p: Pending, sent: Sent, verdict: Verdict) {
     let now = Instant::now();
+    if !matches!(verdict, Verdict::StopRun(_)) {
+        ctx.routes.key_answered(sent.key);
+    }
     if verdict == Verdict::Success {
         if let Some(hop) = &mut p.hop {
             hop.probe = false;
-            ctx.routes.target(hop.target).circuit.worked(now);
+            ctx.routes.target(hop.target).circuit.worked();
         }
         let Attempt::Answered(a) = sent.result else {
             unreachable!("only answers succeed")

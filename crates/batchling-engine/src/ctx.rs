@@ -20,6 +20,7 @@ use batchling_core::RetryPolicy;
 use batchling_core::Usage;
 use batchling_core::pricing::{Catalog, ModelPrice, TokenCounts};
 use batchling_core::retry::RetryReason;
+use batchling_core::tokens::TokenEstimate;
 use batchling_providers::{Attempt, Verdict};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -233,17 +234,14 @@ impl Accounting {
     /// A line's worst case at target `t`: its input and its most output.
     fn worst_at<P>(&self, routes: &Routes<P>, parsed: &Parsed, t: u32) -> Option<f64> {
         let price = self.price_of(routes, t, parsed.model.as_deref())?;
-        let tokens = parsed.tokens;
-        Some(price.cost_online(&TokenCounts {
-            input: tokens.input,
-            output: tokens.max_output,
-            ..TokenCounts::default()
-        }))
+        Some(worst_case(price, parsed))
     }
 
     /// Whether target `t` may take the line under a price ceiling of
     /// `ratio` times its primary: both priced, and the line's worst case
-    /// at `t` within `ratio` times its worst case at the primary.
+    /// at `t` within `ratio` times its worst case at the primary. A line
+    /// whose tokens were not counted (no token limit, no budget) is held to
+    /// each price per token: input and output both within the ratio.
     pub(crate) fn within_ratio<P>(
         &self,
         routes: &Routes<P>,
@@ -252,13 +250,17 @@ impl Accounting {
         t: u32,
         ratio: f64,
     ) -> bool {
-        match (
-            self.worst_at(routes, parsed, primary),
-            self.worst_at(routes, parsed, t),
-        ) {
-            (Some(base), Some(at)) => at <= base * ratio,
-            _ => false,
+        let line = parsed.model.as_deref();
+        let (Some(base), Some(at)) = (
+            self.price_of(routes, primary, line),
+            self.price_of(routes, t, line),
+        ) else {
+            return false;
+        };
+        if parsed.tokens == TokenEstimate::default() {
+            return at.input <= base.input * ratio && at.output <= base.output * ratio;
         }
+        worst_case(at, parsed) <= worst_case(base, parsed) * ratio
     }
 
     /// The request has ended: its budget reservation becomes what it cost.
@@ -306,6 +308,15 @@ impl Accounting {
             }),
         }
     }
+}
+
+/// A line's worst case at `price`: its input and its most output.
+fn worst_case(price: &ModelPrice, parsed: &Parsed) -> f64 {
+    price.cost_online(&TokenCounts {
+        input: parsed.tokens.input,
+        output: parsed.tokens.max_output,
+        ..TokenCounts::default()
+    })
 }
 
 /// Where finished requests go.

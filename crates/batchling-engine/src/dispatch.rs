@@ -26,8 +26,8 @@ use crate::gate::gate;
 use crate::pacer::{Admitted, Cost, LaneId, Tried, Waiting};
 use crate::reader::{Parsed, ReadItem};
 use crate::report::StopCause;
-use crate::route::KeyAt;
 use crate::route::hop::{Hop, Place};
+use crate::route::{KeyAt, KeyPick};
 
 /// A request somewhere between the input and its final line.
 #[derive(Debug)]
@@ -404,9 +404,15 @@ async fn admit<P: Provider>(
     // The lane it was admitted to before is known for one group only.
     let known = if groups.len() == 1 { p.lane } else { None };
     let mut soonest: Option<(KeyAt, Waiting)> = None;
+    let mut busy = false;
     for i in 0..groups.len() {
-        let Some(key) = routes.pick_key(groups[(start + i) % groups.len()]) else {
-            continue;
+        let key = match routes.pick_key(groups[(start + i) % groups.len()]) {
+            KeyPick::Key(key) => key,
+            KeyPick::Busy => {
+                busy = true;
+                continue;
+            }
+            KeyPick::Dead => continue,
         };
         if pacer.is_shared() {
             // Its loops take turns in `admit`: wait there.
@@ -422,6 +428,20 @@ async fn admit<P: Provider>(
         }
     }
     let Some((key, w)) = soonest else {
+        if busy {
+            // New keys with their first request out: the next answer may
+            // free one (or a second, in case none comes).
+            let lane = ctx.admission.pacer.lane_in(groups[0], model);
+            let at = Instant::now() + std::time::Duration::from_secs(1);
+            return Launched::Waits(
+                p,
+                Waiting {
+                    lane,
+                    at,
+                    on_answer: true,
+                },
+            );
+        }
         // Its target's keys died since it was placed: place it again.
         let home = p.home.clone();
         let _ = home.send(p);
@@ -479,6 +499,7 @@ fn spawn<P: Provider>(
     tasks: &mut JoinSet<()>,
 ) -> Launched {
     p.lane = Some(admitted.lane);
+    ctx.routes.key_sending(key);
     if let Some(hop) = &mut p.hop {
         hop.key = Some(key);
     }

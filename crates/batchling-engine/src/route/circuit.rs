@@ -4,10 +4,11 @@
 //! back.
 //!
 //! It opens on evidence of an outage, not of load: at least
-//! [`OPEN_AFTER`] failures in a row *and* at least half of the attempts
-//! ended in the current [`WINDOW`] failing. A provider refusing 30% of
-//! attempts (a 529 storm) rarely fails five in a row, and never half of a
-//! window's, so it keeps its traffic and the retries absorb the storm.
+//! [`OPEN_AFTER`] failures in a row *and* at least half of the last
+//! [`RECENT`] attempts failing. A provider refusing 30% of attempts (a 529
+//! storm) fails five in a row now and then, but seldom half of twenty, so
+//! it keeps its traffic and the retries absorb the storm; a dead one opens
+//! it within ten answers.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,8 +21,8 @@ pub(crate) const OPEN_AFTER: u32 = 5;
 /// How long an open circuit stays shut before one probe may go.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(5);
 
-/// The window whose failure ratio must be at least one half to open.
-const WINDOW: Duration = Duration::from_secs(10);
+/// The recent attempts of which at least half must have failed to open.
+const RECENT: u32 = 20;
 
 /// What a circuit lets through now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +39,8 @@ pub(crate) enum Passage {
 struct State {
     /// Failures since the last success.
     in_a_row: u32,
-    window_start: Option<Instant>,
-    window_failed: u32,
-    window_ended: u32,
+    /// The last attempts' outcomes, newest in bit 0 (1: failed).
+    recent: u32,
     /// While open: no attempt before then, except one probe after it.
     open_until: Option<Instant>,
     /// A probe is out.
@@ -50,16 +50,14 @@ struct State {
 }
 
 impl State {
-    /// Start a new window once the current one is over.
-    fn roll(&mut self, now: Instant) {
-        if self
-            .window_start
-            .is_none_or(|t| now.duration_since(t) >= WINDOW)
-        {
-            self.window_start = Some(now);
-            self.window_failed = 0;
-            self.window_ended = 0;
-        }
+    /// Remember one more outcome.
+    fn push(&mut self, failed: bool) {
+        self.recent = (self.recent << 1) | u32::from(failed);
+    }
+
+    /// Failures among the last [`RECENT`] attempts.
+    fn recent_failures(&self) -> u32 {
+        (self.recent & ((1 << RECENT) - 1)).count_ones()
     }
 }
 
@@ -104,16 +102,15 @@ impl Circuit {
 
     /// An attempt at the target got an answer that is not an outage sign
     /// (a success, or a failure of the request itself): the circuit closes.
-    pub(crate) fn worked(&self, now: Instant) {
+    pub(crate) fn worked(&self) {
         if !self.on {
             return;
         }
         let mut s = self.lock();
-        s.roll(now);
+        s.push(false);
         s.in_a_row = 0;
         s.open_until = None;
         s.probing = false;
-        s.window_ended += 1;
     }
 
     /// An attempt at the target failed with an outage sign. A probe that
@@ -123,12 +120,10 @@ impl Circuit {
             return;
         }
         let mut s = self.lock();
-        s.roll(now);
+        s.push(true);
         s.in_a_row += 1;
-        s.window_failed += 1;
-        s.window_ended += 1;
         let was_probe = std::mem::take(&mut s.probing);
-        let outage = s.in_a_row >= OPEN_AFTER && s.window_failed * 2 >= s.window_ended;
+        let outage = s.in_a_row >= OPEN_AFTER && s.recent_failures() * 2 >= RECENT;
         if was_probe || (s.open_until.is_none() && outage) {
             if s.open_until.is_none() {
                 s.opened += 1;
@@ -164,8 +159,9 @@ mod tests {
     fn an_outage_opens_it_and_one_probe_per_interval_goes() {
         let c = Circuit::new(true);
         let s = Instant::now();
-        for i in 0..OPEN_AFTER - 1 {
-            c.failed(t(u64::from(i), s));
+        // Ten failures in a row: half of the last twenty, five in a row.
+        for i in 0..9 {
+            c.failed(t(i, s));
             assert_eq!(c.passage(t(10, s)), Passage::Open);
         }
         c.failed(t(5, s));
@@ -179,7 +175,7 @@ mod tests {
         assert_eq!(c.passage(later), Passage::Shut(later + PROBE_EVERY));
         assert_eq!(c.passage(later + PROBE_EVERY), Passage::Probe);
         // It works: closed.
-        c.worked(later + PROBE_EVERY);
+        c.worked();
         assert_eq!(c.passage(later + PROBE_EVERY), Passage::Open);
         assert_eq!(c.report(), (false, 1));
     }
@@ -188,23 +184,30 @@ mod tests {
     fn a_storm_of_some_failures_does_not_open_it() {
         let c = Circuit::new(true);
         let s = Instant::now();
-        // 7 failures in a row, but among 30 answers of the window: 30%
-        // failing once spread, so not half.
-        for i in 0..20 {
-            c.worked(t(i, s));
+        // 30% failing, with runs of up to 7 in a row: never half of the
+        // last twenty.
+        for round in 0..50 {
+            for i in 0..14 {
+                c.worked();
+                let _ = i;
+            }
+            for i in 0..6 {
+                c.failed(t(round * 10 + i, s));
+            }
+            assert_eq!(
+                c.passage(t(round * 10 + 9, s)),
+                Passage::Open,
+                "round {round}"
+            );
         }
-        for i in 20..27 {
-            c.failed(t(i, s));
-        }
-        assert_eq!(c.passage(t(10, s)), Passage::Open);
     }
 
     #[test]
     fn a_void_probe_lets_the_next_probe() {
         let c = Circuit::new(true);
         let s = Instant::now();
-        for i in 0..OPEN_AFTER {
-            c.failed(t(u64::from(i), s));
+        for i in 0..10 {
+            c.failed(t(i, s));
         }
         let later = s + PROBE_EVERY * 2;
         assert_eq!(c.passage(later), Passage::Probe);

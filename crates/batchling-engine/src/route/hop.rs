@@ -202,7 +202,7 @@ impl<P> Routes<P> {
         let probe = std::mem::take(&mut hop.probe);
         match verdict {
             Verdict::Success => {
-                target.circuit.worked(now);
+                target.circuit.worked();
                 Then::Fail // not asked: a success is not a failure
             }
             Verdict::Retry {
@@ -241,7 +241,7 @@ impl<P> Routes<P> {
                 }
             }
             Verdict::Fail(kind) => {
-                target.circuit.worked(now);
+                target.circuit.worked();
                 self.after_failure(hop, *kind, attempts >= total)
             }
         }
@@ -429,7 +429,10 @@ mod tests {
                 hop.target = 2;
             }
             assert_eq!(hop.target, t);
-            hop.key = r.pick_key(t);
+            hop.key = match r.pick_key(t) {
+                crate::route::KeyPick::Key(k) => Some(k),
+                _ => None,
+            };
             assert_eq!(r.after(&mut hop, &dead, 1, 6, now), then);
         }
     }
@@ -439,7 +442,7 @@ mod tests {
         let r = routes(|s| s.max_attempts_per_target = Some(1));
         let now = Instant::now();
         let e = retry(RetryReason::ServerError);
-        for _ in 0..5 {
+        for _ in 0..10 {
             let mut hop = Hop::start(0);
             placed(&r, &mut hop, now);
             assert_eq!(hop.target, 0);

@@ -145,6 +145,29 @@ pub(crate) struct Key<P> {
     pub(crate) client: Arc<P>,
     /// Refused (401/403, no quota, a spend cap): out for the run.
     dead: AtomicBool,
+    /// It answered once without refusing: it may take any number.
+    proven: AtomicBool,
+    /// Its first request is out (a key not proven takes one at a time, so
+    /// a dead key in a pool costs one request, not a burst).
+    probing: AtomicBool,
+}
+
+impl<P> Key<P> {
+    fn usable(&self) -> bool {
+        !self.dead.load(Relaxed)
+    }
+}
+
+/// A key for the next request of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyPick {
+    /// This one.
+    Key(KeyAt),
+    /// Every live key is new and has its first request out: wait for an
+    /// answer.
+    Busy,
+    /// None is alive.
+    Dead,
 }
 
 /// Keys sharing one budget.
@@ -197,6 +220,8 @@ pub struct Routes<P> {
     pub(crate) routes: Vec<Route>,
     /// A line's `model` → its route.
     by_name: HashMap<Box<str>, u32>,
+    /// More than one key in all: a key takes one request until it answers.
+    probe_keys: bool,
     /// The route of a line whose model no route names.
     any: Option<u32>,
 }
@@ -256,23 +281,55 @@ impl<P> Routes<P> {
         &self.groups[at.group as usize].keys[at.key as usize]
     }
 
-    /// A live key of group `g`, round robin; `None` when all are dead.
-    pub(crate) fn pick_key(&self, g: u32) -> Option<KeyAt> {
+    /// A live key of group `g`, round robin. While keys are pooled, a key
+    /// that has not answered yet takes only its first request.
+    pub(crate) fn pick_key(&self, g: u32) -> KeyPick {
         let group = &self.groups[g as usize];
         let n = group.keys.len() as u32;
-        let start = group.next.fetch_add(1, Relaxed);
-        (0..n)
-            .map(|i| start.wrapping_add(i) % n)
-            .find(|&k| !group.keys[k as usize].dead.load(Relaxed))
-            .map(|key| KeyAt { group: g, key })
+        // Round robin moves on when a key is sent on (`key_sending`), not
+        // when one is picked: a pick may wait for the lane and be made
+        // again.
+        let start = group.next.load(Relaxed);
+        let mut busy = false;
+        for i in 0..n {
+            let k = start.wrapping_add(i) % n;
+            let key = &group.keys[k as usize];
+            if !key.usable() {
+                continue;
+            }
+            let free = !self.probe_keys || key.proven.load(Relaxed) || !key.probing.load(Relaxed);
+            if free {
+                return KeyPick::Key(KeyAt { group: g, key: k });
+            }
+            busy = true;
+        }
+        if busy { KeyPick::Busy } else { KeyPick::Dead }
+    }
+
+    /// The request picked `at` and is sent on it now: a key not proven
+    /// yet takes no other until it answers.
+    pub(crate) fn key_sending(&self, at: KeyAt) {
+        let group = &self.groups[at.group as usize];
+        group.next.store(at.key.wrapping_add(1), Relaxed);
+        let key = self.key(at);
+        if self.probe_keys && !key.proven.load(Relaxed) {
+            key.probing.store(true, Relaxed);
+        }
+    }
+
+    /// The key's attempt got an answer that did not refuse it (or no
+    /// answer at all): it may take more than one request at a time.
+    pub(crate) fn key_answered(&self, at: KeyAt) {
+        let key = self.key(at);
+        if self.probe_keys && !key.proven.load(Relaxed) {
+            key.proven.store(true, Relaxed);
+            key.probing.store(false, Relaxed);
+        }
     }
 
     /// Whether group `g` has a live key.
     pub(crate) fn group_alive(&self, g: u32) -> bool {
-        self.groups[g as usize]
-            .keys
-            .iter()
-            .any(|k| !k.dead.load(Relaxed))
+        self.groups[g as usize].keys.iter().any(Key::usable)
     }
 
     /// Whether target `t` may be sent to at all (not gone, a live key).
@@ -284,7 +341,9 @@ impl<P> Routes<P> {
     /// The key is refused for the run. True when some key of any group is
     /// still alive.
     pub(crate) fn kill_key(&self, at: KeyAt) -> bool {
-        self.key(at).dead.store(true, Relaxed);
+        let key = self.key(at);
+        key.dead.store(true, Relaxed);
+        key.probing.store(false, Relaxed);
         (0..self.groups.len() as u32).any(|g| self.group_alive(g))
     }
 
@@ -355,6 +414,8 @@ impl<P> RoutesBuilder<P> {
                     id: id.into(),
                     client,
                     dead: AtomicBool::new(false),
+                    proven: AtomicBool::new(false),
+                    probing: AtomicBool::new(false),
                 })
                 .collect(),
             next: AtomicU32::new(0),
@@ -438,11 +499,13 @@ impl<P> RoutesBuilder<P> {
             // Only a target some route can fall back from gets a circuit.
             t.circuit = Circuit::new(has_fallback);
         }
+        let probe_keys = self.groups.iter().map(|g| g.keys.len()).sum::<usize>() > 1;
         Ok(Routes {
             groups: self.groups,
             targets,
             routes,
             by_name,
+            probe_keys,
             any,
         })
     }
@@ -511,15 +574,26 @@ mod tests {
             },
         );
         let r = b.build().expect("valid");
-        let first = r.pick_key(0).expect("a key");
-        let second = r.pick_key(0).expect("a key");
+        let KeyPick::Key(first) = r.pick_key(0) else {
+            panic!("a key")
+        };
+        // Picked but not sent: still free, and still the next.
+        assert_eq!(r.pick_key(0), KeyPick::Key(first));
+        r.key_sending(first);
+        let KeyPick::Key(second) = r.pick_key(0) else {
+            panic!("a key")
+        };
+        r.key_sending(second);
         assert_ne!(first, second);
+        // Both new, both with their first request out: wait.
+        assert_eq!(r.pick_key(0), KeyPick::Busy);
+        r.key_answered(second);
         assert!(r.kill_key(first));
         for _ in 0..4 {
-            assert_eq!(r.pick_key(0), Some(second));
+            assert_eq!(r.pick_key(0), KeyPick::Key(second));
         }
         assert!(r.kill_key(second));
-        assert_eq!(r.pick_key(0), None);
+        assert_eq!(r.pick_key(0), KeyPick::Dead);
         assert!(!r.group_alive(0));
         assert!(r.target_alive(0), "group b still has a key");
         assert!(
@@ -548,6 +622,10 @@ mod tests {
         assert_eq!(single.route_of(Some("anything")), Some(0));
         assert_eq!(single.model_of(0, Some("anything")), Some("anything"));
         assert!(!single.has_fallbacks());
+        // One key in all: no first-request probing.
+        for _ in 0..3 {
+            assert!(matches!(single.pick_key(0), KeyPick::Key(_)));
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod lanes; // each model paced by its own limits, slow start and 429 pause
 mod outage; // one probe at a time, recovery, giving up
 mod rate_limit; // a 429 pauses everyone; its retries are still paced
 mod retry; // backoff after 5xx, max attempts, a server's Retry-After
+mod routes; // chains of targets, key pools, circuits, what moves a line
 mod shutdown; // cancel: drain what is in flight, send nothing new
 mod slow_start; // the first request alone, then doubling, then open
 mod support;

@@ -38,6 +38,8 @@ pub(crate) struct Reply {
 enum Outcome {
     Ok(Usage),
     Status(u16),
+    /// A status with this error body.
+    Error(u16, &'static str),
     Timeout,
     Reset,
 }
@@ -99,6 +101,11 @@ pub(crate) fn status(code: u16) -> Reply {
     Reply::new(Outcome::Status(code))
 }
 
+/// An error status with this body (an error object of the provider's).
+pub(crate) fn error(code: u16, body: &'static str) -> Reply {
+    Reply::new(Outcome::Error(code, body))
+}
+
 /// 429 with `Retry-After`.
 pub(crate) fn rate_limited(retry_after: Duration) -> Reply {
     status(429).retry_after(retry_after)
@@ -144,6 +151,8 @@ pub(crate) struct Upstream {
     scripts: HashMap<String, Vec<Reply>>,
     models: HashMap<String, Vec<Reply>>,
     outage: Option<(Duration, Vec<Reply>)>,
+    /// From then on, every send gets one of these, in turn by send number.
+    later: Vec<(Duration, Vec<Reply>)>,
     on_send: Option<Hook>,
     log: Mutex<Log>,
 }
@@ -171,6 +180,7 @@ impl Upstream {
             scripts: HashMap::new(),
             models: HashMap::new(),
             outage: None,
+            later: Vec::new(),
             on_send: None,
             log: Mutex::default(),
         }
@@ -217,6 +227,20 @@ impl Upstream {
         self
     }
 
+    /// Every send that starts at `from` or later gets one of `replies` (in
+    /// turn, by send number), whatever its script says; a later `from`
+    /// given after wins from its time.
+    pub(crate) fn starting_at(
+        mut self,
+        from: Duration,
+        replies: impl IntoIterator<Item = Reply>,
+    ) -> Self {
+        let replies: Vec<Reply> = replies.into_iter().collect();
+        assert!(!replies.is_empty(), "a phase needs a reply");
+        self.later.push((from, replies));
+        self
+    }
+
     /// Call `hook` as each send starts, with the log so far (that send last).
     /// It runs under the log's lock: it must not call back into the upstream.
     pub(crate) fn on_send(mut self, hook: impl Fn(&[Sent]) + Send + Sync + 'static) -> Self {
@@ -257,8 +281,12 @@ impl Upstream {
             .iter()
             .filter(|s| s.custom_id == custom_id)
             .count();
-        let reply = match &self.outage {
-            Some((period, replies)) if at < *period => &replies[log.sends.len() % replies.len()],
+        let phase = self.later.iter().rev().find(|(from, _)| at >= *from);
+        let reply = match (&self.outage, phase) {
+            (Some((period, replies)), _) if at < *period => {
+                &replies[log.sends.len() % replies.len()]
+            }
+            (_, Some((_, replies))) => &replies[log.sends.len() % replies.len()],
             _ => {
                 let script = self.scripts.get(custom_id);
                 let script = script.or_else(|| self.models.get(&model));
@@ -304,6 +332,7 @@ impl Reply {
         let (status, body, usage) = match self.outcome {
             Outcome::Ok(u) => (200, completion(u), Some(u)),
             Outcome::Status(code) => (code, error_body(code), None),
+            Outcome::Error(code, body) => (code, body.to_owned(), None),
             Outcome::Timeout => return transport(TransportKind::Timeout, "timed out"),
             Outcome::Reset => return transport(TransportKind::Connection, "connection reset"),
         };

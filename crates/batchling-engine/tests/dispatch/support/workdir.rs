@@ -81,6 +81,21 @@ impl Workdir {
         .expect("the run itself works")
     }
 
+    /// Run the job to its end over `routes`.
+    pub(crate) async fn run_routes(
+        &self,
+        routes: batchling_engine::Routes<Upstream>,
+    ) -> RunSummary {
+        batchling_engine::run(
+            self.job.clone(),
+            routes,
+            CancellationToken::new(),
+            Arc::new(Silent),
+        )
+        .await
+        .expect("the run itself works")
+    }
+
     /// The `custom_id`s of the output file, in its order.
     pub(crate) fn answered(&self) -> Vec<String> {
         custom_ids(&self.job.output)
