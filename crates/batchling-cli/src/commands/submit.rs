@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::exit;
 use super::run::{anthropic_config, spawn_signal_handler, start_upstream_for};
 use crate::progress;
-use crate::settings::{CancelSettings, ProviderKind, SubmitSettings};
+use crate::settings::{CancelSettings, ProviderKind, SubmitSettings, recorded_lenient};
 
 pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     for note in &s.notes {
@@ -31,6 +31,8 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     // The engine is generic over the Batch API and the online client; only
     // here is one chosen. The online one finishes what batches left.
     let job = s.job.clone();
+    // Anthropic's online client also counts the warnings of what it sends.
+    let mut online_warnings = None;
     let result = match s.provider {
         ProviderKind::OpenAi => {
             let batches = BatchClient::new(&client_config)?;
@@ -45,17 +47,20 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
             .await
         }
         ProviderKind::Anthropic => {
-            let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, false);
+            // The batches and the online finish translate alike.
+            let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, s.lenient);
             let batches = MessageBatchClient::new(&config)?;
-            let online = AnthropicClient::new(config)?;
-            batchling_engine::submit::submit(
+            let online = Arc::new(AnthropicClient::new(config)?);
+            let result = batchling_engine::submit::submit(
                 job,
                 batches,
-                Arc::new(online),
+                online.clone(),
                 shutdown,
                 engine_reporter,
             )
-            .await
+            .await;
+            online_warnings = Some(online.translation_warnings());
+            result
         }
     };
     reporter.finish();
@@ -73,12 +78,19 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
         Err(SubmitError::Engine(e)) => return Err(super::run::export_hint(e, &s.job.state)),
         Err(e) => return Err(e.into()),
     };
+    // Anthropic's: the batch answers' warnings (all of the job's, from the
+    // journal) and the online ones (this process's).
+    let warnings = online_warnings.map(|online| summary.warnings + online);
     if let Some(path) = &s.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        write_summary_json(path, &summary, warnings)?;
     }
     if !s.quiet {
         print_summary(&summary, &s.job);
+        if let Some(w @ 1..) = warnings {
+            eprintln!(
+                "note: --lenient left out or clamped {w} field(s) Anthropic cannot take; each answer lists its own in x_batchling.warnings"
+            );
+        }
     }
     Ok(ExitCode::from(match &summary.stopped {
         Some(SubmitStop::Interrupted) => exit::INTERRUPTED,
@@ -91,6 +103,21 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
         }
         None => exit::OK,
     }))
+}
+
+/// `--summary-json`: the engine's summary, and for Anthropic the count of
+/// lenient mode's warnings (`translation_warnings`, as `run` writes it).
+fn write_summary_json(
+    path: &std::path::Path,
+    summary: &SubmitSummary,
+    warnings: Option<u64>,
+) -> Result<()> {
+    let mut json = serde_json::to_value(summary).expect("the summary serialises");
+    if let (Some(w), Some(fields)) = (warnings, json.as_object_mut()) {
+        fields.insert("translation_warnings".into(), w.into());
+    }
+    let json = serde_json::to_vec_pretty(&json).expect("the summary serialises");
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn print_summary(s: &SubmitSummary, job: &batchling_engine::submit::SubmitJob) {
@@ -174,7 +201,9 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
             batchling_engine::submit::cancel(job, batches, engine_reporter).await?
         }
         ProviderKind::Anthropic => {
-            let config = anthropic_config(s.client.clone(), DEFAULT_MAX_TOKENS, false);
+            // What the batches finish is read as the submit translated it.
+            let lenient = recorded_lenient(&s.state, false) == Some(true);
+            let config = anthropic_config(s.client.clone(), DEFAULT_MAX_TOKENS, lenient);
             let batches = MessageBatchClient::new(&config)?;
             batchling_engine::submit::cancel(job, batches, engine_reporter).await?
         }

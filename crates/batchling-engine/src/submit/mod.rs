@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 pub use cancel::cancel;
 pub use job::{CancelJob, CancelSummary, SubmitError, SubmitJob, SubmitStop, SubmitSummary};
 pub use plan::PartLimits;
+pub use prepare::API_SETTINGS;
 
 use crate::report::{Progress, Reporter};
 use driver::Driver;

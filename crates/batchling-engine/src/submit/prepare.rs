@@ -24,7 +24,7 @@ pub(crate) struct Opened {
 /// The journal key of the Batch API's settings ([`BatchApi::settings`]).
 ///
 /// [`BatchApi::settings`]: batchling_providers::BatchApi::settings
-pub(crate) const API_SETTINGS: &str = "api_settings";
+pub const API_SETTINGS: &str = "api_settings";
 
 /// Open the journal (checking the input and the files to write first),
 /// check that the Batch API's `settings` are the ones it was started with,
