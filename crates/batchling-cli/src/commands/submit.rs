@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
 use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
 use batchling_providers::anthropic::{AnthropicClient, MessageBatchClient};
-use batchling_providers::openai::{BatchClient, OpenAiClient};
+use batchling_providers::openai::{BatchClient, ClientConfig, OpenAiClient};
 use batchling_store::Journal;
 use tokio_util::sync::CancellationToken;
 
@@ -28,41 +28,8 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     let reporter = progress::reporter(s.quiet);
     spawn_signal_handler(shutdown.clone(), reporter.clone());
     let engine_reporter: Arc<dyn batchling_engine::report::Reporter> = reporter.clone();
-    // The engine is generic over the Batch API and the online client; only
-    // here is one chosen. The online one finishes what batches left.
-    let job = s.job.clone();
-    // Anthropic's online client also counts the warnings of what it sends.
-    let mut online_warnings = None;
-    let result = match s.provider {
-        ProviderKind::OpenAi => {
-            let batches = BatchClient::new(&client_config)?;
-            let online = OpenAiClient::new(client_config)?;
-            batchling_engine::submit::submit(
-                job,
-                batches,
-                Arc::new(online),
-                shutdown,
-                engine_reporter,
-            )
-            .await
-        }
-        ProviderKind::Anthropic => {
-            // The batches and the online finish translate alike.
-            let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, s.lenient);
-            let batches = MessageBatchClient::new(&config)?;
-            let online = Arc::new(AnthropicClient::new(config)?);
-            let result = batchling_engine::submit::submit(
-                job,
-                batches,
-                online.clone(),
-                shutdown,
-                engine_reporter,
-            )
-            .await;
-            online_warnings = Some(online.translation_warnings());
-            result
-        }
-    };
+    let (result, online_warnings) =
+        submit_with(&s, client_config, shutdown, engine_reporter).await?;
     reporter.finish();
     let summary = match result {
         Ok(summary) => summary,
@@ -103,6 +70,38 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
         }
         None => exit::OK,
     }))
+}
+
+/// The submit itself, with the clients of the chosen provider (the engine
+/// is generic over the Batch API and the online client; only here is one
+/// chosen; the online one finishes what batches left). Anthropic's online
+/// client also counts the warnings of what it sent.
+async fn submit_with(
+    s: &SubmitSettings,
+    client_config: ClientConfig,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn batchling_engine::report::Reporter>,
+) -> Result<(Result<SubmitSummary, SubmitError>, Option<u64>)> {
+    let job = s.job.clone();
+    Ok(match s.provider {
+        ProviderKind::OpenAi => {
+            let batches = BatchClient::new(&client_config)?;
+            let online = Arc::new(OpenAiClient::new(client_config)?);
+            let result =
+                batchling_engine::submit::submit(job, batches, online, shutdown, reporter).await;
+            (result, None)
+        }
+        ProviderKind::Anthropic => {
+            // The batches and the online finish translate alike.
+            let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, s.lenient);
+            let batches = MessageBatchClient::new(&config)?;
+            let online = Arc::new(AnthropicClient::new(config)?);
+            let result =
+                batchling_engine::submit::submit(job, batches, online.clone(), shutdown, reporter)
+                    .await;
+            (result, Some(online.translation_warnings()))
+        }
+    })
 }
 
 /// `--summary-json`: the engine's summary, and for Anthropic the count of
