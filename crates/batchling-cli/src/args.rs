@@ -341,6 +341,14 @@ pub(crate) struct SubmitArgs {
     #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
     pub(crate) provider: ProviderArg,
 
+    /// With --provider anthropic: leave out (or clamp) a field of an OpenAI
+    /// chat line that Anthropic cannot take, as run --lenient does (the
+    /// answer lists it in x_batchling.warnings, the summary counts it),
+    /// instead of failing the line; also for the online finish. A resume
+    /// keeps the journal's choice.
+    #[arg(long)]
+    pub(crate) lenient: bool,
+
     /// First wait between polls of the batches (grows ×1.5 while nothing
     /// changes).
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = duration)]

@@ -103,6 +103,10 @@ fn submit(cause: &(dyn Error + 'static)) -> Option<String> {
                 Some("--max-batch-bytes sets the most a part may hold".into())
             }
             SubmitError::PartChanged { .. } => Some("rerun with --restart".into()),
+            SubmitError::SettingsChanged { .. } => Some(
+                "resume with the flags the journal was started with (--lenient or not), or start over with --restart"
+                    .into(),
+            ),
             SubmitError::Auth { .. } => Some(
                 "the key is read from OPENAI_API_KEY, or from the variable --api-key-env names"
                     .into(),

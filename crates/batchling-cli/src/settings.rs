@@ -233,6 +233,47 @@ fn resume_upstream_of(
     })
 }
 
+/// Whether a submit journal's lines are translated leniently: as it was
+/// started (a resume without `--lenient` keeps it, with a note), or as
+/// `--lenient` says for a new one. A journal started strictly refuses
+/// `--lenient`: its untranslatable lines already failed at planning.
+fn resume_lenient(
+    state: &Path,
+    restart: bool,
+    lenient: bool,
+    notes: &mut Vec<String>,
+) -> Result<bool> {
+    match recorded_lenient(state, restart) {
+        Some(true) if !lenient => {
+            notes.push(format!(
+                "resuming with --lenient, as the journal {} was started with it",
+                state.display()
+            ));
+            Ok(true)
+        }
+        Some(false) if lenient => bail!(
+            "the journal {} was started without --lenient: its lines were translated strictly (those with a field Anthropic cannot take already failed); leave out --lenient to resume it, or start over with --restart",
+            state.display()
+        ),
+        _ => Ok(lenient),
+    }
+}
+
+/// The translation mode a submit journal records: `Some(true)` lenient,
+/// `Some(false)` strict, `None` when it records none (a new journal, an
+/// OpenAI one, or one of an older batchling).
+pub(crate) fn recorded_lenient(state: &Path, restart: bool) -> Option<bool> {
+    use batchling_providers::anthropic::{batches::recorded_mode, translate::Mode};
+    if restart || !state.exists() {
+        return None;
+    }
+    let journal = batchling_store::Journal::open_read_only(state).ok()?;
+    let text = journal
+        .submit_value(batchling_engine::submit::API_SETTINGS)
+        .ok()??;
+    Some(recorded_mode(&text)? == Mode::Lenient)
+}
+
 /// `--errors`, or the default next to the output; never the output itself.
 pub(crate) fn errors_path(output: &Path, errors: Option<PathBuf>) -> Result<PathBuf> {
     let errors = errors.unwrap_or_else(|| default_errors_path(output));
@@ -441,6 +482,8 @@ pub(crate) struct SubmitSettings {
     pub(crate) upstream: Upstream,
     /// The Batch API `upstream` speaks.
     pub(crate) provider: ProviderKind,
+    /// `--lenient`, or the journal's (Anthropic's translation).
+    pub(crate) lenient: bool,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
     /// As for `run`.
@@ -453,6 +496,11 @@ impl SubmitSettings {
             ProviderArg::Openai => ProviderKind::OpenAi,
             ProviderArg::Anthropic => ProviderKind::Anthropic,
         };
+        if a.lenient && provider != ProviderKind::Anthropic {
+            bail!(
+                "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic"
+            );
+        }
         let mut client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?;
         client.config.pool_size = a.limits.concurrency;
         let upstream = client.upstream(a.mock);
@@ -472,6 +520,7 @@ impl SubmitSettings {
         let named = a.mock || a.client.base_url.is_some();
         let upstream =
             resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
+        let lenient = resume_lenient(&j.state, j.restart, a.lenient, &mut notes)?;
         let server = Some(format!(
             "{}{}",
             provider.journal_prefix(),
@@ -512,6 +561,7 @@ impl SubmitSettings {
             job,
             upstream,
             provider,
+            lenient,
             quiet: j.quiet,
             summary_json: j.summary_json,
             notes,

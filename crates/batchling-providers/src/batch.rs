@@ -102,6 +102,33 @@ pub trait BatchApi: Send + Sync {
         let _ = line;
         None
     }
+
+    /// The settings of this client that change what a part's requests
+    /// become on the server (Anthropic: how chat lines are translated), as
+    /// text; `None` (the default) when nothing does. `submit` records them
+    /// in its journal and refuses to go on with other ones: a part must be
+    /// created, and its answers read, the way it was planned.
+    fn settings(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether this API may change some requests of a part of `endpoint`
+    /// to take them (a lenient translation leaves fields out), so that
+    /// [`BatchApi::add_warnings`] wants the part's requests once its
+    /// results are in. `false` (the default): they are not rebuilt.
+    fn warns_on(&self, endpoint: &str) -> bool {
+        let _ = endpoint;
+        false
+    }
+
+    /// Join to each answered outcome's line what its request lost on the
+    /// way, given the part's requests as they were created (batchling
+    /// request lines, JSONL), as `run` shows them in its answers. Returns
+    /// how many warnings the lines carry now.
+    fn add_warnings(&self, requests: &[u8], results: &mut BatchResults) -> u64 {
+        let _ = (requests, results);
+        0
+    }
 }
 
 /// The most one batch may hold.

@@ -7,14 +7,14 @@ use anyhow::{Context, Result};
 use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
 use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
 use batchling_providers::anthropic::{AnthropicClient, MessageBatchClient};
-use batchling_providers::openai::{BatchClient, OpenAiClient};
+use batchling_providers::openai::{BatchClient, ClientConfig, OpenAiClient};
 use batchling_store::Journal;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
 use super::run::{anthropic_config, spawn_signal_handler, start_upstream_for};
 use crate::progress;
-use crate::settings::{CancelSettings, ProviderKind, SubmitSettings};
+use crate::settings::{CancelSettings, ProviderKind, SubmitSettings, recorded_lenient};
 
 pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     for note in &s.notes {
@@ -28,36 +28,8 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     let reporter = progress::reporter(s.quiet);
     spawn_signal_handler(shutdown.clone(), reporter.clone());
     let engine_reporter: Arc<dyn batchling_engine::report::Reporter> = reporter.clone();
-    // The engine is generic over the Batch API and the online client; only
-    // here is one chosen. The online one finishes what batches left.
-    let job = s.job.clone();
-    let result = match s.provider {
-        ProviderKind::OpenAi => {
-            let batches = BatchClient::new(&client_config)?;
-            let online = OpenAiClient::new(client_config)?;
-            batchling_engine::submit::submit(
-                job,
-                batches,
-                Arc::new(online),
-                shutdown,
-                engine_reporter,
-            )
-            .await
-        }
-        ProviderKind::Anthropic => {
-            let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, false);
-            let batches = MessageBatchClient::new(&config)?;
-            let online = AnthropicClient::new(config)?;
-            batchling_engine::submit::submit(
-                job,
-                batches,
-                Arc::new(online),
-                shutdown,
-                engine_reporter,
-            )
-            .await
-        }
-    };
+    let (result, online_warnings) =
+        submit_with(&s, client_config, shutdown, engine_reporter).await?;
     reporter.finish();
     let summary = match result {
         Ok(summary) => summary,
@@ -73,12 +45,19 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
         Err(SubmitError::Engine(e)) => return Err(super::run::export_hint(e, &s.job.state)),
         Err(e) => return Err(e.into()),
     };
+    // Anthropic's: the batch answers' warnings (all of the job's, from the
+    // journal) and the online ones (this process's).
+    let warnings = online_warnings.map(|online| summary.warnings + online);
     if let Some(path) = &s.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        write_summary_json(path, &summary, warnings)?;
     }
     if !s.quiet {
         print_summary(&summary, &s.job);
+        if let Some(w @ 1..) = warnings {
+            eprintln!(
+                "note: --lenient left out or clamped {w} field(s) Anthropic cannot take; each answer lists its own in x_batchling.warnings"
+            );
+        }
     }
     Ok(ExitCode::from(match &summary.stopped {
         Some(SubmitStop::Interrupted) => exit::INTERRUPTED,
@@ -91,6 +70,53 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
         }
         None => exit::OK,
     }))
+}
+
+/// The submit itself, with the clients of the chosen provider (the engine
+/// is generic over the Batch API and the online client; only here is one
+/// chosen; the online one finishes what batches left). Anthropic's online
+/// client also counts the warnings of what it sent.
+async fn submit_with(
+    s: &SubmitSettings,
+    client_config: ClientConfig,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn batchling_engine::report::Reporter>,
+) -> Result<(Result<SubmitSummary, SubmitError>, Option<u64>)> {
+    let job = s.job.clone();
+    Ok(match s.provider {
+        ProviderKind::OpenAi => {
+            let batches = BatchClient::new(&client_config)?;
+            let online = Arc::new(OpenAiClient::new(client_config)?);
+            let result =
+                batchling_engine::submit::submit(job, batches, online, shutdown, reporter).await;
+            (result, None)
+        }
+        ProviderKind::Anthropic => {
+            // The batches and the online finish translate alike.
+            let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, s.lenient);
+            let batches = MessageBatchClient::new(&config)?;
+            let online = Arc::new(AnthropicClient::new(config)?);
+            let result =
+                batchling_engine::submit::submit(job, batches, online.clone(), shutdown, reporter)
+                    .await;
+            (result, Some(online.translation_warnings()))
+        }
+    })
+}
+
+/// `--summary-json`: the engine's summary, and for Anthropic the count of
+/// lenient mode's warnings (`translation_warnings`, as `run` writes it).
+fn write_summary_json(
+    path: &std::path::Path,
+    summary: &SubmitSummary,
+    warnings: Option<u64>,
+) -> Result<()> {
+    let mut json = serde_json::to_value(summary).expect("the summary serialises");
+    if let (Some(w), Some(fields)) = (warnings, json.as_object_mut()) {
+        fields.insert("translation_warnings".into(), w.into());
+    }
+    let json = serde_json::to_vec_pretty(&json).expect("the summary serialises");
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn print_summary(s: &SubmitSummary, job: &batchling_engine::submit::SubmitJob) {
@@ -174,7 +200,9 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
             batchling_engine::submit::cancel(job, batches, engine_reporter).await?
         }
         ProviderKind::Anthropic => {
-            let config = anthropic_config(s.client.clone(), DEFAULT_MAX_TOKENS, false);
+            // What the batches finish is read as the submit translated it.
+            let lenient = recorded_lenient(&s.state, false) == Some(true);
+            let config = anthropic_config(s.client.clone(), DEFAULT_MAX_TOKENS, lenient);
             let batches = MessageBatchClient::new(&config)?;
             batchling_engine::submit::cancel(job, batches, engine_reporter).await?
         }

@@ -308,3 +308,139 @@ fn a_kill_while_the_server_holds_the_create_answer_leaves_no_second_batch() {
     );
     assert_eq!(stats.requests_succeeded, 5, "each request answered once");
 }
+
+/// A chat line with a field Anthropic cannot take (`"n":2` or
+/// `"logprobs":true`) beside its question.
+fn untranslatable_line(custom_id: &str, field: &str) -> String {
+    line(
+        custom_id,
+        "/v1/chat/completions",
+        &format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":16,{field},"messages":[{{"role":"user","content":{}}}]}}"#,
+            js(&format!("question {custom_id}"))
+        ),
+    )
+}
+
+/// The warnings an output line's body carries, as one text.
+fn warnings_of(out: &[Value], id: &str) -> String {
+    let w = &by_id(out, id)["response"]["body"]["x_batchling"];
+    assert_eq!(w["more_warnings"], 0, "{w}");
+    w["warnings"].to_string()
+}
+
+#[test]
+fn lenient_submits_what_strict_refuses_and_each_answer_lists_what_it_lost() {
+    let mock = Mock::plain();
+    let input = [
+        untranslatable_line("n2", r#""n":2"#),
+        untranslatable_line("lp", r#""logprobs":true"#),
+        claude_chat_line("plain", "question plain"),
+        native_line("native", "question native"),
+    ]
+    .join("\n");
+    let strict = Run::submit(&input).against_anthropic(&mock).run();
+    strict.assert_code(1);
+    assert_eq!(ids(&strict.out_lines()), ["plain", "native"]);
+    let errors = strict.err_lines();
+    for (id, line_no, field) in [("n2", 1, "`n`"), ("lp", 2, "`logprobs`")] {
+        let e = &by_id(&errors, id)["error"];
+        assert_eq!(e["code"], "invalid_request");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("line {line_no}")) && message.contains(field),
+            "{message}"
+        );
+    }
+    assert_eq!(num(&strict.summary(), "translation_warnings"), 0);
+    // A strict journal stays strict.
+    let refused = strict.again().args(&["--lenient"]).run();
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("without --lenient") && refused.stderr.contains("--restart"),
+        "{}",
+        refused.stderr
+    );
+
+    let lenient = Run::submit(&input)
+        .against_anthropic(&mock)
+        .args(&["--lenient"])
+        .loud()
+        .run();
+    lenient.assert_code(0);
+    let out = lenient.out_lines();
+    assert_eq!(ids(&out), ["n2", "lp", "plain", "native"]);
+    let n2 = warnings_of(&out, "n2");
+    assert!(n2.contains("`n`") && !n2.contains("logprobs"), "{n2}");
+    let lp = warnings_of(&out, "lp");
+    assert!(lp.contains("`logprobs`") && !lp.contains("`n`"), "{lp}");
+    for id in ["n2", "lp"] {
+        let body = &by_id(&out, id)["response"]["body"];
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            format!("echo:question {id}")
+        );
+    }
+    for id in ["plain", "native"] {
+        let body = &by_id(&out, id)["response"]["body"];
+        assert!(body.get("x_batchling").is_none(), "{id}: {body}");
+    }
+    assert!(lenient.err_lines().is_empty());
+    assert_eq!(num(&lenient.summary(), "translation_warnings"), 2);
+    assert!(
+        lenient.stderr.contains("x_batchling.warnings"),
+        "{}",
+        lenient.stderr
+    );
+    assert_eq!(mock.stats().ok, 0, "all of it went in batches");
+
+    // A resume without the flag keeps the journal's leniency, and the
+    // count is the job's, read from the journal.
+    let again = lenient.again().clear_args().against_anthropic(&mock).run();
+    again.assert_code(0);
+    assert!(
+        again.stderr.contains("resuming with --lenient"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(num(&again.summary(), "translation_warnings"), 2);
+    assert_eq!(warnings_of(&again.out_lines(), "n2"), n2);
+}
+
+#[test]
+fn a_lenient_deadline_finishes_online_with_the_same_leniency() {
+    let mock = Mock::plain();
+    // One request answered before the deadline's cancel, the other online.
+    mock.set_message_batch_behavior(behavior(BatchEnd::Hold, 1));
+    let input = [
+        untranslatable_line("n2", r#""n":2"#),
+        untranslatable_line("lp", r#""logprobs":true"#),
+    ]
+    .join("\n");
+    let o = Run::submit(&input)
+        .against_anthropic(&mock)
+        .args(&["--lenient", "--deadline", "3s", "--deadline-margin", "2s"])
+        .run();
+    o.assert_code(0);
+    let out = o.out_lines();
+    assert_eq!(ids(&out), ["n2", "lp"]);
+    assert!(warnings_of(&out, "n2").contains("`n`"));
+    assert!(warnings_of(&out, "lp").contains("`logprobs`"));
+    let stats = mock.message_batch_stats();
+    assert_eq!((stats.batches_canceled, stats.requests_succeeded), (1, 1));
+    assert_eq!(mock.stats().ok, 1, "the other one went online");
+    assert_eq!(num(&o.summary(), "translation_warnings"), 2);
+    assert!(o.err_lines().is_empty());
+}
+
+#[test]
+fn lenient_needs_the_anthropic_provider() {
+    let mock = Mock::plain();
+    let o = Run::submit(&chat_line("a", "x"))
+        .against(&mock)
+        .args(&["--lenient"])
+        .run();
+    o.assert_code(2);
+    assert!(o.stderr.contains("--provider anthropic"), "{}", o.stderr);
+}

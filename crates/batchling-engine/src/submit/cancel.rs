@@ -27,7 +27,14 @@ pub async fn cancel<B: BatchApi>(
     check_destination(&job.errors)?;
     let journal = Journal::open(&job.state, true)?;
     let retry = RetryPolicy::default();
-    let mut d = Driver::new(&api, journal, reporter.as_ref(), retry, job.prices.clone())?;
+    let mut d = Driver::new(
+        &api,
+        &job.input,
+        journal,
+        reporter.as_ref(),
+        retry,
+        job.prices.clone(),
+    )?;
     d.find_creating().await?;
     let cancelled = d.cancel_live().await?;
     let max_wait = job.poll_interval.max(MAX_POLL_INTERVAL);

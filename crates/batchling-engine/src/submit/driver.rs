@@ -9,7 +9,8 @@ use batchling_core::RetryPolicy;
 use batchling_core::clock::unix_now;
 use batchling_core::pricing::Catalog;
 use batchling_providers::batch::{
-    BatchApi, BatchInfo, BatchInput, BatchProblem, BatchStatus, Lookup, NewBatch, ResultRefs,
+    BatchApi, BatchInfo, BatchInput, BatchProblem, BatchResults, BatchStatus, Lookup, NewBatch,
+    ResultRefs,
 };
 use batchling_store::{Counts, FinalState, Journal, Part, PartEnd, PartState, StoreError};
 use bytes::Bytes;
@@ -24,6 +25,8 @@ use crate::report::Reporter;
 /// A submit journal and the Batch API its parts live on.
 pub(crate) struct Driver<'a, B> {
     api: &'a B,
+    /// The input: a part's requests are rebuilt from it.
+    input: &'a Path,
     pub(crate) journal: Journal,
     reporter: &'a dyn Reporter,
     /// Retries of each Batch API call.
@@ -40,6 +43,7 @@ pub(crate) struct Driver<'a, B> {
 impl<'a, B: BatchApi> Driver<'a, B> {
     pub(crate) fn new(
         api: &'a B,
+        input: &'a Path,
         journal: Journal,
         reporter: &'a dyn Reporter,
         retry: RetryPolicy,
@@ -56,6 +60,7 @@ impl<'a, B: BatchApi> Driver<'a, B> {
         let started_unix = journal.meta()?.created_at.unwrap_or_else(unix_now);
         Ok(Driver {
             api,
+            input,
             journal,
             reporter,
             retry,
@@ -259,10 +264,15 @@ impl<'a, B: BatchApi> Driver<'a, B> {
             let batch = ended_batch(p);
             let api = self.api;
             let endpoint = p.endpoint.clone();
-            let results = retrying(api, &self.retry, self.reporter, || {
+            let mut results = retrying(api, &self.retry, self.reporter, || {
                 api.results(&batch, &endpoint)
             })
             .await?;
+            if api.warns_on(&endpoint) {
+                let n = self.add_warnings(p, &mut results);
+                self.journal
+                    .set_submit_value(&warnings_key(p.part), &n.to_string())?;
+            }
             let reqs = self.journal.part_requests(p.part)?;
             if batch.status == BatchStatus::Failed {
                 let (summary, _) = collect::failure_report(p.part, &batch, &reqs);
@@ -293,6 +303,22 @@ impl<'a, B: BatchApi> Driver<'a, B> {
             ));
         }
         Ok(())
+    }
+
+    /// Give the API the part's requests, rebuilt, to join to its answers
+    /// what they lost on the way; how many warnings that makes. An input
+    /// that no longer rebuilds them costs the warnings, not the answers.
+    fn add_warnings(&self, p: &Part, results: &mut BatchResults) -> u64 {
+        match rebuild(self.input, &self.journal, p) {
+            Ok(requests) => self.api.add_warnings(&requests, results),
+            Err(e) => {
+                self.reporter.notice(&format!(
+                    "part {}: its answers do not list what their requests lost on the way: {e}",
+                    p.part
+                ));
+                0
+            }
+        }
     }
 
     /// Ask the server to cancel every live part; returns how many it took.
@@ -335,6 +361,11 @@ impl<'a, B: BatchApi> Driver<'a, B> {
         }
         Ok(())
     }
+}
+
+/// The journal key of how many warnings a part's answers carry.
+pub(crate) fn warnings_key(part: u64) -> String {
+    format!("warnings:{part}")
 }
 
 /// The journal key of when a part's create was first sent.

@@ -85,7 +85,12 @@ pub(crate) fn summarize(
     summary.failed = status.counts.failed;
     summary.invalid = status.counts.invalid;
     summary.not_done = status.pending.unwrap_or(0);
-    summary.parts = journal.parts()?.len() as u64;
+    let parts = journal.parts()?;
+    summary.parts = parts.len() as u64;
+    for p in &parts {
+        let n = journal.submit_value(&super::driver::warnings_key(p.part))?;
+        summary.warnings += n.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
     summary.cost_usd = job.prices.as_ref().map(|_| status.cost_usd);
     summary.elapsed_s = started.elapsed().as_secs_f64();
     Ok(summary)

@@ -96,6 +96,14 @@ pub struct SubmitSummary {
     pub cost_usd: Option<f64>,
     /// Why it stopped early, if it did.
     pub stopped: Option<SubmitStop>,
+    /// Warnings the batch answers' lines carry: what the Batch API changed
+    /// in their requests to take them ([`BatchApi::add_warnings`];
+    /// Anthropic's lenient translation). Not serialised: the caller names
+    /// it (the CLI adds its online client's to it).
+    ///
+    /// [`BatchApi::add_warnings`]: batchling_providers::BatchApi::add_warnings
+    #[serde(skip)]
+    pub warnings: u64,
     /// Seconds it took.
     pub elapsed_s: f64,
 }
@@ -181,6 +189,19 @@ pub enum SubmitError {
     Api {
         /// The call's error.
         source: BatchApiError,
+    },
+    /// The journal was started with other Batch API settings
+    /// ([`BatchApi::settings`]): its parts were made another way.
+    ///
+    /// [`BatchApi::settings`]: batchling_providers::BatchApi::settings
+    #[error(
+        "the journal was started with the Batch API settings {recorded}, not {given}: its parts must be created and read the way they were planned"
+    )]
+    SettingsChanged {
+        /// What the journal has.
+        recorded: String,
+        /// What the client has.
+        given: String,
     },
     /// The journal.
     #[error(transparent)]

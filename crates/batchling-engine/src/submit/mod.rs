@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 pub use cancel::cancel;
 pub use job::{CancelJob, CancelSummary, SubmitError, SubmitJob, SubmitStop, SubmitSummary};
 pub use plan::PartLimits;
+pub use prepare::API_SETTINGS;
 
 use crate::report::{Progress, Reporter};
 use driver::Driver;
@@ -79,10 +80,16 @@ pub async fn submit<B: BatchApi, P: Provider>(
         limits: job.limits.within(api.limits()),
         ..job
     };
-    let opened = prepare::prepare(&job, &|line| api.refuse(line), reporter.as_ref())?;
+    let settings = api.settings();
+    let opened = prepare::prepare(
+        &job,
+        (&|line| api.refuse(line), settings.as_deref()),
+        reporter.as_ref(),
+    )?;
     let mut deadline = Deadline::new(&job, opened.started_unix, opened.no_time);
     let mut d = Driver::new(
         &api,
+        &job.input,
         opened.journal,
         reporter.as_ref(),
         job.api_retry,

@@ -21,14 +21,21 @@ pub(crate) struct Opened {
     pub(crate) no_time: bool,
 }
 
-/// Open the journal (checking the input and the files to write first) and
-/// plan what is pending into parts.
+/// The journal key of the Batch API's settings ([`BatchApi::settings`]).
+///
+/// [`BatchApi::settings`]: batchling_providers::BatchApi::settings
+pub const API_SETTINGS: &str = "api_settings";
+
+/// Open the journal (checking the input and the files to write first),
+/// check that the Batch API's `settings` are the ones it was started with,
+/// and plan what is pending into parts.
 pub(crate) fn prepare(
     job: &SubmitJob,
-    refuse: plan::Refuse<'_>,
+    (refuse, settings): (plan::Refuse<'_>, Option<&str>),
     reporter: &dyn Reporter,
 ) -> Result<Opened, SubmitError> {
     let (mut journal, started_unix) = open_journal(job)?;
+    keep_settings(&journal, settings)?;
     let no_time = job.deadline.is_some_and(|d| {
         started_unix + d.as_secs().saturating_sub(job.deadline_margin.as_secs()) <= unix_now()
     });
@@ -69,6 +76,23 @@ fn open_journal(job: &SubmitJob) -> Result<(Journal, u64), SubmitError> {
     }
     let started = journal.meta()?.created_at.unwrap_or_else(unix_now);
     Ok((journal, started))
+}
+
+/// Record the Batch API's settings in a new journal; refuse other ones in
+/// a journal that has them (one without: an older batchling's, whose
+/// parts were made the default way, takes them).
+fn keep_settings(journal: &Journal, settings: Option<&str>) -> Result<(), SubmitError> {
+    let Some(given) = settings else {
+        return Ok(());
+    };
+    match journal.submit_value(API_SETTINGS)? {
+        Some(recorded) if recorded != given => Err(SubmitError::SettingsChanged {
+            recorded,
+            given: given.to_owned(),
+        }),
+        Some(_) => Ok(()),
+        None => Ok(journal.set_submit_value(API_SETTINGS, given)?),
+    }
 }
 
 fn settings_json(job: &SubmitJob) -> String {

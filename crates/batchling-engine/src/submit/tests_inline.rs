@@ -157,9 +157,17 @@ fn job(dir: &std::path::Path) -> SubmitJob {
 async fn an_inline_api_runs_a_part_from_plan_to_records() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path());
-    let opened = prepare::prepare(&job, &|_| None, &Silent).unwrap();
+    let opened = prepare::prepare(&job, (&|_| None, None), &Silent).unwrap();
     let api = Inline::default();
-    let mut d = Driver::new(&api, opened.journal, &Silent, job.api_retry, None).unwrap();
+    let mut d = Driver::new(
+        &api,
+        &job.input,
+        opened.journal,
+        &Silent,
+        job.api_retry,
+        None,
+    )
+    .unwrap();
     d.launch(&job.input, &CancellationToken::new())
         .await
         .unwrap();
@@ -208,9 +216,17 @@ async fn an_inline_api_runs_a_part_from_plan_to_records() {
 async fn cancel_drives_the_same_parts_to_an_end() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path());
-    let opened = prepare::prepare(&job, &|_| None, &Silent).unwrap();
+    let opened = prepare::prepare(&job, (&|_| None, None), &Silent).unwrap();
     let api = Inline::default();
-    let mut d = Driver::new(&api, opened.journal, &Silent, job.api_retry, None).unwrap();
+    let mut d = Driver::new(
+        &api,
+        &job.input,
+        opened.journal,
+        &Silent,
+        job.api_retry,
+        None,
+    )
+    .unwrap();
     d.launch(&job.input, &CancellationToken::new())
         .await
         .unwrap();
@@ -235,4 +251,26 @@ async fn cancel_drives_the_same_parts_to_an_end() {
     assert_eq!(out.lines().count(), 2);
     let records = std::fs::read_to_string(&job.errors).unwrap();
     assert!(records.lines().all(|l| l.contains("\"c\"")), "{records}");
+}
+
+#[test]
+fn a_journal_keeps_the_batch_api_settings_it_was_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let open = |settings: Option<&str>| prepare::prepare(&job, (&|_| None, settings), &Silent);
+    drop(open(Some("lenient")).unwrap());
+    drop(open(Some("lenient")).unwrap());
+    match open(Some("strict")) {
+        Err(super::SubmitError::SettingsChanged { recorded, given }) => {
+            assert_eq!((recorded.as_str(), given.as_str()), ("lenient", "strict"));
+        }
+        other => panic!("expected SettingsChanged, got {:?}", other.err()),
+    }
+    // An API without settings has nothing to keep.
+    drop(open(None).unwrap());
+    let restart = SubmitJob {
+        restart: true,
+        ..job.clone()
+    };
+    drop(prepare::prepare(&restart, (&|_| None, Some("strict")), &Silent).unwrap());
 }

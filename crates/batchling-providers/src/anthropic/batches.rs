@@ -5,7 +5,8 @@
 //! - **create** (`POST /v1/messages/batches`): a part's requests go inline,
 //!   `{"requests": [{"custom_id", "params"}]}`; nothing is uploaded. A
 //!   native `/v1/messages` line's `params` is its body verbatim; an OpenAI
-//!   chat line's is its body translated ([`request_to_messages`], strict).
+//!   chat line's is its body translated ([`request_to_messages`], strict
+//!   unless the client is lenient).
 //! - **retrieve** / **cancel**: `processing_status` `in_progress`,
 //!   `canceling` or `ended` (an ended batch whose cancel was asked is
 //!   `cancelled`, any other `completed`).
@@ -14,6 +15,12 @@
 //!   `errored`, `canceled` and `expired` become [`RequestOutcome`]s in
 //!   OpenAI's batch output shape (a chat line's message translated back
 //!   to a `chat.completion`, an error to OpenAI's envelope).
+//! - **warnings** (lenient only): the results of a batch do not say what
+//!   its requests lost, so once they are in, the part's requests are
+//!   translated again (the same lines, checked against the plan's hash, the
+//!   same options: [`BatchApi::settings`] keeps them across resumes) and
+//!   each answer gets its line's warnings in `x_batchling.warnings`, as an
+//!   online answer does ([`BatchApi::add_warnings`]).
 //! - **find**: message batches carry no metadata, so a part's batch is
 //!   recognised by what can be seen of it: created after the part's first
 //!   create attempt (less a minute for clock skew), with the part's number
@@ -25,6 +32,7 @@
 //! The key never appears in an error (messages are passed through
 //! [`crate::secret::redact`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use batchling_core::batch::{EXPIRED_CODE, EXPIRED_MESSAGE};
@@ -38,7 +46,9 @@ use serde_json::Value;
 
 use super::client::AnthropicConfig;
 use super::headers;
-use super::translate::{RequestOptions, error_to_openai, message_to_chat_completion};
+use super::translate::{
+    Mode, RequestOptions, Warning, error_to_openai, message_to_chat_completion,
+};
 use crate::ProviderError;
 use crate::batch::{
     BatchApi, BatchApiError, BatchCounts, BatchInfo, BatchInput, BatchLimits, BatchResults,
@@ -183,7 +193,7 @@ pub struct MessageBatchClient {
 impl MessageBatchClient {
     /// Build the client from the online client's settings (base URL, key,
     /// `anthropic-version`, extra headers, timeout per call, response cap,
-    /// the translation's default `max_tokens`; translation is strict).
+    /// the translation's mode and default `max_tokens`).
     pub fn new(config: &AnthropicConfig) -> Result<Self, ProviderError> {
         crate::http::install_crypto();
         let (base, _) = crate::http::base_url(&config.base_url, super::client::DEFAULT_BASE_URL)?;
@@ -219,10 +229,7 @@ impl MessageBatchClient {
             api,
             key: config.api_key.clone(),
             max_body: config.max_response_bytes,
-            translation: RequestOptions {
-                mode: super::translate::Mode::Strict,
-                ..config.translation
-            },
+            translation: config.translation,
             limits: BatchLimits {
                 max_requests: MAX_BATCH_REQUESTS,
                 max_bytes: MAX_PART_BYTES,
@@ -415,6 +422,30 @@ impl MessageBatchClient {
             });
         }
         Ok(out)
+    }
+
+    /// What lenient mode drops from each chat line of a part's requests,
+    /// by `custom_id` (only the lines that lose something).
+    fn warnings_of(&self, requests: &[u8]) -> HashMap<String, (Vec<Warning>, usize)> {
+        let mut lost = HashMap::new();
+        for (i, raw) in requests.split(|&b| b == b'\n').enumerate() {
+            if batchling_core::request::is_blank(raw) {
+                continue;
+            }
+            let Ok(line) = batchling_core::request::parse_line(i as u64 + 1, raw) else {
+                continue;
+            };
+            if line.endpoint != Endpoint::ChatCompletions {
+                continue;
+            }
+            // A line that does not translate was refused when planned.
+            if let Ok(t) = request_to_messages(line.body.as_bytes(), &self.translation)
+                && !t.warnings.is_empty()
+            {
+                lost.insert(line.custom_id, (t.warnings, t.more_warnings));
+            }
+        }
+        lost
     }
 
     /// A line's `params`: a Messages body as given, or an OpenAI chat body
@@ -684,6 +715,69 @@ pub fn read_result_line(raw: &[u8], line_id: &str, translate: bool) -> Option<Re
     }
 }
 
+/// The members of an output line that [`with_warnings`] writes again.
+#[derive(Deserialize)]
+struct LineHead {
+    id: String,
+    response: ResponseHead,
+}
+
+#[derive(Deserialize)]
+struct ResponseHead {
+    #[serde(default)]
+    request_id: String,
+}
+
+/// An answered outcome with its request's warnings in its body (and its
+/// line written again around it); `false` if it has no body to take them.
+fn with_warnings(o: &mut RequestOutcome, warnings: &[Warning], more: usize) -> bool {
+    let Ok(answer) = &o.answer else {
+        return false;
+    };
+    let Ok(head) = serde_json::from_slice::<LineHead>(&o.line) else {
+        return false;
+    };
+    let mut body = answer.to_vec();
+    if !super::client::add_warnings(&mut body, warnings, more) {
+        return false;
+    }
+    let mut line = Vec::with_capacity(body.len() + 256);
+    let status = o.status_code.unwrap_or(200);
+    output::write_response_line(
+        &mut line,
+        &head.id,
+        &o.custom_id,
+        status,
+        &head.response.request_id,
+        &body,
+    );
+    o.answer = Ok(Bytes::from(body));
+    o.line = line;
+    true
+}
+
+/// The journal's record of a client's translation options (its
+/// [`BatchApi::settings`]).
+pub fn settings_text(options: &RequestOptions) -> String {
+    let mode = match options.mode {
+        Mode::Strict => "strict",
+        Mode::Lenient => "lenient",
+    };
+    serde_json::json!({"translation": mode, "default_max_tokens": options.default_max_tokens})
+        .to_string()
+}
+
+/// The translation's mode a journal's record ([`settings_text`]) names;
+/// `None` when it names none.
+pub fn recorded_mode(settings: &str) -> Option<Mode> {
+    let v: Value = serde_json::from_str(settings).ok()?;
+    match v["translation"].as_str()? {
+        "strict" => Some(Mode::Strict),
+        "lenient" => Some(Mode::Lenient),
+        _ => None,
+    }
+}
+
 /// An outcome with no answer to show: a failure line.
 fn failed(custom_id: &str, line_id: &str, code: &str, message: &str) -> RequestOutcome {
     let mut line = Vec::new();
@@ -817,6 +911,29 @@ impl BatchApi for MessageBatchClient {
     fn refuse(&self, line: &RequestLine) -> Option<Refusal> {
         self.params(line).err()
     }
+
+    fn settings(&self) -> Option<String> {
+        Some(settings_text(&self.translation))
+    }
+
+    fn warns_on(&self, endpoint: &str) -> bool {
+        self.translation.mode == Mode::Lenient && endpoint == Endpoint::ChatCompletions.path()
+    }
+
+    fn add_warnings(&self, requests: &[u8], results: &mut BatchResults) -> u64 {
+        let mut lost = self.warnings_of(requests);
+        let mut n = 0;
+        for o in &mut results.outcomes {
+            // The first result of an id takes them, as the engine keeps
+            // the first; an error answer shows none (as online).
+            if let Some((warnings, more)) = lost.remove(o.custom_id.as_str())
+                && with_warnings(o, &warnings, more)
+            {
+                n += (warnings.len() + more) as u64;
+            }
+        }
+        n
+    }
 }
 
 #[cfg(test)]
@@ -944,6 +1061,88 @@ mod tests {
             "the system message is hoisted"
         );
         assert_eq!(b["params"]["max_tokens"], 4096, "the default max_tokens");
+    }
+
+    #[test]
+    fn lenient_lines_are_taken_and_their_answers_list_what_they_lost() {
+        let client = |mode| {
+            MessageBatchClient::new(&AnthropicConfig {
+                base_url: "http://127.0.0.1:1".into(),
+                translation: RequestOptions {
+                    mode,
+                    ..RequestOptions::default()
+                },
+                ..AnthropicConfig::default()
+            })
+            .unwrap()
+        };
+        let c = client(Mode::Lenient);
+        let chat = |id: &str, extra: &str| {
+            format!(
+                r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"claude-x","messages":[{{"role":"user","content":"x"}}]{extra}}}}}"#
+            )
+        };
+        let requests = format!(
+            "{}\n{}\n",
+            chat("a", r#","n":2,"logprobs":true"#),
+            chat("b", "")
+        );
+        let line =
+            batchling_core::request::parse_line(1, requests.lines().next().unwrap().as_bytes())
+                .unwrap();
+        assert_eq!(c.refuse(&line), None, "lenient: taken");
+        assert!(client(Mode::Strict).refuse(&line).is_some());
+        let body: Value =
+            serde_json::from_slice(&c.create_body(requests.as_bytes()).unwrap()).unwrap();
+        let params = &body["requests"][0]["params"];
+        assert!(
+            params.get("n").is_none() && params.get("logprobs").is_none(),
+            "{params}"
+        );
+        assert!(c.warns_on("/v1/chat/completions") && !c.warns_on("/v1/messages"));
+        assert!(!client(Mode::Strict).warns_on("/v1/chat/completions"));
+
+        let ok = |id: &str| {
+            format!(
+                r#"{{"custom_id":"{id}","result":{{"type":"succeeded","message":{{"id":"msg_{id}","type":"message","role":"assistant","model":"claude-x","content":[{{"type":"text","text":"hi"}}],"stop_reason":"end_turn","stop_sequence":null,"usage":{{"input_tokens":5,"output_tokens":2}}}}}}}}"#
+            )
+        };
+        let read = |raw: String, n: u32| {
+            read_result_line(raw.as_bytes(), &format!("batch_req_x_{n}"), true).unwrap()
+        };
+        let mut results = BatchResults {
+            outcomes: vec![read(ok("a"), 1), read(ok("b"), 2), read(ok("a"), 3)],
+            unreadable: 0,
+        };
+        assert_eq!(c.add_warnings(requests.as_bytes(), &mut results), 2);
+        let lines: Vec<Value> = results
+            .outcomes
+            .iter()
+            .map(|o| serde_json::from_slice(&o.line).unwrap())
+            .collect();
+        assert_eq!(lines[0]["id"], "batch_req_x_1");
+        assert_eq!(lines[0]["response"]["request_id"], "msg_a");
+        let body = &lines[0]["response"]["body"];
+        assert_eq!(body["object"], "chat.completion");
+        let said = body["x_batchling"]["warnings"].to_string();
+        assert!(
+            said.contains("`n`") && said.contains("`logprobs`"),
+            "{said}"
+        );
+        let answer: Value =
+            serde_json::from_slice(results.outcomes[0].answer.as_ref().unwrap()).unwrap();
+        assert_eq!(&answer, body);
+        assert!(lines[1]["response"]["body"].get("x_batchling").is_none());
+        assert!(
+            lines[2]["response"]["body"].get("x_batchling").is_none(),
+            "once per id"
+        );
+
+        let strict = client(Mode::Strict).settings().unwrap();
+        assert_ne!(c.settings().unwrap(), strict);
+        assert_eq!(recorded_mode(&strict), Some(Mode::Strict));
+        assert_eq!(recorded_mode(&c.settings().unwrap()), Some(Mode::Lenient));
+        assert_eq!(recorded_mode("{}"), None);
     }
 
     #[test]

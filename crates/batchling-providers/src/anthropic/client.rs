@@ -25,7 +25,7 @@ use batchling_core::usage::{BodyRead, read_body};
 
 use super::headers::{self, HeaderLookup};
 use super::translate::{
-    RequestOptions, Translated, message_to_chat_completion, request_to_messages,
+    MAX_WARNING_BYTES, RequestOptions, Translated, message_to_chat_completion, request_to_messages,
 };
 use crate::attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
 use crate::http::{self, Http, ReadAnswer};
@@ -196,17 +196,39 @@ impl AnthropicClient {
 
 /// Lenient mode's warnings, in the answer they concern: a member
 /// `x_batchling: {"warnings": [...], "more_warnings": N}` at the end of the
-/// `chat.completion` object (beside `x_anthropic`).
-fn add_warnings(body: &mut Vec<u8>, warnings: &[super::translate::Warning], more: usize) {
+/// `chat.completion` object (beside `x_anthropic`), each text within
+/// [`MAX_WARNING_BYTES`]. `submit` adds them to batch answers the same way.
+/// Returns whether the body took them (it is a JSON object).
+pub(crate) fn add_warnings(
+    body: &mut Vec<u8>,
+    warnings: &[super::translate::Warning],
+    more: usize,
+) -> bool {
     if body.last() != Some(&b'}') {
-        return;
+        return false;
     }
-    let texts: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    let texts: Vec<String> = warnings.iter().map(warning_text).collect();
     let member = serde_json::json!({"warnings": texts, "more_warnings": more});
     body.pop();
     body.extend_from_slice(b",\"x_batchling\":");
     body.extend_from_slice(member.to_string().as_bytes());
     body.push(b'}');
+    true
+}
+
+/// A warning's text, cut at [`MAX_WARNING_BYTES`] (on a character
+/// boundary, marked `...`).
+fn warning_text(w: &super::translate::Warning) -> String {
+    let mut text = w.to_string();
+    if text.len() > MAX_WARNING_BYTES {
+        let mut end = MAX_WARNING_BYTES - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }
 
 /// A line that fails without being sent (or whose answer cannot be used),
@@ -323,6 +345,23 @@ mod tests {
         assert_eq!(v["x_batchling"]["more_warnings"], 2);
         let said = v["x_batchling"]["warnings"][0].as_str().unwrap();
         assert!(said.contains("`seed`"), "{said}");
+    }
+
+    #[test]
+    fn a_warning_about_a_huge_field_name_is_cut() {
+        let mut body = br#"{"object":"chat.completion"}"#.to_vec();
+        let w = super::super::translate::Warning {
+            field: "\u{e9}".repeat(10_000),
+            action: super::super::translate::Action::Dropped,
+        };
+        add_warnings(&mut body, &[w], 0);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let said = v["x_batchling"]["warnings"][0].as_str().unwrap();
+        assert!(
+            said.len() <= MAX_WARNING_BYTES && said.ends_with("..."),
+            "{said}"
+        );
+        assert!(body.len() < 2 * MAX_WARNING_BYTES);
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// How many [`Warning`]s a translation lists; the rest are only counted.
 pub const MAX_WARNINGS: usize = 32;
 
+/// The longest text of one warning in an answer (and in the journal): a
+/// longer one (a field with a name of a megabyte) is cut there, so that a
+/// line's warnings take at most [`MAX_WARNINGS`] times this.
+pub const MAX_WARNING_BYTES: usize = 300;
+
 /// The tool a JSON-mode request (`response_format`) is forced to call; its
 /// input is the answer's content. The name marks the call in the answer.
 pub const JSON_TOOL_NAME: &str = "batchling_json_response";
