@@ -116,6 +116,7 @@ mod tests {
             latency_ms: None,
             cost_usd: None,
             line: b"{\"custom_id\":\"b\"}\n".to_vec(),
+            route: None,
         }])
         .unwrap();
         drop(j);

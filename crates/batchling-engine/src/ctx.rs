@@ -94,6 +94,7 @@ impl<P> Ctx<P> {
             latency_ms: None,
             cost_usd: None,
             line,
+            route: None,
         }
     }
 }

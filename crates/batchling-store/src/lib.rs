@@ -41,4 +41,4 @@ pub use error::StoreError;
 pub use identity::InputIdentity;
 pub use journal::{JobMeta, JobStatus, Journal, LastError, StateCounts, Totals};
 pub use parts::{Counts, Part, PartEnd, PartPlan, PartRequest, PartState};
-pub use record::{FinalState, Record, UnknownState};
+pub use record::{AttemptRow, FinalState, Record, RouteRecord, UnknownState};

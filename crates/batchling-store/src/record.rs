@@ -90,6 +90,51 @@ pub struct Record {
     pub cost_usd: Option<f64>,
     /// The output- or error-file line, newline included.
     pub line: Vec<u8>,
+    /// Who answered and every attempt, for a request sent over configured
+    /// routes (`None` for one provider as it is).
+    pub route: Option<Box<RouteRecord>>,
+}
+
+/// A routed request's account: who answered it, and each HTTP attempt it
+/// took (one row each in the journal's `attempts` table).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteRecord {
+    /// The route the line's model named.
+    pub route: String,
+    /// The target whose answer is the line's (or that failed it last).
+    pub target: String,
+    /// The answer's own `model` field (a dated snapshot, say), if any.
+    pub response_model: Option<String>,
+    /// Steps moved along its chains before that answer (0: the primary).
+    pub step: u32,
+    /// Every attempt, in order.
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// One HTTP attempt of a routed request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AttemptRow {
+    /// The target it was sent to.
+    pub target: String,
+    /// The limit group and the key's id (never the key).
+    pub group: String,
+    /// The key's id in its group.
+    pub key_id: String,
+    /// The HTTP status, if there was an answer.
+    pub status: Option<u16>,
+    /// What it was, when it did not answer the request: `rate_limited`,
+    /// `server_error`, `timeout`, `connection`, `malformed`, `key_refused`,
+    /// `invalid_request`, `context_window`, `model_not_found`,
+    /// `content_policy`.
+    pub error_class: Option<String>,
+    /// The server's `Retry-After`, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+    /// Its usage (a 2xx only).
+    pub usage: Usage,
+    /// What it cost, when priced and billed.
+    pub cost_usd: Option<f64>,
+    /// Whether the provider bills it (an answer with usage).
+    pub billed: bool,
 }
 
 impl Record {
@@ -131,6 +176,7 @@ impl Record {
             latency_ms: None,
             cost_usd: None,
             line,
+            route: None,
         }
     }
 

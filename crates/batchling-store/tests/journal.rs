@@ -26,6 +26,7 @@ fn rec(seq: u64, state: FinalState, line: &str) -> Record {
         latency_ms: Some(1.0),
         cost_usd: Some(0.5),
         line: format!("{line}\n").into_bytes(),
+        route: None,
     }
 }
 

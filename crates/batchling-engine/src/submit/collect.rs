@@ -136,6 +136,7 @@ fn answered(r: &PartRequest, outcome: RequestOutcome, cost: Option<f64>) -> Reco
         latency_ms: None,
         cost_usd: cost,
         line: outcome.line,
+        route: None,
     }
 }
 
