@@ -169,6 +169,7 @@ mod limits;
 mod online;
 mod reply;
 mod server;
+mod shape;
 mod stats;
 
 use std::collections::HashMap;
@@ -199,6 +200,7 @@ pub use online::{
     CUSTOM_ID_HEADER, MARKER_FAIL_400, MARKER_FAIL_500_ALWAYS, MARKER_NO_JSON, NO_JSON_BODY,
     body_key,
 };
+pub use shape::{Shape, ShapeStats};
 pub use stats::{LaneStats, MockStats, SecondCount};
 
 use server::{Shared, StatusOverride};
@@ -278,6 +280,12 @@ impl MockServer {
     /// A snapshot of the counters.
     pub fn stats(&self) -> MockStats {
         self.shared.counters.snapshot()
+    }
+
+    /// What the Azure and Groq shapes saw (URL forms, refused keys,
+    /// content-filtered requests).
+    pub fn shape_stats(&self) -> ShapeStats {
+        self.shared.shape_counters.snapshot()
     }
 
     /// Every lane that has a limit: its group, its model limit, and what it

@@ -7,12 +7,13 @@ use anyhow::{Context, Result};
 use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
 use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
 use batchling_providers::anthropic::{AnthropicClient, MessageBatchClient};
+use batchling_providers::azure::{self, AzureClient};
 use batchling_providers::openai::{BatchClient, OpenAiClient};
 use batchling_store::Journal;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
-use super::run::{anthropic_config, spawn_signal_handler, start_upstream_for};
+use super::run::{anthropic_config, azure_config, spawn_signal_handler, start_upstream_for};
 use crate::progress;
 use crate::settings::{CancelSettings, ProviderKind, SubmitSettings};
 
@@ -48,6 +49,19 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
             let config = anthropic_config(client_config, DEFAULT_MAX_TOKENS, false);
             let batches = MessageBatchClient::new(&config)?;
             let online = AnthropicClient::new(config)?;
+            batchling_engine::submit::submit(
+                job,
+                batches,
+                Arc::new(online),
+                shutdown,
+                engine_reporter,
+            )
+            .await
+        }
+        ProviderKind::Azure => {
+            let config = azure_config(client_config, s.azure_api_version.clone());
+            let batches = azure::batch_client(&config)?;
+            let online = AzureClient::new(config)?;
             batchling_engine::submit::submit(
                 job,
                 batches,
@@ -176,6 +190,11 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
         ProviderKind::Anthropic => {
             let config = anthropic_config(s.client.clone(), DEFAULT_MAX_TOKENS, false);
             let batches = MessageBatchClient::new(&config)?;
+            batchling_engine::submit::cancel(job, batches, engine_reporter).await?
+        }
+        ProviderKind::Azure => {
+            let config = azure_config(s.client.clone(), s.azure_api_version.clone());
+            let batches = azure::batch_client(&config)?;
             batchling_engine::submit::cancel(job, batches, engine_reporter).await?
         }
     };
