@@ -227,7 +227,10 @@ async fn azure_answer(resp: Response<Body>, version: Option<&str>) -> Response<B
     h.remove("x-ratelimit-limit-requests");
     h.remove("x-ratelimit-reset-requests");
     if let Some(reset) = h.get("x-ratelimit-reset-tokens")
-        && let Some(d) = reset.to_str().ok().and_then(batchling_core::duration::parse_duration)
+        && let Some(d) = reset
+            .to_str()
+            .ok()
+            .and_then(batchling_core::duration::parse_duration)
     {
         let secs = d.as_nanos().div_ceil(1_000_000_000) as u64;
         h.insert("x-ratelimit-reset-tokens", HeaderValue::from(secs));
@@ -235,7 +238,9 @@ async fn azure_answer(resp: Response<Body>, version: Option<&str>) -> Response<B
     if parts.status != StatusCode::TOO_MANY_REQUESTS {
         return Response::from_parts(parts, body);
     }
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let openai: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if openai["error"]["code"] != "rate_limit_exceeded" {
         return Response::from_parts(parts, Body::from(bytes));
@@ -288,11 +293,16 @@ pub(crate) async fn groq(
         return Ok(resp);
     }
     let (mut parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(Response::from_parts(parts, Body::from(bytes)));
     };
-    groq_answer(&mut answer, shared.request_id().to_str().unwrap_or("req_mock"));
+    groq_answer(
+        &mut answer,
+        shared.request_id().to_str().unwrap_or("req_mock"),
+    );
     parts.headers.remove(hyper::header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, Body::from(answer.to_string())))
 }
@@ -342,11 +352,22 @@ mod tests {
         let c = ShapeCounters::default();
         let r = |p, q| azure_route(p, q, &c).map(|r| (r.path, r.version, r.chat));
         assert_eq!(
-            r("/openai/deployments/gpt-4o/chat/completions", Some("api-version=2024-10-21")),
-            Some(("/v1/chat/completions".into(), Some("2024-10-21".into()), true))
+            r(
+                "/openai/deployments/gpt-4o/chat/completions",
+                Some("api-version=2024-10-21")
+            ),
+            Some((
+                "/v1/chat/completions".into(),
+                Some("2024-10-21".into()),
+                true
+            ))
         );
         assert_eq!(
-            r("/openai/batches/batch_1", Some("limit=3&api-version=2024-10-21")).map(|r| r.0),
+            r(
+                "/openai/batches/batch_1",
+                Some("limit=3&api-version=2024-10-21")
+            )
+            .map(|r| r.0),
             Some("/v1/batches/batch_1".into())
         );
         assert_eq!(
@@ -354,10 +375,19 @@ mod tests {
             Some(("/v1/files".into(), None, false))
         );
         assert!(r("/openai/deployments/gpt-4o/chat/completions", None).is_none());
-        assert!(r("/openai/deployments//chat/completions", Some("api-version=1")).is_none());
+        assert!(
+            r(
+                "/openai/deployments//chat/completions",
+                Some("api-version=1")
+            )
+            .is_none()
+        );
         assert!(r("/v1/chat/completions", Some("api-version=1")).is_none());
         let s = c.snapshot();
-        assert_eq!((s.deployment_requests, s.dated_requests, s.v1_requests), (1, 1, 1));
+        assert_eq!(
+            (s.deployment_requests, s.dated_requests, s.v1_requests),
+            (1, 1, 1)
+        );
     }
 
     #[test]

@@ -89,10 +89,7 @@ fn checked_create(body: &[u8], shape: Shape) -> Result<Value, Refusal> {
                 "Invalid value for 'completion_window': only '24h' is supported."
             }
         };
-        return Err(Refusal::new(
-            message,
-            Some("completion_window"),
-        ));
+        return Err(Refusal::new(message, Some("completion_window")));
     }
     Ok(req)
 }
