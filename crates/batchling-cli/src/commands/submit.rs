@@ -8,7 +8,7 @@ use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary
 use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
 use batchling_providers::anthropic::{AnthropicClient, MessageBatchClient};
 use batchling_providers::azure::{self, AzureClient};
-use batchling_providers::openai::{BatchClient, OpenAiClient};
+use batchling_providers::openai::{BatchClient, ClientConfig, OpenAiClient};
 use batchling_store::Journal;
 use tokio_util::sync::CancellationToken;
 
@@ -29,10 +29,53 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     let reporter = progress::reporter(s.quiet);
     spawn_signal_handler(shutdown.clone(), reporter.clone());
     let engine_reporter: Arc<dyn batchling_engine::report::Reporter> = reporter.clone();
-    // The engine is generic over the Batch API and the online client; only
-    // here is one chosen. The online one finishes what batches left.
+    let result = submit_on(&s, client_config, shutdown, engine_reporter).await?;
+    reporter.finish();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(SubmitError::BadLines { path, problems }) => {
+            for p in &problems {
+                eprintln!("{}:{p}", path.display());
+            }
+            return Err(SubmitError::BadLines { path, problems }.into());
+        }
+        Err(SubmitError::Journal(e)) => {
+            return Err(super::run::export_hint(e.into(), &s.job.state));
+        }
+        Err(SubmitError::Engine(e)) => return Err(super::run::export_hint(e, &s.job.state)),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(path) = &s.summary_json {
+        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !s.quiet {
+        print_summary(&summary, &s.job);
+    }
+    Ok(ExitCode::from(match &summary.stopped {
+        Some(SubmitStop::Interrupted) => exit::INTERRUPTED,
+        Some(SubmitStop::Online { message }) => {
+            eprintln!("error: {message}");
+            exit::ERROR
+        }
+        None if summary.failed > 0 || summary.invalid > 0 || summary.not_done > 0 => {
+            exit::SOME_FAILED
+        }
+        None => exit::OK,
+    }))
+}
+
+/// The submit on the chosen provider's Batch API and online client (the
+/// engine is generic over both; only here is one chosen). The online one
+/// finishes what batches left.
+async fn submit_on(
+    s: &SubmitSettings,
+    client_config: ClientConfig,
+    shutdown: CancellationToken,
+    engine_reporter: Arc<dyn batchling_engine::report::Reporter>,
+) -> Result<Result<SubmitSummary, SubmitError>> {
     let job = s.job.clone();
-    let result = match s.provider {
+    Ok(match s.provider {
         ProviderKind::OpenAi => {
             let batches = BatchClient::new(&client_config)?;
             let online = OpenAiClient::new(client_config)?;
@@ -71,40 +114,7 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
             )
             .await
         }
-    };
-    reporter.finish();
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(SubmitError::BadLines { path, problems }) => {
-            for p in &problems {
-                eprintln!("{}:{p}", path.display());
-            }
-            return Err(SubmitError::BadLines { path, problems }.into());
-        }
-        Err(SubmitError::Journal(e)) => {
-            return Err(super::run::export_hint(e.into(), &s.job.state));
-        }
-        Err(SubmitError::Engine(e)) => return Err(super::run::export_hint(e, &s.job.state)),
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(path) = &s.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).expect("the summary serialises");
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if !s.quiet {
-        print_summary(&summary, &s.job);
-    }
-    Ok(ExitCode::from(match &summary.stopped {
-        Some(SubmitStop::Interrupted) => exit::INTERRUPTED,
-        Some(SubmitStop::Online { message }) => {
-            eprintln!("error: {message}");
-            exit::ERROR
-        }
-        None if summary.failed > 0 || summary.invalid > 0 || summary.not_done > 0 => {
-            exit::SOME_FAILED
-        }
-        None => exit::OK,
-    }))
+    })
 }
 
 fn print_summary(s: &SubmitSummary, job: &batchling_engine::submit::SubmitJob) {
