@@ -333,6 +333,7 @@ impl RunSettings {
         let named = a.mock || a.client.base_url.is_some();
         let upstream =
             resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
+        check_endpoint(&upstream, provider)?;
         let mut job = Job::new(input, a.output.clone());
         job.server = Some(format!(
             "{}{}",
@@ -394,12 +395,6 @@ impl ResolvedClient {
         let env_base = getenv(base_var).filter(|s| !s.trim().is_empty());
         let base_given = a.base_url.is_some() || env_base.is_some();
         let key_given = key.is_some();
-        if provider == ProviderKind::Azure && key_given && !base_given {
-            bail!(
-                "--provider azure needs the resource's endpoint: give --base-url https://NAME.openai.azure.com or set ${}",
-                env::AZURE_OPENAI_ENDPOINT
-            );
-        }
         let config = ClientConfig {
             base_url: a
                 .base_url
@@ -431,6 +426,21 @@ impl ResolvedClient {
             Upstream::Remote(self.config)
         }
     }
+}
+
+/// Azure has no default endpoint: a key and no endpoint (from the flags,
+/// the environment or the journal) is an error that says where to give it.
+fn check_endpoint(upstream: &Upstream, provider: ProviderKind) -> Result<()> {
+    if let Upstream::Remote(c) = upstream
+        && provider == ProviderKind::Azure
+        && c.base_url.trim().is_empty()
+    {
+        bail!(
+            "--provider azure needs the resource's endpoint: give --base-url https://NAME.openai.azure.com or set ${}",
+            env::AZURE_OPENAI_ENDPOINT
+        );
+    }
+    Ok(())
 }
 
 /// `--azure-api-version`, else `$AZURE_OPENAI_API_VERSION` (checked as the
@@ -529,6 +539,7 @@ impl SubmitSettings {
         let named = a.mock || a.client.base_url.is_some();
         let upstream =
             resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
+        check_endpoint(&upstream, provider)?;
         let server = Some(format!(
             "{}{}",
             provider.journal_prefix(),
@@ -604,13 +615,15 @@ impl CancelSettings {
         let client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?.config;
         let mut notes = Vec::new();
         let named = a.client.base_url.is_some();
-        let client = match resume_upstream_of(
+        let upstream = resume_upstream_of(
             &a.state,
             false,
             (Upstream::Remote(client), provider),
             named,
             &mut notes,
-        )? {
+        )?;
+        check_endpoint(&upstream, provider)?;
+        let client = match upstream {
             Upstream::Remote(c) => c,
             Upstream::Mock { .. } => bail!(
                 "the submit of {} ran on the built-in fake provider, whose batches ended with it: there is nothing to cancel",

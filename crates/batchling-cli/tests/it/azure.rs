@@ -186,3 +186,66 @@ fn the_openai_clients_drive_the_groq_fake_unchanged() {
     assert!(by_id(&out, "groq-002")["response"]["body"]["x_groq"].is_object());
     assert_eq!(mock.shape_stats().not_found, 0);
 }
+
+#[test]
+fn a_resume_and_a_cancel_find_the_endpoint_in_the_journal() {
+    let mock = azure();
+    mock.set_batch_behavior(batchling_mock::BatchBehavior {
+        polls_to_finish: 2,
+        end: batchling_mock::BatchEnd::Hold,
+        answered_before_stop: 1,
+    });
+    let (input, ids) = chat_file("held", 3);
+    let running = Run::submit(&input)
+        .against_azure(&mock, Some("2024-10-21"))
+        .spawn();
+    wait_for("the batch to be polled", || mock.batch_stats().polls >= 2);
+    let run = running.kill();
+    let state = run.state_path();
+    // Only the key: the endpoint is the one the journal records.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
+        .args([
+            "cancel",
+            state.to_str().unwrap(),
+            "--poll-interval",
+            "5ms",
+            "--quiet",
+        ])
+        .args(["--azure-api-version", "2024-10-21"])
+        .env_remove("AZURE_OPENAI_ENDPOINT")
+        .env_remove("AZURE_OPENAI_API_VERSION")
+        .env_remove("OPENAI_API_KEY")
+        .env("AZURE_OPENAI_API_KEY", API_KEY)
+        .output()
+        .expect("run batchling cancel");
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(out.contains("cancelled 1 batch"), "{out}");
+    assert_eq!(mock.batch_objects()[0]["status"], "cancelled");
+    let mut all = parse_lines(&std::fs::read_to_string(run.out_path()).unwrap(), "output");
+    all.extend(parse_lines(
+        &std::fs::read_to_string(run.dir().join("out.errors.jsonl")).unwrap(),
+        "error",
+    ));
+    assert_each_once(&all, &ids);
+    assert_eq!(mock.shape_stats().unauthorized, 0);
+}
+
+#[test]
+fn a_resume_goes_to_the_recorded_endpoint() {
+    let mock = azure();
+    let (input, ids) = chat_file("again", 2);
+    let o = Run::new(&input).against_azure(&mock, None).run();
+    o.assert_code(0);
+    let again = o.again().clear_args().args(&["--provider", "azure"]).run();
+    again.assert_code(0);
+    assert!(
+        again.stderr.contains("resuming against"),
+        "{}",
+        again.stderr
+    );
+    assert_each_once(&again.out_lines(), &ids);
+}
