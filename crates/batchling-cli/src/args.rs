@@ -102,7 +102,8 @@ pub(crate) struct ClientArgs {
     pub(crate) base_url: Option<String>,
 
     /// Name of the environment variable holding the API key [default:
-    /// OPENAI_API_KEY; ANTHROPIC_API_KEY for run --provider anthropic].
+    /// OPENAI_API_KEY; ANTHROPIC_API_KEY for --provider anthropic,
+    /// AZURE_OPENAI_API_KEY for --provider azure].
     #[arg(long, value_name = "NAME")]
     pub(crate) api_key_env: Option<String>,
 
@@ -279,11 +280,13 @@ pub(crate) struct RunArgs {
     pub(crate) journal: JournalArgs,
 
     // Provider selection (Anthropic): kept together.
-    /// The API the upstream speaks: openai (OpenAI and compatible servers)
-    /// or anthropic (Claude's Messages API: /v1/messages lines as they are,
+    /// The API the upstream speaks: openai (OpenAI and compatible servers),
+    /// anthropic (Claude's Messages API: /v1/messages lines as they are,
     /// /v1/chat/completions lines translated; key from $ANTHROPIC_API_KEY,
     /// base URL from --base-url, $ANTHROPIC_BASE_URL or
-    /// https://api.anthropic.com).
+    /// https://api.anthropic.com) or azure (Azure OpenAI: key from
+    /// $AZURE_OPENAI_API_KEY, sent as api-key; endpoint from --base-url or
+    /// $AZURE_OPENAI_ENDPOINT; see --azure-api-version).
     // The doc comment is the help text: the URL stays bare there.
     #[allow(rustdoc::bare_urls)]
     #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
@@ -346,9 +349,11 @@ pub(crate) struct SubmitArgs {
 
     // Provider selection (Anthropic): kept together.
     /// The Batch API to submit to: openai (OpenAI's Files + Batches API, or
-    /// a compatible server) or anthropic (Claude's Message Batches API:
+    /// a compatible server), anthropic (Claude's Message Batches API:
     /// /v1/messages lines as they are, /v1/chat/completions lines
-    /// translated; key and base URL as for run --provider anthropic).
+    /// translated; key and base URL as for run --provider anthropic) or
+    /// azure (Azure OpenAI's Files + Batches API; key, endpoint and
+    /// --azure-api-version as for run --provider azure).
     #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
     pub(crate) provider: ProviderArg,
 

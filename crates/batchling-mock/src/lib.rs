@@ -22,6 +22,9 @@
 //! ```
 //!
 //! # What a request goes through
+//! 0. Its [`Shape`] (`shape.rs`): Azure's or Groq's URLs rewritten onto
+//!    OpenAI's, Azure's `api-key` required, and on the way back Azure's
+//!    headers and 429 body, Groq's `x_groq` (OpenAI's shape: nothing).
 //! 1. Routing (`server.rs`): `POST /v1/{chat/completions,completions,embeddings,responses,moderations}`
 //!    (404/405 otherwise); `/v1/files...` and `/v1/batches...` go to the fake Batch API
 //!    (`batches/`, see its docs) and skip the steps below. `GET /_mock/stats` returns
