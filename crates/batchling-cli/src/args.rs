@@ -102,7 +102,8 @@ pub(crate) struct ClientArgs {
     pub(crate) base_url: Option<String>,
 
     /// Name of the environment variable holding the API key [default:
-    /// OPENAI_API_KEY; ANTHROPIC_API_KEY for run --provider anthropic].
+    /// OPENAI_API_KEY; ANTHROPIC_API_KEY for --provider anthropic,
+    /// AZURE_OPENAI_API_KEY for --provider azure].
     #[arg(long, value_name = "NAME")]
     pub(crate) api_key_env: Option<String>,
 
@@ -126,6 +127,13 @@ pub(crate) struct ClientArgs {
     /// response_too_large error, not retried.
     #[arg(long, default_value_t = DEFAULT_MAX_RESPONSE_MB, value_name = "MB")]
     pub(crate) max_response_mb: u64,
+
+    /// With --provider azure: the api-version of Azure's dated URLs
+    /// (/openai/deployments/{model}/...?api-version=V, the deployment taken
+    /// from each line's body.model) [default: $AZURE_OPENAI_API_VERSION,
+    /// else the v1 URLs, /openai/v1/..., the model in the body].
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = api_version)]
+    pub(crate) azure_api_version: Option<String>,
 }
 
 /// `--max-response-mb`'s default (the providers' cap, in MiB).
@@ -272,11 +280,13 @@ pub(crate) struct RunArgs {
     pub(crate) journal: JournalArgs,
 
     // Provider selection (Anthropic): kept together.
-    /// The API the upstream speaks: openai (OpenAI and compatible servers)
-    /// or anthropic (Claude's Messages API: /v1/messages lines as they are,
+    /// The API the upstream speaks: openai (OpenAI and compatible servers),
+    /// anthropic (Claude's Messages API: /v1/messages lines as they are,
     /// /v1/chat/completions lines translated; key from $ANTHROPIC_API_KEY,
     /// base URL from --base-url, $ANTHROPIC_BASE_URL or
-    /// https://api.anthropic.com).
+    /// https://api.anthropic.com) or azure (Azure OpenAI: key from
+    /// $AZURE_OPENAI_API_KEY, sent as api-key; endpoint from --base-url or
+    /// $AZURE_OPENAI_ENDPOINT; see --azure-api-version).
     // The doc comment is the help text: the URL stays bare there.
     #[allow(rustdoc::bare_urls)]
     #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
@@ -297,6 +307,10 @@ pub(crate) enum ProviderArg {
     Openai,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Azure OpenAI (OpenAI's API on a resource's endpoint, key in api-key;
+    /// key from $AZURE_OPENAI_API_KEY, endpoint from --base-url or
+    /// $AZURE_OPENAI_ENDPOINT; see --azure-api-version).
+    Azure,
 }
 
 #[derive(Debug, Args)]
@@ -335,9 +349,11 @@ pub(crate) struct SubmitArgs {
 
     // Provider selection (Anthropic): kept together.
     /// The Batch API to submit to: openai (OpenAI's Files + Batches API, or
-    /// a compatible server) or anthropic (Claude's Message Batches API:
+    /// a compatible server), anthropic (Claude's Message Batches API:
     /// /v1/messages lines as they are, /v1/chat/completions lines
-    /// translated; key and base URL as for run --provider anthropic).
+    /// translated; key and base URL as for run --provider anthropic) or
+    /// azure (Azure OpenAI's Files + Batches API; key, endpoint and
+    /// --azure-api-version as for run --provider azure).
     #[arg(long, value_enum, default_value_t = ProviderArg::Openai)]
     pub(crate) provider: ProviderArg,
 
@@ -491,6 +507,29 @@ pub(crate) struct MockArgs {
     /// Seed for faults and jitter.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+
+    /// Whose API it looks like: openai (under /v1, and Anthropic's), azure
+    /// (/openai/deployments/{d}/...?api-version= and /openai/v1/..., key in
+    /// api-key, Azure's headers and 429s) or groq (under /openai/v1, batch
+    /// windows up to 7d, x_groq in answers).
+    #[arg(long, value_enum, default_value_t = ShapeArg::Openai)]
+    pub(crate) shape: ShapeArg,
+
+    /// With --shape azure: share of chat requests its content filter refuses
+    /// (400 content_filter).
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub(crate) content_filter: f64,
+}
+
+/// `mock --shape`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ShapeArg {
+    /// OpenAI's API (and Anthropic's).
+    Openai,
+    /// Azure OpenAI's.
+    Azure,
+    /// Groq's.
+    Groq,
 }
 
 #[derive(Debug, Args)]
@@ -717,6 +756,22 @@ fn positive_secs(text: &str) -> Result<Duration, String> {
 }
 
 /// A header as `Name: value`, both sides trimmed.
+/// An Azure api-version: letters, digits, '-' and '.' (2024-10-21,
+/// 2025-04-01-preview).
+pub(crate) fn api_version(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not an api-version (like 2024-10-21 or 2025-04-01-preview)"
+        ))
+    }
+}
+
 fn header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once(':')

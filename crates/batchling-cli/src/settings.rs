@@ -13,14 +13,14 @@ use batchling_core::RetryPolicy;
 use batchling_core::pricing::Catalog;
 use batchling_engine::submit::{PartLimits, SubmitJob};
 use batchling_engine::{Input, Job, Order, PacerConfig, default_errors_path};
-use batchling_mock::{Faults, LimitWindow, LimitsFile, MockConfig};
+use batchling_mock::{Faults, LimitWindow, LimitsFile, MockConfig, Shape};
 use batchling_providers::ApiKey;
 use batchling_providers::openai::ClientConfig;
 use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
 
 use crate::args::{
     CancelArgs, ClientArgs, EstimateArgs, ExportArgs, JournalArgs, LimitArgs, LogFormat, MockArgs,
-    OrderArg, PricesArgs, ProviderArg, RunArgs, ServeArgs, StatusArgs, SubmitArgs,
+    OrderArg, PricesArgs, ProviderArg, RunArgs, ServeArgs, ShapeArg, StatusArgs, SubmitArgs,
 };
 
 /// The environment variables batchling reads, in one place. Besides these:
@@ -40,6 +40,15 @@ pub(crate) mod env {
     /// `run --provider anthropic`: the base URL when `--base-url` is not
     /// given.
     pub(crate) const ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
+    /// `--provider azure`: the API key, unless `--api-key-env` names
+    /// another variable.
+    pub(crate) const AZURE_OPENAI_API_KEY: &str = "AZURE_OPENAI_API_KEY";
+    /// `--provider azure`: the resource's endpoint when `--base-url` is not
+    /// given.
+    pub(crate) const AZURE_OPENAI_ENDPOINT: &str = "AZURE_OPENAI_ENDPOINT";
+    /// `--provider azure`: the api-version when `--azure-api-version` is
+    /// not given (unset: the v1 URLs).
+    pub(crate) const AZURE_OPENAI_API_VERSION: &str = "AZURE_OPENAI_API_VERSION";
     /// Set to anything: no progress bar, plain status lines instead.
     pub(crate) const NO_COLOR: &str = "NO_COLOR";
     /// `serve`'s log filter (tracing's `EnvFilter` syntax; `info` when unset).
@@ -64,6 +73,8 @@ pub(crate) enum ProviderKind {
     OpenAi,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Azure OpenAI: OpenAI's API on a resource's endpoint.
+    Azure,
 }
 
 impl ProviderKind {
@@ -72,6 +83,7 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Azure => "azure",
         }
     }
 
@@ -80,6 +92,7 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => (env::OPENAI_API_KEY, env::OPENAI_BASE_URL),
             ProviderKind::Anthropic => (env::ANTHROPIC_API_KEY, env::ANTHROPIC_BASE_URL),
+            ProviderKind::Azure => (env::AZURE_OPENAI_API_KEY, env::AZURE_OPENAI_ENDPOINT),
         }
     }
 
@@ -87,24 +100,36 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => OPENAI_DEFAULT_BASE,
             ProviderKind::Anthropic => batchling_providers::anthropic::client::DEFAULT_BASE_URL,
+            // Every resource has its own: `resolve_for` asks for it.
+            ProviderKind::Azure => "",
         }
     }
 
     /// What a journal records before the server, so that a resume speaks
     /// the same API: nothing for OpenAI (as journals always did),
-    /// `anthropic:` for Anthropic.
+    /// `anthropic:` for Anthropic, `azure:` for Azure (then the endpoint).
     fn journal_prefix(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "",
             ProviderKind::Anthropic => "anthropic:",
+            ProviderKind::Azure => "azure:",
         }
     }
 
     /// The provider and server a journal records.
     fn of_recorded(recorded: &str) -> (ProviderKind, &str) {
-        match recorded.strip_prefix(ProviderKind::Anthropic.journal_prefix()) {
-            Some(server) => (ProviderKind::Anthropic, server),
-            None => (ProviderKind::OpenAi, recorded),
+        [ProviderKind::Anthropic, ProviderKind::Azure]
+            .into_iter()
+            .find_map(|p| Some((p, recorded.strip_prefix(p.journal_prefix())?)))
+            .unwrap_or((ProviderKind::OpenAi, recorded))
+    }
+
+    /// `--provider`'s value.
+    fn of_arg(a: ProviderArg) -> ProviderKind {
+        match a {
+            ProviderArg::Openai => ProviderKind::OpenAi,
+            ProviderArg::Anthropic => ProviderKind::Anthropic,
+            ProviderArg::Azure => ProviderKind::Azure,
         }
     }
 }
@@ -131,6 +156,8 @@ pub(crate) struct RunSettings {
     pub(crate) provider: ProviderKind,
     /// `--lenient` (Anthropic's translation).
     pub(crate) lenient: bool,
+    /// Azure's api-version (`--provider azure`): `None` for the v1 URLs.
+    pub(crate) azure_api_version: Option<String>,
     pub(crate) strict: bool,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
@@ -332,10 +359,7 @@ impl RunSettings {
         } else {
             Input::File(PathBuf::from(&a.input))
         };
-        let provider = match a.provider {
-            ProviderArg::Openai => ProviderKind::OpenAi,
-            ProviderArg::Anthropic => ProviderKind::Anthropic,
-        };
+        let provider = ProviderKind::of_arg(a.provider);
         if a.lenient && provider != ProviderKind::Anthropic {
             bail!(
                 "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic"
@@ -350,6 +374,7 @@ impl RunSettings {
         let named = a.mock || a.client.base_url.is_some();
         let upstream =
             resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
+        check_endpoint(&upstream, provider)?;
         let mut job = Job::new(input, a.output.clone());
         job.server = Some(format!(
             "{}{}",
@@ -378,6 +403,7 @@ impl RunSettings {
             upstream,
             provider,
             lenient: a.lenient,
+            azure_api_version: azure_api_version(&a.client, &getenv, provider)?,
             strict: a.strict,
             quiet: j.quiet,
             summary_json: j.summary_json,
@@ -443,6 +469,47 @@ impl ResolvedClient {
     }
 }
 
+/// Azure has no default endpoint: a key and no endpoint (from the flags,
+/// the environment or the journal) is an error that says where to give it.
+fn check_endpoint(upstream: &Upstream, provider: ProviderKind) -> Result<()> {
+    if let Upstream::Remote(c) = upstream
+        && provider == ProviderKind::Azure
+        && c.base_url.trim().is_empty()
+    {
+        bail!(
+            "--provider azure needs the resource's endpoint: give --base-url https://NAME.openai.azure.com or set ${}",
+            env::AZURE_OPENAI_ENDPOINT
+        );
+    }
+    Ok(())
+}
+
+/// `--azure-api-version`, else `$AZURE_OPENAI_API_VERSION` (checked as the
+/// flag is), for `--provider azure`; the flag with another provider is
+/// refused.
+fn azure_api_version(
+    a: &ClientArgs,
+    getenv: &impl Fn(&str) -> Option<String>,
+    provider: ProviderKind,
+) -> Result<Option<String>> {
+    if provider != ProviderKind::Azure {
+        if a.azure_api_version.is_some() {
+            bail!("--azure-api-version is Azure's: it needs --provider azure");
+        }
+        return Ok(None);
+    }
+    if let Some(v) = &a.azure_api_version {
+        return Ok(Some(v.clone()));
+    }
+    let var = env::AZURE_OPENAI_API_VERSION;
+    match getenv(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => crate::args::api_version(v.trim())
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("${var}: {e}")),
+    }
+}
+
 /// `--max-response-mb` in bytes.
 fn max_response_bytes(mb: u64) -> Result<u64> {
     if mb == 0 {
@@ -484,6 +551,8 @@ pub(crate) struct SubmitSettings {
     pub(crate) provider: ProviderKind,
     /// `--lenient`, or the journal's (Anthropic's translation).
     pub(crate) lenient: bool,
+    /// As for `run`.
+    pub(crate) azure_api_version: Option<String>,
     pub(crate) quiet: bool,
     pub(crate) summary_json: Option<PathBuf>,
     /// As for `run`.
@@ -492,10 +561,7 @@ pub(crate) struct SubmitSettings {
 
 impl SubmitSettings {
     pub(crate) fn resolve(a: SubmitArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let provider = match a.provider {
-            ProviderArg::Openai => ProviderKind::OpenAi,
-            ProviderArg::Anthropic => ProviderKind::Anthropic,
-        };
+        let provider = ProviderKind::of_arg(a.provider);
         if a.lenient && provider != ProviderKind::Anthropic {
             bail!(
                 "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic"
@@ -504,6 +570,7 @@ impl SubmitSettings {
         let mut client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?;
         client.config.pool_size = a.limits.concurrency;
         let upstream = client.upstream(a.mock);
+        let azure_api_version = azure_api_version(&a.client, &getenv, provider)?;
         if a.input.as_os_str() == "-" {
             bail!(
                 "submit needs a file (parts are rebuilt from it on resume), not - (stdin); save the input to a file"
@@ -521,6 +588,7 @@ impl SubmitSettings {
         let upstream =
             resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
         let lenient = resume_lenient(&j.state, j.restart, a.lenient, &mut notes)?;
+        check_endpoint(&upstream, provider)?;
         let server = Some(format!(
             "{}{}",
             provider.journal_prefix(),
@@ -562,6 +630,7 @@ impl SubmitSettings {
             upstream,
             provider,
             lenient,
+            azure_api_version,
             quiet: j.quiet,
             summary_json: j.summary_json,
             notes,
@@ -576,6 +645,8 @@ pub(crate) struct CancelSettings {
     pub(crate) client: ClientConfig,
     /// The Batch API the submit used, as its journal records.
     pub(crate) provider: ProviderKind,
+    /// As for `run`.
+    pub(crate) azure_api_version: Option<String>,
     pub(crate) poll_interval: Duration,
     pub(crate) prices: Arc<Catalog>,
     pub(crate) quiet: bool,
@@ -594,13 +665,15 @@ impl CancelSettings {
         let client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?.config;
         let mut notes = Vec::new();
         let named = a.client.base_url.is_some();
-        let client = match resume_upstream_of(
+        let upstream = resume_upstream_of(
             &a.state,
             false,
             (Upstream::Remote(client), provider),
             named,
             &mut notes,
-        )? {
+        )?;
+        check_endpoint(&upstream, provider)?;
+        let client = match upstream {
             Upstream::Remote(c) => c,
             Upstream::Mock { .. } => bail!(
                 "the submit of {} ran on the built-in fake provider, whose batches ended with it: there is nothing to cancel",
@@ -608,6 +681,7 @@ impl CancelSettings {
             ),
         };
         Ok(CancelSettings {
+            azure_api_version: azure_api_version(&a.client, &getenv, provider)?,
             state: a.state,
             client,
             provider,
@@ -677,10 +751,10 @@ fn upstream_from_flags(
     a: &ServeArgs,
     getenv: &impl Fn(&str) -> Option<String>,
 ) -> Result<UpstreamConfig> {
-    let provider = match a.provider {
-        ProviderArg::Openai => ProviderKind::OpenAi,
-        ProviderArg::Anthropic => ProviderKind::Anthropic,
-    };
+    let provider = ProviderKind::of_arg(a.provider);
+    if provider == ProviderKind::Azure {
+        bail!("serve does not speak to Azure OpenAI yet: give --provider openai or anthropic");
+    }
     let (key_var, base_var) = provider.env();
     let base = a
         .base_url
@@ -691,7 +765,7 @@ fn upstream_from_flags(
         // Replaced by the fake provider's URL once it has started.
         (None, true, _) => String::new(),
         (None, false, ProviderKind::Anthropic) => provider.default_base().to_owned(),
-        (None, false, ProviderKind::OpenAi) => bail!(
+        (None, false, ProviderKind::OpenAi | ProviderKind::Azure) => bail!(
             "no upstream: give --base-url URL (or $OPENAI_BASE_URL), --config FILE for several, or --mock to try the API on the built-in fake provider"
         ),
     };
@@ -699,6 +773,7 @@ fn upstream_from_flags(
     let mut up = match provider {
         ProviderKind::OpenAi => UpstreamConfig::new(name, &base),
         ProviderKind::Anthropic => UpstreamConfig::anthropic(name, &base),
+        ProviderKind::Azure => unreachable!("refused above"),
     };
     let key_var = a.api_key_env.as_deref().unwrap_or(key_var);
     up.api_key = getenv(key_var)
@@ -891,6 +966,12 @@ impl MockSettings {
                 ..Faults::default()
             },
             seed: a.seed,
+            shape: match a.shape {
+                ShapeArg::Openai => Shape::OpenAi,
+                ShapeArg::Azure => Shape::Azure,
+                ShapeArg::Groq => Shape::Groq,
+            },
+            content_filter: a.content_filter,
             // A standalone server may see millions of distinct requests; the
             // per-request table is for in-process tests.
             track_keys: false,

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use batchling_core::limits::LimitsFile;
+
+use crate::shape::Shape;
 pub use batchling_core::limits::{
     DEFAULT_LIMIT, LimitGroup, LimitTable, LimitWindow, ModelLimit, TokenCount,
 };
@@ -53,6 +55,12 @@ pub struct MockConfig {
     pub track_keys: bool,
     /// Largest accepted request body; larger ones get 413. Default 32 MiB.
     pub max_body_bytes: usize,
+    /// Which provider's URLs, headers and bodies it serves (OpenAI's by
+    /// default; see [`Shape`]).
+    pub shape: Shape,
+    /// Azure's shape: the share (`0.0..=1.0`) of chat requests its content
+    /// filter refuses with a 400 `content_filter`, drawn from `seed`.
+    pub content_filter: f64,
 }
 
 impl Default for MockConfig {
@@ -73,6 +81,8 @@ impl Default for MockConfig {
             default_max_output: 16,
             track_keys: true,
             max_body_bytes: 32 << 20,
+            shape: Shape::OpenAi,
+            content_filter: 0.0,
         }
     }
 }

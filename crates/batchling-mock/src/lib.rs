@@ -22,6 +22,9 @@
 //! ```
 //!
 //! # What a request goes through
+//! 0. Its [`Shape`] (`shape.rs`): Azure's or Groq's URLs rewritten onto
+//!    OpenAI's, Azure's `api-key` required, and on the way back Azure's
+//!    headers and 429 body, Groq's `x_groq` (OpenAI's shape: nothing).
 //! 1. Routing (`server.rs`): `POST /v1/{chat/completions,completions,embeddings,responses,moderations}`
 //!    (404/405 otherwise); `/v1/files...` and `/v1/batches...` go to the fake Batch API
 //!    (`batches/`, see its docs) and skip the steps below. `GET /_mock/stats` returns
@@ -169,6 +172,7 @@ mod limits;
 mod online;
 mod reply;
 mod server;
+mod shape;
 mod stats;
 
 use std::collections::HashMap;
@@ -199,6 +203,7 @@ pub use online::{
     CUSTOM_ID_HEADER, MARKER_FAIL_400, MARKER_FAIL_500_ALWAYS, MARKER_NO_JSON, NO_JSON_BODY,
     body_key,
 };
+pub use shape::{Shape, ShapeStats};
 pub use stats::{LaneStats, MockStats, SecondCount};
 
 use server::{Shared, StatusOverride};
@@ -278,6 +283,12 @@ impl MockServer {
     /// A snapshot of the counters.
     pub fn stats(&self) -> MockStats {
         self.shared.counters.snapshot()
+    }
+
+    /// What the Azure and Groq shapes saw (URL forms, refused keys,
+    /// content-filtered requests).
+    pub fn shape_stats(&self) -> ShapeStats {
+        self.shared.shape_counters.snapshot()
     }
 
     /// Every lane that has a limit: its group, its model limit, and what it

@@ -31,6 +31,7 @@ use crate::config::{Faults, MockConfig};
 use crate::faults::mix64;
 use crate::limits::Limits;
 use crate::reply::{Reply, finish, overridden};
+use crate::shape::{Shape, ShapeCounters};
 use crate::stats::{Counters, KeyTable, LaneStats, MockStats};
 
 /// An answer every request gets while set (see `MockServer::set_status_override`).
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) message_batches: crate::anthropic::MessageBatches,
     /// The key Anthropic calls must carry, when a test sets one.
     pub(crate) anthropic_key: crate::anthropic::RequiredKey,
+    /// What the Azure and Groq shapes saw.
+    pub(crate) shape_counters: ShapeCounters,
     /// Arrival number of admitted requests (input of the fault draw).
     pub(crate) admitted_seq: AtomicU64,
     /// Counter behind `x-request-id`.
@@ -86,6 +89,7 @@ impl Shared {
             prompt_cache: crate::anthropic::PromptCache::default(),
             message_batches: crate::anthropic::MessageBatches::default(),
             anthropic_key: crate::anthropic::RequiredKey::default(),
+            shape_counters: ShapeCounters::default(),
             admitted_seq: AtomicU64::new(0),
             request_seq: AtomicU64::new(0),
             request_nonce: mix64(nonce),
@@ -210,8 +214,25 @@ fn route(method: &Method, path: &str) -> Route {
     }
 }
 
-/// Every request starts here: route it, then hand it to its handler.
+/// Every request starts here: its shape's URLs (OpenAI's, Azure's,
+/// Groq's) onto the routes, then its handler.
 async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DropConnection> {
+    // The mock's own pages (`/_mock/stats`) are the same in every shape.
+    if req.uri().path().starts_with("/_mock/") {
+        return route_and_handle(shared, req).await;
+    }
+    match shared.config.shape {
+        Shape::OpenAi => route_and_handle(shared, req).await,
+        Shape::Azure => crate::shape::azure(shared, req).await,
+        Shape::Groq => crate::shape::groq(shared, req).await,
+    }
+}
+
+/// Route a request (OpenAI's URLs), then hand it to its handler.
+pub(crate) async fn route_and_handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DropConnection> {

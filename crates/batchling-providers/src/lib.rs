@@ -10,6 +10,9 @@
 //!   native Messages lines as they are and OpenAI chat lines translated
 //!   ([`anthropic::translate`]), with Anthropic's own classifier and
 //!   rate-limit headers.
+//! - [`azure`]: Azure OpenAI: OpenAI's bodies and batch client, with the
+//!   `api-key` header, the v1 and dated URL forms, Azure's rate-limit
+//!   headers and its own classifier.
 //! - [`batch`]: the Batch API trait `batchling submit` drives
 //!   ([`BatchApi`]); [`openai::batches`] implements it.
 //! - [`attempt`]: what one HTTP call produced, whatever the provider.
@@ -31,6 +34,7 @@ use xxhash_rust as _;
 
 pub mod anthropic;
 pub mod attempt;
+pub mod azure;
 pub mod batch;
 mod http;
 pub mod openai;

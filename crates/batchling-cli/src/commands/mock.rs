@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use batchling_mock::MockServer;
+use batchling_mock::{MockServer, Shape};
 
 use crate::settings::MockSettings;
 
@@ -11,9 +11,16 @@ pub(crate) async fn mock(s: MockSettings) -> Result<ExitCode> {
     let server = MockServer::start(s.config, s.addr)
         .await
         .with_context(|| format!("cannot listen on {}", s.addr))?;
-    // The URL is data (scripts read it), so it goes to stdout.
-    out!("{}", server.base_url())?;
-    eprintln!("batchling mock: fake OpenAI-compatible provider; Ctrl-C to stop");
+    // The URL is data (scripts read it), so it goes to stdout: the base URL
+    // an SDK is given (Azure's: the endpoint; Groq's: under /openai/v1).
+    let root = server.base_url().trim_end_matches("/v1").to_owned();
+    let (url, what) = match server.config().shape {
+        Shape::OpenAi => (server.base_url(), "OpenAI-compatible"),
+        Shape::Azure => (root, "Azure OpenAI-shaped"),
+        Shape::Groq => (format!("{root}/openai/v1"), "Groq-shaped"),
+    };
+    out!("{url}")?;
+    eprintln!("batchling mock: fake {what} provider; Ctrl-C to stop");
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use batchling_engine::{EngineError, Input, Routes, RunSummary, StopCause};
-use batchling_mock::{MockConfig, MockServer};
+use batchling_mock::{MockConfig, MockServer, Shape};
 use batchling_providers::ApiKey;
 use batchling_providers::anthropic::translate::{Mode, RequestOptions};
 use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig};
+use batchling_providers::azure::{AzureClient, AzureConfig};
 use batchling_providers::openai::{ClientConfig, OpenAiClient};
 use batchling_store::StoreError;
 use tokio_util::sync::CancellationToken;
@@ -117,7 +118,23 @@ async fn send_all(
             let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
             (summary, Some(client.translation_warnings()))
         }
+        ProviderKind::Azure => {
+            let config = azure_config(client_config, s.azure_api_version.clone());
+            let client = Arc::new(AzureClient::new(config)?);
+            let routes = Routes::single(client);
+            let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
+            (summary, None)
+        }
     })
+}
+
+/// Azure's client settings: the shared ones (`base_url` is the resource's
+/// endpoint) and the api-version, if any.
+pub(crate) fn azure_config(client: ClientConfig, api_version: Option<String>) -> AzureConfig {
+    AzureConfig {
+        client,
+        api_version,
+    }
 }
 
 /// `--summary-json`: the engine's summary, and for Anthropic the count of
@@ -187,8 +204,15 @@ pub(crate) async fn start_upstream_for(
             implicit,
             mut client,
         } => {
+            let shape = match provider {
+                ProviderKind::Azure => Shape::Azure,
+                ProviderKind::OpenAi | ProviderKind::Anthropic => Shape::OpenAi,
+            };
             let server = MockServer::start(
-                MockConfig::default(),
+                MockConfig {
+                    shape,
+                    ..MockConfig::default()
+                },
                 SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             )
             .await
@@ -197,6 +221,7 @@ pub(crate) async fn start_upstream_for(
                 let key = match provider {
                     ProviderKind::OpenAi => env::OPENAI_API_KEY,
                     ProviderKind::Anthropic => env::ANTHROPIC_API_KEY,
+                    ProviderKind::Azure => env::AZURE_OPENAI_API_KEY,
                 };
                 eprintln!(
                     "note: no API key and no --base-url: sending to the built-in fake provider \
@@ -208,6 +233,14 @@ pub(crate) async fn start_upstream_for(
                 ProviderKind::Anthropic => {
                     client.base_url = server.anthropic_base_url();
                     // The fake's Messages API wants a key, any key.
+                    if client.api_key.is_none() {
+                        client.api_key = Some(ApiKey::new("batchling-fake-provider"));
+                    }
+                }
+                ProviderKind::Azure => {
+                    // Azure-shaped: the endpoint is its root, and it wants
+                    // a key, any key.
+                    client.base_url = server.base_url().trim_end_matches("/v1").to_owned();
                     if client.api_key.is_none() {
                         client.api_key = Some(ApiKey::new("batchling-fake-provider"));
                     }

@@ -7,12 +7,13 @@ use anyhow::{Context, Result};
 use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
 use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
 use batchling_providers::anthropic::{AnthropicClient, MessageBatchClient};
+use batchling_providers::azure::{self, AzureClient};
 use batchling_providers::openai::{BatchClient, ClientConfig, OpenAiClient};
 use batchling_store::Journal;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
-use super::run::{anthropic_config, spawn_signal_handler, start_upstream_for};
+use super::run::{anthropic_config, azure_config, spawn_signal_handler, start_upstream_for};
 use crate::progress;
 use crate::settings::{CancelSettings, ProviderKind, SubmitSettings, recorded_lenient};
 
@@ -28,8 +29,7 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     let reporter = progress::reporter(s.quiet);
     spawn_signal_handler(shutdown.clone(), reporter.clone());
     let engine_reporter: Arc<dyn batchling_engine::report::Reporter> = reporter.clone();
-    let (result, online_warnings) =
-        submit_with(&s, client_config, shutdown, engine_reporter).await?;
+    let (result, online_warnings) = submit_on(&s, client_config, shutdown, engine_reporter).await?;
     reporter.finish();
     let summary = match result {
         Ok(summary) => summary,
@@ -72,11 +72,11 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     }))
 }
 
-/// The submit itself, with the clients of the chosen provider (the engine
-/// is generic over the Batch API and the online client; only here is one
-/// chosen; the online one finishes what batches left). Anthropic's online
-/// client also counts the warnings of what it sent.
-async fn submit_with(
+/// The submit on the chosen provider's Batch API and online client (the
+/// engine is generic over both; only here is one chosen). The online one
+/// finishes what batches left; Anthropic's also counts the warnings of what
+/// it sent.
+async fn submit_on(
     s: &SubmitSettings,
     client_config: ClientConfig,
     shutdown: CancellationToken,
@@ -100,6 +100,14 @@ async fn submit_with(
                 batchling_engine::submit::submit(job, batches, online.clone(), shutdown, reporter)
                     .await;
             (result, Some(online.translation_warnings()))
+        }
+        ProviderKind::Azure => {
+            let config = azure_config(client_config, s.azure_api_version.clone());
+            let batches = azure::batch_client(&config)?;
+            let online = Arc::new(AzureClient::new(config)?);
+            let result =
+                batchling_engine::submit::submit(job, batches, online, shutdown, reporter).await;
+            (result, None)
         }
     })
 }
@@ -204,6 +212,11 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
             let lenient = recorded_lenient(&s.state, false) == Some(true);
             let config = anthropic_config(s.client.clone(), DEFAULT_MAX_TOKENS, lenient);
             let batches = MessageBatchClient::new(&config)?;
+            batchling_engine::submit::cancel(job, batches, engine_reporter).await?
+        }
+        ProviderKind::Azure => {
+            let config = azure_config(s.client.clone(), s.azure_api_version.clone());
+            let batches = azure::batch_client(&config)?;
             batchling_engine::submit::cancel(job, batches, engine_reporter).await?
         }
     };

@@ -6,6 +6,7 @@
 #![allow(unused_crate_dependencies, clippy::print_stdout, clippy::print_stderr)]
 
 mod anthropic;
+mod azure;
 mod bad_input;
 mod costs;
 mod formats;

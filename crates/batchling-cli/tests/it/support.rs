@@ -248,6 +248,20 @@ impl Run {
         ])
     }
 
+    /// Send to this Azure-shaped mock (`--provider azure --base-url` its
+    /// endpoint, `--azure-api-version` when given), the test key in
+    /// AZURE_OPENAI_API_KEY.
+    pub(crate) fn against_azure(mut self, mock: &Mock, api_version: Option<&str>) -> Run {
+        self.env
+            .push(("AZURE_OPENAI_API_KEY".into(), API_KEY.into()));
+        let endpoint = mock.base_url().trim_end_matches("/v1").to_owned();
+        let r = self.args(&["--provider", "azure", "--base-url", &endpoint]);
+        match api_version {
+            Some(v) => r.args(&["--azure-api-version", v]),
+            None => r,
+        }
+    }
+
     pub(crate) fn args(mut self, args: &[&str]) -> Run {
         self.args.extend(args.iter().map(OsString::from));
         self
@@ -320,6 +334,9 @@ impl Run {
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_BASE_URL")
             .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("AZURE_OPENAI_API_KEY")
+            .env_remove("AZURE_OPENAI_ENDPOINT")
+            .env_remove("AZURE_OPENAI_API_VERSION")
             .env_remove("RUST_LOG")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())

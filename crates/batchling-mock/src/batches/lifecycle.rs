@@ -18,14 +18,15 @@ use super::{
     take,
 };
 use crate::server::Shared;
+use crate::shape::{Shape, accepts_window};
 
 /// `POST /v1/batches`: check the request, store the batch, answer (or
 /// fail or hang, as the test asked).
-pub(crate) async fn create(api: &BatchApi, body: &[u8]) -> Response<Body> {
+pub(crate) async fn create(api: &BatchApi, shape: Shape, body: &[u8]) -> Response<Body> {
     if let Some(r) = injected_failure(api, &api.fail_creates) {
         return r;
     }
-    let object = match checked_create(body).and_then(|req| store_batch(api, &req)) {
+    let object = match checked_create(body, shape).and_then(|req| store_batch(api, &req)) {
         Ok(object) => object,
         Err(r) => return error(400, &r.message, r.param, None),
     };
@@ -62,7 +63,7 @@ impl Refusal {
 }
 
 /// A create request's body, once its fields are checked.
-fn checked_create(body: &[u8]) -> Result<Value, Refusal> {
+fn checked_create(body: &[u8], shape: Shape) -> Result<Value, Refusal> {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return Err(Refusal::new(
             "We could not parse the JSON body of your request.",
@@ -81,11 +82,14 @@ fn checked_create(body: &[u8]) -> Result<Value, Refusal> {
             Some("endpoint"),
         ));
     }
-    if req["completion_window"] != "24h" {
-        return Err(Refusal::new(
-            "Invalid value for 'completion_window': only '24h' is supported.",
-            Some("completion_window"),
-        ));
+    if !accepts_window(shape, &req["completion_window"]) {
+        let message = match shape {
+            Shape::Groq => "Invalid value for 'completion_window': from '24h' to '7d'.",
+            Shape::OpenAi | Shape::Azure => {
+                "Invalid value for 'completion_window': only '24h' is supported."
+            }
+        };
+        return Err(Refusal::new(message, Some("completion_window")));
     }
     Ok(req)
 }
@@ -115,7 +119,8 @@ fn store_batch(api: &BatchApi, req: &Value) -> Result<Value, Refusal> {
     let created = now();
     let object = json!({
         "id": api.new_id("batch_", 32), "object": "batch", "endpoint": req["endpoint"],
-        "model": null, "errors": null, "input_file_id": file_id, "completion_window": "24h",
+        "model": null, "errors": null, "input_file_id": file_id,
+        "completion_window": req["completion_window"],
         "status": "validating", "output_file_id": null, "error_file_id": null,
         "created_at": created, "in_progress_at": null, "expires_at": created + 86_400,
         "finalizing_at": null, "completed_at": null, "failed_at": null, "expired_at": null,

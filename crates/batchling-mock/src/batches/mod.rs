@@ -301,7 +301,7 @@ pub(crate) async fn handle(
             );
             r
         }),
-        (&Method::POST, ["batches"]) => lifecycle::create(api, &body).await,
+        (&Method::POST, ["batches"]) => lifecycle::create(api, shared.config.shape, &body).await,
         (&Method::GET, ["batches"]) => lifecycle::list(api, &query),
         (&Method::GET, ["batches", id]) => lifecycle::poll(shared, id),
         (&Method::POST, ["batches", id, "cancel"]) => lifecycle::cancel(api, id),

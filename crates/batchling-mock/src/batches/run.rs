@@ -130,7 +130,13 @@ fn answer_line(shared: &Shared, line: &Value) -> (u16, Vec<u8>) {
     let input =
         batchling_core::tokens::estimate(endpoint, &with_model, max_out).map_or(0, |e| e.input);
     let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
-    (200, answer::render(endpoint, body, &plan, input, hash).body)
+    let answer = answer::render(endpoint, body, &plan, input, hash).body;
+    if shared.config.shape != crate::Shape::Groq {
+        return (200, answer);
+    }
+    let mut v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    crate::shape::groq_answer(&mut v, &shared.batches.new_id("req_", 16));
+    (200, v.to_string().into_bytes())
 }
 
 #[cfg(test)]

@@ -158,6 +158,8 @@ pub(crate) fn add_user_headers(
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
     transport: Transport,
+    /// The base URL, for targets built per request ([`Http::send_to`]).
+    base: String,
     /// Full URL per endpoint, parsed once: parsing a URL per request costs
     /// more than the rest of building it.
     urls: Vec<(Endpoint, reqwest::Url)>,
@@ -228,6 +230,7 @@ impl Http {
             .collect::<Result<_, _>>()?;
         Ok(Http {
             transport,
+            base: base.to_owned(),
             urls,
             timeout: s.timeout,
             key,
@@ -262,6 +265,40 @@ impl Http {
             }
             Transport::Reqwest(http) => {
                 match self.attempt(reader, http, endpoint, custom_id, body).await {
+                    Ok(a) => a,
+                    Err(e) => Attempt::Transport(self.transport_error(&e)),
+                }
+            }
+        }
+    }
+
+    /// One POST of `body` to `target`, a path (and query) under the base
+    /// URL built for this request, read by `reader`. Never fails, as
+    /// [`Http::send`].
+    pub(crate) async fn send_to<R: ReadAnswer>(
+        &self,
+        reader: &R,
+        target: &str,
+        custom_id: &str,
+        body: Bytes,
+    ) -> Attempt {
+        let id = custom_id_header(custom_id);
+        match &self.transport {
+            Transport::Plain(plain) => {
+                let answer = plain.post_to(target, id, body).await;
+                self.plain_answer(reader, answer)
+            }
+            Transport::Reqwest(http) => {
+                let url = match reqwest::Url::parse(&format!("{}{target}", self.base)) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        let message = format!("the URL of {target:?} does not parse: {e}");
+                        return Attempt::Transport(
+                            self.transport(TransportKind::Invalid, &message),
+                        );
+                    }
+                };
+                match self.attempt_at(reader, http, url, id, body).await {
                     Ok(a) => a,
                     Err(e) => Attempt::Transport(self.transport_error(&e)),
                 }
@@ -309,10 +346,22 @@ impl Http {
             .find(|(e, _)| *e == endpoint)
             .map(|(_, u)| u.clone())
             .expect("every endpoint has a URL");
+        self.attempt_at(reader, http, url, custom_id_header(custom_id), body)
+            .await
+    }
+
+    async fn attempt_at<R: ReadAnswer>(
+        &self,
+        reader: &R,
+        http: &reqwest::Client,
+        url: reqwest::Url,
+        custom_id: HeaderValue,
+        body: Bytes,
+    ) -> Result<Attempt, reqwest::Error> {
         let resp = http
             .post(url)
             .timeout(self.timeout)
-            .header("x-batchling-custom-id", custom_id_header(custom_id))
+            .header("x-batchling-custom-id", custom_id)
             .body(body)
             .send()
             .await?;
@@ -372,7 +421,16 @@ impl Http {
         body: Bytes,
     ) -> Attempt {
         let custom_id = custom_id_header(custom_id);
-        match plain.post(endpoint, custom_id, body).await {
+        let answer = plain.post(endpoint, custom_id, body).await;
+        self.plain_answer(reader, answer)
+    }
+
+    fn plain_answer<R: ReadAnswer>(
+        &self,
+        reader: &R,
+        answer: Result<plain::PlainResponse, PlainError>,
+    ) -> Attempt {
+        match answer {
             Ok(r) => self.answer(reader, r.status, &r.headers, r.body),
             Err(PlainError::TooLarge(o)) => self.too_large(o),
             Err(e) => {

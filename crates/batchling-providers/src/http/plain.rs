@@ -219,6 +219,10 @@ pub(crate) struct PlainClient {
     /// Per endpoint, the request line and every fixed header (`Host`,
     /// `Content-Type`, the key, `User-Agent`, `--header`s), ready to send.
     heads: Vec<(Endpoint, Vec<u8>)>,
+    /// The path prefix and the fixed headers, for a target of its own
+    /// ([`PlainClient::post_to`]).
+    prefix: String,
+    fixed: Vec<u8>,
     timeout: Duration,
     connect_timeout: Duration,
     limits: Limits,
@@ -306,6 +310,8 @@ impl PlainClient {
         Ok(PlainClient {
             addr: format!("{host}:{port}"),
             heads,
+            prefix: prefix.to_owned(),
+            fixed,
             timeout,
             connect_timeout,
             limits: Limits::with_max_body(max_body),
@@ -321,7 +327,32 @@ impl PlainClient {
         custom_id: HeaderValue,
         body: Bytes,
     ) -> Result<PlainResponse, PlainError> {
-        match tokio::time::timeout(self.timeout, self.exchange(endpoint, &custom_id, &body)).await {
+        let head = self.head(endpoint, &custom_id, body.len());
+        self.post_head(head, &body).await
+    }
+
+    /// One POST to `target` (path and query under the prefix), for a URL
+    /// that depends on the request (Azure's deployments).
+    pub(crate) async fn post_to(
+        &self,
+        target: &str,
+        custom_id: HeaderValue,
+        body: Bytes,
+    ) -> Result<PlainResponse, PlainError> {
+        let target = format!("{}{target}", self.prefix);
+        if !target.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(PlainError::Connection(format!(
+                "the path {target:?} cannot be a request target"
+            )));
+        }
+        let mut head = format!("POST {target} HTTP/1.1\r\n").into_bytes();
+        head.extend_from_slice(&self.fixed);
+        push_request_headers(&mut head, &custom_id, body.len());
+        self.post_head(head, &body).await
+    }
+
+    async fn post_head(&self, head: Vec<u8>, body: &Bytes) -> Result<PlainResponse, PlainError> {
+        match tokio::time::timeout(self.timeout, self.exchange(&head, body)).await {
             Ok(r) => r,
             Err(_) => Err(PlainError::Timeout),
         }
@@ -336,20 +367,11 @@ impl PlainClient {
             .expect("every endpoint has a head");
         let mut head = Vec::with_capacity(fixed.len() + custom_id.len() + 64);
         head.extend_from_slice(fixed);
-        head.extend_from_slice(b"x-batchling-custom-id: ");
-        head.extend_from_slice(custom_id.as_bytes());
-        // Writing to a Vec cannot fail.
-        let _ = write!(head, "\r\ncontent-length: {len}\r\n\r\n");
+        push_request_headers(&mut head, custom_id, len);
         head
     }
 
-    async fn exchange(
-        &self,
-        endpoint: Endpoint,
-        custom_id: &HeaderValue,
-        body: &Bytes,
-    ) -> Result<PlainResponse, PlainError> {
-        let head = self.head(endpoint, custom_id, body.len());
+    async fn exchange(&self, head: &[u8], body: &Bytes) -> Result<PlainResponse, PlainError> {
         let mut use_pool = true;
         let (response, reusable, conn) = loop {
             let pooled = if use_pool { self.checkout() } else { None };
@@ -358,7 +380,7 @@ impl PlainClient {
                 None => (self.connect().await?, false),
             };
             conn.answered = false;
-            let sent = write_all(&mut conn.stream, &head, body).await;
+            let sent = write_all(&mut conn.stream, head, body).await;
             let result = match sent {
                 Ok(()) => read_response(&mut conn, &self.limits).await,
                 Err(e) => Err(broken(format!("sending the request: {e}"))),
@@ -430,6 +452,14 @@ impl PlainClient {
 
 /// Write the head and the body, in one system call when the socket takes
 /// them at once.
+/// The per-request headers (custom id, length) and the end of the head.
+fn push_request_headers(head: &mut Vec<u8>, custom_id: &HeaderValue, len: usize) {
+    head.extend_from_slice(b"x-batchling-custom-id: ");
+    head.extend_from_slice(custom_id.as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(head, "\r\ncontent-length: {len}\r\n\r\n");
+}
+
 async fn write_all(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
     let (mut h, mut b) = (head, body);
     while !h.is_empty() {

@@ -128,6 +128,8 @@ pub const MAX_RESULT_FILE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 pub struct BatchClient {
     http: reqwest::Client,
     base: String,
+    /// Added to every URL's query (Azure's `api-version=...`).
+    query: Option<String>,
     key: Option<ApiKey>,
     /// The cap on an API object's body.
     max_body: u64,
@@ -139,6 +141,15 @@ impl BatchClient {
     /// Build the client from the same settings as the online client (base
     /// URL with `/v1`, key, extra headers, timeout per call).
     pub fn new(config: &ClientConfig) -> Result<Self, ProviderError> {
+        Self::with_query(config, None)
+    }
+
+    /// As [`BatchClient::new`], with `query` (`name=value`, URL-safe) added
+    /// to every URL: Azure's `api-version`.
+    pub(crate) fn with_query(
+        config: &ClientConfig,
+        query: Option<String>,
+    ) -> Result<Self, ProviderError> {
         crate::http::install_crypto();
         let (base, _, default_headers) = super::client::prepare(config)?;
         let http = reqwest::Client::builder()
@@ -152,6 +163,7 @@ impl BatchClient {
         Ok(BatchClient {
             http,
             base,
+            query,
             key: config.api_key.clone(),
             max_body: config.max_response_bytes,
         })
@@ -235,7 +247,12 @@ impl BatchClient {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        let mut url = format!("{}{path}", self.base);
+        if let Some(q) = &self.query {
+            url.push(if path.contains('?') { '&' } else { '?' });
+            url.push_str(q);
+        }
+        url
     }
 
     /// `POST /files` with `purpose=batch`, as multipart/form-data.

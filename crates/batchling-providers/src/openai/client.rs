@@ -117,32 +117,44 @@ impl OpenAiClient {
 
 impl ReadAnswer for OpenAiClient {
     fn answered<H: HeaderLookup>(&self, status: u16, h: &H, body: Bytes) -> Answer {
-        let limits = headers::rate_limits(h);
-        let retry_after = headers::retry_after(h);
-        let should_retry = headers::should_retry(h);
-        let request_id = headers::request_id(h);
-        let body = http::redact_error_body(self.http.key(), status, body);
-        // One parse serves both purposes: validating the body as JSON (an
-        // output line embeds it verbatim) and reading its usage.
-        let (body_is_json, usage) = if (200..300).contains(&status) {
-            match read_body(&body) {
-                BodyRead::Json(u) => (true, u),
-                BodyRead::NotJson => (false, None),
-            }
-        } else {
-            let valid = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
-            (valid, None)
-        };
-        Answer {
-            status,
-            body,
-            request_id,
-            limits,
-            retry_after,
-            should_retry,
-            body_is_json,
-            usage,
+        read_answer(self.http.key(), status, h, body, headers::rate_limits(h))
+    }
+}
+
+/// An OpenAI-shaped answer (OpenAI's, Azure's): its retry hints and request
+/// id from OpenAI's headers, `limits` as the provider reads its own, an
+/// error body without the key, and whether the body is JSON.
+pub(crate) fn read_answer<H: HeaderLookup>(
+    key: Option<&ApiKey>,
+    status: u16,
+    h: &H,
+    body: Bytes,
+    limits: batchling_core::ratelimit::RateLimitSnapshot,
+) -> Answer {
+    let retry_after = headers::retry_after(h);
+    let should_retry = headers::should_retry(h);
+    let request_id = headers::request_id(h);
+    let body = http::redact_error_body(key, status, body);
+    // One parse serves both purposes: validating the body as JSON (an
+    // output line embeds it verbatim) and reading its usage.
+    let (body_is_json, usage) = if (200..300).contains(&status) {
+        match read_body(&body) {
+            BodyRead::Json(u) => (true, u),
+            BodyRead::NotJson => (false, None),
         }
+    } else {
+        let valid = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+        (valid, None)
+    };
+    Answer {
+        status,
+        body,
+        request_id,
+        limits,
+        retry_after,
+        should_retry,
+        body_is_json,
+        usage,
     }
 }
 
