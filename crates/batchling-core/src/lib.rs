@@ -44,9 +44,12 @@ pub mod pricing;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;
+pub mod routes;
 pub mod seqset;
 pub mod tokens;
 pub mod usage;
+
+mod tomlfile;
 
 pub use endpoint::Endpoint;
 pub use request::{LineError, LineProblem, RequestLine};
