@@ -205,14 +205,15 @@ impl<'t> Doc<'t> {
     }
 }
 
-/// The known name closest to `word`, when it is close enough to be a typo
-/// (an edit distance of at most a third of its length, and at least 1).
+/// The known name closest to `word`, when it is close enough to be a typo:
+/// at most a third of its letters wrong (a swap of two counts as one), so
+/// words under three letters get no suggestion.
 pub(crate) fn closest<'k>(word: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
+    let limit = word.chars().count() / 3;
     // Long words are no typos worth the quadratic distance.
-    if word.len() > 64 {
+    if limit == 0 || word.len() > 64 {
         return None;
     }
-    let limit = (word.chars().count() / 3).max(1);
     known
         .into_iter()
         .filter(|k| k.len() <= 64)
@@ -222,21 +223,29 @@ pub(crate) fn closest<'k>(word: &str, known: impl IntoIterator<Item = &'k str>) 
         .map(|(_, k)| k)
 }
 
-/// Levenshtein distance over chars.
+/// Edits (insert, delete, replace, swap two neighbours) from `a` to `b`:
+/// the optimal string alignment distance.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            let next = (row[j] + 1).min(row[j + 1] + 1).min(prev + cost);
-            prev = row[j + 1];
-            row[j + 1] = next;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * width + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut best = (d[(i - 1) * width + j] + 1)
+                    .min(d[i * width + j - 1] + 1)
+                    .min(d[(i - 1) * width + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(d[(i - 2) * width + j - 2] + 1);
+                }
+                best
+            };
         }
     }
-    row[b.len()]
+    d[a.len() * width + b.len()]
 }
 
 #[cfg(test)]
@@ -249,7 +258,8 @@ mod tests {
         assert_eq!(closest("provider", known), Some("providers"));
         assert_eq!(closest("rootes", known), Some("routes"));
         assert_eq!(closest("limits", known), None);
-        assert_eq!(closest("x", ["y"]), Some("y"));
+        assert_eq!(closest("x", ["y"]), None);
+        assert_eq!(closest("mian", ["main"]), Some("main"));
         assert_eq!(closest("ab", ["xy"]), None);
     }
 
@@ -258,5 +268,6 @@ mod tests {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(edit_distance("rmp", "rpm"), 1);
     }
 }
