@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::pricing::Catalog;
 use crate::tomlfile::{Problem, closest};
 
-use super::parse::{Spots, one_of};
+use super::parse::{Spots, all_of, one_of};
 use super::{Chains, MAX_CHAIN_TARGETS, MAX_ROUTE_DEPTH, RouteConf, RoutesConfig, join};
 
 /// Beyond these, a limit is a typo (requests and tokens per minute).
@@ -344,7 +344,7 @@ fn warn_pools(cfg: &RoutesConfig, warnings: &mut Vec<Problem>) {
             field: format!("{}.groups", join("models", &model.name)),
             message: format!(
                 "the groups {} all send to {url} and their budgets add up: right only if their keys belong to different projects, organisations or resources (keys of one project share its limits; put them in one group)",
-                one_of(&model.groups.iter().map(String::as_str).collect::<Vec<_>>())
+                all_of(&model.groups.iter().map(String::as_str).collect::<Vec<_>>())
             ),
         });
     }

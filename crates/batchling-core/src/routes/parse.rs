@@ -129,9 +129,18 @@ pub(super) fn unknown(
 
 /// `a, b or c`.
 pub(super) fn one_of(names: &[&str]) -> String {
+    listed(names, "or")
+}
+
+/// `a, b and c`.
+pub(super) fn all_of(names: &[&str]) -> String {
+    listed(names, "and")
+}
+
+fn listed(names: &[&str], word: &str) -> String {
     match names.split_last() {
         Some((last, [])) => (*last).to_owned(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        Some((last, rest)) => format!("{} {word} {last}", rest.join(", ")),
         None => String::new(),
     }
 }

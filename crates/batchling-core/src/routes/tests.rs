@@ -615,7 +615,7 @@ fn pools_and_unused_tables_warn() {
         warnings(&c),
         [
             "r.toml line 15, groups.spare: no model sends through this group: its keys are never used",
-            "r.toml line 18, models.pooled.groups: the groups main or second all send to https://api.openai.com/v1 and their budgets add up: right only if their keys belong to different projects, organisations or resources (keys of one project share its limits; put them in one group)",
+            "r.toml line 18, models.pooled.groups: the groups main and second all send to https://api.openai.com/v1 and their budgets add up: right only if their keys belong to different projects, organisations or resources (keys of one project share its limits; put them in one group)",
         ]
     );
 }
