@@ -55,7 +55,11 @@ fn check(a: &ConfigCheckArgs, getenv: impl Fn(&str) -> Option<String>) -> Result
     }
     match config.resolve_keys(&getenv) {
         Ok(keys) => {
-            out!("{}: valid; {} keys, every variable set", config.path, keys.len())?;
+            out!(
+                "{}: valid; {} keys, every variable set",
+                config.path,
+                keys.len()
+            )?;
             Ok(ExitCode::from(exit::OK))
         }
         Err(missing) => {

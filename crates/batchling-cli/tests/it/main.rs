@@ -7,6 +7,7 @@
 
 mod anthropic;
 mod bad_input;
+mod config;
 mod costs;
 mod formats;
 mod limits;
