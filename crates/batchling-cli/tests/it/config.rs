@@ -217,3 +217,44 @@ fn warnings_are_listed_and_the_file_stays_valid() {
     );
     assert!(!o.stdout.contains("zz-secret"));
 }
+
+#[test]
+fn the_readme_s_config_is_valid_without_warnings() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md");
+    let section = readme
+        .split("## One config file: providers, limit groups, models, routes")
+        .nth(1)
+        .expect("the README's config section");
+    let text: String = (section.lines())
+        .skip_while(|l| *l != "```toml")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(text.contains("[routes.gpt-4o-mini]"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, text).unwrap();
+    let env = [
+        ("OPENAI_KEY_1", "zz-1"),
+        ("OPENAI_KEY_2", "zz-2"),
+        ("ANTHROPIC_KEY_1", "zz-3"),
+    ];
+    let mut c = Command::new(env!("CARGO_BIN_EXE_batchling"));
+    c.args(["config", "check"]).arg(&path).envs(env);
+    let o = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!stdout.contains("warnings:"), "{stdout}");
+    assert!(
+        stdout.contains("gpt-4o-mini: mini → haiku; context window: haiku;"),
+        "{stdout}"
+    );
+}
