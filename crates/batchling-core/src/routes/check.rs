@@ -55,7 +55,7 @@ fn unknown_name<'k>(
     let defined = match names.len() {
         0 => format!("the file defines no {kind}"),
         9 => format!("the file defines {}, ...", names[..8].join(", ")),
-        _ => format!("the file defines {}", one_of(&names)),
+        _ => format!("the file defines {}", all_of(&names)),
     };
     format!("unknown {kind} {name:?}{hint}: {defined}")
 }

@@ -510,6 +510,12 @@ impl RoutesConfig {
         })
     }
 
+    /// The limit groups a target sends through, in its `groups` order.
+    pub fn groups_of<'a>(&'a self, target: &str) -> impl Iterator<Item = &'a GroupConf> + 'a {
+        let names = self.models.get(target).map(|m| m.groups.as_slice());
+        (names.unwrap_or_default().iter()).filter_map(|g| self.groups.get(g))
+    }
+
     /// The provider a target sends to.
     pub fn provider_of(&self, target: &str) -> Option<&ProviderConf> {
         let model = self.models.get(target)?;

@@ -103,6 +103,9 @@ fn chains_for_falls_back_to_a_target_alone() {
     assert!(alone.context_window.is_empty() && alone.content_policy.is_empty());
     assert!(c.chains_for("gpt-4o-mini").is_none());
     assert_eq!(c.provider_of("mini").unwrap().name, "openai");
+    let groups: Vec<&str> = c.groups_of("mini").map(|g| g.name.as_str()).collect();
+    assert_eq!(groups, ["main"]);
+    assert_eq!(c.groups_of("nope").count(), 0);
 }
 
 #[test]
@@ -446,7 +449,7 @@ fn route_fields_are_checked() {
     );
     assert_eq!(
         r("chain = [\"mni\"]"),
-        "r.toml line 13, routes.r.chain[0]: unknown target or route \"mni\" (did you mean mini?): the file defines mini or r"
+        "r.toml line 13, routes.r.chain[0]: unknown target or route \"mni\" (did you mean mini?): the file defines mini and r"
     );
     assert_eq!(
         r("chain = [\"mini\", \"mini\"]"),
@@ -454,7 +457,7 @@ fn route_fields_are_checked() {
     );
     assert_eq!(
         r("chain = [\"mini\"]\ncontent_policy_chain = [\"x\"]"),
-        "r.toml line 14, routes.r.content_policy_chain[0]: unknown target or route \"x\": the file defines mini or r"
+        "r.toml line 14, routes.r.content_policy_chain[0]: unknown target or route \"x\": the file defines mini and r"
     );
     assert_eq!(
         r("chain = [\"mini\"]\nfallbacks = [\"mini\"]"),
@@ -548,6 +551,16 @@ fn literal_keys_are_refused_without_being_repeated() {
         err(&cases[1]),
         "r.toml line 6, groups.main.keys[0].env: this looks like an API key, not the name of an environment variable: env names the variable that holds the key (such as OPENAI_API_KEY)"
     );
+}
+
+#[test]
+fn a_key_in_a_file_that_is_not_toml_is_not_repeated() {
+    let e = err(&BASE.replace("env = \"OA_KEY_1\" }", "key = \"sk-proj-abcdef0123456789"));
+    assert!(
+        e.starts_with("r.toml line ") && e.contains(": invalid TOML"),
+        "{e}"
+    );
+    assert!(!e.contains("abcdef0123456789"), "{e}");
 }
 
 #[test]
@@ -718,5 +731,17 @@ proptest! {
             let _ = c.resolve_keys(|_| None);
             let _ = c.price_warnings(&Catalog::new());
         }
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    for depth in [1_000, 100_000] {
+        let arrays = format!("a = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        let _ = RoutesConfig::parse(&arrays, "r.toml");
+        let tables = format!("a = {}{}\n", "{ b = ".repeat(depth), "}".repeat(depth));
+        let _ = RoutesConfig::parse(&tables, "r.toml");
+        let dotted = format!("{} = 1\n", vec!["k"; depth].join("."));
+        let _ = RoutesConfig::parse(&dotted, "r.toml");
     }
 }
