@@ -400,14 +400,15 @@ fn warn_route(cfg: &RoutesConfig, route: &RouteConf, spots: &Spots, warnings: &m
     }
     let primary = route.expanded.chain.first().and_then(|t| cfg.models.get(t));
     let primary_window = primary.and_then(|m| m.context_window);
-    for (i, target) in route.expanded.context_window.iter().enumerate() {
+    // Expanded targets have no index of their own in the file: the field's line.
+    for target in &route.expanded.context_window {
         let window = cfg.models.get(target).and_then(|m| m.context_window);
         if let (Some(p), Some(w)) = (primary_window, window)
             && w <= p
         {
             warnings.push(at(
                 spots,
-                format!("{prefix}.context_window_chain[{i}]"),
+                format!("{prefix}.context_window_chain"),
                 format!("{target}'s context window ({w}) is no larger than the primary's ({p}): it cannot take what the primary could not"),
             ));
         }

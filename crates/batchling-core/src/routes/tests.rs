@@ -39,9 +39,9 @@ fn warnings(c: &RoutesConfig) -> Vec<String> {
     c.warnings.iter().map(ToString::to_string).collect()
 }
 
-#[test]
-fn the_documented_example_parses_and_expands() {
-    let text = include_str!("mod.rs")
+/// The example in the module's docs.
+fn doc_example() -> String {
+    include_str!("mod.rs")
         .lines()
         .skip_while(|l| !l.starts_with("//! ```toml"))
         .skip(1)
@@ -51,8 +51,12 @@ fn the_documented_example_parses_and_expands() {
                 .unwrap_or(l.trim_start_matches("//!"))
         })
         .collect::<Vec<_>>()
-        .join("\n");
-    let c = ok(&text);
+        .join("\n")
+}
+
+#[test]
+fn the_documented_example_parses_and_expands() {
+    let c = ok(&doc_example());
     assert_eq!(c.providers["openai"].base_url, "https://api.openai.com/v1");
     assert_eq!(c.providers["claude"].kind, ProviderKind::Anthropic);
     assert_eq!(c.providers["claude"].version.as_deref(), Some("2023-06-01"));
@@ -685,7 +689,7 @@ fn a_context_window_fallback_no_larger_warns() {
     assert_eq!(
         warnings(&ok(&text)),
         [
-            "r.toml line 19, routes.r.context_window_chain[0]: small's context window (8000) is no larger than the primary's (128000): it cannot take what the primary could not"
+            "r.toml line 19, routes.r.context_window_chain: small's context window (8000) is no larger than the primary's (128000): it cannot take what the primary could not"
         ]
     );
 }
@@ -715,6 +719,20 @@ fn a_large_file_is_refused_before_it_is_read_whole() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The documented example and a route naming a route: valid.
+fn mutation_base() -> String {
+    let extra = "[routes.r]\nchain = [\"gpt-4o-mini\"]\ncontext_window_chain = [\"haiku\"]\n";
+    format!("{}\n{extra}", doc_example())
+}
+
+#[test]
+fn the_mutation_base_is_valid() {
+    assert_eq!(
+        ok(&mutation_base()).routes["r"].expanded.chain,
+        ["mini", "haiku"]
+    );
+}
+
 proptest! {
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -723,13 +741,22 @@ proptest! {
     }
 
     #[test]
-    fn mutated_configs_never_panic(cut in 0usize..600, insert in "[\\[\\]{}=\",. a-z0-9\n]{0,12}") {
-        let text = with("[routes.r]\nchain = [\"mini\"]\ncontext_window_chain = [\"mini\"]\nmax_price_ratio = 2.5\n");
+    fn mutated_configs_never_panic(cut in 0usize..2000, insert in "[\\[\\]{}=\",. a-z0-9\n]{0,12}") {
+        let text = mutation_base();
         let at = text.char_indices().map(|(i, _)| i).nth(cut % text.len()).unwrap_or(0);
         let mutated = format!("{}{insert}{}", &text[..at], &text[at..]);
-        if let Ok(c) = RoutesConfig::parse(&mutated, "r.toml") {
-            let _ = c.resolve_keys(|_| None);
-            let _ = c.price_warnings(&Catalog::new());
+        match RoutesConfig::parse(&mutated, "r.toml") {
+            Ok(c) => {
+                let _ = c.resolve_keys(|_| None);
+                let _ = c.price_warnings(&Catalog::builtin());
+                for w in &c.warnings {
+                    prop_assert!(w.line.is_some(), "{w}");
+                }
+            }
+            Err(RoutesError::Invalid { line, field, message, .. }) => {
+                prop_assert!(line.is_some(), "{field}: {message}");
+            }
+            Err(e) => prop_assert!(false, "{e}"),
         }
     }
 }
