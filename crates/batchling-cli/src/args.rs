@@ -70,6 +70,8 @@ pub(crate) enum Command {
     Estimate(EstimateArgs),
     /// List the price catalog (USD per 1M tokens).
     Prices(PricesArgs),
+    /// Check a routes config file (providers, limit groups, models, routes).
+    Config(ConfigArgs),
     /// Start the built-in fake provider, to rehearse a run for free.
     ///
     /// An OpenAI-compatible server with limits, latency and faults, and a
@@ -569,6 +571,33 @@ pub(crate) struct PricesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArgs {
+    #[command(subcommand)]
+    pub(crate) command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Load a routes config, read its keys from the environment, and show
+    /// what it defines: providers, groups, models, expanded chains, warnings.
+    ///
+    /// Exits 0 when the file is valid and every key's variable is set, 2
+    /// otherwise. Key values are never printed.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigCheckArgs {
+    /// The routes config (TOML).
+    pub(crate) file: PathBuf,
+
+    /// Extra or overriding prices (TOML, JSON or LiteLLM's JSON), for the
+    /// models without a price of their own.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prices: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! batchling's vocabulary, shared by every other crate. Pure: no async
-//! runtime, no network; the only file it reads is a price file the user
-//! names (`pricing::Catalog::load_file`).
+//! runtime, no network; the only files it reads are the ones the user names
+//! (a price file, a limits file, a routes config).
 //!
 //! # Tour
 //! - [`request`]: one input line (`custom_id`, `method`, `url`, `body`),
@@ -16,6 +16,8 @@
 //! - [`ratelimit`]: rate-limit readings from response headers.
 //! - [`limits`]: limits per model and families of models, and the limits
 //!   file `batchling run --limits` and `batchling mock --limits` read.
+//! - [`routes`]: the routes config (`--config`): providers, limit groups of
+//!   keys, models and the chains of routes.
 //! - [`retry`]: the [`retry::Verdict`] a classifier gives an attempt, and backoff.
 //! - [`batch`]: the Batches API's statuses.
 //! - [`clock`]: the wall clock (`unix_now`), read in one place.
@@ -44,9 +46,12 @@ pub mod pricing;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;
+pub mod routes;
 pub mod seqset;
 pub mod tokens;
 pub mod usage;
+
+mod tomlfile;
 
 pub use endpoint::Endpoint;
 pub use request::{LineError, LineProblem, RequestLine};

@@ -36,11 +36,12 @@
 //! ```
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
+
+use crate::tomlfile::{Doc, Item, Problem, ReadFailure, read_bounded};
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -137,31 +138,29 @@ impl LimitsFile {
     /// Read and parse a limits file.
     pub fn load(path: &Path) -> Result<Self, LimitsFileError> {
         let name = path.display().to_string();
-        let read_err = |source| LimitsFileError::Read {
-            path: name.clone(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let mut text = String::new();
-        file.take(MAX_LIMITS_FILE_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(read_err)?;
-        if text.len() as u64 > MAX_LIMITS_FILE_BYTES {
-            return Err(LimitsFileError::TooLarge { path: name });
-        }
+        let text = read_bounded(path, MAX_LIMITS_FILE_BYTES).map_err(|e| match e {
+            ReadFailure::Io(source) => LimitsFileError::Read {
+                path: name.clone(),
+                source,
+            },
+            ReadFailure::TooLarge => LimitsFileError::TooLarge { path: name.clone() },
+        })?;
         Self::parse(&name, &text)
     }
 
     /// Parse the text of a limits file; `name` is how errors name it.
     pub fn parse(name: &str, text: &str) -> Result<Self, LimitsFileError> {
-        let reader = Reader { name, text };
-        let doc = DeTable::parse(text).map_err(|e| LimitsFileError::Invalid {
+        let reader = Reader {
+            doc: Doc::new(text),
+        };
+        let invalid = |p: Problem| LimitsFileError::Invalid {
             path: name.to_owned(),
-            line: e.span().map(|s| reader.line(s.start)),
-            field: String::new(),
-            message: format!("invalid TOML: {}", e.message().trim()),
-        })?;
-        reader.document(doc.get_ref())
+            line: p.line,
+            field: p.field,
+            message: p.message,
+        };
+        let doc = reader.doc.parse().map_err(invalid)?;
+        reader.document(doc.get_ref()).map_err(invalid)
     }
 }
 
@@ -366,50 +365,26 @@ impl FromStr for LimitWindow {
     }
 }
 
-type Item<'a> = (
-    &'a Spanned<std::borrow::Cow<'a, str>>,
-    &'a Spanned<DeValue<'a>>,
-);
-
 /// Walks the parsed document, naming what it finds wrong.
 struct Reader<'t> {
-    name: &'t str,
-    text: &'t str,
+    doc: Doc<'t>,
 }
 
 impl Reader<'_> {
-    fn line(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
-    }
-
-    fn invalid(&self, at: usize, field: &str, message: impl Into<String>) -> LimitsFileError {
-        LimitsFileError::Invalid {
-            path: self.name.to_owned(),
-            line: Some(self.line(at)),
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    fn document(&self, doc: &DeTable<'_>) -> Result<LimitsFile, LimitsFileError> {
+    fn document(&self, doc: &DeTable<'_>) -> Result<LimitsFile, Problem> {
         let mut file = LimitsFile::default();
         for (key, value) in doc {
             let at = key.span().start;
             match key.get_ref().as_ref() {
                 "window" => {
-                    let text = self.string(value, "window")?;
-                    file.window = Some(text.parse().map_err(|e| self.invalid(at, "window", e))?);
+                    let text = self.doc.string(value, "window")?;
+                    file.window = Some(text.parse().map_err(|e| self.doc.at(at, "window", e))?);
                 }
                 "token_count" => {
-                    let text = self.string(value, "token_count")?;
+                    let text = self.doc.string(value, "token_count")?;
                     let rule = text
                         .parse()
-                        .map_err(|e| self.invalid(at, "token_count", e))?;
+                        .map_err(|e| self.doc.at(at, "token_count", e))?;
                     file.token_count = Some(rule);
                 }
                 "default" => {
@@ -419,18 +394,18 @@ impl Reader<'_> {
                 }
                 "models" => {
                     let mut family_of = HashMap::new();
-                    for item in self.table(value, "models")? {
-                        let limit = self.model_limit(item, &mut family_of)?;
+                    for item in self.doc.table(value, "models")? {
+                        let limit = model_limit(&self.doc, item, "models", &mut family_of)?;
                         file.table.models.push(limit);
                     }
                 }
                 "groups" => {
-                    for item in self.table(value, "groups")? {
+                    for item in self.doc.table(value, "groups")? {
                         file.table.groups.push(self.group(item)?);
                     }
                 }
                 other => {
-                    return Err(self.invalid(
+                    return Err(self.doc.at(
                         at,
                         other,
                         "unknown field: expected window, token_count, default, models or groups",
@@ -441,12 +416,12 @@ impl Reader<'_> {
         Ok(file)
     }
 
-    fn default_limit(&self, value: &Spanned<DeValue<'_>>) -> Result<ModelLimit, LimitsFileError> {
+    fn default_limit(&self, value: &Spanned<DeValue<'_>>) -> Result<ModelLimit, Problem> {
         let mut limit = ModelLimit::new(DEFAULT_LIMIT, None, None);
-        for (key, v) in self.table(value, "default")? {
+        for (key, v) in self.doc.table(value, "default")? {
             let field = format!("default.{}", key.get_ref());
-            if !self.rate(&mut limit, key.get_ref(), v, &field)? {
-                return Err(self.invalid(
+            if !rate(&self.doc, &mut limit, key.get_ref(), v, &field)? {
+                return Err(self.doc.at(
                     key.span().start,
                     &field,
                     "expected rpm, tpm, itpm or otpm",
@@ -456,159 +431,83 @@ impl Reader<'_> {
         Ok(limit)
     }
 
-    /// Set the rate `key` names on `limit`; false when `key` is no rate.
-    fn rate(
-        &self,
-        limit: &mut ModelLimit,
-        key: &str,
-        v: &Spanned<DeValue<'_>>,
-        field: &str,
-    ) -> Result<bool, LimitsFileError> {
-        let slot = match key {
-            "rpm" => &mut limit.rpm,
-            "tpm" => &mut limit.tpm,
-            "itpm" => &mut limit.itpm,
-            "otpm" => &mut limit.otpm,
-            _ => return Ok(false),
-        };
-        *slot = Some(self.positive(v, field)?);
-        Ok(true)
-    }
-
-    /// One `[models.NAME]` entry; `family_of` maps every model listed so
-    /// far to its entry's name, so that a model listed twice is refused.
-    fn model_limit(
-        &self,
-        (name, value): Item<'_>,
-        family_of: &mut HashMap<String, String>,
-    ) -> Result<ModelLimit, LimitsFileError> {
-        let prefix = format!("models.{}", name.get_ref());
-        let mut limit = ModelLimit::new(name.get_ref(), None, None);
-        let mut listed_at = (name.span().start, prefix.clone());
-        for (key, v) in self.table(value, &prefix)? {
-            let field = format!("{prefix}.{}", key.get_ref());
-            if key.get_ref() == "models" {
-                limit.models = self.strings(v, &field)?;
-                listed_at = (key.span().start, field);
-            } else if !self.rate(&mut limit, key.get_ref(), v, &field)? {
-                return Err(self.invalid(
-                    key.span().start,
-                    &field,
-                    "unknown field: expected rpm, tpm, itpm, otpm or models",
-                ));
-            }
-        }
-        let rates = [limit.rpm, limit.tpm, limit.itpm, limit.otpm];
-        if rates.iter().all(Option::is_none) {
-            return Err(self.invalid(
-                name.span().start,
-                &prefix,
-                "sets none of rpm, tpm, itpm and otpm",
-            ));
-        }
-        for model in &limit.models {
-            if let Some(other) = family_of.insert(model.clone(), limit.name.clone()) {
-                let (at, field) = &listed_at;
-                return Err(self.invalid(
-                    *at,
-                    field,
-                    format!(
-                        "the model {model:?} is already in [models.{other}]: a model shares one limit only"
-                    ),
-                ));
-            }
-        }
-        Ok(limit)
-    }
-
-    fn group(&self, (name, value): Item<'_>) -> Result<LimitGroup, LimitsFileError> {
+    fn group(&self, (name, value): Item<'_>) -> Result<LimitGroup, Problem> {
         let field = format!("groups.{}", name.get_ref());
         Ok(LimitGroup {
             name: name.get_ref().to_string(),
-            keys: self.strings(value, &field)?,
+            keys: self.doc.strings(value, &field)?,
         })
     }
+}
 
-    fn table<'v>(
-        &self,
-        value: &'v Spanned<DeValue<'v>>,
-        field: &str,
-    ) -> Result<&'v DeTable<'v>, LimitsFileError> {
-        match value.get_ref() {
-            DeValue::Table(t) => Ok(t),
-            other => Err(self.found(value, field, "a table", other)),
+/// The names of the rates a limit sets.
+pub(crate) const RATES: &[&str] = &["rpm", "tpm", "itpm", "otpm"];
+
+/// Set the rate `key` names on `limit`; false when `key` is no rate.
+pub(crate) fn rate(
+    doc: &Doc<'_>,
+    limit: &mut ModelLimit,
+    key: &str,
+    v: &Spanned<DeValue<'_>>,
+    field: &str,
+) -> Result<bool, Problem> {
+    let slot = match key {
+        "rpm" => &mut limit.rpm,
+        "tpm" => &mut limit.tpm,
+        "itpm" => &mut limit.itpm,
+        "otpm" => &mut limit.otpm,
+        _ => return Ok(false),
+    };
+    *slot = Some(doc.positive(v, field)?);
+    Ok(true)
+}
+
+/// One model's (or family's) limit, the `[models.NAME]` entry of a limits
+/// file, in the table at field path `parent`. `family_of` maps every model
+/// listed so far to its entry's name, so that a model listed twice is refused.
+pub(crate) fn model_limit(
+    doc: &Doc<'_>,
+    (name, value): Item<'_>,
+    parent: &str,
+    family_of: &mut HashMap<String, String>,
+) -> Result<ModelLimit, Problem> {
+    let prefix = &format!("{parent}.{}", name.get_ref());
+    let mut limit = ModelLimit::new(name.get_ref(), None, None);
+    let mut listed_at = (name.span().start, prefix.to_owned());
+    for (key, v) in doc.table(value, prefix)? {
+        let field = format!("{prefix}.{}", key.get_ref());
+        if key.get_ref() == "models" {
+            limit.models = doc.strings(v, &field)?;
+            listed_at = (key.span().start, field);
+        } else if !rate(doc, &mut limit, key.get_ref(), v, &field)? {
+            return Err(doc.at(
+                key.span().start,
+                &field,
+                "unknown field: expected rpm, tpm, itpm, otpm or models",
+            ));
         }
     }
-
-    fn string<'v>(
-        &self,
-        value: &'v Spanned<DeValue<'v>>,
-        field: &str,
-    ) -> Result<&'v str, LimitsFileError> {
-        match value.get_ref() {
-            DeValue::String(s) => Ok(s),
-            other => Err(self.found(value, field, "a string", other)),
+    let rates = [limit.rpm, limit.tpm, limit.itpm, limit.otpm];
+    if rates.iter().all(Option::is_none) {
+        return Err(doc.at(
+            name.span().start,
+            prefix,
+            "sets none of rpm, tpm, itpm and otpm",
+        ));
+    }
+    for model in &limit.models {
+        if let Some(other) = family_of.insert(model.clone(), limit.name.clone()) {
+            let (at, field) = &listed_at;
+            return Err(doc.at(
+                *at,
+                field,
+                format!(
+                    "the model {model:?} is already in [{parent}.{other}]: a model shares one limit only"
+                ),
+            ));
         }
     }
-
-    fn strings(
-        &self,
-        value: &Spanned<DeValue<'_>>,
-        field: &str,
-    ) -> Result<Vec<String>, LimitsFileError> {
-        let DeValue::Array(items) = value.get_ref() else {
-            return Err(self.found(value, field, "a list of strings", value.get_ref()));
-        };
-        let strings = (items.iter())
-            .map(|item| match item.get_ref() {
-                DeValue::String(s) if !s.is_empty() => Ok(s.to_string()),
-                other => Err(self.found(item, field, "a non-empty string", other)),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if strings.is_empty() {
-            return Err(self.invalid(value.span().start, field, "the list is empty"));
-        }
-        Ok(strings)
-    }
-
-    fn positive(&self, value: &Spanned<DeValue<'_>>, field: &str) -> Result<u64, LimitsFileError> {
-        match value.get_ref() {
-            DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    self.invalid(
-                        value.span().start,
-                        field,
-                        format!("expected a positive integer, found {}", i.as_str()),
-                    )
-                }),
-            other => Err(self.found(value, field, "a positive integer", other)),
-        }
-    }
-
-    fn found(
-        &self,
-        at: &Spanned<DeValue<'_>>,
-        field: &str,
-        expected: &str,
-        found: &DeValue<'_>,
-    ) -> LimitsFileError {
-        let found = match found {
-            DeValue::String(s) => format!("the string {s:?}"),
-            DeValue::Integer(i) => format!("the integer {}", i.as_str()),
-            DeValue::Float(_) => "a float".into(),
-            DeValue::Boolean(b) => format!("the boolean {b}"),
-            DeValue::Datetime(_) => "a date".into(),
-            DeValue::Array(_) => "a list".into(),
-            DeValue::Table(_) => "a table".into(),
-        };
-        self.invalid(
-            at.span().start,
-            field,
-            format!("expected {expected}, found {found}"),
-        )
-    }
+    Ok(limit)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("input_line", input_line),
     ("ratelimit_headers", ratelimit_headers),
     ("price_file", price_file),
+    ("routes_config", routes_config),
     ("serve_config", serve_config),
     ("multipart_upload", multipart_upload),
     ("serve_json_bodies", serve_json_bodies),
@@ -213,6 +214,41 @@ pub fn price_file(data: &[u8]) {
         }
         let _ = c.checked_dates();
     }
+}
+
+/// A routes config (`--config`): never a panic; what loads has every
+/// chain expanded to known targets, each once; keys resolve or are named
+/// missing; no error or warning repeats a key-looking value.
+pub fn routes_config(data: &[u8]) {
+    use batchling_core::routes::RoutesConfig;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let config = match RoutesConfig::parse(text, "routes.toml") {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    for route in config.routes.values() {
+        let c = &route.expanded;
+        assert!(!c.chain.is_empty(), "{}: an empty chain loaded", route.name);
+        for chain in [&c.chain, &c.context_window, &c.content_policy] {
+            for (i, t) in chain.iter().enumerate() {
+                assert!(
+                    config.models.contains_key(t),
+                    "{}: unknown target {t}",
+                    route.name
+                );
+                assert!(!chain[..i].contains(t), "{}: {t} twice", route.name);
+            }
+        }
+        assert!(route.attempts() >= 1);
+    }
+    let _ = config.price_warnings(&Catalog::builtin());
+    let _ = config.resolve_keys(|_| None);
+    let _ = config.resolve_keys(|k| Some(format!("v-{k}")));
 }
 
 /// `batchling serve`'s config file; what loads has upstreams with unique

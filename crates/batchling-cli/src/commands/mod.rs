@@ -1,6 +1,7 @@
 //! One file per subcommand. Each takes resolved settings and returns the
 //! process exit code.
 
+mod config;
 mod estimate;
 mod export;
 mod mock;
@@ -69,6 +70,7 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Status(a) => status::status(&StatusSettings::resolve(a)?),
         Command::Export(a) => export::export(&ExportSettings::resolve(a)?),
         Command::Prices(a) => prices::prices(&PricesSettings::resolve(a)?),
+        Command::Config(a) => config::config(a, |k| std::env::var(k).ok()),
         Command::Estimate(a) => estimate::estimate(&EstimateSettings::resolve(a)?),
     }
 }

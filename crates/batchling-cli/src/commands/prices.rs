@@ -88,7 +88,7 @@ pub(crate) fn prices(s: &PricesSettings) -> Result<ExitCode> {
 }
 
 /// A price without trailing zeros: `0.075`, `2.5`, `10`.
-fn usd(v: f64) -> String {
+pub(super) fn usd(v: f64) -> String {
     let s = format!("{v:.6}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

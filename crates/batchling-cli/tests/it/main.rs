@@ -8,6 +8,7 @@
 mod anthropic;
 mod azure;
 mod bad_input;
+mod config;
 mod costs;
 mod formats;
 mod limits;
