@@ -300,6 +300,13 @@ pub(crate) struct RunArgs {
     /// failing the line.
     #[arg(long)]
     pub(crate) lenient: bool,
+
+    /// A routes config (TOML): providers, limit groups of keys (from
+    /// environment variables), models and routes with fallback chains. It
+    /// names the upstreams, so --provider, --base-url, --api-key-env and
+    /// --mock are not given with it; `batchling config check FILE` checks it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// `run --provider`.

@@ -18,6 +18,7 @@ mod args;
 mod commands;
 mod hints;
 mod progress;
+mod routing;
 mod settings;
 mod signals;
 

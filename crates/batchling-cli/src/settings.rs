@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use batchling_core::RetryPolicy;
 use batchling_core::pricing::Catalog;
+use batchling_core::routes::RoutesConfig;
 use batchling_engine::submit::{PartLimits, SubmitJob};
 use batchling_engine::{Input, Job, Order, PacerConfig, default_errors_path};
 use batchling_mock::{Faults, LimitWindow, LimitsFile, MockConfig, Shape};
@@ -164,6 +165,35 @@ pub(crate) struct RunSettings {
     /// Things worth saying before the run starts (the server taken from the
     /// journal).
     pub(crate) notes: Vec<String>,
+    /// `--config`: the routes, and their keys read from the environment.
+    pub(crate) routes: Option<ConfigRoutes>,
+}
+
+/// A routes config with its keys, read once.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigRoutes {
+    pub(crate) config: RoutesConfig,
+    /// (key id, group, key), in the config's order.
+    pub(crate) keys: Vec<(String, String, ApiKey)>,
+}
+
+impl ConfigRoutes {
+    /// Load `path` and read its keys with `getenv`. Its warnings become
+    /// notes.
+    fn load(
+        path: &Path,
+        getenv: &impl Fn(&str) -> Option<String>,
+        notes: &mut Vec<String>,
+    ) -> Result<Self> {
+        let config = RoutesConfig::load(path)?;
+        notes.extend(config.warnings.iter().map(ToString::to_string));
+        let keys = config
+            .resolve_keys(getenv)?
+            .into_iter()
+            .map(|k| (k.id, k.group, ApiKey::new(k.secret)))
+            .collect();
+        Ok(ConfigRoutes { config, keys })
+    }
 }
 
 /// How the journal names the built-in fake provider.
@@ -369,18 +399,36 @@ impl RunSettings {
         client.config.pool_size = a.limits.concurrency;
         client.config.http2 = a.http2;
         let upstream = client.upstream(a.mock);
+        if a.config.is_some() {
+            refuse_upstream_flags(&a)?;
+        }
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let mut notes = Vec::new();
-        let named = a.mock || a.client.base_url.is_some();
-        let upstream =
-            resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
-        check_endpoint(&upstream, provider)?;
         let mut job = Job::new(input, a.output.clone());
-        job.server = Some(format!(
-            "{}{}",
-            provider.journal_prefix(),
-            server_of(&upstream)
-        ));
+        let (upstream, routes) = match &a.config {
+            Some(path) => {
+                let routes = ConfigRoutes::load(path, &getenv, &mut notes)?;
+                job.server = Some(format!("config:{}", path.display()));
+                (upstream, Some(routes))
+            }
+            None => {
+                let named = a.mock || a.client.base_url.is_some();
+                let upstream = resume_upstream_of(
+                    &j.state,
+                    j.restart,
+                    (upstream, provider),
+                    named,
+                    &mut notes,
+                )?;
+                check_endpoint(&upstream, provider)?;
+                job.server = Some(format!(
+                    "{}{}",
+                    provider.journal_prefix(),
+                    server_of(&upstream)
+                ));
+                (upstream, None)
+            }
+        };
         job.errors = j.errors;
         job.order = j.order;
         job.pacing = PacerConfig {
@@ -408,8 +456,26 @@ impl RunSettings {
             quiet: j.quiet,
             summary_json: j.summary_json,
             notes,
+            routes,
         })
     }
+}
+
+/// A routes config names the upstreams: the flags that name one are not
+/// given with it.
+fn refuse_upstream_flags(a: &RunArgs) -> Result<()> {
+    let given = [
+        (a.client.base_url.is_some(), "--base-url"),
+        (a.client.api_key_env.is_some(), "--api-key-env"),
+        (a.mock, "--mock"),
+        (a.provider != ProviderArg::Openai, "--provider"),
+    ];
+    if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
+        bail!(
+            "{flag} names an upstream, and --config names them all (its [providers.*] and [groups.*]); leave {flag} out"
+        );
+    }
+    Ok(())
 }
 
 /// [`ClientArgs`] and the environment resolved.

@@ -13,6 +13,8 @@
 //! - [`azure`]: Azure OpenAI: OpenAI's bodies and batch client, with the
 //!   `api-key` header, the v1 and dated URL forms, Azure's rate-limit
 //!   headers and its own classifier.
+//! - [`any`]: [`AnyClient`], a client of any of them, for a kind chosen
+//!   at run time (a routes config, a serve upstream).
 //! - [`batch`]: the Batch API trait `batchling submit` drives
 //!   ([`BatchApi`]); [`openai::batches`] implements it.
 //! - [`attempt`]: what one HTTP call produced, whatever the provider.
@@ -33,6 +35,7 @@ use proptest as _;
 use xxhash_rust as _;
 
 pub mod anthropic;
+pub mod any;
 pub mod attempt;
 pub mod azure;
 pub mod batch;
@@ -42,6 +45,7 @@ pub mod secret;
 
 use std::future::Future;
 
+pub use any::AnyClient;
 pub use attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
 pub use batch::{BatchApi, BatchApiError};
 

@@ -8,7 +8,7 @@ use batchling_engine::{PacerConfig, SharedLimits};
 use batchling_providers::anthropic::translate::{Mode, RequestOptions};
 use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig};
 use batchling_providers::openai::{ClientConfig, OpenAiClient};
-use batchling_providers::{Answer, Attempt, Outgoing, Provider, ProviderError, Verdict};
+use batchling_providers::{Answer, AnyClient, Attempt, Outgoing, Provider, ProviderError, Verdict};
 
 use crate::config::{UpstreamConfig, UpstreamKind};
 
@@ -28,72 +28,44 @@ pub(crate) struct UpstreamMetrics {
     pub(crate) cost_micro_usd: AtomicU64,
 }
 
-/// The client of an upstream's kind: the one place a provider is chosen
-/// (an enum, so the OpenAI path costs one branch, not a virtual call).
-#[derive(Debug)]
-pub(crate) enum Client {
-    OpenAi(OpenAiClient),
-    Anthropic(AnthropicClient),
-}
+/// The client of an upstream's kind (the providers' own enum).
+pub(crate) type Client = AnyClient;
 
-impl Client {
-    fn new(config: &UpstreamConfig) -> Result<Self, ProviderError> {
-        Ok(match config.kind {
-            UpstreamKind::OpenAi => Client::OpenAi(OpenAiClient::new(ClientConfig {
+/// The client an upstream's config asks for: the one place serve names a
+/// provider.
+fn client(config: &UpstreamConfig) -> Result<Client, ProviderError> {
+    Ok(match config.kind {
+        UpstreamKind::OpenAi => AnyClient::OpenAi(OpenAiClient::new(ClientConfig {
+            base_url: config.base_url.clone(),
+            api_key: config.api_key.clone(),
+            headers: config.headers.clone(),
+            timeout: config.timeout,
+            pool_size: config.concurrency,
+            max_response_bytes: config.max_response_bytes,
+            ..ClientConfig::default()
+        })?),
+        UpstreamKind::Anthropic => {
+            let defaults = AnthropicConfig::default();
+            AnyClient::Anthropic(AnthropicClient::new(AnthropicConfig {
                 base_url: config.base_url.clone(),
                 api_key: config.api_key.clone(),
+                version: (config.anthropic_version.clone()).unwrap_or(defaults.version),
                 headers: config.headers.clone(),
                 timeout: config.timeout,
                 pool_size: config.concurrency,
                 max_response_bytes: config.max_response_bytes,
-                ..ClientConfig::default()
-            })?),
-            UpstreamKind::Anthropic => {
-                let defaults = AnthropicConfig::default();
-                Client::Anthropic(AnthropicClient::new(AnthropicConfig {
-                    base_url: config.base_url.clone(),
-                    api_key: config.api_key.clone(),
-                    version: (config.anthropic_version.clone()).unwrap_or(defaults.version),
-                    headers: config.headers.clone(),
-                    timeout: config.timeout,
-                    pool_size: config.concurrency,
-                    max_response_bytes: config.max_response_bytes,
-                    translation: RequestOptions {
-                        mode: if config.lenient {
-                            Mode::Lenient
-                        } else {
-                            Mode::Strict
-                        },
-                        ..defaults.translation
+                translation: RequestOptions {
+                    mode: if config.lenient {
+                        Mode::Lenient
+                    } else {
+                        Mode::Strict
                     },
-                    http2: defaults.http2,
-                })?)
-            }
-        })
-    }
-}
-
-impl Provider for Client {
-    async fn send(&self, request: &Outgoing) -> Attempt {
-        match self {
-            Client::OpenAi(c) => c.send(request).await,
-            Client::Anthropic(c) => c.send(request).await,
+                    ..defaults.translation
+                },
+                http2: defaults.http2,
+            })?)
         }
-    }
-
-    fn classify(&self, attempt: &Attempt) -> Verdict {
-        match self {
-            Client::OpenAi(c) => c.classify(attempt),
-            Client::Anthropic(c) => c.classify(attempt),
-        }
-    }
-
-    fn describe(&self, answer: &Answer) -> String {
-        match self {
-            Client::OpenAi(c) => c.describe(answer),
-            Client::Anthropic(c) => c.describe(answer),
-        }
-    }
+    })
 }
 
 /// A provider that counts what passes through it.
@@ -145,7 +117,7 @@ pub(crate) struct UpstreamClient {
 
 impl UpstreamClient {
     pub(crate) fn new(config: UpstreamConfig) -> Result<Self, ProviderError> {
-        let client = Client::new(&config)?;
+        let client = client(&config)?;
         let metrics = Arc::new(UpstreamMetrics::default());
         let mut pacing = (config.limits_file.as_ref())
             .map_or_else(PacerConfig::default, PacerConfig::from_limits_file);

@@ -6,7 +6,7 @@ mod estimate;
 mod export;
 mod mock;
 mod prices;
-mod run;
+pub(crate) mod run;
 mod serve;
 mod status;
 mod submit;

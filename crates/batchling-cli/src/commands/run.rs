@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exit;
 use crate::settings::{ProviderKind, RunSettings, Upstream, env};
-use crate::{hints, progress, signals};
+use crate::{hints, progress, routing, signals};
 
 pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
     for note in &s.notes {
@@ -104,6 +104,12 @@ async fn send_all(
     shutdown: CancellationToken,
     reporter: Arc<dyn progress::CliReporter>,
 ) -> Result<(Result<RunSummary, EngineError>, Option<u64>)> {
+    if let Some(config) = &s.routes {
+        let lenient = s.lenient;
+        let routes = routing::build(config, &client_config, s.job.default_max_output, lenient)?;
+        let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
+        return Ok((summary, None));
+    }
     Ok(match s.provider {
         ProviderKind::OpenAi => {
             let client = Arc::new(OpenAiClient::new(client_config)?);
