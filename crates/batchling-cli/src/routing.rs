@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use batchling_core::routes::{ProviderConf, ProviderKind, RouteConf};
 use batchling_engine::route::{GroupId, TargetId};
-use batchling_engine::{RouteSpec, Routes};
+use batchling_engine::{GroupLimits, PacerConfig, RouteSpec, Routes};
 use batchling_providers::anthropic::AnthropicClient;
 use batchling_providers::azure::{AzureClient, AzureConfig};
 use batchling_providers::openai::{ClientConfig, OpenAiClient};
@@ -18,19 +18,27 @@ use batchling_providers::{AnyClient, ApiKey};
 use crate::commands::run::anthropic_config;
 use crate::settings::ConfigRoutes;
 
-/// The engine's routes for `c`. `base` carries what every client shares
-/// (timeout, pool size, caps); `default_max_tokens` and `lenient` are
-/// Anthropic's translation settings.
+/// The engine's routes for `c`, and the pacer's settings of its limit
+/// groups (by group id, as the routes number them). `base` carries what
+/// every client shares (timeout, pool size, caps); `default_max_tokens`
+/// and `lenient` are Anthropic's translation settings.
 pub(crate) fn build(
     c: &ConfigRoutes,
     base: &ClientConfig,
     default_max_tokens: u64,
     lenient: bool,
-) -> Result<Routes<AnyClient>> {
+) -> Result<(Routes<AnyClient>, Vec<GroupLimits>)> {
     let config = &c.config;
     let mut b = Routes::builder();
     let mut groups: HashMap<&str, GroupId> = HashMap::new();
+    let mut limits = Vec::new();
     for (name, group) in &config.groups {
+        let given = PacerConfig::from_limits_file(&group.limits);
+        limits.push(GroupLimits {
+            name: name.clone(),
+            defaults: given.defaults(),
+            models: given.models,
+        });
         let provider = &config.providers[&group.provider];
         let mut keys = Vec::new();
         for (id, _, key) in c.keys.iter().filter(|(_, g, _)| g == name) {
@@ -62,7 +70,7 @@ pub(crate) fn build(
             );
         }
     }
-    Ok(b.build()?)
+    Ok((b.build()?, limits))
 }
 
 /// A route's chains as target ids, and its caps.

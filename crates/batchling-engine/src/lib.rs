@@ -75,7 +75,7 @@ use batchling_core::pricing::Catalog;
 use batchling_store::StoreError;
 
 pub use close::close_unfinished;
-pub use pacer::{EffectiveLimits, PacerConfig};
+pub use pacer::{EffectiveLimits, GroupLimits, PacerConfig};
 pub use reader::{DuplicateCheck, Input, MAX_LINE_BYTES, Validator, check_file, for_each_request};
 pub use report::{Notice, Progress, Reporter, RunSummary, StopCause};
 pub use route::{RouteSpec, Routes, RoutesBuilder};

@@ -106,8 +106,11 @@ async fn send_all(
 ) -> Result<(Result<RunSummary, EngineError>, Option<u64>)> {
     if let Some(config) = &s.routes {
         let lenient = s.lenient;
-        let routes = routing::build(config, &client_config, s.job.default_max_output, lenient)?;
-        let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
+        let (routes, groups) =
+            routing::build(config, &client_config, s.job.default_max_output, lenient)?;
+        let mut job = s.job.clone();
+        job.pacing.groups = groups;
+        let summary = batchling_engine::run(job, routes, shutdown, reporter).await;
         return Ok((summary, None));
     }
     Ok(match s.provider {

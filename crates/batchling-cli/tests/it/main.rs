@@ -20,6 +20,7 @@ mod order;
 mod readme;
 mod resume;
 mod retries;
+mod routes;
 mod serve;
 mod serve_client;
 mod stops;

@@ -262,6 +262,12 @@ impl Run {
         }
     }
 
+    /// Set an environment variable for the child.
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Run {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     pub(crate) fn args(mut self, args: &[&str]) -> Run {
         self.args.extend(args.iter().map(OsString::from));
         self

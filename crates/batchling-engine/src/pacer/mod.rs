@@ -109,6 +109,23 @@ pub struct PacerConfig {
     /// Fraction of each limit actually used (e.g. 0.99), leaving room for
     /// timing jitter between us and the provider's clock.
     pub utilisation: f64,
+    /// Limit groups by id (a routes config's `[groups.*]`, in the order
+    /// its routes numbered them): a group listed here has its name in
+    /// reports, and its own limits where it gives them.
+    pub groups: Vec<GroupLimits>,
+}
+
+/// A limit group's own settings (`PacerConfig::groups`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GroupLimits {
+    /// Its name, for reports (`group/model`).
+    pub name: String,
+    /// For its models without an entry below; a dimension not given
+    /// falls back to the pacer's own default.
+    pub defaults: GivenLimits,
+    /// Per model and family, as [`PacerConfig::models`]: a group with
+    /// entries of its own looks its models up here, not there.
+    pub models: Arc<ModelLimits>,
 }
 
 impl PacerConfig {
@@ -125,6 +142,29 @@ impl PacerConfig {
             otpm: file.otpm,
             models: Arc::new(ModelLimits::from_table(&file.table)),
             ..PacerConfig::default()
+        }
+    }
+
+    /// The per-model table lanes of `group` look their models up in.
+    fn table_of(&self, group: u32) -> &ModelLimits {
+        match self.groups.get(group as usize) {
+            Some(g) if !g.models.is_empty() => &g.models,
+            _ => &self.models,
+        }
+    }
+
+    /// The limits of a model of `group` without an entry of its own: the
+    /// group's, each dimension it does not give the pacer's.
+    fn defaults_of(&self, group: u32) -> GivenLimits {
+        let mine = self.defaults();
+        let Some(g) = self.groups.get(group as usize) else {
+            return mine;
+        };
+        GivenLimits {
+            rpm: g.defaults.rpm.or(mine.rpm),
+            tpm: g.defaults.tpm.or(mine.tpm),
+            itpm: g.defaults.itpm.or(mine.itpm),
+            otpm: g.defaults.otpm.or(mine.otpm),
         }
     }
 
@@ -149,6 +189,7 @@ impl Default for PacerConfig {
             models: Arc::default(),
             learn: true,
             utilisation: 0.99,
+            groups: Vec::new(),
         }
     }
 }
@@ -261,7 +302,7 @@ impl Lane {
     }
 
     fn new(key: LaneKey, entry: Option<&Entry>, config: &PacerConfig, now: Instant) -> Self {
-        let given = entry.map_or_else(|| config.defaults(), |e| e.limits);
+        let given = entry.map_or_else(|| config.defaults_of(key.group), |e| e.limits);
         let extra = GIVEN_ONLY.iter().filter(|&&d| given.get(d).is_some());
         let limits = (DIMENSIONS.iter().chain(extra))
             .map(|&d| Limit::new(d, given.get(d), now, config.learn))
@@ -368,7 +409,7 @@ impl State {
     /// model, when it gets none of its own).
     fn find_new(&mut self, group: u32, name: &str, config: &PacerConfig) -> LaneId {
         let entry = (!name.is_empty())
-            .then(|| config.models.lookup(name))
+            .then(|| config.table_of(group).lookup(name))
             .flatten();
         if let Some((i, e)) = entry
             && e.family
@@ -562,9 +603,12 @@ impl Pacer {
     pub fn lanes(&self) -> Vec<LaneLimits> {
         let s = self.lock();
         let each = s.lanes.iter().map(|l| LaneLimits {
-            model: (l.family.as_deref())
-                .or(l.key.model.as_deref())
-                .map(str::to_owned),
+            model: (l.family.as_deref()).or(l.key.model.as_deref()).map(|m| {
+                match self.config.groups.get(l.key.group as usize) {
+                    Some(g) => format!("{}/{m}", g.name),
+                    None => m.to_owned(),
+                }
+            }),
             family: l.family.is_some(),
             limits: EffectiveLimits {
                 rpm: l.per_minute(Dimension::Requests),

@@ -805,3 +805,42 @@ async fn an_input_token_limit_leaves_cache_reads_out_of_the_correction() {
         Some(t0 + Duration::from_millis(500))
     );
 }
+
+#[test]
+fn a_limit_group_has_its_own_limits_and_its_name_in_reports() {
+    let mut mini = ModelLimits::default();
+    mini.add(
+        "gpt-4o-mini",
+        &["gpt-4o-mini"],
+        given(Some(5000), Some(2_000_000)),
+    );
+    let config = PacerConfig {
+        groups: vec![
+            GroupLimits {
+                name: "proj-a".into(),
+                defaults: given(Some(100), None),
+                models: Arc::new(mini),
+            },
+            GroupLimits {
+                name: "proj-b".into(),
+                ..GroupLimits::default()
+            },
+        ],
+        ..cfg(Some(60), Some(1000))
+    };
+    let p = Pacer::new(config);
+    p.lane_in(0, Some("gpt-4o-mini"));
+    p.lane_in(0, Some("other"));
+    p.lane_in(1, Some("gpt-4o-mini"));
+    let lanes = p.lanes();
+    let of = |name: &str| {
+        (lanes.iter())
+            .find(|l| l.model.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{name}: {lanes:?}"))
+            .given
+    };
+    assert_eq!(of("proj-a/gpt-4o-mini"), given(Some(5000), Some(2_000_000)));
+    // The group's default, and the pacer's for what the group leaves out.
+    assert_eq!(of("proj-a/other"), given(Some(100), Some(1000)));
+    assert_eq!(of("proj-b/gpt-4o-mini"), given(Some(60), Some(1000)));
+}

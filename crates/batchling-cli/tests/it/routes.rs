@@ -1,0 +1,226 @@
+//! `run --config FILE`: lines over a config's routes, against several fake
+//! providers (one `Mock` per provider).
+
+use std::time::Duration;
+
+use batchling_mock::{Faults, MockConfig};
+use serde_json::Value;
+
+use crate::support::{Mock, Run, chat_file, chat_line};
+
+/// The keys the tests put in the environment; they must never show up in
+/// an output, a message or the journal.
+const PRIMARY_KEY: &str = "sk-primary-9f8e7d6c5b4a";
+const BACKUP_KEY: &str = "sk-backup-1a2b3c4d5e6f";
+
+/// A config routing `gpt-4o-mini` to `primary`, then `backup`.
+fn config(primary: &Mock, backup: &Mock, extra: &str) -> String {
+    format!(
+        r#"
+[providers.first]
+kind = "openai-compatible"
+base_url = "{}"
+
+[providers.second]
+kind = "openai-compatible"
+base_url = "{}"
+
+[groups.first-proj]
+provider = "first"
+keys = [{{ id = "first-1", env = "PRIMARY_KEY" }}]
+
+[groups.second-proj]
+provider = "second"
+keys = [{{ id = "second-1", env = "BACKUP_KEY" }}]
+
+[models.primary]
+provider = "first"
+model = "gpt-4o-mini"
+groups = ["first-proj"]
+
+[models.backup]
+provider = "second"
+model = "gpt-4.1-mini"
+groups = ["second-proj"]
+
+[routes.gpt-4o-mini]
+chain = ["primary", "backup"]
+max_price_ratio = 3.0
+{extra}
+"#,
+        primary.base_url(),
+        backup.base_url()
+    )
+}
+
+fn routed(input: &str, config: &str) -> Run {
+    let run = Run::new(input)
+        .without_key()
+        .env("PRIMARY_KEY", PRIMARY_KEY)
+        .env("BACKUP_KEY", BACKUP_KEY);
+    let path = run.dir().join("routes.toml");
+    std::fs::write(&path, config).expect("the config is written");
+    let path = path.to_str().expect("a UTF-8 path").to_owned();
+    run.args(&["--config", &path])
+}
+
+/// No key value anywhere: stdout, stderr, the output files, the journal.
+#[track_caller]
+fn assert_no_key_leaked(o: &crate::support::Outcome, state: &std::path::Path) {
+    let mut texts = vec![o.stdout.clone(), o.stderr.clone()];
+    for p in [o.out_path(), o.errors_path(), state.to_path_buf()] {
+        let bytes = std::fs::read(&p).unwrap_or_default();
+        texts.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    for t in texts {
+        assert!(
+            !t.contains(PRIMARY_KEY) && !t.contains(BACKUP_KEY),
+            "a key leaked"
+        );
+    }
+}
+
+#[test]
+fn a_primary_that_fails_everything_hands_its_lines_to_the_fallback() {
+    let primary = Mock::start(MockConfig {
+        faults: Faults {
+            error_503: 1.0,
+            ..Faults::default()
+        },
+        ..MockConfig::default()
+    });
+    let backup = Mock::plain();
+    let (input, ids) = chat_file("fb", 200);
+    let run = routed(&input, &config(&primary, &backup, ""));
+    let state = run.state_path();
+
+    let o = run.run();
+
+    o.assert_code(0);
+    let out = o.out_lines();
+    assert_eq!(out.len(), ids.len(), "{}", o.err_text());
+    let mut answered: Vec<&str> = out.iter().filter_map(|l| l["custom_id"].as_str()).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        backup.stats().ok,
+        200,
+        "the fallback answered each line once"
+    );
+    for line in &out {
+        // The fallback was sent its own model name, and answered as such.
+        let model = line["response"]["body"]["model"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(model.starts_with("gpt-4.1-mini"), "{line}");
+    }
+    // Each line had at most its three attempts on the primary.
+    assert!(primary.stats().requests <= 3 * 200);
+    assert_no_key_leaked(&o, &state);
+}
+
+#[test]
+fn killed_during_a_fallback_storm_each_line_is_answered_once() {
+    let primary = Mock::start(MockConfig {
+        latency: Duration::from_millis(5),
+        latency_jitter: Duration::from_millis(20),
+        faults: Faults {
+            overloaded: 0.3,
+            ..Faults::default()
+        },
+        seed: 11,
+        ..MockConfig::default()
+    });
+    let backup = Mock::start(MockConfig {
+        latency: Duration::from_millis(5),
+        latency_jitter: Duration::from_millis(20),
+        seed: 12,
+        ..MockConfig::default()
+    });
+    let (input, ids) = chat_file("storm", 1500);
+    let mut run = routed(&input, &config(&primary, &backup, "")).args(&["--concurrency", "16"]);
+    for pause in [200u64, 450, 300, 700, 250, 500, 350, 600, 400, 300] {
+        let running = run.spawn();
+        std::thread::sleep(Duration::from_millis(pause));
+        run = running.kill();
+    }
+    let state = run.state_path();
+    let o = run.run();
+
+    o.assert_code(0);
+    let out = o.out_lines();
+    let mut answered: Vec<String> = out
+        .iter()
+        .filter_map(|l| l["custom_id"].as_str().map(str::to_owned))
+        .collect();
+    answered.sort_unstable();
+    let mut want = ids.clone();
+    want.sort_unstable();
+    assert_eq!(answered, want, "each line once in the output");
+    for id in &ids {
+        let paid = primary.ok_count_for(id) + backup.ok_count_for(id);
+        assert!(paid >= 1, "{id} was never answered");
+    }
+    assert_no_key_leaked(&o, &state);
+}
+
+#[test]
+fn a_model_no_route_takes_fails_alone_naming_it() {
+    let (primary, backup) = (Mock::plain(), Mock::plain());
+    let input = format!(
+        "{}\n{}\n",
+        chat_line("routed", "hi"),
+        chat_line("lost", "hi").replace("gpt-4o-mini", "gpt-9")
+    );
+
+    let o = routed(&input, &config(&primary, &backup, "")).run();
+
+    o.assert_code(1);
+    assert_eq!(o.out_lines().len(), 1);
+    let err: Vec<Value> = o.err_lines();
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0]["error"]["code"], "no_route", "{}", err[0]);
+    assert!(
+        err[0]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gpt-9")
+    );
+    assert_eq!(primary.stats().requests + backup.stats().requests, 1);
+}
+
+#[test]
+fn a_bad_config_and_upstream_flags_are_refused_before_anything_is_sent() {
+    let (primary, backup) = (Mock::plain(), Mock::plain());
+    let (input, _) = chat_file("bad", 3);
+    let looped = config(
+        &primary,
+        &backup,
+        "\n[routes.a]\nchain = [\"b\"]\n\n[routes.b]\nchain = [\"a\"]\n",
+    );
+    let o = routed(&input, &looped).run();
+    o.assert_code(2);
+    assert!(
+        o.stderr.contains("routes.toml") && o.stderr.contains("line"),
+        "{}",
+        o.stderr
+    );
+
+    let o = routed(&input, &config(&primary, &backup, ""))
+        .args(&["--base-url", &primary.base_url()])
+        .run();
+    o.assert_code(2);
+    assert!(
+        o.stderr.contains("--base-url") && o.stderr.contains("--config"),
+        "{}",
+        o.stderr
+    );
+
+    let o = Run::new(&input)
+        .without_key()
+        .env("PRIMARY_KEY", PRIMARY_KEY)
+        .args(&["--config", "/nonexistent/routes.toml"])
+        .run();
+    o.assert_code(2);
+    assert_eq!(primary.stats().requests + backup.stats().requests, 0);
+}
