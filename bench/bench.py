@@ -302,6 +302,150 @@ def anthropic_529_storm(n=3000):
             "makespan_s": round(s["elapsed_s"], 2), "cpu_s": round(s["_cpu"], 2)}
 
 
+def run_routes(config_text, inp, extra=()):
+    """`batchling run --config` with `config_text` (its keys in BENCH_KEY_*)."""
+    path = os.path.join(OUT, "routes.toml")
+    with open(path, "w") as f:
+        f.write(config_text)
+    out = os.path.join(OUT, "out.jsonl")
+    summary = os.path.join(OUT, "summary.json")
+    cmd = [BIN, "run", inp, "-o", out, "--config", path, "--quiet",
+           "--summary-json", summary, "--restart"] + list(extra)
+    env = dict(os.environ, BENCH_KEY_A="sk-bench-a", BENCH_KEY_B="sk-bench-b")
+    env.pop("OPENAI_API_KEY", None)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env)
+    _, status, ru = os.wait4(p.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"batchling exited {code}: {' '.join(cmd)}")
+    with open(summary) as f:
+        s = json.load(f)
+    s["_cpu"] = ru.ru_utime + ru.ru_stime
+    s["_wall"] = time.monotonic() - t0
+    s["_out"] = out
+    return s
+
+
+def pooled_config(url, keys_a, keys_b, lim):
+    """One provider at `url`, two limit groups (`keys_a`, `keys_b`: key
+    variable names), one model pooling them."""
+    def keys(names):
+        return ", ".join(f'{{ id = "{k.lower()}", env = "{k}" }}' for k in names)
+    return f"""
+[providers.fake]
+kind = "openai-compatible"
+base_url = "{url}"
+
+[groups.ga]
+provider = "fake"
+keys = [{keys(keys_a)}]
+{lim}
+
+[groups.gb]
+provider = "fake"
+keys = [{keys(keys_b)}]
+{lim}
+
+[models.gpt-4o-mini]
+provider = "fake"
+groups = ["ga", "gb"]
+"""
+
+
+def two_groups(n=6000, rpm=6000, given=True):
+    """Issue #17: one model behind two limit groups of one provider (the
+    fake keeps one budget per group of keys: `rpm` each, enforced per
+    second, 200 ms latency). Ideal: n at their summed limit."""
+    os.makedirs(OUT, exist_ok=True)
+    limits = os.path.join(OUT, "two-groups-limits.toml")
+    with open(limits, "w") as f:
+        f.write(f'[default]\nrpm = {rpm}\n\n[groups]\norg-a = ["sk-bench-a"]\norg-b = ["sk-bench-b"]\n')
+    mock, url = start_mock(["--limits", limits, "--per-second", "--latency-ms", "200"])
+    lim = f"limits = {{ rpm = {rpm} }}" if given else ""
+    try:
+        cfg = pooled_config(url, ["BENCH_KEY_A"], ["BENCH_KEY_B"], lim)
+        inp = os.path.join(OUT, "two-groups.jsonl")
+        write_input(inp, n)
+        s = run_routes(cfg, inp)
+    finally:
+        mock.terminate()
+        mock.wait()
+    ideal = n / (2 * rpm / 60)
+    return {"scenario": "routes-two-groups" + ("" if given else "-learned"),
+            "requests": s["requests"], "succeeded": s["succeeded"],
+            "429s": s["rate_limited"], "makespan_s": round(s["elapsed_s"], 2),
+            "ideal_s": round(ideal, 2), "ratio": round(ideal / s["elapsed_s"], 4),
+            "cpu_s": round(s["_cpu"], 2)}
+
+
+def overloaded_primary(n=6000, rpm=6000, share=0.3):
+    """Issue #17: a primary answering `share` of its attempts 529, a
+    fallback beside it, each `rpm` enforced per second, 200 ms latency.
+    Two ideals: the chain as built (a line moves to the fallback only after
+    3 failures on the primary, so the primary's rate bounds the run: n x
+    (1 + p + p^2) attempts at `rpm`), and both targets' limits fully used
+    (n / (primary's successes + fallback's rpm)): the second shows what a
+    spill-over to the fallback while the primary is rate-bound would add."""
+    os.makedirs(OUT, exist_ok=True)
+    base = ["--rpm", str(rpm), "--per-second", "--latency-ms", "200"]
+    (mp, up) = start_mock(base + ["--overloaded", str(share)])
+    (mf, uf) = start_mock(base)
+    try:
+        cfg = f"""
+[providers.primary]
+kind = "openai-compatible"
+base_url = "{up}"
+
+[providers.fallback]
+kind = "openai-compatible"
+base_url = "{uf}"
+
+[groups.gp]
+provider = "primary"
+keys = [{{ id = "key-a", env = "BENCH_KEY_A" }}]
+limits = {{ rpm = {rpm} }}
+
+[groups.gf]
+provider = "fallback"
+keys = [{{ id = "key-b", env = "BENCH_KEY_B" }}]
+limits = {{ rpm = {rpm} }}
+
+[models.primary]
+provider = "primary"
+model = "gpt-4o-mini"
+groups = ["gp"]
+
+[models.fallback]
+provider = "fallback"
+model = "gpt-4o-mini"
+groups = ["gf"]
+
+[routes.gpt-4o-mini]
+chain = ["primary", "fallback"]
+"""
+        inp = os.path.join(OUT, "overloaded.jsonl")
+        write_input(inp, n)
+        s = run_routes(cfg, inp)
+        sp, sf = mock_stats(up), mock_stats(uf)
+    finally:
+        for m in (mp, mf):
+            m.terminate()
+            m.wait()
+    ids = [json.loads(l)["custom_id"] for l in open(s["_out"])]
+    p = share
+    chain_ideal = n * (1 + p + p * p) / (rpm / 60)
+    both_ideal = n / ((1 - p) * rpm / 60 + rpm / 60)
+    return {"scenario": "routes-overloaded-primary", "requests": s["requests"],
+            "succeeded": s["succeeded"], "429s": s["rate_limited"],
+            "makespan_s": round(s["elapsed_s"], 2), "ideal_s": round(chain_ideal, 2),
+            "ratio": round(chain_ideal / s["elapsed_s"], 4),
+            "ratio_to_both_limits": round(both_ideal / s["elapsed_s"], 4),
+            "answered_once": len(ids) == len(set(ids)) == n,
+            "by_primary": sp["ok"], "by_fallback": sf["ok"], "primary_529s": sp["faults"],
+            "cpu_s": round(s["_cpu"], 2)}
+
+
 SCENARIOS = {
     # 3,000 requests, 6,000 RPM enforced per second, 200 ms latency.
     "rate-bound": lambda: scenario(
@@ -364,6 +508,10 @@ SCENARIOS = {
     "anthropic-itpm-minute": lambda: anthropic_bound("itpm", window="minute"),
     "anthropic-otpm-minute": lambda: anthropic_bound("otpm", window="minute"),
     "anthropic-529": lambda: anthropic_529_storm(),
+    # Issue #17: key pools and fallback chains (`run --config`).
+    "routes-two-groups": lambda: two_groups(),
+    "routes-two-groups-learned": lambda: two_groups(given=False),
+    "routes-overloaded-primary": lambda: overloaded_primary(),
 }
 
 

@@ -409,6 +409,12 @@ impl RunSettings {
             Some(path) => {
                 let routes = ConfigRoutes::load(path, &getenv, &mut notes)?;
                 job.server = Some(format!("config:{}", path.display()));
+                // The config names every upstream: no built-in fake is
+                // started; its client settings (timeout, pool) are shared.
+                let upstream = match upstream {
+                    Upstream::Mock { client, .. } => Upstream::Remote(client),
+                    remote => remote,
+                };
                 (upstream, Some(routes))
             }
             None => {
