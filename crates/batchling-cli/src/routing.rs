@@ -82,6 +82,7 @@ fn spec(route: &RouteConf, ids: &impl Fn(&[String]) -> Vec<TargetId>) -> RouteSp
         max_attempts: Some(route.attempts()),
         max_attempts_per_target: Some(route.attempts_per_target()),
         max_price_ratio: route.max_price_ratio,
+        spill: route.spill,
     }
 }
 

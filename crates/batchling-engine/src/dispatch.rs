@@ -27,7 +27,7 @@ use crate::pacer::{Admitted, Cost, LaneId, Tried, Waiting};
 use crate::reader::{Parsed, ReadItem};
 use crate::report::StopCause;
 use crate::route::hop::{Hop, Place};
-use crate::route::{KeyAt, KeyPick};
+use crate::route::{Chain, KeyAt, KeyPick};
 
 /// A request somewhere between the input and its final line.
 #[derive(Debug)]
@@ -427,10 +427,17 @@ async fn admit<P: Provider>(
             }
         }
     }
+    if soonest.is_some()
+        && !pacer.is_shared()
+        && let Some((key, a)) = spill(ctx, &mut p, cost)
+    {
+        return spawn(ctx, p, permit, key, a, tasks);
+    }
     let Some((key, w)) = soonest else {
         if busy {
             // New keys with their first request out: the next answer may
             // free one (or a second, in case none comes).
+            let model = routes.model_of(hop.target, p.parsed.model.as_deref());
             let lane = ctx.admission.pacer.lane_in(groups[0], model);
             let at = Instant::now() + std::time::Duration::from_secs(1);
             return Launched::Waits(
@@ -456,6 +463,43 @@ async fn admit<P: Provider>(
     // first, and `admit` watches for it.
     let sleep = (!w.on_answer).then_some(w.at);
     wait_and_admit(ctx, p, permit, tasks, (key, Some(w.lane), sleep)).await
+}
+
+/// A route that spills: the line's target has no room now, so a later
+/// target of its main chain that has (alive, closed circuit, within the
+/// price ceiling) takes it, and the line moves there.
+fn spill<P>(ctx: &Ctx<P>, p: &mut Pending, cost: Cost) -> Option<(KeyAt, Admitted)> {
+    let routes = &ctx.routes;
+    let hop = p.hop.as_mut()?;
+    let route = routes.route(hop.route);
+    if !route.spill || hop.chain != Chain::Main {
+        return None;
+    }
+    let chain = route.chain(Chain::Main);
+    let now = Instant::now();
+    for (i, &t) in chain.iter().enumerate().skip(usize::from(hop.step) + 1) {
+        let priced = route.max_price_ratio.is_none_or(|ratio| {
+            (ctx.accounting).within_ratio(routes, &p.parsed, chain[0], t, ratio)
+        });
+        if !routes.target_alive(t) || !priced || !routes.target(t).circuit.is_closed() {
+            continue;
+        }
+        let model = routes.model_of(t, p.parsed.model.as_deref());
+        for &g in &routes.target(t).groups {
+            let KeyPick::Key(key) = routes.pick_key(g) else {
+                continue;
+            };
+            let pacer = &ctx.admission.pacer;
+            if let Tried::Admitted(a) = pacer.try_admit_in_group(g, model, None, cost, now) {
+                hop.step = i as u8;
+                hop.target = t;
+                hop.on_target = 0;
+                hop.moved = hop.moved.saturating_add(1);
+                return Some((key, a));
+            }
+        }
+    }
+    None
 }
 
 /// Wait (after `sleep`, if given) until the lane of `key`'s group admits

@@ -257,6 +257,11 @@ pub struct RouteConf {
     /// `max_price_ratio`: a fallback may cost at most this many times the
     /// primary (the chain's first target), per line.
     pub max_price_ratio: Option<f64>,
+    /// `spill`: while the primary's limits have no room for a line now,
+    /// it may go to a later target of the chain that has (within
+    /// `max_price_ratio`), so the chain's limits add up; off by default, as
+    /// a fallback may cost more than waiting.
+    pub spill: bool,
     /// The three chains with the routes they name expanded: target names
     /// only, each at most once per chain.
     pub expanded: Chains,

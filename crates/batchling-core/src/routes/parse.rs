@@ -36,6 +36,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "max_attempts",
     "max_attempts_per_target",
     "max_price_ratio",
+    "spill",
 ];
 
 /// The longest name of a provider, group, model, route or key id.
@@ -550,6 +551,7 @@ impl Reader<'_, '_> {
             max_attempts: None,
             max_attempts_per_target: None,
             max_price_ratio: None,
+            spill: false,
             expanded: Chains::default(),
         };
         for (key, v) in fields {
@@ -563,6 +565,7 @@ impl Reader<'_, '_> {
                     conf.max_attempts_per_target = Some(attempts(doc, v, &field)?);
                 }
                 "max_price_ratio" => conf.max_price_ratio = Some(price_ratio(doc, v, &field)?),
+                "spill" => conf.spill = boolean(doc, v, &field)?,
                 other => return Err(unknown(doc, key.span().start, &field, other, ROUTE_FIELDS)),
             }
         }
@@ -687,6 +690,13 @@ fn attempts(doc: &Doc<'_>, v: &Spanned<DeValue<'_>>, field: &str) -> Result<u32,
                 format!("at most {MAX_ATTEMPTS_CAP} attempts, found {n}"),
             )
         })
+}
+
+fn boolean(doc: &Doc<'_>, v: &Spanned<DeValue<'_>>, field: &str) -> Result<bool, Problem> {
+    match v.get_ref() {
+        DeValue::Boolean(b) => Ok(*b),
+        other => Err(doc.found(v, field, "true or false", other)),
+    }
 }
 
 fn price_ratio(doc: &Doc<'_>, v: &Spanned<DeValue<'_>>, field: &str) -> Result<f64, Problem> {

@@ -465,7 +465,7 @@ fn route_fields_are_checked() {
     );
     assert_eq!(
         r("chain = [\"mini\"]\nfallbacks = [\"mini\"]"),
-        "r.toml line 14, routes.r.fallbacks: unknown field: expected chain, context_window_chain, content_policy_chain, max_attempts, max_attempts_per_target or max_price_ratio"
+        "r.toml line 14, routes.r.fallbacks: unknown field: expected chain, context_window_chain, content_policy_chain, max_attempts, max_attempts_per_target, max_price_ratio or spill"
     );
 }
 

@@ -100,6 +100,11 @@ impl Circuit {
         Passage::Probe
     }
 
+    /// Whether it is closed (nothing held back), without taking a probe.
+    pub(crate) fn is_closed(&self) -> bool {
+        !self.on || self.lock().open_until.is_none()
+    }
+
     /// An attempt at the target got an answer that is not an outage sign
     /// (a success, or a failure of the request itself): the circuit closes.
     pub(crate) fn worked(&self) {

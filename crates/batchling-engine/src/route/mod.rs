@@ -84,6 +84,11 @@ pub struct RouteSpec {
     /// A fallback whose price (or the primary's) is unknown is not
     /// eligible under a cap.
     pub max_price_ratio: Option<f64>,
+    /// While the target a line is on has no room for it now (its limits
+    /// hold it back), it may go to a later target of the main chain that
+    /// has: the chain's limits add up. Off by default: a fallback may cost
+    /// more than waiting.
+    pub spill: bool,
 }
 
 /// A target, by the order it was added.
@@ -198,6 +203,7 @@ pub(crate) struct Route {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) per_target: Option<u32>,
     pub(crate) max_price_ratio: Option<f64>,
+    pub(crate) spill: bool,
 }
 
 impl Route {
@@ -545,6 +551,7 @@ fn check(name: &str, spec: RouteSpec, targets: &[Target]) -> Result<Route, Route
         max_attempts: spec.max_attempts,
         per_target: spec.max_attempts_per_target,
         max_price_ratio: spec.max_price_ratio,
+        spill: spec.spill,
     })
 }
 

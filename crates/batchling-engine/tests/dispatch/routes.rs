@@ -435,3 +435,55 @@ async fn each_retry_after_is_followed_as_its_own_answer_says() {
         assert!(gap >= wait, "{gap:?} < {wait:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spilling_route_adds_the_fallbacks_limits_and_a_plain_one_waits() {
+    const N: usize = 200;
+    let run = |spill: bool| async move {
+        let mut w = Workdir::with_requests(N);
+        // 600 requests a minute for each (group, model) lane.
+        w.job.pacing.rpm = Some(600);
+        let (primary, fallback) = (Upstream::new(ok()).arc(), Upstream::new(ok()).arc());
+        let mut b = Routes::builder();
+        let (gp, gf) = (group(&mut b, "p", &primary), group(&mut b, "f", &fallback));
+        let tp = b.target("primary", Some("m"), &[gp], Some(price(1.0, 1.0)));
+        let tf = b.target("fallback", Some("m-mini"), &[gf], Some(price(2.0, 2.0)));
+        b.route(
+            "m",
+            RouteSpec {
+                chain: vec![tp, tf],
+                max_price_ratio: Some(3.0),
+                spill,
+                ..RouteSpec::default()
+            },
+        );
+        let s = w.run_routes(b.build().expect("valid")).await;
+        assert_eq!((s.succeeded, s.failed), (N as u64, 0));
+        w.assert_each_answered_once();
+        (primary, fallback)
+    };
+
+    let (primary, fallback) = run(false).await;
+    assert!(
+        fallback.sends().is_empty(),
+        "without spill, the line waits for its primary"
+    );
+    assert!(busiest_second(&primary.sends()) <= 10);
+
+    let (primary, fallback) = run(true).await;
+    assert!(
+        busiest_second(&primary.sends()) <= 10,
+        "the primary's limit holds"
+    );
+    assert!(
+        busiest_second(&fallback.sends()) <= 10,
+        "and the fallback's"
+    );
+    let both = busiest_second(&all_sends(&[&primary, &fallback]));
+    assert!(both > 10, "their limits add up: {both} in a second");
+    assert_eq!(
+        primary.sends().len() + fallback.sends().len(),
+        N,
+        "each line sent once"
+    );
+}
