@@ -12,54 +12,80 @@ use std::io::Write;
 
 use batchling_core::output::push_json_str;
 use rusqlite::types::Type;
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{OptionalExtension, Row, Statement, Transaction, params};
 use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::journal::Journal;
-use crate::record::{FinalState, RouteRecord};
+use crate::record::{AttemptRow, FinalState, RouteRecord};
 
 /// The `meta` key set by the first commit of a routed request: only then
 /// do `status` and `export` read the route columns and `attempts`.
 pub(crate) const ROUTES: &str = "routes";
 
+/// The columns of an `attempts` row, bound by [`insert_attempts`].
+macro_rules! attempt_row {
+    () => {
+        "INTO attempts (seq, n, target, grp, key_id, status, error_class, retry_after_ms,
+            input_tokens, cached_tokens, output_tokens, cost_usd, billed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    };
+}
+
 /// Append a routed request's attempts after its earlier runs' (numbers go
 /// on from the last one kept). Called inside the commit's transaction.
+///
+/// Numbers start at 1 and have no gaps, so a request has earlier attempts
+/// exactly when its number 1 is taken: the first row is tried as number 1
+/// and only when that is refused is the last number looked up. A request's
+/// first commit (nearly all of them) pays no lookup.
 pub(crate) fn insert_attempts(
     tx: &Transaction<'_>,
     seq: i64,
     route: &RouteRecord,
 ) -> Result<(), rusqlite::Error> {
-    if route.attempts.is_empty() {
+    let Some((first, rest)) = route.attempts.split_first() else {
         return Ok(());
-    }
-    // One seek in the (seq, n) key: a fresh request finds nothing.
-    let last: i64 = tx
-        .prepare_cached("SELECT coalesce(max(n), 0) FROM attempts WHERE seq = ?1")?
-        .query_row([seq], |r| r.get(0))?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO attempts (seq, n, target, grp, key_id, status, error_class,
-            retry_after_ms, input_tokens, cached_tokens, output_tokens, cost_usd, billed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?;
-    for (n, a) in (last + 1..).zip(&route.attempts) {
-        insert.execute(params![
-            seq,
-            n,
-            a.target,
-            a.group,
-            a.key_id,
-            a.status,
-            a.error_class,
-            a.retry_after_ms.map(|ms| ms.min(i64::MAX as u64) as i64),
-            a.usage.input as i64,
-            a.usage.cached_input as i64,
-            a.usage.output as i64,
-            a.cost_usd,
-            a.billed,
-        ])?;
+    };
+    let mut insert = tx.prepare_cached(concat!("INSERT ", attempt_row!()))?;
+    let mut try_first = tx.prepare_cached(concat!("INSERT OR IGNORE ", attempt_row!()))?;
+    let first_is_1 = insert_attempt(&mut try_first, seq, 1, first)? > 0;
+    let (next, rest) = if first_is_1 {
+        (2, rest)
+    } else {
+        let last: i64 = tx
+            .prepare_cached("SELECT max(n) FROM attempts WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
+        (last + 1, &route.attempts[..])
+    };
+    for (n, a) in (next..).zip(rest) {
+        insert_attempt(&mut insert, seq, n, a)?;
     }
     Ok(())
+}
+
+/// Insert one attempt with `stmt` (an [`attempt_row`] insert).
+fn insert_attempt(
+    stmt: &mut Statement<'_>,
+    seq: i64,
+    n: i64,
+    a: &AttemptRow,
+) -> Result<usize, rusqlite::Error> {
+    stmt.execute(params![
+        seq,
+        n,
+        a.target,
+        a.group,
+        a.key_id,
+        a.status,
+        a.error_class,
+        a.retry_after_ms.map(|ms| ms.min(i64::MAX as u64) as i64),
+        a.usage.input as i64,
+        a.usage.cached_input as i64,
+        a.usage.output as i64,
+        a.cost_usd,
+        a.billed,
+    ])
 }
 
 /// Mark the journal as holding routed requests (once; later commits find
@@ -369,17 +395,22 @@ impl Tally {
     }
 }
 
-/// Values by name, in the order first seen.
+/// Values by name, in the order first seen. Rows come in runs of the
+/// same names, so the last name found is tried before the hash.
 struct Counter<V> {
     index: HashMap<String, usize>,
+    names: Vec<String>,
     values: Vec<V>,
+    last: usize,
 }
 
 impl<V> Default for Counter<V> {
     fn default() -> Self {
         Counter {
             index: HashMap::new(),
+            names: Vec::new(),
             values: Vec::new(),
+            last: 0,
         }
     }
 }
@@ -387,15 +418,18 @@ impl<V> Default for Counter<V> {
 impl<V> Counter<V> {
     /// The value of `name`, made by `new` the first time.
     fn get(&mut self, name: &str, new: impl FnOnce(&str) -> V) -> &mut V {
-        let i = match self.index.get(name) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(name.to_owned(), self.values.len());
-                self.values.push(new(name));
-                self.values.len() - 1
-            }
-        };
-        &mut self.values[i]
+        if self.names.get(self.last).is_none_or(|last| last != name) {
+            self.last = match self.index.get(name) {
+                Some(&i) => i,
+                None => {
+                    self.index.insert(name.to_owned(), self.values.len());
+                    self.names.push(name.to_owned());
+                    self.values.push(new(name));
+                    self.values.len() - 1
+                }
+            };
+        }
+        &mut self.values[self.last]
     }
 }
 
