@@ -793,6 +793,7 @@ pub(crate) struct ExportSettings {
     pub(crate) output: PathBuf,
     pub(crate) errors: PathBuf,
     pub(crate) order: Order,
+    pub(crate) who_answered: bool,
 }
 
 impl ExportSettings {
@@ -803,6 +804,7 @@ impl ExportSettings {
             state,
             output: a.output,
             order: order(a.order),
+            who_answered: a.who_answered,
         })
     }
 }

@@ -18,6 +18,7 @@ mod order;
 mod readme;
 mod resume;
 mod retries;
+mod routes_journal;
 mod serve;
 mod serve_client;
 mod stops;
