@@ -168,7 +168,7 @@ pub struct RequestRoute {
 }
 
 /// A routed request's attempt count and cost, from its range of
-/// `attempts` (`?` is its `seq`).
+/// `attempts` (a correlated subquery on the request row `r`).
 const ATTEMPTS_OF: &str = "(SELECT count(*) FROM attempts a WHERE a.seq = r.seq)";
 const COST_OF: &str = "(SELECT CASE WHEN count(*) FILTER (WHERE a.cost_usd IS NULL) > 0 THEN NULL
                         ELSE total(a.cost_usd) END

@@ -253,11 +253,11 @@ fn attempt_rows(path: &Path, seq: i64) -> Vec<(i64, String)> {
         .unwrap()
 }
 
-#[test]
-fn a_failed_request_retried_keeps_its_earlier_attempts_and_numbers_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("j");
-    let mut j = Journal::open(&path, false).unwrap();
+/// Request 0 failed, then is replaced by a later answer (the row's guard
+/// lets a failed row go); request 1 failed, is forgotten
+/// (`--retry-failed`) and answered.
+fn retried_journal(path: &Path) -> Journal {
+    let mut j = Journal::open(path, false).unwrap();
     let down = |target: &str| miss(target, "team", "k1", Some(503), "server_error");
     j.commit(&[
         record(
@@ -274,9 +274,6 @@ fn a_failed_request_retried_keeps_its_earlier_attempts_and_numbers_go_on() {
         ),
     ])
     .unwrap();
-    // Request 0 is replaced by a later answer (the row's guard lets a
-    // failed row go); request 1 is forgotten (`--retry-failed`) and sent
-    // again.
     assert_eq!(j.forget_failed().unwrap(), 2);
     j.commit(&[record(
         1,
@@ -302,6 +299,14 @@ fn a_failed_request_retried_keeps_its_earlier_attempts_and_numbers_go_on() {
         )),
     )])
     .unwrap();
+    j
+}
+
+#[test]
+fn a_failed_request_retried_keeps_its_earlier_attempts_and_numbers_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let j = retried_journal(&path);
     let names = |v: &[(i64, &str)]| -> Vec<(i64, String)> {
         v.iter().map(|(n, t)| (*n, (*t).to_owned())).collect()
     };
@@ -322,9 +327,18 @@ fn a_failed_request_retried_keeps_its_earlier_attempts_and_numbers_go_on() {
     );
     let r1 = j.request_route(1).unwrap().unwrap();
     assert_eq!((r1.answered_by.as_deref(), r1.attempts), (Some("a"), 2));
+    let (o, e) = (dir.path().join("o"), dir.path().join("e"));
+    assert_eq!(j.export(&o, &e, Order::Input).unwrap(), (2, 0));
+    assert_eq!(std::fs::read_to_string(&o).unwrap(), "second\nsecond\n");
+}
 
-    // A late answer for a done request does not replace it, but what it
-    // took was sent (and billed): its attempts are kept.
+#[test]
+fn a_late_answer_leaves_a_done_row_but_its_attempts_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let mut j = retried_journal(&path);
+    // What it took was sent (and billed), so it is counted, but the line
+    // and who answered stay.
     j.commit(&[record(
         1,
         FinalState::Done,
