@@ -519,7 +519,8 @@ fn a_version_3_journal_is_read_then_upgraded_in_place_keeping_its_rows() {
 /// What routes cost the journal: commits with and without attempts, and
 /// `status` with its routes section over a million requests. Prints what it
 /// measured, asserts nothing on time; run by hand, in release:
-/// `cargo test --release -p batchling-store --test routes -- --ignored --nocapture`.
+/// `cargo test --release -p batchling-store --test routes -- --ignored --nocapture`
+/// (`ROUTES_N` for another count of requests).
 #[test]
 #[ignore = "a measurement, run by hand"]
 fn measure_a_million_routed_requests() {
