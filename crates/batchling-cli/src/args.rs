@@ -567,6 +567,12 @@ pub(crate) struct ExportArgs {
     /// Order of output lines.
     #[arg(long, value_enum, default_value_t = OrderArg::Input)]
     pub(crate) order: OrderArg,
+
+    /// Add to each line an `x_batchling` object: the target that answered
+    /// (routes), the answer's own model, the route step, the attempts and
+    /// their cost. Off: lines are OpenAI's format exactly.
+    #[arg(long)]
+    pub(crate) who_answered: bool,
 }
 
 #[derive(Debug, Args)]

@@ -940,6 +940,7 @@ pub(crate) struct ExportSettings {
     pub(crate) output: PathBuf,
     pub(crate) errors: PathBuf,
     pub(crate) order: Order,
+    pub(crate) who_answered: bool,
 }
 
 impl ExportSettings {
@@ -950,6 +951,7 @@ impl ExportSettings {
             state,
             output: a.output,
             order: order(a.order),
+            who_answered: a.who_answered,
         })
     }
 }

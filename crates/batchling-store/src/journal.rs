@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::error::StoreError;
 use crate::identity::InputIdentity;
 use crate::record::{FinalState, Record};
+use crate::routes;
 
 /// Lines at least this long go through SQLite's incremental blob I/O: the
 /// row is inserted holding zeros and the line written into it page by page,
@@ -25,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_journal.sql"),
     include_str!("../migrations/0002_cost.sql"),
     include_str!("../migrations/0003_submit.sql"),
+    include_str!("../migrations/0004_routes.sql"),
 ];
 
 /// Apply the migrations after the first `version`, each in its own
@@ -132,6 +134,20 @@ pub struct JobStatus {
     pub last_errors: Vec<LastError>,
     /// True when every input line has a final state.
     pub finished: bool,
+}
+
+/// What [`Journal::export_with`] adds to each line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LineExtras {
+    /// Nothing: the lines as journaled, OpenAI's format exactly.
+    #[default]
+    None,
+    /// An `x_batchling` member, last in the line's object: `answered_by`
+    /// (the target), `response_model` (the answer's own `model`),
+    /// `route_step`, `attempts` and `cost_usd` (the sum of its billed
+    /// attempts'). A request sent without a route has nulls for the first
+    /// three and its row's attempts and cost.
+    WhoAnswered,
 }
 
 /// An open, locked journal. See the crate docs.
@@ -552,22 +568,46 @@ impl Journal {
         errors: &Path,
         order: Order,
     ) -> Result<(u64, u64), StoreError> {
+        self.export_with(output, errors, order, LineExtras::None)
+    }
+
+    /// [`Journal::export`], with `extras` added to every line.
+    pub fn export_with(
+        &self,
+        output: &Path,
+        errors: &Path,
+        order: Order,
+        extras: LineExtras,
+    ) -> Result<(u64, u64), StoreError> {
         let order_by = match order {
             Order::Input => "seq",
             Order::Completion => "finished",
         };
-        let out = self.export_one(output, &format!("r.state = 'done' ORDER BY r.{order_by}"))?;
-        let err = self.export_one(errors, &format!("r.state <> 'done' ORDER BY r.{order_by}"))?;
+        let columns = match extras {
+            LineExtras::None => String::new(),
+            LineExtras::WhoAnswered => {
+                format!(", {}", routes::who_answered_columns(self.has_routes()?))
+            }
+        };
+        let query = |filter: &str| {
+            format!(
+                "{columns} FROM requests r JOIN lines l ON l.seq = r.seq WHERE {filter} ORDER BY r.{order_by}"
+            )
+        };
+        let out = self.export_one(output, &query("r.state = 'done'"), extras)?;
+        let err = self.export_one(errors, &query("r.state <> 'done'"), extras)?;
         Ok((out, err))
     }
 
-    fn export_one(&self, path: &Path, filter: &str) -> Result<u64, StoreError> {
+    /// `rest`: the query after `SELECT l.seq, line` (columns for `extras`,
+    /// `FROM`, `WHERE`, `ORDER BY`).
+    fn export_one(&self, path: &Path, rest: &str, extras: LineExtras) -> Result<u64, StoreError> {
         let eerr = |source| StoreError::Export {
             path: path.to_owned(),
             source,
         };
         let tmp = crate::destination::temp_path(path);
-        let written = self.write_lines(&tmp, filter).and_then(|n| {
+        let written = self.write_lines(&tmp, rest, extras).and_then(|n| {
             std::fs::rename(&tmp, path).map_err(eerr)?;
             Ok(n)
         });
@@ -578,7 +618,7 @@ impl Journal {
         written
     }
 
-    fn write_lines(&self, tmp: &Path, filter: &str) -> Result<u64, StoreError> {
+    fn write_lines(&self, tmp: &Path, rest: &str, extras: LineExtras) -> Result<u64, StoreError> {
         let eerr = |source| StoreError::Export {
             path: tmp.to_owned(),
             source,
@@ -595,39 +635,75 @@ impl Journal {
         };
         let mut stmt = self
             .conn
-            .prepare(&format!(
-                "SELECT l.seq, {line} FROM requests r JOIN lines l ON l.seq = r.seq WHERE {filter}"
-            ))
+            .prepare(&format!("SELECT l.seq, {line}{rest}"))
             .map_err(|e| self.read_err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.read_err(e))?;
         let mut n = 0;
         let mut piece = Vec::new();
+        let mut member = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.read_err(e))? {
+            let extra = match extras {
+                LineExtras::None => None,
+                LineExtras::WhoAnswered => {
+                    member.clear();
+                    routes::push_who_answered(&mut member, row).map_err(|e| self.read_err(e))?;
+                    Some(&member[..])
+                }
+            };
             let line = row.get_ref(1).map_err(|e| self.read_err(e))?;
             if line == rusqlite::types::ValueRef::Null {
                 let seq: i64 = row.get(0).map_err(|e| self.read_err(e))?;
-                let blob = self
-                    .conn
-                    .blob_open(rusqlite::MAIN_DB, "lines", "line", seq, true)
-                    .map_err(|e| self.read_err(e))?;
-                piece.resize(BLOB_IO_MIN, 0);
-                let mut at = 0;
-                while at < blob.len() {
-                    let k = (blob.len() - at).min(piece.len());
-                    blob.read_at_exact(&mut piece[..k], at)
-                        .map_err(|e| self.read_err(e))?;
-                    w.write_all(&piece[..k]).map_err(eerr)?;
-                    at += k;
-                }
+                self.write_long_line(&mut w, seq, &mut piece, extra, eerr)?;
             } else {
-                w.write_all(line.as_blob().map_err(|e| self.read_err(e.into()))?)
-                    .map_err(eerr)?;
+                let line = line.as_blob().map_err(|e| self.read_err(e.into()))?;
+                match extra {
+                    None => w.write_all(line),
+                    Some(extra) => routes::write_with_member(&mut w, line, extra),
+                }
+                .map_err(eerr)?;
             }
             n += 1;
         }
         let file = w.into_inner().map_err(|e| eerr(e.into_error()))?;
         file.sync_all().map_err(eerr)?;
         Ok(n)
+    }
+
+    /// Copy line `seq` through a blob handle, `piece` at a time; with
+    /// `extra`, its last two bytes (`}` and the newline) are read apart so
+    /// that the member goes before them. `eerr` names the file written.
+    fn write_long_line(
+        &self,
+        w: &mut impl Write,
+        seq: i64,
+        piece: &mut Vec<u8>,
+        extra: Option<&[u8]>,
+        eerr: impl Fn(std::io::Error) -> StoreError,
+    ) -> Result<(), StoreError> {
+        let blob = self
+            .conn
+            .blob_open(rusqlite::MAIN_DB, "lines", "line", seq, true)
+            .map_err(|e| self.read_err(e))?;
+        let end = match extra {
+            None => blob.len(),
+            Some(_) => blob.len().saturating_sub(2),
+        };
+        piece.resize(BLOB_IO_MIN, 0);
+        let mut at = 0;
+        while at < end {
+            let k = (end - at).min(piece.len());
+            blob.read_at_exact(&mut piece[..k], at)
+                .map_err(|e| self.read_err(e))?;
+            w.write_all(&piece[..k]).map_err(&eerr)?;
+            at += k;
+        }
+        let Some(extra) = extra else {
+            return Ok(());
+        };
+        let tail = &mut piece[..blob.len() - end];
+        blob.read_at_exact(tail, end)
+            .map_err(|e| self.read_err(e))?;
+        routes::write_with_member(w, tail, extra).map_err(eerr)
     }
 
     /// Everything `batchling status` shows.
@@ -679,8 +755,52 @@ impl Journal {
     }
 }
 
+/// The columns of a final-state row both inserts write, and what a
+/// conflict with a row not yet done replaces.
+macro_rules! request_columns {
+    () => {
+        "seq, line_no, custom_id, state, attempts, status_code, error_code, error_message,
+         input_tokens, cached_tokens, output_tokens, latency_ms, finished, cost_usd"
+    };
+}
+macro_rules! request_updates {
+    () => {
+        "state = excluded.state, attempts = requests.attempts + excluded.attempts,
+         status_code = excluded.status_code, error_code = excluded.error_code,
+         error_message = excluded.error_message, input_tokens = excluded.input_tokens,
+         cached_tokens = excluded.cached_tokens, output_tokens = excluded.output_tokens,
+         latency_ms = excluded.latency_ms, finished = excluded.finished,
+         cost_usd = excluded.cost_usd"
+    };
+}
+
+/// A request sent without a route: the route columns are not bound (they
+/// stay NULL), and a replaced row forgets an earlier run's route.
+const INSERT_REQUEST: &str = concat!(
+    "INSERT INTO requests (",
+    request_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+     ON CONFLICT (seq) DO UPDATE SET ",
+    request_updates!(),
+    ", route = NULL, answered_by = NULL, response_model = NULL, route_step = NULL
+     WHERE requests.state <> 'done'"
+);
+
+/// A routed request: [`INSERT_REQUEST`] and who answered.
+const INSERT_ROUTED_REQUEST: &str = concat!(
+    "INSERT INTO requests (",
+    request_columns!(),
+    ", route, answered_by, response_model, route_step)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+     ON CONFLICT (seq) DO UPDATE SET ",
+    request_updates!(),
+    ", route = excluded.route, answered_by = excluded.answered_by,
+     response_model = excluded.response_model, route_step = excluded.route_step
+     WHERE requests.state <> 'done'"
+);
+
 /// Insert or update final-state rows inside a transaction (see
-/// [`Journal::commit`] for the guard).
+/// [`Journal::commit`] for the guard), and a routed request's attempts.
 pub(crate) fn insert_records(
     tx: &rusqlite::Transaction<'_>,
     records: &[Record],
@@ -694,62 +814,67 @@ pub(crate) fn insert_records(
             |r| r.get(0),
         )?),
     };
-    {
-        let mut request = tx
-                .prepare_cached(
-                    "INSERT INTO requests (seq, line_no, custom_id, state, attempts, status_code,
-                        error_code, error_message, input_tokens, cached_tokens, output_tokens,
-                        latency_ms, finished, cost_usd)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                     ON CONFLICT (seq) DO UPDATE SET
-                        state = excluded.state, attempts = requests.attempts + excluded.attempts,
-                        status_code = excluded.status_code, error_code = excluded.error_code,
-                        error_message = excluded.error_message, input_tokens = excluded.input_tokens,
-                        cached_tokens = excluded.cached_tokens, output_tokens = excluded.output_tokens,
-                        latency_ms = excluded.latency_ms, finished = excluded.finished,
-                        cost_usd = excluded.cost_usd
-                     WHERE requests.state <> 'done'",
-                )
-                ?;
-        let mut line = tx.prepare_cached(
-            "INSERT INTO lines (seq, line) VALUES (?1, ?2)
-                     ON CONFLICT (seq) DO UPDATE SET line = excluded.line",
-        )?;
-        for r in records {
-            let changed = request.execute(params![
-                r.seq as i64,
-                r.line_no as i64,
-                r.custom_id,
-                r.state.as_str(),
-                r.attempts,
-                r.status_code,
-                r.error_code,
-                r.error_message,
-                r.usage.input as i64,
-                r.usage.cached_input as i64,
-                r.usage.output as i64,
-                r.latency_ms,
-                *next_finished,
-                r.cost_usd,
-            ])?;
-            // Zero rows changed: the request was already done (the
-            // guard), so its line stays as it was.
-            if changed > 0 && r.line.len() >= BLOB_IO_MIN {
-                line.execute(params![
-                    r.seq as i64,
-                    rusqlite::blob::ZeroBlob(r.line.len() as _)
-                ])?;
-                tx.blob_open(rusqlite::MAIN_DB, "lines", "line", r.seq as i64, false)?
-                    .write_at(&r.line, 0)?;
-                tx.prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES (?1, '1') ON CONFLICT (key) DO NOTHING",
-                )?
-                .execute([LONG_LINES])?;
-            } else if changed > 0 {
-                line.execute(params![r.seq as i64, r.line])?;
+    let mut plain = tx.prepare_cached(INSERT_REQUEST)?;
+    let mut routed = tx.prepare_cached(INSERT_ROUTED_REQUEST)?;
+    let mut line = tx.prepare_cached(
+        "INSERT INTO lines (seq, line) VALUES (?1, ?2)
+         ON CONFLICT (seq) DO UPDATE SET line = excluded.line",
+    )?;
+    let mut any_routed = false;
+    for r in records {
+        let row: [&dyn rusqlite::ToSql; 14] = [
+            &(r.seq as i64),
+            &(r.line_no as i64),
+            &r.custom_id,
+            &r.state.as_str(),
+            &r.attempts,
+            &r.status_code,
+            &r.error_code,
+            &r.error_message,
+            &(r.usage.input as i64),
+            &(r.usage.cached_input as i64),
+            &(r.usage.output as i64),
+            &r.latency_ms,
+            &*next_finished,
+            &r.cost_usd,
+        ];
+        let changed = match &r.route {
+            None => plain.execute(row.as_slice())?,
+            Some(route) => {
+                any_routed = true;
+                let by: [&dyn rusqlite::ToSql; 4] = [
+                    &route.route,
+                    &route.target,
+                    &route.response_model,
+                    &route.step,
+                ];
+                let changed = routed.execute(rusqlite::params_from_iter(row.iter().chain(&by)))?;
+                // Attempts were made (and maybe billed) even when a done
+                // row keeps its answer: they are kept either way.
+                routes::insert_attempts(tx, r.seq as i64, route)?;
+                changed
             }
-            *next_finished += 1;
+        };
+        // Zero rows changed: the request was already done (the
+        // guard), so its line stays as it was.
+        if changed > 0 && r.line.len() >= BLOB_IO_MIN {
+            line.execute(params![
+                r.seq as i64,
+                rusqlite::blob::ZeroBlob(r.line.len() as _)
+            ])?;
+            tx.blob_open(rusqlite::MAIN_DB, "lines", "line", r.seq as i64, false)?
+                .write_at(&r.line, 0)?;
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, '1') ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute([LONG_LINES])?;
+        } else if changed > 0 {
+            line.execute(params![r.seq as i64, r.line])?;
         }
+        *next_finished += 1;
+    }
+    if any_routed {
+        routes::mark_routed(tx)?;
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //!   identity, list what is finished, commit records in groups, export the
 //!   output and error files, report status.
 //! - [`Record`]: one request's final state (done, failed or invalid) with
-//!   its output line.
+//!   its output line; a routed request's also says who answered and
+//!   carries its attempts (table `attempts`, read back by
+//!   [`Journal::route_report`] and [`Journal::request_route`]).
 //! - [`Cache`]: the response cache across runs (`--cache`).
 //! - [`Part`]: a `batchling submit` part (one batch on a Batch API) and its
 //!   guarded state machine ([`PartState`]).
@@ -34,11 +36,13 @@ mod identity;
 mod journal;
 mod parts;
 mod record;
+mod routes;
 
 pub use cache::{Cache, CachedAnswer, cache_key};
 pub use destination::check_destination;
 pub use error::StoreError;
 pub use identity::InputIdentity;
-pub use journal::{JobMeta, JobStatus, Journal, LastError, StateCounts, Totals};
+pub use journal::{JobMeta, JobStatus, Journal, LastError, LineExtras, StateCounts, Totals};
 pub use parts::{Counts, Part, PartEnd, PartPlan, PartRequest, PartState};
 pub use record::{AttemptRow, FinalState, Record, RouteRecord, UnknownState};
+pub use routes::{KeyCounts, RequestRoute, RouteReport, TargetCounts};

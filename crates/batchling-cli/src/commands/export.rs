@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use batchling_store::Journal;
+use batchling_store::{Journal, LineExtras};
 
 use crate::settings::ExportSettings;
 
@@ -12,7 +12,12 @@ pub(crate) fn export(s: &ExportSettings) -> Result<ExitCode> {
     batchling_store::check_destination(&s.output)?;
     batchling_store::check_destination(&s.errors)?;
     let journal = Journal::open_read_only(&s.state)?;
-    let (out, err) = journal.export(&s.output, &s.errors, s.order)?;
+    let extras = if s.who_answered {
+        LineExtras::WhoAnswered
+    } else {
+        LineExtras::None
+    };
+    let (out, err) = journal.export_with(&s.output, &s.errors, s.order, extras)?;
     eprintln!(
         "wrote {out} lines to {} and {err} lines to {}",
         s.output.display(),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use batchling_engine::report::LaneSummary;
-use batchling_store::{JobStatus, Journal, Part};
+use batchling_store::{JobStatus, Journal, Part, RouteReport};
 
 use crate::settings::StatusSettings;
 
@@ -14,6 +14,7 @@ pub(crate) fn status(s: &StatusSettings) -> Result<ExitCode> {
     let status = journal.status()?;
     let parts = journal.parts()?;
     let lanes = lanes(&status);
+    let routes = journal.route_report()?;
     if s.json {
         let mut v = serde_json::to_value(&status)?;
         if !parts.is_empty() {
@@ -22,10 +23,16 @@ pub(crate) fn status(s: &StatusSettings) -> Result<ExitCode> {
         if let Some(lanes) = &lanes {
             v["lanes"] = serde_json::to_value(lanes)?;
         }
+        if let Some(routes) = &routes {
+            v["routes"] = serde_json::to_value(routes)?;
+        }
         out!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         print_summary(&s.state, &status)?;
         print_lanes(lanes.as_deref())?;
+        if let Some(routes) = &routes {
+            print_routes(routes)?;
+        }
         print_parts(&parts)?;
         print_last_errors(&status)?;
     }
@@ -97,6 +104,43 @@ fn print_lanes(lanes: Option<&[LaneSummary]>) -> std::io::Result<()> {
     )?;
     for l in lanes {
         out!("  {}", crate::progress::lane_line(l))?;
+    }
+    Ok(())
+}
+
+/// What went over routes: per target, per key (its id, never the key), and
+/// the attempts that did not answer by class.
+fn print_routes(r: &RouteReport) -> std::io::Result<()> {
+    out!("routes    {} requests over routes", r.requests)?;
+    for t in &r.targets {
+        out!(
+            "  target {:<28} {} answered, {} failed, {} attempts ({} billed), ${:.4}",
+            t.target,
+            t.answered,
+            t.failed,
+            t.attempts,
+            t.billed,
+            t.cost_usd
+        )?;
+    }
+    for k in &r.keys {
+        out!(
+            "  key    {:<28} {} attempts, {} ok, {} refused (401/403), {} rate limited (429), ${:.4}",
+            format!("{}/{}", k.group, k.key_id),
+            k.attempts,
+            k.ok,
+            k.refused,
+            k.rate_limited,
+            k.cost_usd
+        )?;
+    }
+    if !r.error_classes.is_empty() {
+        let classes: Vec<String> = r
+            .error_classes
+            .iter()
+            .map(|(class, n)| format!("{n} {class}"))
+            .collect();
+        out!("  not answered: {}", classes.join(", "))?;
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ mod readme;
 mod resume;
 mod retries;
 mod routes;
+mod routes_journal;
 mod serve;
 mod serve_client;
 mod stops;
