@@ -10,9 +10,9 @@ use std::time::Duration;
 use batchling_core::output::{self, LineFailure};
 use batchling_core::tokens::TokenEstimate;
 use batchling_core::usage::{BodyRead, read_body};
-use batchling_core::{RetryReason, StopReason, Verdict};
+use batchling_core::{RetryReason, StopReason, Usage, Verdict};
 use batchling_providers::{Answer, Attempt, Outgoing, Provider, TransportKind};
-use batchling_store::{FinalState, Record, cache_key};
+use batchling_store::{AttemptRow, FinalState, Record, cache_key};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
@@ -100,6 +100,9 @@ async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, mut p: Pending, sent: Sent, ve
     if !matches!(verdict, Verdict::StopRun(_)) {
         ctx.routes.key_answered(sent.key);
     }
+    if ctx.routes.records_attempts() {
+        p.tried.push(attempt_row(&ctx, &p, &sent, &verdict));
+    }
     if verdict == Verdict::Success {
         if let Some(hop) = &mut p.hop {
             hop.probe = false;
@@ -152,6 +155,41 @@ async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, mut p: Pending, sent: Sent, ve
                 });
             }
         }
+    }
+}
+
+/// One attempt as the journal keeps it (its cost is filled in when it
+/// answered the request).
+fn attempt_row<P>(ctx: &Ctx<P>, p: &Pending, sent: &Sent, verdict: &Verdict) -> AttemptRow {
+    let routes = &ctx.routes;
+    let target = p.hop.map(|h| routes.target(h.target).name.to_string());
+    let group = &routes.groups[sent.key.group as usize];
+    let (status, usage) = match &sent.result {
+        Attempt::Answered(a) => (Some(a.status), a.usage.unwrap_or_default()),
+        Attempt::Transport(_) => (None, Usage::default()),
+    };
+    let error_class = match verdict {
+        Verdict::Success => None,
+        Verdict::Retry { reason, .. } => Some(match reason {
+            RetryReason::RateLimited => "rate_limited",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Connection => "connection",
+            RetryReason::Timeout => "timeout",
+            RetryReason::MalformedBody => "malformed",
+        }),
+        Verdict::StopRun(_) => Some("key_refused"),
+        Verdict::Fail(kind) => Some(kind.as_str()),
+    };
+    AttemptRow {
+        target: target.unwrap_or_default(),
+        group: group.name.to_string(),
+        key_id: routes.key(sent.key).id.to_string(),
+        status,
+        error_class: error_class.map(str::to_owned),
+        retry_after_ms: retry_after(verdict).map(|d| d.as_millis() as u64),
+        usage,
+        cost_usd: None,
+        billed: *verdict == Verdict::Success,
     }
 }
 
@@ -278,6 +316,16 @@ fn keep_through_outage<P: Provider>(ctx: &Ctx<P>, mut p: Pending, sent: Sent) {
     let _ = home.send(p);
 }
 
+/// The top-level `model` an answer's body names (the model that answered,
+/// a dated snapshot, say); `None` when it has none.
+fn response_model(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let [Some(range)] = batchling_core::json::scan_object(text, ["model"]).ok()? else {
+        return None;
+    };
+    batchling_core::json::string_value(&text[range]).map(|m| m.chars().take(200).collect())
+}
+
 /// Bodies at least this large become their output line in place.
 const IN_PLACE_MIN: usize = 1 << 20;
 
@@ -365,6 +413,9 @@ impl<P: Provider> Ctx<P> {
     ) {
         let id = self.sink.ids.next();
         let request_id = a.request_id.take().unwrap_or_default();
+        let answered_by = (self.routes.records_attempts() && a.body_is_json)
+            .then(|| response_model(&a.body))
+            .flatten();
         let key = p.hop.and_then(|h| h.key);
         let error_message = match key {
             Some(key) if state != FinalState::Done => Some(self.describe_answer(key, &a)),
@@ -397,6 +448,12 @@ impl<P: Provider> Ctx<P> {
         r.usage = a.usage.unwrap_or_default();
         r.latency_ms = Some(latency.as_secs_f64() * 1000.0);
         r.cost_usd = self.accounting.cost_of(&self.routes, p, a.usage);
+        if let Some(route) = &mut r.route {
+            if let Some(last) = route.attempts.last_mut().filter(|t| t.billed) {
+                last.cost_usd = r.cost_usd;
+            }
+            route.response_model = answered_by;
+        }
         self.accounting.settle(p, r.cost_usd);
         r.error_message = error_message;
         self.sink

@@ -34,7 +34,7 @@ use crate::reader::{Parsed, token_cost};
 use crate::recorder::Entry;
 use crate::report::{Counters, Notice, Reporter, StopCause};
 use crate::route::Routes;
-use batchling_store::{Cache, Record};
+use batchling_store::{Cache, Record, RouteRecord};
 
 /// Everything attempt tasks share with the loop.
 pub(crate) struct Ctx<P> {
@@ -94,8 +94,27 @@ impl<P> Ctx<P> {
             latency_ms: None,
             cost_usd: None,
             line,
-            route: None,
+            route: self.route_record(p),
         }
+    }
+
+    /// Who answered `p` and its attempts, when its routes keep that (a
+    /// routes config): the route, the target of its last attempt, the steps
+    /// it moved along.
+    fn route_record(&self, p: &Pending) -> Option<Box<RouteRecord>> {
+        if !self.routes.records_attempts() {
+            return None;
+        }
+        let hop = p.hop?;
+        let target =
+            (hop.target != u32::MAX).then(|| self.routes.target(hop.target).name.to_string());
+        Some(Box::new(RouteRecord {
+            route: self.routes.route(hop.route).name.to_string(),
+            target: target.unwrap_or_default(),
+            response_model: None,
+            step: u32::from(hop.moved),
+            attempts: p.tried.clone(),
+        }))
     }
 }
 

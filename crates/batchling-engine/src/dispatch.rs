@@ -28,6 +28,7 @@ use crate::reader::{Parsed, ReadItem};
 use crate::report::StopCause;
 use crate::route::hop::{Hop, Place};
 use crate::route::{Chain, KeyAt, KeyPick};
+use batchling_store::AttemptRow;
 
 /// A request somewhere between the input and its final line.
 #[derive(Debug)]
@@ -52,6 +53,8 @@ pub(crate) struct Pending {
     pub(crate) lane: Option<LaneId>,
     /// Its place on its route, once it has one.
     pub(crate) hop: Option<Hop>,
+    /// Its attempts so far, for the journal (routes of a config only).
+    pub(crate) tried: Vec<AttemptRow>,
     /// The way back to the loop; dropping the last one ends the run.
     /// Unbounded, yet bounded by the requests alive (in flight, backing
     /// off or held): each sends itself back at most once at a time.
@@ -71,6 +74,7 @@ impl Pending {
             reserved: None,
             lane: None,
             hop: None,
+            tried: Vec::new(),
             home,
         }
     }

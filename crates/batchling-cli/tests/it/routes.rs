@@ -117,6 +117,45 @@ fn a_primary_that_fails_everything_hands_its_lines_to_the_fallback() {
     // Each line had at most its three attempts on the primary.
     assert!(primary.stats().requests <= 3 * 200);
     assert_no_key_leaked(&o, &state);
+
+    // The journal tells who answered, per target and key.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
+        .args(["status", "--json"])
+        .arg(&state)
+        .output()
+        .expect("status runs");
+    let s: Value = serde_json::from_slice(&status.stdout).expect("status --json is JSON");
+    let targets = s["routes"]["targets"].as_array().expect("a routes section");
+    let of = |name: &str| targets.iter().find(|t| t["target"] == name).cloned();
+    let backup_row = of("backup").expect("the backup's row");
+    assert_eq!(backup_row["answered"], 200, "{s}");
+    let primary_row = of("primary").expect("the primary's row");
+    assert_eq!(primary_row["answered"], 0, "{s}");
+    assert_eq!(
+        primary_row["attempts"].as_u64(),
+        Some(primary.stats().requests),
+        "every attempt on the primary is in the journal: {s}"
+    );
+    let keys = s["routes"]["keys"].as_array().expect("keys");
+    assert!(
+        keys.iter()
+            .any(|k| k["key_id"] == "second-1" && k["ok"] == 200),
+        "{s}"
+    );
+    let exported = o.dir().join("who.jsonl");
+    let e = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
+        .args(["export", "--who-answered", "-o"])
+        .arg(&exported)
+        .arg(&state)
+        .output()
+        .expect("export runs");
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let text = std::fs::read_to_string(&exported).expect("the export");
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("JSON");
+        assert_eq!(v["x_batchling"]["answered_by"], "backup", "{v}");
+        assert_eq!(v["x_batchling"]["route_step"], 1, "{v}");
+    }
 }
 
 #[test]

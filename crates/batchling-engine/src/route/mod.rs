@@ -228,6 +228,9 @@ pub struct Routes<P> {
     by_name: HashMap<Box<str>, u32>,
     /// More than one key in all: a key takes one request until it answers.
     probe_keys: bool,
+    /// Built from a config (not [`Routes::single`]): each request's
+    /// attempts and who answered go to the journal.
+    records: bool,
     /// The route of a line whose model no route names.
     any: Option<u32>,
 }
@@ -260,7 +263,15 @@ impl<P> Routes<P> {
             chain: vec![t],
             ..RouteSpec::default()
         });
-        b.build().expect("one target, one group, one key")
+        let mut routes = b.build().expect("one target, one group, one key");
+        routes.records = false;
+        routes
+    }
+
+    /// Whether requests keep their attempts and who answered them for the
+    /// journal (routes of a config do; [`Routes::single`] does not).
+    pub(crate) fn records_attempts(&self) -> bool {
+        self.records
     }
 
     /// Start building routes.
@@ -512,6 +523,7 @@ impl<P> RoutesBuilder<P> {
             routes,
             by_name,
             probe_keys,
+            records: true,
             any,
         })
     }
