@@ -501,6 +501,18 @@ impl<P: Provider> Ctx<P> {
                 format!("the request could not be sent: {}", t.message),
             ),
         };
+        self.record_failure(p, code, message, Some(permit)).await;
+    }
+
+    /// Record `p` as failed with an `error` object of `code` and
+    /// `message` (no HTTP answer to show), releasing `permit` once durable.
+    async fn record_failure(
+        &self,
+        p: &Pending,
+        code: &str,
+        message: String,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         let mut line = Vec::with_capacity(160 + message.len());
         let id = self.sink.ids.next();
         output::write_failure_line(
@@ -516,7 +528,7 @@ impl<P: Provider> Ctx<P> {
         r.error_code = Some(code.to_owned());
         r.error_message = Some(message);
         self.accounting.settle(p, None);
-        self.sink.record(r, Some(permit)).await;
+        self.sink.record(r, permit).await;
     }
 
     /// Record a request its route has nowhere to send: `no_route` (no
@@ -538,22 +550,7 @@ impl<P: Provider> Ctx<P> {
                 )
             }
         };
-        let mut line = Vec::with_capacity(160 + message.len());
-        let id = self.sink.ids.next();
-        output::write_failure_line(
-            &mut line,
-            &id,
-            &p.parsed.custom_id,
-            &LineFailure {
-                code,
-                message: &message,
-            },
-        );
-        let mut r = self.base_record(p, FinalState::Failed, line);
-        r.error_code = Some(code.to_owned());
-        r.error_message = Some(message);
-        self.accounting.settle(p, None);
-        self.sink.record(r, None).await;
+        self.record_failure(p, code, message, None).await;
     }
 
     /// Record an invalid line.

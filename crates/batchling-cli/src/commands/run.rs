@@ -148,9 +148,9 @@ pub(crate) fn azure_config(client: ClientConfig, api_version: Option<String>) ->
 
 /// `--summary-json`: the engine's summary, and for Anthropic the count of
 /// lenient mode's warnings.
-fn write_summary_json(
+pub(crate) fn write_summary_json(
     path: &std::path::Path,
-    summary: &RunSummary,
+    summary: &impl serde::Serialize,
     warnings: Option<u64>,
 ) -> Result<()> {
     let mut json = serde_json::to_value(summary).expect("the summary serialises");

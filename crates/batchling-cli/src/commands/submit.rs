@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
 use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
 use batchling_providers::anthropic::{AnthropicClient, MessageBatchClient};
@@ -49,7 +49,7 @@ pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     // journal) and the online ones (this process's).
     let warnings = online_warnings.map(|online| summary.warnings + online);
     if let Some(path) = &s.summary_json {
-        write_summary_json(path, &summary, warnings)?;
+        super::run::write_summary_json(path, &summary, warnings)?;
     }
     if !s.quiet {
         print_summary(&summary, &s.job);
@@ -110,21 +110,6 @@ async fn submit_on(
             (result, None)
         }
     })
-}
-
-/// `--summary-json`: the engine's summary, and for Anthropic the count of
-/// lenient mode's warnings (`translation_warnings`, as `run` writes it).
-fn write_summary_json(
-    path: &std::path::Path,
-    summary: &SubmitSummary,
-    warnings: Option<u64>,
-) -> Result<()> {
-    let mut json = serde_json::to_value(summary).expect("the summary serialises");
-    if let (Some(w), Some(fields)) = (warnings, json.as_object_mut()) {
-        fields.insert("translation_warnings".into(), w.into());
-    }
-    let json = serde_json::to_vec_pretty(&json).expect("the summary serialises");
-    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn print_summary(s: &SubmitSummary, job: &batchling_engine::submit::SubmitJob) {
