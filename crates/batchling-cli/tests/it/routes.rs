@@ -10,8 +10,8 @@ use crate::support::{Mock, Run, chat_file, chat_line};
 
 /// The keys the tests put in the environment; they must never show up in
 /// an output, a message or the journal.
-const PRIMARY_KEY: &str = "sk-primary-9f8e7d6c5b4a";
-const BACKUP_KEY: &str = "sk-backup-1a2b3c4d5e6f";
+const PRIMARY_KEY: &str = "test-value-of-the-primary-key";
+const BACKUP_KEY: &str = "test-value-of-the-backup-key";
 
 /// A config routing `gpt-4o-mini` to `primary`, then `backup`.
 fn config(primary: &Mock, backup: &Mock, extra: &str) -> String {
