@@ -67,6 +67,31 @@ pub fn read_body(body: &[u8]) -> BodyRead {
     }
 }
 
+/// Whether an answer (a 2xx body) is the model refusing: Anthropic's
+/// `stop_reason: "refusal"`, or a chat completion whose choice ended with
+/// `finish_reason: "content_filter"` (OpenAI's and Azure's filter, and a
+/// translated Claude refusal). Read only for a route with a content-policy
+/// chain: the hot path never pays for it.
+pub fn says_refusal(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let Ok([stop, choices]) = scan_object(text, ["stop_reason", "choices"]) else {
+        return false;
+    };
+    if stop.is_some_and(|r| crate::json::string_value(&text[r]).as_deref() == Some("refusal")) {
+        return true;
+    }
+    let Some(r) = choices else {
+        return false;
+    };
+    let Ok(serde_json::Value::Array(choices)) = serde_json::from_str(&text[r]) else {
+        return false;
+    };
+    (choices.iter())
+        .any(|c| c.get("finish_reason").and_then(|f| f.as_str()) == Some("content_filter"))
+}
+
 /// The `usage` object of any endpoint's shape, when it is one: OpenAI's
 /// (`prompt_tokens` or `input_tokens`, cache counts inside them) or
 /// Anthropic's (cache counts beside `input_tokens`).
@@ -151,6 +176,25 @@ fn number(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_told_from_answers() {
+        for yes in [
+            r#"{"type":"message","stop_reason":"refusal","content":[]}"#,
+            r#"{"object":"chat.completion","choices":[{"index":0,"finish_reason":"content_filter","message":{"content":null}}]}"#,
+            r#"{"choices":[{"finish_reason":"stop"},{"finish_reason":"content_filter"}]}"#,
+        ] {
+            assert!(says_refusal(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            r#"{"type":"message","stop_reason":"end_turn"}"#,
+            r#"{"choices":[{"finish_reason":"stop","message":{"content":"content_filter"}}]}"#,
+            r#"{"data":[{"embedding":[0.1]}]}"#,
+            "not json",
+        ] {
+            assert!(!says_refusal(no.as_bytes()), "{no}");
+        }
+    }
 
     #[test]
     fn chat_shape() {

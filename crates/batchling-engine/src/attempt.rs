@@ -21,8 +21,8 @@ use crate::dispatch::Pending;
 use crate::pacer::{Admitted, Settle};
 use crate::recorder::Entry;
 use crate::report::{Counters, Notice, StopCause};
-use crate::route::KeyAt;
 use crate::route::hop::Then;
+use crate::route::{Chain, KeyAt};
 
 /// What an attempt came back with, the key it went on, and the permit it
 /// still holds.
@@ -111,6 +111,12 @@ async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, mut p: Pending, sent: Sent, ve
         let Attempt::Answered(a) = sent.result else {
             unreachable!("only answers succeed")
         };
+        if refused_elsewhere(&ctx, &mut p, &a) {
+            drop(sent.permit);
+            let home = p.home.clone();
+            let _ = home.send(p);
+            return;
+        }
         count_success(&ctx, &p, &a, sent.latency);
         let permit = Some(sent.permit);
         ctx.finish_with_answer(&p, a, FinalState::Done, permit, sent.latency)
@@ -191,6 +197,41 @@ fn attempt_row<P>(ctx: &Ctx<P>, p: &Pending, sent: &Sent, verdict: &Verdict) -> 
         cost_usd: None,
         billed: *verdict == Verdict::Success,
     }
+}
+
+/// A refusal answer on a route with a content-policy chain: the attempt is
+/// billed (its cost settles and counts toward the line's), and the line
+/// moves to that chain. False for any other answer (a refusal without such
+/// a chain is the answer).
+fn refused_elsewhere<P>(ctx: &Ctx<P>, p: &mut Pending, a: &Answer) -> bool {
+    let Some(mut hop) = p.hop else {
+        return false;
+    };
+    let routes = &ctx.routes;
+    let has_chain = !routes
+        .route(hop.route)
+        .chain(Chain::ContentPolicy)
+        .is_empty();
+    if !has_chain || !batchling_core::usage::says_refusal(&a.body) {
+        return false;
+    }
+    if !routes.after_refusal(&mut hop, p.attempts + 1, ctx.retry.max_attempts) {
+        return false;
+    }
+    p.attempts += 1;
+    // Priced at the target that refused, before the line moves on.
+    let cost = ctx.accounting.cost_of(routes, p, a.usage);
+    p.hop = Some(hop);
+    ctx.accounting.settle(p, cost);
+    // Its reservation is spent: the next attempt reserves its own.
+    p.reserved = None;
+    p.spent += cost.unwrap_or(0.0);
+    if let Some(last) = p.tried.last_mut() {
+        last.cost_usd = cost;
+        last.error_class = Some("refusal".to_owned());
+    }
+    Counters::add(&ctx.counters().retries, 1);
+    true
 }
 
 /// The server's delay of a retry verdict.
@@ -447,14 +488,16 @@ impl<P: Provider> Ctx<P> {
         r.status_code = Some(a.status);
         r.usage = a.usage.unwrap_or_default();
         r.latency_ms = Some(latency.as_secs_f64() * 1000.0);
-        r.cost_usd = self.accounting.cost_of(&self.routes, p, a.usage);
+        let own = self.accounting.cost_of(&self.routes, p, a.usage);
         if let Some(route) = &mut r.route {
             if let Some(last) = route.attempts.last_mut().filter(|t| t.billed) {
-                last.cost_usd = r.cost_usd;
+                last.cost_usd = own;
             }
             route.response_model = answered_by;
         }
-        self.accounting.settle(p, r.cost_usd);
+        self.accounting.settle(p, own);
+        // The line's cost: every billed attempt (a refusal before, say).
+        r.cost_usd = own.map(|c| c + p.spent);
         r.error_message = error_message;
         self.sink
             .send(Entry {
@@ -527,6 +570,7 @@ impl<P: Provider> Ctx<P> {
         let mut r = self.base_record(p, FinalState::Failed, line);
         r.error_code = Some(code.to_owned());
         r.error_message = Some(message);
+        r.cost_usd = (p.spent > 0.0).then_some(p.spent);
         self.accounting.settle(p, None);
         self.sink.record(r, permit).await;
     }

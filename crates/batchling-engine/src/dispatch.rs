@@ -55,6 +55,9 @@ pub(crate) struct Pending {
     pub(crate) hop: Option<Hop>,
     /// Its attempts so far, for the journal (routes of a config only).
     pub(crate) tried: Vec<AttemptRow>,
+    /// USD of its billed attempts that were not its answer (a refusal
+    /// moved to a content-policy chain): part of its cost.
+    pub(crate) spent: f64,
     /// The way back to the loop; dropping the last one ends the run.
     /// Unbounded, yet bounded by the requests alive (in flight, backing
     /// off or held): each sends itself back at most once at a time.
@@ -75,6 +78,7 @@ impl Pending {
             lane: None,
             hop: None,
             tried: Vec::new(),
+            spent: 0.0,
             home,
         }
     }

@@ -247,6 +247,15 @@ impl<P> Routes<P> {
         }
     }
 
+    /// A refusal answer at the hop's target: true when the line moves to
+    /// the route's content-policy chain (it has one, a step is left there,
+    /// and attempts are left); false when the refusal is the answer.
+    pub(crate) fn after_refusal(&self, hop: &mut Hop, attempts: u32, max_attempts: u32) -> bool {
+        let (total, _) = self.caps(hop.route, max_attempts);
+        let then = self.after_failure(hop, FailKind::ContentPolicy, attempts >= total);
+        then == Then::Move
+    }
+
     /// A permanent failure at the target: another chain, the next step,
     /// or the end.
     fn after_failure(&self, hop: &mut Hop, kind: FailKind, out_of_attempts: bool) -> Then {

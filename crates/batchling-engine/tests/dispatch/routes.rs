@@ -12,7 +12,9 @@ use batchling_core::pricing::{Catalog, ModelPrice};
 use batchling_engine::route::GroupId;
 use batchling_engine::{RouteSpec, Routes, RoutesBuilder};
 
-use crate::support::{Sent, Upstream, Workdir, error, id, ms, ok, rate_limited, secs, status};
+use crate::support::{
+    Sent, Upstream, Workdir, error, id, ms, ok, rate_limited, refusal, secs, status,
+};
 
 fn price(input: f64, output: f64) -> ModelPrice {
     ModelPrice {
@@ -486,4 +488,51 @@ async fn a_spilling_route_adds_the_fallbacks_limits_and_a_plain_one_waits() {
         N,
         "each line sent once"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_the_answer_unless_the_route_has_a_content_policy_chain() {
+    const N: usize = 10;
+    let run = |with_chain: bool| async move {
+        let mut w = Workdir::with_requests(N);
+        w.job.prices = Some(Arc::new(Catalog::new()));
+        let primary = Upstream::new(ok()).script("r04", [refusal()]).arc();
+        let careful = Upstream::new(ok()).arc();
+        let mut b = Routes::builder();
+        let (gp, gc) = (group(&mut b, "p", &primary), group(&mut b, "c", &careful));
+        // $1 per million both ways: the refusal (10 + 5) costs $15e-6,
+        // the other target's answer (10 + 20) $30e-6.
+        let tp = b.target("primary", Some("m"), &[gp], Some(price(1.0, 1.0)));
+        let tc = b.target("careful", Some("m-careful"), &[gc], Some(price(1.0, 1.0)));
+        b.route(
+            "m",
+            RouteSpec {
+                chain: vec![tp],
+                content_policy_chain: if with_chain { vec![tc] } else { Vec::new() },
+                ..RouteSpec::default()
+            },
+        );
+        let s = w.run_routes(b.build().expect("valid")).await;
+        assert_eq!((s.succeeded, s.failed), (N as u64, 0));
+        w.assert_each_answered_once();
+        (s, primary, careful)
+    };
+
+    let (s, primary, careful) = run(false).await;
+    assert_eq!(primary.sends_of("r04").len(), 1, "one billed attempt");
+    assert!(careful.sends().is_empty(), "a refusal is an answer");
+    let cost = s.cost_usd.expect("priced");
+    assert!((cost - (9.0 * 30e-6 + 15e-6)).abs() < 1e-9, "{cost}");
+
+    let (s, primary, careful) = run(true).await;
+    assert_eq!(primary.sends_of("r04").len(), 1);
+    assert_eq!(
+        careful.sends_of("r04").len(),
+        1,
+        "the content chain answers it"
+    );
+    assert_eq!(careful.sends().len(), 1, "and no other line");
+    // Both billed attempts count: the refusal and the answer.
+    let cost = s.cost_usd.expect("priced");
+    assert!((cost - (10.0 * 30e-6 + 15e-6)).abs() < 1e-9, "{cost}");
 }

@@ -4,5 +4,7 @@
 mod upstream;
 mod workdir;
 
-pub(crate) use upstream::{Sent, Upstream, error, ok, rate_limited, reset, status, timeout};
+pub(crate) use upstream::{
+    Sent, Upstream, error, ok, rate_limited, refusal, reset, status, timeout,
+};
 pub(crate) use workdir::{Workdir, id, ms, secs};

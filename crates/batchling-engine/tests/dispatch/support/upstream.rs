@@ -40,6 +40,8 @@ enum Outcome {
     Status(u16),
     /// A status with this error body.
     Error(u16, &'static str),
+    /// 200: the model refused (`finish_reason: content_filter`), billed.
+    Refusal(Usage),
     Timeout,
     Reset,
 }
@@ -99,6 +101,16 @@ pub(crate) fn ok() -> Reply {
 /// An error status with an OpenAI-style error body.
 pub(crate) fn status(code: u16) -> Reply {
     Reply::new(Outcome::Status(code))
+}
+
+/// 200 with a refusal (`finish_reason: content_filter`), usage 10 in, 5 out.
+pub(crate) fn refusal() -> Reply {
+    Reply::new(Outcome::Refusal(Usage {
+        input: 10,
+        cached_input: 0,
+        output: 5,
+        ..Usage::default()
+    }))
 }
 
 /// An error status with this body (an error object of the provider's).
@@ -333,6 +345,11 @@ impl Reply {
             Outcome::Ok(u) => (200, completion(u), Some(u)),
             Outcome::Status(code) => (code, error_body(code), None),
             Outcome::Error(code, body) => (code, body.to_owned(), None),
+            Outcome::Refusal(u) => (
+                200,
+                completion(u).replace("\"stop\"", "\"content_filter\""),
+                Some(u),
+            ),
             Outcome::Timeout => return transport(TransportKind::Timeout, "timed out"),
             Outcome::Reset => return transport(TransportKind::Connection, "connection reset"),
         };
