@@ -42,6 +42,8 @@ pub mod batch;
 mod http;
 pub mod openai;
 pub mod secret;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 

@@ -374,18 +374,6 @@ impl<P> Routes<P> {
         self.target(t).model.as_deref().or(line_model)
     }
 
-    /// Ids and states of every key, for reports: (group, key id, dead).
-    pub fn keys(&self) -> Vec<(String, String, bool)> {
-        self.groups
-            .iter()
-            .flat_map(|g| {
-                g.keys
-                    .iter()
-                    .map(|k| (g.name.to_string(), k.id.to_string(), k.dead.load(Relaxed)))
-            })
-            .collect()
-    }
-
     /// Targets and their circuits, for reports: (target, open now, times
     /// opened, gone).
     pub fn circuits(&self) -> Vec<(String, bool, u64, bool)> {
@@ -396,11 +384,6 @@ impl<P> Routes<P> {
                 (t.name.to_string(), open, opened, t.gone.load(Relaxed))
             })
             .collect()
-    }
-
-    /// Whether some route can send a line elsewhere than its primary.
-    pub fn has_fallbacks(&self) -> bool {
-        self.routes.iter().any(Route::has_fallback)
     }
 }
 
@@ -640,7 +623,7 @@ mod tests {
         let single = Routes::single(Arc::new(()));
         assert_eq!(single.route_of(Some("anything")), Some(0));
         assert_eq!(single.model_of(0, Some("anything")), Some("anything"));
-        assert!(!single.has_fallbacks());
+        assert!(!single.route(0).has_fallback());
         // One key in all: no first-request probing.
         for _ in 0..3 {
             assert!(matches!(single.pick_key(0), KeyPick::Key(_)));

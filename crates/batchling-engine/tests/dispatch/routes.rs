@@ -35,6 +35,26 @@ fn group(b: &mut RoutesBuilder<Upstream>, name: &str, up: &Arc<Upstream>) -> Gro
     b.group(name, vec![(format!("{name}-key"), up.clone())])
 }
 
+/// Routes sending every line, as it is, to one target over `groups`: each
+/// a list of (key id, upstream) sharing one budget.
+fn pool(groups: &[&[(&str, &Arc<Upstream>)]]) -> Routes<Upstream> {
+    let mut b = Routes::builder();
+    let ids: Vec<GroupId> = (groups.iter().enumerate())
+        .map(|(i, keys)| {
+            let keys = keys
+                .iter()
+                .map(|(id, up)| ((*id).to_owned(), (*up).clone()));
+            b.group(&format!("g{i}"), keys.collect())
+        })
+        .collect();
+    let t = b.target("t", None, &ids, None);
+    b.route_any(RouteSpec {
+        chain: vec![t],
+        ..RouteSpec::default()
+    });
+    b.build().expect("valid")
+}
+
 /// Sends (of several upstreams) that started in `[from, from + 1 s)`, the
 /// most over every `from` at a send: the busiest one-second window.
 fn busiest_second(sends: &[Sent]) -> usize {
@@ -134,17 +154,7 @@ async fn two_keys_of_one_group_share_its_budget_and_two_groups_add_up() {
         let mut w = Workdir::with_requests(N);
         w.job.pacing.rpm = Some(600);
         let (a, b_up) = (Upstream::new(ok()).arc(), Upstream::new(ok()).arc());
-        let mut b = Routes::builder();
-        let g = b.group(
-            "proj",
-            vec![("a".into(), a.clone()), ("b".into(), b_up.clone())],
-        );
-        let t = b.target("t", None, &[g], None);
-        b.route_any(RouteSpec {
-            chain: vec![t],
-            ..RouteSpec::default()
-        });
-        let s = w.run_routes(b.build().expect("valid")).await;
+        let s = w.run_routes(pool(&[&[("a", &a), ("b", &b_up)]])).await;
         assert_eq!(s.succeeded, N as u64);
         w.assert_each_answered_once();
         let (na, nb) = (a.sends().len(), b_up.sends().len());
@@ -160,14 +170,7 @@ async fn two_keys_of_one_group_share_its_budget_and_two_groups_add_up() {
         let mut w = Workdir::with_requests(N);
         w.job.pacing.rpm = Some(600);
         let (a, b_up) = (Upstream::new(ok()).arc(), Upstream::new(ok()).arc());
-        let mut b = Routes::builder();
-        let (ga, gb) = (group(&mut b, "proj-a", &a), group(&mut b, "proj-b", &b_up));
-        let t = b.target("t", None, &[ga, gb], None);
-        b.route_any(RouteSpec {
-            chain: vec![t],
-            ..RouteSpec::default()
-        });
-        let s = w.run_routes(b.build().expect("valid")).await;
+        let s = w.run_routes(pool(&[&[("a", &a)], &[("b", &b_up)]])).await;
         assert_eq!(s.succeeded, N as u64);
         w.assert_each_answered_once();
         for up in [&a, &b_up] {
@@ -188,18 +191,8 @@ async fn a_dead_key_gets_one_request_and_its_group_goes_on_with_the_other() {
     let w = Workdir::with_requests(N);
     let dead = Upstream::new(status(401).after(ms(50))).arc();
     let good = Upstream::new(ok().after(ms(50))).arc();
-    let mut b = Routes::builder();
-    let g = b.group(
-        "proj",
-        vec![("k1".into(), dead.clone()), ("k2".into(), good.clone())],
-    );
-    let t = b.target("t", None, &[g], None);
-    b.route_any(RouteSpec {
-        chain: vec![t],
-        ..RouteSpec::default()
-    });
 
-    let s = w.run_routes(b.build().expect("valid")).await;
+    let s = w.run_routes(pool(&[&[("k1", &dead), ("k2", &good)]])).await;
 
     assert_eq!((s.succeeded, s.failed), (N as u64, 0));
     assert!(s.stopped.is_none(), "{:?}", s.stopped);
@@ -215,18 +208,8 @@ async fn the_last_dead_key_stops_the_run() {
         Upstream::new(status(401)).arc(),
         Upstream::new(status(403)).arc(),
     );
-    let mut b = Routes::builder();
-    let g = b.group(
-        "proj",
-        vec![("k1".into(), k1.clone()), ("k2".into(), k2.clone())],
-    );
-    let t = b.target("t", None, &[g], None);
-    b.route_any(RouteSpec {
-        chain: vec![t],
-        ..RouteSpec::default()
-    });
 
-    let s = w.run_routes(b.build().expect("valid")).await;
+    let s = w.run_routes(pool(&[&[("k1", &k1), ("k2", &k2)]])).await;
 
     assert!(
         matches!(
@@ -418,15 +401,8 @@ async fn each_retry_after_is_followed_as_its_own_answer_says() {
             ],
         )
         .arc();
-    let mut b = Routes::builder();
-    let g = b.group("proj", vec![("k".into(), up.clone())]);
-    let t = b.target("t", None, &[g], None);
-    b.route_any(RouteSpec {
-        chain: vec![t],
-        ..RouteSpec::default()
-    });
 
-    let s = w.run_routes(b.build().expect("valid")).await;
+    let s = w.run_routes(pool(&[&[("k", &up)]])).await;
 
     assert_eq!(s.succeeded, 3);
     let sends = up.sends_of("r01");

@@ -190,22 +190,13 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderMap, HeaderValue};
+    use reqwest::header::HeaderMap;
 
     const SEC: u64 = 1_000_000_000;
     /// 2025-08-21T12:40:00Z, Anthropic's example minus 59 s.
     const NOW: u64 = 1_755_780_000 * SEC;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_support::header_map as map;
 
     #[test]
     fn all_four_limits() {

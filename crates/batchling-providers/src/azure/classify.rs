@@ -52,22 +52,9 @@ fn message_delay(answer: &Answer) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use batchling_core::ratelimit::RateLimitSnapshot;
     use batchling_core::{FailKind, StopReason};
-    use bytes::Bytes;
 
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status,
-            body: Bytes::from(body.to_owned()),
-            request_id: None,
-            limits: RateLimitSnapshot::default(),
-            retry_after: None,
-            should_retry: None,
-            body_is_json: true,
-            usage: None,
-        }
-    }
+    use crate::test_support::answer;
 
     fn verdict(a: Answer) -> Verdict {
         classify(&Attempt::Answered(a))

@@ -191,21 +191,9 @@ pub fn error_message(answer: &Answer) -> String {
 mod tests {
     use super::*;
     use crate::attempt::TransportError;
-    use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
-    use bytes::Bytes;
+    use batchling_core::ratelimit::LimitReading;
 
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status,
-            body: Bytes::from(body.to_owned()),
-            request_id: None,
-            limits: RateLimitSnapshot::default(),
-            retry_after: None,
-            should_retry: None,
-            body_is_json: true,
-            usage: None,
-        }
-    }
+    use crate::test_support::answer;
 
     fn verdict(a: Answer) -> Verdict {
         classify(&Attempt::Answered(a))
