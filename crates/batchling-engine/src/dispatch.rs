@@ -390,8 +390,8 @@ fn place<P>(ctx: &Ctx<P>, p: &mut Pending) -> Placed {
 }
 
 /// Admit the placed request to a limit group of its target with a live
-/// key: the first whose lane can take it now, trying them in turn from a
-/// rotating start (so groups fill alike), else the one ready soonest.
+/// key: of those whose lane can take it now, the one with the most room
+/// (`Pacer::try_admit_roomiest`), else the one ready soonest.
 async fn admit<P: Provider>(
     ctx: &Arc<Ctx<P>>,
     mut p: Pending,
@@ -405,36 +405,38 @@ async fn admit<P: Provider>(
     let pacer = &ctx.admission.pacer;
     let model = routes.model_of(hop.target, p.parsed.model.as_deref());
     let cost = Cost::from(p.parsed.tokens);
-    let start = match groups.len() {
-        1 => 0,
-        n => rand::random::<u32>() as usize % n,
-    };
-    // The lane it was admitted to before is known for one group only.
-    let known = if groups.len() == 1 { p.lane } else { None };
-    let mut soonest: Option<(KeyAt, Waiting)> = None;
     let mut busy = false;
-    for i in 0..groups.len() {
-        let key = match routes.pick_key(groups[(start + i) % groups.len()]) {
-            KeyPick::Key(key) => key,
-            KeyPick::Busy => {
-                busy = true;
-                continue;
-            }
-            KeyPick::Dead => continue,
-        };
-        if pacer.is_shared() {
-            // Its loops take turns in `admit`: wait there.
-            return wait_and_admit(ctx, p, permit, tasks, (key, known, None)).await;
-        }
-        match pacer.try_admit_in_group(key.group, model, known, cost, Instant::now()) {
-            Tried::Admitted(a) => return spawn(ctx, p, permit, key, a, tasks),
-            Tried::Waits(w) => {
-                if soonest.as_ref().is_none_or(|(_, s)| w.at < s.at) {
-                    soonest = Some((key, w));
-                }
-            }
+    let mut keys: Vec<KeyAt> = Vec::with_capacity(groups.len());
+    for &g in groups {
+        match routes.pick_key(g) {
+            KeyPick::Key(key) => keys.push(key),
+            KeyPick::Busy => busy = true,
+            KeyPick::Dead => {}
         }
     }
+    if pacer.is_shared()
+        && let Some(&key) = keys.get(rand::random::<u32>() as usize % keys.len().max(1))
+    {
+        // Its loops take turns in `admit`: wait there.
+        let known = if groups.len() == 1 { p.lane } else { None };
+        return wait_and_admit(ctx, p, permit, tasks, (key, known, None)).await;
+    }
+    let now = Instant::now();
+    let soonest = match keys.as_slice() {
+        [] => None,
+        // The lane it was admitted to before is known for one group only.
+        [key] => match pacer.try_admit_in_group(key.group, model, p.lane, cost, now) {
+            Tried::Admitted(a) => return spawn(ctx, p, permit, *key, a, tasks),
+            Tried::Waits(w) => Some((*key, w)),
+        },
+        _ => {
+            let ids: Vec<u32> = keys.iter().map(|k| k.group).collect();
+            match pacer.try_admit_roomiest(&ids, model, cost, now) {
+                Ok((i, a)) => return spawn(ctx, p, permit, keys[i], a, tasks),
+                Err(w) => w.map(|(i, w)| (keys[i], w)),
+            }
+        }
+    };
     if soonest.is_some()
         && !pacer.is_shared()
         && let Some((key, a)) = spill(ctx, &mut p, cost)

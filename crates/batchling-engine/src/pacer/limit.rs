@@ -233,6 +233,21 @@ impl Limit {
         at
     }
 
+    /// The share of this limit's window left after `cost` (expired
+    /// entries dropped first), also under a `remaining` hold; 1 with no
+    /// limit.
+    pub(super) fn room(&self, cost: Cost) -> f64 {
+        let Some(cap) = self.window_cap() else {
+            return 1.0;
+        };
+        let units = self.units(cost);
+        let mut left = cap.saturating_sub(self.in_window.saturating_add(units));
+        if let Some((_, budget)) = self.hold {
+            left = left.min(budget.saturating_sub(units));
+        }
+        left as f64 / cap as f64
+    }
+
     pub(super) fn admit(&mut self, cost: Cost, now: Instant, utilisation: f64) {
         let units = self.units(cost);
         if let Some(rate) = self.rate_per_sec(utilisation) {

@@ -287,6 +287,46 @@ struct Lane {
 }
 
 impl Lane {
+    /// Whether `cost` may be admitted now; else until when it waits. Drops
+    /// what has expired (window entries, an ended pause, a slow start that
+    /// learned no limits).
+    fn ready(&mut self, cost: Cost, now: Instant) -> Result<(), Wait> {
+        let mut at = now;
+        for limit in &mut self.limits {
+            limit.expire(now);
+            at = at.max(limit.ready_at(cost, now));
+        }
+        if let Some(p) = self.paused_until {
+            if p > now {
+                at = at.max(p);
+            } else {
+                self.paused_until = None;
+            }
+        }
+        let slow = self.discovery.as_ref().map(|d| d.ready_at(now));
+        let mut on_answer = false;
+        match slow {
+            Some(None) => self.discovery = None, // open: it sends no limits
+            Some(Some(t)) if t > now => {
+                at = at.max(t);
+                on_answer = true;
+            }
+            _ => {}
+        }
+        if at > now {
+            return Err(Wait { at, on_answer });
+        }
+        Ok(())
+    }
+
+    /// The share of its tightest limit's window that would be left after
+    /// `cost` (1 with no limits).
+    fn room(&self, cost: Cost) -> f64 {
+        (self.limits.iter())
+            .map(|l| l.room(cost))
+            .fold(1.0, f64::min)
+    }
+
     /// Input and output token limits a lane was not given come into it
     /// when an answer shows them (Anthropic's), so an OpenAI lane never
     /// carries them.
@@ -669,33 +709,14 @@ impl Pacer {
         cost: Cost,
         now: Instant,
     ) -> Result<Admitted, Wait> {
+        s.lane_mut(lane).ready(cost, now)?;
+        Ok(self.commit(s, lane, cost, now))
+    }
+
+    /// Count an admission of `cost` to `lane` (found ready) at `now`.
+    fn commit(&self, s: &mut State, lane: LaneId, cost: Cost, now: Instant) -> Admitted {
         let u = self.config.utilisation;
         let l = s.lane_mut(lane);
-        let mut at = now;
-        for limit in &mut l.limits {
-            limit.expire(now);
-            at = at.max(limit.ready_at(cost, now));
-        }
-        if let Some(p) = l.paused_until {
-            if p > now {
-                at = at.max(p);
-            } else {
-                l.paused_until = None;
-            }
-        }
-        let slow = l.discovery.as_ref().map(|d| d.ready_at(now));
-        let mut on_answer = false;
-        match slow {
-            Some(None) => l.discovery = None, // open: it sends no limits
-            Some(Some(t)) if t > now => {
-                at = at.max(t);
-                on_answer = true;
-            }
-            _ => {}
-        }
-        if at > now {
-            return Err(Wait { at, on_answer });
-        }
         for limit in &mut l.limits {
             limit.admit(cost, now, u);
         }
@@ -711,11 +732,56 @@ impl Pacer {
         } else {
             false
         };
-        Ok(Admitted {
+        Admitted {
             lane,
             slow_start,
             stamp,
-        })
+        }
+    }
+
+    /// Admit a request of `model` costing `cost` to the lane of one of
+    /// `groups` (a key pool's limit groups behind one model) that can take
+    /// it now: the one with the most room left in its window, so a pool's
+    /// groups fill in proportion to their limits and a group held low by
+    /// its `remaining` is spared. `Ok`: the index of the group chosen and
+    /// the admission; `Err`: the group ready soonest and its wait (`None`
+    /// for no groups). Never waits; skips a shared pacer's turns.
+    pub fn try_admit_roomiest(
+        &self,
+        groups: &[u32],
+        model: Option<&str>,
+        cost: Cost,
+        now: Instant,
+    ) -> Result<(usize, Admitted), Option<(usize, Waiting)>> {
+        let mut s = self.lock();
+        let mut best: Option<(usize, LaneId, f64)> = None;
+        let mut soonest: Option<(usize, Waiting)> = None;
+        for (i, &group) in groups.iter().enumerate() {
+            let lane = s.find(group, model, &self.config);
+            let l = s.lane_mut(lane);
+            match l.ready(cost, now) {
+                Ok(()) => {
+                    let room = l.room(cost);
+                    if best.is_none_or(|(_, _, r)| room > r) {
+                        best = Some((i, lane, room));
+                    }
+                }
+                Err(w) => {
+                    if soonest.as_ref().is_none_or(|(_, s)| w.at < s.at) {
+                        let waiting = Waiting {
+                            lane,
+                            at: w.at,
+                            on_answer: w.on_answer,
+                        };
+                        soonest = Some((i, waiting));
+                    }
+                }
+            }
+        }
+        match best {
+            Some((i, lane, _)) => Ok((i, self.commit(&mut s, lane, cost, now))),
+            None => Err(soonest),
+        }
     }
 
     /// Admit a request of `model` costing `cost` to its lane (`known`, if

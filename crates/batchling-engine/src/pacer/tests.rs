@@ -844,3 +844,79 @@ fn a_limit_group_has_its_own_limits_and_its_name_in_reports() {
     assert_eq!(of("proj-a/other"), given(Some(100), Some(1000)));
     assert_eq!(of("proj-b/gpt-4o-mini"), given(Some(60), Some(1000)));
 }
+
+#[test]
+fn a_pool_admits_to_the_group_with_the_most_room_whatever_the_order() {
+    let group = |name: &str| GroupLimits {
+        name: name.into(),
+        defaults: given(Some(600), None),
+        ..GroupLimits::default()
+    };
+    let one = Cost::tokens(1);
+    // Later than any lane's making.
+    let t0 = Instant::now() + Duration::from_secs(1);
+    // Group a (0) has three of its ten a second out; b (1) none.
+    let pool = || {
+        let p = Pacer::new(PacerConfig {
+            groups: vec![group("a"), group("b")],
+            learn: false,
+            ..cfg(None, None)
+        });
+        for i in 0..3 {
+            let at = t0 + Duration::from_millis(100 * i);
+            let tried = p.try_admit_in_group(0, Some("m"), None, one, at);
+            assert!(matches!(tried, Tried::Admitted(_)), "{i}: {tried:?}");
+        }
+        p
+    };
+    let now = t0 + Duration::from_millis(300);
+    for order in [[0, 1], [1, 0]] {
+        let p = pool();
+        let (i, _) = (p.try_admit_roomiest(&order, Some("m"), one, now)).expect("both are ready");
+        assert_eq!(order[i], 1, "order {order:?}: b has more room");
+        // b's spacing now holds it: a, ready, takes the next.
+        let (i, _) = (p.try_admit_roomiest(&order, Some("m"), one, now)).expect("a is ready");
+        assert_eq!(order[i], 0);
+        // Both spaced out: the answer is when the first is ready again.
+        let Err(Some((_, w))) = p.try_admit_roomiest(&order, Some("m"), one, now) else {
+            panic!("both lanes are spaced out");
+        };
+        assert!(w.at > now && w.at <= now + Duration::from_millis(100));
+    }
+    let p = Pacer::new(cfg(None, None));
+    assert_eq!(p.try_admit_roomiest(&[], Some("m"), one, now), Err(None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_held_by_a_low_remaining_has_less_room_than_its_spacing_shows() {
+    let group = |name: &str| GroupLimits {
+        name: name.into(),
+        defaults: given(Some(600), None),
+        ..GroupLimits::default()
+    };
+    let p = Pacer::new(PacerConfig {
+        groups: vec![group("a"), group("b")],
+        ..cfg(None, None)
+    });
+    let one = Cost::tokens(1);
+    let now = Instant::now();
+    // One request each; a's answer says it has 2 left for a while.
+    let Tried::Admitted(a) = p.try_admit_in_group(0, Some("m"), None, one, now) else {
+        panic!("a is empty");
+    };
+    let Tried::Admitted(_) = p.try_admit_in_group(1, Some("m"), None, one, now) else {
+        panic!("b is empty");
+    };
+    let snap = RateLimitSnapshot {
+        requests: LimitReading {
+            limit: Some(600),
+            remaining: Some(2),
+            reset: Some(Duration::from_secs(30)),
+        },
+        ..RateLimitSnapshot::default()
+    };
+    p.answered(a, Some(&snap), false);
+    let later = now + Duration::from_millis(200);
+    let (i, _) = (p.try_admit_roomiest(&[0, 1], Some("m"), one, later)).expect("both ready");
+    assert_eq!(i, 1, "a's hold leaves it one of ten");
+}
