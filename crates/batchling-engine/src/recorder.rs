@@ -44,31 +44,43 @@ fn counter_for(c: &Counters, state: FinalState) -> &AtomicU64 {
 /// (for `batchling status` on a run in progress, or killed).
 const LANES_EVERY: Duration = Duration::from_secs(10);
 
-/// Writes the run's lanes (their JSON, from `make`) to the journal now and
-/// then, after a commit.
+/// What `batchling status` shows of a run in progress, as JSON: its pacer
+/// lanes and, over a routes config, its routes' health.
+#[derive(Debug, Default)]
+pub(crate) struct Reports {
+    pub(crate) lanes: Option<String>,
+    pub(crate) routes: Option<String>,
+}
+
+/// Writes the run's [`Reports`] (from `make`) to the journal now and then,
+/// after a commit.
 pub(crate) struct LaneRecorder {
-    make: Box<dyn FnMut() -> Option<String> + Send>,
+    make: Box<dyn FnMut() -> Reports + Send>,
     last: Instant,
 }
 
 impl LaneRecorder {
-    pub(crate) fn new(make: Box<dyn FnMut() -> Option<String> + Send>) -> Self {
+    pub(crate) fn new(make: Box<dyn FnMut() -> Reports + Send>) -> Self {
         LaneRecorder {
             make,
             last: Instant::now(),
         }
     }
 
-    /// Record the lanes if the last time was [`LANES_EVERY`] ago. A failed
-    /// write is left for the next commit to report (the lanes are only
+    /// Record the reports if the last time was [`LANES_EVERY`] ago. A
+    /// failed write is left for the next commit to report (they are only
     /// informational; the end of the run writes them again).
     fn maybe_record(&mut self, journal: &Journal) {
         if self.last.elapsed() < LANES_EVERY {
             return;
         }
         self.last = Instant::now();
-        if let Some(json) = (self.make)() {
+        let reports = (self.make)();
+        if let Some(json) = reports.lanes {
             let _ = journal.set_lanes(&json);
+        }
+        if let Some(json) = reports.routes {
+            let _ = journal.set_route_health(&json);
         }
     }
 }
@@ -168,13 +180,18 @@ mod tests {
         let mut calls = 0;
         let mut lanes = LaneRecorder::new(Box::new(move || {
             calls += 1;
-            Some(format!("[{calls}]"))
+            Reports {
+                lanes: Some(format!("[{calls}]")),
+                routes: Some(format!("{{\"n\":{calls}}}")),
+            }
         }));
         lanes.maybe_record(&journal);
         assert_eq!(journal.meta().unwrap().lanes, None, "not yet");
         lanes.last -= LANES_EVERY;
         lanes.maybe_record(&journal);
         assert_eq!(journal.meta().unwrap().lanes.as_deref(), Some("[1]"));
+        let health = journal.meta().unwrap().route_health;
+        assert_eq!(health.as_deref(), Some("{\"n\":1}"));
         lanes.maybe_record(&journal);
         assert_eq!(
             journal.meta().unwrap().lanes.as_deref(),

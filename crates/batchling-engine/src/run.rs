@@ -59,11 +59,12 @@ pub async fn run<P: Provider>(
         Some(path) => Some(Cache::open(path)?),
         None => None,
     };
-    let lanes = lane_recorder(&admission.pacer, &lanes_before);
+    let routes = Arc::new(routes);
+    let lanes = lane_recorder(&admission.pacer, &lanes_before, &routes);
     let (writer, recorder) = start_writer(&job, (opened.journal, lanes), &counters, &stop)?;
     let (reader, lines) = start_reader(&job, opened.finished, &discovery, &counters);
     let ctx = Arc::new(Ctx {
-        routes: Arc::new(routes),
+        routes: routes.clone(),
         retry: job.retry,
         admission,
         discovery,
@@ -101,6 +102,7 @@ pub async fn run<P: Provider>(
         counters,
         pacer,
         lanes_before,
+        route_health: route_health(&routes),
     };
     finish(&job, reader, writer, stopped, ending, &*reporter).await
 }
@@ -350,13 +352,30 @@ fn start_ticker(
 
 /// The run's lanes as the journal records them now and then while it goes
 /// (the end of the run writes the summary's).
-fn lane_recorder(pacer: &Arc<Pacer>, before: &[LaneCounts]) -> recorder::LaneRecorder {
+fn lane_recorder<P: Provider>(
+    pacer: &Arc<Pacer>,
+    before: &[LaneCounts],
+    routes: &Arc<Routes<P>>,
+) -> recorder::LaneRecorder {
     let (pacer, before) = (pacer.clone(), before.to_vec());
+    let routes = routes.clone();
     let started = std::time::Instant::now();
     recorder::LaneRecorder::new(Box::new(move || {
         let secs = started.elapsed().as_secs_f64();
-        serde_json::to_string(&LaneSummary::each(pacer.lanes(), &before, secs)).ok()
+        recorder::Reports {
+            lanes: serde_json::to_string(&LaneSummary::each(pacer.lanes(), &before, secs)).ok(),
+            routes: route_health(&routes),
+        }
     }))
+}
+
+/// The routes' health as the journal keeps it, for routes that record
+/// their attempts (a routes config).
+fn route_health<P>(routes: &Routes<P>) -> Option<String> {
+    if !routes.records_attempts() {
+        return None;
+    }
+    serde_json::to_string(&routes.health()).ok()
 }
 
 /// The lanes progress shows: none when there is only one.
@@ -388,6 +407,8 @@ struct Ending {
     counters: Arc<Counters>,
     pacer: Arc<Pacer>,
     lanes_before: Vec<LaneCounts>,
+    /// The routes' health at the end (see [`route_health`]).
+    route_health: Option<String>,
 }
 
 /// Step 5: wait for the reader and the writer, write the output and error
@@ -453,6 +474,9 @@ async fn finish(
     // For `batchling status`: the lanes of the last run.
     if let Ok(json) = serde_json::to_string(&summary.lanes) {
         journal.set_lanes(&json)?;
+    }
+    if let Some(json) = &end.route_health {
+        journal.set_route_health(json)?;
     }
     let shown = (limits, progress_lanes(&end.pacer));
     reporter.tick(&c.progress(elapsed, shown, false));

@@ -68,6 +68,10 @@ pub struct JobMeta {
     /// out of this struct's serialisation: its reader parses it.
     #[serde(skip)]
     pub lanes: Option<String>,
+    /// The routes' health (JSON: circuits and keys) of a run over a routes
+    /// config, written as `lanes` is. Its reader parses it too.
+    #[serde(skip)]
+    pub route_health: Option<String>,
 }
 
 /// Counts by final state.
@@ -332,6 +336,7 @@ impl Journal {
             tpm_limit: num("tpm_limit")?,
             server: self.get_meta("server")?,
             lanes: self.get_meta("lanes")?,
+            route_health: self.get_meta("route_health")?,
         })
     }
 
@@ -434,6 +439,12 @@ impl Journal {
     /// for `batchling status`; replaces the last run's.
     pub fn set_lanes(&self, json: &str) -> Result<(), StoreError> {
         self.set_meta("lanes", json)
+    }
+
+    /// Record the routes' health of a run (JSON, as the engine writes it:
+    /// circuits and keys), for `batchling status`; replaces the last run's.
+    pub fn set_route_health(&self, json: &str) -> Result<(), StoreError> {
+        self.set_meta("route_health", json)
     }
 
     /// Record the number of non-blank input lines, once known.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use batchling_engine::report::LaneSummary;
+use batchling_engine::route::{KeyState, RouteHealth};
 use batchling_store::{JobStatus, Journal, Part, RouteReport};
 
 use crate::settings::StatusSettings;
@@ -15,6 +16,7 @@ pub(crate) fn status(s: &StatusSettings) -> Result<ExitCode> {
     let parts = journal.parts()?;
     let lanes = lanes(&status);
     let routes = journal.route_report()?;
+    let health = route_health(&status);
     if s.json {
         let mut v = serde_json::to_value(&status)?;
         if !parts.is_empty() {
@@ -25,6 +27,9 @@ pub(crate) fn status(s: &StatusSettings) -> Result<ExitCode> {
         }
         if let Some(routes) = &routes {
             v["routes"] = serde_json::to_value(routes)?;
+            if let Some(h) = &health {
+                v["routes"]["health"] = serde_json::to_value(h)?;
+            }
         }
         out!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
@@ -32,6 +37,9 @@ pub(crate) fn status(s: &StatusSettings) -> Result<ExitCode> {
         print_lanes(lanes.as_deref())?;
         if let Some(routes) = &routes {
             print_routes(routes)?;
+            if let Some(h) = &health {
+                print_health(h)?;
+            }
         }
         print_parts(&parts)?;
         print_last_errors(&status)?;
@@ -91,6 +99,41 @@ fn print_summary(state: &Path, s: &JobStatus) -> std::io::Result<()> {
 /// older batchlings, of runs that never ended, or unreadable).
 fn lanes(s: &JobStatus) -> Option<Vec<LaneSummary>> {
     serde_json::from_str(s.meta.lanes.as_deref()?).ok()
+}
+
+/// The last run's routes' health, as it recorded it last (`None` without
+/// a routes config, in older journals, or unreadable).
+fn route_health(s: &JobStatus) -> Option<RouteHealth> {
+    serde_json::from_str(s.meta.route_health.as_deref()?).ok()
+}
+
+/// What is out, as the last run left it: open circuits, models not found,
+/// dead keys and keys never tried (nothing when all is well).
+fn print_health(h: &RouteHealth) -> std::io::Result<()> {
+    for t in &h.targets {
+        let mut what = Vec::new();
+        if t.circuit_open {
+            what.push("circuit open".to_owned());
+        }
+        if t.opened > 0 {
+            what.push(format!("opened {} time(s)", t.opened));
+        }
+        if t.gone {
+            what.push("model not found: out for the run".to_owned());
+        }
+        if !what.is_empty() {
+            out!("  health {:<28} {}", t.target, what.join(", "))?;
+        }
+    }
+    for k in &h.keys {
+        let what = match k.state {
+            KeyState::Live => continue,
+            KeyState::Untried => "not tried",
+            KeyState::Dead => "dead (refused): out for the run",
+        };
+        out!("  health {:<28} {what}", format!("{}/{}", k.group, k.key_id))?;
+    }
+    Ok(())
 }
 
 /// The last run's lanes, one line each.

@@ -142,6 +142,12 @@ fn a_primary_that_fails_everything_hands_its_lines_to_the_fallback() {
             .any(|k| k["key_id"] == "second-1" && k["ok"] == 200),
         "{s}"
     );
+    // A primary failing everything had its circuit opened.
+    let health = &s["routes"]["health"]["targets"];
+    let primary_health = (health.as_array().expect("the routes' health").iter())
+        .find(|t| t["target"] == "primary")
+        .expect("the primary's health");
+    assert!(primary_health["opened"].as_u64() >= Some(1), "{s}");
     let exported = o.dir().join("who.jsonl");
     let e = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
         .args(["export", "--who-answered", "-o"])
@@ -262,4 +268,76 @@ fn a_bad_config_and_upstream_flags_are_refused_before_anything_is_sent() {
         .run();
     o.assert_code(2);
     assert_eq!(primary.stats().requests + backup.stats().requests, 0);
+}
+
+#[test]
+fn a_dead_key_of_a_pool_is_out_and_status_says_so() {
+    const GOOD_KEY: &str = "test-value-of-the-good-key";
+    let claude = Mock::plain();
+    claude.require_anthropic_key(Some(GOOD_KEY));
+    let config = format!(
+        r#"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{}"
+
+[groups.claude-proj]
+provider = "anthropic"
+keys = [{{ id = "revoked", env = "PRIMARY_KEY" }}, {{ id = "good", env = "GOOD_KEY" }}]
+
+[models.sonnet]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+groups = ["claude-proj"]
+
+[routes.gpt-4o-mini]
+chain = ["sonnet"]
+"#,
+        claude.anthropic_base_url()
+    );
+    let (input, ids) = chat_file("pool", 60);
+    let run = routed(&input, &config).env("GOOD_KEY", GOOD_KEY);
+    let state = run.state_path();
+
+    let o = run.run();
+
+    o.assert_code(0);
+    assert_eq!(o.out_lines().len(), ids.len(), "{}", o.err_text());
+    assert_no_key_leaked(&o, &state);
+    let status = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"));
+        c.arg("status");
+        if json {
+            c.arg("--json");
+        }
+        let out = c.arg(&state).output().expect("status runs");
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let s: Value = serde_json::from_str(&status(true)).expect("JSON");
+    let keys = s["routes"]["health"]["keys"].as_array().expect("keys' health");
+    let state_of = |id: &str| {
+        (keys.iter().find(|k| k["key_id"] == id))
+            .map(|k| k["state"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(state_of("revoked"), "dead", "{s}");
+    assert_eq!(state_of("good"), "live", "{s}");
+    let refused: u64 = (s["routes"]["keys"].as_array().expect("keys").iter())
+        .filter(|k| k["key_id"] == "revoked")
+        .map(|k| k["attempts"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(refused, 1, "one request ever on the dead key: {s}");
+    let text = status(false);
+    let health: Vec<&str> = (text.lines())
+        .filter(|l| l.trim_start().starts_with("health"))
+        .collect();
+    assert!(
+        health.iter().any(|l| l.contains("claude-proj/revoked") && l.contains("dead")),
+        "{text}"
+    );
+    assert!(
+        !health.iter().any(|l| l.contains("claude-proj/good")),
+        "a live key has no health line: {text}"
+    );
 }

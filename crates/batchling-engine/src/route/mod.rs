@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 use batchling_core::pricing::ModelPrice;
+use serde::{Deserialize, Serialize};
 
 use self::circuit::Circuit;
 
@@ -374,17 +375,84 @@ impl<P> Routes<P> {
         self.target(t).model.as_deref().or(line_model)
     }
 
-    /// Targets and their circuits, for reports: (target, open now, times
-    /// opened, gone).
-    pub fn circuits(&self) -> Vec<(String, bool, u64, bool)> {
-        self.targets
-            .iter()
+    /// What is out now and what was: each target's circuit and each key's
+    /// state, for `batchling status`.
+    pub fn health(&self) -> RouteHealth {
+        let targets = (self.targets.iter())
             .map(|t| {
-                let (open, opened) = t.circuit.report();
-                (t.name.to_string(), open, opened, t.gone.load(Relaxed))
+                let (circuit_open, opened) = t.circuit.report();
+                TargetHealth {
+                    target: t.name.to_string(),
+                    circuit_open,
+                    opened,
+                    gone: t.gone.load(Relaxed),
+                }
             })
-            .collect()
+            .collect();
+        let keys = (self.groups.iter())
+            .flat_map(|g| {
+                g.keys.iter().map(|k| KeyHealth {
+                    group: g.name.to_string(),
+                    key_id: k.id.to_string(),
+                    state: if k.dead.load(Relaxed) {
+                        KeyState::Dead
+                    } else if k.proven.load(Relaxed) || !self.probe_keys {
+                        KeyState::Live
+                    } else {
+                        KeyState::Untried
+                    },
+                })
+            })
+            .collect();
+        RouteHealth { targets, keys }
     }
+}
+
+/// The routes' health at one moment (journaled now and then while a run
+/// goes, and at its end).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteHealth {
+    /// Per target, in the order the config gives them.
+    pub targets: Vec<TargetHealth>,
+    /// Per key, by limit group.
+    pub keys: Vec<KeyHealth>,
+}
+
+/// A target's circuit (see `circuit.rs`) and whether it is out for good.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHealth {
+    /// The target's name.
+    pub target: String,
+    /// Open: its lines go to the next step of their chain, one probe at a
+    /// time finds out whether it is back.
+    pub circuit_open: bool,
+    /// Times its circuit opened in this run.
+    pub opened: u64,
+    /// Its model was not found (404): out for the run.
+    pub gone: bool,
+}
+
+/// A key of a limit group, by its id (never the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyHealth {
+    /// Its limit group.
+    pub group: String,
+    /// Its id in the config.
+    pub key_id: String,
+    /// What it is now.
+    pub state: KeyState,
+}
+
+/// A key's state in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// It answered (or it is the only key): it takes any number.
+    Live,
+    /// Not answered yet: it takes one request until it does.
+    Untried,
+    /// Refused (401/403, no quota, a spend cap): out for the run.
+    Dead,
 }
 
 /// Builds [`Routes`]: groups with their keys, then targets on groups, then
