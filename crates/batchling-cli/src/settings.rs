@@ -220,6 +220,33 @@ fn recorded_server(state: &Path, restart: bool) -> Option<Option<String>> {
     meta.created_at.map(|_| meta.server)
 }
 
+/// How a journal records a routes config as its server: the file and a
+/// digest of what it said.
+pub(crate) fn config_server(path: &Path, digest: u64) -> String {
+    format!("config:{}#{digest:016x}", path.display())
+}
+
+/// A resume over a config that is not the one of the journal's last run
+/// goes on (editing a config to add a fallback mid-job is what it is for),
+/// with a note saying what that means.
+fn note_config_change(state: &Path, restart: bool, server: &str, notes: &mut Vec<String>) {
+    let Some(Some(recorded)) = recorded_server(state, restart) else {
+        return;
+    };
+    if recorded == server {
+        return;
+    }
+    let was = match recorded.strip_prefix("config:") {
+        Some(config) => format!("the config {config}"),
+        None => format!("the server {recorded}, without --config"),
+    };
+    notes.push(format!(
+        "the journal {} was last run with {was}: what is answered stays as it was, lines not answered yet follow {}",
+        state.display(),
+        server.trim_start_matches("config:")
+    ));
+}
+
 /// The upstream of a resume: the server the journal records, unless the
 /// flags name another one (refused: answers or batches are there).
 /// `named` is whether `--base-url` or `--mock` was given. A journal started
@@ -234,6 +261,13 @@ fn resume_upstream_of(
     let Some(recorded) = recorded_server(state, restart) else {
         return Ok(upstream);
     };
+    if let Some(config) = recorded.as_deref().and_then(|r| r.strip_prefix("config:")) {
+        let path = config.rsplit_once('#').map_or(config, |(path, _)| path);
+        bail!(
+            "the journal {} was run with --config {path}; give --config to resume it, or start over with --restart",
+            state.display()
+        );
+    }
     let current = server_of(&upstream);
     if let Some(r) = &recorded
         && let (was, _) = ProviderKind::of_recorded(r)
@@ -408,7 +442,9 @@ impl RunSettings {
         let (upstream, routes) = match &a.config {
             Some(path) => {
                 let routes = ConfigRoutes::load(path, &getenv, &mut notes)?;
-                job.server = Some(format!("config:{}", path.display()));
+                let server = config_server(path, routes.config.digest);
+                note_config_change(&j.state, j.restart, &server, &mut notes);
+                job.server = Some(server);
                 // The config names every upstream: no built-in fake is
                 // started; its client settings (timeout, pool) are shared.
                 let upstream = match upstream {

@@ -131,7 +131,10 @@ fn print_health(h: &RouteHealth) -> std::io::Result<()> {
             KeyState::Untried => "not tried",
             KeyState::Dead => "dead (refused): out for the run",
         };
-        out!("  health {:<28} {what}", format!("{}/{}", k.group, k.key_id))?;
+        out!(
+            "  health {:<28} {what}",
+            format!("{}/{}", k.group, k.key_id)
+        )?;
     }
     Ok(())
 }

@@ -315,7 +315,9 @@ chain = ["sonnet"]
         String::from_utf8(out.stdout).expect("UTF-8")
     };
     let s: Value = serde_json::from_str(&status(true)).expect("JSON");
-    let keys = s["routes"]["health"]["keys"].as_array().expect("keys' health");
+    let keys = s["routes"]["health"]["keys"]
+        .as_array()
+        .expect("keys' health");
     let state_of = |id: &str| {
         (keys.iter().find(|k| k["key_id"] == id))
             .map(|k| k["state"].clone())
@@ -333,11 +335,46 @@ chain = ["sonnet"]
         .filter(|l| l.trim_start().starts_with("health"))
         .collect();
     assert!(
-        health.iter().any(|l| l.contains("claude-proj/revoked") && l.contains("dead")),
+        health
+            .iter()
+            .any(|l| l.contains("claude-proj/revoked") && l.contains("dead")),
         "{text}"
     );
     assert!(
         !health.iter().any(|l| l.contains("claude-proj/good")),
         "a live key has no health line: {text}"
+    );
+}
+
+#[test]
+fn a_resume_with_an_edited_config_goes_on_with_a_note_and_one_without_it_is_refused() {
+    let (primary, backup) = (Mock::plain(), Mock::plain());
+    let (input, ids) = chat_file("edit", 20);
+    let first = routed(&input, &config(&primary, &backup, ""));
+    let path = first.dir().join("routes.toml");
+    let o = first.run();
+    o.assert_code(0);
+    let requests = primary.stats().requests;
+
+    // The same command, the config edited (a comment is a change of text).
+    let edited = format!("{}\n# edited\n", config(&primary, &backup, ""));
+    std::fs::write(&path, edited).expect("the config is rewritten");
+    let o = o.again().loud().run();
+    o.assert_code(0);
+    assert!(
+        o.stderr.contains("was last run with the config") && o.stderr.contains("routes.toml"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(o.out_lines().len(), ids.len());
+    assert_eq!(primary.stats().requests, requests, "nothing was sent twice");
+
+    // Without --config: refused, saying what to give.
+    let o = o.again().clear_args().run();
+    o.assert_code(2);
+    assert!(
+        o.stderr.contains("--config") && o.stderr.contains("routes.toml"),
+        "{}",
+        o.stderr
     );
 }

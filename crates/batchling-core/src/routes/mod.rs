@@ -103,6 +103,9 @@ pub struct RoutesConfig {
     pub routes: BTreeMap<String, RouteConf>,
     /// What is allowed but probably wrong, in the order found.
     pub warnings: Vec<Warning>,
+    /// A digest of the file's text (xxh3), so a resume can tell the file
+    /// changed since a journal's last run.
+    pub digest: u64,
 }
 
 /// The wire protocol of a provider.
@@ -480,6 +483,7 @@ impl RoutesConfig {
             models: parsed.models,
             routes: parsed.routes,
             warnings: Vec::new(),
+            digest: xxhash_rust::xxh3::xxh3_64(text.as_bytes()),
         };
         let warnings = check::check(&mut config, &parsed.spots).map_err(invalid)?;
         config.warnings = warnings.into_iter().map(|p| config.warning(p)).collect();
