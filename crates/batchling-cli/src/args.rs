@@ -622,6 +622,12 @@ pub(crate) struct EstimateArgs {
     #[arg(long = "model", value_name = "MODEL")]
     pub(crate) models: Vec<String>,
 
+    /// A routes config (as `run --config` takes): each line priced at its
+    /// route's primary target, with the dearest fallback the route allows.
+    /// Its keys are not needed.
+    #[arg(long, value_name = "FILE", conflicts_with = "models")]
+    pub(crate) config: Option<PathBuf>,
+
     /// Expected output tokens per request [default: the average in --state's
     /// journal, else each request's maximum].
     #[arg(long, value_name = "N")]

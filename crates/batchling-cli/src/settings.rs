@@ -1022,6 +1022,8 @@ pub(crate) struct EstimateSettings {
     pub(crate) default_max_tokens: u64,
     pub(crate) catalog: Catalog,
     pub(crate) json: bool,
+    /// `--config`: lines priced at their routes' targets.
+    pub(crate) routes: Option<RoutesConfig>,
 }
 
 impl EstimateSettings {
@@ -1039,7 +1041,12 @@ impl EstimateSettings {
                 a.input.display()
             );
         }
+        let routes = match &a.config {
+            Some(path) => Some(RoutesConfig::load(path)?),
+            None => None,
+        };
         Ok(EstimateSettings {
+            routes,
             input: a.input,
             models: a.models,
             output_tokens: a.output_tokens,

@@ -3,7 +3,7 @@
 //! thread; token counting, the expensive part, is spread over worker
 //! threads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
@@ -70,6 +70,18 @@ pub fn count_file(
     models: &[String],
     default_max_output: u64,
 ) -> std::io::Result<FileTokens> {
+    count_file_as(path, models, default_max_output, &HashMap::new())
+}
+
+/// As [`count_file`], a line whose own model is a key of `tokenize_as`
+/// counted with the tokenizer of the model it maps to (a route's name, as
+/// its primary target sends it), and reported under its own.
+pub fn count_file_as(
+    path: &Path,
+    models: &[String],
+    default_max_output: u64,
+    tokenize_as: &HashMap<String, String>,
+) -> std::io::Result<FileTokens> {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
@@ -94,7 +106,7 @@ pub fn count_file(
                             Err(_) => return acc,
                         };
                         for w in batch {
-                            count_one(&w, encodings, default_max_output, &mut acc);
+                            count_one(&w, (encodings, tokenize_as), default_max_output, &mut acc);
                         }
                     }
                 })
@@ -143,7 +155,7 @@ pub fn count_file(
 
 fn count_one(
     w: &Work,
-    encodings: &[(String, Encoding)],
+    (encodings, tokenize_as): (&[(String, Encoding)], &HashMap<String, String>),
     default_max_output: u64,
     acc: &mut FileTokens,
 ) {
@@ -162,7 +174,8 @@ fn count_one(
         let Some(model) = body.get("model").and_then(Value::as_str) else {
             return fail(acc, "body has no \"model\" string".into());
         };
-        own = [(model.to_owned(), encoding_for_model(model))];
+        let sent_as = tokenize_as.get(model).map_or(model, String::as_str);
+        own = [(model.to_owned(), encoding_for_model(sent_as))];
         &own
     } else {
         encodings

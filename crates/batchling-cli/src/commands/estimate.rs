@@ -3,11 +3,12 @@
 
 use std::process::ExitCode;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result};
-use batchling_core::pricing::{ModelPrice, TokenCounts};
-use batchling_engine::estimate::{FileTokens, ModelTokens, count_file};
+use batchling_core::pricing::{Catalog, ModelPrice, TokenCounts};
+use batchling_core::routes::{PriceFrom, RoutesConfig};
+use batchling_engine::estimate::{FileTokens, ModelTokens, count_file_as};
 use batchling_store::Journal;
 use serde::Serialize;
 
@@ -31,6 +32,21 @@ struct ModelEstimate {
     cost_batch_max_usd: Option<f64>,
     /// Minutes to finish at the given limits (None without limits).
     minutes_at_limits: Option<f64>,
+    /// With `--config`: the route's targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<RouteEstimate>,
+}
+
+/// How a route prices a model's lines: at its primary target; a line may
+/// cost more only on a fallback its price ceiling allows.
+#[derive(Debug, Serialize)]
+struct RouteEstimate {
+    primary: String,
+    /// The dearest target of the route's chains within its
+    /// `max_price_ratio` (any, without one), if dearer than the primary.
+    dearest_fallback: Option<String>,
+    /// Every line answered there, at its maximum output, online.
+    cost_online_max_dearest_usd: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,23 +67,29 @@ pub(crate) fn estimate(s: &EstimateSettings) -> Result<ExitCode> {
         .transpose()?;
     let output = ExpectedOutput::from(s.output_tokens, journal.as_ref())?;
     let limits = limits(s, journal.as_ref())?;
-    let t = count_file(&s.input, &s.models, s.default_max_tokens)
+    let tokenize_as = s.routes.as_ref().map(tokenize_as).unwrap_or_default();
+    let t = count_file_as(&s.input, &s.models, s.default_max_tokens, &tokenize_as)
         .with_context(|| format!("cannot read {}", s.input.display()))?;
     let mut warnings = file_warnings(&t);
     let mut models = BTreeMap::new();
     for (model, m) in &t.models {
-        let price = s.catalog.get(model);
-        if price.is_none() {
-            warnings.push(format!(
-                "no price for model {model:?}: add it with --prices FILE"
-            ));
-        }
+        let (estimate, warning) = match &s.routes {
+            Some(config) => routed_estimate(config, &s.catalog, model, m, &output, limits),
+            None => {
+                let price = s.catalog.get(model);
+                let warning = price
+                    .is_none()
+                    .then(|| format!("no price for model {model:?}: add it with --prices FILE"));
+                (model_estimate(m, &output, price, limits), warning)
+            }
+        };
+        warnings.extend(warning);
         if !m.exact {
             warnings.push(format!(
                 "{model}: tokens are an estimate (not an OpenAI tokenizer)"
             ));
         }
-        models.insert(model.clone(), model_estimate(m, &output, price, limits));
+        models.insert(model.clone(), estimate);
     }
     let e = Estimate {
         input: s.input.display().to_string(),
@@ -166,7 +188,86 @@ fn model_estimate(
         cost_online_max_usd: price.map(|(_, p)| p.cost_online(&counts(m.output_tokens_max))),
         cost_batch_max_usd: price.map(|(_, p)| p.cost_batch(&counts(m.output_tokens_max))),
         minutes_at_limits: minutes,
+        route: None,
     }
+}
+
+/// Each route and target name of `config` → the model its primary sends,
+/// whose tokenizer counts its lines.
+fn tokenize_as(config: &RoutesConfig) -> HashMap<String, String> {
+    let names = (config.routes.keys()).chain(config.models.keys());
+    names
+        .filter_map(|name| {
+            let chains = config.chains_for(name)?;
+            let primary = config.models.get(chains.chain.first()?)?;
+            Some((name.clone(), primary.model.clone()))
+        })
+        .collect()
+}
+
+/// A model's lines priced over `config`'s route for it: at its primary
+/// target, with the dearest fallback its ceiling allows; a warning when the
+/// config has no route for it or no price for its primary.
+fn routed_estimate(
+    config: &RoutesConfig,
+    catalog: &Catalog,
+    model: &str,
+    m: &ModelTokens,
+    output: &ExpectedOutput,
+    limits: (Option<u64>, Option<u64>),
+) -> (ModelEstimate, Option<String>) {
+    let Some(chains) = config.chains_for(model) else {
+        let warning = format!(
+            "{}: no route or model is named {model:?}; its lines would fail with no_route",
+            config.path
+        );
+        return (model_estimate(m, output, None, limits), Some(warning));
+    };
+    let primary = chains.chain.first().cloned().unwrap_or_default();
+    let max_cost = |target: &str| {
+        let p = config.price(target, catalog)?;
+        let counts = TokenCounts {
+            input: m.input_tokens,
+            output: m.output_tokens_max,
+            ..TokenCounts::default()
+        };
+        Some(p.price.cost_online(&counts))
+    };
+    let price = config.price(&primary, catalog);
+    let priced_as = price.map(|p| match p.from {
+        PriceFrom::Config => format!("{primary} (its config price)"),
+        PriceFrom::Catalog(name) => format!("{primary} ({name})"),
+    });
+    let mut estimate = model_estimate(
+        m,
+        output,
+        price.map(|p| (priced_as.as_deref().unwrap_or_default(), p.price)),
+        limits,
+    );
+    let warning = price.is_none().then(|| {
+        format!(
+            "{}: no price for {primary:?}, the primary of {model:?}: give [models.{primary}] a price",
+            config.path
+        )
+    });
+    let ceiling = (config.routes.get(model))
+        .and_then(|r| r.max_price_ratio)
+        .zip(max_cost(&primary))
+        .map(|(ratio, base)| ratio * base);
+    let all = (chains.chain.iter())
+        .chain(&chains.context_window)
+        .chain(&chains.content_policy);
+    let dearest = all
+        .filter_map(|t| Some((t, max_cost(t)?)))
+        .filter(|(_, c)| ceiling.is_none_or(|limit| *c <= limit * (1.0 + 1e-9)))
+        .filter(|(_, c)| max_cost(&primary).is_none_or(|base| *c > base))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    estimate.route = Some(RouteEstimate {
+        primary,
+        dearest_fallback: dearest.map(|(t, _)| t.clone()),
+        cost_online_max_dearest_usd: dearest.map(|(_, c)| c),
+    });
+    (estimate, warning)
 }
 
 fn usd(x: Option<f64>) -> String {
@@ -219,6 +320,23 @@ fn print_table(e: &Estimate) -> std::io::Result<()> {
             .next()
             .map_or("maximum", |m| m.output_basis)
     );
+    for (model, r) in e
+        .models
+        .iter()
+        .filter_map(|(n, m)| Some((n, m.route.as_ref()?)))
+    {
+        match (&r.dearest_fallback, r.cost_online_max_dearest_usd) {
+            (Some(f), Some(c)) => eprintln!(
+                "{model}: priced at its primary {}; a line may land on {f}, all of them at most {} online",
+                r.primary,
+                usd(Some(c))
+            ),
+            _ => eprintln!(
+                "{model}: priced at its primary {}; no fallback costs more",
+                r.primary
+            ),
+        }
+    }
     for w in &e.warnings {
         eprintln!("warning: {w}");
     }

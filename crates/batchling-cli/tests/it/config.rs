@@ -258,3 +258,57 @@ fn the_readme_s_config_is_valid_without_warnings() {
         "{stdout}"
     );
 }
+
+/// `batchling estimate IN --config FILE --json`, with no key variable set.
+fn estimate_json(input: &Path, config: &Path) -> serde_json::Value {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_batchling"));
+    c.arg("estimate")
+        .arg(input)
+        .arg("--config")
+        .arg(config)
+        .arg("--json");
+    for var in EXAMPLE_VARS {
+        c.env_remove(var);
+    }
+    let o = c.output().expect("run batchling");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON")
+}
+
+#[test]
+fn estimate_prices_a_route_at_its_primary_and_names_the_dearest_fallback_it_allows() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let line = |id: &str, model: &str| {
+        format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[{{"role":"user","content":"Name one moon of Jupiter."}}],"max_tokens":100}}}}"#
+        )
+    };
+    let input = dir.path().join("in.jsonl");
+    let lines = [
+        line("a", "gpt-4o-mini"),
+        line("b", "gpt-4o-mini"),
+        line("c", "gpt-4o"),
+        line("d", "nowhere"),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").expect("the input is written");
+
+    let e = estimate_json(&input, &example());
+
+    let mini = &e["models"]["gpt-4o-mini"];
+    assert_eq!(mini["requests"], 2, "{e}");
+    assert_eq!(mini["priced_as"], "mini (gpt-4o-mini)", "{e}");
+    assert_eq!(mini["route"]["primary"], "mini");
+    // Haiku costs more than 4o-mini and the route allows 10x.
+    assert_eq!(mini["route"]["dearest_fallback"], "haiku", "{e}");
+    let primary = mini["cost_online_max_usd"].as_f64().expect("priced");
+    let dearest = (mini["route"]["cost_online_max_dearest_usd"].as_f64()).expect("priced");
+    assert!(dearest > primary && dearest <= 10.0 * primary, "{e}");
+    // gpt-4o's route allows no dearer fallback (max_price_ratio = 1).
+    let four = &e["models"]["gpt-4o"]["route"];
+    assert_eq!(four["dearest_fallback"], serde_json::Value::Null, "{e}");
+    let warnings = e["warnings"].to_string();
+    assert!(
+        warnings.contains("nowhere") && warnings.contains("no_route"),
+        "{e}"
+    );
+}
