@@ -12,14 +12,14 @@ use batchling_core::tokens::TokenEstimate;
 use batchling_core::usage::{BodyRead, read_body};
 use batchling_core::{RetryReason, StopReason, Usage, Verdict};
 use batchling_providers::{Answer, Attempt, Outgoing, Provider, TransportKind};
-use batchling_store::{AttemptRow, FinalState, Record, cache_key};
+use batchling_store::{AttemptRow, FinalState, PaidAttempts, Record, cache_key};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::dispatch::Pending;
 use crate::pacer::{Admitted, Settle};
-use crate::recorder::Entry;
+use crate::recorder::{Entry, Finished};
 use crate::report::{Counters, Notice, StopCause};
 use crate::route::hop::Then;
 use crate::route::{Chain, KeyAt};
@@ -113,6 +113,12 @@ async fn follow_up<P: Provider>(ctx: Arc<Ctx<P>>, mut p: Pending, sent: Sent, ve
         };
         if refused_elsewhere(&ctx, &mut p, &a) {
             drop(sent.permit);
+            // What it cost is journaled before the line moves on.
+            let paid = PaidAttempts {
+                seq: p.parsed.seq,
+                attempts: std::mem::take(&mut p.tried),
+            };
+            ctx.sink.send(Entry::Paid(paid)).await;
             let home = p.home.clone();
             let _ = home.send(p);
             return;
@@ -500,11 +506,11 @@ impl<P: Provider> Ctx<P> {
         r.cost_usd = own.map(|c| c + p.spent);
         r.error_message = error_message;
         self.sink
-            .send(Entry {
+            .send(Entry::Finished(Finished {
                 record: r,
                 permit,
                 cache_put,
-            })
+            }))
             .await;
     }
 

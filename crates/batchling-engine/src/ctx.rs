@@ -31,7 +31,7 @@ use crate::dispatch::Pending;
 use crate::health::Health;
 use crate::pacer::{Admitted, Pacer};
 use crate::reader::{Parsed, token_cost};
-use crate::recorder::Entry;
+use crate::recorder::{Entry, Finished};
 use crate::report::{Counters, Notice, Reporter, StopCause};
 use crate::route::Routes;
 use batchling_store::{Cache, Record, RouteRecord};
@@ -354,11 +354,11 @@ impl Sink {
     /// Send a finished request to the journal writer. It counts once
     /// committed; its permit (if any) is released then.
     pub(crate) async fn record(&self, record: Record, permit: Option<OwnedSemaphorePermit>) {
-        self.send(Entry {
+        self.send(Entry::Finished(Finished {
             record,
             permit,
             cache_put: None,
-        })
+        }))
         .await;
     }
 

@@ -10,14 +10,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use batchling_store::{Cache, FinalState, Journal, Record, StoreError};
+use batchling_store::{Cache, FinalState, Journal, PaidAttempts, Record, StoreError};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::report::Counters;
 
+/// What goes to the journal.
+pub(crate) enum Entry {
+    /// A finished request.
+    Finished(Finished),
+    /// Billed attempts of a request that goes on (a refusal before its
+    /// content-policy chain): journaled as they happen, so that a crash
+    /// before its answer cannot lose what they cost.
+    Paid(PaidAttempts),
+}
+
 /// One finished request on its way to the journal.
-pub(crate) struct Entry {
+pub(crate) struct Finished {
     pub(crate) record: Record,
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     /// An answer to keep in the response cache: key, request id, body.
@@ -99,6 +109,7 @@ pub(crate) fn write_loop(
     let mut records = Vec::with_capacity(MAX_GROUP);
     let mut permits = Vec::with_capacity(MAX_GROUP);
     let mut puts = Vec::new();
+    let mut paid = Vec::new();
     // Half the concurrency: each commit costs an fsync, and answers waiting
     // for it hold their permits, so a group can never reach the whole
     // concurrency. A smaller target means more fsyncs, which cost more CPU
@@ -120,10 +131,15 @@ pub(crate) fn write_loop(
         let started = Instant::now();
         loop {
             while let Some(e) = next.take() {
-                records.push(e.record);
-                permits.push(e.permit);
-                puts.extend(e.cache_put);
-                if records.len() < MAX_GROUP {
+                match e {
+                    Entry::Finished(f) => {
+                        records.push(f.record);
+                        permits.push(f.permit);
+                        puts.extend(f.cache_put);
+                    }
+                    Entry::Paid(p) => paid.push(p),
+                }
+                if records.len() + paid.len() < MAX_GROUP {
                     next = rx.try_recv().ok();
                 }
             }
@@ -143,7 +159,8 @@ pub(crate) fn write_loop(
             std::thread::sleep(NAP);
             next = rx.try_recv().ok();
         }
-        let mut result = journal.commit(&records);
+        let mut result = journal.commit_with_paid(&records, &paid);
+        paid.clear();
         if result.is_ok()
             && let Some(c) = cache.as_mut()
             && !puts.is_empty()

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::identity::InputIdentity;
-use crate::record::{FinalState, Record};
+use crate::record::{FinalState, PaidAttempts, Record};
 use crate::routes;
 
 /// Lines at least this long go through SQLite's incremental blob I/O: the
@@ -564,8 +564,24 @@ impl Journal {
     /// overwritten (the guard); anything else may be replaced, which is how
     /// a failed request that is retried becomes done.
     pub fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        self.commit_with_paid(records, &[])
+    }
+
+    /// [`Journal::commit`], in the same transaction first the attempts of
+    /// requests that go on after a billed one ([`PaidAttempts`]).
+    pub fn commit_with_paid(
+        &mut self,
+        records: &[Record],
+        paid: &[PaidAttempts],
+    ) -> Result<(), StoreError> {
         let werr = StoreError::writing(&self.path);
         let tx = self.conn.transaction().map_err(werr)?;
+        for p in paid {
+            routes::insert_attempts(&tx, p.seq as i64, &p.attempts).map_err(werr)?;
+        }
+        if !paid.is_empty() {
+            routes::mark_routed(&tx).map_err(werr)?;
+        }
         insert_records(&tx, records, &mut self.next_finished).map_err(werr)?;
         tx.commit().map_err(werr)
     }
@@ -862,7 +878,10 @@ pub(crate) fn insert_records(
                 let changed = routed.execute(rusqlite::params_from_iter(row.iter().chain(&by)))?;
                 // Attempts were made (and maybe billed) even when a done
                 // row keeps its answer: they are kept either way.
-                routes::insert_attempts(tx, r.seq as i64, route)?;
+                let appended = routes::insert_attempts(tx, r.seq as i64, &route.attempts)?;
+                if changed > 0 && appended == routes::Appended::AfterEarlier {
+                    routes::recount_cost(tx, r.seq as i64)?;
+                }
                 changed
             }
         };

@@ -44,5 +44,5 @@ pub use error::StoreError;
 pub use identity::InputIdentity;
 pub use journal::{JobMeta, JobStatus, Journal, LastError, LineExtras, StateCounts, Totals};
 pub use parts::{Counts, Part, PartEnd, PartPlan, PartRequest, PartState};
-pub use record::{AttemptRow, FinalState, Record, RouteRecord, UnknownState};
+pub use record::{AttemptRow, FinalState, PaidAttempts, Record, RouteRecord, UnknownState};
 pub use routes::{KeyCounts, RequestRoute, RouteReport, TargetCounts};

@@ -95,6 +95,18 @@ pub struct Record {
     pub route: Option<Box<RouteRecord>>,
 }
 
+/// Attempts of a routed request that is not finished, journaled before it
+/// moves on because one was billed (a refusal before the route's
+/// content-policy chain). Its final record then carries only the attempts
+/// after them, and its cost is the sum of every billed attempt journaled.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PaidAttempts {
+    /// The request (as in [`Record::seq`]).
+    pub seq: u64,
+    /// Its attempts so far, in order.
+    pub attempts: Vec<AttemptRow>,
+}
+
 /// A routed request's account: who answered it, and each HTTP attempt it
 /// took (one row each in the journal's `attempts` table).
 #[derive(Debug, Clone, PartialEq, Default)]

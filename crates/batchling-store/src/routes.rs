@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::journal::Journal;
-use crate::record::{AttemptRow, FinalState, RouteRecord};
+use crate::record::{AttemptRow, FinalState};
 
 /// The `meta` key set by the first commit of a routed request: only then
 /// do `status` and `export` read the route columns and `attempts`.
@@ -42,10 +42,10 @@ macro_rules! attempt_row {
 pub(crate) fn insert_attempts(
     tx: &Transaction<'_>,
     seq: i64,
-    route: &RouteRecord,
-) -> Result<(), rusqlite::Error> {
-    let Some((first, rest)) = route.attempts.split_first() else {
-        return Ok(());
+    attempts: &[AttemptRow],
+) -> Result<Appended, rusqlite::Error> {
+    let Some((first, rest)) = attempts.split_first() else {
+        return Ok(Appended::Nothing);
     };
     let mut insert = tx.prepare_cached(concat!("INSERT ", attempt_row!()))?;
     let mut try_first = tx.prepare_cached(concat!("INSERT OR IGNORE ", attempt_row!()))?;
@@ -56,11 +56,41 @@ pub(crate) fn insert_attempts(
         let last: i64 = tx
             .prepare_cached("SELECT max(n) FROM attempts WHERE seq = ?1")?
             .query_row([seq], |r| r.get(0))?;
-        (last + 1, &route.attempts[..])
+        (last + 1, attempts)
     };
     for (n, a) in (next..).zip(rest) {
         insert_attempt(&mut insert, seq, n, a)?;
     }
+    Ok(if first_is_1 {
+        Appended::First
+    } else {
+        Appended::AfterEarlier
+    })
+}
+
+/// What [`insert_attempts`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// No attempt to insert.
+    Nothing,
+    /// The request's first attempts.
+    First,
+    /// After attempts journaled earlier (an earlier run's, or billed ones
+    /// of this run): the request's cost is recounted from them all.
+    AfterEarlier,
+}
+
+/// A routed request's cost as the sum of its billed attempts journaled
+/// (of every run), once some were journaled before its final record.
+pub(crate) fn recount_cost(tx: &Transaction<'_>, seq: i64) -> Result<(), rusqlite::Error> {
+    // Unknown when one billed attempt had no price, as a final record's.
+    tx.prepare_cached(
+        "UPDATE requests SET cost_usd = (
+             SELECT CASE WHEN count(*) = count(cost_usd) THEN coalesce(sum(cost_usd), 0) END
+             FROM attempts WHERE seq = ?1 AND billed = 1)
+         WHERE seq = ?1",
+    )?
+    .execute([seq])?;
     Ok(())
 }
 

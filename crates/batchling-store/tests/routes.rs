@@ -567,3 +567,55 @@ fn measure_a_million_routed_requests() {
         .unwrap();
     println!("export --who-answered: {:?}", started.elapsed());
 }
+
+/// A refusal billed, journaled before the line moves on; then, in another
+/// process (the first was killed), the line from its primary again.
+#[test]
+fn billed_attempts_journaled_early_count_in_the_line_s_cost_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let mut j = Journal::open(&path, false).unwrap();
+    let refusal = |cost| AttemptRow {
+        error_class: Some("refusal".into()),
+        ..ok("a", "g", "k", cost)
+    };
+    let paid = batchling_store::PaidAttempts {
+        seq: 0,
+        attempts: vec![miss("a", "g", "k", Some(529), "server_error"), refusal(0.5)],
+    };
+    j.commit_with_paid(&[], std::slice::from_ref(&paid))
+        .unwrap();
+    // Nothing is finished, but what it cost is there.
+    assert_eq!(j.status().unwrap().counts.done, 0);
+    let r = j.route_report().unwrap().unwrap();
+    assert_eq!((r.targets[0].billed, r.targets[0].cost_usd), (1, 0.5));
+    drop(j);
+
+    // The next process: refused again (journaled early), then answered by
+    // the content chain's target.
+    let mut j = Journal::open(&path, false).unwrap();
+    j.commit_with_paid(
+        &[],
+        &[batchling_store::PaidAttempts {
+            seq: 0,
+            attempts: vec![refusal(0.25)],
+        }],
+    )
+    .unwrap();
+    let answered = record(
+        0,
+        FinalState::Done,
+        &line(0),
+        Some(route("b", None, 1, vec![ok("b", "g", "k", 0.125)])),
+    );
+    j.commit(&[answered]).unwrap();
+    let names: Vec<(i64, String)> = [(1, "a"), (2, "a"), (3, "a"), (4, "b")]
+        .iter()
+        .map(|(n, t)| (*n, (*t).to_owned()))
+        .collect();
+    assert_eq!(attempt_rows(&path, 0), names);
+    let r0 = j.request_route(0).unwrap().unwrap();
+    assert_eq!((r0.attempts, r0.cost_usd), (4, Some(0.875)));
+    // The journal's total is the same sum, not the last process's share.
+    assert!((j.cost_total().unwrap() - 0.875).abs() < 1e-12);
+}
