@@ -17,6 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use crate::report::Counters;
 
 /// What goes to the journal.
+// Nearly every entry is the large variant: boxing it would cost every
+// request an allocation to save a rare one's bytes.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Entry {
     /// A finished request.
     Finished(Finished),
