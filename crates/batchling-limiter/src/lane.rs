@@ -122,12 +122,16 @@ fn tag_of(upstream: &str, group: &str, model: Option<&str>) -> String {
 pub(crate) struct Keys {
     /// Hash: next allowed time per dimension (`r`, `t`, `i`, `o`), the
     /// latest booked send time (`last`), the reservation counter (`seq`)
-    /// and the shared pause (`p`); all µs on Redis's clock.
+    /// and the shared pause (`p`), all µs on Redis's clock; the units in
+    /// each dimension's one-second log (`wr`, `wt`, `wi`, `wo`).
     pub(crate) state: String,
     /// Hash: limits learned from headers (`r`, `t`, `i`, `o`), per minute.
     pub(crate) learned: String,
     /// Sorted set: settled reservation ids, scored by their send time.
     pub(crate) settled: String,
+    /// Sorted sets, one per dimension (requests, tokens, input, output):
+    /// the one-second log, `seq:units` scored by send time.
+    pub(crate) logs: [String; 4],
 }
 
 impl Keys {
@@ -137,6 +141,7 @@ impl Keys {
             state: format!("{base}:s"),
             learned: format!("{base}:l"),
             settled: format!("{base}:d"),
+            logs: ["r", "t", "i", "o"].map(|d| format!("{base}:w:{d}")),
         }
     }
 }
@@ -205,7 +210,10 @@ mod tests {
         let lane = Lane::new(UP, "group{x}", Some("gpt-{4}")).unwrap();
         let k = Keys::of("bl", &lane);
         let tag = format!("{{{}}}", lane.tag());
-        for key in [&k.state, &k.learned, &k.settled] {
+        for key in [&k.state, &k.learned, &k.settled]
+            .into_iter()
+            .chain(&k.logs)
+        {
             assert!(key.starts_with(&format!("bl:{tag}:")), "{key}");
             assert_eq!(key.matches('{').count(), 1, "{key}");
             assert!(!key.contains(UP) && !key.contains("gpt"), "{key}");

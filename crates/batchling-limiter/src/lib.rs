@@ -29,7 +29,9 @@
 //!   latest of now, the pause and each dimension's next time, and moves
 //!   on by `units × 60 s / limit`; no credit is kept for idle time. So no
 //!   one-second window holds more than one second's share of a limit
-//!   (+1 request; for tokens + one request's cost).
+//!   (+1 request; for tokens + one request's cost). A one-second log per
+//!   dimension (the pacer's sliding log) keeps that bound when refunds or
+//!   a lowered limit would break the spacing's.
 //! - A refund never moves a dimension before now, nor before the latest
 //!   booked send time.
 //! - Times are integer microseconds on Redis's clock (`scripts.rs` says
@@ -255,6 +257,9 @@ impl Limiter {
         let keys = self.keys(lane);
         let mut call = self.scripts.reserve.key(&keys.state);
         call.key(&keys.learned);
+        for log in &keys.logs {
+            call.key(log);
+        }
         for g in given {
             call.arg(g);
         }
@@ -397,7 +402,10 @@ impl Limiter {
     pub async fn forget(&self, lane: &Lane) -> Result<(), Error> {
         let keys = self.keys(lane);
         let mut cmd = redis::cmd("DEL");
-        cmd.arg(&keys.state).arg(&keys.learned).arg(&keys.settled);
+        cmd.arg(&keys.state)
+            .arg(&keys.learned)
+            .arg(&keys.settled)
+            .arg(&keys.logs[..]);
         let mut conn = self.conn.clone();
         self.run(cmd.query_async::<i64>(&mut conn)).await?;
         Ok(())

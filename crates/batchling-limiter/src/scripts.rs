@@ -19,7 +19,9 @@
 //! credit is ever stored for idle time: an admission never starts before
 //! now. Consecutive admissions of a dimension are at least their cost
 //! apart, so any one-second window holds at most one second's share plus
-//! one request (and, for tokens, plus one request's cost).
+//! one request (and, for tokens, plus one request's cost). A one-second
+//! log per dimension holds the same bound when refunds or a lowered limit
+//! would break the spacing's (see [`RESERVE`]).
 
 /// Shared by every script: now, and exact formatting.
 const PRELUDE: &str = r"
@@ -33,17 +35,56 @@ local function expire(key, top, idle)
 end
 ";
 
-/// RESERVE. KEYS: state, learned. ARGV: four given limits per minute
-/// (0: none), tokens, input and output units, max_ahead µs, idle ms.
+/// RESERVE. KEYS: state, learned, then the one-second logs of requests,
+/// tokens, input and output. ARGV: four given limits per minute (0: none),
+/// tokens, input and output units, max_ahead µs, idle ms.
 /// Returns `{1, now, s, seq, rpm, tpm, itpm, otpm}` (booked: send at `s`)
 /// or `{0, now, s, rpm, tpm, itpm, otpm}` (`s` is beyond `max_ahead`:
-/// nothing booked). The limits are those in force: the lower of given
-/// and learned.
+/// nothing booked, nothing written). The limits are those in force: the
+/// lower of given and learned.
+///
+/// The one-second log (a sorted set per dimension: `seq:units` scored by
+/// send time, with the units of those inside the window kept in the state
+/// as `w<dim>`) is the pacer's hard ceiling: an admission goes only when
+/// the second before it holds at most one second's share, so no window
+/// holds more than that share plus the admission. Even spacing never
+/// reaches it; a refund, or a limit lowered mid-stream, might. Entries
+/// leave the log only when a booking puts them behind every later send
+/// (a later send is never before the latest booked one), so a refusal
+/// never forgets what a later admission must count.
 const RESERVE: &str = r"
+local WINDOW = 1000000
 local L = redis.call('HMGET', KEYS[2], 'r', 't', 'i', 'o')
-local S = redis.call('HMGET', KEYS[1], 'r', 't', 'i', 'o', 'p', 'last', 'seq')
+local S = redis.call('HMGET', KEYS[1], 'r', 't', 'i', 'o', 'p', 'last', 'seq',
+                     'wr', 'wt', 'wi', 'wo')
 local units = {1, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
-local pm = {}
+local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) or 0 end
+-- The units of a log's entries at or before `edge`.
+local function sum_to(key, edge)
+  local sum = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', fmt(edge))) do
+    sum = sum + units_of(m)
+  end
+  return sum
+end
+-- The send time of the entry after `edge` by which `need` units are
+-- counted: once it is out of the window, so are they.
+local function freed_at(key, edge, need)
+  local freed, off = 0, 0
+  while true do
+    local batch = redis.call('ZRANGEBYSCORE', key, '(' .. fmt(edge), '+inf',
+                             'WITHSCORES', 'LIMIT', off, 64)
+    if #batch == 0 then return edge end
+    for i = 1, #batch, 2 do
+      freed = freed + units_of(batch[i])
+      if freed >= need then return tonumber(batch[i + 1]) end
+    end
+    off = off + 64
+  end
+end
+
+-- Spacing: the latest of now, the pause and every dimension's next time.
+local pm, w = {}, {}
 local pause = tonumber(S[5]) or 0
 local s = math.max(now, pause)
 for d = 1, 4 do
@@ -53,9 +94,22 @@ for d = 1, 4 do
   pm[d] = m
   if m > 0 then s = math.max(s, tonumber(S[d]) or 0) end
 end
+-- The log: later still if the second before `s` holds more than a share.
+-- A later `s` only empties the windows already checked.
+for d = 1, 4 do
+  if pm[d] > 0 and units[d] > 0 then
+    local key = KEYS[2 + d]
+    w[d] = tonumber(S[7 + d]) or 0
+    if redis.call('EXISTS', key) == 0 then w[d] = 0 end
+    local need = w[d] - sum_to(key, s - WINDOW) - math.floor(pm[d] / 60)
+    if need > 0 then s = math.max(s, freed_at(key, s - WINDOW, need) + WINDOW) end
+  end
+end
 if s - now > tonumber(ARGV[8]) then
   return {0, now, s, pm[1], pm[2], pm[3], pm[4]}
 end
+
+-- Book: every dimension moves on from the same `s`.
 local seq = (tonumber(S[7]) or 0) + 1
 local set = {'last', fmt(s), 'seq', fmt(seq)}
 local top = math.max(s, pause)
@@ -67,8 +121,22 @@ for d = 1, 4 do
     top = math.max(top, n)
   end
 end
+local idle = tonumber(ARGV[9])
+local ttl = math.ceil(math.max(top - now, 0) / 1000) + idle
+for d = 1, 4 do
+  if pm[d] > 0 and units[d] > 0 then
+    local key = KEYS[2 + d]
+    local gone = sum_to(key, s - WINDOW)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(s - WINDOW))
+    w[d] = w[d] - gone + units[d]
+    redis.call('ZADD', key, fmt(s), fmt(seq) .. ':' .. fmt(units[d]))
+    redis.call('PEXPIRE', key, ttl)
+    set[#set + 1] = 'w' .. names[d]
+    set[#set + 1] = fmt(w[d])
+  end
+end
 redis.call('HSET', KEYS[1], unpack(set))
-expire(KEYS[1], top, tonumber(ARGV[9]))
+redis.call('PEXPIRE', KEYS[1], ttl)
 return {1, now, s, seq, pm[1], pm[2], pm[3], pm[4]}
 ";
 

@@ -105,3 +105,73 @@ fn check_spacing_and_density(all: &[(RedisTime, u64, u64)]) {
     println!("{} sends over {span} µs: density {density:.4}", all.len());
     assert!(density >= 0.95, "density {density:.4}");
 }
+
+/// Refunds never make a burst: four processes reserve 100 tokens and at
+/// once settle for 0 to 10 (each refund pulls the token schedule back to
+/// the latest booking), yet no one-second window of the schedule holds
+/// more than one second's share (1,000 tokens at 60,000 TPM) plus one
+/// reservation: the one-second log holds where the spacing gave way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refunds_never_make_a_burst() {
+    const SHARE: u64 = 1_000;
+    const RESERVED: u64 = 100;
+    let redis = Redis::new();
+    let clients = redis.clients(4, &Settings::default()).await;
+    let lane = lane("refunds");
+    let limits = Limits {
+        rpm: Some(60_000),
+        tpm: Some(SHARE * 60),
+        ..Limits::default()
+    };
+    let start = clients[0].view(&lane).await.unwrap().now;
+    let mut tasks = Vec::new();
+    for c in clients {
+        let lane = lane.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut booked = Vec::new();
+            let mut rng = SmallRng::seed_from_u64(rand::random());
+            loop {
+                match c
+                    .reserve(&lane, &limits, Cost::tokens(RESERVED))
+                    .await
+                    .unwrap()
+                {
+                    Admission::Send(r) => {
+                        let actual = Cost::tokens(rng.random_range(0..=10));
+                        c.settle(&lane, &r, actual).await.unwrap();
+                        booked.push((r.at, RESERVED, r.seq));
+                        if r.at.since(start) >= SPAN {
+                            return booked;
+                        }
+                    }
+                    Admission::Later { retry_in, .. } => tokio::time::sleep(retry_in).await,
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let mut worst = 0;
+    for (i, &(t0, _, _)) in all.iter().enumerate() {
+        let tokens: u64 = all[i..]
+            .iter()
+            .take_while(|(t, _, _)| t.since(t0) < Duration::from_secs(1))
+            .map(|b| b.1)
+            .sum();
+        worst = worst.max(tokens);
+        assert!(
+            tokens <= SHARE + RESERVED,
+            "{tokens} tokens reserved in the second from {t0}"
+        );
+    }
+    println!("{} booked; worst second {worst} tokens reserved", all.len());
+    // The log gives way as the window moves: the lane is not stuck.
+    assert!(
+        all.len() as u64 >= SHARE * 3 / RESERVED,
+        "only {} booked",
+        all.len()
+    );
+}
