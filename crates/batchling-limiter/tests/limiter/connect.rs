@@ -115,16 +115,80 @@ async fn a_blip_is_reported_as_unavailable_and_passes() {
         "{err:?}"
     );
     proxy.stall(false);
-    let mut back = None;
+    assert!(matches!(
+        answered_again(&l, &lane, &limits).await,
+        Admission::Send(_)
+    ));
+}
+
+/// The connection dropped under it (Redis restarted, a proxy failed):
+/// calls fail as `Unavailable` at most until it has reconnected by itself.
+#[tokio::test]
+async fn a_dropped_connection_reconnects() {
+    let redis = Redis::new();
+    let proxy = Proxy::start().await;
+    let l = match Limiter::connect_with(&proxy.url(), &redis.prefix, Settings::default()).await {
+        Ok(l) => l,
+        Err(e) => panic!("through the proxy to 127.0.0.1:6379: {e}"),
+    };
+    let lane = lane("m");
+    let limits = Limits {
+        rpm: Some(6_000),
+        ..Limits::default()
+    };
+    let first = l.reserve(&lane, &limits, Cost::default()).await.unwrap();
+    assert!(matches!(first, Admission::Send(_)));
+    for _ in 0..3 {
+        proxy.sever();
+        assert!(matches!(
+            answered_again(&l, &lane, &limits).await,
+            Admission::Send(_)
+        ));
+    }
+}
+
+/// Scripts and state lost (a Redis restart without persistence): the
+/// scripts are loaded again by themselves, and an empty lane starts at
+/// Redis's now, which is safe.
+#[tokio::test]
+async fn a_restart_that_loses_scripts_and_state_is_safe() {
+    let redis = Redis::new();
+    let l = redis.client(Settings::default()).await;
+    let lane = lane("m");
+    let limits = Limits {
+        rpm: Some(1),
+        ..Limits::default()
+    };
+    assert!(matches!(
+        l.reserve(&lane, &limits, Cost::default()).await.unwrap(),
+        Admission::Send(_)
+    ));
+    let mut conn = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    l.forget(&lane).await.unwrap();
+    let Admission::Send(r) = l.reserve(&lane, &limits, Cost::default()).await.unwrap() else {
+        panic!("an empty lane refused");
+    };
+    assert_eq!(r.at, r.now);
+    assert_eq!(r.seq, 1);
+}
+
+/// Reserve until Redis answers again (a blip passing), at most 2 s.
+async fn answered_again(l: &Limiter, lane: &batchling_limiter::Lane, limits: &Limits) -> Admission {
     for _ in 0..40 {
-        match l.reserve(&lane, &limits, Cost::default()).await {
-            Ok(a) => {
-                back = Some(a);
-                break;
-            }
+        match l.reserve(lane, limits, Cost::default()).await {
+            Ok(a) => return a,
             Err(e) if e.is_unavailable() => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => panic!("{e:?}"),
         }
     }
-    assert!(matches!(back, Some(Admission::Send(_))), "{back:?}");
+    panic!("the limiter did not come back");
 }

@@ -83,6 +83,8 @@ pub(crate) fn closed_port() -> u16 {
 pub(crate) struct Proxy {
     pub(crate) port: u16,
     stalled: Arc<AtomicBool>,
+    /// Bumped to close every connection through the proxy.
+    sever: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -90,6 +92,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let stalled = Arc::new(AtomicBool::new(false));
+        let (sever, severed) = tokio::sync::watch::channel(0);
         let s = stalled.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -98,11 +101,15 @@ impl Proxy {
                 };
                 let (cr, cw) = client.into_split();
                 let (ur, uw) = upstream.into_split();
-                tokio::spawn(pump(cr, uw, s.clone()));
-                tokio::spawn(pump(ur, cw, s.clone()));
+                tokio::spawn(pump(cr, uw, s.clone(), severed.clone()));
+                tokio::spawn(pump(ur, cw, s.clone(), severed.clone()));
             }
         });
-        Proxy { port, stalled }
+        Proxy {
+            port,
+            stalled,
+            sever,
+        }
     }
 
     pub(crate) fn url(&self) -> String {
@@ -112,18 +119,28 @@ impl Proxy {
     pub(crate) fn stall(&self, on: bool) {
         self.stalled.store(on, Ordering::SeqCst);
     }
+
+    /// Close every connection made through it so far.
+    pub(crate) fn sever(&self) {
+        self.sever.send_modify(|g| *g += 1);
+    }
 }
 
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     stalled: Arc<AtomicBool>,
+    mut severed: tokio::sync::watch::Receiver<u64>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    severed.mark_unchanged();
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = severed.changed() => return,
         };
         while stalled.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
