@@ -43,6 +43,21 @@
 //!
 //! The caller applies utilisation (e.g. 0.95 in fleet mode) to the limits
 //! it passes; what the provider counts and charges is the pacer's to know.
+//!
+//! # Driving it (the pacer's loop, fleet-wide)
+//! 1. `reserve`: on `Send`, sleep `wait` on the local monotonic clock and
+//!    send; on `Later`, set the request aside for `retry_in`.
+//! 2. On the answer: `settle` with what `usage` counted; `learn` the
+//!    limits its headers show. On a 429: `pause` for its Retry-After (the
+//!    attempt stays charged: providers count refused requests).
+//! 3. On [`Error::Unavailable`]: fall back to the local pacer at a share
+//!    of the limit, and try Redis again later; an empty lane (Redis lost
+//!    its state) starts at now, which is safe.
+//!
+//! The schedule is Redis's; local timers wake a little late and may
+//! bunch two sends (a busy 2-core machine: 102 sends in the busiest
+//! second of a 100 a second lane). Utilisation below 1, or the local
+//! pacer's own one-second log on the actual send times, absorbs that.
 
 mod budget;
 mod connect;
