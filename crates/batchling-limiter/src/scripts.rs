@@ -58,6 +58,7 @@ local L = redis.call('HMGET', KEYS[2], 'r', 't', 'i', 'o')
 local S = redis.call('HMGET', KEYS[1], 'r', 't', 'i', 'o', 'p', 'last', 'seq',
                      'wr', 'wt', 'wi', 'wo')
 local units = {1, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
+local w = {}
 local function units_of(member) return tonumber(string.match(member, ':(%d+)$')) or 0 end
 -- The units of a log's entries at or before `edge`.
 local function sum_to(key, edge)
@@ -68,23 +69,38 @@ local function sum_to(key, edge)
   return sum
 end
 -- The send time of the entry after `edge` by which `need` units are
--- counted: once it is out of the window, so are they.
+-- counted (once it is out of the window, so are they); nil and what was
+-- counted if the log holds fewer.
 local function freed_at(key, edge, need)
   local freed, off = 0, 0
   while true do
     local batch = redis.call('ZRANGEBYSCORE', key, '(' .. fmt(edge), '+inf',
                              'WITHSCORES', 'LIMIT', off, 64)
-    if #batch == 0 then return edge end
+    if #batch == 0 then return nil, freed end
     for i = 1, #batch, 2 do
       freed = freed + units_of(batch[i])
-      if freed >= need then return tonumber(batch[i + 1]) end
+      if freed >= need then return tonumber(batch[i + 1]), freed end
     end
     off = off + 64
   end
 end
+-- The earliest send the log of dimension `d` allows, for a send at or
+-- after `edge` + 1 s: the second before it may hold at most `share`.
+local function log_allows(key, d, edge, share)
+  local leaving = sum_to(key, edge)
+  local need = w[d] - leaving - share
+  if need <= 0 then return 0 end
+  local t, counted = freed_at(key, edge, need)
+  if t then return t + WINDOW end
+  -- `w` says more than the log holds (a script cut short): the log wins.
+  w[d] = leaving + counted
+  need = counted - share
+  if need <= 0 then return 0 end
+  return freed_at(key, edge, need) + WINDOW
+end
 
 -- Spacing: the latest of now, the pause and every dimension's next time.
-local pm, w = {}, {}
+local pm = {}
 local pause = tonumber(S[5]) or 0
 local s = math.max(now, pause)
 for d = 1, 4 do
@@ -101,8 +117,7 @@ for d = 1, 4 do
     local key = KEYS[2 + d]
     w[d] = tonumber(S[7 + d]) or 0
     if redis.call('EXISTS', key) == 0 then w[d] = 0 end
-    local need = w[d] - sum_to(key, s - WINDOW) - math.floor(pm[d] / 60)
-    if need > 0 then s = math.max(s, freed_at(key, s - WINDOW, need) + WINDOW) end
+    s = math.max(s, log_allows(key, d, s - WINDOW, math.floor(pm[d] / 60)))
   end
 end
 if s - now > tonumber(ARGV[8]) then

@@ -283,3 +283,88 @@ async fn idle_lanes_expire_and_forget_removes_them() {
     assert!(keys.is_empty(), "{keys:?}");
     assert_eq!(l.view(&lane).await.unwrap().last_booked, None);
 }
+
+/// A limit learned lower mid-stream: the next send waits until the
+/// second before it holds no more than the new limit's share, though the
+/// spacing alone would let it go one old spacing after the last.
+#[tokio::test]
+async fn a_lowered_limit_holds_the_window_at_once() {
+    let redis = Redis::new();
+    let far = Settings {
+        max_ahead: Duration::from_secs(30),
+        ..Settings::default()
+    };
+    let l = redis.client(far).await;
+    let lane = lane("m");
+    // 600 a minute: 100 ms apart, 10 in a second.
+    let given = Limits {
+        rpm: Some(600),
+        ..Limits::default()
+    };
+    let mut sent = Vec::new();
+    for _ in 0..20 {
+        sent.push(booked(&l, &lane, &given, Cost::default()).await.at);
+    }
+    // 120 a minute: 2 in a second.
+    let lower = Limits {
+        rpm: Some(120),
+        ..Limits::default()
+    };
+    l.learn(&lane, &lower).await.unwrap();
+    let next = booked(&l, &lane, &given, Cost::default()).await;
+    let n = sent.len();
+    // Spacing alone: 100 ms after the last. The log: not before the third
+    // from last has left the second before it.
+    let expected = plus(sent[n - 1], 100_000)
+        .max(plus(sent[n - 3], 1_000_000))
+        .max(next.now);
+    assert_eq!(next.at, expected);
+    assert!(
+        next.at > plus(sent[n - 1], 100_000),
+        "the log did not hold it"
+    );
+    let in_second = (sent.iter().chain([&next.at]))
+        .filter(|&&t| t <= next.at && next.at.since(t) < Duration::from_secs(1))
+        .count();
+    assert!(
+        in_second <= 2 + 1,
+        "{in_second} in the second up to {}",
+        next.at
+    );
+}
+
+/// The log's running count out of step with its log (a script cut short
+/// by an error): the log wins, and the lane neither stalls nor bursts.
+#[tokio::test]
+async fn a_log_count_out_of_step_heals() {
+    let redis = Redis::new();
+    let l = redis.client(Settings::default()).await;
+    let lane = lane("m");
+    let limits = Limits {
+        rpm: Some(6_000),
+        ..Limits::default()
+    };
+    let first = booked(&l, &lane, &limits, Cost::default()).await;
+    let mut conn = redis::Client::open(crate::support::REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let state = format!("{}:{{{}}}:s", redis.prefix, lane.tag());
+    let _: i64 = redis::cmd("HSET")
+        .arg(&state)
+        .arg("wr")
+        .arg(1_000_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let second = booked(&l, &lane, &limits, Cost::default()).await;
+    assert_eq!(second.at, plus(first.at, 10_000));
+    let w: i64 = redis::cmd("HGET")
+        .arg(&state)
+        .arg("wr")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(w, 2, "the count is the log's again");
+}
