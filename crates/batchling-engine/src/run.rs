@@ -43,6 +43,20 @@ pub async fn run<P: Provider>(
     shutdown: CancellationToken,
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunSummary, EngineError> {
+    run_shared(job, Arc::new(routes), shutdown, reporter).await
+}
+
+/// [`run`] on routes shared with other runs (`batchling serve`: one set of
+/// routes for every batch, so circuits, dead keys and models gone are the
+/// server's, not a batch's). Give the runs one [`SharedLimits`](crate::SharedLimits)
+/// too (`job.shared`), carrying the routes' limit groups, so their groups'
+/// budgets and 429 pauses are shared as well.
+pub async fn run_shared<P: Provider>(
+    job: Job,
+    routes: Arc<Routes<P>>,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn Reporter>,
+) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     check(&job)?;
     let admission = admission(&job);
@@ -63,7 +77,7 @@ pub async fn run<P: Provider>(
     let (writer, recorder) = start_writer(&job, (opened.journal, lanes), &counters, &stop)?;
     let (reader, lines) = start_reader(&job, opened.finished, &discovery, &counters);
     let ctx = Arc::new(Ctx {
-        routes: Arc::new(routes),
+        routes,
         retry: job.retry,
         admission,
         discovery,

@@ -109,6 +109,21 @@ pub enum ServeError {
     /// No upstream is configured, so no batch could ever run.
     #[error("no upstream: name at least one server to run batches on")]
     NoUpstream,
+    /// Both upstreams and a routes config are given: batches would run on
+    /// one or the other.
+    #[error("both upstreams and a routes config: give one or the other")]
+    UpstreamsAndRoutes,
+    /// A routes config's routes could not be built.
+    #[error("routes: {0}")]
+    Routes(#[from] batchling_engine::route::RouteError),
+    /// A key of a routes config's group was not read with it.
+    #[error("key {id} of group {group} was not read: resolve the config's keys first")]
+    MissingKey {
+        /// The key's id.
+        id: String,
+        /// Its group.
+        group: String,
+    },
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -148,6 +163,7 @@ impl Server {
             runner::RunnerConfig {
                 data_dir: dir.clone(),
                 upstreams: connect_upstreams(&config)?,
+                routed: config.routes.as_ref().map(upstream::Routed::new).transpose()?,
                 completion_window: config.completion_window,
                 max_attempts: config.max_attempts,
                 max_running: config.max_running_batches,
@@ -207,10 +223,11 @@ fn check(config: &ServeConfig) -> Result<(), ServeError> {
     if config.auth_keys.is_empty() && !config.no_auth {
         return Err(ServeError::NoClientKeys);
     }
-    if config.upstreams.is_empty() {
-        return Err(ServeError::NoUpstream);
+    match (config.upstreams.is_empty(), &config.routes) {
+        (true, None) => Err(ServeError::NoUpstream),
+        (false, Some(_)) => Err(ServeError::UpstreamsAndRoutes),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn data_dir_error(dir: &Path, source: std::io::Error) -> ServeError {
