@@ -87,6 +87,11 @@ pub struct ServeConfig {
     pub max_running_batches: usize,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
+    /// Keep an ended batch's journal (`DATA_DIR/batches/<id>/journal`:
+    /// every attempt and, over a routes config, who answered each line),
+    /// for `batchling status` and `export`; by default it is removed once
+    /// the result files are written.
+    pub keep_journals: bool,
     /// Bounds on what one client may send or hold.
     pub http: HttpLimits,
 }
@@ -148,6 +153,7 @@ impl ServeConfig {
             completion_window: Duration::from_secs(24 * 3600),
             max_running_batches: 64,
             max_attempts: 6,
+            keep_journals: false,
             http: HttpLimits::default(),
         }
     }
@@ -404,9 +410,12 @@ fn form(name: &str, text: &str) -> Result<Form, ConfigError> {
     let Ok(table) = toml::de::DeTable::parse(text) else {
         return Ok(Form::Upstreams);
     };
+    // The earliest key of a form in the file (a table's keys may not
+    // iterate in file order).
     let first_of = |keys: &[&str]| {
         (table.get_ref().iter())
-            .find(|(k, _)| keys.contains(&k.get_ref().as_ref()))
+            .filter(|(k, _)| keys.contains(&k.get_ref().as_ref()))
+            .min_by_key(|(k, _)| k.span().start)
             .map(|(k, _)| (k.get_ref().to_string(), line_at(text, k.span().start)))
     };
     match (first_of(UPSTREAM_FORM), first_of(ROUTES_FORM)) {

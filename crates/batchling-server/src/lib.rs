@@ -23,7 +23,8 @@
 //! DATA_DIR/lock                  held while a server runs (one per directory)
 //! DATA_DIR/meta.sqlite           files and batches
 //! DATA_DIR/files/<file-id>       file contents (uploads and results)
-//! DATA_DIR/batches/<batch-id>/   a running batch's engine journal
+//! DATA_DIR/batches/<batch-id>/   a running batch's engine journal (an
+//!                                ended one's too with `keep_journals`)
 //! DATA_DIR/tmp/                  uploads in progress
 //! ```
 //!
@@ -155,7 +156,7 @@ impl Server {
         let dir = config.data_dir.clone();
         let lock = lock_data_dir(&dir)?;
         let meta = Arc::new(meta::MetaDb::open(&dir.join("meta.sqlite"))?);
-        tidy(&dir, &meta).map_err(|source| data_dir_error(&dir, source))?;
+        tidy(&dir, &meta, config.keep_journals).map_err(|source| data_dir_error(&dir, source))?;
         let stop = CancellationToken::new();
         let runner = Arc::new(runner::Runner::new(
             meta.clone(),
@@ -167,6 +168,7 @@ impl Server {
                 completion_window: config.completion_window,
                 max_attempts: config.max_attempts,
                 max_running: config.max_running_batches,
+                keep_journals: config.keep_journals,
             },
         ));
         let state = Arc::new(api::AppState {
@@ -320,8 +322,8 @@ async fn expire_files(
 
 /// Remove what a crash can leave: half-written uploads, contents no file
 /// row points to (a result file moved into place just before a crash), and
-/// journals of batches that ended.
-fn tidy(dir: &Path, meta: &meta::MetaDb) -> std::io::Result<()> {
+/// journals of batches that ended (unless they are kept).
+fn tidy(dir: &Path, meta: &meta::MetaDb, keep_journals: bool) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir.join("tmp"))? {
         let _ = std::fs::remove_file(e?.path());
     }
@@ -342,6 +344,9 @@ fn tidy(dir: &Path, meta: &meta::MetaDb) -> std::io::Result<()> {
         .into_iter()
         .map(|b| b.id)
         .collect();
+    if keep_journals {
+        return Ok(());
+    }
     for e in std::fs::read_dir(dir.join("batches"))? {
         let e = e?;
         if !running.contains(&*e.file_name().to_string_lossy()) {

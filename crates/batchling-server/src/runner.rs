@@ -116,6 +116,8 @@ pub(crate) struct RunnerConfig {
     pub(crate) max_attempts: u32,
     /// Batches running at once; later ones wait their turn.
     pub(crate) max_running: usize,
+    /// Keep an ended batch's journal.
+    pub(crate) keep_journals: bool,
 }
 
 /// The batch runner.
@@ -133,6 +135,7 @@ pub(crate) struct Runner {
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    keep_journals: bool,
 }
 
 /// Why a batch's engine run ended.
@@ -176,6 +179,7 @@ impl Runner {
             slots: Arc::new(Semaphore::new(config.max_running.max(1))),
             shutdown,
             tasks: TaskTracker::new(),
+            keep_journals: config.keep_journals,
         }
     }
 
@@ -529,7 +533,9 @@ impl Runner {
             "batch ended"
         );
         // The journal's answers are in the result files now.
-        let _ = std::fs::remove_dir_all(self.batch_dir(&b.id));
+        if !self.keep_journals {
+            let _ = std::fs::remove_dir_all(self.batch_dir(&b.id));
+        }
         if self.meta.file_deleted(&b.input_file_id).unwrap_or(false) {
             self.release_file(&b.input_file_id);
         }
