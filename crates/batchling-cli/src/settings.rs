@@ -1164,6 +1164,40 @@ mod tests {
     }
 
     #[test]
+    fn serve_takes_a_routes_config_and_notes_the_older_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        let resolve = |text: &str, extra: &[&str]| {
+            std::fs::write(&path, text).unwrap();
+            let mut args = vec!["batchling", "serve", "--config", path.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not the serve command")
+            };
+            let getenv = |v: &str| match v {
+                "K1" => Some("test-key".to_owned()),
+                "CLIENTS" => Some("client-a,client-b".to_owned()),
+                _ => None,
+            };
+            ServeSettings::resolve(*a, getenv)
+        };
+        let routes = "[serve]\nauth_keys_env = \"CLIENTS\"\n\n[providers.p]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[groups.g]\nprovider = \"p\"\nkeys = [{ id = \"k1\", env = \"K1\" }]\n\n[models.m]\nprovider = \"p\"\ngroups = [\"g\"]\n";
+        let s = resolve(routes, &["--timeout", "9"]).unwrap();
+        let setup = s.config.routes.as_ref().expect("the routes");
+        assert!(s.config.upstreams.is_empty());
+        assert_eq!(setup.timeout, Duration::from_secs(9), "the flag, as [serve] has none");
+        assert_eq!(s.config.auth_keys.len(), 2, "client keys named by [serve]");
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+        let old = "[[upstream]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\n";
+        let s = resolve(old, &["--no-auth"]).unwrap();
+        assert!(s.config.routes.is_none());
+        assert_eq!(s.config.upstreams[0].name, "a");
+        assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+        assert!(s.notes[0].contains("[[upstream]] tables still work"), "{:?}", s.notes);
+    }
+
+    #[test]
     fn serve_takes_a_limits_file_for_its_upstream() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("limits.toml");

@@ -407,3 +407,20 @@ fn an_upstream_file_still_loads_as_upstreams_and_a_routes_file_as_routes() {
         .to_string();
     assert!(e.contains("PRIMARY_KEY is not set"), "{e}");
 }
+
+#[test]
+fn the_example_routes_config_is_a_serve_config_too() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/routes.toml");
+    let any_key = |_: &str| Some("test-key".to_owned());
+    let ConfigFile::Routes {
+        setup,
+        auth_keys_env,
+        ..
+    } = load_any(&path, &RoutesSetupDefaults::default(), any_key).expect("it loads")
+    else {
+        panic!("not read as a routes config")
+    };
+    assert_eq!(auth_keys_env.as_deref(), Some("BATCHLING_CLIENT_KEYS"));
+    assert_eq!(setup.concurrency, 64);
+    assert_eq!(setup.keys.len(), 5);
+}
