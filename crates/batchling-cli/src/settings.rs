@@ -837,7 +837,7 @@ fn serve_file(
             warnings,
         } => {
             notes.extend(warnings);
-            (Vec::new(), Some(setup), auth_keys_env)
+            (Vec::new(), Some(*setup), auth_keys_env)
         }
     })
 }
@@ -1185,7 +1185,11 @@ mod tests {
         let s = resolve(routes, &["--timeout", "9"]).unwrap();
         let setup = s.config.routes.as_ref().expect("the routes");
         assert!(s.config.upstreams.is_empty());
-        assert_eq!(setup.timeout, Duration::from_secs(9), "the flag, as [serve] has none");
+        assert_eq!(
+            setup.timeout,
+            Duration::from_secs(9),
+            "the flag, as [serve] has none"
+        );
         assert_eq!(s.config.auth_keys.len(), 2, "client keys named by [serve]");
         assert!(s.notes.is_empty(), "{:?}", s.notes);
 
@@ -1194,7 +1198,11 @@ mod tests {
         assert!(s.config.routes.is_none());
         assert_eq!(s.config.upstreams[0].name, "a");
         assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
-        assert!(s.notes[0].contains("[[upstream]] tables still work"), "{:?}", s.notes);
+        assert!(
+            s.notes[0].contains("[[upstream]] tables still work"),
+            "{:?}",
+            s.notes
+        );
     }
 
     #[test]

@@ -329,7 +329,7 @@ pub enum ConfigFile {
     /// A routes config with a `[serve]` table or without.
     Routes {
         /// The routes, their keys and client settings.
-        setup: RoutesSetup,
+        setup: Box<RoutesSetup>,
         /// `[serve] auth_keys_env`, if set.
         auth_keys_env: Option<String>,
         /// What the file allows but is probably wrong, one sentence each.
@@ -458,7 +458,7 @@ fn routes_form(
         config,
     };
     Ok(ConfigFile::Routes {
-        setup,
+        setup: Box::new(setup),
         auth_keys_env: serve.auth_keys_env,
         warnings,
     })

@@ -4,7 +4,8 @@
 //! # Tour
 //! - [`Server`]: start on an address with a [`ServeConfig`], get its base
 //!   URL, shut it down gracefully.
-//! - [`config`]: settings, upstreams chosen by model, the TOML config file.
+//! - [`config`]: settings, upstreams chosen by model, the TOML config file
+//!   (its `[[upstream]]` tables, or a routes config with a `[serve]` table).
 //! - `api`: routing, client keys (stored only as digests), request ids,
 //!   logs, OpenAI's error envelope.
 //! - `files`, `batches`: the endpoints, field for field as OpenAI's.
@@ -16,7 +17,8 @@
 //!   result files; resumes whatever was going on at start-up.
 //! - `meta`: files and batches in SQLite, with guarded status transitions.
 //! - `upstream`: one client, one set of shared limits and counters per
-//!   upstream; `metrics`: `GET /metrics`.
+//!   upstream (or one set of routes, limits and counters for a routes
+//!   config); `metrics`: `GET /metrics`.
 //!
 //! # The data directory
 //! ```text
@@ -164,7 +166,11 @@ impl Server {
             runner::RunnerConfig {
                 data_dir: dir.clone(),
                 upstreams: connect_upstreams(&config)?,
-                routed: config.routes.as_ref().map(upstream::Routed::new).transpose()?,
+                routed: config
+                    .routes
+                    .as_ref()
+                    .map(upstream::Routed::new)
+                    .transpose()?,
                 completion_window: config.completion_window,
                 max_attempts: config.max_attempts,
                 max_running: config.max_running_batches,

@@ -124,12 +124,7 @@ fn write_upstreams(out: &mut String, ups: &[Row<'_>]) {
     for (name, kind, help, get) in UPSTREAM_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for u in ups {
-            let _ = writeln!(
-                out,
-                "{name}{{upstream=\"{}\"}} {}",
-                label(u.name),
-                get(u)
-            );
+            let _ = writeln!(out, "{name}{{upstream=\"{}\"}} {}", label(u.name), get(u));
         }
     }
 }

@@ -794,11 +794,19 @@ impl Validation<'_> {
 fn names_of(config: &batchling_core::routes::RoutesConfig) -> String {
     const SHOWN: usize = 8;
     let names: Vec<&str> = (config.routes.keys())
-        .chain(config.models.keys().filter(|m| !config.routes.contains_key(*m)))
+        .chain(
+            config
+                .models
+                .keys()
+                .filter(|m| !config.routes.contains_key(*m)),
+        )
         .map(String::as_str)
         .collect();
     let more = if names.len() > SHOWN { ", ..." } else { "" };
-    format!("it has {}{more}", names[..names.len().min(SHOWN)].join(", "))
+    format!(
+        "it has {}{more}",
+        names[..names.len().min(SHOWN)].join(", ")
+    )
 }
 
 /// Feeds a batch's live counts and its upstream's cost counter.

@@ -106,7 +106,7 @@ impl Env {
             panic!("not read as a routes config")
         };
         let mut cfg = ServeConfig::new(dir.path().join("data"), Vec::new());
-        cfg.routes = Some(setup);
+        cfg.routes = Some(*setup);
         cfg.auth_keys = vec![ApiKey::new(CLIENT_KEY)];
         cfg.keep_journals = true;
         let server = Server::start(cfg, "127.0.0.1:0".parse().unwrap())
@@ -192,7 +192,11 @@ impl Env {
     }
 
     fn journal(&self, id: &str) -> PathBuf {
-        self.dir.path().join("data/batches").join(id).join("journal")
+        self.dir
+            .path()
+            .join("data/batches")
+            .join(id)
+            .join("journal")
     }
 }
 
@@ -252,14 +256,26 @@ async fn a_failing_primary_hands_every_line_of_a_batch_to_the_fallback() {
     assert_eq!(ids_of(&out), expected_ids("fb-", n), "every line once");
     for line in &out {
         // OpenAI's output format, exactly: no routing fields in it.
-        let mut keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.sort_unstable();
         assert_eq!(keys, ["custom_id", "error", "id", "response"], "{line}");
         assert_eq!(line["response"]["status_code"], 200, "{line}");
         let model = line["response"]["body"]["model"].as_str().unwrap();
-        assert!(model.starts_with("gpt-4.1-mini"), "the fallback's answer: {line}");
+        assert!(
+            model.starts_with("gpt-4.1-mini"),
+            "the fallback's answer: {line}"
+        );
     }
-    assert_eq!(backup.stats().ok, n as u64, "the fallback answered each line once");
+    assert_eq!(
+        backup.stats().ok,
+        n as u64,
+        "the fallback answered each line once"
+    );
     assert!(primary.stats().requests >= 1, "the primary was tried");
 
     // The journal tells who answered, and holds every attempt.
@@ -311,7 +327,11 @@ async fn a_model_gone_at_the_primary_is_gone_for_every_later_batch() {
     let b = env.wait(&second).await;
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(ids_of(&env.output(&b).await), expected_ids("b-", 10));
-    assert_eq!(primary.stats().requests, tried, "the primary is out for the server");
+    assert_eq!(
+        primary.stats().requests,
+        tried,
+        "the primary is out for the server"
+    );
     assert_eq!(backup.stats().ok, 20);
     env.server.unwrap().shutdown().await;
 }
@@ -353,9 +373,8 @@ fn write(dir: &Path, text: &str) -> PathBuf {
 fn a_file_mixing_both_forms_is_refused_naming_the_file_and_lines() {
     let dir = tempfile::tempdir().unwrap();
     let routes = routes_config("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1");
-    let text = format!(
-        "{routes}\n[[upstream]]\nname = \"old\"\nbase_url = \"http://127.0.0.1:9/v1\"\n"
-    );
+    let text =
+        format!("{routes}\n[[upstream]]\nname = \"old\"\nbase_url = \"http://127.0.0.1:9/v1\"\n");
     let path = write(dir.path(), &text);
     let upstream_line = text.lines().position(|l| l == "[[upstream]]").unwrap() + 1;
 
@@ -384,8 +403,10 @@ fn an_upstream_file_still_loads_as_upstreams_and_a_routes_file_as_routes() {
     assert_eq!(loaded.upstreams[0].concurrency, 4);
     assert_eq!(loaded.auth_keys_env.as_deref(), Some("CLIENT_KEYS"));
 
-    let routes = routes_config("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
-        .replace("[serve]\n", "[serve]\nauth_keys_env = \"CLIENT_KEYS\"\ntimeout_secs = 7\n");
+    let routes = routes_config("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1").replace(
+        "[serve]\n",
+        "[serve]\nauth_keys_env = \"CLIENT_KEYS\"\ntimeout_secs = 7\n",
+    );
     let path = write(dir.path(), &routes);
     let ConfigFile::Routes {
         setup,

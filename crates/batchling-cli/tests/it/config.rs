@@ -23,7 +23,10 @@ struct Checked {
 fn check(file: &Path, env: &[(&str, &str)]) -> Checked {
     let mut c = Command::new(env!("CARGO_BIN_EXE_batchling"));
     c.args(["config", "check"]).arg(file);
-    for var in EXAMPLE_VARS.iter().chain(&["K1", "K2", "BATCHLING_CLIENT_KEYS"]) {
+    for var in EXAMPLE_VARS
+        .iter()
+        .chain(&["K1", "K2", "BATCHLING_CLIENT_KEYS"])
+    {
         c.env_remove(var);
     }
     c.envs(env.iter().copied());

@@ -207,7 +207,7 @@ fn provider_fields_are_checked() {
 fn unknown_sections_are_refused_with_a_suggestion() {
     assert_eq!(
         err("[route.x]\nchain = [\"a\"]\n"),
-        "r.toml line 1, route: unknown field (did you mean routes?): expected providers, groups, models or routes"
+        "r.toml line 1, route: unknown field (did you mean routes?): expected providers, groups, models, routes or serve"
     );
     assert!(err("x = ").starts_with("r.toml line 1: invalid TOML"));
 }
@@ -793,13 +793,21 @@ fn a_serve_table_holds_serves_own_settings() {
 
     let e = err(&with("\n[serve]\nconcurency = 4\n"));
     assert!(
-        e.starts_with("r.toml line 14, serve.concurency: unknown field (did you mean concurrency?)"),
+        e.starts_with(
+            "r.toml line 14, serve.concurency: unknown field (did you mean concurrency?)"
+        ),
         "{e}"
     );
     let e = err(&with("\n[serve]\ntimeout_secs = 0\n"));
-    assert!(e.contains("line 14, serve.timeout_secs: expected a timeout"), "{e}");
+    assert!(
+        e.contains("line 14, serve.timeout_secs: expected a timeout"),
+        "{e}"
+    );
     let e = err(&with("\n[serve]\nauth_keys_env = \"not a var\"\n"));
-    assert!(e.contains("line 14, serve.auth_keys_env: not the name"), "{e}");
+    assert!(
+        e.contains("line 14, serve.auth_keys_env: not the name"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -808,7 +816,9 @@ fn the_older_upstream_form_is_named_as_such() {
         "\n[[upstream]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\n",
     ));
     assert!(
-        e.starts_with("r.toml line 13, upstream: this belongs to `batchling serve`'s older [[upstream]] form"),
+        e.starts_with(
+            "r.toml line 13, upstream: this belongs to `batchling serve`'s older [[upstream]] form"
+        ),
         "{e}"
     );
 }

@@ -116,7 +116,10 @@ chain = ["a", "b"]
         .expect("builds");
         assert_eq!(made, ["g1/k1", "g1/k2", "g2/k3"]);
         assert_eq!(limits.len(), 2);
-        assert_eq!((limits[0].name.as_str(), limits[0].defaults.rpm), ("g1", Some(60)));
+        assert_eq!(
+            (limits[0].name.as_str(), limits[0].defaults.rpm),
+            ("g1", Some(60))
+        );
         assert_eq!(limits[1].defaults.rpm, None);
         assert!(routes.records_attempts());
         let r = routes.route_of(Some("r")).expect("the route");
