@@ -18,7 +18,7 @@ use batchling_core::Usage;
 use batchling_core::batch::BatchStatus;
 use batchling_core::pricing::Catalog;
 use batchling_engine::report::{Notice, Progress, Reporter};
-use batchling_engine::{EngineError, Input, Job, Order, RunSummary, StopCause};
+use batchling_engine::{EngineError, Input, Job, Order, RunSummary, SharedLimits, StopCause};
 use batchling_store::{Journal, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -353,11 +353,9 @@ impl Runner {
     /// One engine run of an `in_progress` batch, until it finishes or
     /// something stops it.
     async fn run(&self, b: &BatchRow, live: &Arc<Live>) -> Ended {
-        if let Some(routed) = &self.routed {
-            let job = |job: &mut Job| job.shared = Some(routed.limits.clone());
-            return self
-                .run_on(b, live, job, routed.routes.clone(), &routed.metrics)
-                .await;
+        if let Some(r) = &self.routed {
+            let routes = r.routes.clone();
+            return self.run_on(b, live, routes, &r.limits, &r.metrics).await;
         }
         let upstream = b
             .upstream
@@ -370,19 +368,19 @@ impl Runner {
                 b.model, b.upstream
             ));
         };
-        let job = |job: &mut Job| job.shared = Some(upstream.limits.clone());
         let routes = Arc::new(batchling_engine::Routes::single(upstream.provider.clone()));
-        self.run_on(b, live, job, routes, &upstream.metrics).await
+        self.run_on(b, live, routes, &upstream.limits, &upstream.metrics)
+            .await
     }
 
-    /// One engine run of a batch on `routes` (`set_up` gives its job the
-    /// shared limits), counting into `metrics`.
+    /// One engine run of a batch on `routes` and the `limits` they share
+    /// with other batches, counting into `metrics`.
     async fn run_on(
         &self,
         b: &BatchRow,
         live: &Arc<Live>,
-        set_up: impl FnOnce(&mut Job),
         routes: Arc<batchling_engine::Routes<crate::upstream::Metered>>,
+        limits: &SharedLimits,
         metrics: &Arc<UpstreamMetrics>,
     ) -> Ended {
         let expiry = tokio::time::Instant::now()
@@ -395,7 +393,7 @@ impl Runner {
             _ = tokio::time::sleep_until(expiry) => return Ended::Expired,
         };
         let mut job = self.job_for(b);
-        set_up(&mut job);
+        job.shared = Some(limits.clone());
         if let Some(dir) = job.state.parent()
             && let Err(e) = std::fs::create_dir_all(dir)
         {
