@@ -445,3 +445,76 @@ fn the_example_routes_config_is_a_serve_config_too() {
     assert_eq!(setup.concurrency, 64);
     assert_eq!(setup.keys.len(), 5);
 }
+
+#[tokio::test]
+async fn an_overloaded_claude_primary_falls_back_to_an_azure_deployment() {
+    let claude = mock(MockConfig {
+        faults: Faults {
+            overloaded: 1.0,
+            ..Faults::default()
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let azure = mock(MockConfig {
+        shape: batchling_mock::Shape::Azure,
+        ..MockConfig::default()
+    })
+    .await;
+    let text = format!(
+        r#"[providers.claude]
+kind = "anthropic"
+base_url = "{}"
+
+[providers.east]
+kind = "azure"
+base_url = "{}"
+
+[groups.ws]
+provider = "claude"
+keys = [{{ id = "ant-1", env = "PRIMARY_KEY" }}]
+
+[groups.res]
+provider = "east"
+keys = [{{ id = "az-1", env = "BACKUP_KEY" }}]
+
+[models.haiku]
+provider = "claude"
+model = "claude-haiku-4-5"
+groups = ["ws"]
+
+[models.azure-mini]
+provider = "east"
+model = "gpt-4o-mini-deploy"
+groups = ["res"]
+
+[routes.gpt-4o-mini]
+chain = ["haiku", "azure-mini"]
+"#,
+        claude.anthropic_base_url(),
+        azure.base_url().trim_end_matches("/v1")
+    );
+    let env = Env::new(&text).await;
+    let n = 12;
+    let id = env.batch(&chat_lines("az-", &vec!["gpt-4o-mini"; n])).await;
+
+    let b = env.wait(&id).await;
+
+    assert_eq!(b["status"], "completed", "{b}");
+    let out = env.output(&b).await;
+    assert_eq!(ids_of(&out), expected_ids("az-", n));
+    assert!(out.iter().all(|l| l["response"]["status_code"] == 200));
+    assert_eq!(azure.stats().ok, n as u64, "Azure answered each line once");
+    assert!(claude.stats().requests >= 1, "the primary was tried");
+    let journal = Journal::open_read_only(&env.journal(&id)).expect("the kept journal");
+    let report = journal.route_report().unwrap().expect("a routed journal");
+    let answered: Vec<(&str, u64)> = (report.targets.iter())
+        .map(|t| (t.target.as_str(), t.answered))
+        .collect();
+    assert_eq!(
+        answered,
+        [("azure-mini", n as u64), ("haiku", 0)],
+        "{report:?}"
+    );
+    env.server.unwrap().shutdown().await;
+}
