@@ -17,7 +17,9 @@ use batchling_engine::{Input, Job, Order, PacerConfig, default_errors_path};
 use batchling_mock::{Faults, LimitWindow, LimitsFile, MockConfig, Shape};
 use batchling_providers::ApiKey;
 use batchling_providers::openai::ClientConfig;
-use batchling_server::config::{self as serve_config, ServeConfig, UpstreamConfig};
+use batchling_server::config::{
+    self as serve_config, ConfigFile, RoutesSetup, RoutesSetupDefaults, ServeConfig, UpstreamConfig,
+};
 
 use crate::args::{
     CancelArgs, ClientArgs, EstimateArgs, ExportArgs, JournalArgs, LimitArgs, LogFormat, MockArgs,
@@ -809,18 +811,20 @@ pub(crate) struct ServeSettings {
     /// Start the fake provider and use it as the one upstream.
     pub(crate) mock: bool,
     pub(crate) log_json: bool,
+    /// Things worth saying before the server starts (the config's form,
+    /// its warnings).
+    pub(crate) notes: Vec<String>,
 }
 
 impl ServeSettings {
     pub(crate) fn resolve(a: ServeArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let (upstreams, file_keys_env) = match &a.config {
-            Some(path) => {
-                let loaded = serve_config::load(path, &getenv)?;
-                (loaded.upstreams, loaded.auth_keys_env)
-            }
-            None => (vec![upstream_from_flags(&a, &getenv)?], None),
+        let mut notes = Vec::new();
+        let (upstreams, routes, file_keys_env) = match &a.config {
+            Some(path) => serve_file(path, &a, &getenv, &mut notes)?,
+            None => (vec![upstream_from_flags(&a, &getenv)?], None, None),
         };
         let mut config = ServeConfig::new(a.data_dir, upstreams);
+        config.routes = routes;
         let keys_env = a.auth_keys_env.or(file_keys_env);
         config.auth_keys = client_keys(keys_env.as_deref(), a.no_auth, &getenv)?;
         config.no_auth = a.no_auth;
@@ -829,13 +833,49 @@ impl ServeSettings {
         config.completion_window = a.batch_window;
         config.max_running_batches = a.max_running_batches;
         config.max_attempts = a.max_attempts;
+        config.keep_journals = a.keep_journals;
         Ok(ServeSettings {
             listen: a.listen,
             config,
             mock: a.mock,
             log_json: a.log_format == LogFormat::Json,
+            notes,
         })
     }
+}
+
+/// What `serve --config FILE` gives: the upstreams of the older form (with
+/// a note pointing to the routes form), or a routes config; and the
+/// variable of the client keys the file names.
+type ServeFile = (Vec<UpstreamConfig>, Option<RoutesSetup>, Option<String>);
+
+fn serve_file(
+    path: &Path,
+    a: &ServeArgs,
+    getenv: &impl Fn(&str) -> Option<String>,
+    notes: &mut Vec<String>,
+) -> Result<ServeFile> {
+    let defaults = RoutesSetupDefaults {
+        timeout: a.timeout,
+        ..RoutesSetupDefaults::default()
+    };
+    Ok(match serve_config::load_any(path, &defaults, getenv)? {
+        ConfigFile::Upstreams(loaded) => {
+            notes.push(format!(
+                "{}: [[upstream]] tables still work; the routes config (providers, groups, models, routes, and [serve]) adds fallbacks and key pools: README, \"batchling serve\"",
+                path.display()
+            ));
+            (loaded.upstreams, None, loaded.auth_keys_env)
+        }
+        ConfigFile::Routes {
+            setup,
+            auth_keys_env,
+            warnings,
+        } => {
+            notes.extend(warnings);
+            (Vec::new(), Some(*setup), auth_keys_env)
+        }
+    })
 }
 
 /// A `--limits` file for the client side. Its `[groups]` name the fake
@@ -1164,6 +1204,48 @@ mod tests {
         let p = &s.job.pacing;
         assert_eq!((p.rpm, p.tpm), (None, Some(50)));
         assert!(p.models.is_empty());
+    }
+
+    #[test]
+    fn serve_takes_a_routes_config_and_notes_the_older_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        let resolve = |text: &str, extra: &[&str]| {
+            std::fs::write(&path, text).unwrap();
+            let mut args = vec!["batchling", "serve", "--config", path.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            let Command::Serve(a) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not the serve command")
+            };
+            let getenv = |v: &str| match v {
+                "K1" => Some("test-key".to_owned()),
+                "CLIENTS" => Some("client-a,client-b".to_owned()),
+                _ => None,
+            };
+            ServeSettings::resolve(*a, getenv)
+        };
+        let routes = "[serve]\nauth_keys_env = \"CLIENTS\"\n\n[providers.p]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[groups.g]\nprovider = \"p\"\nkeys = [{ id = \"k1\", env = \"K1\" }]\n\n[models.m]\nprovider = \"p\"\ngroups = [\"g\"]\n";
+        let s = resolve(routes, &["--timeout", "9"]).unwrap();
+        let setup = s.config.routes.as_ref().expect("the routes");
+        assert!(s.config.upstreams.is_empty());
+        assert_eq!(
+            setup.timeout,
+            Duration::from_secs(9),
+            "the flag, as [serve] has none"
+        );
+        assert_eq!(s.config.auth_keys.len(), 2, "client keys named by [serve]");
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+        let old = "[[upstream]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\n";
+        let s = resolve(old, &["--no-auth"]).unwrap();
+        assert!(s.config.routes.is_none());
+        assert_eq!(s.config.upstreams[0].name, "a");
+        assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+        assert!(
+            s.notes[0].contains("[[upstream]] tables still work"),
+            "{:?}",
+            s.notes
+        );
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub use pacer::{EffectiveLimits, GroupLimits, PacerConfig};
 pub use reader::{DuplicateCheck, Input, MAX_LINE_BYTES, Validator, check_file, for_each_request};
 pub use report::{Notice, Progress, Reporter, RunSummary, StopCause};
 pub use route::{RouteSpec, Routes, RoutesBuilder};
-pub use run::run;
+pub use run::{run, run_shared};
 
 /// One run over an input file.
 #[derive(Debug, Clone)]

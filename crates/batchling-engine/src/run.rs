@@ -43,6 +43,20 @@ pub async fn run<P: Provider>(
     shutdown: CancellationToken,
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunSummary, EngineError> {
+    run_shared(job, Arc::new(routes), shutdown, reporter).await
+}
+
+/// [`run`] on routes shared with other runs (`batchling serve`: one set of
+/// routes for every batch, so circuits, dead keys and models gone are the
+/// server's, not a batch's). Give the runs one [`SharedLimits`](crate::SharedLimits)
+/// too (`job.shared`), carrying the routes' limit groups, so their groups'
+/// budgets and 429 pauses are shared as well.
+pub async fn run_shared<P: Provider>(
+    job: Job,
+    routes: Arc<Routes<P>>,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn Reporter>,
+) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     check(&job)?;
     let admission = admission(&job);
@@ -59,7 +73,6 @@ pub async fn run<P: Provider>(
         Some(path) => Some(Cache::open(path)?),
         None => None,
     };
-    let routes = Arc::new(routes);
     let lanes = lane_recorder(&admission.pacer, &lanes_before, &routes);
     let (writer, recorder) = start_writer(&job, (opened.journal, lanes), &counters, &stop)?;
     let (reader, lines) = start_reader(&job, opened.finished, &discovery, &counters);

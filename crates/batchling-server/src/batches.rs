@@ -173,9 +173,15 @@ pub(crate) async fn create(
 
 /// Refuse an endpoint this server does not run batches for: OpenAI's
 /// batch endpoints, and `/v1/messages` (native Anthropic lines) when an
-/// upstream speaks it.
+/// upstream (or a provider of the routes config) speaks it.
 fn check_endpoint(state: &Shared, endpoint: &str) -> ApiResult<()> {
-    let spoken = |e: &Endpoint| (state.runner.upstreams().iter()).any(|u| u.config.kind.speaks(*e));
+    let routed = state.runner.routed().map(|r| &r.config);
+    let spoken = |e: &Endpoint| {
+        (state.runner.upstreams().iter()).any(|u| u.config.kind.speaks(*e))
+            || (routed.iter())
+                .flat_map(|c| c.providers.values())
+                .any(|p| crate::upstream::kind_speaks(p.kind, *e))
+    };
     let known: Vec<Endpoint> = Endpoint::EVERY.into_iter().filter(spoken).collect();
     if known.iter().any(|e| e.path() == endpoint) {
         return Ok(());

@@ -34,12 +34,30 @@
 //! ```
 //!
 //! A `limits` path is read relative to the config file's directory.
+//!
+//! The same `--config` also takes the routes config every command reads
+//! (`batchling_core::routes`: providers, limit groups of keys, models,
+//! routes with fallbacks), with serve's own settings in a `[serve]` table:
+//!
+//! ```toml
+//! [serve]
+//! auth_keys_env = "BATCHLING_CLIENT_KEYS"
+//! concurrency = 64                          # in flight across every batch
+//!
+//! [providers.local]
+//! kind = "openai-compatible"
+//! base_url = "http://127.0.0.1:8081/v1"
+//! # ... [groups.*], [models.*], [routes.*] as for `batchling run --config`
+//! ```
+//!
+//! [`load_any`] tells the two forms apart; a file with both is refused.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use batchling_core::Endpoint;
+use batchling_core::routes::{MAX_ROUTES_FILE_BYTES, MissingKeys, RoutesConfig, RoutesError};
 use batchling_providers::ApiKey;
 use serde::Deserialize;
 use toml::Spanned;
@@ -57,7 +75,10 @@ pub struct ServeConfig {
     /// Accept any client (one shared owner).
     pub no_auth: bool,
     /// Upstreams, tried in order: the first whose `models` match wins.
+    /// Empty when `routes` is given.
     pub upstreams: Vec<UpstreamConfig>,
+    /// A routes config every batch runs on instead of `upstreams`.
+    pub routes: Option<RoutesSetup>,
     /// Largest accepted upload, in bytes.
     pub max_upload_bytes: u64,
     /// The completion window batches get (OpenAI's: 24 hours).
@@ -66,6 +87,11 @@ pub struct ServeConfig {
     pub max_running_batches: usize,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
+    /// Keep an ended batch's journal (`DATA_DIR/batches/<id>/journal`:
+    /// every attempt and, over a routes config, who answered each line),
+    /// for `batchling status` and `export`; by default it is removed once
+    /// the result files are written.
+    pub keep_journals: bool,
     /// Bounds on what one client may send or hold.
     pub http: HttpLimits,
 }
@@ -122,10 +148,12 @@ impl ServeConfig {
             auth_keys: Vec::new(),
             no_auth: false,
             upstreams,
+            routes: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD,
             completion_window: Duration::from_secs(24 * 3600),
             max_running_batches: 64,
             max_attempts: 6,
+            keep_journals: false,
             http: HttpLimits::default(),
         }
     }
@@ -264,6 +292,176 @@ pub enum ConfigError {
         /// What is wrong, with the line when known.
         message: String,
     },
+    /// A routes config that could not be loaded (its error names the
+    /// file, line and field).
+    #[error(transparent)]
+    Routes(#[from] RoutesError),
+    /// A routes config's key variables that are not set.
+    #[error(transparent)]
+    Keys(#[from] MissingKeys),
+}
+
+/// A routes config with its keys, read once, and serve's settings for its
+/// clients (`[serve]`, else the defaults given).
+#[derive(Debug, Clone)]
+pub struct RoutesSetup {
+    /// The config, checked.
+    pub config: RoutesConfig,
+    /// (key id, group, key), in the config's order.
+    pub keys: Vec<(String, String, ApiKey)>,
+    /// Most requests in flight across every batch.
+    pub concurrency: usize,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// The largest answer read.
+    pub max_response_bytes: u64,
+    /// Anthropic providers translate leniently (see
+    /// [`UpstreamConfig::lenient`]).
+    pub lenient: bool,
+}
+
+/// What a config file holds: serve's older `[[upstream]]` tables, or a
+/// routes config.
+#[derive(Debug)]
+pub enum ConfigFile {
+    /// `[[upstream]]` tables (and `auth_keys_env`), as [`load`] reads them.
+    Upstreams(Loaded),
+    /// A routes config with a `[serve]` table or without.
+    Routes {
+        /// The routes, their keys and client settings.
+        setup: Box<RoutesSetup>,
+        /// `[serve] auth_keys_env`, if set.
+        auth_keys_env: Option<String>,
+        /// What the file allows but is probably wrong, one sentence each.
+        warnings: Vec<String>,
+    },
+}
+
+/// The top-level keys of the older form, and of the routes form.
+const UPSTREAM_FORM: &[&str] = &["upstream", "auth_keys_env"];
+const ROUTES_FORM: &[&str] = &["providers", "groups", "models", "routes", "serve"];
+
+/// Read a config file of either form (at most [`MAX_ROUTES_FILE_BYTES`]).
+/// `defaults` gives the routes form's client settings that `[serve]` does
+/// not (`keys` and `config` are not read from it); keys are read through
+/// `getenv`. A file holding both forms is refused, naming a line of each.
+pub fn load_any(
+    path: &Path,
+    defaults: &RoutesSetupDefaults,
+    getenv: impl Fn(&str) -> Option<String>,
+) -> Result<ConfigFile, ConfigError> {
+    let name = path.display().to_string();
+    let text = read_bounded(path).map_err(|source| ConfigError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    match form(&name, &text)? {
+        Form::Upstreams => load_str(&name, &text, getenv).map(ConfigFile::Upstreams),
+        Form::Routes => routes_form(&name, &text, defaults, getenv),
+    }
+}
+
+/// The routes form's client settings when `[serve]` does not give them.
+#[derive(Debug, Clone)]
+pub struct RoutesSetupDefaults {
+    /// Most requests in flight across every batch.
+    pub concurrency: usize,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// The largest answer read.
+    pub max_response_bytes: u64,
+}
+
+impl Default for RoutesSetupDefaults {
+    fn default() -> Self {
+        RoutesSetupDefaults {
+            concurrency: batchling_engine::DEFAULT_CONCURRENCY,
+            timeout: Duration::from_secs(600),
+            max_response_bytes: batchling_providers::openai::DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// The file's text, refusing one larger than any config.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let file = std::fs::File::open(path)?;
+    file.take(MAX_ROUTES_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_ROUTES_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_ROUTES_FILE_BYTES} bytes, too large for a config file"
+        )));
+    }
+    Ok(text)
+}
+
+enum Form {
+    Upstreams,
+    Routes,
+}
+
+/// Which form a file is in, from its top-level keys: the routes form when
+/// it has any of its tables, else the older one (whose loader explains an
+/// empty file). Both at once is an error naming a line of each.
+fn form(name: &str, text: &str) -> Result<Form, ConfigError> {
+    // Not TOML: the loader of the older form says where.
+    let Ok(table) = toml::de::DeTable::parse(text) else {
+        return Ok(Form::Upstreams);
+    };
+    // The earliest key of a form in the file (a table's keys may not
+    // iterate in file order).
+    let first_of = |keys: &[&str]| {
+        (table.get_ref().iter())
+            .filter(|(k, _)| keys.contains(&k.get_ref().as_ref()))
+            .min_by_key(|(k, _)| k.span().start)
+            .map(|(k, _)| (k.get_ref().to_string(), line_at(text, k.span().start)))
+    };
+    match (first_of(UPSTREAM_FORM), first_of(ROUTES_FORM)) {
+        (Some((old, old_line)), Some((new, new_line))) => Err(ConfigError::Invalid {
+            path: name.to_owned(),
+            message: format!(
+                "line {old_line} has {old} (serve's older [[upstream]] form) and line {new_line} has {new} (the routes form): a file is in one form; move the upstreams into providers, groups, models and routes (with auth_keys_env under [serve]), or leave the routes out"
+            ),
+        }),
+        (None, Some(_)) => Ok(Form::Routes),
+        _ => Ok(Form::Upstreams),
+    }
+}
+
+/// A routes config and its keys, with `[serve]` over `defaults`.
+fn routes_form(
+    name: &str,
+    text: &str,
+    defaults: &RoutesSetupDefaults,
+    getenv: impl Fn(&str) -> Option<String>,
+) -> Result<ConfigFile, ConfigError> {
+    let config = RoutesConfig::parse(text, name)?;
+    let keys = (config.resolve_keys(getenv)?.into_iter())
+        .map(|k| (k.id, k.group, ApiKey::new(k.secret)))
+        .collect();
+    let serve = config.serve.clone().unwrap_or_default();
+    let warnings = config.warnings.iter().map(ToString::to_string).collect();
+    let setup = RoutesSetup {
+        keys,
+        // Bounded by the parser (at most 100,000 and 4096 MiB).
+        concurrency: (serve.concurrency)
+            .and_then(|c| usize::try_from(c).ok())
+            .unwrap_or(defaults.concurrency),
+        timeout: (serve.timeout_secs)
+            .and_then(|t| Duration::try_from_secs_f64(t).ok())
+            .unwrap_or(defaults.timeout),
+        max_response_bytes: (serve.max_response_mb)
+            .map_or(defaults.max_response_bytes, |mb| mb << 20),
+        lenient: serve.lenient,
+        config,
+    };
+    Ok(ConfigFile::Routes {
+        setup: Box::new(setup),
+        auth_keys_env: serve.auth_keys_env,
+        warnings,
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -82,9 +82,11 @@ fn build() -> Result<Harness, String> {
         RunnerConfig {
             data_dir: dir.clone(),
             upstreams: vec![upstream],
+            routed: None,
             completion_window: std::time::Duration::from_secs(24 * 3600),
             max_attempts: 1,
             max_running: 2,
+            keep_journals: false,
         },
     ));
     let state_dir = dir.clone();

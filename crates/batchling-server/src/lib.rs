@@ -4,7 +4,8 @@
 //! # Tour
 //! - [`Server`]: start on an address with a [`ServeConfig`], get its base
 //!   URL, shut it down gracefully.
-//! - [`config`]: settings, upstreams chosen by model, the TOML config file.
+//! - [`config`]: settings, upstreams chosen by model, the TOML config file
+//!   (its `[[upstream]]` tables, or a routes config with a `[serve]` table).
 //! - `api`: routing, client keys (stored only as digests), request ids,
 //!   logs, OpenAI's error envelope.
 //! - `files`, `batches`: the endpoints, field for field as OpenAI's.
@@ -16,14 +17,16 @@
 //!   result files; resumes whatever was going on at start-up.
 //! - `meta`: files and batches in SQLite, with guarded status transitions.
 //! - `upstream`: one client, one set of shared limits and counters per
-//!   upstream; `metrics`: `GET /metrics`.
+//!   upstream (or one set of routes, limits and counters for a routes
+//!   config); `metrics`: `GET /metrics`.
 //!
 //! # The data directory
 //! ```text
 //! DATA_DIR/lock                  held while a server runs (one per directory)
 //! DATA_DIR/meta.sqlite           files and batches
 //! DATA_DIR/files/<file-id>       file contents (uploads and results)
-//! DATA_DIR/batches/<batch-id>/   a running batch's engine journal
+//! DATA_DIR/batches/<batch-id>/   a running batch's engine journal (an
+//!                                ended one's too with `keep_journals`)
 //! DATA_DIR/tmp/                  uploads in progress
 //! ```
 //!
@@ -109,6 +112,21 @@ pub enum ServeError {
     /// No upstream is configured, so no batch could ever run.
     #[error("no upstream: name at least one server to run batches on")]
     NoUpstream,
+    /// Both upstreams and a routes config are given: batches would run on
+    /// one or the other.
+    #[error("both upstreams and a routes config: give one or the other")]
+    UpstreamsAndRoutes,
+    /// A routes config's routes could not be built.
+    #[error("routes: {0}")]
+    Routes(#[from] batchling_engine::route::RouteError),
+    /// A key of a routes config's group was not read with it.
+    #[error("key {id} of group {group} was not read: resolve the config's keys first")]
+    MissingKey {
+        /// The key's id.
+        id: String,
+        /// Its group.
+        group: String,
+    },
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -140,7 +158,7 @@ impl Server {
         let dir = config.data_dir.clone();
         let lock = lock_data_dir(&dir)?;
         let meta = Arc::new(meta::MetaDb::open(&dir.join("meta.sqlite"))?);
-        tidy(&dir, &meta).map_err(|source| data_dir_error(&dir, source))?;
+        tidy(&dir, &meta, config.keep_journals).map_err(|source| data_dir_error(&dir, source))?;
         let stop = CancellationToken::new();
         let runner = Arc::new(runner::Runner::new(
             meta.clone(),
@@ -148,9 +166,15 @@ impl Server {
             runner::RunnerConfig {
                 data_dir: dir.clone(),
                 upstreams: connect_upstreams(&config)?,
+                routed: config
+                    .routes
+                    .as_ref()
+                    .map(upstream::Routed::new)
+                    .transpose()?,
                 completion_window: config.completion_window,
                 max_attempts: config.max_attempts,
                 max_running: config.max_running_batches,
+                keep_journals: config.keep_journals,
             },
         ));
         let state = Arc::new(api::AppState {
@@ -207,10 +231,11 @@ fn check(config: &ServeConfig) -> Result<(), ServeError> {
     if config.auth_keys.is_empty() && !config.no_auth {
         return Err(ServeError::NoClientKeys);
     }
-    if config.upstreams.is_empty() {
-        return Err(ServeError::NoUpstream);
+    match (config.upstreams.is_empty(), &config.routes) {
+        (true, None) => Err(ServeError::NoUpstream),
+        (false, Some(_)) => Err(ServeError::UpstreamsAndRoutes),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn data_dir_error(dir: &Path, source: std::io::Error) -> ServeError {
@@ -303,8 +328,8 @@ async fn expire_files(
 
 /// Remove what a crash can leave: half-written uploads, contents no file
 /// row points to (a result file moved into place just before a crash), and
-/// journals of batches that ended.
-fn tidy(dir: &Path, meta: &meta::MetaDb) -> std::io::Result<()> {
+/// journals of batches that ended (unless they are kept).
+fn tidy(dir: &Path, meta: &meta::MetaDb, keep_journals: bool) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir.join("tmp"))? {
         let _ = std::fs::remove_file(e?.path());
     }
@@ -325,6 +350,9 @@ fn tidy(dir: &Path, meta: &meta::MetaDb) -> std::io::Result<()> {
         .into_iter()
         .map(|b| b.id)
         .collect();
+    if keep_journals {
+        return Ok(());
+    }
     for e in std::fs::read_dir(dir.join("batches"))? {
         let e = e?;
         if !running.contains(&*e.file_name().to_string_lossy()) {

@@ -1,5 +1,6 @@
 //! `GET /metrics` in Prometheus' text format: per upstream, what was sent,
-//! what came back and what it cost; batches by status.
+//! what came back and what it cost; batches by status. A routes config is
+//! one upstream, `routes` (per model and key, see each batch's journal).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,8 +9,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::{ApiError, Shared};
-use crate::upstream::UpstreamClient;
+use crate::upstream::{ROUTES_NAME, UpstreamMetrics};
 use batchling_core::batch::BatchStatus;
+use batchling_engine::SharedLimits;
 
 /// A label value with `\`, `"` and newlines escaped.
 fn label(v: &str) -> String {
@@ -18,8 +20,16 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// What one upstream's row shows.
+struct Row<'a> {
+    name: &'a str,
+    metrics: &'a UpstreamMetrics,
+    limits: &'a SharedLimits,
+    concurrency: usize,
+}
+
 /// A metric's value for one upstream.
-type Getter = fn(&UpstreamClient) -> f64;
+type Getter = fn(&Row<'_>) -> f64;
 
 /// The per-upstream families: name, type, help, value.
 const UPSTREAM_FAMILIES: [(&str, &str, &str, Getter); 9] = [
@@ -63,7 +73,7 @@ const UPSTREAM_FAMILIES: [(&str, &str, &str, Getter); 9] = [
         "batchling_upstream_in_flight",
         "gauge",
         "Requests in flight or awaiting their journal commit.",
-        |u| u.limits.in_use(u.config.concurrency) as f64,
+        |u| u.limits.in_use(u.concurrency) as f64,
     ),
     (
         "batchling_upstream_limit_rpm",
@@ -82,7 +92,23 @@ const UPSTREAM_FAMILIES: [(&str, &str, &str, Getter); 9] = [
 /// `GET /metrics`.
 pub(crate) async fn render(state: Shared) -> Result<Response, ApiError> {
     let mut out = String::new();
-    write_upstreams(&mut out, state.runner.upstreams());
+    let mut rows: Vec<Row<'_>> = (state.runner.upstreams().iter())
+        .map(|u| Row {
+            name: &u.config.name,
+            metrics: &u.metrics,
+            limits: &u.limits,
+            concurrency: u.config.concurrency,
+        })
+        .collect();
+    if let Some(r) = state.runner.routed() {
+        rows.push(Row {
+            name: ROUTES_NAME,
+            metrics: &r.metrics,
+            limits: &r.limits,
+            concurrency: r.concurrency,
+        });
+    }
+    write_upstreams(&mut out, &rows);
     write_batches(&mut out, &state.meta.batch_status_counts()?);
     Ok((
         [(
@@ -94,16 +120,11 @@ pub(crate) async fn render(state: Shared) -> Result<Response, ApiError> {
         .into_response())
 }
 
-fn write_upstreams(out: &mut String, ups: &[UpstreamClient]) {
+fn write_upstreams(out: &mut String, ups: &[Row<'_>]) {
     for (name, kind, help, get) in UPSTREAM_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for u in ups {
-            let _ = writeln!(
-                out,
-                "{name}{{upstream=\"{}\"}} {}",
-                label(&u.config.name),
-                get(u)
-            );
+            let _ = writeln!(out, "{name}{{upstream=\"{}\"}} {}", label(u.name), get(u));
         }
     }
 }

@@ -18,7 +18,7 @@ use batchling_core::Usage;
 use batchling_core::batch::BatchStatus;
 use batchling_core::pricing::Catalog;
 use batchling_engine::report::{Notice, Progress, Reporter};
-use batchling_engine::{EngineError, Input, Job, Order, RunSummary, StopCause};
+use batchling_engine::{EngineError, Input, Job, Order, RunSummary, SharedLimits, StopCause};
 use batchling_store::{Journal, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -29,7 +29,7 @@ use crate::api::new_file_id;
 use crate::files::content_path;
 use crate::meta::{BatchRow, FileRow, MetaDb, MetaError, Outcome};
 use crate::unix_now;
-use crate::upstream::{UpstreamClient, UpstreamMetrics, route};
+use crate::upstream::{ROUTES_NAME, Routed, UpstreamClient, UpstreamMetrics, kind_speaks, route};
 
 /// Most validation errors listed in a failed batch's `errors.data`.
 const MAX_LISTED_ERRORS: usize = 1000;
@@ -108,12 +108,16 @@ pub(crate) struct RunnerConfig {
     pub(crate) data_dir: PathBuf,
     /// The upstreams batches run on.
     pub(crate) upstreams: Vec<UpstreamClient>,
+    /// Or the routes of a config they all run on.
+    pub(crate) routed: Option<Routed>,
     /// How long a batch has before it expires.
     pub(crate) completion_window: Duration,
     /// Attempts per request, the first included.
     pub(crate) max_attempts: u32,
     /// Batches running at once; later ones wait their turn.
     pub(crate) max_running: usize,
+    /// Keep an ended batch's journal.
+    pub(crate) keep_journals: bool,
 }
 
 /// The batch runner.
@@ -122,6 +126,7 @@ pub(crate) struct Runner {
     meta: Arc<MetaDb>,
     data_dir: PathBuf,
     upstreams: Vec<UpstreamClient>,
+    routed: Option<Routed>,
     completion_window: Duration,
     max_attempts: u32,
     prices: Arc<Catalog>,
@@ -130,6 +135,7 @@ pub(crate) struct Runner {
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    keep_journals: bool,
 }
 
 /// Why a batch's engine run ended.
@@ -165,6 +171,7 @@ impl Runner {
             meta,
             data_dir: config.data_dir,
             upstreams: config.upstreams,
+            routed: config.routed,
             completion_window: config.completion_window,
             max_attempts: config.max_attempts,
             prices: Arc::new(Catalog::builtin()),
@@ -172,11 +179,17 @@ impl Runner {
             slots: Arc::new(Semaphore::new(config.max_running.max(1))),
             shutdown,
             tasks: TaskTracker::new(),
+            keep_journals: config.keep_journals,
         }
     }
 
     pub(crate) fn upstreams(&self) -> &[UpstreamClient] {
         &self.upstreams
+    }
+
+    /// The routes of a config, when batches run on them.
+    pub(crate) fn routed(&self) -> Option<&Routed> {
+        self.routed.as_ref()
     }
 
     pub(crate) fn completion_window(&self) -> Duration {
@@ -310,13 +323,16 @@ impl Runner {
     async fn validate(&self, b: &BatchRow) -> Result<(), RunnerError> {
         let path = content_path(&self.data_dir, &b.input_file_id);
         let endpoint = b.endpoint.clone();
-        let routes: Vec<(String, crate::config::UpstreamConfig)> = self
-            .upstreams
-            .iter()
-            .map(|u| (u.config.name.clone(), u.config.clone()))
-            .collect();
+        let serving = match &self.routed {
+            Some(r) => Serving::Routes(r.config.clone()),
+            None => Serving::Upstreams(
+                (self.upstreams.iter())
+                    .map(|u| (u.config.name.clone(), u.config.clone()))
+                    .collect(),
+            ),
+        };
         let checked =
-            tokio::task::spawn_blocking(move || check_input(&path, &endpoint, &routes)).await?;
+            tokio::task::spawn_blocking(move || check_input(&path, &endpoint, &serving)).await?;
         let now = unix_now();
         match checked {
             Ok(c) => {
@@ -337,6 +353,10 @@ impl Runner {
     /// One engine run of an `in_progress` batch, until it finishes or
     /// something stops it.
     async fn run(&self, b: &BatchRow, live: &Arc<Live>) -> Ended {
+        if let Some(r) = &self.routed {
+            let routes = r.routes.clone();
+            return self.run_on(b, live, routes, &r.limits, &r.metrics).await;
+        }
         let upstream = b
             .upstream
             .as_deref()
@@ -348,6 +368,21 @@ impl Runner {
                 b.model, b.upstream
             ));
         };
+        let routes = Arc::new(batchling_engine::Routes::single(upstream.provider.clone()));
+        self.run_on(b, live, routes, &upstream.limits, &upstream.metrics)
+            .await
+    }
+
+    /// One engine run of a batch on `routes` and the `limits` they share
+    /// with other batches, counting into `metrics`.
+    async fn run_on(
+        &self,
+        b: &BatchRow,
+        live: &Arc<Live>,
+        routes: Arc<batchling_engine::Routes<crate::upstream::Metered>>,
+        limits: &SharedLimits,
+        metrics: &Arc<UpstreamMetrics>,
+    ) -> Ended {
         let expiry = tokio::time::Instant::now()
             + Duration::from_secs(b.expires_at.saturating_sub(unix_now()));
         // Wait for a running slot (cancel and expiry still apply).
@@ -358,7 +393,7 @@ impl Runner {
             _ = tokio::time::sleep_until(expiry) => return Ended::Expired,
         };
         let mut job = self.job_for(b);
-        job.shared = Some(upstream.limits.clone());
+        job.shared = Some(limits.clone());
         if let Some(dir) = job.state.parent()
             && let Err(e) = std::fs::create_dir_all(dir)
         {
@@ -375,12 +410,11 @@ impl Runner {
         let reporter = Arc::new(BatchReporter {
             id: b.id.clone(),
             live: live.clone(),
-            metrics: upstream.metrics.clone(),
+            metrics: metrics.clone(),
             cost_seen: Mutex::new(spent_before),
         });
         let stop = CancellationToken::new();
-        let routes = batchling_engine::Routes::single(upstream.provider.clone());
-        let run = batchling_engine::run(job, routes, stop.clone(), reporter);
+        let run = batchling_engine::run_shared(job, routes, stop.clone(), reporter);
         tokio::pin!(run);
         let why = tokio::select! {
             r = &mut run => {
@@ -497,7 +531,9 @@ impl Runner {
             "batch ended"
         );
         // The journal's answers are in the result files now.
-        let _ = std::fs::remove_dir_all(self.batch_dir(&b.id));
+        if !self.keep_journals {
+            let _ = std::fs::remove_dir_all(self.batch_dir(&b.id));
+        }
         if self.meta.file_deleted(&b.input_file_id).unwrap_or(false) {
             self.release_file(&b.input_file_id);
         }
@@ -579,16 +615,24 @@ fn close_and_count(
     })
 }
 
+/// What a batch's lines may name: upstreams (by name), or a routes
+/// config's routes and models.
+enum Serving {
+    Upstreams(Vec<(String, crate::config::UpstreamConfig)>),
+    Routes(Arc<batchling_core::routes::RoutesConfig>),
+}
+
 /// Read the whole input: every line valid for `endpoint`, and all models
-/// served by one upstream. `Err` carries `errors.data` and the line count.
+/// served by one upstream (or each a route or model of the routes config).
+/// `Err` carries `errors.data` and the line count.
 fn check_input(
     path: &Path,
     endpoint: &str,
-    upstreams: &[(String, crate::config::UpstreamConfig)],
+    serving: &Serving,
 ) -> Result<Checked, (Vec<Value>, u64)> {
     let mut v = Validation {
         endpoint,
-        upstreams,
+        serving,
         errors: Vec::new(),
         total: 0,
         chosen: None,
@@ -612,7 +656,7 @@ fn check_input(
 /// [`MAX_LISTED_ERRORS`] listed) and the upstream the first line chose.
 struct Validation<'a> {
     endpoint: &'a str,
-    upstreams: &'a [(String, crate::config::UpstreamConfig)],
+    serving: &'a Serving,
     errors: Vec<Value>,
     total: u64,
     /// The upstream's index, the first line routed to it, and its model.
@@ -628,7 +672,8 @@ impl Validation<'_> {
     }
 
     /// A well-formed line: its url is the batch's endpoint, and its model
-    /// is served by the upstream every earlier line went to.
+    /// is served by the upstream every earlier line went to (or is a route
+    /// or model of the routes config).
     fn check(&mut self, req: &batchling_core::request::RequestLine) {
         let line = req.line_no;
         if req.endpoint.path() != self.endpoint {
@@ -639,12 +684,68 @@ impl Validation<'_> {
             );
             return self.push("url_mismatch", message, Some(line));
         }
+        match self.serving {
+            Serving::Upstreams(upstreams) => self.check_upstream(req, upstreams),
+            Serving::Routes(config) => self.check_route(req, config),
+        }
+    }
+
+    /// A line's model names a route or a model of the config, and every
+    /// target of its chain speaks the batch's endpoint.
+    fn check_route(
+        &mut self,
+        req: &batchling_core::request::RequestLine,
+        config: &batchling_core::routes::RoutesConfig,
+    ) {
+        let line = req.line_no;
+        let Some(model) = req.model.as_deref() else {
+            let message = format!(
+                "line {line}: the body has no model; this server's lines name one of its routes or models ({})",
+                names_of(config)
+            );
+            return self.push("model_not_found", message, Some(line));
+        };
+        let Some(chains) = config.chains_for(model) else {
+            let message = format!(
+                "line {line}: model {model:?} is not a route or model of this server ({})",
+                names_of(config)
+            );
+            return self.push("model_not_found", message, Some(line));
+        };
+        let all = (chains.chain.iter())
+            .chain(&chains.context_window)
+            .chain(&chains.content_policy);
+        for target in all {
+            if let Some(p) = config.provider_of(target)
+                && !kind_speaks(p.kind, req.endpoint)
+            {
+                let message = format!(
+                    "line {line}: model {model:?} goes to {target:?} at provider {:?}, which speaks {}'s API: it has no {}",
+                    p.name,
+                    p.kind,
+                    req.endpoint.path()
+                );
+                return self.push("model_not_found", message, Some(line));
+            }
+        }
+        if self.chosen.is_none() {
+            self.chosen = Some((0, line, req.model.clone()));
+        }
+    }
+
+    /// A line's model is served by the upstream every earlier line went to.
+    fn check_upstream(
+        &mut self,
+        req: &batchling_core::request::RequestLine,
+        upstreams: &[(String, crate::config::UpstreamConfig)],
+    ) {
+        let line = req.line_no;
         let model = req.model.as_deref();
         let serves = |u: &crate::config::UpstreamConfig| u.serves(model);
         let Some(i) =
-            (self.upstreams.iter()).position(|(_, u)| serves(u) && u.kind.speaks(req.endpoint))
+            (upstreams.iter()).position(|(_, u)| serves(u) && u.kind.speaks(req.endpoint))
         else {
-            let message = match self.upstreams.iter().find(|(_, u)| serves(u)) {
+            let message = match upstreams.iter().find(|(_, u)| serves(u)) {
                 Some((name, u)) => format!(
                     "line {line}: no upstream of this server serves model {model:?} at {}: upstream {name:?} serves the model but speaks {}'s API, which has no {}",
                     req.endpoint.path(),
@@ -660,7 +761,7 @@ impl Validation<'_> {
             Some((j, first, first_model)) if *j != i => {
                 let message = format!(
                     "line {line}: model {model:?} is served by upstream {:?}, but line {first} (model {first_model:?}) by {:?}; a batch runs on one upstream, so split the file",
-                    self.upstreams[i].0, self.upstreams[*j].0
+                    upstreams[i].0, upstreams[*j].0
                 );
                 self.push("model_mismatch", message, Some(line));
             }
@@ -676,11 +777,34 @@ impl Validation<'_> {
             Some((i, _, model)) if self.errors.is_empty() => Ok(Checked {
                 total: self.total,
                 model,
-                upstream: self.upstreams[i].0.clone(),
+                upstream: match self.serving {
+                    Serving::Upstreams(upstreams) => upstreams[i].0.clone(),
+                    Serving::Routes(_) => ROUTES_NAME.to_owned(),
+                },
             }),
             _ => Err((self.errors, self.total)),
         }
     }
+}
+
+/// The names a line of a routes config's server may use, for an error:
+/// the first few routes and models.
+fn names_of(config: &batchling_core::routes::RoutesConfig) -> String {
+    const SHOWN: usize = 8;
+    let names: Vec<&str> = (config.routes.keys())
+        .chain(
+            config
+                .models
+                .keys()
+                .filter(|m| !config.routes.contains_key(*m)),
+        )
+        .map(String::as_str)
+        .collect();
+    let more = if names.len() > SHOWN { ", ..." } else { "" };
+    format!(
+        "it has {}{more}",
+        names[..names.len().min(SHOWN)].join(", ")
+    )
 }
 
 /// Feeds a batch's live counts and its upstream's cost counter.

@@ -1,16 +1,24 @@
 //! Upstreams: one HTTP client, one shared set of limits and one set of
-//! counters per upstream server, whatever the number of batches using it.
+//! counters per upstream server, whatever the number of batches using it;
+//! or, with a routes config, one set of routes (a client per key), one set
+//! of limits for its groups and one set of counters for the whole server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use batchling_engine::{PacerConfig, SharedLimits};
+use batchling_core::Endpoint;
+use batchling_core::routes::{ProviderConf, ProviderKind, RoutesConfig};
+use batchling_engine::{PacerConfig, Routes, SharedLimits};
 use batchling_providers::anthropic::translate::{Mode, RequestOptions};
 use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig};
+use batchling_providers::azure::{AzureClient, AzureConfig};
 use batchling_providers::openai::{ClientConfig, OpenAiClient};
-use batchling_providers::{Answer, AnyClient, Attempt, Outgoing, Provider, ProviderError, Verdict};
+use batchling_providers::{
+    Answer, AnyClient, ApiKey, Attempt, Outgoing, Provider, ProviderError, Verdict,
+};
 
-use crate::config::{UpstreamConfig, UpstreamKind};
+use crate::ServeError;
+use crate::config::{RoutesSetup, UpstreamConfig, UpstreamKind};
 
 /// Counters for `/metrics`, since the server started.
 #[derive(Debug, Default)]
@@ -66,6 +74,68 @@ fn client(config: &UpstreamConfig) -> Result<Client, ProviderError> {
             })?)
         }
     })
+}
+
+/// The client of one key of a routes config's provider.
+fn provider_client(
+    p: &ProviderConf,
+    key: &ApiKey,
+    setup: &RoutesSetup,
+) -> Result<Client, ProviderError> {
+    let config = ClientConfig {
+        base_url: p.base_url.clone(),
+        api_key: Some(key.clone()),
+        timeout: setup.timeout,
+        pool_size: setup.concurrency,
+        max_response_bytes: setup.max_response_bytes,
+        ..ClientConfig::default()
+    };
+    Ok(match p.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+            AnyClient::OpenAi(OpenAiClient::new(config)?)
+        }
+        ProviderKind::Azure => AnyClient::Azure(AzureClient::new(AzureConfig {
+            client: config,
+            api_version: p.api_version.clone(),
+        })?),
+        ProviderKind::Anthropic => {
+            let defaults = AnthropicConfig::default();
+            let mut headers = Vec::new();
+            if !p.beta.is_empty() {
+                headers.push(("anthropic-beta".into(), p.beta.join(",")));
+            }
+            AnyClient::Anthropic(AnthropicClient::new(AnthropicConfig {
+                base_url: config.base_url,
+                api_key: config.api_key,
+                version: p.version.clone().unwrap_or(defaults.version),
+                headers,
+                timeout: config.timeout,
+                pool_size: config.pool_size,
+                max_response_bytes: config.max_response_bytes,
+                translation: RequestOptions {
+                    mode: if setup.lenient {
+                        Mode::Lenient
+                    } else {
+                        Mode::Strict
+                    },
+                    ..defaults.translation
+                },
+                http2: defaults.http2,
+            })?)
+        }
+    })
+}
+
+/// Whether a provider of `kind` can answer lines for `endpoint`: as an
+/// upstream of its API ([`UpstreamKind::speaks`]).
+pub(crate) fn kind_speaks(kind: ProviderKind, endpoint: Endpoint) -> bool {
+    let api = match kind {
+        ProviderKind::Anthropic => UpstreamKind::Anthropic,
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Azure => {
+            UpstreamKind::OpenAi
+        }
+    };
+    api.speaks(endpoint)
 }
 
 /// A provider that counts what passes through it.
@@ -132,6 +202,58 @@ impl UpstreamClient {
             limits,
             metrics,
             config,
+        })
+    }
+}
+
+/// How `/metrics` and the batches' rows name the routes of a config.
+pub(crate) const ROUTES_NAME: &str = "routes";
+
+/// A routes config, ready to run batches: one set of routes (circuits,
+/// dead keys, models gone are the server's) and one set of limits for its
+/// groups, whatever the number of batches.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub(crate) config: Arc<RoutesConfig>,
+    pub(crate) routes: Arc<Routes<Metered>>,
+    pub(crate) limits: SharedLimits,
+    pub(crate) concurrency: usize,
+    pub(crate) metrics: Arc<UpstreamMetrics>,
+}
+
+impl Routed {
+    pub(crate) fn new(setup: &RoutesSetup) -> Result<Self, ServeError> {
+        let config = &setup.config;
+        let metrics = Arc::new(UpstreamMetrics::default());
+        let (routes, groups) = batchling_engine::route::from_config(config, |group, key| {
+            let provider = &config.providers[&group.provider];
+            let upstream_error = |source| ServeError::Upstream {
+                name: provider.name.clone(),
+                source,
+            };
+            let secret = (setup.keys.iter())
+                .find(|(id, g, _)| *id == key.id && *g == group.name)
+                .map(|(_, _, k)| k)
+                .ok_or_else(|| ServeError::MissingKey {
+                    id: key.id.clone(),
+                    group: group.name.clone(),
+                })?;
+            let inner = provider_client(provider, secret, setup).map_err(upstream_error)?;
+            Ok::<_, ServeError>(Arc::new(Metered {
+                inner,
+                metrics: metrics.clone(),
+            }))
+        })?;
+        let pacing = PacerConfig {
+            groups,
+            ..PacerConfig::default()
+        };
+        Ok(Routed {
+            config: Arc::new(setup.config.clone()),
+            routes: Arc::new(routes),
+            limits: SharedLimits::new(pacing, setup.concurrency),
+            concurrency: setup.concurrency.max(1),
+            metrics,
         })
     }
 }

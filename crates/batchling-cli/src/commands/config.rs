@@ -9,7 +9,7 @@ use anyhow::Result;
 use batchling_core::limits::{LimitsFile, ModelLimit};
 use batchling_core::pricing::Catalog;
 use batchling_core::routes::{
-    GroupConf, ModelConf, PriceFrom, ProviderConf, RouteConf, RoutesConfig,
+    GroupConf, ModelConf, PriceFrom, ProviderConf, RouteConf, RoutesConfig, ServeConf,
 };
 
 use super::exit;
@@ -44,6 +44,9 @@ fn check(a: &ConfigCheckArgs, getenv: impl Fn(&str) -> Option<String>) -> Result
     out!("routes:")?;
     for r in config.routes.values() {
         out!("  {}", route(r))?;
+    }
+    if let Some(s) = &config.serve {
+        out!("serve:\n  {}", serve(s, &set))?;
     }
     let mut warnings = config.warnings.clone();
     warnings.extend(config.price_warnings(&catalog));
@@ -192,4 +195,29 @@ fn route(r: &RouteConf) -> String {
         s.push_str(&format!("; a fallback costs at most {ratio}x the primary"));
     }
     s
+}
+
+/// `[serve]`: what `batchling serve` takes from it.
+fn serve(s: &ServeConf, set: &impl Fn(&str) -> bool) -> String {
+    let mut parts = Vec::new();
+    if let Some(env) = &s.auth_keys_env {
+        let state = if set(env) { "set" } else { "not set" };
+        parts.push(format!("client keys from {env} ({state})"));
+    }
+    if let Some(c) = s.concurrency {
+        parts.push(format!("concurrency {c}"));
+    }
+    if let Some(t) = s.timeout_secs {
+        parts.push(format!("timeout {t} s"));
+    }
+    if let Some(mb) = s.max_response_mb {
+        parts.push(format!("answers up to {mb} MiB"));
+    }
+    if s.lenient {
+        parts.push("lenient translation for Anthropic".into());
+    }
+    if parts.is_empty() {
+        return "the defaults".into();
+    }
+    parts.join("; ")
 }

@@ -30,6 +30,9 @@ fn init_logs(json: bool) {
 
 pub(crate) async fn serve(mut s: ServeSettings) -> Result<ExitCode> {
     init_logs(s.log_json);
+    for note in &s.notes {
+        eprintln!("note: {note}");
+    }
     let _mock = if s.mock {
         let m = MockServer::start(
             MockConfig {

@@ -23,7 +23,10 @@ struct Checked {
 fn check(file: &Path, env: &[(&str, &str)]) -> Checked {
     let mut c = Command::new(env!("CARGO_BIN_EXE_batchling"));
     c.args(["config", "check"]).arg(file);
-    for var in EXAMPLE_VARS.iter().chain(&["K1", "K2"]) {
+    for var in EXAMPLE_VARS
+        .iter()
+        .chain(&["K1", "K2", "BATCHLING_CLIENT_KEYS"])
+    {
         c.env_remove(var);
     }
     c.envs(env.iter().copied());
@@ -62,6 +65,7 @@ fn the_example_config_is_valid_and_shows_its_chains() {
         // A route naming a route: expanded in place.
         "gpt-4o: gpt-4o → mini → mini-azure → haiku;",
         "valid; 5 keys, every variable set",
+        "serve:\n  client keys from BATCHLING_CLIENT_KEYS (not set); concurrency 64",
     ] {
         assert!(o.stdout.contains(want), "{want:?} not in:\n{}", o.stdout);
     }

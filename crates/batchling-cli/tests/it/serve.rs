@@ -139,6 +139,17 @@ fn serve_refuses_to_start_without_keys_upstream_or_a_sound_config() {
         &[],
         "line 4, upstream \"c\", kind: \"claude\" is not a kind",
     );
+    // Both forms in one file: refused, naming a line of each.
+    std::fs::write(
+        &config,
+        "[[upstream]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[providers.p]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+    )
+    .unwrap();
+    refuses(
+        &["--no-auth", "--config", config.to_str().unwrap()],
+        &[],
+        "line 1 has upstream (serve's older [[upstream]] form) and line 5 has providers (the routes form)",
+    );
 }
 
 /// `serve --mock --provider anthropic`: an OpenAI batch file naming a

@@ -35,6 +35,10 @@
 //! max_attempts = 6
 //! max_attempts_per_target = 3
 //! max_price_ratio = 10.0
+//!
+//! [serve]                        # batchling serve's own settings
+//! auth_keys_env = "BATCHLING_CLIENT_KEYS"
+//! concurrency = 64               # in flight across every batch
 //! ```
 //!
 //! [`RoutesConfig::load`] reads a file (at most [`MAX_ROUTES_FILE_BYTES`]);
@@ -101,6 +105,8 @@ pub struct RoutesConfig {
     pub models: BTreeMap<String, ModelConf>,
     /// `[routes.NAME]`, by name (the `model` of the input lines they take).
     pub routes: BTreeMap<String, RouteConf>,
+    /// `[serve]`: `batchling serve`'s own settings, when given.
+    pub serve: Option<ServeConf>,
     /// What is allowed but probably wrong, in the order found.
     pub warnings: Vec<Warning>,
     /// A digest of the file's text (xxh3), so a resume can tell the file
@@ -301,6 +307,26 @@ pub struct Chains {
     pub content_policy: Vec<String>,
 }
 
+/// `[serve]`: what `batchling serve` takes besides the routes (other
+/// commands ignore it).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServeConf {
+    /// `auth_keys_env`: the variable holding the client keys
+    /// (comma-separated).
+    pub auth_keys_env: Option<String>,
+    /// `concurrency`: most requests in flight across every batch.
+    pub concurrency: Option<u64>,
+    /// `timeout_secs`: per attempt.
+    pub timeout_secs: Option<f64>,
+    /// `max_response_mb`: the largest answer read, in MiB.
+    pub max_response_mb: Option<u64>,
+    /// `lenient`: Anthropic providers leave out (or clamp) a field of an
+    /// OpenAI chat line they cannot take, with a warning in the answer.
+    pub lenient: bool,
+    /// The line of the table's header.
+    pub line: usize,
+}
+
 /// What a file allows but is probably wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
@@ -482,6 +508,7 @@ impl RoutesConfig {
             groups: parsed.groups,
             models: parsed.models,
             routes: parsed.routes,
+            serve: parsed.serve,
             warnings: Vec::new(),
             digest: xxhash_rust::xxh3::xxh3_64(text.as_bytes()),
         };

@@ -12,10 +12,22 @@ use crate::tomlfile::{Doc, Item, Problem, closest};
 
 use super::{
     Chains, GroupConf, KeyRef, MAX_ATTEMPTS_CAP, MAX_CONTEXT_WINDOW, MAX_PRICE, MAX_PRICE_RATIO,
-    ModelConf, ProviderConf, ProviderKind, RouteConf, join,
+    ModelConf, ProviderConf, ProviderKind, RouteConf, ServeConf, join,
 };
 
-const TOP: &[&str] = &["providers", "groups", "models", "routes"];
+const TOP: &[&str] = &["providers", "groups", "models", "routes", "serve"];
+const SERVE_FIELDS: &[&str] = &[
+    "auth_keys_env",
+    "concurrency",
+    "timeout_secs",
+    "max_response_mb",
+    "lenient",
+];
+
+/// The largest `[serve]` concurrency, `timeout_secs` and `max_response_mb`.
+const MAX_SERVE_CONCURRENCY: u64 = 100_000;
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+const MAX_RESPONSE_MB: u64 = 4096;
 const PROVIDER_FIELDS: &[&str] = &["kind", "base_url", "api_version", "version", "beta"];
 const GROUP_FIELDS: &[&str] = &["provider", "keys", "limits"];
 const KEY_FIELDS: &[&str] = &["id", "env"];
@@ -62,6 +74,7 @@ pub(super) struct Parsed {
     pub(super) groups: BTreeMap<String, GroupConf>,
     pub(super) models: BTreeMap<String, ModelConf>,
     pub(super) routes: BTreeMap<String, RouteConf>,
+    pub(super) serve: Option<ServeConf>,
     pub(super) spots: Spots,
 }
 
@@ -71,6 +84,7 @@ pub(super) fn document(doc: &Doc<'_>, table: &DeTable<'_>) -> Result<Parsed, Pro
         groups: BTreeMap::new(),
         models: BTreeMap::new(),
         routes: BTreeMap::new(),
+        serve: None,
         spots: Spots::default(),
     };
     let mut reader = Reader {
@@ -103,6 +117,14 @@ pub(super) fn document(doc: &Doc<'_>, table: &DeTable<'_>) -> Result<Parsed, Pro
                     let conf = reader.route(item)?;
                     p.routes.insert(conf.name.clone(), conf);
                 }
+            }
+            "serve" => p.serve = Some(reader.serve(key.span().start, value)?),
+            "upstream" | "auth_keys_env" => {
+                return Err(doc.at(
+                    key.span().start,
+                    section,
+                    "this belongs to `batchling serve`'s older [[upstream]] form, which is not a routes config: name providers, groups, models and routes instead (README: \"One config file\"), and put auth_keys_env under [serve]",
+                ));
             }
             other => return Err(unknown(doc, key.span().start, other, other, TOP)),
         }
@@ -537,6 +559,50 @@ impl Reader<'_, '_> {
             }
         }
         Ok(p)
+    }
+
+    /// `[serve]`: `batchling serve`'s own settings (other commands ignore
+    /// them).
+    fn serve(&mut self, at: usize, v: &Spanned<DeValue<'_>>) -> Result<ServeConf, Problem> {
+        let doc = self.doc;
+        let mut conf = ServeConf {
+            line: doc.line(at),
+            ..ServeConf::default()
+        };
+        for (key, v) in doc.table(v, "serve")? {
+            let field = join("serve", key.get_ref());
+            self.spots.put(doc, field.clone(), key.span().start);
+            let bounded = |max: u64, what: &str| -> Result<u64, Problem> {
+                let n = doc.positive(v, &field)?;
+                if n > max {
+                    let message = format!("at most {max} {what}, found {n}");
+                    return Err(doc.at(v.span().start, &field, message));
+                }
+                Ok(n)
+            };
+            match key.get_ref().as_ref() {
+                "auth_keys_env" => conf.auth_keys_env = Some(self.env(v, &field)?),
+                "concurrency" => {
+                    conf.concurrency = Some(bounded(MAX_SERVE_CONCURRENCY, "requests in flight")?);
+                }
+                "max_response_mb" => {
+                    conf.max_response_mb = Some(bounded(MAX_RESPONSE_MB, "MiB")?);
+                }
+                "timeout_secs" => {
+                    let t = doc.number(v, &field)?;
+                    if !(t > 0.0 && t <= MAX_TIMEOUT_SECS) {
+                        let message = format!(
+                            "expected a timeout from 0 (not included) to {MAX_TIMEOUT_SECS} seconds, found {t}"
+                        );
+                        return Err(doc.at(v.span().start, &field, message));
+                    }
+                    conf.timeout_secs = Some(t);
+                }
+                "lenient" => conf.lenient = boolean(doc, v, &field)?,
+                other => return Err(unknown(doc, key.span().start, &field, other, SERVE_FIELDS)),
+            }
+        }
+        Ok(conf)
     }
 
     fn route(&mut self, item: Item<'_>) -> Result<RouteConf, Problem> {

@@ -207,7 +207,7 @@ fn provider_fields_are_checked() {
 fn unknown_sections_are_refused_with_a_suggestion() {
     assert_eq!(
         err("[route.x]\nchain = [\"a\"]\n"),
-        "r.toml line 1, route: unknown field (did you mean routes?): expected providers, groups, models or routes"
+        "r.toml line 1, route: unknown field (did you mean routes?): expected providers, groups, models, routes or serve"
     );
     assert!(err("x = ").starts_with("r.toml line 1: invalid TOML"));
 }
@@ -774,4 +774,51 @@ fn deep_nesting_is_an_error_not_a_crash() {
         let dotted = format!("{} = 1\n", vec!["k"; depth].join("."));
         let _ = RoutesConfig::parse(&dotted, "r.toml");
     }
+}
+
+#[test]
+fn a_serve_table_holds_serves_own_settings() {
+    let c = ok(&with(
+        "\n[serve]\nauth_keys_env = \"CLIENT_KEYS\"\nconcurrency = 16\ntimeout_secs = 2.5\nmax_response_mb = 8\nlenient = true\n",
+    ));
+    let s = c.serve.expect("the [serve] table");
+    assert_eq!(s.auth_keys_env.as_deref(), Some("CLIENT_KEYS"));
+    assert_eq!(
+        (s.concurrency, s.timeout_secs, s.max_response_mb),
+        (Some(16), Some(2.5), Some(8))
+    );
+    assert!(s.lenient);
+    assert_eq!(s.line, 13);
+    assert_eq!(ok(BASE).serve, None);
+
+    let e = err(&with("\n[serve]\nconcurency = 4\n"));
+    assert!(
+        e.starts_with(
+            "r.toml line 14, serve.concurency: unknown field (did you mean concurrency?)"
+        ),
+        "{e}"
+    );
+    let e = err(&with("\n[serve]\ntimeout_secs = 0\n"));
+    assert!(
+        e.contains("line 14, serve.timeout_secs: expected a timeout"),
+        "{e}"
+    );
+    let e = err(&with("\n[serve]\nauth_keys_env = \"not a var\"\n"));
+    assert!(
+        e.contains("line 14, serve.auth_keys_env: not the name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_older_upstream_form_is_named_as_such() {
+    let e = err(&with(
+        "\n[[upstream]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\n",
+    ));
+    assert!(
+        e.starts_with(
+            "r.toml line 13, upstream: this belongs to `batchling serve`'s older [[upstream]] form"
+        ),
+        "{e}"
+    );
 }

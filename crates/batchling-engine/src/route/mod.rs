@@ -22,7 +22,10 @@
 //! and keys, and what is out for the run (dead keys, models gone).
 
 pub(crate) mod circuit;
+mod config;
 pub(crate) mod hop;
+
+pub use config::from_config;
 
 use std::collections::HashMap;
 use std::sync::Arc;
