@@ -619,14 +619,25 @@ fn batch_answers_are_told_apart_from_online_ones() {
             1,
             FinalState::Done,
             &line(1),
-            Some(route("backup", None, 1, vec![ok("backup", "g2", "k2", 1.0)])),
+            Some(route(
+                "backup",
+                None,
+                1,
+                vec![ok("backup", "g2", "k2", 1.0)],
+            )),
         ),
     ])
     .unwrap();
     let r = j.route_report().unwrap().unwrap();
     let of = |t: &str| r.targets.iter().find(|c| c.target == t).unwrap().clone();
-    assert_eq!((of("claude").answered, of("claude").answered_in_batch), (1, 1));
-    assert_eq!((of("backup").answered, of("backup").answered_in_batch), (1, 0));
+    assert_eq!(
+        (of("claude").answered, of("claude").answered_in_batch),
+        (1, 1)
+    );
+    assert_eq!(
+        (of("backup").answered, of("backup").answered_in_batch),
+        (1, 0)
+    );
     let (o, e) = (dir.path().join("o"), dir.path().join("e"));
     j.export_with(&o, &e, Order::Input, LineExtras::WhoAnswered)
         .unwrap();

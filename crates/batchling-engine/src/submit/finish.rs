@@ -18,7 +18,7 @@ use crate::{RunSummary, StopCause};
 pub(crate) async fn finish<P: Provider>(
     journal: Journal,
     job: &SubmitJob,
-    online: Arc<P>,
+    online: crate::Routes<P>,
     shutdown: &CancellationToken,
     reporter: Arc<dyn Reporter>,
     deadline_passed: bool,
@@ -40,8 +40,7 @@ pub(crate) async fn finish<P: Provider>(
     reporter.notice(&format!(
         "sending {left} request(s) through the online API (failed in a batch, or left for online)"
     ));
-    let routes = crate::Routes::single(online);
-    let run = crate::run(online_job(job), routes, shutdown.clone(), reporter).await?;
+    let run = crate::run(online_job(job), online, shutdown.clone(), reporter).await?;
     summary.online_requests = left;
     summary.stopped = stop_of(run).or(summary.stopped.take());
     Ok(())
