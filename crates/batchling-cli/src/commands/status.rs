@@ -113,8 +113,14 @@ fn print_lanes(lanes: Option<&[LaneSummary]>) -> std::io::Result<()> {
 fn print_routes(r: &RouteReport) -> std::io::Result<()> {
     out!("routes    {} requests over routes", r.requests)?;
     for t in &r.targets {
+        // A submit --config journal: how many its Batch API answered.
+        let in_batch = if t.answered_in_batch > 0 {
+            format!(" ({} in a batch)", t.answered_in_batch)
+        } else {
+            String::new()
+        };
         out!(
-            "  target {:<28} {} answered, {} failed, {} attempts ({} billed), ${:.4}",
+            "  target {:<28} {} answered{in_batch}, {} failed, {} attempts ({} billed), ${:.4}",
             t.target,
             t.answered,
             t.failed,

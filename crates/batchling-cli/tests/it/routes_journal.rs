@@ -93,6 +93,7 @@ fn write_journal(path: &Path) {
                     attempt("mini", "k2", 429, None),
                     attempt("haiku", "h1", 200, Some(0.004)),
                 ],
+                batch: None,
             }),
         ),
         record(
@@ -107,6 +108,7 @@ fn write_journal(path: &Path) {
                     attempt("mini", "k1", 401, None),
                     attempt("mini", "k2", 200, Some(0.001)),
                 ],
+                batch: None,
             }),
         ),
         record(2, output_line(2, "gpt-4o-mini"), None),

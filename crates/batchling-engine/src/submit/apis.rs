@@ -127,16 +127,21 @@ impl<B: BatchApi> Apis<B> {
     }
 
     /// The APIs' settings ([`BatchApi::settings`]), journaled: the one
-    /// API's, or `target=settings` of each target that has any.
+    /// API's, or a JSON object of each target's that has any (a JSON
+    /// value, or its text).
     pub(crate) fn settings(&self) -> Option<String> {
         if let Some(one) = &self.one {
             return one.settings();
         }
-        let each: Vec<String> = self
+        let each: serde_json::Map<String, serde_json::Value> = self
             .targets
             .iter()
-            .filter_map(|(n, t)| t.api.settings().map(|s| format!("{n}={s}")))
+            .filter_map(|(n, t)| {
+                let text = t.api.settings()?;
+                let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                Some((n.clone(), value))
+            })
             .collect();
-        (!each.is_empty()).then(|| each.join(";"))
+        (!each.is_empty()).then(|| serde_json::Value::Object(each).to_string())
     }
 }
