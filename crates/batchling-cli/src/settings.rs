@@ -702,33 +702,14 @@ impl SubmitSettings {
         }
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let mut notes = Vec::new();
-        check_config_resume(&j.state, j.restart, a.config.as_deref())?;
-        let (upstream, server, routes) = match &a.config {
-            Some(path) => {
-                let routes = ConfigRoutes::load(path, &getenv, &mut notes)?;
-                // The config names every upstream: no built-in fake is
-                // started; its client settings (timeout, pool) are shared.
-                let upstream = match upstream {
-                    Upstream::Mock { client, .. } => Upstream::Remote(client),
-                    remote => remote,
-                };
-                let server = format!("{CONFIG_SERVER}{}", path.display());
-                (upstream, server, Some(routes))
-            }
-            None => {
-                let named = a.mock || a.client.base_url.is_some();
-                let upstream = resume_upstream_of(
-                    &j.state,
-                    j.restart,
-                    (upstream, provider),
-                    named,
-                    &mut notes,
-                )?;
-                check_endpoint(&upstream, provider)?;
-                let server = format!("{}{}", provider.journal_prefix(), server_of(&upstream));
-                (upstream, server, None)
-            }
-        };
+        let named = a.mock || a.client.base_url.is_some();
+        let (upstream, server, routes) = submit_upstream(
+            (&j.state, j.restart),
+            (upstream, provider, named),
+            a.config.as_deref(),
+            &getenv,
+            &mut notes,
+        )?;
         let lenient = resume_lenient(&j.state, j.restart, a.lenient, &mut notes)?;
         let server = Some(server);
         let retry = a.limits.retry();
@@ -774,6 +755,33 @@ impl SubmitSettings {
             routes,
         })
     }
+}
+
+/// Where a submit sends: a routes config's upstreams (`config`; no
+/// built-in fake is started, its client settings are shared), or the one
+/// of the flags, as the journal allows a resume. Also the server the
+/// journal records, and the config's routes.
+fn submit_upstream(
+    (state, restart): (&Path, bool),
+    (upstream, provider, named): (Upstream, ProviderKind, bool),
+    config: Option<&Path>,
+    getenv: &impl Fn(&str) -> Option<String>,
+    notes: &mut Vec<String>,
+) -> Result<(Upstream, String, Option<ConfigRoutes>)> {
+    check_config_resume(state, restart, config)?;
+    if let Some(path) = config {
+        let routes = ConfigRoutes::load(path, getenv, notes)?;
+        let upstream = match upstream {
+            Upstream::Mock { client, .. } => Upstream::Remote(client),
+            remote => remote,
+        };
+        let server = format!("{CONFIG_SERVER}{}", path.display());
+        return Ok((upstream, server, Some(routes)));
+    }
+    let upstream = resume_upstream_of(state, restart, (upstream, provider), named, notes)?;
+    check_endpoint(&upstream, provider)?;
+    let server = format!("{}{}", provider.journal_prefix(), server_of(&upstream));
+    Ok((upstream, server, None))
 }
 
 /// Everything `batchling cancel` needs.

@@ -302,13 +302,8 @@ fn a_journal_keeps_the_batch_api_settings_it_was_started_with() {
     );
 }
 
-/// A routes config's submit: each line goes to its route's primary's API,
-/// its body naming that target's model; a line no route takes fails alone;
-/// each record says which batch (and target) answered it.
-#[tokio::test(start_paused = true)]
-async fn routed_lines_go_to_their_targets_api_and_say_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let job = job(dir.path());
+/// Five lines: two of route `fast`, two of `smart`, one of no route.
+fn write_routed_input(path: &std::path::Path) {
     let line = |id: &str, model: &str| {
         format!(
             r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[]}}}}"#
@@ -321,7 +316,12 @@ async fn routed_lines_go_to_their_targets_api_and_say_so() {
         line("x", "nowhere"),
         line("b2", "smart"),
     ];
-    std::fs::write(&job.input, lines.join("\n")).unwrap();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+/// Targets `t-a` (model-a) and `t-b` (model-b), each an [`Inline`] API;
+/// `fast` starts on `t-a`, `smart` on `t-b`.
+fn two_targets() -> Apis<Inline> {
     let target = |model: &str| BatchTarget {
         api: Inline::default(),
         model: model.into(),
@@ -334,6 +334,40 @@ async fn routed_lines_go_to_their_targets_api_and_say_so() {
     apis.target("t-b", target("model-b"));
     assert!(apis.route("fast", "t-a") && apis.route("smart", "t-b"));
     assert!(!apis.route("slow", "no-such-target"));
+    apis
+}
+
+/// The custom_id and body model of each line of `name`'s one batch.
+fn sent_to(apis: &Apis<Inline>, name: &str) -> Vec<(String, String)> {
+    let created = apis
+        .api(Some(name))
+        .unwrap()
+        .created
+        .lock()
+        .unwrap()
+        .clone();
+    assert_eq!(created.len(), 1, "one batch on {name}'s API");
+    created[0]
+        .1
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            let field = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_owned();
+            (field(&v["custom_id"]), field(&v["body"]["model"]))
+        })
+        .collect()
+}
+
+/// A routes config's submit: each line goes to its route's primary's API,
+/// its body naming that target's model; a line no route takes fails alone;
+/// each record says which batch (and target) answered it.
+#[tokio::test(start_paused = true)]
+async fn routed_lines_go_to_their_targets_api_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    write_routed_input(&job.input);
+    let apis = two_targets();
     let limits = |t: Option<&str>| match apis.api(t) {
         Some(api) => job.limits.within(api.limits()),
         None => job.limits,
@@ -352,32 +386,15 @@ async fn routed_lines_go_to_their_targets_api_and_say_so() {
     d.launch(&job.input, &CancellationToken::new())
         .await
         .unwrap();
-    for (name, model, ids) in [
-        ("t-a", "model-a", ["a1", "a2"]),
-        ("t-b", "model-b", ["b1", "b2"]),
-    ] {
-        let created = apis
-            .api(Some(name))
-            .unwrap()
-            .created
-            .lock()
-            .unwrap()
-            .clone();
-        assert_eq!(created.len(), 1, "one batch on {name}'s API");
-        let sent: Vec<serde_json::Value> = created[0]
-            .1
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
-        assert_eq!(sent.len(), 2);
-        for (v, id) in sent.iter().zip(ids) {
-            assert_eq!(
-                (v["custom_id"].as_str(), v["body"]["model"].as_str()),
-                (Some(id), Some(model))
-            );
-        }
-    }
+    let pair = |id: &str, m: &str| (id.to_owned(), m.to_owned());
+    assert_eq!(
+        sent_to(&apis, "t-a"),
+        [pair("a1", "model-a"), pair("a2", "model-a")]
+    );
+    assert_eq!(
+        sent_to(&apis, "t-b"),
+        [pair("b1", "model-b"), pair("b2", "model-b")]
+    );
     let parts = d.journal.parts().unwrap();
     let targets: Vec<Option<&str>> = parts.iter().map(|p| p.target.as_deref()).collect();
     assert_eq!(targets, [Some("t-a"), Some("t-b")]);
