@@ -476,6 +476,32 @@ impl Journal {
         Ok(n as u64)
     }
 
+    /// Forget the failed requests that can go better another time: those
+    /// with no answer (expired, cancelled, timed out, no result) or whose
+    /// last answer was a 408, 409, 429 or 5xx. One refused for good (any
+    /// other 4xx) keeps its line. Returns how many were forgotten.
+    pub fn forget_retryable_failures(&self) -> Result<u64, StoreError> {
+        const RETRYABLE: &str = "state = 'failed' AND (status_code IS NULL
+            OR status_code IN (408, 409, 429) OR status_code BETWEEN 500 AND 599)";
+        let n: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM requests WHERE {RETRYABLE}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.read_err(e))?;
+        self.conn
+            .execute_batch(&format!(
+                "BEGIN;
+                 DELETE FROM lines WHERE seq IN (SELECT seq FROM requests WHERE {RETRYABLE});
+                 DELETE FROM requests WHERE {RETRYABLE};
+                 COMMIT;"
+            ))
+            .map_err(|e| self.write_err(e))?;
+        Ok(n as u64)
+    }
+
     /// The sequence numbers that have a final state.
     pub fn finished_seqs(&self) -> Result<SeqSet, StoreError> {
         let mut set = SeqSet::new();

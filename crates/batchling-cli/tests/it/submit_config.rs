@@ -107,7 +107,8 @@ fn batchling(args: &[&str], state: &std::path::Path) -> std::process::Output {
         .expect("batchling runs")
 }
 
-/// `export --who-answered` of the journal, by custom_id.
+/// `export --who-answered` of the journal: its output lines, then its
+/// error lines.
 fn who_answered(dir: &std::path::Path, state: &std::path::Path) -> Vec<Value> {
     let path = dir.join("who.jsonl");
     let e = batchling(
@@ -115,7 +116,10 @@ fn who_answered(dir: &std::path::Path, state: &std::path::Path) -> Vec<Value> {
         state,
     );
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
-    parse_lines(&std::fs::read_to_string(&path).unwrap(), "who.jsonl")
+    let mut lines = parse_lines(&std::fs::read_to_string(&path).unwrap(), "who.jsonl");
+    let errors = std::fs::read_to_string(dir.join("who.errors.jsonl")).unwrap_or_default();
+    lines.extend(parse_lines(&errors, "who.errors.jsonl"));
+    lines
 }
 
 /// No key value anywhere: stdout, stderr, the output files, the journal.
@@ -262,6 +266,38 @@ fn expired_batch_lines_reenter_the_chain_online_and_the_fallback_answers() {
         "{s}"
     );
     assert_no_key_leaked(&o, &state);
+}
+
+#[test]
+fn a_line_its_batch_refused_for_good_does_not_go_online() {
+    let (openai, claude) = mocks();
+    let (mut text, fast, smart) = input(3);
+    // Claude's batch answers it with a 400 (the mock's marker).
+    let marker = batchling_mock::MARKER_FAIL_400;
+    text.push_str(&routed_line("smart-bad", "smart").replace("q smart-bad", marker));
+    text.push('\n');
+    let run = submit(&text, &openai, &claude).args(&["--finish-online"]);
+    let state = run.state_path();
+    let o = run.run();
+
+    o.assert_code(1);
+    let mut want = [fast, smart].concat();
+    want.sort_unstable();
+    assert_each_once(&o.out_lines(), &want);
+    let errors = o.err_lines();
+    assert_eq!(ids(&errors), ["smart-bad"]);
+    assert_eq!(errors[0]["response"]["status_code"], 400, "{errors:?}");
+    assert_eq!(num(&o.summary(), "online_requests"), 0);
+    // No online attempt of it anywhere (the key is its custom_id header).
+    assert_eq!(
+        openai.attempts_for("smart-bad") + claude.attempts_for("smart-bad"),
+        0
+    );
+    assert_eq!(openai.stats().bad_request + claude.stats().bad_request, 0);
+    let who = who_answered(o.dir(), &state);
+    let bad = who.iter().find(|l| l["custom_id"] == "smart-bad").unwrap();
+    assert_eq!(bad["x_batchling"]["via"], "batch", "{bad}");
+    assert_eq!(bad["x_batchling"]["answered_by"], "haiku", "{bad}");
 }
 
 /// Both mocks' batches created (and held).

@@ -84,6 +84,11 @@ impl<B: BatchApi> Apis<B> {
         true
     }
 
+    /// Whether parts go by target (a routes config).
+    pub(crate) fn is_routed(&self) -> bool {
+        self.one.is_none()
+    }
+
     /// Where a line of `model` goes; a refusal when a routes config has no
     /// route for it.
     pub(crate) fn place(&self, model: Option<&str>) -> Result<Placed<'_>, Refusal> {

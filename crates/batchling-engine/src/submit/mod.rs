@@ -146,10 +146,11 @@ pub async fn submit_with<B: BatchApi, P: Provider>(
         .run(&mut d, &mut deadline, &shutdown, &mut summary)
         .await?;
     let journal = d.journal;
+    let retryable_only = apis.is_routed();
     finish::finish(
         journal,
         &job,
-        online,
+        (online, retryable_only),
         &shutdown,
         reporter.clone(),
         deadline.passed,
