@@ -412,6 +412,15 @@ pub(crate) struct SubmitArgs {
     #[arg(long, conflicts_with = "base_url")]
     pub(crate) mock: bool,
 
+    /// A routes config (TOML, as for run --config): each line goes in a
+    /// batch of its route's first target, on that target's provider's
+    /// Batch API (one key per target: its first group's first); what the
+    /// batches leave goes online over the whole chain (--finish-online, the
+    /// deadline). It names the upstreams, so --provider, --base-url,
+    /// --api-key-env and --mock are not given with it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
     /// The journal and what is written from it.
     #[command(flatten)]
     pub(crate) journal: JournalArgs,
@@ -433,6 +442,12 @@ pub(crate) struct CancelArgs {
     /// Wait between polls while batches are cancelling.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = duration)]
     pub(crate) poll_interval: Duration,
+
+    /// The routes config the submit was started with [default: the one its
+    /// journal records], for a `submit --config` journal: each part is
+    /// cancelled on its target's Batch API.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 
     /// Extra or overriding prices (TOML, JSON or LiteLLM's JSON).
     #[arg(long, value_name = "FILE")]

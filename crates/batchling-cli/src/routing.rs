@@ -1,16 +1,19 @@
 //! A routes config (`--config`) made into the engine's routes
 //! (`batchling_engine::route::from_config`), with a client per key of its
-//! provider's kind.
+//! provider's kind; for `submit`, also a Batch API client per target
+//! ([`batch_apis`]).
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use batchling_core::routes::{ProviderConf, ProviderKind};
+use batchling_engine::submit::{Apis, BatchTarget};
 use batchling_engine::{GroupLimits, Routes};
-use batchling_providers::anthropic::AnthropicClient;
-use batchling_providers::azure::{AzureClient, AzureConfig};
-use batchling_providers::openai::{ClientConfig, OpenAiClient};
-use batchling_providers::{AnyClient, ApiKey};
+use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
+use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig, MessageBatchClient};
+use batchling_providers::azure::{self, AzureClient, AzureConfig};
+use batchling_providers::openai::{BatchClient, ClientConfig, OpenAiClient};
+use batchling_providers::{AnyBatchClient, AnyClient, ApiKey};
 
 use crate::commands::run::anthropic_config;
 use crate::settings::ConfigRoutes;
@@ -38,6 +41,107 @@ pub(crate) fn build(
     })
 }
 
+/// The Batch API of each target of `c` (`submit --config`), built with the
+/// first key of its first limit group (a batch is one call, so one key per
+/// target), and each route (and target named directly) sent to its chain's
+/// first target.
+pub(crate) fn batch_apis(
+    c: &ConfigRoutes,
+    base: &ClientConfig,
+    lenient: bool,
+) -> Result<Apis<AnyBatchClient>> {
+    let config = &c.config;
+    let mut apis = Apis::routed();
+    for (name, model) in &config.models {
+        let Some((group, key_id, key)) = model
+            .groups
+            .first()
+            .and_then(|g| c.keys.iter().find(|(_, kg, _)| kg == g))
+            .map(|(id, g, key)| (g, id, key))
+        else {
+            bail!(
+                "{}: [models.{name}] has no key to send batches with (its first group holds none)",
+                config.path
+            );
+        };
+        let provider = &config.providers[&config.groups[group].provider];
+        let api = batch_client(provider, key, base, lenient)
+            .with_context(|| format!("{}: the provider {}", config.path, provider.name))?;
+        apis.target(
+            name,
+            BatchTarget {
+                api,
+                model: model.model.clone(),
+                group: group.clone(),
+                key_id: key_id.clone(),
+                price: model.price.clone(),
+            },
+        );
+    }
+    for (name, route) in &config.routes {
+        let primary = route.expanded.chain.first().map_or("", String::as_str);
+        if !apis.route(name, primary) {
+            bail!(
+                "{}: [routes.{name}] starts with {primary:?}, which is no [models.*] table",
+                config.path
+            );
+        }
+    }
+    for name in config.models.keys() {
+        if !config.routes.contains_key(name) {
+            apis.route(name, name);
+        }
+    }
+    Ok(apis)
+}
+
+/// One key's Batch API client, of its provider's kind (Azure's is OpenAI's
+/// on Azure's URLs).
+fn batch_client(
+    provider: &ProviderConf,
+    key: &ApiKey,
+    base: &ClientConfig,
+    lenient: bool,
+) -> Result<AnyBatchClient> {
+    let config = ClientConfig {
+        base_url: provider.base_url.clone(),
+        api_key: Some(key.clone()),
+        ..base.clone()
+    };
+    Ok(match provider.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+            AnyBatchClient::OpenAi(BatchClient::new(&config)?)
+        }
+        ProviderKind::Azure => AnyBatchClient::OpenAi(azure::batch_client(&AzureConfig {
+            client: config,
+            api_version: provider.api_version.clone(),
+        })?),
+        ProviderKind::Anthropic => {
+            let a = anthropic_settings(provider, config, DEFAULT_MAX_TOKENS, lenient);
+            AnyBatchClient::Anthropic(MessageBatchClient::new(&a)?)
+        }
+    })
+}
+
+/// An Anthropic provider's client settings: the translation's, and the
+/// config's `version` and `beta`.
+fn anthropic_settings(
+    provider: &ProviderConf,
+    config: ClientConfig,
+    default_max_tokens: u64,
+    lenient: bool,
+) -> AnthropicConfig {
+    let mut a = anthropic_config(config, default_max_tokens, lenient);
+    if let Some(v) = &provider.version {
+        a.version = v.clone();
+    }
+    if !provider.beta.is_empty() {
+        a.headers
+            .push(("anthropic-beta".into(), provider.beta.join(",")));
+    }
+    a
+}
+
 /// One key's client, of its provider's kind.
 fn client(
     provider: &ProviderConf,
@@ -60,14 +164,7 @@ fn client(
             api_version: provider.api_version.clone(),
         })?),
         ProviderKind::Anthropic => {
-            let mut a = anthropic_config(config, default_max_tokens, lenient);
-            if let Some(v) = &provider.version {
-                a.version = v.clone();
-            }
-            if !provider.beta.is_empty() {
-                a.headers
-                    .push(("anthropic-beta".into(), provider.beta.join(",")));
-            }
+            let a = anthropic_settings(provider, config, default_max_tokens, lenient);
             AnyClient::Anthropic(AnthropicClient::new(a)?)
         }
     })

@@ -201,6 +201,34 @@ impl ConfigRoutes {
 /// How the journal names the built-in fake provider.
 const MOCK_SERVER: &str = "mock";
 
+/// How a journal names a routes config's upstreams: this, then its path.
+const CONFIG_SERVER: &str = "config:";
+
+/// The routes config a journal was started with (`Some(None)`: it was
+/// started on one provider; `None`: no journal to resume).
+fn recorded_config(state: &Path, restart: bool) -> Option<Option<PathBuf>> {
+    let server = recorded_server(state, restart)?;
+    Some(server.and_then(|s| s.strip_prefix(CONFIG_SERVER).map(PathBuf::from)))
+}
+
+/// A submit journal is resumed the way it was started: on a routes config
+/// (its parts live on their targets' Batch APIs) or on one provider.
+fn check_config_resume(state: &Path, restart: bool, config: Option<&Path>) -> Result<()> {
+    match (recorded_config(state, restart), config) {
+        (Some(Some(was)), None) => bail!(
+            "the journal {} was started with --config {}: its batches are on that config's targets; give --config {} to resume it, or start over with --restart",
+            state.display(),
+            was.display(),
+            was.display()
+        ),
+        (Some(None), Some(_)) => bail!(
+            "the journal {} was started without --config (on one provider): leave out --config to resume it, or start over with --restart",
+            state.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The server a journal records for an upstream.
 fn server_of(u: &Upstream) -> String {
     match u {
@@ -364,7 +392,16 @@ pub(crate) fn recorded_lenient(state: &Path, restart: bool) -> Option<bool> {
     let text = journal
         .submit_value(batchling_engine::submit::API_SETTINGS)
         .ok()??;
-    Some(recorded_mode(&text)? == Mode::Lenient)
+    if let Some(mode) = recorded_mode(&text) {
+        return Some(mode == Mode::Lenient);
+    }
+    // A `submit --config` journal: its targets' settings by name.
+    let targets: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).ok()?;
+    let modes: Vec<Mode> = targets
+        .values()
+        .filter_map(|v| recorded_mode(&v.to_string()))
+        .collect();
+    (!modes.is_empty()).then(|| modes.contains(&Mode::Lenient))
 }
 
 /// `--errors`, or the default next to the output; never the output itself.
@@ -508,11 +545,16 @@ impl RunSettings {
 /// A routes config names the upstreams: the flags that name one are not
 /// given with it.
 fn refuse_upstream_flags(a: &RunArgs) -> Result<()> {
+    refuse_flags_with_config(&a.client, a.mock, a.provider)
+}
+
+/// [`refuse_upstream_flags`] for any command's flags.
+fn refuse_flags_with_config(client: &ClientArgs, mock: bool, provider: ProviderArg) -> Result<()> {
     let given = [
-        (a.client.base_url.is_some(), "--base-url"),
-        (a.client.api_key_env.is_some(), "--api-key-env"),
-        (a.mock, "--mock"),
-        (a.provider != ProviderArg::Openai, "--provider"),
+        (client.base_url.is_some(), "--base-url"),
+        (client.api_key_env.is_some(), "--api-key-env"),
+        (mock, "--mock"),
+        (provider != ProviderArg::Openai, "--provider"),
     ];
     if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
         bail!(
@@ -667,14 +709,18 @@ pub(crate) struct SubmitSettings {
     pub(crate) summary_json: Option<PathBuf>,
     /// As for `run`.
     pub(crate) notes: Vec<String>,
+    /// `--config`: the routes, and their keys read from the environment.
+    pub(crate) routes: Option<ConfigRoutes>,
 }
 
 impl SubmitSettings {
     pub(crate) fn resolve(a: SubmitArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let provider = ProviderKind::of_arg(a.provider);
-        if a.lenient && provider != ProviderKind::Anthropic {
+        if a.config.is_some() {
+            refuse_flags_with_config(&a.client, a.mock, a.provider)?;
+        } else if a.lenient && provider != ProviderKind::Anthropic {
             bail!(
-                "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic"
+                "--lenient is about translating OpenAI lines for Anthropic: it needs --provider anthropic (or a --config with an anthropic provider)"
             );
         }
         let mut client = ResolvedClient::resolve_for(&a.client, &getenv, provider)?;
@@ -695,15 +741,15 @@ impl SubmitSettings {
         let j = Journaling::resolve(a.journal, &a.output, a.errors)?;
         let mut notes = Vec::new();
         let named = a.mock || a.client.base_url.is_some();
-        let upstream =
-            resume_upstream_of(&j.state, j.restart, (upstream, provider), named, &mut notes)?;
+        let (upstream, server, routes) = submit_upstream(
+            (&j.state, j.restart),
+            (upstream, provider, named),
+            a.config.as_deref(),
+            &getenv,
+            &mut notes,
+        )?;
         let lenient = resume_lenient(&j.state, j.restart, a.lenient, &mut notes)?;
-        check_endpoint(&upstream, provider)?;
-        let server = Some(format!(
-            "{}{}",
-            provider.journal_prefix(),
-            server_of(&upstream)
-        ));
+        let server = Some(server);
         let retry = a.limits.retry();
         let mut online = Job::new(Input::File(a.input.clone()), a.output.clone());
         online.pacing = a.limits.pacing(&mut notes)?;
@@ -744,8 +790,36 @@ impl SubmitSettings {
             quiet: j.quiet,
             summary_json: j.summary_json,
             notes,
+            routes,
         })
     }
+}
+
+/// Where a submit sends: a routes config's upstreams (`config`; no
+/// built-in fake is started, its client settings are shared), or the one
+/// of the flags, as the journal allows a resume. Also the server the
+/// journal records, and the config's routes.
+fn submit_upstream(
+    (state, restart): (&Path, bool),
+    (upstream, provider, named): (Upstream, ProviderKind, bool),
+    config: Option<&Path>,
+    getenv: &impl Fn(&str) -> Option<String>,
+    notes: &mut Vec<String>,
+) -> Result<(Upstream, String, Option<ConfigRoutes>)> {
+    check_config_resume(state, restart, config)?;
+    if let Some(path) = config {
+        let routes = ConfigRoutes::load(path, getenv, notes)?;
+        let upstream = match upstream {
+            Upstream::Mock { client, .. } => Upstream::Remote(client),
+            remote => remote,
+        };
+        let server = format!("{CONFIG_SERVER}{}", path.display());
+        return Ok((upstream, server, Some(routes)));
+    }
+    let upstream = resume_upstream_of(state, restart, (upstream, provider), named, notes)?;
+    check_endpoint(&upstream, provider)?;
+    let server = format!("{}{}", provider.journal_prefix(), server_of(&upstream));
+    Ok((upstream, server, None))
 }
 
 /// Everything `batchling cancel` needs.
@@ -762,10 +836,33 @@ pub(crate) struct CancelSettings {
     pub(crate) quiet: bool,
     /// As for `run`.
     pub(crate) notes: Vec<String>,
+    /// The routes config of a `submit --config` journal: each part is
+    /// cancelled on its target's Batch API.
+    pub(crate) routes: Option<ConfigRoutes>,
 }
 
 impl CancelSettings {
     pub(crate) fn resolve(a: CancelArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let recorded = recorded_config(&a.state, false).flatten();
+        if let Some(path) = a.config.clone().or(recorded) {
+            check_config_resume(&a.state, false, Some(&path))?;
+            refuse_flags_with_config(&a.client, false, ProviderArg::Openai)?;
+            let mut notes = Vec::new();
+            let routes = ConfigRoutes::load(&path, &getenv, &mut notes)?;
+            let client =
+                ResolvedClient::resolve_for(&a.client, &getenv, ProviderKind::OpenAi)?.config;
+            return Ok(CancelSettings {
+                azure_api_version: None,
+                state: a.state,
+                client,
+                provider: ProviderKind::OpenAi,
+                poll_interval: a.poll_interval,
+                prices: Arc::new(catalog(a.prices.as_deref())?),
+                quiet: a.quiet,
+                notes,
+                routes: Some(routes),
+            });
+        }
         // The batches are where the submit sent them, on the API it used:
         // the journal says both.
         let provider = match recorded_server(&a.state, false) {
@@ -799,6 +896,7 @@ impl CancelSettings {
             prices: Arc::new(catalog(a.prices.as_deref())?),
             quiet: a.quiet,
             notes,
+            routes: None,
         })
     }
 }

@@ -114,6 +114,7 @@ impl<P> Ctx<P> {
             response_model: None,
             step: u32::from(hop.moved),
             attempts: p.tried.clone(),
+            batch: None,
         }))
     }
 }

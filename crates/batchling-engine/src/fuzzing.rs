@@ -28,6 +28,7 @@ pub fn batch_output(data: &[u8]) -> Vec<Record> {
             seq: i as u64,
             line_no: i as u64 + 1,
             custom_id: (*id).into(),
+            route: None,
         })
         .collect();
     static PRICES: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
@@ -36,6 +37,6 @@ pub fn batch_output(data: &[u8]) -> Vec<Record> {
     let mut results = BatchResults::default();
     read_result_file(file, &mut results);
     let _ = crate::submit::collect::failure_report(1, &batch, &reqs);
-    crate::submit::collect::collect(1, &batch, &reqs, results, Some((prices, "gpt-4o-mini")))
-        .records
+    let price = prices.get("gpt-4o-mini").map(|(_, p)| p.clone());
+    crate::submit::collect::collect(1, &batch, &reqs, results, price, None).records
 }

@@ -5,6 +5,11 @@
 use crate::anthropic::AnthropicClient;
 use crate::azure::AzureClient;
 use crate::openai::OpenAiClient;
+use bytes::Bytes;
+
+use crate::batch::{
+    BatchApi, BatchApiError, BatchInfo, BatchLimits, BatchResults, Lookup, NewBatch, Refusal,
+};
 use crate::{Answer, Attempt, Outgoing, Provider, Verdict};
 
 /// A client of one of the providers batchling speaks.
@@ -52,5 +57,80 @@ impl Provider for AnyClient {
             AnyClient::Anthropic(c) => c.describe(answer),
             AnyClient::Azure(c) => c.describe(answer),
         }
+    }
+}
+
+/// A Batch API client of any provider kind (`submit --config`: one per
+/// target). Azure's Batch API is OpenAI's on Azure's URLs, so it is the
+/// OpenAI variant.
+#[derive(Debug)]
+pub enum AnyBatchClient {
+    /// OpenAI's Files + Batches API (or Azure's, or a server speaking it).
+    OpenAi(crate::openai::BatchClient),
+    /// Anthropic's Message Batches API.
+    Anthropic(crate::anthropic::MessageBatchClient),
+}
+
+/// `$call` on whichever client `$self` holds.
+macro_rules! each_batch_client {
+    ($self:ident, $c:ident => $call:expr) => {
+        match $self {
+            AnyBatchClient::OpenAi($c) => $call,
+            AnyBatchClient::Anthropic($c) => $call,
+        }
+    };
+}
+
+impl BatchApi for AnyBatchClient {
+    async fn upload(&self, name: &str, requests: Bytes) -> Result<Option<String>, BatchApiError> {
+        each_batch_client!(self, c => c.upload(name, requests).await)
+    }
+
+    async fn create(&self, batch: &NewBatch) -> Result<BatchInfo, BatchApiError> {
+        each_batch_client!(self, c => c.create(batch).await)
+    }
+
+    async fn find(&self, lookup: &Lookup<'_>) -> Result<Option<BatchInfo>, BatchApiError> {
+        each_batch_client!(self, c => c.find(lookup).await)
+    }
+
+    async fn retrieve(&self, id: &str) -> Result<BatchInfo, BatchApiError> {
+        each_batch_client!(self, c => c.retrieve(id).await)
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Option<BatchInfo>, BatchApiError> {
+        each_batch_client!(self, c => c.cancel(id).await)
+    }
+
+    async fn results(
+        &self,
+        batch: &BatchInfo,
+        endpoint: &str,
+    ) -> Result<BatchResults, BatchApiError> {
+        each_batch_client!(self, c => c.results(batch, endpoint).await)
+    }
+
+    fn is_transient(&self, error: &BatchApiError) -> bool {
+        each_batch_client!(self, c => c.is_transient(error))
+    }
+
+    fn limits(&self) -> BatchLimits {
+        each_batch_client!(self, c => c.limits())
+    }
+
+    fn refuse(&self, line: &batchling_core::RequestLine) -> Option<Refusal> {
+        each_batch_client!(self, c => c.refuse(line))
+    }
+
+    fn settings(&self) -> Option<String> {
+        each_batch_client!(self, c => c.settings())
+    }
+
+    fn warns_on(&self, endpoint: &str) -> bool {
+        each_batch_client!(self, c => c.warns_on(endpoint))
+    }
+
+    fn add_warnings(&self, requests: &[u8], results: &mut BatchResults) -> u64 {
+        each_batch_client!(self, c => c.add_warnings(requests, results))
     }
 }

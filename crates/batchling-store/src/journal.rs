@@ -27,7 +27,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_cost.sql"),
     include_str!("../migrations/0003_submit.sql"),
     include_str!("../migrations/0004_routes.sql"),
+    include_str!("../migrations/0005_submit_routes.sql"),
 ];
+
+/// The schema that added `requests.batch_id` and the parts' targets
+/// (`submit --config`): a journal opened read-only below it has neither.
+pub(crate) const SCHEMA_SUBMIT_ROUTES: i64 = 5;
 
 /// Apply the migrations after the first `version`, each in its own
 /// transaction.
@@ -149,8 +154,9 @@ pub enum LineExtras {
     /// An `x_batchling` member, last in the line's object: `answered_by`
     /// (the target), `response_model` (the answer's own `model`),
     /// `route_step`, `attempts` and `cost_usd` (the sum of its billed
-    /// attempts'). A request sent without a route has nulls for the first
-    /// three and its row's attempts and cost.
+    /// attempts'), then `via` (`batch` or `online`) and `batch_id` (the
+    /// batch whose result it is). A request sent without a route has nulls
+    /// for the route's members and its row's attempts and cost.
     WhoAnswered,
 }
 
@@ -300,6 +306,13 @@ impl Journal {
     /// "free disk space".
     pub(crate) fn read_err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::reading(&self.path)(source)
+    }
+
+    /// How many migrations the file has (a read-only one is not migrated).
+    pub(crate) fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.read_err(e))
     }
 
     pub(crate) fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -474,6 +487,32 @@ impl Journal {
         Ok(n as u64)
     }
 
+    /// Forget the failed requests that can go better another time: those
+    /// with no answer (expired, cancelled, timed out, no result) or whose
+    /// last answer was a 408, 409, 429 or 5xx. One refused for good (any
+    /// other 4xx) keeps its line. Returns how many were forgotten.
+    pub fn forget_retryable_failures(&self) -> Result<u64, StoreError> {
+        const RETRYABLE: &str = "state = 'failed' AND (status_code IS NULL
+            OR status_code IN (408, 409, 429) OR status_code BETWEEN 500 AND 599)";
+        let n: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM requests WHERE {RETRYABLE}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.read_err(e))?;
+        self.conn
+            .execute_batch(&format!(
+                "BEGIN;
+                 DELETE FROM lines WHERE seq IN (SELECT seq FROM requests WHERE {RETRYABLE});
+                 DELETE FROM requests WHERE {RETRYABLE};
+                 COMMIT;"
+            ))
+            .map_err(|e| self.write_err(e))?;
+        Ok(n as u64)
+    }
+
     /// The sequence numbers that have a final state.
     pub fn finished_seqs(&self) -> Result<SeqSet, StoreError> {
         let mut set = SeqSet::new();
@@ -613,7 +652,9 @@ impl Journal {
         let columns = match extras {
             LineExtras::None => String::new(),
             LineExtras::WhoAnswered => {
-                format!(", {}", routes::who_answered_columns(self.has_routes()?))
+                let routed = self.has_routes()?;
+                let batches = routed && self.schema_version()? >= SCHEMA_SUBMIT_ROUTES;
+                format!(", {}", routes::who_answered_columns(routed, batches))
             }
         };
         let query = |filter: &str| {
@@ -809,7 +850,8 @@ const INSERT_REQUEST: &str = concat!(
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
      ON CONFLICT (seq) DO UPDATE SET ",
     request_updates!(),
-    ", route = NULL, answered_by = NULL, response_model = NULL, route_step = NULL
+    ", route = NULL, answered_by = NULL, response_model = NULL, route_step = NULL,
+     batch_id = NULL
      WHERE requests.state <> 'done'"
 );
 
@@ -817,12 +859,13 @@ const INSERT_REQUEST: &str = concat!(
 const INSERT_ROUTED_REQUEST: &str = concat!(
     "INSERT INTO requests (",
     request_columns!(),
-    ", route, answered_by, response_model, route_step)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+    ", route, answered_by, response_model, route_step, batch_id)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
      ON CONFLICT (seq) DO UPDATE SET ",
     request_updates!(),
     ", route = excluded.route, answered_by = excluded.answered_by,
-     response_model = excluded.response_model, route_step = excluded.route_step
+     response_model = excluded.response_model, route_step = excluded.route_step,
+     batch_id = excluded.batch_id
      WHERE requests.state <> 'done'"
 );
 
@@ -869,11 +912,12 @@ pub(crate) fn insert_records(
             None => plain.execute(row.as_slice())?,
             Some(route) => {
                 any_routed = true;
-                let by: [&dyn rusqlite::ToSql; 4] = [
+                let by: [&dyn rusqlite::ToSql; 5] = [
                     &route.route,
                     &route.target,
                     &route.response_model,
                     &route.step,
+                    &route.batch,
                 ];
                 let changed = routed.execute(rusqlite::params_from_iter(row.iter().chain(&by)))?;
                 // Attempts were made (and maybe billed) even when a done

@@ -79,6 +79,9 @@ pub struct PartRequest {
     pub line_no: u64,
     /// The request's id.
     pub custom_id: String,
+    /// The route its line's model named (`submit --config`; `None` for one
+    /// provider as it is).
+    pub route: Option<String>,
 }
 
 /// A part to add.
@@ -90,6 +93,9 @@ pub struct PartPlan {
     pub model: Option<String>,
     /// The endpoint of its lines.
     pub endpoint: String,
+    /// The config's target whose Batch API takes it (`submit --config`;
+    /// `None` for one provider as it is).
+    pub target: Option<String>,
     /// Its requests, in file order.
     pub requests: Vec<PartRequest>,
     /// Size of the part file.
@@ -120,6 +126,9 @@ pub struct Part {
     pub model: Option<String>,
     /// Endpoint of its lines.
     pub endpoint: String,
+    /// The config's target whose Batch API holds its batch (`None`: the
+    /// one provider).
+    pub target: Option<String>,
     /// Requests in it.
     pub requests: u64,
     /// Size of its file.
@@ -184,14 +193,14 @@ impl Journal {
             let mut part = tx
                 .prepare(
                     "INSERT INTO parts (part, round, model, endpoint, requests, bytes,
-                        content_hash, state, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'planned', ?8)",
+                        content_hash, state, updated_at, target)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'planned', ?8, ?9)",
                 )
                 .map_err(werr)?;
             let mut req = tx
                 .prepare(
-                    "INSERT INTO part_requests (part, k, seq, line_no, custom_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO part_requests (part, k, seq, line_no, custom_id, route)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(werr)?;
             let mut del_req = tx
@@ -212,7 +221,8 @@ impl Journal {
                     p.requests.len() as i64,
                     p.bytes as i64,
                     p.content_hash,
-                    now()
+                    now(),
+                    p.target
                 ])
                 .map_err(werr)?;
                 for (k, r) in p.requests.iter().enumerate() {
@@ -221,7 +231,8 @@ impl Journal {
                         k as i64 + 1,
                         r.seq as i64,
                         r.line_no as i64,
-                        r.custom_id
+                        r.custom_id,
+                        r.route
                     ])
                     .map_err(werr)?;
                     if forget {
@@ -238,14 +249,15 @@ impl Journal {
 
     /// Every part, in order.
     pub fn parts(&self) -> Result<Vec<Part>, StoreError> {
+        let target = self.since_submit_routes("target")?;
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT part, round, model, endpoint, requests, bytes, content_hash, state,
                         file_id, batch_id, batch_status, total, completed, failed,
-                        output_file_id, error_file_id, errors, cost_usd
-                 FROM parts ORDER BY part",
-            )
+                        output_file_id, error_file_id, errors, cost_usd, {target}
+                 FROM parts ORDER BY part"
+            ))
             .map_err(|e| self.write_err(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -261,6 +273,7 @@ impl Journal {
                     round: r.get(1)?,
                     model: r.get(2)?,
                     endpoint: r.get(3)?,
+                    target: r.get(18)?,
                     requests: r.get::<_, i64>(4)? as u64,
                     bytes: r.get::<_, i64>(5)? as u64,
                     content_hash: r.get(6)?,
@@ -296,9 +309,13 @@ impl Journal {
 
     /// A part's requests, in file order (index k-1 is line k).
     pub fn part_requests(&self, part: u64) -> Result<Vec<PartRequest>, StoreError> {
+        let route = self.since_submit_routes("route")?;
         let mut stmt = self
             .conn
-            .prepare("SELECT seq, line_no, custom_id FROM part_requests WHERE part = ?1 ORDER BY k")
+            .prepare(&format!(
+                "SELECT seq, line_no, custom_id, {route} FROM part_requests
+                 WHERE part = ?1 ORDER BY k"
+            ))
             .map_err(|e| self.write_err(e))?;
         let rows = stmt
             .query_map([part as i64], |r| {
@@ -306,11 +323,24 @@ impl Journal {
                     seq: r.get::<_, i64>(0)? as u64,
                     line_no: r.get::<_, i64>(1)? as u64,
                     custom_id: r.get(2)?,
+                    route: r.get(3)?,
                 })
             })
             .map_err(|e| self.write_err(e))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| self.write_err(e))
+    }
+
+    /// `column`, or NULL in a journal opened read-only below the schema that
+    /// added it (migration 0005).
+    fn since_submit_routes(&self, column: &'static str) -> Result<&'static str, StoreError> {
+        Ok(
+            if self.schema_version()? >= crate::journal::SCHEMA_SUBMIT_ROUTES {
+                column
+            } else {
+                "NULL"
+            },
+        )
     }
 
     /// Sequence numbers in parts not yet collected (their requests are
@@ -530,12 +560,14 @@ mod tests {
             round: 0,
             model: Some("gpt-4o-mini".into()),
             endpoint: "/v1/chat/completions".into(),
+            target: None,
             requests: ids
                 .iter()
                 .map(|(seq, id)| PartRequest {
                     seq: *seq,
                     line_no: seq + 1,
                     custom_id: (*id).into(),
+                    route: None,
                 })
                 .collect(),
             bytes: 10,

@@ -121,6 +121,9 @@ pub struct RouteRecord {
     pub step: u32,
     /// Every attempt, in order.
     pub attempts: Vec<AttemptRow>,
+    /// The batch whose result is the line (`submit --config`); `None`: it
+    /// was answered online.
+    pub batch: Option<String>,
 }
 
 /// One HTTP attempt of a routed request.

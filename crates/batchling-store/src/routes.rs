@@ -150,6 +150,9 @@ pub struct TargetCounts {
     pub target: String,
     /// Requests whose answer (their output line) came from it.
     pub answered: u64,
+    /// Of those, the ones its Batch API answered (`submit --config`); the
+    /// rest were answered online.
+    pub answered_in_batch: u64,
     /// Failed requests whose last failure was its.
     pub failed: u64,
     /// HTTP attempts sent to it, in all runs.
@@ -228,9 +231,16 @@ impl Journal {
         while let Some(row) = rows.next().map_err(|e| self.read_err(e))? {
             tally.attempt(row).map_err(|e| self.read_err(e))?;
         }
+        let batch = if self.schema_version()? >= crate::journal::SCHEMA_SUBMIT_ROUTES {
+            "batch_id"
+        } else {
+            "NULL"
+        };
         let mut stmt = self
             .conn
-            .prepare("SELECT answered_by, state FROM requests WHERE route IS NOT NULL")
+            .prepare(&format!(
+                "SELECT answered_by, state, {batch} FROM requests WHERE route IS NOT NULL"
+            ))
             .map_err(|e| self.read_err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.read_err(e))?;
         while let Some(row) = rows.next().map_err(|e| self.read_err(e))? {
@@ -273,19 +283,22 @@ impl Journal {
 /// [`push_who_answered`]'s order. A request sent without a route has its
 /// own row's attempts and cost; a journal with no routed request (maybe of
 /// an older schema) is not asked for the route columns at all.
-pub(crate) fn who_answered_columns(routed: bool) -> String {
+/// `batches`: the journal has `batch_id` (schema 5 on).
+pub(crate) fn who_answered_columns(routed: bool, batches: bool) -> String {
     if routed {
+        let batch = if batches { "r.batch_id" } else { "NULL" };
         format!(
             "r.answered_by, r.response_model, r.route_step,
              CASE WHEN r.route IS NULL THEN r.attempts ELSE {ATTEMPTS_OF} END,
-             CASE WHEN r.route IS NULL THEN r.cost_usd ELSE {COST_OF} END"
+             CASE WHEN r.route IS NULL THEN r.cost_usd ELSE {COST_OF} END,
+             r.route IS NOT NULL, {batch}"
         )
     } else {
-        "NULL, NULL, NULL, r.attempts, r.cost_usd".to_owned()
+        "NULL, NULL, NULL, r.attempts, r.cost_usd, 0, NULL".to_owned()
     }
 }
 
-/// Append `,"x_batchling":{...}` from an export row's columns 2 to 6 (see
+/// Append `,"x_batchling":{...}` from an export row's columns 2 to 8 (see
 /// [`who_answered_columns`]).
 pub(crate) fn push_who_answered(out: &mut Vec<u8>, row: &Row<'_>) -> Result<(), rusqlite::Error> {
     let text = |i: usize| -> Result<Option<String>, rusqlite::Error> { row.get(i) };
@@ -306,6 +319,19 @@ pub(crate) fn push_who_answered(out: &mut Vec<u8>, row: &Row<'_>) -> Result<(), 
         Some(cost) if cost.is_finite() => push_display(out, cost),
         _ => out.extend_from_slice(b"null"),
     }
+    // The path that answered: a batch (which one) or the online runner.
+    let batch = text(8)?;
+    out.extend_from_slice(b",\"via\":");
+    push_opt_str(
+        out,
+        match (row.get::<_, bool>(7)?, &batch) {
+            (false, _) => None,
+            (true, Some(_)) => Some("batch"),
+            (true, None) => Some("online"),
+        },
+    );
+    out.extend_from_slice(b",\"batch_id\":");
+    push_opt_str(out, batch.as_deref());
     out.push(b'}');
     Ok(())
 }
@@ -391,11 +417,12 @@ impl Tally {
         Ok(())
     }
 
-    /// One row of `SELECT answered_by, state FROM requests WHERE route IS
-    /// NOT NULL`.
+    /// One row of `SELECT answered_by, state, batch_id FROM requests WHERE
+    /// route IS NOT NULL`.
     fn request(&mut self, row: &Row<'_>) -> Result<(), rusqlite::Error> {
         self.requests += 1;
         let state: FinalState = row.get(1)?;
+        let in_batch = text_or_null(row, 2)?.is_some();
         let Some(target) = text_or_null(row, 0)? else {
             return Ok(());
         };
@@ -404,7 +431,10 @@ impl Tally {
             ..TargetCounts::default()
         });
         match state {
-            FinalState::Done => t.answered += 1,
+            FinalState::Done => {
+                t.answered += 1;
+                t.answered_in_batch += u64::from(in_batch);
+            }
             FinalState::Failed => t.failed += 1,
             FinalState::Invalid => {}
         }

@@ -272,3 +272,31 @@ fn an_unknown_stored_state_is_a_read_error_not_a_default() {
     assert!(!text.contains("disk space"), "{text}");
     assert!(j.status().is_err());
 }
+
+/// `submit --config --finish-online`: what a batch could not answer (no
+/// answer, or 408/409/429/5xx) is forgotten to go online again; a request
+/// refused for good (another 4xx) keeps its error line.
+#[test]
+fn only_retryable_failures_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("j"), false).unwrap();
+    let failed = |seq: u64, status: Option<u16>| Record {
+        status_code: status,
+        ..rec(seq, FinalState::Failed, &format!("f{seq}"))
+    };
+    j.commit(&[
+        rec(0, FinalState::Done, "ok"),
+        failed(1, None),
+        failed(2, Some(429)),
+        failed(3, Some(503)),
+        failed(4, Some(400)),
+        failed(5, Some(408)),
+        failed(6, Some(404)),
+    ])
+    .unwrap();
+    assert_eq!(j.forget_retryable_failures().unwrap(), 4);
+    let left: Vec<u64> = j.failed_seqs().unwrap();
+    assert_eq!(left, [4, 6], "the 400 and the 404 stay failed");
+    assert!(j.finished_seqs().unwrap().contains(0), "a done one stays");
+    assert!(!j.finished_seqs().unwrap().contains(3));
+}

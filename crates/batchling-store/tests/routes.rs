@@ -74,6 +74,7 @@ fn route(target: &str, model: Option<&str>, step: u32, attempts: Vec<AttemptRow>
         response_model: model.map(str::to_owned),
         step,
         attempts,
+        batch: None,
     }
 }
 
@@ -155,6 +156,7 @@ fn the_report_counts_routed_attempts_per_target_key_and_class() {
             TargetCounts {
                 target: "anthropic/haiku".into(),
                 answered: 1,
+                answered_in_batch: 0,
                 failed: 0,
                 attempts: 1,
                 billed: 1,
@@ -163,6 +165,7 @@ fn the_report_counts_routed_attempts_per_target_key_and_class() {
             TargetCounts {
                 target: "openai/mini".into(),
                 answered: 1,
+                answered_in_batch: 0,
                 failed: 1,
                 attempts: 5,
                 billed: 1,
@@ -414,19 +417,19 @@ fn export_adds_who_answered_only_when_asked() {
     let expected = [
         with(
             &line(0),
-            r#""answered_by":"anthropic/haiku","response_model":"claude-3-5-haiku-20241022","route_step":1,"attempts":3,"cost_usd":0.002"#,
+            r#""answered_by":"anthropic/haiku","response_model":"claude-3-5-haiku-20241022","route_step":1,"attempts":3,"cost_usd":0.002,"via":"online","batch_id":null"#,
         ),
         with(
             &line(1),
-            r#""answered_by":"openai/mini","response_model":"gpt-4o-mini-2024-07-18","route_step":0,"attempts":2,"cost_usd":0.001"#,
+            r#""answered_by":"openai/mini","response_model":"gpt-4o-mini-2024-07-18","route_step":0,"attempts":2,"cost_usd":0.001,"via":"online","batch_id":null"#,
         ),
         with(
             &line(3),
-            r#""answered_by":null,"response_model":null,"route_step":null,"attempts":1,"cost_usd":0.25"#,
+            r#""answered_by":null,"response_model":null,"route_step":null,"attempts":1,"cost_usd":0.25,"via":null,"batch_id":null"#,
         ),
         with(
             &long,
-            r#""answered_by":"a","response_model":"a-1","route_step":0,"attempts":1,"cost_usd":0.5"#,
+            r#""answered_by":"a","response_model":"a-1","route_step":0,"attempts":1,"cost_usd":0.5,"via":"online","batch_id":null"#,
         ),
     ];
     let out = std::fs::read_to_string(&o).unwrap();
@@ -435,7 +438,7 @@ fn export_adds_who_answered_only_when_asked() {
         std::fs::read_to_string(&e).unwrap(),
         with(
             &line(2),
-            r#""answered_by":"openai/mini","response_model":null,"route_step":0,"attempts":1,"cost_usd":0"#
+            r#""answered_by":"openai/mini","response_model":null,"route_step":0,"attempts":1,"cost_usd":0,"via":"online","batch_id":null"#
         )
     );
 }
@@ -483,7 +486,7 @@ fn a_version_3_journal_is_read_then_upgraded_in_place_keeping_its_rows() {
     assert_eq!(
         std::fs::read_to_string(&o).unwrap(),
         "{\"id\":\"r0\",\"x_batchling\":{\"answered_by\":null,\"response_model\":null,\
-         \"route_step\":null,\"attempts\":2,\"cost_usd\":0.5}}\n"
+         \"route_step\":null,\"attempts\":2,\"cost_usd\":0.5,\"via\":null,\"batch_id\":null}}\n"
     );
     drop(r);
 
@@ -513,7 +516,7 @@ fn a_version_3_journal_is_read_then_upgraded_in_place_keeping_its_rows() {
     let version: i64 = raw
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 /// What routes cost the journal: commits with and without attempts, and
@@ -618,4 +621,86 @@ fn billed_attempts_journaled_early_count_in_the_line_s_cost_across_a_crash() {
     assert_eq!((r0.attempts, r0.cost_usd), (4, Some(0.875)));
     // The journal's total is the same sum, not the last process's share.
     assert!((j.cost_total().unwrap() - 0.875).abs() < 1e-12);
+}
+
+/// `submit --config`: a request a batch answered says so (its batch, its
+/// target's count of batch answers), one answered online after it says
+/// online; a part keeps its target and each request its route.
+#[test]
+fn batch_answers_are_told_apart_from_online_ones() {
+    use batchling_store::{PartPlan, PartRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let mut j = Journal::open(&path, false).unwrap();
+    let req = |seq: u64| PartRequest {
+        seq,
+        line_no: seq + 1,
+        custom_id: format!("id-{seq}"),
+        route: Some("fast".into()),
+    };
+    j.add_parts(
+        &[PartPlan {
+            round: 0,
+            model: Some("claude-x".into()),
+            endpoint: "/v1/chat/completions".into(),
+            target: Some("claude".into()),
+            requests: vec![req(0), req(1)],
+            bytes: 10,
+            content_hash: "h".into(),
+        }],
+        false,
+    )
+    .unwrap();
+    let part = &j.parts().unwrap()[0];
+    assert_eq!(part.target.as_deref(), Some("claude"));
+    let routes: Vec<Option<String>> = j
+        .part_requests(part.part)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.route)
+        .collect();
+    assert_eq!(routes, [Some("fast".into()), Some("fast".into())]);
+
+    let in_batch = RouteRecord {
+        batch: Some("msgbatch_1".into()),
+        ..route("claude", None, 0, vec![ok("claude", "g", "k", 0.5)])
+    };
+    j.commit(&[
+        record(0, FinalState::Done, &line(0), Some(in_batch)),
+        record(
+            1,
+            FinalState::Done,
+            &line(1),
+            Some(route(
+                "backup",
+                None,
+                1,
+                vec![ok("backup", "g2", "k2", 1.0)],
+            )),
+        ),
+    ])
+    .unwrap();
+    let r = j.route_report().unwrap().unwrap();
+    let of = |t: &str| r.targets.iter().find(|c| c.target == t).unwrap().clone();
+    assert_eq!(
+        (of("claude").answered, of("claude").answered_in_batch),
+        (1, 1)
+    );
+    assert_eq!(
+        (of("backup").answered, of("backup").answered_in_batch),
+        (1, 0)
+    );
+    let (o, e) = (dir.path().join("o"), dir.path().join("e"));
+    j.export_with(&o, &e, Order::Input, LineExtras::WhoAnswered)
+        .unwrap();
+    let out = std::fs::read_to_string(&o).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains(r#""via":"batch","batch_id":"msgbatch_1"}"#),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(r#""route_step":1,"#) && lines[1].contains(r#""via":"online""#),
+        "{out}"
+    );
 }

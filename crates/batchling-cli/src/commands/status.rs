@@ -159,8 +159,14 @@ fn print_lanes(lanes: Option<&[LaneSummary]>) -> std::io::Result<()> {
 fn print_routes(r: &RouteReport) -> std::io::Result<()> {
     out!("routes    {} requests over routes", r.requests)?;
     for t in &r.targets {
+        // A submit --config journal: how many its Batch API answered.
+        let in_batch = if t.answered_in_batch > 0 {
+            format!(" ({} in a batch)", t.answered_in_batch)
+        } else {
+            String::new()
+        };
         out!(
-            "  target {:<28} {} answered, {} failed, {} attempts ({} billed), ${:.4}",
+            "  target {:<28} {} answered{in_batch}, {} failed, {} attempts ({} billed), ${:.4}",
             t.target,
             t.answered,
             t.failed,
@@ -201,13 +207,18 @@ fn print_parts(parts: &[Part]) -> std::io::Result<()> {
         let counts = p.counts.map_or(String::new(), |c| {
             format!(" {}/{} done, {} failed", c.completed, c.total, c.failed)
         });
+        // A submit --config part: the target whose Batch API holds it.
+        let model = match (&p.target, &p.model) {
+            (Some(t), Some(m)) => format!("{t} ({m})"),
+            (Some(t), None) => t.clone(),
+            (None, m) => m.clone().unwrap_or_else(|| "-".into()),
+        };
         out!(
-            "  part {:<4} {:<10} {:<12} {:>7} requests  {}  {}{counts}",
+            "  part {:<4} {:<10} {:<12} {:>7} requests  {model}  {}{counts}",
             p.part,
             p.state.as_str(),
             p.batch_status.as_ref().map_or("-", |s| s.as_str()),
             p.requests,
-            p.model.as_deref().unwrap_or("-"),
             p.batch_id.as_deref().unwrap_or("(no batch yet)"),
         )?;
     }

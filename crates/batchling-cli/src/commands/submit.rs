@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Result;
-use batchling_engine::submit::{CancelJob, SubmitError, SubmitStop, SubmitSummary};
+use batchling_engine::submit::{CancelJob, CancelSummary, SubmitError, SubmitStop, SubmitSummary};
 use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
 use batchling_providers::anthropic::{AnthropicClient, MessageBatchClient};
 use batchling_providers::azure::{self, AzureClient};
@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::exit;
 use super::run::{anthropic_config, azure_config, spawn_signal_handler, start_upstream_for};
-use crate::progress;
 use crate::settings::{CancelSettings, ProviderKind, SubmitSettings, recorded_lenient};
+use crate::{progress, routing};
 
 pub(crate) async fn submit(s: SubmitSettings) -> Result<ExitCode> {
     for note in &s.notes {
@@ -83,6 +83,9 @@ async fn submit_on(
     reporter: Arc<dyn batchling_engine::report::Reporter>,
 ) -> Result<(Result<SubmitSummary, SubmitError>, Option<u64>)> {
     let job = s.job.clone();
+    if let Some(config) = &s.routes {
+        return submit_on_config(s, config, client_config, shutdown, reporter).await;
+    }
     Ok(match s.provider {
         ProviderKind::OpenAi => {
             let batches = BatchClient::new(&client_config)?;
@@ -110,6 +113,26 @@ async fn submit_on(
             (result, None)
         }
     })
+}
+
+/// The submit on a routes config: each target's Batch API, and the
+/// config's routes for what the batches leave (the one place submit names
+/// the config's providers is `routing`).
+async fn submit_on_config(
+    s: &SubmitSettings,
+    config: &crate::settings::ConfigRoutes,
+    client_config: ClientConfig,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn batchling_engine::report::Reporter>,
+) -> Result<(Result<SubmitSummary, SubmitError>, Option<u64>)> {
+    let apis = routing::batch_apis(config, &client_config, s.lenient)?;
+    let (routes, groups) = routing::build(config, &client_config, DEFAULT_MAX_TOKENS, s.lenient)?;
+    let mut job = s.job.clone();
+    job.online.pacing.groups = groups;
+    let result = batchling_engine::submit::submit_with(job, apis, routes, shutdown, reporter).await;
+    // The batch answers' warnings are in the journal; the online finish's
+    // are its clients', not counted here.
+    Ok((result, s.lenient.then_some(0)))
 }
 
 fn print_summary(s: &SubmitSummary, job: &batchling_engine::submit::SubmitJob) {
@@ -187,7 +210,33 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
         prices: Some(s.prices.clone()),
     };
     let engine_reporter: Arc<dyn batchling_engine::report::Reporter> = reporter.clone();
-    let c = match s.provider {
+    let c = if let Some(config) = &s.routes {
+        // What the batches finish is read as the submit translated it.
+        let lenient = recorded_lenient(&s.state, false) == Some(true);
+        let apis = routing::batch_apis(config, &s.client, lenient)?;
+        batchling_engine::submit::cancel_with(job, apis, engine_reporter).await?
+    } else {
+        cancel_on(&s, job, engine_reporter).await?
+    };
+    reporter.finish();
+    out!(
+        "cancelled {} batch(es); kept {} answer(s), {} failed or cancelled; wrote {} and {}",
+        c.cancelled,
+        c.succeeded,
+        c.failed,
+        output.display(),
+        errors.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cancel` on the one provider the submit used.
+async fn cancel_on(
+    s: &CancelSettings,
+    job: CancelJob,
+    engine_reporter: Arc<dyn batchling_engine::report::Reporter>,
+) -> Result<CancelSummary> {
+    Ok(match s.provider {
         ProviderKind::OpenAi => {
             let batches = BatchClient::new(&s.client)?;
             batchling_engine::submit::cancel(job, batches, engine_reporter).await?
@@ -204,15 +253,5 @@ pub(crate) async fn cancel(s: CancelSettings) -> Result<ExitCode> {
             let batches = azure::batch_client(&config)?;
             batchling_engine::submit::cancel(job, batches, engine_reporter).await?
         }
-    };
-    reporter.finish();
-    out!(
-        "cancelled {} batch(es); kept {} answer(s), {} failed or cancelled; wrote {} and {}",
-        c.cancelled,
-        c.succeeded,
-        c.failed,
-        output.display(),
-        errors.display()
-    )?;
-    Ok(ExitCode::SUCCESS)
+    })
 }

@@ -27,4 +27,5 @@ mod serve_client;
 mod stops;
 mod submit;
 mod submit_anthropic;
+mod submit_config;
 mod support;

@@ -93,6 +93,7 @@ fn write_journal(path: &Path) {
                     attempt("mini", "k2", 429, None),
                     attempt("haiku", "h1", 200, Some(0.004)),
                 ],
+                batch: None,
             }),
         ),
         record(
@@ -107,6 +108,7 @@ fn write_journal(path: &Path) {
                     attempt("mini", "k1", 401, None),
                     attempt("mini", "k2", 200, Some(0.001)),
                 ],
+                batch: None,
             }),
         ),
         record(2, output_line(2, "gpt-4o-mini"), None),
@@ -159,7 +161,7 @@ fn status_shows_routes_per_target_and_key() {
     assert_eq!(routes["requests"], 2);
     assert_eq!(
         routes["targets"][1],
-        json!({"target": "mini", "answered": 1, "failed": 0, "attempts": 4, "billed": 1, "cost_usd": 0.001})
+        json!({"target": "mini", "answered": 1, "answered_in_batch": 0, "failed": 0, "attempts": 4, "billed": 1, "cost_usd": 0.001})
     );
     assert_eq!(
         routes["keys"][0],
@@ -231,16 +233,18 @@ fn export_says_who_answered_only_when_asked() {
     assert_eq!(
         lines[0]["x_batchling"],
         json!({"answered_by": "haiku", "response_model": "claude-3-5-haiku-20241022",
-               "route_step": 1, "attempts": 3, "cost_usd": 0.004})
+               "route_step": 1, "attempts": 3, "cost_usd": 0.004,
+               "via": "online", "batch_id": null})
     );
     assert_eq!(
         lines[1]["x_batchling"],
         json!({"answered_by": "mini", "response_model": "gpt-4o-mini-2024-07-18",
-               "route_step": 0, "attempts": 2, "cost_usd": 0.001})
+               "route_step": 0, "attempts": 2, "cost_usd": 0.001,
+               "via": "online", "batch_id": null})
     );
     assert_eq!(
         lines[2]["x_batchling"],
         json!({"answered_by": null, "response_model": null, "route_step": null,
-               "attempts": 1, "cost_usd": 0.003})
+               "attempts": 1, "cost_usd": 0.003, "via": null, "batch_id": null})
     );
 }

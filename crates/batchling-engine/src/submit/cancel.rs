@@ -8,6 +8,7 @@ use batchling_core::RetryPolicy;
 use batchling_providers::BatchApi;
 use batchling_store::{Journal, PartState, check_destination};
 
+use super::apis::Apis;
 use super::driver::Driver;
 use super::job::{CancelJob, CancelSummary, SubmitError};
 use crate::Order;
@@ -23,12 +24,21 @@ pub async fn cancel<B: BatchApi>(
     api: B,
     reporter: Arc<dyn Reporter>,
 ) -> Result<CancelSummary, SubmitError> {
+    cancel_with(job, Apis::one(api), reporter).await
+}
+
+/// [`cancel`] on several Batch APIs: each part's on its target's.
+pub async fn cancel_with<B: BatchApi>(
+    job: CancelJob,
+    apis: Apis<B>,
+    reporter: Arc<dyn Reporter>,
+) -> Result<CancelSummary, SubmitError> {
     check_destination(&job.output)?;
     check_destination(&job.errors)?;
     let journal = Journal::open(&job.state, true)?;
     let retry = RetryPolicy::default();
     let mut d = Driver::new(
-        &api,
+        &apis,
         &job.input,
         journal,
         reporter.as_ref(),

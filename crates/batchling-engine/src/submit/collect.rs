@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use batchling_core::batch::{EXPIRED_CODE, EXPIRED_MESSAGE};
-use batchling_core::pricing::{Catalog, TokenCounts};
+use batchling_core::pricing::{ModelPrice, TokenCounts};
 use batchling_providers::batch::{BatchInfo, BatchResults, BatchStatus, RequestOutcome};
-use batchling_store::{FinalState, PartRequest, Record};
+use batchling_store::{AttemptRow, FinalState, PartRequest, Record, RouteRecord};
 
 use super::line_id;
 
@@ -63,14 +63,24 @@ pub(crate) fn failure_report(
     (summary, per_line)
 }
 
+/// The target whose Batch API ran a part (`submit --config`), and the key
+/// it was sent with: each record says the batch answered it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Via<'a> {
+    pub(crate) target: &'a str,
+    pub(crate) group: &'a str,
+    pub(crate) key_id: &'a str,
+}
+
 /// Build the records of an ended part from its batch's results, at the
-/// batch prices of `model`.
+/// batch prices of `price`.
 pub(crate) fn collect(
     part: u64,
     batch: &BatchInfo,
     reqs: &[PartRequest],
     results: BatchResults,
-    price: Option<(&Catalog, &str)>,
+    price: Option<ModelPrice>,
+    via: Option<Via<'_>>,
 ) -> Collected {
     let index: HashMap<&str, usize> = reqs
         .iter()
@@ -78,7 +88,6 @@ pub(crate) fn collect(
         .map(|(i, r)| (r.custom_id.as_str(), i))
         .collect();
     let mut slots: Vec<Option<Record>> = vec![None; reqs.len()];
-    let price = price.and_then(|(c, m)| c.get(m)).map(|(_, p)| p.clone());
     let mut out = Collected {
         cost_usd: price.as_ref().map(|_| 0.0),
         ignored: results.unreadable,
@@ -100,7 +109,10 @@ pub(crate) fn collect(
         if let (Some(total), Some(c)) = (out.cost_usd.as_mut(), cost) {
             *total += c;
         }
-        slots[i] = Some(answered(&reqs[i], outcome, cost));
+        let status = outcome.status_code;
+        let mut rec = answered(&reqs[i], outcome, cost);
+        rec.route = via.and_then(|v| batch_route(v, &batch.id, &reqs[i], &rec, status));
+        slots[i] = Some(rec);
     }
     let (code, message, per_line) = missing_reason(part, batch, reqs);
     for (i, slot) in slots.iter_mut().enumerate() {
@@ -110,11 +122,49 @@ pub(crate) fn collect(
                 |t| format!("batch {} failed validation: {t}", batch.id),
             );
             let id = line_id(&batch.id, i as u64 + 1);
-            *slot = Some(missing(&reqs[i], &id, code, text));
+            let mut rec = missing(&reqs[i], &id, code, text);
+            rec.route = via.and_then(|v| batch_route(v, &batch.id, &reqs[i], &rec, None));
+            *slot = Some(rec);
         }
     }
     out.records = slots.into_iter().flatten().collect();
     out
+}
+
+/// Who answered a routed request of a target's part: that target, at the
+/// start of its chain, in batch `batch_id`; its one attempt is the batch's
+/// (billed when it answered).
+fn batch_route(
+    via: Via<'_>,
+    batch_id: &str,
+    r: &PartRequest,
+    rec: &Record,
+    status: Option<u16>,
+) -> Option<Box<RouteRecord>> {
+    let done = rec.state == FinalState::Done;
+    let attempt = AttemptRow {
+        target: via.target.to_owned(),
+        group: via.group.to_owned(),
+        key_id: via.key_id.to_owned(),
+        status,
+        error_class: (!done).then(|| {
+            rec.error_code
+                .clone()
+                .unwrap_or_else(|| "batch_error".to_owned())
+        }),
+        retry_after_ms: None,
+        usage: rec.usage,
+        cost_usd: rec.cost_usd,
+        billed: done,
+    };
+    Some(Box::new(RouteRecord {
+        route: r.route.clone()?,
+        target: via.target.to_owned(),
+        response_model: None,
+        step: 0,
+        attempts: vec![attempt],
+        batch: Some(batch_id.to_owned()),
+    }))
 }
 
 /// The record of a request the batch has a result for.
@@ -187,6 +237,7 @@ fn missing(r: &PartRequest, line_id: &str, code: &str, message: String) -> Recor
 mod tests {
     use super::*;
     use batchling_core::Usage;
+    use batchling_core::pricing::Catalog;
     use batchling_providers::batch::{BatchCounts, BatchProblem, OutcomeError, ResultRefs};
 
     fn batch(status: BatchStatus, problems: Vec<BatchProblem>) -> BatchInfo {
@@ -207,6 +258,7 @@ mod tests {
                 seq: i as u64 * 2,
                 line_no: i as u64 * 2 + 5,
                 custom_id: (*id).into(),
+                route: Some("fast".into()),
             })
             .collect()
     }
@@ -241,12 +293,14 @@ mod tests {
             unreadable: 1,
         };
         let catalog = Catalog::builtin();
+        let price = catalog.get("gpt-4o-mini").map(|(_, p)| p.clone());
         let c = collect(
             1,
             &batch(BatchStatus::Completed, vec![]),
             &reqs(),
             results,
-            Some((&catalog, "gpt-4o-mini")),
+            price,
+            None,
         );
         assert_eq!(c.records.len(), 3);
         assert_eq!(c.ignored, 3);
@@ -264,6 +318,43 @@ mod tests {
         let price = catalog.get("gpt-4o-mini").unwrap().1;
         assert!((c.cost_usd.unwrap() - price.batch_input_price()).abs() < 1e-9);
         assert!(price.batch_input_price() < price.input);
+        assert!(c.records.iter().all(|r| r.route.is_none()), "not routed");
+    }
+
+    #[test]
+    fn a_targets_part_says_its_batch_answered() {
+        let results = BatchResults {
+            outcomes: vec![outcome("a", Ok("{}"), 10), outcome("b", Err("bad"), 0)],
+            unreadable: 0,
+        };
+        let via = Via {
+            target: "claude",
+            group: "team",
+            key_id: "k1",
+        };
+        let b = batch(BatchStatus::Completed, vec![]);
+        let c = collect(1, &b, &reqs(), results, None, Some(via));
+        let route = |id: &str| {
+            let r = c
+                .records
+                .iter()
+                .find(|r| r.custom_id.as_deref() == Some(id));
+            r.and_then(|r| r.route.clone()).unwrap()
+        };
+        for id in ["a", "b", "c"] {
+            let r = route(id);
+            assert_eq!((r.route.as_str(), r.target.as_str()), ("fast", "claude"));
+            assert_eq!((r.step, r.batch.as_deref()), (0, Some("batch_1")));
+            assert_eq!(r.attempts.len(), 1);
+            assert_eq!(r.attempts[0].key_id, "k1");
+        }
+        assert!(route("a").attempts[0].billed);
+        assert_eq!(route("a").attempts[0].error_class, None);
+        assert!(!route("b").attempts[0].billed);
+        assert_eq!(
+            route("c").attempts[0].error_class.as_deref(),
+            Some("missing_result")
+        );
     }
 
     #[test]
@@ -277,7 +368,7 @@ mod tests {
                 line: Some(2),
             }],
         );
-        let c = collect(4, &b, &reqs(), BatchResults::default(), None);
+        let c = collect(4, &b, &reqs(), BatchResults::default(), None, None);
         let r = c
             .records
             .iter()
@@ -304,6 +395,7 @@ mod tests {
             &batch(BatchStatus::Expired, vec![]),
             &reqs(),
             BatchResults::default(),
+            None,
             None,
         );
         assert!(c.records.iter().all(|r| {

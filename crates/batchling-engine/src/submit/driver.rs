@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use batchling_core::RetryPolicy;
 use batchling_core::clock::unix_now;
-use batchling_core::pricing::Catalog;
+use batchling_core::pricing::{Catalog, ModelPrice};
 use batchling_providers::batch::{
     BatchApi, BatchInfo, BatchInput, BatchProblem, BatchResults, BatchStatus, Lookup, NewBatch,
     ResultRefs,
@@ -16,15 +16,16 @@ use batchling_store::{Counts, FinalState, Journal, Part, PartEnd, PartState, Sto
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::apis::{Apis, BatchTarget};
 use super::collect;
 use super::job::SubmitError;
 use super::plan;
 use super::retry::retrying;
 use crate::report::Reporter;
 
-/// A submit journal and the Batch API its parts live on.
+/// A submit journal and the Batch APIs its parts live on.
 pub(crate) struct Driver<'a, B> {
-    api: &'a B,
+    apis: &'a Apis<B>,
     /// The input: a part's requests are rebuilt from it.
     input: &'a Path,
     pub(crate) journal: Journal,
@@ -42,7 +43,7 @@ pub(crate) struct Driver<'a, B> {
 
 impl<'a, B: BatchApi> Driver<'a, B> {
     pub(crate) fn new(
-        api: &'a B,
+        apis: &'a Apis<B>,
         input: &'a Path,
         journal: Journal,
         reporter: &'a dyn Reporter,
@@ -59,7 +60,7 @@ impl<'a, B: BatchApi> Driver<'a, B> {
         };
         let started_unix = journal.meta()?.created_at.unwrap_or_else(unix_now);
         Ok(Driver {
-            api,
+            apis,
             input,
             journal,
             reporter,
@@ -68,6 +69,17 @@ impl<'a, B: BatchApi> Driver<'a, B> {
             submit_id,
             started_unix,
         })
+    }
+
+    /// The Batch API part `p` lives on: its target's (a resume or a cancel
+    /// talks to the API that has the batch).
+    fn api_of(&self, p: &Part) -> Result<&'a B, SubmitError> {
+        self.apis
+            .api(p.target.as_deref())
+            .ok_or_else(|| SubmitError::NoTarget {
+                part: p.part,
+                target: p.target.clone().unwrap_or_default(),
+            })
     }
 
     /// The tag a part's batch is created with, which finds it again.
@@ -145,7 +157,7 @@ impl<'a, B: BatchApi> Driver<'a, B> {
     /// Upload a part's requests and journal where they went.
     async fn upload(&mut self, p: &Part, requests: Bytes) -> Result<Option<String>, SubmitError> {
         let name = format!("batchling-{}-part-{}.jsonl", self.submit_id, p.part);
-        let api = self.api;
+        let api = self.api_of(p)?;
         let file_id = retrying(api, &self.retry, self.reporter, || {
             api.upload(&name, requests.clone())
         })
@@ -182,7 +194,7 @@ impl<'a, B: BatchApi> Driver<'a, B> {
             requests: p.requests,
             known: &known,
         };
-        let api = self.api;
+        let api = self.api_of(p)?;
         let look_first = Cell::new(resumed);
         let (batch, found) = retrying(api, &self.retry, self.reporter, || {
             let look = look_first.replace(true);
@@ -198,7 +210,7 @@ impl<'a, B: BatchApi> Driver<'a, B> {
         self.journal
             .part_submitted(p.part, &batch.id, &batch.status)?;
         self.reporter.notice(&format!(
-            "part {}: {} batch {} ({} requests, {})",
+            "part {}: {} batch {} ({} requests, {}{})",
             p.part,
             if found {
                 "found its already created"
@@ -207,7 +219,11 @@ impl<'a, B: BatchApi> Driver<'a, B> {
             },
             batch.id,
             p.requests,
-            p.model.as_deref().unwrap_or("no model")
+            p.model.as_deref().unwrap_or("no model"),
+            p.target
+                .as_deref()
+                .map(|t| format!(", target {t}"))
+                .unwrap_or_default()
         ));
         Ok(())
     }
@@ -227,7 +243,7 @@ impl<'a, B: BatchApi> Driver<'a, B> {
         let mut changed = false;
         for p in parts.iter_mut().filter(|p| p.state == PartState::Submitted) {
             let id = p.batch_id.clone().unwrap_or_default();
-            let api = self.api;
+            let api = self.api_of(p)?;
             let b = retrying(api, &self.retry, self.reporter, || api.retrieve(&id)).await?;
             let counts = counts_of(&b);
             if b.status.is_terminal() {
@@ -262,14 +278,14 @@ impl<'a, B: BatchApi> Driver<'a, B> {
     async fn collect_finished(&mut self, parts: &mut [Part]) -> Result<(), SubmitError> {
         for p in parts.iter_mut().filter(|p| p.state == PartState::Finished) {
             let batch = ended_batch(p);
-            let api = self.api;
+            let api = self.api_of(p)?;
             let endpoint = p.endpoint.clone();
             let mut results = retrying(api, &self.retry, self.reporter, || {
                 api.results(&batch, &endpoint)
             })
             .await?;
             if api.warns_on(&endpoint) {
-                let n = self.add_warnings(p, &mut results);
+                let n = self.add_warnings(api, p, &mut results);
                 self.journal
                     .set_submit_value(&warnings_key(p.part), &n.to_string())?;
             }
@@ -278,8 +294,18 @@ impl<'a, B: BatchApi> Driver<'a, B> {
                 let (summary, _) = collect::failure_report(p.part, &batch, &reqs);
                 self.reporter.notice(&summary);
             }
-            let price = self.prices.as_deref().zip(p.model.as_deref());
-            let c = collect::collect(p.part, &batch, &reqs, results, price);
+            let target = p.target.as_deref().and_then(|t| self.apis.batch_target(t));
+            let price = self.price_of(p, target);
+            let via = p
+                .target
+                .as_deref()
+                .zip(target)
+                .map(|(name, t)| collect::Via {
+                    target: name,
+                    group: &t.group,
+                    key_id: &t.key_id,
+                });
+            let c = collect::collect(p.part, &batch, &reqs, results, price, via);
             if c.ignored > 0 {
                 self.reporter.notice(&format!(
                     "part {}: {} result line(s) named no request of the part (or one already answered); ignored",
@@ -305,12 +331,24 @@ impl<'a, B: BatchApi> Driver<'a, B> {
         Ok(())
     }
 
+    /// The batch price of a part's answers: its target's price in the
+    /// config, else the catalog's for its model.
+    fn price_of(&self, p: &Part, target: Option<&BatchTarget<B>>) -> Option<ModelPrice> {
+        if let Some(price) = target.and_then(|t| t.price.clone()) {
+            return Some(price);
+        }
+        let catalog = self.prices.as_deref()?;
+        catalog
+            .get(p.model.as_deref()?)
+            .map(|(_, price)| price.clone())
+    }
+
     /// Give the API the part's requests, rebuilt, to join to its answers
     /// what they lost on the way; how many warnings that makes. An input
     /// that no longer rebuilds them costs the warnings, not the answers.
-    fn add_warnings(&self, p: &Part, results: &mut BatchResults) -> u64 {
+    fn add_warnings(&self, api: &B, p: &Part, results: &mut BatchResults) -> u64 {
         match rebuild(self.input, &self.journal, p) {
-            Ok(requests) => self.api.add_warnings(&requests, results),
+            Ok(requests) => api.add_warnings(&requests, results),
             Err(e) => {
                 self.reporter.notice(&format!(
                     "part {}: its answers do not list what their requests lost on the way: {e}",
@@ -329,7 +367,7 @@ impl<'a, B: BatchApi> Driver<'a, B> {
                 continue;
             }
             let id = p.batch_id.clone().unwrap_or_default();
-            let api = self.api;
+            let api = self.api_of(&p)?;
             // `None`: it ended meanwhile, and the next poll collects it.
             if let Some(b) = retrying(api, &self.retry, self.reporter, || api.cancel(&id)).await? {
                 self.journal
@@ -354,7 +392,7 @@ impl<'a, B: BatchApi> Driver<'a, B> {
                 requests: p.requests,
                 known: &known,
             };
-            let found = self.api.find(&lookup).await?;
+            let found = self.api_of(&p)?.find(&lookup).await?;
             if let Some(b) = found {
                 self.journal.part_submitted(p.part, &b.id, &b.status)?;
             }
@@ -376,7 +414,9 @@ fn creating_key(part: u64) -> String {
 /// A part's requests rebuilt from the input, checked against the plan.
 fn rebuild(input: &Path, journal: &Journal, p: &Part) -> Result<Bytes, SubmitError> {
     let reqs = journal.part_requests(p.part)?;
-    let content = plan::part_contents(input, &[&reqs])
+    // A target's part names its model in every line (the plan's rule).
+    let model = p.target.as_ref().and(p.model.as_deref());
+    let content = plan::part_contents(input, &[&reqs], &[model])
         .map_err(|source| SubmitError::Input {
             path: input.to_owned(),
             source,

@@ -14,11 +14,14 @@ use crate::{RunSummary, StopCause};
 
 /// Write the output files: through the online runner when requests failed
 /// in a batch or were left for online (`finish_online`, or the deadline
-/// came), else by exporting the journal.
+/// came), else by exporting the journal. With `retryable_only` (a routes
+/// config's submit), a request its batch refused for good (a 4xx other
+/// than 408, 409, 429) keeps its error line: only the others re-enter
+/// their chain online.
 pub(crate) async fn finish<P: Provider>(
     journal: Journal,
     job: &SubmitJob,
-    online: Arc<P>,
+    (online, retryable_only): (crate::Routes<P>, bool),
     shutdown: &CancellationToken,
     reporter: Arc<dyn Reporter>,
     deadline_passed: bool,
@@ -35,13 +38,20 @@ pub(crate) async fn finish<P: Provider>(
         journal.export(&job.output, &job.errors, job.order)?;
         return Ok(());
     }
-    let left = counts.failed + pending;
+    let failed = if retryable_only {
+        journal.forget_retryable_failures()?
+    } else {
+        counts.failed
+    };
+    let left = failed + pending;
     drop(journal);
     reporter.notice(&format!(
         "sending {left} request(s) through the online API (failed in a batch, or left for online)"
     ));
-    let routes = crate::Routes::single(online);
-    let run = crate::run(online_job(job), routes, shutdown.clone(), reporter).await?;
+    let mut online_job = online_job(job);
+    // Already forgotten: what is still failed stays so.
+    online_job.retry_failed = !retryable_only;
+    let run = crate::run(online_job, online, shutdown.clone(), reporter).await?;
     summary.online_requests = left;
     summary.stopped = stop_of(run).or(summary.stopped.take());
     Ok(())

@@ -176,6 +176,17 @@ pub enum SubmitError {
         /// The part.
         part: u64,
     },
+    /// A part's target is not in the config given (a resume or a cancel
+    /// with another config).
+    #[error(
+        "part {part} was submitted to the target {target:?}, which the config does not have: give the config the submit was started with"
+    )]
+    NoTarget {
+        /// The part.
+        part: u64,
+        /// Its target.
+        target: String,
+    },
     /// The server refused the key.
     #[error(
         "the server refused the API key ({source}); check the key and that it may use the Batch API. The journal is kept: rerun the same command"

@@ -30,7 +30,16 @@
 //!    `batchling run` does.
 //!
 //! [`cancel`] (`cancel.rs`) drives the same parts to a cancelled end.
+//!
+//! # Several Batch APIs (`submit --config`)
+//! [`submit_with`] takes [`Apis`]: a Batch API per target of a routes
+//! config. A line goes to its route's primary (its model written into its
+//! body), parts are cut per (endpoint, target) at that API's limits, and a
+//! part journals its target, so a resume and [`cancel_with`] talk to the
+//! API that has its batch. What the batches leave goes online over the
+//! config's [`Routes`](crate::Routes): the whole chain again.
 
+mod apis;
 mod cancel;
 pub(crate) mod collect;
 mod driver;
@@ -46,12 +55,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchling_core::clock::unix_now;
+use batchling_providers::batch::Refusal;
 use batchling_providers::{BatchApi, Provider};
 use batchling_store::{Part, PartState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use cancel::cancel;
+pub use apis::{Apis, BatchTarget};
+pub use cancel::{cancel, cancel_with};
 pub use job::{CancelJob, CancelSummary, SubmitError, SubmitJob, SubmitStop, SubmitSummary};
 pub use plan::PartLimits;
 pub use prepare::API_SETTINGS;
@@ -75,20 +86,38 @@ pub async fn submit<B: BatchApi, P: Provider>(
     shutdown: CancellationToken,
     reporter: Arc<dyn Reporter>,
 ) -> Result<SubmitSummary, SubmitError> {
-    let started = Instant::now();
     let job = SubmitJob {
         limits: job.limits.within(api.limits()),
         ..job
     };
-    let settings = api.settings();
+    let routes = crate::Routes::single(online);
+    submit_with(job, Apis::one(api), routes, shutdown, reporter).await
+}
+
+/// [`submit`] on several Batch APIs (a part goes to its target's), with
+/// `online` (the config's routes, or one provider's) finishing what the
+/// batches leave.
+pub async fn submit_with<B: BatchApi, P: Provider>(
+    job: SubmitJob,
+    apis: Apis<B>,
+    online: crate::Routes<P>,
+    shutdown: CancellationToken,
+    reporter: Arc<dyn Reporter>,
+) -> Result<SubmitSummary, SubmitError> {
+    let started = Instant::now();
+    let settings = apis.settings();
+    let limits = |target: Option<&str>| match apis.api(target) {
+        Some(api) => job.limits.within(api.limits()),
+        None => job.limits,
+    };
     let opened = prepare::prepare(
         &job,
-        (&|line| api.refuse(line), settings.as_deref()),
+        (&|line| place(&apis, line), &limits, settings.as_deref()),
         reporter.as_ref(),
     )?;
     let mut deadline = Deadline::new(&job, opened.started_unix, opened.no_time);
     let mut d = Driver::new(
-        &api,
+        &apis,
         &job.input,
         opened.journal,
         reporter.as_ref(),
@@ -117,10 +146,11 @@ pub async fn submit<B: BatchApi, P: Provider>(
         .run(&mut d, &mut deadline, &shutdown, &mut summary)
         .await?;
     let journal = d.journal;
+    let retryable_only = apis.is_routed();
     finish::finish(
         journal,
         &job,
-        online,
+        (online, retryable_only),
         &shutdown,
         reporter.clone(),
         deadline.passed,
@@ -128,6 +158,19 @@ pub async fn submit<B: BatchApi, P: Provider>(
     )
     .await?;
     finish::summarize(&job, started, summary)
+}
+
+/// Where a line goes: its route's primary, unless that target's Batch API
+/// refuses it (or no route takes it).
+fn place<'a, B: BatchApi>(
+    apis: &'a Apis<B>,
+    line: &batchling_core::RequestLine,
+) -> Result<apis::Placed<'a>, Refusal> {
+    let placed = apis.place(line.model.as_deref())?;
+    match apis.api(placed.target).and_then(|api| api.refuse(line)) {
+        Some(why) => Err(why),
+        None => Ok(placed),
+    }
 }
 
 /// When to give up on the Batch API, and whether that time has come.

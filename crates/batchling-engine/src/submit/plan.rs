@@ -1,5 +1,7 @@
 //! Splitting the input into parts: validate every line first, then group
-//! by (endpoint, model) and cut each group at the request and byte limits.
+//! by (endpoint, model) — with a routes config by (endpoint, target), each
+//! line's body naming its target's model — and cut each group at the
+//! request and byte limits (the target's API's).
 //! A part's file is not stored: it is rebuilt from the input on demand
 //! ([`part_content`]) and checked against the hash taken when planned.
 
@@ -12,6 +14,7 @@ use batchling_core::{LineError, RequestLine};
 use batchling_providers::batch::Refusal;
 use batchling_store::{PartPlan, PartRequest};
 
+use super::apis::Placed;
 use crate::reader::{Input, Validator, for_each_line};
 
 /// Most requests and bytes per part.
@@ -75,6 +78,8 @@ pub(crate) struct Scan {
 pub(crate) struct TooLarge {
     pub(crate) line_no: u64,
     pub(crate) bytes: u64,
+    /// The most bytes a part of its target may hold.
+    pub(crate) limit: u64,
 }
 
 /// A valid line the Batch API cannot take ([`BatchApi::refuse`]): it fails
@@ -89,10 +94,35 @@ pub(crate) struct Refused {
     pub(crate) why: Refusal,
 }
 
-/// Whether the Batch API refuses a line ([`BatchApi::refuse`]).
+/// Where a valid line goes ([`Apis::place`](super::apis::Apis)), or why
+/// it cannot: no route, or its Batch API refuses it ([`BatchApi::refuse`]).
 ///
 /// [`BatchApi::refuse`]: batchling_providers::BatchApi::refuse
-pub(crate) type Refuse<'a> = &'a dyn Fn(&RequestLine) -> Option<Refusal>;
+pub(crate) type Place<'a> = &'a dyn Fn(&RequestLine) -> Result<Placed<'a>, Refusal>;
+
+/// The part limits of a target (`None`: the one API).
+pub(crate) type LimitsOf<'a> = &'a dyn Fn(Option<&str>) -> PartLimits;
+
+/// A request's body as its part sends it: with `model` written in (a
+/// routes config's target), else as it is.
+fn placed_body<'b>(body: &'b str, model: Option<&str>) -> std::borrow::Cow<'b, str> {
+    match model.and_then(|m| batchling_core::json::with_model(body.as_bytes(), m)) {
+        Some(b) => String::from_utf8(b).map_or(std::borrow::Cow::Borrowed(body), Into::into),
+        None => std::borrow::Cow::Borrowed(body),
+    }
+}
+
+/// The batch-file line of `req` in a part whose lines name `model`.
+fn placed_line(req: &RequestLine, model: Option<&str>) -> Vec<u8> {
+    batch_line(
+        &req.custom_id,
+        req.endpoint.path(),
+        &placed_body(&req.body, model),
+    )
+}
+
+/// What a group of requests shares: endpoint, target, model.
+type GroupKey = (String, Option<String>, Option<String>);
 
 /// What [`plan`] found and made.
 #[derive(Debug, Default)]
@@ -110,16 +140,17 @@ fn read_request(line_no: u64, line: &[u8]) -> Option<RequestLine> {
 }
 
 /// Validate the whole file and plan parts for the valid requests that
-/// `wanted(seq)` selects and the API does not `refuse`. Nothing is sent.
+/// `wanted(seq)` selects and `place` takes. Nothing is sent.
 pub(crate) fn plan(
     path: &Path,
-    limits: PartLimits,
+    limits: LimitsOf<'_>,
     round: u32,
     wanted: impl Fn(u64) -> bool,
-    refuse: Refuse<'_>,
+    place: Place<'_>,
 ) -> io::Result<Planned> {
-    // BTreeMap: parts come out in a stable order (by endpoint, then model).
-    let mut groups: BTreeMap<(String, Option<String>), Vec<Item>> = BTreeMap::new();
+    // BTreeMap: parts come out in a stable order (by endpoint, target, then
+    // model).
+    let mut groups: BTreeMap<GroupKey, Vec<Item>> = BTreeMap::new();
     let mut scan = Scan::default();
     let mut too_large = Vec::new();
     let mut refused = Vec::new();
@@ -129,34 +160,42 @@ pub(crate) fn plan(
         match line.and_then(|l| v.validate(line_no, l)) {
             Err(e) => scan.problems.push((seq, e)),
             Ok(req) if wanted(seq) => {
-                if let Some(why) = refuse(&req) {
-                    refused.push(Refused {
-                        seq,
-                        line_no,
-                        custom_id: req.custom_id,
-                        why,
-                    });
-                    seq += 1;
-                    return true;
-                }
-                let url = req.endpoint.path();
-                let bytes = batch_line(&req.custom_id, url, &req.body).len() as u64;
-                let units = count_units(&req);
-                if bytes > limits.max_bytes {
-                    too_large.push(TooLarge { line_no, bytes });
-                } else {
-                    groups
-                        .entry((url.to_owned(), req.model.clone()))
-                        .or_default()
-                        .push(Item {
-                            req: PartRequest {
-                                seq,
-                                line_no,
-                                custom_id: req.custom_id,
-                            },
-                            bytes,
-                            units,
+                let placed = match place(&req) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        refused.push(Refused {
+                            seq,
+                            line_no,
+                            custom_id: req.custom_id,
+                            why,
                         });
+                        seq += 1;
+                        return true;
+                    }
+                };
+                let url = req.endpoint.path();
+                let bytes = placed_line(&req, placed.model).len() as u64;
+                let units = count_units(&req);
+                let limit = limits(placed.target).max_bytes;
+                if bytes > limit {
+                    too_large.push(TooLarge {
+                        line_no,
+                        bytes,
+                        limit,
+                    });
+                } else {
+                    let model = placed.model.map(str::to_owned).or(req.model.clone());
+                    let key = (url.to_owned(), placed.target.map(str::to_owned), model);
+                    groups.entry(key).or_default().push(Item {
+                        req: PartRequest {
+                            seq,
+                            line_no,
+                            custom_id: req.custom_id,
+                            route: placed.route.map(str::to_owned),
+                        },
+                        bytes,
+                        units,
+                    });
                 }
             }
             Ok(_) => {}
@@ -181,13 +220,20 @@ struct Item {
     units: usize,
 }
 
-fn cut(
-    groups: BTreeMap<(String, Option<String>), Vec<Item>>,
-    limits: PartLimits,
-    round: u32,
-) -> Vec<PartPlan> {
+fn cut(groups: BTreeMap<GroupKey, Vec<Item>>, limits: LimitsOf<'_>, round: u32) -> Vec<PartPlan> {
     let mut plans = Vec::new();
-    for ((endpoint, model), items) in groups {
+    for ((endpoint, target, model), items) in groups {
+        let limits = limits(target.as_deref());
+        let new_plan = |requests, bytes| PartPlan {
+            round,
+            model: model.clone(),
+            endpoint: endpoint.clone(),
+            target: target.clone(),
+            requests,
+            bytes,
+            // Filled in by `hash_plans`, which builds the files.
+            content_hash: String::new(),
+        };
         let mut current: Vec<PartRequest> = Vec::new();
         let (mut bytes, mut units) = (0u64, 0usize);
         for item in items {
@@ -195,13 +241,7 @@ fn cut(
                 && (units + item.units > limits.max_requests.max(1)
                     || bytes + item.bytes > limits.max_bytes)
             {
-                plans.push(new_plan(
-                    round,
-                    &endpoint,
-                    &model,
-                    std::mem::take(&mut current),
-                    bytes,
-                ));
+                plans.push(new_plan(std::mem::take(&mut current), bytes));
                 (bytes, units) = (0, 0);
             }
             bytes += item.bytes;
@@ -209,7 +249,7 @@ fn cut(
             current.push(item.req);
         }
         if !current.is_empty() {
-            plans.push(new_plan(round, &endpoint, &model, current, bytes));
+            plans.push(new_plan(current, bytes));
         }
     }
     plans
@@ -231,32 +271,19 @@ fn count_units(req: &batchling_core::RequestLine) -> usize {
     }
 }
 
-fn new_plan(
-    round: u32,
-    endpoint: &str,
-    model: &Option<String>,
-    requests: Vec<PartRequest>,
-    bytes: u64,
-) -> PartPlan {
-    PartPlan {
-        round,
-        model: model.clone(),
-        endpoint: endpoint.to_owned(),
-        requests,
-        bytes,
-        // Filled in by `hash_plans`, which builds the files.
-        content_hash: String::new(),
-    }
-}
-
 /// xxh3-128 of a part file, in hex.
 pub(crate) fn content_hash(content: &[u8]) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(content))
 }
 
 /// Rebuild the files of several parts in one pass over the input: index i
-/// of the result is the file of `parts[i]`.
-pub(crate) fn part_contents(path: &Path, parts: &[&[PartRequest]]) -> io::Result<Vec<Vec<u8>>> {
+/// of the result is the file of `parts[i]`, whose lines name model
+/// `models[i]` (a target's; `None`: as they are).
+pub(crate) fn part_contents(
+    path: &Path,
+    parts: &[&[PartRequest]],
+    models: &[Option<&str>],
+) -> io::Result<Vec<Vec<u8>>> {
     // Which (part, position) each input line feeds.
     let mut wanted: std::collections::HashMap<u64, Vec<(usize, usize)>> =
         std::collections::HashMap::new();
@@ -271,9 +298,9 @@ pub(crate) fn part_contents(path: &Path, parts: &[&[PartRequest]]) -> io::Result
             && let Ok(line) = line
             && let Some(req) = read_request(line_no, line)
         {
-            let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);
             for &(p, k) in slots {
-                lines[p][k] = Some(text.clone());
+                let model = models.get(p).copied().flatten();
+                lines[p][k] = Some(placed_line(&req, model));
             }
         }
         true
@@ -286,7 +313,8 @@ pub(crate) fn part_contents(path: &Path, parts: &[&[PartRequest]]) -> io::Result
 
 /// Fill in each plan's hash and byte count from its file, in one pass over
 /// the input with a streaming hash per part (no part file is held: a
-/// part's lines come in input order).
+/// part's lines come in input order). A target's part names its model in
+/// every line.
 pub(crate) fn hash_plans(path: &Path, plans: &mut [PartPlan]) -> io::Result<()> {
     let mut owner: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     for (i, p) in plans.iter().enumerate() {
@@ -304,7 +332,7 @@ pub(crate) fn hash_plans(path: &Path, plans: &mut [PartPlan]) -> io::Result<()> 
             && let Ok(line) = line
             && let Some(req) = read_request(line_no, line)
         {
-            let text = batch_line(&req.custom_id, req.endpoint.path(), &req.body);
+            let text = placed_line(&req, rewrite_model(&plans[i]));
             hashers[i].update(&text);
             sizes[i] += text.len() as u64;
         }
@@ -317,6 +345,12 @@ pub(crate) fn hash_plans(path: &Path, plans: &mut [PartPlan]) -> io::Result<()> 
     Ok(())
 }
 
+/// The model a plan's lines are rewritten to: its target's (`None` for a
+/// part of the one API: its lines as they are).
+fn rewrite_model(p: &PartPlan) -> Option<&str> {
+    p.target.as_ref().and(p.model.as_deref())
+}
+
 /// Sequence numbers as a set, from a list.
 pub(crate) fn seq_set(seqs: Vec<u64>) -> HashSet<u64> {
     seqs.into_iter().collect()
@@ -326,6 +360,15 @@ pub(crate) fn seq_set(seqs: Vec<u64>) -> HashSet<u64> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// Every line to the one API, as it is.
+    fn as_is(_: &RequestLine) -> Result<Placed<'static>, Refusal> {
+        Ok(Placed {
+            target: None,
+            route: None,
+            model: None,
+        })
+    }
 
     fn line(id: &str, model: &str) -> String {
         format!(
@@ -350,7 +393,7 @@ mod tests {
             plans,
             too_large: big,
             ..
-        } = plan(f.path(), limits, 0, |_| true, &|_| None).unwrap();
+        } = plan(f.path(), &|_| limits, 0, |_| true, &as_is).unwrap();
         assert!(big.is_empty());
         assert_eq!(scan.total, 7);
         assert_eq!(scan.problems.len(), 1);
@@ -373,7 +416,7 @@ mod tests {
             max_requests: 100,
             max_bytes: 400,
         };
-        let plans = plan(f.path(), limits, 0, |s| s < 5, &|_| None)
+        let plans = plan(f.path(), &|_| limits, 0, |s| s < 5, &as_is)
             .unwrap()
             .plans;
         assert!(plans.len() >= 2, "{plans:?} ({one} bytes each at least)");
@@ -382,7 +425,7 @@ mod tests {
         assert!(plans.iter().all(|p| p.bytes <= 400));
         // The streamed hash is the hash of the file an upload rebuilds.
         for p in &plans {
-            let file = part_contents(f.path(), &[&p.requests])
+            let file = part_contents(f.path(), &[&p.requests], &[None])
                 .unwrap()
                 .pop()
                 .unwrap();
@@ -399,13 +442,15 @@ mod tests {
         writeln!(f, "{}", line("no", "m")).unwrap();
         let params = r#"{"model":"m",  "max_tokens":1,"messages":[]}"#;
         writeln!(f, r#"{{"custom_id":"p","params":{params}}}"#).unwrap();
-        let refuse = |l: &RequestLine| {
-            (l.custom_id == "no").then(|| Refusal {
+        let refuse = |l: &RequestLine| match l.custom_id.as_str() {
+            "no" => Err(Refusal {
                 code: "invalid_url",
                 message: format!("line {}: no", l.line_no),
-            })
+            }),
+            _ => as_is(l),
         };
-        let mut planned = plan(f.path(), PartLimits::default(), 0, |_| true, &refuse).unwrap();
+        let limits = PartLimits::default();
+        let mut planned = plan(f.path(), &|_| limits, 0, |_| true, &refuse).unwrap();
         assert_eq!(planned.refused.len(), 1);
         let r = &planned.refused[0];
         assert_eq!((r.seq, r.line_no, r.custom_id.as_str()), (1, 2, "no"));
@@ -421,7 +466,7 @@ mod tests {
         );
         hash_plans(f.path(), &mut planned.plans).unwrap();
         let p = &planned.plans[1];
-        let file = part_contents(f.path(), &[&p.requests])
+        let file = part_contents(f.path(), &[&p.requests], &[None])
             .unwrap()
             .pop()
             .unwrap();
@@ -465,7 +510,7 @@ mod tests {
             max_requests: 5,
             max_bytes: 1 << 20,
         };
-        let plans = plan(f.path(), limits, 0, |_| true, &|_| None)
+        let plans = plan(f.path(), &|_| limits, 0, |_| true, &as_is)
             .unwrap()
             .plans;
         let ids: Vec<Vec<&str>> = plans

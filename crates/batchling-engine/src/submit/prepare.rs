@@ -31,7 +31,7 @@ pub const API_SETTINGS: &str = "api_settings";
 /// and plan what is pending into parts.
 pub(crate) fn prepare(
     job: &SubmitJob,
-    (refuse, settings): (plan::Refuse<'_>, Option<&str>),
+    (place, limits, settings): (plan::Place<'_>, plan::LimitsOf<'_>, Option<&str>),
     reporter: &dyn Reporter,
 ) -> Result<Opened, SubmitError> {
     let (mut journal, started_unix) = open_journal(job)?;
@@ -39,7 +39,7 @@ pub(crate) fn prepare(
     let no_time = job.deadline.is_some_and(|d| {
         started_unix + d.as_secs().saturating_sub(job.deadline_margin.as_secs()) <= unix_now()
     });
-    plan_parts(job, &mut journal, (no_time, refuse), reporter)?;
+    plan_parts(job, &mut journal, (no_time, place, limits), reporter)?;
     Ok(Opened {
         journal,
         started_unix,
@@ -112,7 +112,7 @@ fn settings_json(job: &SubmitJob) -> String {
 fn plan_parts(
     job: &SubmitJob,
     journal: &mut Journal,
-    (no_time, refuse): (bool, plan::Refuse<'_>),
+    (no_time, place, limits): (bool, plan::Place<'_>, plan::LimitsOf<'_>),
     reporter: &dyn Reporter,
 ) -> Result<(), SubmitError> {
     let select = Selection::read(journal, job.resubmit, no_time)?;
@@ -127,14 +127,8 @@ fn plan_parts(
         mut plans,
         too_large,
         refused,
-    } = plan::plan(
-        &job.input,
-        job.limits,
-        round,
-        |seq| select.wants(seq),
-        refuse,
-    )
-    .map_err(input_error(job))?;
+    } = plan::plan(&job.input, limits, round, |seq| select.wants(seq), place)
+        .map_err(input_error(job))?;
     journal.set_total(scan.total)?;
     let new_problems: Vec<_> = scan
         .problems
@@ -152,7 +146,7 @@ fn plan_parts(
             path: job.input.clone(),
             line_no: t.line_no,
             bytes: t.bytes,
-            limit: job.limits.max_bytes,
+            limit: t.limit,
         });
     }
     if !new_problems.is_empty() {

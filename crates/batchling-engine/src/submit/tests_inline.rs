@@ -9,16 +9,27 @@ use batchling_core::RetryPolicy;
 use batchling_core::Usage;
 use batchling_providers::batch::{
     BatchApi, BatchApiError, BatchCounts, BatchInfo, BatchInput, BatchLimits, BatchResults,
-    BatchStatus, Lookup, NewBatch, OutcomeError, RequestOutcome, ResultRefs,
+    BatchStatus, Lookup, NewBatch, OutcomeError, Refusal, RequestOutcome, ResultRefs,
 };
 use batchling_store::PartState;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::apis::{Apis, BatchTarget, Placed};
 use super::driver::Driver;
 use super::job::SubmitJob;
-use super::{cancel, prepare};
+use super::plan::PartLimits;
+use super::{cancel_with, prepare};
 use crate::report::Silent;
+
+/// Every line to the one API, as it is.
+fn as_is(_: &batchling_core::RequestLine) -> Result<Placed<'static>, Refusal> {
+    Ok(Placed {
+        target: None,
+        route: None,
+        model: None,
+    })
+}
 
 /// A Batch API whose batches end at the second retrieve, answering every
 /// request but the last; its first retrieve fails with a transient error.
@@ -157,10 +168,12 @@ fn job(dir: &std::path::Path) -> SubmitJob {
 async fn an_inline_api_runs_a_part_from_plan_to_records() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path());
-    let opened = prepare::prepare(&job, (&|_| None, None), &Silent).unwrap();
-    let api = Inline::default();
+    let opened =
+        prepare::prepare(&job, (&as_is, &|_| PartLimits::default(), None), &Silent).unwrap();
+    let apis = Apis::one(Inline::default());
+    let api = apis.api(None).unwrap();
     let mut d = Driver::new(
-        &api,
+        &apis,
         &job.input,
         opened.journal,
         &Silent,
@@ -216,10 +229,11 @@ async fn an_inline_api_runs_a_part_from_plan_to_records() {
 async fn cancel_drives_the_same_parts_to_an_end() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path());
-    let opened = prepare::prepare(&job, (&|_| None, None), &Silent).unwrap();
-    let api = Inline::default();
+    let opened =
+        prepare::prepare(&job, (&as_is, &|_| PartLimits::default(), None), &Silent).unwrap();
+    let apis = Apis::one(Inline::default());
     let mut d = Driver::new(
-        &api,
+        &apis,
         &job.input,
         opened.journal,
         &Silent,
@@ -231,7 +245,7 @@ async fn cancel_drives_the_same_parts_to_an_end() {
         .await
         .unwrap();
     drop(d);
-    let summary = cancel(
+    let summary = cancel_with(
         super::CancelJob {
             state: job.state.clone(),
             input: job.input.clone(),
@@ -240,7 +254,7 @@ async fn cancel_drives_the_same_parts_to_an_end() {
             poll_interval: Duration::from_secs(1),
             prices: None,
         },
-        api,
+        apis,
         std::sync::Arc::new(Silent),
     )
     .await
@@ -257,7 +271,13 @@ async fn cancel_drives_the_same_parts_to_an_end() {
 fn a_journal_keeps_the_batch_api_settings_it_was_started_with() {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path());
-    let open = |settings: Option<&str>| prepare::prepare(&job, (&|_| None, settings), &Silent);
+    let open = |settings: Option<&str>| {
+        prepare::prepare(
+            &job,
+            (&as_is, &|_| PartLimits::default(), settings),
+            &Silent,
+        )
+    };
     drop(open(Some("lenient")).unwrap());
     drop(open(Some("lenient")).unwrap());
     match open(Some("strict")) {
@@ -272,5 +292,130 @@ fn a_journal_keeps_the_batch_api_settings_it_was_started_with() {
         restart: true,
         ..job.clone()
     };
-    drop(prepare::prepare(&restart, (&|_| None, Some("strict")), &Silent).unwrap());
+    drop(
+        prepare::prepare(
+            &restart,
+            (&as_is, &|_| PartLimits::default(), Some("strict")),
+            &Silent,
+        )
+        .unwrap(),
+    );
+}
+
+/// Five lines: two of route `fast`, two of `smart`, one of no route.
+fn write_routed_input(path: &std::path::Path) {
+    let line = |id: &str, model: &str| {
+        format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{model}","messages":[]}}}}"#
+        )
+    };
+    let lines = [
+        line("a1", "fast"),
+        line("b1", "smart"),
+        line("a2", "fast"),
+        line("x", "nowhere"),
+        line("b2", "smart"),
+    ];
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+/// Targets `t-a` (model-a) and `t-b` (model-b), each an [`Inline`] API;
+/// `fast` starts on `t-a`, `smart` on `t-b`.
+fn two_targets() -> Apis<Inline> {
+    let target = |model: &str| BatchTarget {
+        api: Inline::default(),
+        model: model.into(),
+        group: "team".into(),
+        key_id: "k1".into(),
+        price: None,
+    };
+    let mut apis = Apis::routed();
+    apis.target("t-a", target("model-a"));
+    apis.target("t-b", target("model-b"));
+    assert!(apis.route("fast", "t-a") && apis.route("smart", "t-b"));
+    assert!(!apis.route("slow", "no-such-target"));
+    apis
+}
+
+/// The custom_id and body model of each line of `name`'s one batch.
+fn sent_to(apis: &Apis<Inline>, name: &str) -> Vec<(String, String)> {
+    let created = apis
+        .api(Some(name))
+        .unwrap()
+        .created
+        .lock()
+        .unwrap()
+        .clone();
+    assert_eq!(created.len(), 1, "one batch on {name}'s API");
+    created[0]
+        .1
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            let field = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_owned();
+            (field(&v["custom_id"]), field(&v["body"]["model"]))
+        })
+        .collect()
+}
+
+/// A routes config's submit: each line goes to its route's primary's API,
+/// its body naming that target's model; a line no route takes fails alone;
+/// each record says which batch (and target) answered it.
+#[tokio::test(start_paused = true)]
+async fn routed_lines_go_to_their_targets_api_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    write_routed_input(&job.input);
+    let apis = two_targets();
+    let limits = |t: Option<&str>| match apis.api(t) {
+        Some(api) => job.limits.within(api.limits()),
+        None => job.limits,
+    };
+    let opened =
+        prepare::prepare(&job, (&|l| super::place(&apis, l), &limits, None), &Silent).unwrap();
+    let mut d = Driver::new(
+        &apis,
+        &job.input,
+        opened.journal,
+        &Silent,
+        job.api_retry,
+        None,
+    )
+    .unwrap();
+    d.launch(&job.input, &CancellationToken::new())
+        .await
+        .unwrap();
+    let pair = |id: &str, m: &str| (id.to_owned(), m.to_owned());
+    assert_eq!(
+        sent_to(&apis, "t-a"),
+        [pair("a1", "model-a"), pair("a2", "model-a")]
+    );
+    assert_eq!(
+        sent_to(&apis, "t-b"),
+        [pair("b1", "model-b"), pair("b2", "model-b")]
+    );
+    let parts = d.journal.parts().unwrap();
+    let targets: Vec<Option<&str>> = parts.iter().map(|p| p.target.as_deref()).collect();
+    assert_eq!(targets, [Some("t-a"), Some("t-b")]);
+    while d
+        .cycle()
+        .await
+        .unwrap()
+        .1
+        .iter()
+        .any(|p| p.state != PartState::Collected)
+    {}
+    let c = d.journal.counts().unwrap();
+    // Inline answers all but each batch's last line; "x" has no route.
+    assert_eq!((c.done, c.failed, c.invalid), (2, 2, 1));
+    let route = d.journal.request_route(0).unwrap().expect("a1 is routed");
+    assert_eq!(
+        (route.route.as_str(), route.answered_by.as_deref()),
+        ("fast", Some("t-a"))
+    );
+    assert_eq!(route.attempts, 1, "the batch's one attempt");
+    let report = d.journal.route_report().unwrap().unwrap();
+    let t_b = report.targets.iter().find(|t| t.target == "t-b").unwrap();
+    assert_eq!((t_b.answered, t_b.answered_in_batch, t_b.failed), (1, 1, 1));
 }
