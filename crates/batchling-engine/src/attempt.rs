@@ -365,7 +365,7 @@ fn keep_through_outage<P: Provider>(ctx: &Ctx<P>, mut p: Pending, sent: Sent) {
 
 /// The top-level `model` an answer's body names (the model that answered,
 /// a dated snapshot, say); `None` when it has none.
-fn response_model(body: &[u8]) -> Option<String> {
+pub(crate) fn response_model(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     let [Some(range)] = batchling_core::json::scan_object(text, ["model"]).ok()? else {
         return None;

@@ -183,6 +183,10 @@ fn each_route_goes_in_batches_of_its_primarys_api() {
             (Some("batch"), Some(0))
         );
         assert!(x["batch_id"].is_string(), "{l}");
+        // The answer's own model, as for an online answer.
+        let answered = l["response"]["body"]["model"].as_str();
+        assert_eq!(x["response_model"].as_str(), answered, "{l}");
+        assert!(answered.is_some(), "{l}");
     }
     assert_no_key_leaked(&o, &state);
 }

@@ -110,8 +110,13 @@ pub(crate) fn collect(
             *total += c;
         }
         let status = outcome.status_code;
+        let model = via.and(outcome.answer.as_ref().ok());
+        let model = model.and_then(|body| crate::attempt::response_model(body));
         let mut rec = answered(&reqs[i], outcome, cost);
         rec.route = via.and_then(|v| batch_route(v, &batch.id, &reqs[i], &rec, status));
+        if let Some(route) = &mut rec.route {
+            route.response_model = model;
+        }
         slots[i] = Some(rec);
     }
     let (code, message, per_line) = missing_reason(part, batch, reqs);
