@@ -12,6 +12,10 @@ CREATE TABLE jobs (
     spent       bigint NOT NULL DEFAULT 0,
     reserved    bigint NOT NULL DEFAULT 0,
     total       bigint NOT NULL DEFAULT 0,
+    -- Where the next claim starts looking (claims take this row's lock, so
+    -- they never skip one another's rows): claimed rows leave dead entries
+    -- at the front of requests_pending, and starting here steps over them.
+    claim_cursor bigint NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -55,7 +59,10 @@ CREATE TABLE requests (
     PRIMARY KEY (job_id, seq)
 ) WITH (fillfactor = 80);
 CREATE INDEX requests_pending ON requests (job_id, seq) WHERE state = 0;
-CREATE INDEX requests_running ON requests (worker_id, job_id) WHERE state = 1;
+-- By worker only: completions find their rows by primary key. With job_id
+-- in it, the planner scans every running row of the job (dead entries
+-- included, as bitmap scans never mark them) to complete a batch.
+CREATE INDEX requests_running ON requests (worker_id) WHERE state = 1;
 
 -- One answer per request, insert-only, with the claim that produced it.
 CREATE TABLE results (

@@ -33,12 +33,13 @@ pub struct Claimed {
     pub body: Vec<u8>,
 }
 
-/// Pending requests, in seq order, that are due; a worker's claim, its
-/// alive check and the budget's reservation commit together.
+/// Due pending requests from seq `$5` on, in seq order, as far as the
+/// room `$4` takes them; the reservation and the job's claim cursor move
+/// in the same statement.
 const CLAIM: &str = "
 WITH c AS MATERIALIZED (
     SELECT seq, worst FROM requests
-    WHERE job_id = $1 AND state = 0 AND not_before <= now()
+    WHERE job_id = $1 AND state = 0 AND not_before <= now() AND seq >= $5
     ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED),
 fit AS (
     SELECT seq FROM (SELECT seq, sum(worst) OVER (ORDER BY seq) AS run FROM c) s
@@ -50,7 +51,8 @@ upd AS (
     FROM fit WHERE r.job_id = $1 AND r.seq = fit.seq
     RETURNING r.seq, r.claim_token, r.attempts, r.worst),
 res AS (
-    UPDATE jobs SET reserved = reserved + (SELECT coalesce(sum(worst), 0) FROM upd)
+    UPDATE jobs SET reserved = reserved + (SELECT coalesce(sum(worst), 0) FROM upd),
+                    claim_cursor = coalesce((SELECT max(seq) + 1 FROM upd), claim_cursor)
     WHERE id = $1)
 SELECT u.seq, u.claim_token, u.attempts, u.worst, l.custom_id, l.est_tokens, l.body
 FROM upd u JOIN lines l ON l.job_id = $1 AND l.seq = u.seq
@@ -74,8 +76,10 @@ rel AS (
 SELECT count(*) FROM back";
 
 impl Queue {
-    /// Claim up to `max` due requests of `job` for the lease's worker, in
-    /// seq order, with their bodies. Their worst cases are reserved in the
+    /// Claim up to `max` due requests of `job` for the lease's worker, with
+    /// their bodies: in seq order from where the last claim of the job
+    /// stopped, then from the start (where retries and rescued requests
+    /// wait). Their worst cases are reserved in the
     /// same transaction: when not even the next one fits the budget, the
     /// claim is [`QueueError::BudgetReached`]. An empty batch means nothing
     /// is due now. A worker declared dead gets [`QueueError::WorkerDead`].
@@ -101,7 +105,9 @@ impl Queue {
         let mut client = self.client("claiming requests").await?;
         let tx = client.transaction().await.map_err(err)?;
         let lock = tx
-            .prepare_cached("SELECT budget_cap, spent, reserved FROM jobs WHERE id = $1 FOR UPDATE")
+            .prepare_cached(
+                "SELECT budget_cap, spent, reserved, claim_cursor FROM jobs WHERE id = $1 FOR UPDATE",
+            )
             .await
             .map_err(err)?;
         let money = tx.query_opt(&lock, &[&job.0]).await.map_err(err)?;
@@ -111,6 +117,7 @@ impl Queue {
         };
         let (cap, spent, reserved): (Option<i64>, i64, i64) =
             (money.get(0), money.get(1), money.get(2));
+        let cursor: i64 = money.get(3);
         // Held until commit: a rescuer declaring us dead waits for this claim.
         let alive = tx
             .prepare_cached("SELECT 1 FROM workers WHERE id = $1 AND state = 'alive' FOR SHARE")
@@ -127,10 +134,21 @@ impl Queue {
         }
         let room = cap.map_or(i64::MAX, |c| c - spent - reserved);
         let claim = tx.prepare_cached(CLAIM).await.map_err(err)?;
-        let rows = tx
-            .query(&claim, &[&job.0, &max, &worker.0, &room])
+        let mut rows = tx
+            .query(&claim, &[&job.0, &max, &worker.0, &room, &cursor])
             .await
             .map_err(err)?;
+        // Past the end: wrap to the start, where requests sent back to
+        // pending (retries, releases, rescues) wait.
+        let short = max - rows.len() as i64;
+        if short > 0 && cursor > 0 {
+            let used: i64 = rows.iter().map(|r| r.get::<_, i64>(3)).sum();
+            let more = tx
+                .query(&claim, &[&job.0, &short, &worker.0, &(room - used), &0_i64])
+                .await
+                .map_err(err)?;
+            rows.extend(more);
+        }
         if rows.is_empty()
             && let Some(cap) = cap
         {

@@ -71,11 +71,15 @@ fin AS (
     WHERE r.job_id = $1 AND r.seq = u.seq AND r.claim_token = u.tok AND r.state = 1
     RETURNING r.seq, r.worst),
 mine AS (
-    SELECT u.seq FROM u
-    WHERE EXISTS (SELECT 1 FROM results x
-                  WHERE x.job_id = $1 AND x.seq = u.seq AND x.claim_token = u.tok)
-       OR (u.kind = 2 AND EXISTS (SELECT 1 FROM requests q
-                  WHERE q.job_id = $1 AND q.seq = u.seq AND q.state = 0 AND q.claim_token = u.tok))),
+    -- LATERAL + LIMIT: one index probe per answer, whatever the statistics say.
+    SELECT u.seq FROM u CROSS JOIN LATERAL (
+        SELECT 1 FROM results x
+        WHERE x.job_id = $1 AND x.seq = u.seq AND x.claim_token = u.tok LIMIT 1) m
+    UNION ALL
+    SELECT u.seq FROM u CROSS JOIN LATERAL (
+        SELECT 1 FROM requests q
+        WHERE q.job_id = $1 AND q.seq = u.seq AND q.state = 0 AND q.claim_token = u.tok LIMIT 1) m
+    WHERE u.kind = 2),
 res AS (
     INSERT INTO results (job_id, seq, claim_token, ok, line, cost)
     SELECT $1, u.seq, u.tok, u.kind = 0, u.line, u.cost

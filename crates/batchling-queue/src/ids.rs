@@ -55,7 +55,7 @@ pub(crate) enum Round {
 
 /// `usd` in nano-USD; `what` names the field for the message.
 pub(crate) fn to_nanos(usd: f64, round: Round, what: &str) -> Result<i64, QueueError> {
-    if !usd.is_finite() || usd < 0.0 || usd >= MAX_USD {
+    if !usd.is_finite() || !(0.0..MAX_USD).contains(&usd) {
         return Err(QueueError::BadInput {
             what: format!(
                 "{what} is {usd} USD; it must be a finite amount between 0 and {MAX_USD:.0}"

@@ -119,6 +119,12 @@ impl Queue {
         tx.execute("UPDATE jobs SET total = $2 WHERE id = $1", &[&id.0, &total])
             .await
             .map_err(err)?;
+        // Fresh statistics now, not at autovacuum's next pass: without them
+        // the planner takes a just-loaded job for a tiny one and sorts every
+        // pending row on each claim instead of walking the pending index.
+        tx.batch_execute("ANALYZE requests")
+            .await
+            .map_err(QueueError::db("analyzing a loaded job"))?;
         tx.commit()
             .await
             .map_err(QueueError::db("committing a loaded job"))?;

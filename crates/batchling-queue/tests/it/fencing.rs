@@ -193,3 +193,39 @@ async fn a_stuck_claim_is_swept_back_while_its_worker_lives() {
     let status = s.queue.status(job).await.unwrap();
     assert_eq!((status.running, status.pending), (2, 1));
 }
+
+#[tokio::test]
+async fn claims_run_on_from_the_cursor_then_wrap_to_requests_sent_back() {
+    let s = TestSchema::new().await;
+    let job = load(&s.queue, 10, None).await;
+    let w = s.queue.register("host-a", 1).await.unwrap();
+    let first = s.queue.claim(job, &w, 5).await.unwrap();
+    let seqs = |c: &[Claimed]| c.iter().map(|c| c.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(&first), vec![0, 1, 2, 3, 4]);
+    // seq 1 is due again at once; seq 0 goes back unsent.
+    let retry = Completion {
+        seq: 1,
+        token: first[1].token,
+        cost: 0.0,
+        outcome: Outcome::RetryLater {
+            after: Duration::ZERO,
+        },
+    };
+    assert_eq!(s.queue.complete(job, &[retry]).await.unwrap().accepted, 1);
+    assert_eq!(
+        s.queue
+            .release(w.worker(), &[first[0].token])
+            .await
+            .unwrap(),
+        1
+    );
+    let next = s.queue.claim(job, &w, 10).await.unwrap();
+    assert_eq!(seqs(&next), vec![5, 6, 7, 8, 9, 0, 1]);
+    let by_seq = |seq| next.iter().find(|c| c.seq == seq).unwrap().attempt;
+    assert_eq!(
+        (by_seq(0), by_seq(1)),
+        (1, 2),
+        "a release is not an attempt; a retry is"
+    );
+    assert!(s.queue.claim(job, &w, 10).await.unwrap().is_empty());
+}
