@@ -85,6 +85,8 @@ impl Queue {
     /// is due now. A worker declared dead gets [`QueueError::WorkerDead`].
     /// After any error, call [`Queue::release_unknown`] with the tokens
     /// the worker holds: a claim may have committed without its reply.
+    /// A claim does not look at the lease: a worker checks
+    /// [`Lease::may_send`] before it claims, as before every send.
     pub async fn claim(
         &self,
         job: JobId,

@@ -89,8 +89,13 @@ impl QueueSettings {
         };
         pg.options(options)
             .connect_timeout(connect_timeout)
+            // A store that vanishes without a reset (a partition) is noticed
+            // in about 30 s, not the OS default of minutes.
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(15))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30))
             .application_name("batchling-queue");
         Ok(Self {
             pg,

@@ -110,8 +110,9 @@ impl Queue {
         Ok(())
     }
 
-    /// A graceful stop: the worker's unfinished requests go back to
-    /// pending (see [`Queue::release`]) and it is marked gone.
+    /// A graceful stop, once in-flight answers are completed: the
+    /// worker's remaining claims go back to pending as never sent (see
+    /// [`Queue::release`]) and it is marked gone. Returns how many.
     pub async fn deregister(&self, lease: &Lease) -> Result<u64, QueueError> {
         let released = self.release_unknown(lease.worker, &[]).await?;
         let client = self.client("deregistering a worker").await?;
