@@ -97,6 +97,8 @@ async fn main() {
     let q = Queue::connect_with(settings)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Named up front: a run that fails half-way leaves the schema behind.
+    println!("schema {schema} (dropped at the end)");
 
     let t = Instant::now();
     load(&q, load_lines, b"bench-load").await;
