@@ -1,0 +1,245 @@
+//! Where the queue lives and how workers hold their leases: the store URL
+//! (read once, never printed: it may hold a password), the schema, the
+//! pool, the lease's TTL and margin.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+
+use crate::error::{QueueError, Target};
+
+/// The schema used when the URL names none.
+pub const DEFAULT_SCHEMA: &str = "batchling";
+
+/// How workers hold their leases. Every worker of one schema should use
+/// the same values: the rescuer declares a worker dead after `ttl` of the
+/// store's clock without a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// How long a heartbeat keeps a worker alive, on the store's clock.
+    pub ttl: Duration,
+    /// How much earlier than `ttl` a worker stops sending on its own
+    /// (monotonic) clock, so that it stops before anyone can rescue its work.
+    pub margin: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            margin: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything [`Queue::connect_with`](crate::Queue::connect_with) needs.
+#[derive(Clone)]
+pub struct QueueSettings {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) target: Target,
+    /// The PostgreSQL schema holding the queue's tables (the URL's
+    /// `?schema=`, else [`DEFAULT_SCHEMA`]).
+    pub schema: String,
+    /// Pooled connections per process.
+    pub pool_size: usize,
+    /// How long a connection attempt, or a wait for a pooled connection,
+    /// may take.
+    pub connect_timeout: Duration,
+    /// The lease (TTL and margin).
+    pub lease: LeaseSettings,
+    /// Apply this build's migrations to an older schema (on by default;
+    /// off, an older schema is an error).
+    pub migrate: bool,
+}
+
+impl fmt::Debug for QueueSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueSettings")
+            .field("target", &self.target.addr)
+            .field("user", &self.target.user)
+            .field("database", &self.target.database)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("lease", &self.lease)
+            .field("migrate", &self.migrate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueSettings {
+    /// Read a store URL: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`,
+    /// with an optional `schema=NAME` among its query parameters (the
+    /// others are PostgreSQL's own). Defaults: pool of 8, 10 s to connect,
+    /// lease 30 s with a 10 s margin, migrations on.
+    pub fn from_url(url: &str) -> Result<Self, QueueError> {
+        let (rest, schema) = split_schema(url)?;
+        let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+        check_schema_name(&schema)?;
+        let mut pg = tokio_postgres::Config::from_str(&rest).map_err(|e| QueueError::BadUrl {
+            reason: scrub(&e.to_string(), url),
+        })?;
+        let target = target_of(&pg)?;
+        let connect_timeout = Duration::from_secs(10);
+        // Every statement is unqualified: the connection's search path is the schema.
+        let options = match pg.get_options() {
+            Some(o) => format!("{o} -c search_path={schema}"),
+            None => format!("-c search_path={schema}"),
+        };
+        pg.options(options)
+            .connect_timeout(connect_timeout)
+            // A store that vanishes without a reset (a partition) is noticed
+            // in about 30 s, not the OS default of minutes.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(15))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30))
+            .application_name("batchling-queue");
+        Ok(Self {
+            pg,
+            target,
+            schema,
+            pool_size: 8,
+            connect_timeout,
+            lease: LeaseSettings::default(),
+            migrate: true,
+        })
+    }
+
+    /// The same store and settings in another schema (tests give each
+    /// case its own).
+    pub fn with_schema(mut self, schema: &str) -> Result<Self, QueueError> {
+        check_schema_name(schema)?;
+        let options = self.pg.get_options().unwrap_or_default().replace(
+            &format!("-c search_path={}", self.schema),
+            &format!("-c search_path={schema}"),
+        );
+        self.pg.options(options);
+        self.schema = schema.to_owned();
+        Ok(self)
+    }
+}
+
+/// The URL without its `schema=` parameter, and that parameter.
+fn split_schema(url: &str) -> Result<(String, Option<String>), QueueError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(QueueError::BadUrl {
+            reason: "it must start with postgres:// or postgresql://".to_owned(),
+        });
+    }
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut schema = None;
+    let mut kept = Vec::new();
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        match param.strip_prefix("schema=") {
+            Some(name) => schema = Some(name.to_owned()),
+            None => kept.push(param),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, schema))
+}
+
+fn check_schema_name(name: &str) -> Result<(), QueueError> {
+    let mut chars = name.chars();
+    let ok = (1..=63).contains(&name.len())
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(QueueError::BadSchemaName {
+            name: name.chars().take(80).collect(),
+        })
+    }
+}
+
+/// `host:port`, user and database, for messages.
+fn target_of(pg: &tokio_postgres::Config) -> Result<Target, QueueError> {
+    let host = match pg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => {
+            return Err(QueueError::BadUrl {
+                reason: "it names no host".to_owned(),
+            });
+        }
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let user = pg.get_user().unwrap_or("(the login user)").to_owned();
+    let database = pg.get_dbname().unwrap_or(&user).to_owned();
+    Ok(Target {
+        addr: format!("{host}:{port}"),
+        user,
+        database,
+    })
+}
+
+/// The driver's complaint about a URL, without the URL's password should
+/// the complaint quote it.
+fn scrub(reason: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(p) => reason.replace(p, "***"),
+        None => reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_parameter_is_ours_and_the_rest_is_postgres() {
+        let s = QueueSettings::from_url("postgres://u@h:5433/db?schema=jobs_1&connect_timeout=3")
+            .unwrap();
+        assert_eq!(s.schema, "jobs_1");
+        assert_eq!(s.target.addr, "h:5433");
+        assert_eq!(s.target.database, "db");
+        assert!(s.pg.get_options().unwrap().contains("search_path=jobs_1"));
+        let s = QueueSettings::from_url("postgresql://u@h/db").unwrap();
+        assert_eq!(s.schema, DEFAULT_SCHEMA);
+        assert_eq!(s.target.addr, "h:5432");
+    }
+
+    #[test]
+    fn passwords_never_reach_debug_or_errors() {
+        let pw = ["s3cr", "et-pw"].concat();
+        let s = QueueSettings::from_url(&format!("postgres://u:{pw}@h/db")).unwrap();
+        assert!(!format!("{s:?}").contains(&pw));
+        let e = QueueSettings::from_url(&format!("postgres://u:{pw}@h:notaport/db")).unwrap_err();
+        assert!(matches!(e, QueueError::BadUrl { .. }), "{e:?}");
+        assert!(!e.to_string().contains(&pw), "{e}");
+        assert!(!format!("{e:?}").contains(&pw), "{e:?}");
+    }
+
+    #[test]
+    fn bad_schema_names_and_other_schemes_are_refused() {
+        for bad in ["Jobs", "1x", "a-b", "x;drop", ""] {
+            let e =
+                QueueSettings::from_url(&format!("postgres://u@h/db?schema={bad}")).unwrap_err();
+            assert!(
+                matches!(e, QueueError::BadSchemaName { .. }),
+                "{bad}: {e:?}"
+            );
+        }
+        let e = QueueSettings::from_url("mysql://u@h/db").unwrap_err();
+        assert!(e.to_string().contains("postgres://"), "{e}");
+    }
+}
