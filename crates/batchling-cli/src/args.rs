@@ -724,14 +724,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, conflicts_with = "config", default_value_t = batchling_engine::DEFAULT_CONCURRENCY, value_parser = at_least_one::<usize>)]
     pub(crate) concurrency: usize,
 
-    /// Per-attempt timeout in seconds (a routes config's [serve]
+    /// Per-attempt timeout in seconds (a routes config's `[serve]`
     /// timeout_secs wins).
     #[arg(long, default_value = "600", value_name = "SECS", value_parser = positive_secs)]
     pub(crate) timeout: Duration,
 
     /// Largest upstream answer read, in MiB: a larger one is cut off and
     /// becomes a response_too_large error, not retried (in a --config file:
-    /// max_response_mb per upstream, or in [serve]).
+    /// max_response_mb per upstream, or in `[serve]`).
     #[arg(long, conflicts_with = "config", default_value_t = DEFAULT_MAX_RESPONSE_MB, value_name = "MB")]
     pub(crate) max_response_mb: u64,
 
@@ -743,8 +743,8 @@ pub(crate) struct ServeArgs {
     pub(crate) keep_journals: bool,
 
     /// A TOML file: the routes config (providers, limit groups, models,
-    /// routes with fallbacks, and a [serve] table), or the older
-    /// [[upstream]] tables chosen by model (see the README).
+    /// routes with fallbacks, and a `[serve]` table), or the older
+    /// `[[upstream]]` tables chosen by model (see the README).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 

@@ -6,16 +6,13 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use batchling_core::routes::{ProviderConf, ProviderKind};
+use batchling_core::routes::ProviderConf;
 use batchling_engine::submit::{Apis, BatchTarget};
 use batchling_engine::{GroupLimits, Routes};
-use batchling_providers::anthropic::translate::DEFAULT_MAX_TOKENS;
-use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig, MessageBatchClient};
-use batchling_providers::azure::{self, AzureClient, AzureConfig};
-use batchling_providers::openai::{BatchClient, ClientConfig, OpenAiClient};
-use batchling_providers::{AnyBatchClient, AnyClient, ApiKey};
+use batchling_providers::anthropic::translate::{DEFAULT_MAX_TOKENS, Mode, RequestOptions};
+use batchling_providers::openai::ClientConfig;
+use batchling_providers::{AnyBatchClient, AnyClient, ApiKey, KeyClient};
 
-use crate::commands::run::anthropic_config;
 use crate::settings::ConfigRoutes;
 
 /// The engine's routes for `c`, and the pacer's settings of its limit
@@ -35,8 +32,9 @@ pub(crate) fn build(
             .find(|(id, g, _)| *id == key.id && *g == group.name)
             .map(|(_, _, secret)| secret)
             .with_context(|| format!("{}: key {} was not read", config.path, key.id))?;
-        let client = client(provider, secret, base, default_max_tokens, lenient)
-            .with_context(|| format!("{}: the provider {}", config.path, provider.name))?;
+        let client = key_client(provider, secret, base, default_max_tokens, lenient).online();
+        let client =
+            client.with_context(|| format!("{}: the provider {}", config.path, provider.name))?;
         Ok(Arc::new(client))
     })
 }
@@ -65,8 +63,9 @@ pub(crate) fn batch_apis(
             );
         };
         let provider = &config.providers[&config.groups[group].provider];
-        let api = batch_client(provider, key, base, lenient)
-            .with_context(|| format!("{}: the provider {}", config.path, provider.name))?;
+        let api = key_client(provider, key, base, DEFAULT_MAX_TOKENS, lenient).batches();
+        let api =
+            api.with_context(|| format!("{}: the provider {}", config.path, provider.name))?;
         apis.target(
             name,
             BatchTarget {
@@ -95,77 +94,21 @@ pub(crate) fn batch_apis(
     Ok(apis)
 }
 
-/// One key's Batch API client, of its provider's kind (Azure's is OpenAI's
-/// on Azure's URLs).
-fn batch_client(
-    provider: &ProviderConf,
-    key: &ApiKey,
-    base: &ClientConfig,
-    lenient: bool,
-) -> Result<AnyBatchClient> {
-    let config = ClientConfig {
-        base_url: provider.base_url.clone(),
-        api_key: Some(key.clone()),
-        ..base.clone()
-    };
-    Ok(match provider.kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
-            AnyBatchClient::OpenAi(BatchClient::new(&config)?)
-        }
-        ProviderKind::Azure => AnyBatchClient::OpenAi(azure::batch_client(&AzureConfig {
-            client: config,
-            api_version: provider.api_version.clone(),
-        })?),
-        ProviderKind::Anthropic => {
-            let a = anthropic_settings(provider, config, DEFAULT_MAX_TOKENS, lenient);
-            AnyBatchClient::Anthropic(MessageBatchClient::new(&a)?)
-        }
-    })
-}
-
-/// An Anthropic provider's client settings: the translation's, and the
-/// config's `version` and `beta`.
-fn anthropic_settings(
-    provider: &ProviderConf,
-    config: ClientConfig,
+/// One key's clients, of its provider's kind (`providers::KeyClient`).
+fn key_client<'a>(
+    provider: &'a ProviderConf,
+    key: &'a ApiKey,
+    shared: &'a ClientConfig,
     default_max_tokens: u64,
     lenient: bool,
-) -> AnthropicConfig {
-    let mut a = anthropic_config(config, default_max_tokens, lenient);
-    if let Some(v) = &provider.version {
-        a.version = v.clone();
+) -> KeyClient<'a> {
+    KeyClient {
+        provider,
+        key,
+        shared,
+        translation: RequestOptions {
+            default_max_tokens,
+            mode: if lenient { Mode::Lenient } else { Mode::Strict },
+        },
     }
-    if !provider.beta.is_empty() {
-        a.headers
-            .push(("anthropic-beta".into(), provider.beta.join(",")));
-    }
-    a
-}
-
-/// One key's client, of its provider's kind.
-fn client(
-    provider: &ProviderConf,
-    key: &ApiKey,
-    base: &ClientConfig,
-    default_max_tokens: u64,
-    lenient: bool,
-) -> Result<AnyClient> {
-    let config = ClientConfig {
-        base_url: provider.base_url.clone(),
-        api_key: Some(key.clone()),
-        ..base.clone()
-    };
-    Ok(match provider.kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
-            AnyClient::OpenAi(OpenAiClient::new(config)?)
-        }
-        ProviderKind::Azure => AnyClient::Azure(AzureClient::new(AzureConfig {
-            client: config,
-            api_version: provider.api_version.clone(),
-        })?),
-        ProviderKind::Anthropic => {
-            let a = anthropic_settings(provider, config, default_max_tokens, lenient);
-            AnyClient::Anthropic(AnthropicClient::new(a)?)
-        }
-    })
 }

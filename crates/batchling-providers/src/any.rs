@@ -2,10 +2,14 @@
 //! time (a routes config, a serve upstream): an enum, so the common path
 //! costs one branch, not a virtual call.
 
-use crate::anthropic::AnthropicClient;
-use crate::azure::AzureClient;
-use crate::openai::OpenAiClient;
+use batchling_core::routes::{ProviderConf, ProviderKind};
 use bytes::Bytes;
+
+use crate::anthropic::translate::RequestOptions;
+use crate::anthropic::{AnthropicClient, AnthropicConfig, MessageBatchClient};
+use crate::azure::{AzureClient, AzureConfig};
+use crate::openai::{BatchClient, ClientConfig, OpenAiClient};
+use crate::{ApiKey, ProviderError};
 
 use crate::batch::{
     BatchApi, BatchApiError, BatchInfo, BatchLimits, BatchResults, Lookup, NewBatch, Refusal,
@@ -21,6 +25,79 @@ pub enum AnyClient {
     Anthropic(AnthropicClient),
     /// Azure OpenAI.
     Azure(AzureClient),
+}
+
+/// What one key of a routes config's provider talks through: the
+/// provider's base URL, the key, and `shared`'s other settings (timeout,
+/// pool, caps); Azure's `api_version`, Anthropic's `version` and `beta`
+/// headers from the provider. The one place a config's kind picks a client.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyClient<'a> {
+    /// The provider, as the config has it.
+    pub provider: &'a ProviderConf,
+    /// The key.
+    pub key: &'a ApiKey,
+    /// What every client shares.
+    pub shared: &'a ClientConfig,
+    /// How Anthropic's clients translate OpenAI lines.
+    pub translation: RequestOptions,
+}
+
+impl KeyClient<'_> {
+    fn config(&self) -> ClientConfig {
+        ClientConfig {
+            base_url: self.provider.base_url.clone(),
+            api_key: Some(self.key.clone()),
+            ..self.shared.clone()
+        }
+    }
+
+    fn azure(&self) -> AzureConfig {
+        AzureConfig {
+            client: self.config(),
+            api_version: self.provider.api_version.clone(),
+        }
+    }
+
+    fn anthropic(&self) -> AnthropicConfig {
+        let mut a = AnthropicConfig::from_client(self.config(), self.translation);
+        if let Some(v) = &self.provider.version {
+            a.version = v.clone();
+        }
+        if !self.provider.beta.is_empty() {
+            a.headers
+                .push(("anthropic-beta".into(), self.provider.beta.join(",")));
+        }
+        a
+    }
+
+    /// The online client.
+    pub fn online(&self) -> Result<AnyClient, ProviderError> {
+        Ok(match self.provider.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                AnyClient::OpenAi(OpenAiClient::new(self.config())?)
+            }
+            ProviderKind::Azure => AnyClient::Azure(AzureClient::new(self.azure())?),
+            ProviderKind::Anthropic => {
+                AnyClient::Anthropic(AnthropicClient::new(self.anthropic())?)
+            }
+        })
+    }
+
+    /// The Batch API client (Azure's is OpenAI's on Azure's URLs).
+    pub fn batches(&self) -> Result<AnyBatchClient, ProviderError> {
+        Ok(match self.provider.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                AnyBatchClient::OpenAi(BatchClient::new(&self.config())?)
+            }
+            ProviderKind::Azure => {
+                AnyBatchClient::OpenAi(crate::azure::batch_client(&self.azure())?)
+            }
+            ProviderKind::Anthropic => {
+                AnyBatchClient::Anthropic(MessageBatchClient::new(&self.anthropic())?)
+            }
+        })
+    }
 }
 
 impl AnyClient {
@@ -66,9 +143,9 @@ impl Provider for AnyClient {
 #[derive(Debug)]
 pub enum AnyBatchClient {
     /// OpenAI's Files + Batches API (or Azure's, or a server speaking it).
-    OpenAi(crate::openai::BatchClient),
+    OpenAi(BatchClient),
     /// Anthropic's Message Batches API.
-    Anthropic(crate::anthropic::MessageBatchClient),
+    Anthropic(MessageBatchClient),
 }
 
 /// `$call` on whichever client `$self` holds.

@@ -47,7 +47,7 @@ mod test_support;
 
 use std::future::Future;
 
-pub use any::{AnyBatchClient, AnyClient};
+pub use any::{AnyBatchClient, AnyClient, KeyClient};
 pub use attempt::{Answer, Attempt, Outgoing, TransportError, TransportKind};
 pub use batch::{BatchApi, BatchApiError};
 

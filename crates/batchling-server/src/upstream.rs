@@ -11,10 +11,9 @@ use batchling_core::routes::{ProviderConf, ProviderKind, RoutesConfig};
 use batchling_engine::{PacerConfig, Routes, SharedLimits};
 use batchling_providers::anthropic::translate::{Mode, RequestOptions};
 use batchling_providers::anthropic::{AnthropicClient, AnthropicConfig};
-use batchling_providers::azure::{AzureClient, AzureConfig};
 use batchling_providers::openai::{ClientConfig, OpenAiClient};
 use batchling_providers::{
-    Answer, AnyClient, ApiKey, Attempt, Outgoing, Provider, ProviderError, Verdict,
+    Answer, AnyClient, ApiKey, Attempt, KeyClient, Outgoing, Provider, ProviderError, Verdict,
 };
 
 use crate::ServeError;
@@ -82,48 +81,28 @@ fn provider_client(
     key: &ApiKey,
     setup: &RoutesSetup,
 ) -> Result<Client, ProviderError> {
-    let config = ClientConfig {
-        base_url: p.base_url.clone(),
-        api_key: Some(key.clone()),
+    let shared = ClientConfig {
         timeout: setup.timeout,
         pool_size: setup.concurrency,
         max_response_bytes: setup.max_response_bytes,
         ..ClientConfig::default()
     };
-    Ok(match p.kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
-            AnyClient::OpenAi(OpenAiClient::new(config)?)
-        }
-        ProviderKind::Azure => AnyClient::Azure(AzureClient::new(AzureConfig {
-            client: config,
-            api_version: p.api_version.clone(),
-        })?),
-        ProviderKind::Anthropic => {
-            let defaults = AnthropicConfig::default();
-            let mut headers = Vec::new();
-            if !p.beta.is_empty() {
-                headers.push(("anthropic-beta".into(), p.beta.join(",")));
-            }
-            AnyClient::Anthropic(AnthropicClient::new(AnthropicConfig {
-                base_url: config.base_url,
-                api_key: config.api_key,
-                version: p.version.clone().unwrap_or(defaults.version),
-                headers,
-                timeout: config.timeout,
-                pool_size: config.pool_size,
-                max_response_bytes: config.max_response_bytes,
-                translation: RequestOptions {
-                    mode: if setup.lenient {
-                        Mode::Lenient
-                    } else {
-                        Mode::Strict
-                    },
-                    ..defaults.translation
-                },
-                http2: defaults.http2,
-            })?)
-        }
-    })
+    let mode = if setup.lenient {
+        Mode::Lenient
+    } else {
+        Mode::Strict
+    };
+    let translation = RequestOptions {
+        mode,
+        ..RequestOptions::default()
+    };
+    KeyClient {
+        provider: p,
+        key,
+        shared: &shared,
+        translation,
+    }
+    .online()
 }
 
 /// Whether a provider of `kind` can answer lines for `endpoint`: as an

@@ -183,20 +183,12 @@ pub(crate) fn anthropic_config(
     default_max_tokens: u64,
     lenient: bool,
 ) -> AnthropicConfig {
-    AnthropicConfig {
-        base_url: c.base_url,
-        api_key: c.api_key,
-        headers: c.headers,
-        timeout: c.timeout,
-        pool_size: c.pool_size,
-        http2: c.http2,
-        max_response_bytes: c.max_response_bytes,
-        translation: RequestOptions {
-            default_max_tokens,
-            mode: if lenient { Mode::Lenient } else { Mode::Strict },
-        },
-        ..AnthropicConfig::default()
-    }
+    let mode = if lenient { Mode::Lenient } else { Mode::Strict };
+    let translation = RequestOptions {
+        default_max_tokens,
+        mode,
+    };
+    AnthropicConfig::from_client(c, translation)
 }
 
 /// The client settings for an upstream speaking `provider`'s API, starting

@@ -85,6 +85,24 @@ impl Default for AnthropicConfig {
     }
 }
 
+impl AnthropicConfig {
+    /// The settings of `c` (the ones every client shares), translating as
+    /// `translation` says.
+    pub fn from_client(c: crate::openai::ClientConfig, translation: RequestOptions) -> Self {
+        AnthropicConfig {
+            base_url: c.base_url,
+            api_key: c.api_key,
+            headers: c.headers,
+            timeout: c.timeout,
+            pool_size: c.pool_size,
+            http2: c.http2,
+            max_response_bytes: c.max_response_bytes,
+            translation,
+            ..AnthropicConfig::default()
+        }
+    }
+}
+
 /// A pooled keep-alive client for Anthropic's Messages API.
 #[derive(Debug, Clone)]
 pub struct AnthropicClient {
