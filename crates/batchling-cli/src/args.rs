@@ -236,6 +236,17 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = duration)]
     pub(crate) give_up_after: Duration,
 
+    /// A rate budget shared with other batchling processes, kept in Redis
+    /// (redis://HOST:PORT): processes sending with the same key spend its
+    /// limits once between them (its lanes: base URL and key, limit group,
+    /// model; the limits each process has in force, given or learned).
+    #[arg(long, value_name = "URL", env = "BATCHLING_LIMITER")]
+    pub(crate) limiter: Option<String>,
+
+    /// The prefix of the shared budget's keys in Redis.
+    #[arg(long, value_name = "PREFIX", default_value = "batchling")]
+    pub(crate) limiter_prefix: String,
+
     /// Output tokens assumed for a request that sets no max_tokens /
     /// max_completion_tokens / max_output_tokens: reserved against --tpm and
     /// in --max-cost's worst case.

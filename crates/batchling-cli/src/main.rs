@@ -20,6 +20,7 @@ mod hints;
 mod progress;
 mod routing;
 mod settings;
+mod shared_budget;
 mod signals;
 
 use std::process::ExitCode;

@@ -169,6 +169,8 @@ pub(crate) struct RunSettings {
     pub(crate) notes: Vec<String>,
     /// `--config`: the routes, and their keys read from the environment.
     pub(crate) routes: Option<ConfigRoutes>,
+    /// `--limiter URL` and `--limiter-prefix`.
+    pub(crate) limiter: Option<(String, String)>,
 }
 
 /// A routes config with its keys, read once.
@@ -494,19 +496,9 @@ impl RunSettings {
             }
             None => {
                 let named = a.mock || a.client.base_url.is_some();
-                let upstream = resume_upstream_of(
-                    &j.state,
-                    j.restart,
-                    (upstream, provider),
-                    named,
-                    &mut notes,
-                )?;
-                check_endpoint(&upstream, provider)?;
-                job.server = Some(format!(
-                    "{}{}",
-                    provider.journal_prefix(),
-                    server_of(&upstream)
-                ));
+                let (upstream, server) =
+                    plain_upstream(&j, (upstream, provider), named, &mut notes)?;
+                job.server = Some(server);
                 (upstream, None)
             }
         };
@@ -538,8 +530,23 @@ impl RunSettings {
             summary_json: j.summary_json,
             notes,
             routes,
+            limiter: a.limiter.map(|url| (url, a.limiter_prefix)),
         })
     }
+}
+
+/// The upstream of a run without a config (the journal's on a resume) and
+/// how the journal records it.
+fn plain_upstream(
+    j: &Journaling,
+    (upstream, provider): (Upstream, ProviderKind),
+    named: bool,
+    notes: &mut Vec<String>,
+) -> Result<(Upstream, String)> {
+    let upstream = resume_upstream_of(&j.state, j.restart, (upstream, provider), named, notes)?;
+    check_endpoint(&upstream, provider)?;
+    let server = format!("{}{}", provider.journal_prefix(), server_of(&upstream));
+    Ok((upstream, server))
 }
 
 /// A routes config names the upstreams: the flags that name one are not

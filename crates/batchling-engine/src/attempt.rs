@@ -18,11 +18,12 @@ use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::dispatch::Pending;
-use crate::pacer::{Admitted, Settle};
+use crate::pacer::{Admitted, Cost, LaneId, Settle};
 use crate::recorder::{Entry, Finished};
 use crate::report::{Counters, Notice, StopCause};
 use crate::route::hop::Then;
 use crate::route::{Chain, KeyAt};
+use crate::shared::{Booking, Shared, SharedLane, Ticket, Unavailable};
 
 /// What an attempt came back with, the key it went on, and the permit it
 /// still holds.
@@ -44,6 +45,13 @@ pub(crate) async fn attempt<P: Provider>(
         .hop
         .and_then(|h| h.key)
         .expect("a request is given a key when admitted");
+    let booked = match &ctx.admission.shared {
+        Some(shared) => match book(&ctx, shared, &p, key, admitted.lane).await {
+            Ok(booked) => booked,
+            Err(Unsent) => return unsent(&ctx, p, permit),
+        },
+        None => None,
+    };
     // In a block, so that the answer, its verdict and the request's copy
     // are not kept across the last await: the task stays small to build and
     // move (the follow-up is boxed).
@@ -64,6 +72,9 @@ pub(crate) async fn attempt<P: Provider>(
         ctx.counters().in_flight.fetch_sub(1, Relaxed);
         Counters::add(&ctx.counters().attempts, 1);
         let verdict = client.classify(&result);
+        if let Some(booked) = booked {
+            booked.settle(&ctx, &result, &verdict);
+        }
         ctx.discovery
             .answered(&ctx.admission.pacer, admitted, &result, &verdict);
         let sent = Sent {
@@ -75,6 +86,126 @@ pub(crate) async fn attempt<P: Provider>(
         Box::pin(follow_up(ctx, p, sent, verdict))
     };
     follow_up.await;
+}
+
+/// An attempt's booking on the shared budget, and the lane it is on.
+struct Booked {
+    ticket: Ticket,
+    group: Box<str>,
+    model: Option<String>,
+}
+
+impl Booked {
+    /// After the answer: what it took settles the booking, a 429 pauses
+    /// the lane for every process (in the background: the attempt does
+    /// not wait for the store). Anything else keeps it charged, as
+    /// providers count refused requests.
+    fn settle<P>(self, ctx: &Ctx<P>, result: &Attempt, verdict: &Verdict) {
+        let Some(shared) = &ctx.admission.shared else {
+            return;
+        };
+        let budget = shared.budget.clone();
+        let rate_limited = matches!(
+            verdict,
+            Verdict::Retry {
+                reason: RetryReason::RateLimited,
+                ..
+            }
+        );
+        match (result, rate_limited) {
+            (_, true) => {
+                let pause = retry_after(verdict).unwrap_or(Duration::from_secs(1));
+                tokio::spawn(async move {
+                    let lane = SharedLane {
+                        group: &self.group,
+                        model: self.model.as_deref(),
+                    };
+                    let _ = budget.pause(lane, pause).await;
+                });
+            }
+            (Attempt::Answered(a), false) if *verdict == Verdict::Success => {
+                // No usage (embeddings' answers may lack it): as booked.
+                let Some(usage) = a.usage else {
+                    return;
+                };
+                let actual = Cost {
+                    input: usage.input,
+                    output: usage.output,
+                };
+                tokio::spawn(async move {
+                    let _ = budget.settle(self.ticket, actual).await;
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Booking failed for good: the run stopped while the budget was away.
+struct Unsent;
+
+/// Book the attempt's send on the shared budget (after the local pacer
+/// admitted it) and wait for its time. A lane without known limits (slow
+/// start) books nothing. While the budget cannot be reached nothing is
+/// sent (one notice says so, another when it is back); a stop then gives
+/// up: the request goes unsent, to be sent by a later run.
+async fn book<P>(
+    ctx: &Ctx<P>,
+    shared: &Shared,
+    p: &Pending,
+    key: KeyAt,
+    lane: LaneId,
+) -> Result<Option<Booked>, Unsent> {
+    let (model, limits) = ctx.admission.pacer.shared_view(lane);
+    let Some(limits) = limits else {
+        return Ok(None);
+    };
+    let group = ctx.routes.group_name(key.group);
+    let cost = Cost::from(p.parsed.tokens);
+    loop {
+        let lane = SharedLane {
+            group,
+            model: model.as_deref(),
+        };
+        match shared.budget.reserve(lane, limits, cost).await {
+            Ok(booking) => {
+                if shared.down.swap(false, Relaxed) {
+                    ctx.reporter.notify(&Notice::SharedBudgetBack);
+                }
+                match booking {
+                    Booking::Send { wait, ticket } => {
+                        tokio::time::sleep(wait).await;
+                        let group = group.into();
+                        return Ok(Some(Booked {
+                            ticket,
+                            group,
+                            model,
+                        }));
+                    }
+                    Booking::Later(after) => {
+                        tokio::time::sleep(after.max(Duration::from_millis(1))).await;
+                    }
+                }
+            }
+            Err(Unavailable(why)) => {
+                if !shared.down.swap(true, Relaxed) {
+                    ctx.reporter.notify(&Notice::SharedBudgetDown { why });
+                }
+                if ctx.stop.is_stopped() {
+                    return Err(Unsent);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// An admitted attempt that was never sent: not in flight any more, its
+/// permit back, nothing journaled (a later run sends it).
+fn unsent<P>(ctx: &Ctx<P>, p: Pending, permit: OwnedSemaphorePermit) {
+    ctx.counters().in_flight.fetch_sub(1, Relaxed);
+    ctx.accounting.settle(&p, None);
+    drop(permit);
 }
 
 /// The request's body as its target sends it: with the target's own name

@@ -127,6 +127,8 @@ pub(crate) struct Admission {
     pub(crate) pacer: Arc<Pacer>,
     /// The most attempts in flight (or answers awaiting their commit).
     pub(crate) permits: Arc<Semaphore>,
+    /// A rate budget shared with other processes, booked after the pacer.
+    pub(crate) shared: Option<crate::shared::Shared>,
 }
 
 /// Learning the limits, and counting tokens once they matter.

@@ -64,6 +64,7 @@ mod recorder;
 pub mod report;
 pub mod route;
 mod run;
+pub mod shared;
 pub mod submit;
 
 use std::path::{Path, PathBuf};
@@ -122,6 +123,9 @@ pub struct Job {
     /// Pacing and concurrency shared with other runs; when set, it replaces
     /// `pacing` and `concurrency` (the journal still records those two).
     pub shared: Option<SharedLimits>,
+    /// A rate budget shared with other processes (`--limiter`): every
+    /// attempt books its send there too, after the local pacer.
+    pub shared_budget: Option<Arc<dyn shared::SharedBudget>>,
     /// The server to record in the journal (a base URL, or `mock`), for a
     /// later resume or `status`.
     pub server: Option<String>,
@@ -212,6 +216,7 @@ impl Job {
             prices: None,
             max_cost: None,
             shared: None,
+            shared_budget: None,
             server: None,
             output,
         }

@@ -62,6 +62,15 @@ pub enum Notice {
     },
     /// A request succeeded during an outage: full speed again.
     OutageEnded,
+    /// The rate budget shared with other processes (`--limiter`) cannot
+    /// be reached: nothing more is sent until it answers (sending without
+    /// it could overrun the limit the processes share).
+    SharedBudgetDown {
+        /// Why, as the budget says it.
+        why: String,
+    },
+    /// The shared budget answers again.
+    SharedBudgetBack,
     /// The run stops dispatching (requests in flight may still land).
     Stopping(StopCause),
     /// A notice without a type of its own yet (`submit`'s).
@@ -94,6 +103,11 @@ impl std::fmt::Display for Notice {
                 "the upstream is failing ({last_error}); probing with one request at a time"
             ),
             Notice::OutageEnded => write!(f, "the upstream answers again; resuming full speed"),
+            Notice::SharedBudgetDown { why } => write!(
+                f,
+                "the shared rate budget is unreachable ({why}); holding new sends until it answers"
+            ),
+            Notice::SharedBudgetBack => write!(f, "the shared rate budget answers again"),
             Notice::Stopping(cause) => write!(f, "stopping: {cause}"),
             Notice::Message(message) => f.write_str(message),
         }

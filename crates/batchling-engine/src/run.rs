@@ -137,14 +137,20 @@ fn check(job: &Job) -> Result<(), EngineError> {
 /// The run's pacer and permits: its own, or those it shares with other
 /// runs against the same upstream (`batchling serve`).
 fn admission(job: &Job) -> Admission {
+    let shared = (job.shared_budget.clone()).map(|budget| crate::shared::Shared {
+        budget,
+        down: Default::default(),
+    });
     match &job.shared {
         Some(s) => Admission {
             pacer: s.pacer.clone(),
             permits: s.permits.clone(),
+            shared,
         },
         None => Admission {
             pacer: Arc::new(Pacer::new(job.pacing.clone())),
             permits: Arc::new(Semaphore::new(job.concurrency)),
+            shared,
         },
     }
 }

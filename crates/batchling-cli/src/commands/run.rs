@@ -104,11 +104,12 @@ async fn send_all(
     shutdown: CancellationToken,
     reporter: Arc<dyn progress::CliReporter>,
 ) -> Result<(Result<RunSummary, EngineError>, Option<u64>)> {
+    let mut job = s.job.clone();
+    job.shared_budget = shared_budget(s, &client_config).await?;
     if let Some(config) = &s.routes {
         let lenient = s.lenient;
         let (routes, groups) =
             routing::build(config, &client_config, s.job.default_max_output, lenient)?;
-        let mut job = s.job.clone();
         job.pacing.groups = groups;
         let summary = batchling_engine::run(job, routes, shutdown, reporter).await;
         return Ok((summary, None));
@@ -117,24 +118,52 @@ async fn send_all(
         ProviderKind::OpenAi => {
             let client = Arc::new(OpenAiClient::new(client_config)?);
             let routes = Routes::single(client);
-            let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
+            let summary = batchling_engine::run(job, routes, shutdown, reporter).await;
             (summary, None)
         }
         ProviderKind::Anthropic => {
             let config = anthropic_config(client_config, s.job.default_max_output, s.lenient);
             let client = Arc::new(AnthropicClient::new(config)?);
             let routes = Routes::single(client.clone());
-            let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
+            let summary = batchling_engine::run(job, routes, shutdown, reporter).await;
             (summary, Some(client.translation_warnings()))
         }
         ProviderKind::Azure => {
             let config = azure_config(client_config, s.azure_api_version.clone());
             let client = Arc::new(AzureClient::new(config)?);
             let routes = Routes::single(client);
-            let summary = batchling_engine::run(s.job.clone(), routes, shutdown, reporter).await;
+            let summary = batchling_engine::run(job, routes, shutdown, reporter).await;
             (summary, None)
         }
     })
+}
+
+/// `--limiter`: the budget shared with other processes, with each limit
+/// group's base URL and key (a config's groups: their first key; else the
+/// one upstream, as `default`).
+async fn shared_budget(
+    s: &RunSettings,
+    client: &ClientConfig,
+) -> Result<Option<Arc<dyn batchling_engine::shared::SharedBudget>>> {
+    let Some((url, prefix)) = &s.limiter else {
+        return Ok(None);
+    };
+    let groups: Vec<(String, String, Option<ApiKey>)> = match &s.routes {
+        Some(c) => (c.config.groups.values())
+            .map(|g| {
+                let base = c.config.providers[&g.provider].base_url.clone();
+                let key = (c.keys.iter()).find(|(_, group, _)| *group == g.name);
+                (g.name.clone(), base, key.map(|(_, _, k)| k.clone()))
+            })
+            .collect(),
+        None => vec![(
+            "default".to_owned(),
+            client.base_url.clone(),
+            client.api_key.clone(),
+        )],
+    };
+    let budget = crate::shared_budget::RedisBudget::connect(url, prefix, groups).await?;
+    Ok(Some(Arc::new(budget)))
 }
 
 /// Azure's client settings: the shared ones (`base_url` is the resource's

@@ -24,6 +24,7 @@ mod routes;
 mod routes_journal;
 mod serve;
 mod serve_client;
+mod shared_budget;
 mod stops;
 mod submit;
 mod submit_anthropic;

@@ -665,6 +665,25 @@ impl Pacer {
         each.collect()
     }
 
+    /// What a budget shared with other processes needs of `lane`: its
+    /// model (or family) name, `None` for requests without one, and its
+    /// limits in force now (`None` while none is known: slow start).
+    pub fn shared_view(&self, lane: LaneId) -> (Option<String>, Option<PerMinute>) {
+        let s = self.lock();
+        let l = s.lane(lane);
+        let name = (l.family.as_deref()).or(l.key.model.as_deref());
+        let limits = PerMinute {
+            rpm: l.per_minute(Dimension::Requests),
+            tpm: l.per_minute(Dimension::Tokens),
+            itpm: l.per_minute(Dimension::InputTokens),
+            otpm: l.per_minute(Dimension::OutputTokens),
+        };
+        (
+            name.map(str::to_owned),
+            (!limits.is_empty()).then_some(limits),
+        )
+    }
+
     /// Each lane's counts, in the order the lanes were made (a run sharing
     /// the pacer takes them at its start, to report its own share).
     pub fn lane_counts(&self) -> Vec<LaneCounts> {

@@ -298,6 +298,12 @@ impl<P> Routes<P> {
         &self.targets[t as usize]
     }
 
+    /// Limit group `g`'s name (what other processes sharing its budget
+    /// call it too).
+    pub(crate) fn group_name(&self, g: u32) -> &str {
+        &self.groups[g as usize].name
+    }
+
     pub(crate) fn key(&self, at: KeyAt) -> &Key<P> {
         &self.groups[at.group as usize].keys[at.key as usize]
     }

@@ -1,0 +1,91 @@
+//! One rate budget shared with other processes (`run --limiter`): after
+//! the local pacer admits an attempt, its send time is booked on the
+//! shared budget of its lane, so several processes sending with one key
+//! spend its limit once, not once each.
+//!
+//! The engine names no store: the budget is a trait the caller implements
+//! (the CLI, over Redis). The local pacer keeps doing what it does alone
+//! (slow start, learning from headers, its one-second log on send times);
+//! the shared budget adds the other processes' sends. A lane whose limits
+//! are not known yet (slow start) is paced locally only.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::pacer::{Cost, PerMinute};
+
+/// A boxed future (the trait is used as an object).
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A budget shared with other processes. Every call is bounded: a store
+/// that does not answer is [`Unavailable`], quickly.
+pub trait SharedBudget: Send + Sync + std::fmt::Debug {
+    /// Book a send of `cost` on `lane`'s budget under `limits` (per minute,
+    /// as the local lane has them in force).
+    fn reserve<'a>(
+        &'a self,
+        lane: SharedLane<'a>,
+        limits: PerMinute,
+        cost: Cost,
+    ) -> Fut<'a, Result<Booking, Unavailable>>;
+
+    /// What the booked request really took (from its answer's `usage`).
+    fn settle(&self, ticket: Ticket, actual: Cost) -> Fut<'_, Result<(), Unavailable>>;
+
+    /// Hold `lane` for every process for `pause` (a 429's Retry-After),
+    /// extended by a later one, never shortened.
+    fn pause<'a>(
+        &'a self,
+        lane: SharedLane<'a>,
+        pause: Duration,
+    ) -> Fut<'a, Result<(), Unavailable>>;
+}
+
+/// A lane as every process names it: its limit group's name (a routes
+/// config's, or `default`) and its model or family (`None`: requests
+/// without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedLane<'a> {
+    /// The limit group.
+    pub group: &'a str,
+    /// The model or family.
+    pub model: Option<&'a str>,
+}
+
+/// What [`SharedBudget::reserve`] booked.
+pub enum Booking {
+    /// Send after `wait`; settle with `ticket`.
+    Send {
+        /// How long to wait before sending.
+        wait: Duration,
+        /// What settling needs.
+        ticket: Ticket,
+    },
+    /// Nothing booked (the lane is booked far ahead, or paused): ask again
+    /// after this.
+    Later(Duration),
+}
+
+/// A booking as the budget's implementation needs it to settle.
+pub struct Ticket(pub Box<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ticket")
+    }
+}
+
+/// The shared budget could not be reached; why, in words without secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// The run's shared budget and whether it is reachable now (so that one
+/// notice, not one per attempt, says it went away or came back).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) budget: std::sync::Arc<dyn SharedBudget>,
+    pub(crate) down: std::sync::atomic::AtomicBool,
+}
