@@ -448,6 +448,53 @@ spill = {"true" if spill else "false"}
             "cpu_s": round(s["_cpu"], 2)}
 
 
+def shared_limiter(processes=3, per_process=1000, learned=False):
+    """Issue #18: `processes` runs, each its own input, one key, one 6,000
+    RPM limit enforced per second, sharing it through Redis (`--limiter`).
+    The ideal is the limit fully used: all lines at 100 a second."""
+    mock, url = start_mock(["--rpm", "6000", "--per-second", "--latency-ms", "200"])
+    prefix = f"blbench-{os.getpid()}-{int(time.time())}"
+    procs = []
+    try:
+        t0 = time.monotonic()
+        for i in range(processes):
+            inp = os.path.join(OUT, f"shared-{i}.jsonl")
+            write_input(inp, per_process)
+            out = os.path.join(OUT, f"shared-{i}-out.jsonl")
+            summary = os.path.join(OUT, f"shared-{i}.json")
+            for stale in (out + ".journal",):
+                if os.path.exists(stale):
+                    os.remove(stale)
+            given = [] if learned else ["--rpm", "6000"]
+            cmd = [BIN, "run", inp, "-o", out, "--base-url", url, "--quiet", "--restart",
+                   "--summary-json", summary, "--limiter", "redis://127.0.0.1:6379",
+                   "--limiter-prefix", prefix] + given
+            procs.append((subprocess.Popen(cmd, env=dict(os.environ, OPENAI_API_KEY="sk-bench")),
+                          summary))
+        cpu, rate_limited, ok = 0.0, 0, 0
+        for p, summary in procs:
+            _, status, ru = os.wait4(p.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit("a shared-limiter run failed")
+            cpu += ru.ru_utime + ru.ru_stime
+            with open(summary) as f:
+                s = json.load(f)
+            rate_limited += s["rate_limited"]
+            ok += s["succeeded"]
+        wall = time.monotonic() - t0
+    finally:
+        mock.terminate()
+        mock.wait()
+        subprocess.run(["sh", "-c", f"redis-cli --scan --pattern '{prefix}*' | xargs -r redis-cli del"],
+                       stdout=subprocess.DEVNULL)
+    n = processes * per_process
+    ideal = n / 100.0
+    return {"scenario": f"limiter-{processes}-processes" + ("-learned" if learned else ""),
+            "requests": n, "succeeded": ok, "429s": rate_limited,
+            "makespan_s": round(wall, 2), "ideal_s": ideal, "ratio": round(ideal / wall, 4),
+            "cpu_s": round(cpu, 2)}
+
+
 SCENARIOS = {
     # 3,000 requests, 6,000 RPM enforced per second, 200 ms latency.
     "rate-bound": lambda: scenario(
@@ -515,6 +562,9 @@ SCENARIOS = {
     "routes-two-groups-learned": lambda: two_groups(given=False),
     "routes-overloaded-primary": lambda: overloaded_primary(),
     "routes-overloaded-primary-no-spill": lambda: overloaded_primary(spill=False),
+    # Issue #18: three processes, one key, one limit shared through Redis.
+    "limiter-3-processes": lambda: shared_limiter(),
+    "limiter-3-processes-learned": lambda: shared_limiter(learned=True),
 }
 
 

@@ -18,9 +18,11 @@ use batchling_engine::shared::{Booking, Fut, SharedBudget, SharedLane, Ticket, U
 use batchling_limiter::{Admission, Lane, Limiter, Limits, Reservation};
 use batchling_providers::ApiKey;
 
-/// The share of a limit the processes book together: timers wake a little
-/// late and bunch sends, which the provider's window would count.
-const UTILISATION: f64 = 0.95;
+/// The share of a limit the processes book together, as the local pacer
+/// aims: Redis's one-second log caps every window; this leaves room for
+/// timers that wake a little late and bunch sends (BENCHMARKS.md: 0 429s
+/// at 0.99 with three processes on one per-second limit).
+const UTILISATION: f64 = 0.99;
 
 /// The Redis budget, with each limit group's upstream digest.
 #[derive(Debug)]

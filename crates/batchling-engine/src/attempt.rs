@@ -154,9 +154,9 @@ async fn book<P>(
     shared: &Shared,
     p: &Pending,
     key: KeyAt,
-    lane: LaneId,
+    lane_id: LaneId,
 ) -> Result<Option<Booked>, Unsent> {
-    let (model, limits) = ctx.admission.pacer.shared_view(lane);
+    let (model, limits) = ctx.admission.pacer.shared_view(lane_id);
     let Some(limits) = limits else {
         return Ok(None);
     };
@@ -174,6 +174,11 @@ async fn book<P>(
                 }
                 match booking {
                     Booking::Send { wait, ticket } => {
+                        // Booked ahead: the others' sends come first, so
+                        // this lane admits no more here until then.
+                        if !wait.is_zero() {
+                            ctx.admission.pacer.hold(lane_id, wait);
+                        }
                         tokio::time::sleep(wait).await;
                         let group = group.into();
                         return Ok(Some(Booked {
@@ -183,7 +188,10 @@ async fn book<P>(
                         }));
                     }
                     Booking::Later(after) => {
-                        tokio::time::sleep(after.max(Duration::from_millis(1))).await;
+                        // The lane here waits too: the others' sends fill it.
+                        let after = after.max(Duration::from_millis(1));
+                        ctx.admission.pacer.hold(lane_id, after);
+                        tokio::time::sleep(after).await;
                     }
                 }
             }

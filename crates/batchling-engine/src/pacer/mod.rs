@@ -279,6 +279,9 @@ struct Lane {
     limits: Vec<Limit>,
     /// After a 429 for this lane: nothing of it goes before then.
     paused_until: Option<Instant>,
+    /// Held while a budget shared with other processes is booked ahead
+    /// (not a 429: nothing is counted, progress shows no pause).
+    held_until: Option<Instant>,
     /// Set while the lane's limits are unknown and being learned.
     discovery: Option<SlowStart>,
     /// Everything admitted so far, by our count.
@@ -296,11 +299,11 @@ impl Lane {
             limit.expire(now);
             at = at.max(limit.ready_at(cost, now));
         }
-        if let Some(p) = self.paused_until {
-            if p > now {
-                at = at.max(p);
-            } else {
-                self.paused_until = None;
+        for until in [&mut self.paused_until, &mut self.held_until] {
+            match *until {
+                Some(p) if p > now => at = at.max(p),
+                Some(_) => *until = None,
+                None => {}
             }
         }
         let slow = self.discovery.as_ref().map(|d| d.ready_at(now));
@@ -354,6 +357,7 @@ impl Lane {
             given,
             limits,
             paused_until: None,
+            held_until: None,
             discovery: discovers.then(SlowStart::default),
             sent: Sent::default(),
             counts: LaneCounts::default(),
@@ -913,6 +917,16 @@ impl Pacer {
             limit.refused();
         }
         l.counts.rate_limited += 1;
+    }
+
+    /// Hold `lane`'s admissions for `delay` (extended, never shortened),
+    /// without counting a 429: a budget shared with other processes is
+    /// booked that far ahead, so admitting more here would only queue.
+    pub fn hold(&self, lane: LaneId, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut s = self.lock();
+        let l = s.lane_mut(lane);
+        l.held_until = Some(l.held_until.map_or(until, |p| p.max(until)));
     }
 
     /// Until when `lane` is paused, if it is.

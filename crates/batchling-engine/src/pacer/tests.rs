@@ -920,3 +920,26 @@ async fn a_group_held_by_a_low_remaining_has_less_room_than_its_spacing_shows() 
     let (i, _) = (p.try_admit_roomiest(&[0, 1], Some("m"), one, later)).expect("both ready");
     assert_eq!(i, 1, "a's hold leaves it one of ten");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_delays_a_lane_without_counting_a_429_or_showing_a_pause() {
+    let p = Pacer::new(PacerConfig {
+        learn: false,
+        ..cfg(Some(6000), None)
+    });
+    let lane = p.lane(Some("m"));
+    let now = Instant::now();
+    assert_eq!(p.try_admit(lane, Cost::tokens(1), now), None);
+    p.hold(lane, Duration::from_millis(300));
+    // A shorter hold does not shorten it.
+    p.hold(lane, Duration::from_millis(100));
+    let later = now + Duration::from_millis(50);
+    assert_eq!(
+        p.try_admit(lane, Cost::tokens(1), later),
+        Some(now + Duration::from_millis(300))
+    );
+    assert!(!p.any_paused(), "a hold is not a 429 pause");
+    assert_eq!(p.lanes()[0].counts.rate_limited, 0);
+    let after = now + Duration::from_millis(300);
+    assert_eq!(p.try_admit(lane, Cost::tokens(1), after), None);
+}
