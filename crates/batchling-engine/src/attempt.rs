@@ -45,8 +45,9 @@ pub(crate) async fn attempt<P: Provider>(
         .hop
         .and_then(|h| h.key)
         .expect("a request is given a key when admitted");
+    // Boxed: only runs with a shared budget carry its state.
     let booked = match &ctx.admission.shared {
-        Some(shared) => match book(&ctx, shared, &p, key, admitted.lane).await {
+        Some(shared) => match Box::pin(book(&ctx, shared, &p, key, admitted.lane)).await {
             Ok(booked) => booked,
             Err(Unsent) => return unsent(&ctx, p, permit),
         },
