@@ -154,6 +154,47 @@ impl SharedBudget for RedisBudget {
             Ok(())
         })
     }
+
+    fn learn<'a>(
+        &'a self,
+        lane: SharedLane<'a>,
+        limits: PerMinute,
+    ) -> Fut<'a, Result<(), Unavailable>> {
+        Box::pin(async move {
+            let Some(lane) = self.lane(lane) else {
+                return Ok(());
+            };
+            let limits = Limits {
+                rpm: limits.rpm,
+                tpm: limits.tpm,
+                itpm: limits.itpm,
+                otpm: limits.otpm,
+            };
+            self.limiter
+                .learn(&lane, &limits)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn learned<'a>(
+        &'a self,
+        lane: SharedLane<'a>,
+    ) -> Fut<'a, Result<Option<PerMinute>, Unavailable>> {
+        Box::pin(async move {
+            let Some(lane) = self.lane(lane) else {
+                return Ok(None);
+            };
+            let l = self.limiter.learned(&lane).await.map_err(unavailable)?;
+            let limits = PerMinute {
+                rpm: l.rpm,
+                tpm: l.tpm,
+                itpm: l.itpm,
+                otpm: l.otpm,
+            };
+            Ok((!limits.is_empty()).then_some(limits))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -18,12 +18,12 @@ use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::dispatch::Pending;
-use crate::pacer::{Admitted, Cost, LaneId, Settle};
+use crate::pacer::{Admitted, Cost, LaneId, PerMinute, Settle};
 use crate::recorder::{Entry, Finished};
 use crate::report::{Counters, Notice, StopCause};
 use crate::route::hop::Then;
 use crate::route::{Chain, KeyAt};
-use crate::shared::{Booking, Shared, SharedLane, Ticket, Unavailable};
+use crate::shared::{Booking, Shared, SharedBudget, SharedLane, Ticket, Unavailable};
 
 /// What an attempt came back with, the key it went on, and the permit it
 /// still holds.
@@ -73,11 +73,14 @@ pub(crate) async fn attempt<P: Provider>(
         ctx.counters().in_flight.fetch_sub(1, Relaxed);
         Counters::add(&ctx.counters().attempts, 1);
         let verdict = client.classify(&result);
-        if let Some(booked) = booked {
-            booked.settle(&ctx, &result, &verdict);
-        }
+        let lane = admitted.lane;
         ctx.discovery
             .answered(&ctx.admission.pacer, admitted, &result, &verdict);
+        // After the pacer read the answer's headers: what it learned is
+        // shared too.
+        if let Some(booked) = booked {
+            booked.settle(&ctx, &result, &verdict, lane);
+        }
         let sent = Sent {
             result,
             key,
@@ -91,9 +94,12 @@ pub(crate) async fn attempt<P: Provider>(
 
 /// An attempt's booking on the shared budget, and the lane it is on.
 struct Booked {
-    ticket: Ticket,
+    /// `None`: nothing booked (the lane's limits were not known yet).
+    ticket: Option<Ticket>,
     group: Box<str>,
     model: Option<String>,
+    /// What the lane had learned from headers when it was booked.
+    learned: Option<PerMinute>,
 }
 
 impl Booked {
@@ -101,11 +107,15 @@ impl Booked {
     /// the lane for every process (in the background: the attempt does
     /// not wait for the store). Anything else keeps it charged, as
     /// providers count refused requests.
-    fn settle<P>(self, ctx: &Ctx<P>, result: &Attempt, verdict: &Verdict) {
+    fn settle<P>(self, ctx: &Ctx<P>, result: &Attempt, verdict: &Verdict, lane: LaneId) {
         let Some(shared) = &ctx.admission.shared else {
             return;
         };
         let budget = shared.budget.clone();
+        self.share_learned(ctx, &budget, lane);
+        let Some(ticket) = self.ticket else {
+            return;
+        };
         let rate_limited = matches!(
             verdict,
             Verdict::Retry {
@@ -116,10 +126,11 @@ impl Booked {
         match (result, rate_limited) {
             (_, true) => {
                 let pause = retry_after(verdict).unwrap_or(Duration::from_secs(1));
+                let (group, model) = (self.group, self.model);
                 tokio::spawn(async move {
                     let lane = SharedLane {
-                        group: &self.group,
-                        model: self.model.as_deref(),
+                        group: &group,
+                        model: model.as_deref(),
                     };
                     let _ = budget.pause(lane, pause).await;
                 });
@@ -134,11 +145,32 @@ impl Booked {
                     output: usage.output,
                 };
                 tokio::spawn(async move {
-                    let _ = budget.settle(self.ticket, actual).await;
+                    let _ = budget.settle(ticket, actual).await;
                 });
             }
             _ => {}
         }
+    }
+}
+
+impl Booked {
+    /// Limits the lane learned from this answer's headers (first ones, or
+    /// new ones) go to the other processes, in the background.
+    fn share_learned<P>(&self, ctx: &Ctx<P>, budget: &Arc<dyn SharedBudget>, lane: LaneId) {
+        let Some(now) = ctx.admission.pacer.learned_view(lane) else {
+            return;
+        };
+        if Some(now) == self.learned {
+            return;
+        }
+        let (budget, group, model) = (budget.clone(), self.group.clone(), self.model.clone());
+        tokio::spawn(async move {
+            let lane = SharedLane {
+                group: &group,
+                model: model.as_deref(),
+            };
+            let _ = budget.learn(lane, now).await;
+        });
     }
 }
 
@@ -157,11 +189,30 @@ async fn book<P>(
     key: KeyAt,
     lane_id: LaneId,
 ) -> Result<Option<Booked>, Unsent> {
-    let (model, limits) = ctx.admission.pacer.shared_view(lane_id);
-    let Some(limits) = limits else {
-        return Ok(None);
-    };
+    let pacer = &ctx.admission.pacer;
     let group = ctx.routes.group_name(key.group);
+    let (model, mut limits) = pacer.shared_view(lane_id);
+    if limits.is_none() {
+        // Slow start here: another process may know the lane's limits.
+        let lane = SharedLane {
+            group,
+            model: model.as_deref(),
+        };
+        if let Ok(Some(learned)) = shared.budget.learned(lane).await {
+            pacer.learn_shared(lane_id, learned);
+            limits = pacer.shared_view(lane_id).1;
+        }
+    }
+    let learned = pacer.learned_view(lane_id);
+    let Some(limits) = limits else {
+        let (group, ticket) = (group.into(), None);
+        return Ok(Some(Booked {
+            ticket,
+            group,
+            model,
+            learned,
+        }));
+    };
     let cost = Cost::from(p.parsed.tokens);
     loop {
         let lane = SharedLane {
@@ -181,11 +232,12 @@ async fn book<P>(
                             ctx.admission.pacer.hold(lane_id, wait);
                         }
                         tokio::time::sleep(wait).await;
-                        let group = group.into();
+                        let (group, ticket) = (group.into(), Some(ticket));
                         return Ok(Some(Booked {
                             ticket,
                             group,
                             model,
+                            learned,
                         }));
                     }
                     Booking::Later(after) => {

@@ -41,6 +41,19 @@ pub trait SharedBudget: Send + Sync + std::fmt::Debug {
         lane: SharedLane<'a>,
         pause: Duration,
     ) -> Fut<'a, Result<(), Unavailable>>;
+
+    /// Share limits this process learned for `lane` from headers.
+    fn learn<'a>(
+        &'a self,
+        lane: SharedLane<'a>,
+        limits: PerMinute,
+    ) -> Fut<'a, Result<(), Unavailable>>;
+
+    /// Limits another process learned for `lane`, if any.
+    fn learned<'a>(
+        &'a self,
+        lane: SharedLane<'a>,
+    ) -> Fut<'a, Result<Option<PerMinute>, Unavailable>>;
 }
 
 /// A lane as every process names it: its limit group's name (a routes

@@ -52,7 +52,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use batchling_core::ratelimit::RateLimitSnapshot;
+use batchling_core::ratelimit::{LimitReading, RateLimitSnapshot};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -686,6 +686,62 @@ impl Pacer {
             name.map(str::to_owned),
             (!limits.is_empty()).then_some(limits),
         )
+    }
+
+    /// The limits `lane` learned from headers (the dimensions it was given
+    /// none of), for other processes sharing its budget; `None` when it
+    /// learned none.
+    pub fn learned_view(&self, lane: LaneId) -> Option<PerMinute> {
+        let s = self.lock();
+        let l = s.lane(lane);
+        let learned = |d| l.given.get(d).is_none().then(|| l.per_minute(d)).flatten();
+        let limits = PerMinute {
+            rpm: learned(Dimension::Requests),
+            tpm: learned(Dimension::Tokens),
+            itpm: learned(Dimension::InputTokens),
+            otpm: learned(Dimension::OutputTokens),
+        };
+        (!limits.is_empty()).then_some(limits)
+    }
+
+    /// Limits another process learned for `lane` (a shared budget's), as if
+    /// an answer's headers had shown them: they join the lane (the lower
+    /// of given and learned wins) and end its slow start. Nothing when the
+    /// run does not learn limits (`--ignore-limit-headers`).
+    pub fn learn_shared(&self, lane: LaneId, limits: PerMinute) {
+        if !self.config.learn {
+            return;
+        }
+        let reading = |limit| LimitReading {
+            limit,
+            ..LimitReading::default()
+        };
+        let snap = RateLimitSnapshot {
+            requests: reading(limits.rpm),
+            tokens: reading(limits.tpm),
+            input_tokens: reading(limits.itpm),
+            output_tokens: reading(limits.otpm),
+            // No window to learn a charge or a hold from: limits only.
+            coarse_resets: true,
+        };
+        let now = Instant::now();
+        let u = self.config.utilisation;
+        let mut s = self.lock();
+        let l = s.lane_mut(lane);
+        l.add_dimensions_shown(&snap, now);
+        let seen = Observed {
+            snapshot: &snap,
+            stamp: Stamp::default(),
+            sent: l.sent,
+            now,
+            refused: false,
+        };
+        for limit in &mut l.limits {
+            limit.observe(seen, true, u);
+        }
+        l.discovery = None;
+        drop(s);
+        self.answers.notify_waiters();
     }
 
     /// Each lane's counts, in the order the lanes were made (a run sharing

@@ -943,3 +943,46 @@ async fn a_hold_delays_a_lane_without_counting_a_429_or_showing_a_pause() {
     let after = now + Duration::from_millis(300);
     assert_eq!(p.try_admit(lane, Cost::tokens(1), after), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn limits_another_process_learned_end_slow_start_and_the_lower_given_one_wins() {
+    let p = Pacer::new(PacerConfig {
+        tpm: Some(50_000),
+        ..cfg(None, None)
+    });
+    let lane = p.lane(Some("m"));
+    assert!(p.discovering(lane));
+    assert_eq!(p.learned_view(lane), None);
+    p.learn_shared(
+        lane,
+        PerMinute {
+            rpm: Some(6000),
+            tpm: Some(1_000_000),
+            ..PerMinute::default()
+        },
+    );
+    assert!(!p.discovering(lane), "slow start is over");
+    let (_, in_force) = p.shared_view(lane);
+    let in_force = in_force.expect("limits are known");
+    assert_eq!((in_force.rpm, in_force.tpm), (Some(6000), Some(50_000)));
+    // Only what was learned goes on to other processes, not the given TPM.
+    let learned = p.learned_view(lane).expect("the rpm was learned");
+    assert_eq!((learned.rpm, learned.tpm), (Some(6000), None));
+}
+
+#[test]
+fn a_run_that_ignores_headers_ignores_shared_limits_too() {
+    let p = Pacer::new(PacerConfig {
+        learn: false,
+        ..cfg(Some(600), None)
+    });
+    let lane = p.lane(Some("m"));
+    p.learn_shared(
+        lane,
+        PerMinute {
+            rpm: Some(60),
+            ..PerMinute::default()
+        },
+    );
+    assert_eq!(p.shared_view(lane).1.and_then(|l| l.rpm), Some(600));
+}
