@@ -76,6 +76,9 @@ pub(crate) fn engine_stop(cause: &StopCause) -> String {
         StopCause::Unreachable { last_error } => format!(
             "the upstream kept failing for longer than --give-up-after (last error: {last_error})"
         ),
+        StopCause::SharedBudgetUnreachable { why } => format!(
+            "the shared rate budget (--limiter) could not be reached for longer than --give-up-after ({why}); nothing was sent meanwhile: run the same command again once Redis answers"
+        ),
         other => other.to_string(),
     }
 }

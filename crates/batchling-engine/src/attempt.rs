@@ -222,6 +222,7 @@ async fn book<P>(
         match shared.budget.reserve(lane, limits, cost).await {
             Ok(booking) => {
                 if shared.down.swap(false, Relaxed) {
+                    shared.back();
                     ctx.reporter.notify(&Notice::SharedBudgetBack);
                 }
                 match booking {
@@ -249,6 +250,11 @@ async fn book<P>(
                 }
             }
             Err(Unavailable(why)) => {
+                let away = shared.away();
+                if away > ctx.health.give_up_after() {
+                    ctx.stop_with(StopCause::SharedBudgetUnreachable { why });
+                    return Err(Unsent);
+                }
                 if !shared.down.swap(true, Relaxed) {
                     ctx.reporter.notify(&Notice::SharedBudgetDown { why });
                 }

@@ -43,6 +43,12 @@ impl Health {
         }
     }
 
+    /// How long the run goes on without what it needs (a success, the
+    /// shared budget) before it stops.
+    pub(crate) fn give_up_after(&self) -> Duration {
+        self.give_up_after
+    }
+
     /// A mark to compare with later: has anything succeeded since?
     pub(crate) fn mark(&self) -> u64 {
         self.successes.load(Relaxed)

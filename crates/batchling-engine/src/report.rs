@@ -364,6 +364,12 @@ pub enum StopCause {
         /// The last error seen.
         last_error: String,
     },
+    /// The rate budget shared with other processes (`--limiter`) could
+    /// not be reached for longer than the job's `give_up_after`.
+    SharedBudgetUnreachable {
+        /// Why, as the budget said it.
+        why: String,
+    },
 }
 
 impl StopCause {
@@ -379,6 +385,7 @@ impl StopCause {
             StopCause::BudgetReached { .. } => "budget_reached",
             StopCause::NoPrice { .. } => "no_price",
             StopCause::Unreachable { .. } => "unreachable",
+            StopCause::SharedBudgetUnreachable { .. } => "shared_budget_unreachable",
         }
     }
 }
@@ -411,6 +418,10 @@ impl std::fmt::Display for StopCause {
             StopCause::Unreachable { last_error } => write!(
                 f,
                 "the upstream kept failing for longer than the time allowed without a success (last error: {last_error})"
+            ),
+            StopCause::SharedBudgetUnreachable { why } => write!(
+                f,
+                "the shared rate budget could not be reached for longer than the time allowed ({why}); nothing was sent meanwhile"
             ),
         }
     }

@@ -140,6 +140,7 @@ fn admission(job: &Job) -> Admission {
     let shared = (job.shared_budget.clone()).map(|budget| crate::shared::Shared {
         budget,
         down: Default::default(),
+        down_since: Default::default(),
     });
     match &job.shared {
         Some(s) => Admission {

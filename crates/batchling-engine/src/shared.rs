@@ -101,4 +101,22 @@ pub struct Unavailable(pub String);
 pub(crate) struct Shared {
     pub(crate) budget: std::sync::Arc<dyn SharedBudget>,
     pub(crate) down: std::sync::atomic::AtomicBool,
+    /// Since when it has not answered (the run stops after the job's
+    /// `give_up_after`).
+    pub(crate) down_since: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Shared {
+    /// It did not answer: how long it has been away now.
+    pub(crate) fn away(&self) -> std::time::Duration {
+        let mut since = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+        since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+    }
+
+    /// It answered.
+    pub(crate) fn back(&self) {
+        *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }

@@ -96,3 +96,103 @@ fn an_unreachable_limiter_is_refused_at_the_start_naming_its_address() {
     );
     assert_eq!(mock.stats().requests, 0, "nothing was sent");
 }
+
+/// A TCP proxy to the machine's Redis that the test can cut: it then
+/// refuses new connections and closes the ones it holds.
+struct Cuttable {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cuttable {
+    fn start() -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+        let port = listener.local_addr().expect("its address").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if flag.load(Relaxed) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = std::net::TcpStream::connect("127.0.0.1:6379") else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 << 10];
+                        use std::io::{Read, Write};
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if flag.load(Relaxed) || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cuttable { port, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_budget_gone_for_longer_than_give_up_after_stops_the_run_keeping_its_answers() {
+    // 5 a second: the run lasts long enough to lose Redis half way.
+    let mock = Mock::start(MockConfig {
+        rpm: Some(300),
+        window: LimitWindow::Second,
+        ..MockConfig::default()
+    });
+    let prefix = Prefix::new("gone");
+    let proxy = Cuttable::start();
+    let (input, _) = chat_file("gone", 40);
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let run = Run::new(&input)
+        .against(&mock)
+        .loud()
+        .args(&[
+            "--rpm",
+            "300",
+            "--ignore-limit-headers",
+            "--give-up-after",
+            "2s",
+        ])
+        .args(&["--limiter", &url, "--limiter-prefix", &prefix.0]);
+    let state = run.state_path();
+    let running = run.spawn();
+    // Cut once some answers came through the shared budget.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while mock.stats().ok < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    proxy.cut();
+    let o = running.wait();
+
+    o.assert_code(2);
+    assert!(
+        o.stderr.contains("shared rate budget") && o.stderr.contains("--give-up-after"),
+        "{}",
+        o.stderr
+    );
+    // What was answered before is kept, and nothing was sent twice.
+    let answered = o.out_lines().len() as u64;
+    assert!(answered > 0 && answered < 40, "{answered} answered");
+    assert_eq!(mock.stats().ok, answered);
+    assert!(state.exists());
+}
