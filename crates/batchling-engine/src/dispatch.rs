@@ -405,31 +405,37 @@ async fn admit<P: Provider>(
     let pacer = &ctx.admission.pacer;
     let model = routes.model_of(hop.target, p.parsed.model.as_deref());
     let cost = Cost::from(p.parsed.tokens);
+    // Nearly every target has one group: its key needs no list.
+    let mut one = None;
+    let mut keys: Vec<KeyAt> = Vec::new();
     let mut busy = false;
-    let mut keys: Vec<KeyAt> = Vec::with_capacity(groups.len());
     for &g in groups {
         match routes.pick_key(g) {
+            KeyPick::Key(key) if groups.len() == 1 => one = Some(key),
             KeyPick::Key(key) => keys.push(key),
             KeyPick::Busy => busy = true,
             KeyPick::Dead => {}
         }
     }
     if pacer.is_shared()
-        && let Some(&key) = keys.get(rand::random::<u32>() as usize % keys.len().max(1))
+        && let Some(key) = one.or_else(|| {
+            keys.get(rand::random::<u32>() as usize % keys.len().max(1))
+                .copied()
+        })
     {
         // Its loops take turns in `admit`: wait there.
-        let known = if groups.len() == 1 { p.lane } else { None };
+        let known = one.and(p.lane);
         return wait_and_admit(ctx, p, permit, tasks, (key, known, None)).await;
     }
     let now = Instant::now();
-    let soonest = match keys.as_slice() {
-        [] => None,
+    let soonest = match (one, keys.as_slice()) {
         // The lane it was admitted to before is known for one group only.
-        [key] => match pacer.try_admit_in_group(key.group, model, p.lane, cost, now) {
-            Tried::Admitted(a) => return spawn(ctx, p, permit, *key, a, tasks),
-            Tried::Waits(w) => Some((*key, w)),
+        (Some(key), _) => match pacer.try_admit_in_group(key.group, model, p.lane, cost, now) {
+            Tried::Admitted(a) => return spawn(ctx, p, permit, key, a, tasks),
+            Tried::Waits(w) => Some((key, w)),
         },
-        _ => {
+        (None, []) => None,
+        (None, _) => {
             let ids: Vec<u32> = keys.iter().map(|k| k.group).collect();
             match pacer.try_admit_roomiest(&ids, model, cost, now) {
                 Ok((i, a)) => return spawn(ctx, p, permit, keys[i], a, tasks),
