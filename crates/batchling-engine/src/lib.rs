@@ -58,6 +58,7 @@ pub mod estimate;
 pub mod fuzzing;
 mod gate;
 mod health;
+pub mod job_store;
 pub mod pacer;
 mod reader;
 mod recorder;
@@ -126,6 +127,11 @@ pub struct Job {
     /// A rate budget shared with other processes (`--limiter`): every
     /// attempt books its send there too, after the local pacer.
     pub shared_budget: Option<Arc<dyn shared::SharedBudget>>,
+    /// A job shared with other workers (`--store`): its requests are
+    /// claimed from the store instead of read from `input`, and its output
+    /// files are written from the store. `state` is this worker's own
+    /// journal (the outbox of its answers).
+    pub job_store: Option<Arc<dyn job_store::JobStore>>,
     /// The server to record in the journal (a base URL, or `mock`), for a
     /// later resume or `status`.
     pub server: Option<String>,
@@ -217,6 +223,7 @@ impl Job {
             max_cost: None,
             shared: None,
             shared_budget: None,
+            job_store: None,
             server: None,
             output,
         }

@@ -1,0 +1,151 @@
+//! A job shared with other workers (`run --store`): its requests come from
+//! a store they all claim from, not from the input file, and its answers
+//! go back to that store.
+//!
+//! The engine names no store: it is a trait the caller implements (the CLI,
+//! over PostgreSQL). What changes for a run on a store:
+//!
+//! - the lines come from [`JobStore::claim`] (in batches, each line with
+//!   its claim's fencing token), not from the reader;
+//! - before every send the attempt asks [`JobStore::may_send`]: a worker
+//!   whose lease lapsed (a stall, a partition) sends nothing until it holds
+//!   a lease again, and a claim taken over by another worker is dropped;
+//! - the local journal stays: every answer is committed to it first, with
+//!   its token (the outbox), and only then handed to the store
+//!   ([`JobStore::committed`]); what the store has taken the journal
+//!   forgets ([`JobStore::flushed`]). A worker killed while the store is
+//!   unreachable hands its journaled answers over when it starts again
+//!   ([`JobStore::committed`] with the outbox, before any claim);
+//! - the output files are written from the store ([`JobStore::export`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use batchling_core::Order;
+use batchling_store::FinalState;
+
+pub use crate::shared::{Fut, Unavailable};
+
+/// A job in a store shared with other workers. Every call is bounded: a
+/// store that does not answer is [`Unavailable`], quickly, and the engine
+/// waits and asks again (stopping after the job's `give_up_after`).
+pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// The job as messages and the local journal name it (no secrets).
+    fn describe(&self) -> String;
+
+    /// The job's number of requests.
+    fn total(&self) -> u64;
+
+    /// Claim up to `max` requests for this worker.
+    fn claim(&self, max: usize) -> Fut<'_, Result<Claim, Unavailable>>;
+
+    /// Whether a request claimed with `token` may be sent now.
+    fn may_send(&self, token: i64) -> MaySend;
+
+    /// Records just committed to the local journal, each with the token it
+    /// was claimed with: the store is to take them, in the background.
+    fn committed(&self, records: Vec<Committed>);
+
+    /// Seqs of records the store has taken since the last call (the local
+    /// journal's outbox forgets them).
+    fn flushed(&self) -> Vec<u64>;
+
+    /// The run is over for this worker: hand over what is left (waiting at
+    /// most `grace` for the store), then leave the job, giving back claims
+    /// never sent.
+    fn close(&self, grace: Duration) -> Fut<'_, Result<Closed, Unavailable>>;
+
+    /// Write the job's output and error files from the store (in seq order:
+    /// the input's).
+    fn export<'a>(
+        &'a self,
+        output: &'a Path,
+        errors: &'a Path,
+        order: Order,
+    ) -> Fut<'a, Result<Exported, Unavailable>>;
+}
+
+/// What a claim gave.
+#[derive(Debug)]
+pub enum Claim {
+    /// Requests to send, in seq order.
+    Lines(Vec<ClaimedLine>),
+    /// Nothing is due now (others hold the rest, or retries wait): ask
+    /// again after this.
+    Wait(Duration),
+    /// Every request of the job has its answer (or error): nothing more
+    /// will come.
+    Finished,
+    /// Not even the next request fits the job's budget.
+    BudgetReached {
+        /// The budget, USD.
+        cap: f64,
+        /// What the job has spent, USD.
+        spent: f64,
+    },
+}
+
+/// One claimed request: its input line, as loaded.
+#[derive(Debug, Clone)]
+pub struct ClaimedLine {
+    /// Its place in the job (the input's order).
+    pub seq: u64,
+    /// The claim's fencing token.
+    pub token: i64,
+    /// The input line, byte for byte (without its newline).
+    pub line: Vec<u8>,
+}
+
+/// Whether a claimed request may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaySend {
+    /// Yes.
+    Send,
+    /// Not now (the lease lapsed and is being renewed): ask again after
+    /// this.
+    Wait(Duration),
+    /// Never: the claim was taken over (this worker was declared dead).
+    /// The request is dropped here; its new holder answers it.
+    Void,
+}
+
+/// A record committed to the local journal, for the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The request.
+    pub seq: u64,
+    /// The token it was claimed with.
+    pub token: i64,
+    /// Answered, failed or invalid.
+    pub state: FinalState,
+    /// Its output- or error-file line, with its newline.
+    pub line: Vec<u8>,
+    /// What it cost, USD.
+    pub cost: f64,
+}
+
+/// How a worker left the job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Closed {
+    /// Answers the store took at the end.
+    pub handed_over: u64,
+    /// Answers it refused as late (their claim had been taken over): paid,
+    /// never output.
+    pub late: u64,
+    /// Claims given back unsent.
+    pub released: u64,
+    /// Answers still only in the local journal (the store did not come
+    /// back within the grace): the same command hands them over.
+    pub left_local: u64,
+}
+
+/// What [`JobStore::export`] wrote, and the job's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exported {
+    /// Output lines.
+    pub output: u64,
+    /// Error lines.
+    pub errors: u64,
+    /// Requests without an answer yet (other workers', or a stopped job's).
+    pub not_done: u64,
+}
