@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::dispatch::Pending;
+use crate::job_store::{JobStore, MaySend};
 use crate::pacer::{Admitted, Cost, LaneId, PerMinute, Settle};
 use crate::recorder::{Entry, Finished};
 use crate::report::{Counters, Notice, StopCause};
@@ -53,6 +54,13 @@ pub(crate) async fn attempt<P: Provider>(
         },
         None => None,
     };
+    // The last moment before the send: a worker whose lease lapsed sends
+    // nothing, and a claim taken over is never sent here.
+    if let (Some(store), Some(token)) = (&ctx.admission.store, p.parsed.claim)
+        && Box::pin(lease_gate(&ctx, &**store, token)).await.is_err()
+    {
+        return unsent(&ctx, p, permit);
+    }
     // In a block, so that the answer, its verdict and the request's copy
     // are not kept across the last await: the task stays small to build and
     // move (the follow-up is boxed).
@@ -263,6 +271,22 @@ async fn book<P>(
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// Wait until the shared job store's lease lets this worker send the
+/// request claimed with `token`: `Err` when the claim was taken over
+/// (another worker answers it) or the run stops meanwhile.
+async fn lease_gate<P>(ctx: &Ctx<P>, store: &dyn JobStore, token: i64) -> Result<(), Unsent> {
+    loop {
+        match store.may_send(token) {
+            MaySend::Send => return Ok(()),
+            MaySend::Void => return Err(Unsent),
+            MaySend::Wait(pause) => tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = ctx.stop.token.cancelled() => return Err(Unsent),
+            },
         }
     }
 }
@@ -641,7 +665,7 @@ impl<P: Provider> Ctx<P> {
         // Answered from the cache: nothing was paid this time.
         r.cost_usd = Some(0.0).filter(|_| self.accounting.prices.is_some());
         Counters::add(&self.counters().cached, 1);
-        self.sink.record(r, None).await;
+        self.sink.record(r, p.parsed.claim, None).await;
         None
     }
 
@@ -708,6 +732,7 @@ impl<P: Provider> Ctx<P> {
                 record: r,
                 permit,
                 cache_put,
+                claim: p.parsed.claim,
             }))
             .await;
     }
@@ -776,7 +801,7 @@ impl<P: Provider> Ctx<P> {
         r.error_message = Some(message);
         r.cost_usd = (p.spent > 0.0).then_some(p.spent);
         self.accounting.settle(p, None);
-        self.sink.record(r, permit).await;
+        self.sink.record(r, p.parsed.claim, permit).await;
     }
 
     /// Record a request its route has nowhere to send: `no_route` (no
@@ -802,8 +827,8 @@ impl<P: Provider> Ctx<P> {
     }
 
     /// Record an invalid line.
-    pub(crate) async fn reject(&self, seq: u64, e: batchling_core::LineError) {
+    pub(crate) async fn reject(&self, seq: u64, e: batchling_core::LineError, claim: Option<i64>) {
         let r = Record::invalid(seq, &e, &self.sink.ids.next());
-        self.sink.record(r, None).await;
+        self.sink.record(r, claim, None).await;
     }
 }

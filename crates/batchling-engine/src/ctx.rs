@@ -129,6 +129,9 @@ pub(crate) struct Admission {
     pub(crate) permits: Arc<Semaphore>,
     /// A rate budget shared with other processes, booked after the pacer.
     pub(crate) shared: Option<crate::shared::Shared>,
+    /// The shared job store whose lease every send of a claimed request
+    /// needs (`run --store`).
+    pub(crate) store: Option<Arc<dyn crate::job_store::JobStore>>,
 }
 
 /// Learning the limits, and counting tokens once they matter.
@@ -356,11 +359,17 @@ pub(crate) struct Sink {
 impl Sink {
     /// Send a finished request to the journal writer. It counts once
     /// committed; its permit (if any) is released then.
-    pub(crate) async fn record(&self, record: Record, permit: Option<OwnedSemaphorePermit>) {
+    pub(crate) async fn record(
+        &self,
+        record: Record,
+        claim: Option<i64>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         self.send(Entry::Finished(Finished {
             record,
             permit,
             cache_put: None,
+            claim,
         }))
         .await;
     }

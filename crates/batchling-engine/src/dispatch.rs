@@ -274,8 +274,8 @@ async fn take_line<P: Provider>(
                 None => Next::Again, // answered from the cache
             }
         }
-        ReadItem::Invalid(seq, e) => {
-            ctx.reject(seq, e).await;
+        ReadItem::Invalid(seq, e, claim) => {
+            ctx.reject(seq, e, claim).await;
             Next::Again
         }
     }

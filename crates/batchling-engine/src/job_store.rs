@@ -149,3 +149,118 @@ pub struct Exported {
     /// Requests without an answer yet (other workers', or a stopped job's).
     pub not_done: u64,
 }
+
+/// Claims in flight to the loop at once: a claim's lines wait in the
+/// channel at most this many batches deep, so a worker never sits on many
+/// more requests than it can send soon (others would wait for them at the
+/// end of a job).
+pub(crate) const CLAIMS_AHEAD: usize = 1;
+
+/// How many requests one claim asks for: about what the run has in flight,
+/// so that claims stay few without hoarding.
+pub(crate) fn claim_size(concurrency: usize) -> usize {
+    concurrency.clamp(64, 1_000)
+}
+
+/// The claimer: the shared job store's stand-in for the reader. It claims
+/// requests in batches, parses each claimed line as the reader would, and
+/// sends them to the loop; it ends when the job has every answer, the run
+/// stops, or the loop is gone. Returns the number of requests claimed and
+/// whether the job was finished.
+pub(crate) async fn claim_loop<P>(
+    ctx: std::sync::Arc<crate::ctx::Ctx<P>>,
+    store: std::sync::Arc<dyn JobStore>,
+    tx: tokio::sync::mpsc::Sender<Vec<crate::reader::ReadItem>>,
+    max: usize,
+) -> std::io::Result<(u64, bool)> {
+    let mut down_since: Option<tokio::time::Instant> = None;
+    let mut claimed = 0u64;
+    loop {
+        let got = tokio::select! {
+            got = store.claim(max) => got,
+            () = ctx.stop.token.cancelled() => return Ok((claimed, false)),
+            () = tx.closed() => return Ok((claimed, false)),
+        };
+        let pause = match got {
+            Ok(claim) => {
+                if down_since.take().is_some() {
+                    ctx.reporter.notify(&crate::Notice::JobStoreBack);
+                }
+                match claim {
+                    Claim::Lines(lines) => {
+                        claimed += lines.len() as u64;
+                        let items = lines.into_iter().map(|l| parse_claimed(&ctx, l)).collect();
+                        if tx.send(items).await.is_err() {
+                            return Ok((claimed, false));
+                        }
+                        continue;
+                    }
+                    Claim::Wait(pause) => pause,
+                    Claim::Finished => return Ok((claimed, true)),
+                    Claim::BudgetReached { cap, .. } => {
+                        ctx.stop_with(crate::StopCause::BudgetReached { limit_usd: cap });
+                        return Ok((claimed, false));
+                    }
+                }
+            }
+            Err(Unavailable(why)) => {
+                let since = *down_since.get_or_insert_with(|| {
+                    let why = why.clone();
+                    ctx.reporter.notify(&crate::Notice::JobStoreDown { why });
+                    tokio::time::Instant::now()
+                });
+                if since.elapsed() > ctx.health.give_up_after() {
+                    ctx.stop_with(crate::StopCause::JobStoreUnreachable { why });
+                    return Ok((claimed, false));
+                }
+                Duration::from_millis(500)
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = ctx.stop.token.cancelled() => return Ok((claimed, false)),
+            () = tx.closed() => return Ok((claimed, false)),
+        }
+    }
+}
+
+/// A claimed line as the reader makes a line of the input: parsed and
+/// checked (an invalid one is recorded as such, under its claim), its
+/// tokens counted when they matter.
+fn parse_claimed<P>(ctx: &crate::ctx::Ctx<P>, l: ClaimedLine) -> crate::reader::ReadItem {
+    use crate::reader::{Parsed, ReadItem, parse_request, token_cost};
+    use std::sync::atomic::Ordering::Relaxed;
+    let line_no = l.seq + 1;
+    match parse_request(line_no, &l.line) {
+        Ok(req) => {
+            let tokens = if ctx.discovery.count_tokens.load(Relaxed) {
+                let dmo = ctx.discovery.default_max_output;
+                token_cost(req.endpoint, req.body.as_bytes(), dmo)
+            } else {
+                Default::default()
+            };
+            ReadItem::Valid(Parsed {
+                seq: l.seq,
+                line_no,
+                custom_id: req.custom_id,
+                endpoint: req.endpoint,
+                body: bytes::Bytes::from(req.body),
+                model: req.model,
+                tokens,
+                claim: Some(l.token),
+            })
+        }
+        Err(e) => ReadItem::Invalid(l.seq, e, Some(l.token)),
+    }
+}
+
+/// An outbox entry as the store takes it.
+pub(crate) fn committed_from(e: batchling_store::OutboxEntry) -> Committed {
+    Committed {
+        seq: e.seq,
+        token: e.token,
+        state: e.state,
+        line: e.line,
+        cost: e.cost_usd.unwrap_or(0.0),
+    }
+}

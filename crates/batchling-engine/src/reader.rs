@@ -82,15 +82,7 @@ impl Validator {
     /// Both line forms are read: OpenAI's batch line, and Anthropic's batch
     /// request line, `{"custom_id", "params"}`, read as a `/v1/messages` line.
     pub fn validate(&mut self, line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
-        let req = match parse_line(line_no, line) {
-            Ok(req) => req,
-            // Only a line without "method" can be Anthropic's: the OpenAI
-            // path pays nothing for the second form.
-            Err(e) if e.problem == LineProblem::BadMethod("nothing".into()) => {
-                params_line(line_no, line).unwrap_or(Err(e))?
-            }
-            Err(e) => return Err(e),
-        };
+        let req = parse_request(line_no, line)?;
         if let Some(first_line) = self.dups.check(&req.custom_id, line_no) {
             return Err(LineError {
                 line_no,
@@ -102,6 +94,20 @@ impl Validator {
             });
         }
         Ok(req)
+    }
+}
+
+/// Parse and validate one non-blank line in either form (no duplicate
+/// check: a line claimed from a shared job store was checked at its load).
+pub(crate) fn parse_request(line_no: u64, line: &[u8]) -> Result<RequestLine, LineError> {
+    match parse_line(line_no, line) {
+        Ok(req) => Ok(req),
+        // Only a line without "method" can be Anthropic's: the OpenAI
+        // path pays nothing for the second form.
+        Err(e) if e.problem == LineProblem::BadMethod("nothing".into()) => {
+            params_line(line_no, line).unwrap_or(Err(e))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -291,12 +297,17 @@ pub(crate) struct Parsed {
     pub(crate) body: Bytes,
     pub(crate) model: Option<String>,
     pub(crate) tokens: TokenEstimate,
+    /// The fencing token of its claim, when it came from a shared job
+    /// store (`run --store`).
+    pub(crate) claim: Option<i64>,
 }
 
 /// What the reader produces, in input order.
 pub(crate) enum ReadItem {
     Valid(Parsed),
-    Invalid(u64, LineError),
+    /// A line that is no request: its seq, why, and its claim's token (a
+    /// shared job store's line).
+    Invalid(u64, LineError, Option<i64>),
 }
 
 /// Token cost of a request for pacing. Falls back to a byte-based guess
@@ -366,9 +377,10 @@ pub(crate) fn read_input(
                     body: Bytes::from(req.body),
                     model: req.model,
                     tokens,
+                    claim: None,
                 })
             }
-            Err(e) => ReadItem::Invalid(seq, e),
+            Err(e) => ReadItem::Invalid(seq, e, None),
         };
         seq += 1;
         batch.push(item);

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use batchling_store::{Cache, FinalState, Journal, PaidAttempts, Record, StoreError};
+use batchling_store::{Cache, FinalState, Journal, OutboxChange, PaidAttempts, Record, StoreError};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use crate::job_store::{Committed, JobStore};
 use crate::report::Counters;
 
 /// What goes to the journal.
@@ -35,6 +36,9 @@ pub(crate) struct Finished {
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     /// An answer to keep in the response cache: key, request id, body.
     pub(crate) cache_put: Option<([u8; 16], String, Bytes)>,
+    /// The token of its claim on a shared job store (`run --store`): the
+    /// record goes to the outbox too, and to the store once committed.
+    pub(crate) claim: Option<i64>,
 }
 
 /// The most records in one transaction: big enough to amortise the commit,
@@ -103,13 +107,14 @@ impl LaneRecorder {
 /// committed and entries are dropped uncounted.
 pub(crate) fn write_loop(
     mut journal: Journal,
-    mut cache: Option<Cache>,
+    (mut cache, store): (Option<Cache>, Option<Arc<dyn JobStore>>),
     mut rx: mpsc::Receiver<Entry>,
     counters: Arc<Counters>,
     (concurrency, mut lanes): (usize, LaneRecorder),
     on_error: impl Fn(&StoreError),
 ) -> (Journal, Result<(), StoreError>) {
     let mut records = Vec::with_capacity(MAX_GROUP);
+    let mut claims = Vec::new();
     let mut permits = Vec::with_capacity(MAX_GROUP);
     let mut puts = Vec::new();
     let mut paid = Vec::new();
@@ -136,6 +141,9 @@ pub(crate) fn write_loop(
             while let Some(e) = next.take() {
                 match e {
                     Entry::Finished(f) => {
+                        if let Some(token) = f.claim {
+                            claims.push((f.record.seq, token));
+                        }
                         records.push(f.record);
                         permits.push(f.permit);
                         puts.extend(f.cache_put);
@@ -162,7 +170,12 @@ pub(crate) fn write_loop(
             std::thread::sleep(NAP);
             next = rx.try_recv().ok();
         }
-        let mut result = journal.commit_with_paid(&records, &paid);
+        let forget = store.as_ref().map(|s| s.flushed()).unwrap_or_default();
+        let outbox = OutboxChange {
+            add: &claims,
+            forget: &forget,
+        };
+        let mut result = journal.commit_with_outbox(&records, &paid, outbox);
         paid.clear();
         if result.is_ok()
             && let Some(c) = cache.as_mut()
@@ -181,11 +194,38 @@ pub(crate) fn write_loop(
         for r in &records {
             Counters::add(counter_for(&counters, r.state), 1);
         }
+        if let Some(store) = &store {
+            hand_over(&**store, &mut records, &claims);
+        }
+        claims.clear();
         records.clear();
         permits.clear(); // releases the permits: those requests are durable now
         lanes.maybe_record(&journal);
     }
     (journal, Ok(()))
+}
+
+/// Committed records that came from claims go to the job store (in the
+/// background: the store takes them while the next group is written).
+fn hand_over(store: &dyn JobStore, records: &mut [Record], claims: &[(u64, i64)]) {
+    if claims.is_empty() {
+        return;
+    }
+    let tokens: std::collections::HashMap<u64, i64> = claims.iter().copied().collect();
+    let committed = records
+        .iter_mut()
+        .filter_map(|r| {
+            let token = *tokens.get(&r.seq)?;
+            Some(Committed {
+                seq: r.seq,
+                token,
+                state: r.state,
+                line: std::mem::take(&mut r.line),
+                cost: r.cost_usd.unwrap_or(0.0),
+            })
+        })
+        .collect();
+    store.committed(committed);
 }
 
 #[cfg(test)]

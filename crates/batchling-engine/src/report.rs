@@ -71,6 +71,20 @@ pub enum Notice {
     },
     /// The shared budget answers again.
     SharedBudgetBack,
+    /// The shared job store (`--store`) does not answer: nothing more is
+    /// claimed, answers wait in the local journal.
+    JobStoreDown {
+        /// Why, as the store says it.
+        why: String,
+    },
+    /// The shared job store answers again.
+    JobStoreBack,
+    /// Answers journaled here by an earlier run of this worker were handed
+    /// to the shared job store before anything new was claimed.
+    HandedOver {
+        /// How many.
+        answers: u64,
+    },
     /// The run stops dispatching (requests in flight may still land).
     Stopping(StopCause),
     /// A notice without a type of its own yet (`submit`'s).
@@ -108,6 +122,15 @@ impl std::fmt::Display for Notice {
                 "the shared rate budget is unreachable ({why}); holding new sends until it answers"
             ),
             Notice::SharedBudgetBack => write!(f, "the shared rate budget answers again"),
+            Notice::JobStoreDown { why } => write!(
+                f,
+                "the job store is unreachable ({why}); claiming nothing new, answers are kept in the local journal until it answers"
+            ),
+            Notice::JobStoreBack => write!(f, "the job store answers again"),
+            Notice::HandedOver { answers } => write!(
+                f,
+                "handing over {answers} answers an earlier run of this worker journaled"
+            ),
             Notice::Stopping(cause) => write!(f, "stopping: {cause}"),
             Notice::Message(message) => f.write_str(message),
         }
@@ -370,6 +393,12 @@ pub enum StopCause {
         /// Why, as the budget said it.
         why: String,
     },
+    /// The shared job store could not be reached for longer than the job's
+    /// `give_up_after`; answers not handed over stay in the local journal.
+    JobStoreUnreachable {
+        /// Why, as the store said it.
+        why: String,
+    },
 }
 
 impl StopCause {
@@ -386,6 +415,7 @@ impl StopCause {
             StopCause::NoPrice { .. } => "no_price",
             StopCause::Unreachable { .. } => "unreachable",
             StopCause::SharedBudgetUnreachable { .. } => "shared_budget_unreachable",
+            StopCause::JobStoreUnreachable { .. } => "job_store_unreachable",
         }
     }
 }
@@ -422,6 +452,10 @@ impl std::fmt::Display for StopCause {
             StopCause::SharedBudgetUnreachable { why } => write!(
                 f,
                 "the shared rate budget could not be reached for longer than the time allowed ({why}); nothing was sent meanwhile"
+            ),
+            StopCause::JobStoreUnreachable { why } => write!(
+                f,
+                "the job store could not be reached for longer than the time allowed ({why}); answers it has not taken are kept in the local journal and handed over by the same command"
             ),
         }
     }

@@ -23,7 +23,7 @@ use crate::reader::{self, Input, ReadItem};
 use crate::recorder::{self, Entry};
 use crate::report::{Baseline, Counters, LaneSummary, Notice, Reporter, RunSummary, StopCause};
 use crate::route::Routes;
-use crate::{EngineError, Job, dispatch};
+use crate::{EngineError, Job, dispatch, job_store};
 
 /// Run a job to the end (or until it stops). Per-request failures are data
 /// in the summary, not errors; `Err` means the run itself could not work.
@@ -67,7 +67,7 @@ pub async fn run_shared<P: Provider>(
     let counters = opened.counters.clone();
     let stop = Stop::new(shutdown);
     let discovery = discovery(&job, &admission.pacer, started);
-    count_lines_meanwhile(&job.input, &counters);
+    count_lines_meanwhile(&job, &counters);
     // The loop's response-cache look-ups (the writer has its own).
     let cache = match &job.cache {
         Some(path) => Some(Cache::open(path)?),
@@ -75,7 +75,7 @@ pub async fn run_shared<P: Provider>(
     };
     let lanes = lane_recorder(&admission.pacer, &lanes_before, &routes);
     let (writer, recorder) = start_writer(&job, (opened.journal, lanes), &counters, &stop)?;
-    let (reader, lines) = start_reader(&job, opened.finished, &discovery, &counters);
+    let (source, lines) = start_reader(&job, opened.finished, &discovery, &counters);
     let ctx = Arc::new(Ctx {
         routes: routes.clone(),
         retry: job.retry,
@@ -97,6 +97,7 @@ pub async fn run_shared<P: Provider>(
         stop,
         reporter: reporter.clone(),
     });
+    let reader = source.start(&ctx, &job);
     let pacer = ctx.admission.pacer.clone();
     let ticker = start_ticker(&reporter, &counters, &pacer, started);
 
@@ -147,11 +148,13 @@ fn admission(job: &Job) -> Admission {
             pacer: s.pacer.clone(),
             permits: s.permits.clone(),
             shared,
+            store: job.job_store.clone(),
         },
         None => Admission {
             pacer: Arc::new(Pacer::new(job.pacing.clone())),
             permits: Arc::new(Semaphore::new(job.concurrency)),
             shared,
+            store: job.job_store.clone(),
         },
     }
 }
@@ -198,16 +201,7 @@ struct Opened {
 /// journal, and start the counters from what it holds. A missing input or
 /// an unwritable destination is an error before anything is paid for.
 fn open_journal(job: &Job, reporter: &dyn Reporter) -> Result<Opened, EngineError> {
-    let input_name = job.input.display_name();
-    let input_err = |source| EngineError::Input {
-        path: input_name.clone(),
-        source,
-    };
-    drop(job.input.open().map_err(input_err)?);
-    let identity = match &job.input {
-        Input::File(p) => Some(InputIdentity::of_file(p).map_err(input_err)?),
-        Input::Stdin => None,
-    };
+    let (input_name, identity) = input_identity(job)?;
     check_destination(&job.output)?;
     check_destination(&job.errors)?;
     let mut journal = Journal::open(&job.state, job.durable)?;
@@ -224,6 +218,7 @@ fn open_journal(job: &Job, reporter: &dyn Reporter) -> Result<Opened, EngineErro
     if job.retry_failed {
         journal.forget_failed()?;
     }
+    hand_over_outbox(job, &journal, reporter)?;
     let finished = journal.finished_seqs()?;
     let before = journal.counts()?;
     let batchling_store::Totals {
@@ -269,10 +264,60 @@ fn open_journal(job: &Job, reporter: &dyn Reporter) -> Result<Opened, EngineErro
     })
 }
 
+/// Answers an earlier run of this worker journaled but the shared job
+/// store has not taken go to it before anything new is claimed.
+fn hand_over_outbox(
+    job: &Job,
+    journal: &Journal,
+    reporter: &dyn Reporter,
+) -> Result<(), EngineError> {
+    let Some(store) = &job.job_store else {
+        return Ok(());
+    };
+    let left = journal.outbox()?;
+    if !left.is_empty() {
+        let answers = left.len() as u64;
+        reporter.notify(&Notice::HandedOver { answers });
+        store.committed(left.into_iter().map(job_store::committed_from).collect());
+    }
+    Ok(())
+}
+
+/// What the journal records as the run's input: the file and its identity
+/// (none for standard input), or the shared job store's job, named by the
+/// store (a worker may have no input file).
+fn input_identity(job: &Job) -> Result<(String, Option<InputIdentity>), EngineError> {
+    if let Some(store) = &job.job_store {
+        let name = store.describe();
+        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(name.as_bytes()));
+        let identity = InputIdentity {
+            size: store.total(),
+            hash,
+        };
+        return Ok((name, Some(identity)));
+    }
+    let input_name = job.input.display_name();
+    let input_err = |source| EngineError::Input {
+        path: input_name.clone(),
+        source,
+    };
+    drop(job.input.open().map_err(input_err)?);
+    let identity = match &job.input {
+        Input::File(p) => Some(InputIdentity::of_file(p).map_err(input_err)?),
+        Input::Stdin => None,
+    };
+    Ok((input_name, identity))
+}
+
 /// Count the input's lines on a thread of their own, so that progress
 /// shows a total early (the reader's own count comes only at the end).
-fn count_lines_meanwhile(input: &Input, counters: &Arc<Counters>) {
-    if let Input::File(path) = input {
+fn count_lines_meanwhile(job: &Job, counters: &Arc<Counters>) {
+    if let Some(store) = &job.job_store {
+        counters.total.store(store.total(), Relaxed);
+        counters.total_known.store(1, Relaxed);
+        return;
+    }
+    if let Input::File(path) = &job.input {
         let (c, path) = (counters.clone(), path.clone());
         std::thread::spawn(move || {
             if let Ok(n) = reader::count_lines(&path)
@@ -310,8 +355,9 @@ fn start_writer(
     let error = Arc::new(Mutex::new(None::<String>));
     let (c, stop, err) = (counters.clone(), stop.token.clone(), error.clone());
     let concurrency = concurrency(job);
+    let store = job.job_store.clone();
     let thread = std::thread::spawn(move || {
-        recorder::write_loop(journal, cache, rx, c, (concurrency, lanes), |e| {
+        recorder::write_loop(journal, (cache, store), rx, c, (concurrency, lanes), |e| {
             *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             stop.cancel();
         })
@@ -319,17 +365,51 @@ fn start_writer(
     Ok((Writer { thread, error }, tx))
 }
 
-/// The reader's thread: how many lines it read, and whether to the end.
-type Reader = JoinHandle<io::Result<(u64, bool)>>;
+/// The reader's thread, or the shared job store's claimer task: how many
+/// lines they read (or claimed), and whether to the end.
+enum Reader {
+    Thread(JoinHandle<io::Result<(u64, bool)>>),
+    Claimer(tokio::task::JoinHandle<io::Result<(u64, bool)>>),
+}
+
+/// Where the loop's lines come from, before it starts: the reader already
+/// reading, or a channel the claimer is to feed once the run's context
+/// exists.
+enum Source {
+    File(JoinHandle<io::Result<(u64, bool)>>),
+    Store(mpsc::Sender<Vec<ReadItem>>),
+}
+
+impl Source {
+    /// Start the claimer, if it is the source.
+    fn start<P: Provider>(self, ctx: &Arc<Ctx<P>>, job: &Job) -> Reader {
+        match (self, &job.job_store) {
+            (Source::Store(tx), Some(store)) => {
+                let max = job_store::claim_size(concurrency(job));
+                let task = job_store::claim_loop(ctx.clone(), store.clone(), tx, max);
+                Reader::Claimer(tokio::spawn(task))
+            }
+            (Source::File(thread), _) => Reader::Thread(thread),
+            // A store source is made only for a job with a store.
+            (Source::Store(_), None) => unreachable!("a store source without a store"),
+        }
+    }
+}
 
 /// Step 2b: the reader, on a thread of its own: it streams the input,
-/// skipping what earlier runs finished, and sends lines in batches.
+/// skipping what earlier runs finished, and sends lines in batches. On a
+/// shared job store, the claimer does that instead (it starts with the
+/// loop's context, [`Source::start`]).
 fn start_reader(
     job: &Job,
     finished: SeqSet,
     discovery: &Discovery,
     counters: &Arc<Counters>,
-) -> (Reader, mpsc::Receiver<Vec<ReadItem>>) {
+) -> (Source, mpsc::Receiver<Vec<ReadItem>>) {
+    if job.job_store.is_some() {
+        let (tx, rx) = mpsc::channel(job_store::CLAIMS_AHEAD);
+        return (Source::Store(tx), rx);
+    }
     let (tx, rx) = mpsc::channel(1024);
     let (input, ct, c, dmo) = (
         job.input.clone(),
@@ -347,7 +427,7 @@ fn start_reader(
         }
         read
     });
-    (thread, rx)
+    (Source::File(thread), rx)
 }
 
 /// Progress snapshots for the reporter, at its own pace.
@@ -442,7 +522,12 @@ async fn finish(
     end: Ending,
     reporter: &dyn Reporter,
 ) -> Result<RunSummary, EngineError> {
-    let read = reader.join().map_err(|p| thread_panicked("reader", &p))?;
+    let read = match reader {
+        Reader::Thread(t) => t.join().map_err(|p| thread_panicked("reader", &p))?,
+        Reader::Claimer(t) => t.await.map_err(|e| EngineError::Internal {
+            message: format!("the claimer task ended: {e}"),
+        })?,
+    };
     let (journal, written) = tokio::task::spawn_blocking(move || writer.thread.join())
         .await
         .map_err(|e| EngineError::Internal {
@@ -475,10 +560,18 @@ async fn finish(
                 source,
             });
         }
-        Ok((n, true)) => journal.set_total(n)?,
+        Ok((n, true)) if job.job_store.is_none() => journal.set_total(n)?,
         _ => {}
     }
-    journal.export(&job.output, &job.errors, job.order)?;
+    match &job.job_store {
+        None => drop(journal.export(&job.output, &job.errors, job.order)?),
+        Some(store) => {
+            let ended = (stopped.is_some(), job.grace, job.give_up_after);
+            if let Err(cause) = leave_and_export(job, &**store, ended, c, reporter).await {
+                stopped.get_or_insert(cause);
+            }
+        }
+    }
     let limits = end.pacer.limits();
     journal.set_limits(limits.rpm, limits.tpm)?;
     let batchling_store::Totals { usage, cost_usd } = journal.totals()?;
@@ -501,6 +594,48 @@ async fn finish(
     let shown = (limits, progress_lanes(&end.pacer));
     reporter.tick(&c.progress(elapsed, shown, false));
     Ok(summary)
+}
+
+/// The end of a worker's run on a shared job store: hand over what is left
+/// (for at most the stop's grace, or `give_up_after` when the run ended by
+/// itself), leave the job, and write the output files from the store, with
+/// the job's counts (every worker's answers) in the counters. An
+/// unreachable store leaves the output files as they were.
+async fn leave_and_export(
+    job: &Job,
+    store: &dyn job_store::JobStore,
+    (stopped, grace, give_up_after): (bool, Duration, Duration),
+    c: &Counters,
+    reporter: &dyn Reporter,
+) -> Result<(), StopCause> {
+    let unreachable = |e: job_store::Unavailable| StopCause::JobStoreUnreachable { why: e.0 };
+    let closed = store
+        .close(if stopped { grace } else { give_up_after })
+        .await
+        .map_err(unreachable)?;
+    if closed.late > 0 {
+        reporter.notify(&Notice::Message(format!(
+            "{} answers of this worker came after their claim was taken over: paid, not output",
+            closed.late
+        )));
+    }
+    if closed.left_local > 0 {
+        return Err(StopCause::JobStoreUnreachable {
+            why: format!(
+                "{} answers are still only in {}",
+                closed.left_local,
+                job.state.display()
+            ),
+        });
+    }
+    let exported = store
+        .export(&job.output, &job.errors, job.order)
+        .await
+        .map_err(unreachable)?;
+    c.succeeded.store(exported.output, Relaxed);
+    c.failed.store(exported.errors, Relaxed);
+    c.invalid.store(0, Relaxed);
+    Ok(())
 }
 
 /// A thread of the run panicked: a bug, reported rather than passed on.

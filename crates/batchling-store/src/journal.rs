@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_submit.sql"),
     include_str!("../migrations/0004_routes.sql"),
     include_str!("../migrations/0005_submit_routes.sql"),
+    include_str!("../migrations/0006_outbox.sql"),
 ];
 
 /// The schema that added `requests.batch_id` and the parts' targets
@@ -613,16 +614,7 @@ impl Journal {
         records: &[Record],
         paid: &[PaidAttempts],
     ) -> Result<(), StoreError> {
-        let werr = StoreError::writing(&self.path);
-        let tx = self.conn.transaction().map_err(werr)?;
-        for p in paid {
-            routes::insert_attempts(&tx, p.seq as i64, &p.attempts).map_err(werr)?;
-        }
-        if !paid.is_empty() {
-            routes::mark_routed(&tx).map_err(werr)?;
-        }
-        insert_records(&tx, records, &mut self.next_finished).map_err(werr)?;
-        tx.commit().map_err(werr)
+        self.commit_with_outbox(records, paid, crate::OutboxChange::default())
     }
 
     /// Write the output file (done requests) and the error file (failed and

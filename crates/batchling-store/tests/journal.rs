@@ -300,3 +300,46 @@ fn only_retryable_failures_are_forgotten() {
     assert!(j.finished_seqs().unwrap().contains(0), "a done one stays");
     assert!(!j.finished_seqs().unwrap().contains(3));
 }
+
+#[test]
+fn the_outbox_keeps_each_claimed_answer_with_its_latest_token_until_forgotten() {
+    use batchling_store::OutboxChange;
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&dir.path().join("j"), false).unwrap();
+    let records = [
+        rec(0, FinalState::Done, "a"),
+        rec(1, FinalState::Failed, "b"),
+    ];
+    let add = [(0, 7), (1, 8)];
+    let change = OutboxChange {
+        add: &add,
+        forget: &[],
+    };
+    j.commit_with_outbox(&records, &[], change).unwrap();
+    let left = j.outbox().unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|e| (e.seq, e.token, e.state))
+            .collect::<Vec<_>>(),
+        [(0, 7, FinalState::Done), (1, 8, FinalState::Failed)]
+    );
+    assert_eq!(left[0].line, b"a\n");
+    assert_eq!(left[1].cost_usd, Some(0.5));
+
+    // Request 1 claimed again (its first claim was taken over) and
+    // answered; the store took request 0 meanwhile.
+    let change = OutboxChange {
+        add: &[(1, 12)],
+        forget: &[0],
+    };
+    j.commit_with_outbox(&[rec(1, FinalState::Done, "b2")], &[], change)
+        .unwrap();
+    let left = j.outbox().unwrap();
+    assert_eq!(
+        left.iter().map(|e| (e.seq, e.token)).collect::<Vec<_>>(),
+        [(1, 12)]
+    );
+    // A journal without a store writes no outbox row.
+    j.commit(&[rec(2, FinalState::Done, "c")]).unwrap();
+    assert_eq!(j.outbox().unwrap().len(), 1);
+}

@@ -14,6 +14,7 @@
 
 mod budget; // `max_cost`: reserve the worst case, stop before going over
 mod crash_bound; // sent but not yet durable ≤ concurrency
+mod job_store; // claims from a shared store, the lease, the outbox, its export
 mod lanes; // each model paced by its own limits, slow start and 429 pause
 mod outage; // one probe at a time, recovery, giving up
 mod rate_limit; // a 429 pauses everyone; its retries are still paced
