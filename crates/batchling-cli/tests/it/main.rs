@@ -22,6 +22,7 @@ mod resume;
 mod retries;
 mod routes;
 mod routes_journal;
+mod scale_out;
 mod serve;
 mod serve_client;
 mod shared_budget;

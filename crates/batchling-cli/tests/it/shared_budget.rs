@@ -2,36 +2,11 @@
 //! its limit once between them (the machine's Redis, a key prefix of the
 //! test's own, removed after).
 
-use std::process::Command;
-
 use batchling_mock::{LimitWindow, MockConfig};
 
 use crate::support::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
-
-/// The test's own key prefix; its keys are removed when it ends.
-struct Prefix(String);
-
-impl Prefix {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Prefix(format!("bltest-{name}-{}-{nanos}", std::process::id()))
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        // Best effort: the keys expire by themselves two minutes on.
-        let script = format!(
-            "redis-cli --scan --pattern '{}*' | xargs -r redis-cli del",
-            self.0
-        );
-        let _ = Command::new("sh").args(["-c", &script]).output();
-    }
-}
 
 #[test]
 fn two_processes_with_one_key_share_its_limit_and_meet_no_429() {
@@ -97,56 +72,6 @@ fn an_unreachable_limiter_is_refused_at_the_start_naming_its_address() {
     assert_eq!(mock.stats().requests, 0, "nothing was sent");
 }
 
-/// A TCP proxy to the machine's Redis that the test can cut: it then
-/// refuses new connections and closes the ones it holds.
-struct Cuttable {
-    port: u16,
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Cuttable {
-    fn start() -> Self {
-        use std::sync::atomic::Ordering::Relaxed;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
-        let port = listener.local_addr().expect("its address").port();
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = cut.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if flag.load(Relaxed) {
-                    continue; // dropped: closed at once
-                }
-                let Ok(server) = std::net::TcpStream::connect("127.0.0.1:6379") else {
-                    continue;
-                };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    let flag = flag.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 << 10];
-                        use std::io::{Read, Write};
-                        while let Ok(n @ 1..) = from.read(&mut buf) {
-                            if flag.load(Relaxed) || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                        let _ = from.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Cuttable { port, cut }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 #[test]
 fn a_budget_gone_for_longer_than_give_up_after_stops_the_run_keeping_its_answers() {
     // 5 a second: the run lasts long enough to lose Redis half way.
@@ -156,7 +81,7 @@ fn a_budget_gone_for_longer_than_give_up_after_stops_the_run_keeping_its_answers
         ..MockConfig::default()
     });
     let prefix = Prefix::new("gone");
-    let proxy = Cuttable::start();
+    let proxy = Proxy::to("127.0.0.1:6379");
     let (input, _) = chat_file("gone", 40);
     let url = format!("redis://127.0.0.1:{}", proxy.port);
     let run = Run::new(&input)

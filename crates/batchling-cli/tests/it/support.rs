@@ -651,3 +651,160 @@ pub(crate) fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
         .find(|l| l["custom_id"] == id)
         .unwrap_or_else(|| panic!("no line for {id}"))
 }
+
+/// A TCP proxy to a local service (PostgreSQL, Redis) that a test can cut
+/// and restore: cut, it refuses new connections and closes the ones it
+/// holds (as a restart or a partition would); restored, it passes
+/// connections again.
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub(crate) fn to(target: &'static str) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+        let port = listener.local_addr().expect("its address").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if flag.load(Relaxed) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let generation = flag.clone();
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = generation.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 << 10];
+                        // A read timeout lets a cut close idle connections too.
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+                        loop {
+                            if flag.load(Relaxed) {
+                                break;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if flag.load(Relaxed) || to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, cut }
+    }
+
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A Redis key prefix of the test's own; its keys are removed when it
+/// ends.
+pub(crate) struct Prefix(pub(crate) String);
+
+impl Prefix {
+    pub(crate) fn new(name: &str) -> Self {
+        Prefix(format!("bltest-{name}-{}", unique()))
+    }
+
+    /// Remove the prefix's keys now (as a Redis restart would, with
+    /// nothing saved).
+    pub(crate) fn wipe(&self) {
+        let script = format!(
+            "redis-cli --scan --pattern '{}*' | xargs -r redis-cli del",
+            self.0
+        );
+        let _ = Command::new("sh").args(["-c", &script]).output();
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        // Best effort: the keys expire by themselves two minutes on.
+        self.wipe();
+    }
+}
+
+/// A PostgreSQL schema of the test's own in the machine's `test`
+/// database, dropped when it ends.
+pub(crate) struct Schema(pub(crate) String);
+
+impl Schema {
+    pub(crate) fn new(name: &str) -> Self {
+        Schema(format!("bltest_{name}_{}", unique()))
+    }
+
+    /// The store URL of this schema, on `port`.
+    pub(crate) fn url_on(&self, port: u16) -> String {
+        format!("postgres://postgres@127.0.0.1:{port}/test?schema={}", self.0)
+    }
+
+    /// The store URL of this schema.
+    pub(crate) fn url(&self) -> String {
+        self.url_on(5432)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0);
+        let _ = Command::new("psql")
+            .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", &sql])
+            .output();
+    }
+}
+
+/// A name part no other test process or case shares.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}_{nanos}", std::process::id())
+}
+
+/// Send `signal` (`STOP`, `CONT`, `KILL`) to the process `pid`.
+pub(crate) fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+/// Wait (at most `limit`) until `done` holds.
+#[track_caller]
+pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited too long for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

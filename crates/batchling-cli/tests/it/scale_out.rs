@@ -1,0 +1,258 @@
+//! `run --store postgres://... --limiter redis://...`: workers share one
+//! job in PostgreSQL and one rate budget in Redis (the machine's; each test
+//! has its own schema and key prefix, removed after). Workers are real
+//! processes; a worker is killed with SIGKILL, stalled with SIGSTOP past
+//! its lease, and the store and the budget are cut through proxies the
+//! tests control.
+
+use std::time::Duration;
+
+use batchling_mock::{LimitWindow, MockConfig};
+
+use crate::support::*;
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// The lease the tests' workers hold (short, so that a stalled worker is
+/// declared dead in seconds).
+const LEASE: &str = "3s";
+
+/// Requests in flight per worker at most.
+const CONCURRENCY: u64 = 32;
+
+/// A worker of the job of `input` on the store at `store`, sharing the
+/// budget under `prefix`, at `rpm` (told, not learned, so that each alone
+/// would spend it all).
+fn worker(input: &str, mock: &Mock, store: &str, prefix: &Prefix, rpm: u64) -> Run {
+    worker_on(input, mock, (store, REDIS), prefix, rpm)
+}
+
+/// [`worker`] with the budget at `limiter`.
+fn worker_on(
+    input: &str,
+    mock: &Mock,
+    (store, limiter): (&str, &str),
+    prefix: &Prefix,
+    rpm: u64,
+) -> Run {
+    let rpm = rpm.to_string();
+    let concurrency = CONCURRENCY.to_string();
+    Run::new(input).against(mock).loud().args(&[
+        "--store",
+        store,
+        "--lease-ttl",
+        LEASE,
+        "--limiter",
+        limiter,
+        "--limiter-prefix",
+        &prefix.0,
+        "--rpm",
+        &rpm,
+        "--ignore-limit-headers",
+        "--concurrency",
+        &concurrency,
+    ])
+}
+
+/// The most requests the fake provider admitted in any one second, over
+/// its lanes.
+fn peak_per_second(mock: &Mock) -> u64 {
+    (mock.lane_stats().iter())
+        .map(|l| l.peak().requests)
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_workers_one_killed_one_stalled_past_its_lease_answer_each_line_once_within_the_limit() {
+    const N: usize = 20_000;
+    // 500 a second, enforced per second.
+    let mock = Mock::start(MockConfig {
+        rpm: Some(30_000),
+        window: LimitWindow::Second,
+        latency: Duration::from_millis(40),
+        ..MockConfig::default()
+    });
+    let (schema, prefix) = (Schema::new("three"), Prefix::new("three"));
+    let (input, want) = chat_file("w", N);
+    let start = || worker(&input, &mock, &schema.url(), &prefix, 30_000).spawn();
+    let (a, stalled, killed) = (start(), start(), start());
+    let long = Duration::from_secs(300);
+
+    wait_until(long, "the job to get going", || mock.stats().ok >= 2_000);
+    signal(stalled.pid(), "STOP");
+    wait_until(long, "more answers", || mock.stats().ok >= 4_000);
+    let _ = killed.kill();
+    let a = a.wait();
+
+    a.assert_code(0);
+    assert_each_once(&a.out_lines(), &want);
+    // The stalled worker wakes after the job is done: whatever it held was
+    // taken over, so it sends nothing, and what it had in flight is late.
+    let before_wake = mock.stats().requests;
+    signal(stalled.pid(), "CONT");
+    let b = stalled.wait();
+    assert_eq!(mock.stats().requests, before_wake, "the woken worker sent nothing");
+    b.assert_code(0);
+    assert_each_once(&b.out_lines(), &want);
+
+    let stats = mock.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert!(
+        stats.requests <= N as u64 + 2 * CONCURRENCY,
+        "{} sends for {N} requests",
+        stats.requests
+    );
+    assert!(peak_per_second(&mock) <= 500, "{}", peak_per_second(&mock));
+    let status = Run::new("")
+        .clear_args()
+        .args(&["status", "--store", &schema.url(), "--job", "1", "--json"])
+        .run();
+    status.assert_code(0);
+    let s: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(s["done"], N as u64, "{s}");
+    assert!(s["late"].as_u64().unwrap() <= CONCURRENCY, "{s}");
+}
+
+#[test]
+fn a_store_gone_for_a_while_holds_the_workers_and_the_job_finishes_when_it_returns() {
+    const N: usize = 1_500;
+    let mock = Mock::start(MockConfig {
+        rpm: Some(6_000),
+        window: LimitWindow::Second,
+        ..MockConfig::default()
+    });
+    let (schema, prefix) = (Schema::new("blip"), Prefix::new("blip"));
+    let proxy = Proxy::to("127.0.0.1:5432");
+    let (input, want) = chat_file("p", N);
+    let url = schema.url_on(proxy.port);
+    let a = worker(&input, &mock, &url, &prefix, 6_000).spawn();
+    let b = worker(&input, &mock, &url, &prefix, 6_000).spawn();
+    let long = Duration::from_secs(120);
+
+    wait_until(long, "the job to get going", || mock.stats().ok >= 200);
+    proxy.cut();
+    // Claims stop; what was claimed is answered into the local journals.
+    std::thread::sleep(Duration::from_secs(4));
+    let during = mock.stats().ok;
+    proxy.restore();
+    let (a, b) = (a.wait(), b.wait());
+
+    a.assert_code(0);
+    b.assert_code(0);
+    assert!(during < N as u64, "the cut came before the end");
+    assert_each_once(&a.out_lines(), &want);
+    assert_each_once(&b.out_lines(), &want);
+    let stderr = format!("{}{}", a.stderr, b.stderr);
+    assert!(stderr.contains("job store is unreachable"), "{stderr}");
+    assert!(stderr.contains("job store answers again"), "{stderr}");
+    let stats = mock.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert_eq!(stats.requests, N as u64, "nothing paid twice: {stats:?}");
+}
+
+#[test]
+fn a_worker_killed_while_the_store_is_away_hands_its_answers_over_when_started_again() {
+    const N: usize = 400;
+    let mock = Mock::start(MockConfig {
+        rpm: Some(6_000),
+        window: LimitWindow::Second,
+        latency: Duration::from_millis(200),
+        ..MockConfig::default()
+    });
+    let (schema, prefix) = (Schema::new("outbox"), Prefix::new("outbox"));
+    let proxy = Proxy::to("127.0.0.1:5432");
+    let (input, want) = chat_file("o", N);
+    let url = schema.url_on(proxy.port);
+    let run = worker(&input, &mock, &url, &prefix, 6_000);
+    let running = run.spawn();
+    let long = Duration::from_secs(120);
+
+    wait_until(long, "the job to get going", || mock.stats().ok >= 50);
+    proxy.cut();
+    // Its claims are answered into the local journal, then it is killed.
+    let answered_then = mock.stats().ok;
+    wait_until(long, "answers while the store is away", || {
+        mock.stats().ok >= answered_then + 10
+    });
+    let run = running.kill();
+    proxy.restore();
+    let sent_before = mock.stats().requests;
+    let o = run.run();
+
+    o.assert_code(0);
+    assert_each_once(&o.out_lines(), &want);
+    assert!(o.stderr.contains("handing over"), "{}", o.stderr);
+    // Paid twice at most: what was in flight at the kill.
+    let stats = mock.stats();
+    assert!(
+        stats.requests <= N as u64 + CONCURRENCY,
+        "{} sends for {N} ({sent_before} before the restart)",
+        stats.requests
+    );
+}
+
+#[test]
+fn a_budget_wiped_mid_job_as_by_a_redis_restart_loses_nothing_and_meets_no_429() {
+    const N: usize = 1_200;
+    let mock = Mock::start(MockConfig {
+        rpm: Some(6_000),
+        window: LimitWindow::Second,
+        ..MockConfig::default()
+    });
+    let (schema, prefix) = (Schema::new("redis"), Prefix::new("redis"));
+    let proxy = Proxy::to("127.0.0.1:6379");
+    let (input, want) = chat_file("r", N);
+    let limiter = format!("redis://127.0.0.1:{}", proxy.port);
+    let url = schema.url();
+    let start = || worker_on(&input, &mock, (&url, &limiter), &prefix, 6_000).spawn();
+    let (a, b) = (start(), start());
+    let long = Duration::from_secs(120);
+
+    wait_until(long, "the job to get going", || mock.stats().ok >= 200);
+    proxy.cut();
+    prefix.wipe();
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.restore();
+    let (a, b) = (a.wait(), b.wait());
+
+    a.assert_code(0);
+    b.assert_code(0);
+    assert_each_once(&a.out_lines(), &want);
+    let stderr = format!("{}{}", a.stderr, b.stderr);
+    assert!(stderr.contains("shared rate budget is unreachable"), "{stderr}");
+    let stats = mock.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert_eq!(stats.requests, N as u64, "{stats:?}");
+    assert!(peak_per_second(&mock) <= 100, "{}", peak_per_second(&mock));
+}
+
+#[test]
+fn two_jobs_at_once_sharing_one_limit_group_meet_no_429() {
+    const N: usize = 600;
+    let mock = Mock::start(MockConfig {
+        rpm: Some(6_000),
+        window: LimitWindow::Second,
+        ..MockConfig::default()
+    });
+    let (schema, prefix) = (Schema::new("two"), Prefix::new("two"));
+    let (first, first_ids) = chat_file("x", N);
+    let (second, second_ids) = chat_file("y", N);
+    let url = schema.url();
+    let jobs = [
+        worker(&first, &mock, &url, &prefix, 6_000).spawn(),
+        worker(&first, &mock, &url, &prefix, 6_000).spawn(),
+        worker(&second, &mock, &url, &prefix, 6_000).spawn(),
+        worker(&second, &mock, &url, &prefix, 6_000).spawn(),
+    ];
+    let outcomes: Vec<Outcome> = jobs.into_iter().map(Running::wait).collect();
+
+    for (o, want) in outcomes.iter().zip([&first_ids, &first_ids, &second_ids, &second_ids]) {
+        o.assert_code(0);
+        assert_each_once(&o.out_lines(), want);
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert_eq!(stats.requests, 2 * N as u64, "{stats:?}");
+    assert!(peak_per_second(&mock) <= 100, "{}", peak_per_second(&mock));
+}
