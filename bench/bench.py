@@ -495,6 +495,96 @@ def shared_limiter(processes=3, per_process=1000, learned=False):
             "cpu_s": round(cpu, 2)}
 
 
+def store_schema(tag):
+    """A PostgreSQL schema of the benchmark's own, and its store URL."""
+    schema = f"blbench_{tag}_{os.getpid()}_{int(time.time())}"
+    return schema, f"postgres://postgres@127.0.0.1:5432/test?schema={schema}"
+
+
+def drop_schema(schema):
+    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c",
+                    f"DROP SCHEMA IF EXISTS {schema} CASCADE"], stdout=subprocess.DEVNULL)
+
+
+def store_workers(workers, n, mock_args, run_args, ideal_fn, tag, limiter=True):
+    """Issue #18: `workers` processes on one job of `n` lines in
+    PostgreSQL (`--store`), from their start until the last one exits; each
+    its own directory (its own local journal) and the same input file."""
+    mock, url = start_mock(mock_args)
+    schema, store = store_schema(tag)
+    prefix = f"blbench-{tag}-{os.getpid()}-{int(time.time())}"
+    inp = os.path.join(OUT, f"store-{tag}.jsonl")
+    write_input(inp, n)
+    procs = []
+    try:
+        t0 = time.monotonic()
+        for i in range(workers):
+            d = os.path.join(OUT, f"store-{tag}-w{i}")
+            subprocess.run(["rm", "-rf", d])
+            os.makedirs(d)
+            summary = os.path.join(d, "summary.json")
+            cmd = [BIN, "run", inp, "-o", os.path.join(d, "out.jsonl"), "--base-url", url,
+                   "--quiet", "--summary-json", summary, "--store", store] + run_args
+            if limiter:
+                cmd += ["--limiter", "redis://127.0.0.1:6379", "--limiter-prefix", prefix]
+            env = dict(os.environ, OPENAI_API_KEY="sk-bench")
+            procs.append((subprocess.Popen(cmd, env=env), summary))
+        cpu = []
+        for p, summary in procs:
+            _, status, ru = os.wait4(p.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"a store worker failed ({os.waitstatus_to_exitcode(status)})")
+            cpu.append(ru.ru_utime + ru.ru_stime)
+        wall = time.monotonic() - t0
+        stats = mock_stats(url)
+    finally:
+        mock.terminate()
+        mock.wait()
+        drop_schema(schema)
+        subprocess.run(["sh", "-c", f"redis-cli --scan --pattern '{prefix}*' | xargs -r redis-cli del"],
+                       stdout=subprocess.DEVNULL)
+    ideal = ideal_fn(n)
+    row = {"scenario": f"store-{tag}", "workers": workers, "requests": n,
+           "sent": stats["requests"], "429s": stats["rate_limited"],
+           "makespan_s": round(wall, 2), "req_per_s": round(n / wall, 0),
+           "cpu_s_per_10k_per_worker": round(sum(cpu) / n * 10000, 3),
+           "cpu_s": " ".join(f"{c:.2f}" for c in cpu)}
+    if ideal:
+        row.update(ideal_s=ideal, ratio=round(ideal / wall, 4))
+    return row
+
+
+def store_load(n=1_000_000):
+    """Issue #18: the first worker of a job of `n` lines loads it into
+    PostgreSQL: from its start to the fake provider's first request (the
+    load is done then: claims begin after it commits)."""
+    mock, url = start_mock([])
+    schema, store = store_schema("load")
+    inp = os.path.join(OUT, f"store-load-{n}.jsonl")
+    if not os.path.exists(inp):
+        write_input(inp, n)
+    d = os.path.join(OUT, "store-load-w0")
+    subprocess.run(["rm", "-rf", d])
+    os.makedirs(d)
+    cmd = [BIN, "run", inp, "-o", os.path.join(d, "out.jsonl"), "--base-url", url, "--quiet",
+           "--store", store]
+    try:
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, env=dict(os.environ, OPENAI_API_KEY="sk-bench"))
+        while mock_stats(url)["requests"] == 0:
+            if p.poll() is not None:
+                raise SystemExit("the loading worker ended before sending")
+            time.sleep(0.05)
+        loaded = time.monotonic() - t0
+        p.kill()
+        p.wait()
+    finally:
+        mock.terminate()
+        mock.wait()
+        drop_schema(schema)
+    return {"scenario": "store-load-1m", "requests": n, "load_s": round(loaded, 2)}
+
+
 SCENARIOS = {
     # 3,000 requests, 6,000 RPM enforced per second, 200 ms latency.
     "rate-bound": lambda: scenario(
@@ -565,6 +655,15 @@ SCENARIOS = {
     # Issue #18: three processes, one key, one limit shared through Redis.
     "limiter-3-processes": lambda: shared_limiter(),
     "limiter-3-processes-learned": lambda: shared_limiter(learned=True),
+    # Issue #18: three workers on one job in PostgreSQL, one 6,000 RPM
+    # per-second limit shared through Redis; ideal: the limit fully used.
+    "store-3-workers": lambda: store_workers(
+        3, 6000, ["--rpm", "6000", "--per-second", "--latency-ms", "200"], ["--rpm", "6000"],
+        lambda n: n / 100.0, "3-workers"),
+    # Store overhead: four workers, no latency, no limits, no shared budget.
+    "store-overhead": lambda: store_workers(
+        4, 100_000, [], ["--concurrency", "64"], lambda n: None, "overhead", limiter=False),
+    "store-load-1m": lambda: store_load(),
 }
 
 
