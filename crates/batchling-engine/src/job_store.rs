@@ -55,6 +55,13 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// never sent.
     fn close(&self, grace: Duration) -> Fut<'_, Result<Closed, Unavailable>>;
 
+    /// This worker's pacer lanes now (JSON, as the journal's `lanes` meta
+    /// row holds them), for `status` on any machine; called every few
+    /// seconds from the journal writer's thread, so it must not block.
+    fn report(&self, lanes_json: &str) {
+        let _ = lanes_json;
+    }
+
     /// Write the job's output and error files from the store (in seq order:
     /// the input's).
     fn export<'a>(

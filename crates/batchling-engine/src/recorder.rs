@@ -87,7 +87,7 @@ impl LaneRecorder {
     /// Record the reports if the last time was [`LANES_EVERY`] ago. A
     /// failed write is left for the next commit to report (they are only
     /// informational; the end of the run writes them again).
-    fn maybe_record(&mut self, journal: &Journal) {
+    fn maybe_record(&mut self, journal: &Journal, store: Option<&dyn JobStore>) {
         if self.last.elapsed() < LANES_EVERY {
             return;
         }
@@ -95,6 +95,10 @@ impl LaneRecorder {
         let reports = (self.make)();
         if let Some(json) = reports.lanes {
             let _ = journal.set_lanes(&json);
+            // Other machines' `status` reads the job from the store.
+            if let Some(store) = store {
+                store.report(&json);
+            }
         }
         if let Some(json) = reports.routes {
             let _ = journal.set_route_health(&json);
@@ -200,7 +204,7 @@ pub(crate) fn write_loop(
         claims.clear();
         records.clear();
         permits.clear(); // releases the permits: those requests are durable now
-        lanes.maybe_record(&journal);
+        lanes.maybe_record(&journal, store.as_deref());
     }
     (journal, Ok(()))
 }
@@ -245,14 +249,14 @@ mod tests {
                 routes: Some(format!("{{\"n\":{calls}}}")),
             }
         }));
-        lanes.maybe_record(&journal);
+        lanes.maybe_record(&journal, None);
         assert_eq!(journal.meta().unwrap().lanes, None, "not yet");
         lanes.last -= LANES_EVERY;
-        lanes.maybe_record(&journal);
+        lanes.maybe_record(&journal, None);
         assert_eq!(journal.meta().unwrap().lanes.as_deref(), Some("[1]"));
         let health = journal.meta().unwrap().route_health;
         assert_eq!(health.as_deref(), Some("{\"n\":1}"));
-        lanes.maybe_record(&journal);
+        lanes.maybe_record(&journal, None);
         assert_eq!(
             journal.meta().unwrap().lanes.as_deref(),
             Some("[1]"),

@@ -92,7 +92,11 @@ fn three_workers_one_killed_one_stalled_past_its_lease_answer_each_line_once_wit
     let before_wake = mock.stats().requests;
     signal(stalled.pid(), "CONT");
     let b = stalled.wait();
-    assert_eq!(mock.stats().requests, before_wake, "the woken worker sent nothing");
+    assert_eq!(
+        mock.stats().requests,
+        before_wake,
+        "the woken worker sent nothing"
+    );
     b.assert_code(0);
     assert_each_once(&b.out_lines(), &want);
 
@@ -220,7 +224,10 @@ fn a_budget_wiped_mid_job_as_by_a_redis_restart_loses_nothing_and_meets_no_429()
     b.assert_code(0);
     assert_each_once(&a.out_lines(), &want);
     let stderr = format!("{}{}", a.stderr, b.stderr);
-    assert!(stderr.contains("shared rate budget is unreachable"), "{stderr}");
+    assert!(
+        stderr.contains("shared rate budget is unreachable"),
+        "{stderr}"
+    );
     let stats = mock.stats();
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
     assert_eq!(stats.requests, N as u64, "{stats:?}");
@@ -247,7 +254,10 @@ fn two_jobs_at_once_sharing_one_limit_group_meet_no_429() {
     ];
     let outcomes: Vec<Outcome> = jobs.into_iter().map(Running::wait).collect();
 
-    for (o, want) in outcomes.iter().zip([&first_ids, &first_ids, &second_ids, &second_ids]) {
+    for (o, want) in outcomes
+        .iter()
+        .zip([&first_ids, &first_ids, &second_ids, &second_ids])
+    {
         o.assert_code(0);
         assert_each_once(&o.out_lines(), want);
     }

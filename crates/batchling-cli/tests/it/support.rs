@@ -763,7 +763,10 @@ impl Schema {
 
     /// The store URL of this schema, on `port`.
     pub(crate) fn url_on(&self, port: u16) -> String {
-        format!("postgres://postgres@127.0.0.1:{port}/test?schema={}", self.0)
+        format!(
+            "postgres://postgres@127.0.0.1:{port}/test?schema={}",
+            self.0
+        )
     }
 
     /// The store URL of this schema.
@@ -776,7 +779,17 @@ impl Drop for Schema {
     fn drop(&mut self) {
         let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0);
         let _ = Command::new("psql")
-            .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", &sql])
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-c",
+                &sql,
+            ])
             .output();
     }
 }
