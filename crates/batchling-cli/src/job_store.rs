@@ -13,6 +13,7 @@
 //!   back through [`JobStore::flushed`], for the journal to forget.
 
 mod load;
+mod outbox;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub(crate) use load::{LoadError, LoadSpec};
+pub(crate) use outbox::{Outbox, take_slot, without_password};
 
 /// How long a worker whose lease lapsed waits before asking again.
 const LEASE_WAIT: Duration = Duration::from_millis(50);
@@ -226,6 +228,11 @@ impl PgJobStore {
             Err(e) => {
                 s.release_unknown(&lease).await;
                 match e {
+                    // Requests in flight (any worker's) may settle below
+                    // their worst case and make room: not the end yet.
+                    QueueError::BudgetReached { reserved, .. } if reserved > 0.0 => {
+                        Ok(Claim::Wait(IDLE_WAIT))
+                    }
                     QueueError::BudgetReached { cap, spent, .. } => {
                         Ok(Claim::BudgetReached { cap, spent })
                     }
@@ -508,7 +515,7 @@ fn host_name() -> String {
 
 /// Write the output files through temporary files beside them, renamed
 /// into place (as the journal's export does), in seq order.
-async fn export_files(
+pub(crate) async fn export_files(
     queue: &Queue,
     job: JobId,
     output: &Path,
