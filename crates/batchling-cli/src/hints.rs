@@ -205,6 +205,13 @@ mod tests {
             for_error(&e).as_deref(),
             Some("check --job and the schema in --store")
         );
+        let newer = QueueError::SchemaTooNew {
+            schema: "batchling".into(),
+            found: 9,
+            supported: 1,
+        };
+        let hint = for_error(&anyhow::Error::new(OpenError::Queue(newer)));
+        assert!(hint.is_some_and(|h| h.contains("upgrade batchling")));
     }
 
     #[test]

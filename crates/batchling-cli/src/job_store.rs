@@ -29,7 +29,7 @@ use batchling_engine::job_store::{
 };
 use batchling_queue::{
     ClaimToken, Completion, JobId, JobInfo, JobSpec, Lease, Outcome, Queue, QueueError,
-    QueueSettings,
+    QueueSettings, WorkerId,
 };
 use batchling_store::FinalState;
 use tokio::sync::mpsc;
@@ -98,6 +98,9 @@ struct Shared {
     idle: Mutex<Idle>,
     /// The largest token this worker ever received, under any worker id.
     max_token: AtomicI64,
+    /// Held while registering again, so the heartbeat and a claim that
+    /// both learn of the death register one new worker, not two.
+    reregistering: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -162,6 +165,7 @@ impl PgJobStore {
             late: AtomicU64::new(0),
             idle: Mutex::new(Idle::default()),
             max_token: AtomicI64::new(0),
+            reregistering: tokio::sync::Mutex::new(()),
         });
         let (outbox, rx) = mpsc::unbounded_channel();
         let tasks = vec![
@@ -189,7 +193,7 @@ impl PgJobStore {
 
     /// The worker this process is now.
     #[cfg(test)]
-    fn worker(&self) -> batchling_queue::WorkerId {
+    fn worker(&self) -> WorkerId {
         lock(&self.shared.lease).lease.worker()
     }
 
@@ -221,8 +225,8 @@ impl PgJobStore {
                     .collect();
                 Ok(Claim::Lines(lines))
             }
-            Err(QueueError::WorkerDead { .. }) => {
-                s.register_again().await?;
+            Err(QueueError::WorkerDead { worker }) => {
+                s.register_again(worker).await?;
                 Ok(Claim::Wait(Duration::ZERO))
             }
             Err(e) => {
@@ -309,9 +313,14 @@ impl Shared {
         Ok(Claim::Wait(idle.wait))
     }
 
-    /// The store declared this worker dead: a new worker id, and every
-    /// claim made so far void.
-    async fn register_again(&self) -> Result<(), Unavailable> {
+    /// The store declared worker `dead` (this process, unless it has
+    /// registered again since): a new worker id, and every claim made so
+    /// far void.
+    async fn register_again(&self, dead: WorkerId) -> Result<(), Unavailable> {
+        let _one = self.reregistering.lock().await;
+        if lock(&self.lease).lease.worker() != dead {
+            return Ok(());
+        }
         let lease = self
             .queue
             .register(&self.host, std::process::id())
@@ -363,8 +372,8 @@ async fn keep_lease(s: Arc<Shared>) {
                             l.lease = lease;
                         }
                     }
-                    Err(QueueError::WorkerDead { .. }) => {
-                        let _ = s.register_again().await;
+                    Err(QueueError::WorkerDead { worker }) => {
+                        let _ = s.register_again(worker).await;
                     }
                     // The lease runs out by itself: sends stop until a
                     // heartbeat gets through.

@@ -71,10 +71,26 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([&base_url(), "-tAq", "-c"])
-            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
-            .output();
+        // The test's runtime is blocked in this Drop, so a transaction its
+        // aborted tasks left open (a rescue pass) is never rolled back:
+        // end the connections holding locks in the schema, then drop it.
+        let terminate = format!(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+             JOIN pg_class c ON c.oid = l.relation
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = '{}' AND l.pid <> pg_backend_pid()",
+            self.name
+        );
+        let drop = format!(
+            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {} CASCADE",
+            self.name
+        );
+        for sql in [terminate, drop] {
+            let _ = Command::new("psql")
+                .args([&base_url(), "-tAq", "-c"])
+                .arg(sql)
+                .output();
+        }
     }
 }
 
@@ -322,4 +338,47 @@ async fn an_unknown_job_id_is_refused_naming_it() {
     .await
     .unwrap_err();
     assert!(e.to_string().contains("424242"), "{e}");
+}
+
+#[tokio::test]
+async fn a_budget_held_by_requests_in_flight_is_a_wait_not_the_end() {
+    let s = Schema::new();
+    let text: String = (0..3).map(|i| chat(&format!("r{i}")) + "\n").collect();
+    let catalog = Arc::new(batchling_core::pricing::Catalog::builtin());
+    let one = {
+        let spec = LoadSpec {
+            prices: Some(catalog.clone()),
+            default_max_output: 1_000,
+            budget_cap: None,
+        };
+        let line = load::new_lines(&s.file("probe.jsonl", &chat("r0")), &spec, [0; 32])
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        line.worst_cost
+    };
+    assert!(one > 0.0, "gpt-4o-mini is priced");
+    // Room for one request's worst case, not two.
+    let spec = LoadSpec {
+        prices: Some(catalog),
+        default_max_output: 1_000,
+        budget_cap: Some(one * 1.5),
+    };
+    let store = PgJobStore::open_with(s.settings(), Source::File(s.file("b.jsonl", &text)), spec)
+        .await
+        .unwrap();
+    let first = claim_all(&store, 10).await;
+    assert_eq!(first.len(), 1);
+    // The one in flight may settle below its worst case: wait.
+    assert!(matches!(store.claim(10).await, Ok(Claim::Wait(_))));
+    let mut spent = committed(&first[0], FinalState::Done);
+    spent.cost = one;
+    store.committed(vec![spent]);
+    wait_flushed(&store, 1).await;
+    // Nothing in flight, and the next does not fit what is left.
+    assert!(matches!(
+        store.claim(10).await,
+        Ok(Claim::BudgetReached { .. })
+    ));
 }
