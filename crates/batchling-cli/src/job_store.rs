@@ -199,13 +199,11 @@ impl PgJobStore {
 
     async fn claim_lines(&self, max: usize) -> Result<Claim, Unavailable> {
         let s = &*self.shared;
-        let lease = {
-            let l = lock(&s.lease);
-            if !l.lease.may_send() {
-                return Ok(Claim::Wait(LEASE_WAIT));
-            }
-            l.lease.clone()
-        };
+        let lease = lock(&s.lease).lease.clone();
+        if !lease.may_send() {
+            // Claim nothing that could not be sent: renew first.
+            return s.renew_now(lease).await;
+        }
         match s.queue.claim(s.job, &lease, max).await {
             Ok(rows) if rows.is_empty() => s.nothing_due().await,
             Ok(rows) => {
@@ -335,6 +333,26 @@ impl Shared {
             "the job store declared this worker dead; registered again, claims held before are left to their new holders"
         );
         Ok(())
+    }
+
+    /// The lease lapsed (heartbeats did not get through): one heartbeat
+    /// now; a store that does not take it is unavailable (the engine
+    /// counts that against `--give-up-after`).
+    async fn renew_now(&self, mut lease: Lease) -> Result<Claim, Unavailable> {
+        match self.queue.heartbeat(&mut lease).await {
+            Ok(()) => {
+                let mut l = lock(&self.lease);
+                if l.lease.worker() == lease.worker() {
+                    l.lease = lease;
+                }
+                Ok(Claim::Wait(Duration::ZERO))
+            }
+            Err(QueueError::WorkerDead { worker }) => {
+                self.register_again(worker).await?;
+                Ok(Claim::Wait(Duration::ZERO))
+            }
+            Err(e) => Err(self.unavailable(&e)),
+        }
     }
 
     /// After a claim error: claims that committed without their reply go

@@ -382,3 +382,55 @@ async fn a_budget_held_by_requests_in_flight_is_a_wait_not_the_end() {
         Ok(Claim::BudgetReached { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_worker_without_a_valid_lease_claims_and_sends_nothing() {
+    let s = Schema::new();
+    let mut settings = s.settings();
+    // The whole TTL is margin: no heartbeat ever makes the lease usable.
+    settings.lease = batchling_queue::LeaseSettings {
+        ttl: Duration::from_secs(30),
+        margin: Duration::from_secs(30),
+    };
+    let text = chat("only") + "\n";
+    let store = PgJobStore::open_with(
+        settings,
+        Source::File(s.file("in.jsonl", &text)),
+        LoadSpec::default(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(store.claim(10).await, Ok(Claim::Wait(_))));
+    }
+    assert_eq!(store.may_send(1), MaySend::Wait(LEASE_WAIT));
+    let pending = psql(&s.name, "SELECT count(*) FROM {s}.requests WHERE state = 0");
+    assert_eq!(pending, "1", "nothing was claimed");
+}
+
+#[tokio::test]
+async fn answers_the_store_did_not_take_within_the_grace_stay_local_and_the_worker_stays() {
+    let s = Schema::new();
+    let text = chat("kept") + "\n";
+    let store = s.open(Source::File(s.file("in.jsonl", &text))).await;
+    let lines = claim_all(&store, 10).await;
+    // The store will not take the answer: its job is gone.
+    psql(
+        &s.name,
+        "DELETE FROM {s}.requests; DELETE FROM {s}.lines; DELETE FROM {s}.jobs",
+    );
+    store.committed(vec![committed(&lines[0], FinalState::Done)]);
+    let closed = store.close(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(closed.left_local, 1, "{closed:?}");
+    assert_eq!(closed.handed_over, 0, "{closed:?}");
+    assert!(store.flushed().is_empty(), "the outbox keeps it");
+    // Not deregistered: it is left to be declared dead and rescued.
+    let state = psql(
+        &s.name,
+        &format!(
+            "SELECT state FROM {{s}}.workers WHERE id = {}",
+            store.worker().0
+        ),
+    );
+    assert_eq!(state, "alive");
+}
