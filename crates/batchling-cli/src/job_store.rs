@@ -209,6 +209,14 @@ impl PgJobStore {
             Ok(rows) => {
                 *lock(&s.idle) = Idle::default();
                 let mut l = lock(&s.lease);
+                if l.lease.worker() != lease.worker() {
+                    // Declared dead and registered again while this claim
+                    // was answered: its rows are the rescuers', never ours.
+                    let top = rows.iter().map(|r| r.token.0).max().unwrap_or(0);
+                    s.max_token.fetch_max(top, Relaxed);
+                    l.floor = l.floor.max(top.saturating_add(1));
+                    return Ok(Claim::Wait(Duration::ZERO));
+                }
                 let lines = rows
                     .into_iter()
                     .map(|r| {
