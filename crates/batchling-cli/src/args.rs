@@ -210,7 +210,9 @@ pub(crate) struct JournalArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Input JSONL file (one request per line), or - for standard input.
-    pub(crate) input: String,
+    /// With --store --job ID it may be left out (the job is in the store).
+    #[arg(required_unless_present = "job")]
+    pub(crate) input: Option<String>,
 
     /// Output file for successful answers.
     #[arg(short, long)]
@@ -246,6 +248,20 @@ pub(crate) struct RunArgs {
     /// The prefix of the shared budget's keys in Redis.
     #[arg(long, value_name = "PREFIX", default_value = "batchling")]
     pub(crate) limiter_prefix: String,
+
+    /// A job shared by many workers, kept in PostgreSQL
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME]): the
+    /// input is loaded once (the same file joins the same job), every
+    /// worker running this command claims its requests from there and
+    /// writes every answer back; --max-cost is the whole job's. The
+    /// output files are written from the store.
+    #[arg(long, value_name = "URL", env = "BATCHLING_STORE")]
+    pub(crate) store: Option<String>,
+
+    /// With --store: join the job with this id (printed by the worker that
+    /// loaded it), on a machine without the input.
+    #[arg(long, value_name = "ID", requires = "store")]
+    pub(crate) job: Option<i64>,
 
     /// Output tokens assumed for a request that sets no max_tokens /
     /// max_completion_tokens / max_output_tokens: reserved against --tpm and
@@ -569,26 +585,59 @@ pub(crate) enum ShapeArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The journal (e.g. results.jsonl.journal).
-    pub(crate) state: PathBuf,
+    /// The journal (e.g. results.jsonl.journal); not with --store.
+    #[arg(required_unless_present = "store", conflicts_with = "store")]
+    pub(crate) state: Option<PathBuf>,
 
     /// Print JSON instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// A shared job's store (see `run --store`): show the job --job names.
+    // No `env`: a BATCHLING_STORE set for `run` must not turn a journal's
+    // status or export into the store's.
+    #[arg(long, value_name = "URL", requires = "job")]
+    pub(crate) store: Option<String>,
+
+    /// With --store: the job.
+    #[arg(long, value_name = "ID", requires = "store")]
+    pub(crate) job: Option<i64>,
+
+    /// With --store: delete the job and all its rows from the store (its
+    /// answers too: export them first). Refused while requests are running.
+    #[arg(long, requires = "job")]
+    pub(crate) delete: bool,
+
+    /// With --delete: delete even with requests running (those of workers
+    /// declared dead or gone; live workers' are never deleted).
+    #[arg(long, requires = "delete")]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
-    /// The journal (e.g. results.jsonl.journal).
-    pub(crate) state: PathBuf,
+    /// The journal (e.g. results.jsonl.journal); not with --store.
+    #[arg(required_unless_present = "store", conflicts_with = "store")]
+    pub(crate) state: Option<PathBuf>,
 
     /// Output file for successful answers.
     #[arg(short, long)]
     pub(crate) output: PathBuf,
 
     /// Error file [default: OUTPUT with .errors before its extension].
-    #[arg(long)]
+    #[arg(short, long)]
     pub(crate) errors: Option<PathBuf>,
+
+    /// A shared job's store (see `run --store`): export the job --job
+    /// names (in input order).
+    // No `env`: a BATCHLING_STORE set for `run` must not turn a journal's
+    // status or export into the store's.
+    #[arg(long, value_name = "URL", requires = "job")]
+    pub(crate) store: Option<String>,
+
+    /// With --store: the job.
+    #[arg(long, value_name = "ID", requires = "store")]
+    pub(crate) job: Option<i64>,
 
     /// Order of output lines.
     #[arg(long, value_enum, default_value_t = OrderArg::Input)]

@@ -6,8 +6,11 @@ use std::error::Error;
 
 use batchling_engine::submit::SubmitError;
 use batchling_engine::{EngineError, Notice, StopCause};
+use batchling_queue::QueueError;
 use batchling_server::ServeError;
 use batchling_store::StoreError;
+
+use crate::job_store::OpenError;
 
 /// The hint to print after `e`'s message, if a flag would change the outcome:
 /// the first cause in `e`'s chain that one of the library mappings knows.
@@ -17,7 +20,31 @@ pub(crate) fn for_error(e: &anyhow::Error) -> Option<String> {
             .or_else(|| engine(cause))
             .or_else(|| submit(cause))
             .or_else(|| serve(cause))
+            .or_else(|| queue(cause))
     })
+}
+
+/// Hints for the job store's errors (`--store`, `--job`).
+fn queue(cause: &(dyn Error + 'static)) -> Option<String> {
+    let e = match cause.downcast_ref::<OpenError>() {
+        Some(OpenError::Queue(e)) => e,
+        Some(_) => return None,
+        None => cause.downcast_ref::<QueueError>()?,
+    };
+    let hint = match e {
+        QueueError::Refused { .. }
+        | QueueError::Unreachable { .. }
+        | QueueError::BadUrl { .. }
+        | QueueError::Auth { .. }
+        | QueueError::NoDatabase { .. }
+        | QueueError::BadSchemaName { .. } => "check --store",
+        QueueError::SchemaTooNew { .. } => {
+            "upgrade batchling here, or name another schema in --store (?schema=NAME)"
+        }
+        QueueError::JobNotFound { .. } => "check --job and the schema in --store",
+        _ => return None,
+    };
+    Some(hint.to_owned())
 }
 
 /// Hints for `batchling_store` errors (journal paths: `--state`, `--restart`).
@@ -160,6 +187,31 @@ mod tests {
         // The engine's own words name no flag (serve has none of these).
         assert!(!outage.to_string().contains("--"));
         assert!(!budget.to_string().contains("--"));
+    }
+
+    #[test]
+    fn store_errors_name_the_flag_also_when_wrapped() {
+        let refused = QueueError::Refused {
+            target: "127.0.0.1:1".into(),
+        };
+        let e = anyhow::Error::new(OpenError::Queue(refused)).context("--store URL");
+        assert_eq!(for_error(&e).as_deref(), Some("check --store"));
+        let unknown = QueueError::JobNotFound {
+            job: batchling_queue::JobId(9),
+            schema: "s".into(),
+        };
+        let e = anyhow::Error::new(unknown);
+        assert_eq!(
+            for_error(&e).as_deref(),
+            Some("check --job and the schema in --store")
+        );
+        let newer = QueueError::SchemaTooNew {
+            schema: "batchling".into(),
+            found: 9,
+            supported: 1,
+        };
+        let hint = for_error(&anyhow::Error::new(OpenError::Queue(newer)));
+        assert!(hint.is_some_and(|h| h.contains("upgrade batchling")));
     }
 
     #[test]

@@ -17,6 +17,7 @@ macro_rules! out {
 mod args;
 mod commands;
 mod hints;
+mod job_store;
 mod progress;
 mod routing;
 mod settings;

@@ -171,6 +171,50 @@ pub(crate) struct RunSettings {
     pub(crate) routes: Option<ConfigRoutes>,
     /// `--limiter URL` and `--limiter-prefix`.
     pub(crate) limiter: Option<(String, String)>,
+    /// `--store URL` (and `--job ID`): a job shared by many workers.
+    pub(crate) store: Option<StoreRun>,
+}
+
+/// `run --store`: where the shared job is and how this worker finds it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreRun {
+    /// The store URL (it may hold a password: never printed as it is).
+    pub(crate) url: String,
+    /// Load the input (or join its job), or join a job by id.
+    pub(crate) source: crate::job_store::Source,
+    /// `--max-cost`: the whole job's budget, kept by the store (not given
+    /// to the engine, whose budget would be this worker's alone).
+    pub(crate) budget_cap: Option<f64>,
+}
+
+/// `--store URL --job ID` of `status` and `export`.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreJob {
+    pub(crate) url: String,
+    pub(crate) job: batchling_queue::JobId,
+}
+
+impl StoreRun {
+    /// `--store` with `--job` and the input: checked together.
+    fn resolve(a: &RunArgs, url: String, input: &Input) -> Result<StoreRun> {
+        let source = match (a.job, input) {
+            (Some(id), _) => crate::job_store::Source::Job(batchling_queue::JobId(id)),
+            (None, Input::File(path)) => crate::job_store::Source::File(path.clone()),
+            (None, Input::Stdin) => bail!(
+                "--store loads the input into the store, so it needs a file path, not - (stdin); save the input to a file (or join a loaded job with --job ID)"
+            ),
+        };
+        if a.journal.restart {
+            bail!(
+                "--restart would drop this worker's answers not yet handed to the store (--store); leave it out (a job in the store is deleted with `batchling status --store URL --job ID --delete`)"
+            );
+        }
+        Ok(StoreRun {
+            url,
+            source,
+            budget_cap: a.max_cost,
+        })
+    }
 }
 
 /// A routes config with its keys, read once.
@@ -459,11 +503,18 @@ pub(crate) fn catalog(file: Option<&Path>) -> Result<Catalog> {
 
 impl RunSettings {
     pub(crate) fn resolve(a: RunArgs, getenv: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let input = if a.input == "-" {
-            Input::Stdin
-        } else {
-            Input::File(PathBuf::from(&a.input))
+        let input = match a.input.as_deref() {
+            Some("-") => Input::Stdin,
+            Some(path) => Input::File(PathBuf::from(path)),
+            // Only with --job: the job's lines are in the store.
+            None if a.job.is_some() => Input::File(PathBuf::new()),
+            None => {
+                bail!("give the input file (or, with --store, join a loaded job with --job ID)")
+            }
         };
+        let store = (a.store.clone())
+            .map(|url| StoreRun::resolve(&a, url, &input))
+            .transpose()?;
         let provider = ProviderKind::of_arg(a.provider);
         if a.lenient && provider != ProviderKind::Anthropic {
             bail!(
@@ -516,7 +567,8 @@ impl RunSettings {
         job.retry_failed = a.retry_failed;
         job.durable = j.durable;
         job.cache = a.cache;
-        job.max_cost = a.max_cost;
+        // With a store, the store keeps the job's budget across workers.
+        job.max_cost = a.max_cost.filter(|_| store.is_none());
         job.prices = Some(j.prices);
         job.default_max_output = a.default_max_tokens;
         Ok(RunSettings {
@@ -531,6 +583,7 @@ impl RunSettings {
             notes,
             routes,
             limiter: a.limiter.map(|url| (url, a.limiter_prefix)),
+            store,
         })
     }
 }
@@ -1101,23 +1154,51 @@ fn existing_journal(state: PathBuf) -> Result<PathBuf> {
 /// Everything `batchling status` needs.
 #[derive(Debug, Clone)]
 pub(crate) struct StatusSettings {
+    /// The journal (empty with `store`).
     pub(crate) state: PathBuf,
     pub(crate) json: bool,
+    /// `--store URL --job ID`: a shared job's status instead.
+    pub(crate) store: Option<StoreJob>,
+    /// `--delete` (and `--force`).
+    pub(crate) delete: Option<bool>,
 }
 
 impl StatusSettings {
     pub(crate) fn resolve(a: StatusArgs) -> Result<Self> {
+        let store = store_job(a.store, a.job)?;
+        let state = match (a.state, &store) {
+            (_, Some(_)) => PathBuf::new(),
+            (Some(state), None) => existing_journal(state)?,
+            (None, None) => bail!("give the journal (or --store URL --job ID)"),
+        };
         Ok(StatusSettings {
-            state: existing_journal(a.state)?,
+            state,
             json: a.json,
+            store,
+            delete: a.delete.then_some(a.force),
         })
+    }
+}
+
+/// `--store URL --job ID`, both or neither (clap checks that).
+fn store_job(url: Option<String>, job: Option<i64>) -> Result<Option<StoreJob>> {
+    match (url, job) {
+        (Some(url), Some(job)) => Ok(Some(StoreJob {
+            url,
+            job: batchling_queue::JobId(job),
+        })),
+        (None, None) => Ok(None),
+        _ => bail!("--store and --job go together"),
     }
 }
 
 /// Everything `batchling export` needs.
 #[derive(Debug, Clone)]
 pub(crate) struct ExportSettings {
+    /// The journal (empty with `store`).
     pub(crate) state: PathBuf,
+    /// `--store URL --job ID`: export a shared job instead.
+    pub(crate) store: Option<StoreJob>,
     pub(crate) output: PathBuf,
     pub(crate) errors: PathBuf,
     pub(crate) order: Order,
@@ -1126,8 +1207,14 @@ pub(crate) struct ExportSettings {
 
 impl ExportSettings {
     pub(crate) fn resolve(a: ExportArgs) -> Result<Self> {
-        let state = existing_journal(a.state)?;
+        let store = store_job(a.store, a.job)?;
+        let state = match (a.state, &store) {
+            (_, Some(_)) => PathBuf::new(),
+            (Some(state), None) => existing_journal(state)?,
+            (None, None) => bail!("give the journal (or --store URL --job ID)"),
+        };
         Ok(ExportSettings {
+            store,
             errors: errors_path(&a.output, a.errors)?,
             state,
             output: a.output,

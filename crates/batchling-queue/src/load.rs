@@ -78,6 +78,20 @@ impl Queue {
     where
         I: IntoIterator<Item = NewLine>,
     {
+        self.try_load_job(spec, lines.into_iter().map(Ok)).await
+    }
+
+    /// [`Queue::load_job`] from lines that may fail as they are read (a
+    /// file read a second time): the first error rolls the whole load back
+    /// and is returned, so no job is left with part of its lines.
+    pub async fn try_load_job<I>(
+        &self,
+        spec: JobSpec<'_>,
+        lines: I,
+    ) -> Result<LoadOutcome, QueueError>
+    where
+        I: IntoIterator<Item = Result<NewLine, QueueError>>,
+    {
         check_identity(spec.identity)?;
         let cap = spec
             .budget_cap
@@ -201,7 +215,7 @@ async fn copy_lines<I>(
     lines: I,
 ) -> Result<i64, QueueError>
 where
-    I: IntoIterator<Item = NewLine>,
+    I: IntoIterator<Item = Result<NewLine, QueueError>>,
 {
     let err = QueueError::db("copying a job's lines");
     let sink = tx
@@ -219,6 +233,8 @@ where
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
     let mut n: i64 = 0;
     for line in lines {
+        // An error drops the transaction uncommitted: nothing is loaded.
+        let line = line?;
         let (seq, est, worst) = line_numbers(&line)?;
         writer
             .as_mut()

@@ -69,6 +69,15 @@ impl Queue {
         &self.settings.schema
     }
 
+    /// Where the queue lives, for messages: `host:port/database` (never
+    /// the user's password).
+    pub fn location(&self) -> String {
+        format!(
+            "{}/{}",
+            self.settings.target.addr, self.settings.target.database
+        )
+    }
+
     /// The lease settings workers of this queue use.
     pub fn lease_settings(&self) -> LeaseSettings {
         self.settings.lease

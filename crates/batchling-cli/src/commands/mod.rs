@@ -9,6 +9,7 @@ mod prices;
 pub(crate) mod run;
 mod serve;
 mod status;
+mod store;
 mod submit;
 
 use std::process::ExitCode;
@@ -67,8 +68,20 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
             let settings = ServeSettings::resolve(*a, |k| std::env::var(k).ok())?;
             runtime()?.block_on(serve::serve(settings))
         }
-        Command::Status(a) => status::status(&StatusSettings::resolve(a)?),
-        Command::Export(a) => export::export(&ExportSettings::resolve(a)?),
+        Command::Status(a) => {
+            let s = StatusSettings::resolve(a)?;
+            match &s.store {
+                Some(st) => runtime()?.block_on(store::status(st, s.json, s.delete)),
+                None => status::status(&s),
+            }
+        }
+        Command::Export(a) => {
+            let s = ExportSettings::resolve(a)?;
+            match &s.store {
+                Some(st) => runtime()?.block_on(store::export(st, &s)),
+                None => export::export(&s),
+            }
+        }
         Command::Prices(a) => prices::prices(&PricesSettings::resolve(a)?),
         Command::Config(a) => config::config(a, |k| std::env::var(k).ok()),
         Command::Estimate(a) => estimate::estimate(&EstimateSettings::resolve(a)?),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use batchling_engine::job_store::JobStore as _;
 use batchling_engine::{EngineError, Input, Routes, RunSummary, StopCause};
 use batchling_mock::{MockConfig, MockServer, Shape};
 use batchling_providers::ApiKey;
@@ -16,55 +17,24 @@ use batchling_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
-use crate::settings::{ProviderKind, RunSettings, Upstream, env};
+use crate::job_store::{LoadSpec, Outbox, PgJobStore, take_slot, without_password};
+use crate::settings::{ProviderKind, RunSettings, StoreRun, Upstream, env};
 use crate::{hints, progress, routing, signals};
 
-pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
+pub(crate) async fn run(mut s: RunSettings) -> Result<ExitCode> {
     for note in &s.notes {
         eprintln!("note: {note}");
     }
-    if s.strict {
-        let Input::File(path) = &s.job.input else {
-            bail!("--strict reads the file twice, so it needs a file path, not - (stdin)");
-        };
-        let problems = batchling_engine::check_file(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if !problems.is_empty() {
-            for p in &problems {
-                eprintln!("{}:{p}", path.display());
-            }
-            bail!(
-                "{} has {} bad line(s); nothing was sent (--strict)",
-                path.display(),
-                problems.len()
-            );
-        }
-    }
-
-    if let Input::File(path) = &s.job.input
-        && let Err(e) = std::fs::File::open(path)
-    {
-        bail!("cannot read {}: {e}", path.display());
-    }
-    if s.job.max_cost.is_some()
-        && let (Input::File(path), Some(prices)) = (&s.job.input, &s.job.prices)
-    {
-        let models = batchling_engine::estimate::models_in_file(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let unpriced: Vec<_> = models.iter().filter(|m| prices.get(m).is_none()).collect();
-        if !unpriced.is_empty() {
-            bail!(
-                "--max-cost needs a price for every model, and {} has none for {:?}; add them with --prices FILE (see `batchling prices`)",
-                path.display(),
-                unpriced
-            );
-        }
-    }
-
+    check_input(&s)?;
     if let Some(path) = &s.summary_json {
         batchling_store::check_destination(path)?;
     }
 
+    // Held for the run: the lock on this worker's outbox journal.
+    let store = match &s.store {
+        Some(st) => Some(attach_store(st.clone(), &mut s).await?),
+        None => None,
+    };
     let (client_config, _mock) = start_upstream_for(s.upstream.clone(), s.provider).await?;
     let shutdown = CancellationToken::new();
     let reporter = progress::reporter(s.quiet);
@@ -92,7 +62,103 @@ pub(crate) async fn run(s: RunSettings) -> Result<ExitCode> {
         }
     }
     report_stop(&summary, &s.job.state);
+    if let Some((store, _outbox, url)) = &store {
+        eprintln!(
+            "{d}: another machine joins it with: batchling run --store {url} --job {id} -o OUTPUT",
+            id = store.job_id(),
+            d = store.describe(),
+        );
+    }
     Ok(ExitCode::from(exit_code(&summary)))
+}
+
+/// `--store`: open the job (load the input or join it), take this
+/// worker's outbox journal, and hand both to the engine; the store, not
+/// the engine, keeps `--max-cost` (across every worker).
+async fn attach_store(
+    st: StoreRun,
+    s: &mut RunSettings,
+) -> Result<(Arc<PgJobStore>, Outbox, String)> {
+    let spec = LoadSpec {
+        prices: s.job.prices.clone(),
+        default_max_output: s.job.default_max_output,
+        budget_cap: st.budget_cap,
+    };
+    let url = without_password(&st.url);
+    let store = PgJobStore::open(&st.url, st.source, spec)
+        .await
+        .with_context(|| format!("--store {url}"))?;
+    let outbox = take_slot(&s.job.state, store.job_id())
+        .context("cannot take this worker's journal (the outbox of its answers)")?;
+    if !s.quiet {
+        let how = if store.loaded_here() {
+            "loaded"
+        } else {
+            "joined"
+        };
+        eprintln!(
+            "note: {how} {} ({} requests); this worker's answers wait in {} until the store takes them",
+            store.describe(),
+            store.total(),
+            outbox.path.display()
+        );
+    }
+    s.job.state = outbox.path.clone();
+    s.job.job_store = Some(store.clone());
+    s.job.max_cost = None;
+    Ok((store, outbox, url))
+}
+
+/// What can be checked of the input before anything is sent: `--strict`'s
+/// whole-file check, that it can be read, and with a budget that every
+/// model in it has a price.
+fn check_input(s: &RunSettings) -> Result<()> {
+    // Joining a job by id: the input is the store's, there is no file.
+    let file_given = !matches!(&s.job.input, Input::File(p) if p.as_os_str().is_empty());
+    if s.strict && file_given {
+        let Input::File(path) = &s.job.input else {
+            bail!("--strict reads the file twice, so it needs a file path, not - (stdin)");
+        };
+        let problems = batchling_engine::check_file(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("{}:{p}", path.display());
+            }
+            bail!(
+                "{} has {} bad line(s); nothing was sent (--strict)",
+                path.display(),
+                problems.len()
+            );
+        }
+    }
+
+    if let Input::File(path) = &s.job.input
+        && file_given
+        && let Err(e) = std::fs::File::open(path)
+    {
+        bail!("cannot read {}: {e}", path.display());
+    }
+    let budget = s
+        .job
+        .max_cost
+        .or(s.store.as_ref().and_then(|st| st.budget_cap));
+    if budget.is_some()
+        && file_given
+        && let (Input::File(path), Some(prices)) = (&s.job.input, &s.job.prices)
+    {
+        let models = batchling_engine::estimate::models_in_file(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let unpriced: Vec<_> = models.iter().filter(|m| prices.get(m).is_none()).collect();
+        if !unpriced.is_empty() {
+            bail!(
+                "--max-cost needs a price for every model, and {} has none for {:?}; add them with --prices FILE (see `batchling prices`)",
+                path.display(),
+                unpriced
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The run itself, with the client of the chosen provider (the engine is

@@ -11,6 +11,7 @@ mod bad_input;
 mod config;
 mod costs;
 mod formats;
+mod job_store;
 mod limits;
 mod line_caps;
 mod malformed;

@@ -162,3 +162,36 @@ async fn two_lines_with_one_seq_are_bad_input() {
     assert!(matches!(e, QueueError::BadInput { .. }), "{e:?}");
     assert!(e.to_string().contains("seq"), "{e}");
 }
+
+#[tokio::test]
+async fn a_line_source_that_fails_half_way_rolls_the_load_back_with_its_error() {
+    let s = TestSchema::new().await;
+    let settings = serde_json::json!({});
+    let failing = lines(500).map(|l| {
+        if l.seq == 300 {
+            Err(QueueError::BadInput {
+                what: "the input changed while it was loaded".to_owned(),
+            })
+        } else {
+            Ok(l)
+        }
+    });
+    let e = s
+        .queue
+        .try_load_job(spec(b"reread", &settings), failing)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("input changed"), "{e}");
+    assert_eq!(s.queue.find_job(b"reread").await.unwrap(), None);
+    assert_eq!(s.scalar("SELECT count(*) FROM {s}.lines").await, 0);
+}
+
+#[tokio::test]
+async fn the_location_names_host_port_and_database_never_the_password() {
+    let s = TestSchema::new().await;
+    let location = s.queue.location();
+    // host:port/database (the test URL's, unless BATCHLING_TEST_PG_URL names another).
+    let (addr, database) = location.split_once('/').expect("host:port/database");
+    assert!(addr.contains(':') && !database.is_empty(), "{location}");
+    assert!(!location.contains('@'), "{location}");
+}
