@@ -46,21 +46,9 @@ pub(crate) async fn attempt<P: Provider>(
         .hop
         .and_then(|h| h.key)
         .expect("a request is given a key when admitted");
-    // Boxed: only runs with a shared budget carry its state.
-    let booked = match &ctx.admission.shared {
-        Some(shared) => match Box::pin(book(&ctx, shared, &p, key, admitted.lane)).await {
-            Ok(booked) => booked,
-            Err(Unsent) => return unsent(&ctx, p, permit),
-        },
-        None => None,
-    };
-    // The last moment before the send: a worker whose lease lapsed sends
-    // nothing, and a claim taken over is never sent here.
-    if let (Some(store), Some(token)) = (&ctx.admission.store, p.parsed.claim)
-        && Box::pin(lease_gate(&ctx, &**store, token)).await.is_err()
-    {
+    let Ok(booked) = Box::pin(clear_to_send(&ctx, &p, key, admitted.lane)).await else {
         return unsent(&ctx, p, permit);
-    }
+    };
     // In a block, so that the answer, its verdict and the request's copy
     // are not kept across the last await: the task stays small to build and
     // move (the follow-up is boxed).
@@ -271,6 +259,36 @@ async fn book<P>(
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// What a send needs beyond the local pacer, in order: the job store's
+/// lease (`run --store`), then the shared budget's booking (`--limiter`),
+/// then the lease once more, at the last moment before the send. A lease
+/// that lapsed while the booking waited books again once it is back: a
+/// send late for its booked time would crowd the others' (the first
+/// booking's room stays spent, on the safe side). `Err`: not to be sent.
+async fn clear_to_send<P>(
+    ctx: &Ctx<P>,
+    p: &Pending,
+    key: KeyAt,
+    lane: LaneId,
+) -> Result<Option<Booked>, Unsent> {
+    let leased = (ctx.admission.store.as_deref()).zip(p.parsed.claim);
+    loop {
+        if let Some((store, token)) = leased {
+            lease_gate(ctx, store, token).await?;
+        }
+        // Boxed: only runs with a shared budget carry its state.
+        let booked = match &ctx.admission.shared {
+            Some(shared) => Box::pin(book(ctx, shared, p, key, lane)).await?,
+            None => None,
+        };
+        match leased.map(|(store, token)| store.may_send(token)) {
+            None | Some(MaySend::Send) => return Ok(booked),
+            Some(MaySend::Void) => return Err(Unsent),
+            Some(MaySend::Wait(_)) => continue,
         }
     }
 }

@@ -70,12 +70,14 @@ impl fmt::Debug for QueueSettings {
 
 impl QueueSettings {
     /// Read a store URL: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`,
-    /// with an optional `schema=NAME` among its query parameters (the
-    /// others are PostgreSQL's own). Defaults: pool of 8, 10 s to connect,
+    /// with optional `schema=NAME` and `lease_ttl=SECONDS` (2 to 3600; the
+    /// margin is a third of it) among its query parameters (the others are
+    /// PostgreSQL's own). The lease rides on the URL because every worker
+    /// of a schema must hold the same one, and they share the URL. Defaults: pool of 8, 10 s to connect,
     /// lease 30 s with a 10 s margin, migrations on.
     pub fn from_url(url: &str) -> Result<Self, QueueError> {
-        let (rest, schema) = split_schema(url)?;
-        let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+        let (rest, ours) = split_ours(url)?;
+        let schema = ours.schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         check_schema_name(&schema)?;
         let mut pg = tokio_postgres::Config::from_str(&rest).map_err(|e| QueueError::BadUrl {
             reason: scrub(&e.to_string(), url),
@@ -103,7 +105,7 @@ impl QueueSettings {
             schema,
             pool_size: 8,
             connect_timeout,
-            lease: LeaseSettings::default(),
+            lease: ours.lease.unwrap_or_default(),
             migrate: true,
         })
     }
@@ -122,22 +124,32 @@ impl QueueSettings {
     }
 }
 
-/// The URL without its `schema=` parameter, and that parameter.
-fn split_schema(url: &str) -> Result<(String, Option<String>), QueueError> {
+/// The URL's parameters that are ours, not PostgreSQL's.
+#[derive(Default)]
+struct Ours {
+    schema: Option<String>,
+    lease: Option<LeaseSettings>,
+}
+
+/// The URL without our parameters (`schema=`, `lease_ttl=`), and them.
+fn split_ours(url: &str) -> Result<(String, Ours), QueueError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(QueueError::BadUrl {
             reason: "it must start with postgres:// or postgresql://".to_owned(),
         });
     }
     let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), None));
+        return Ok((url.to_owned(), Ours::default()));
     };
-    let mut schema = None;
+    let mut ours = Ours::default();
     let mut kept = Vec::new();
     for param in query.split('&').filter(|p| !p.is_empty()) {
-        match param.strip_prefix("schema=") {
-            Some(name) => schema = Some(name.to_owned()),
-            None => kept.push(param),
+        if let Some(name) = param.strip_prefix("schema=") {
+            ours.schema = Some(name.to_owned());
+        } else if let Some(secs) = param.strip_prefix("lease_ttl=") {
+            ours.lease = Some(lease_of(secs)?);
+        } else {
+            kept.push(param);
         }
     }
     let rest = if kept.is_empty() {
@@ -145,7 +157,23 @@ fn split_schema(url: &str) -> Result<(String, Option<String>), QueueError> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((rest, schema))
+    Ok((rest, ours))
+}
+
+/// `lease_ttl=SECONDS`: a whole number of seconds, 2 to 3600.
+fn lease_of(secs: &str) -> Result<LeaseSettings, QueueError> {
+    match secs.parse::<u64>() {
+        Ok(n @ 2..=3600) => Ok(LeaseSettings {
+            ttl: Duration::from_secs(n),
+            margin: Duration::from_secs(n) / 3,
+        }),
+        _ => Err(QueueError::BadUrl {
+            reason: format!(
+                "lease_ttl={} is not a whole number of seconds from 2 to 3600",
+                secs.chars().take(20).collect::<String>()
+            ),
+        }),
+    }
 }
 
 fn check_schema_name(name: &str) -> Result<(), QueueError> {
@@ -216,6 +244,21 @@ mod tests {
         let s = QueueSettings::from_url("postgresql://u@h/db").unwrap();
         assert_eq!(s.schema, DEFAULT_SCHEMA);
         assert_eq!(s.target.addr, "h:5432");
+    }
+
+    #[test]
+    fn the_lease_rides_on_the_url_and_odd_values_are_refused() {
+        let s = QueueSettings::from_url("postgres://u@h/db?lease_ttl=6&schema=s").unwrap();
+        assert_eq!(s.lease.ttl, Duration::from_secs(6));
+        assert_eq!(s.lease.margin, Duration::from_secs(2));
+        assert!(!format!("{:?}", s.pg).contains("lease_ttl"));
+        let s = QueueSettings::from_url("postgres://u@h/db").unwrap();
+        assert_eq!(s.lease, LeaseSettings::default());
+        for bad in ["1", "0", "3601", "3s", ""] {
+            let e = QueueSettings::from_url(&format!("postgres://u@h/db?lease_ttl={bad}"))
+                .unwrap_err();
+            assert!(e.to_string().contains("lease_ttl"), "{bad}: {e}");
+        }
     }
 
     #[test]

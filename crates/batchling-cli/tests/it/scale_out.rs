@@ -13,9 +13,11 @@ use crate::support::*;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-/// The lease the tests' workers hold (short, so that a stalled worker is
-/// declared dead in seconds).
-const LEASE: &str = "3s";
+/// The store URL of `schema` on `port`, with the short lease the tests'
+/// workers hold (so that a stalled worker is declared dead in seconds).
+fn store_on(schema: &Schema, port: u16) -> String {
+    format!("{}&lease_ttl=3", schema.url_on(port))
+}
 
 /// Requests in flight per worker at most.
 const CONCURRENCY: u64 = 32;
@@ -40,8 +42,6 @@ fn worker_on(
     Run::new(input).against(mock).loud().args(&[
         "--store",
         store,
-        "--lease-ttl",
-        LEASE,
         "--limiter",
         limiter,
         "--limiter-prefix",
@@ -75,7 +75,7 @@ fn three_workers_one_killed_one_stalled_past_its_lease_answer_each_line_once_wit
     });
     let (schema, prefix) = (Schema::new("three"), Prefix::new("three"));
     let (input, want) = chat_file("w", N);
-    let start = || worker(&input, &mock, &schema.url(), &prefix, 30_000).spawn();
+    let start = || worker(&input, &mock, &store_on(&schema, 5432), &prefix, 30_000).spawn();
     let (a, stalled, killed) = (start(), start(), start());
     let long = Duration::from_secs(300);
 
@@ -108,12 +108,13 @@ fn three_workers_one_killed_one_stalled_past_its_lease_answer_each_line_once_wit
         stats.requests
     );
     assert!(peak_per_second(&mock) <= 500, "{}", peak_per_second(&mock));
-    let status = Run::new("")
-        .clear_args()
-        .args(&["status", "--store", &schema.url(), "--job", "1", "--json"])
-        .run();
-    status.assert_code(0);
-    let s: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
+        .args(["status", "--store", &store_on(&schema, 5432), "--job", "1", "--json"])
+        .output()
+        .expect("batchling status runs");
+    assert!(status.status.success(), "{status:?}");
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    eprintln!("{s}");
     assert_eq!(s["done"], N as u64, "{s}");
     assert!(s["late"].as_u64().unwrap() <= CONCURRENCY, "{s}");
 }
@@ -129,7 +130,7 @@ fn a_store_gone_for_a_while_holds_the_workers_and_the_job_finishes_when_it_retur
     let (schema, prefix) = (Schema::new("blip"), Prefix::new("blip"));
     let proxy = Proxy::to("127.0.0.1:5432");
     let (input, want) = chat_file("p", N);
-    let url = schema.url_on(proxy.port);
+    let url = store_on(&schema, proxy.port);
     let a = worker(&input, &mock, &url, &prefix, 6_000).spawn();
     let b = worker(&input, &mock, &url, &prefix, 6_000).spawn();
     let long = Duration::from_secs(120);
@@ -167,7 +168,7 @@ fn a_worker_killed_while_the_store_is_away_hands_its_answers_over_when_started_a
     let (schema, prefix) = (Schema::new("outbox"), Prefix::new("outbox"));
     let proxy = Proxy::to("127.0.0.1:5432");
     let (input, want) = chat_file("o", N);
-    let url = schema.url_on(proxy.port);
+    let url = store_on(&schema, proxy.port);
     let run = worker(&input, &mock, &url, &prefix, 6_000);
     let running = run.spawn();
     let long = Duration::from_secs(120);
@@ -208,7 +209,7 @@ fn a_budget_wiped_mid_job_as_by_a_redis_restart_loses_nothing_and_meets_no_429()
     let proxy = Proxy::to("127.0.0.1:6379");
     let (input, want) = chat_file("r", N);
     let limiter = format!("redis://127.0.0.1:{}", proxy.port);
-    let url = schema.url();
+    let url = store_on(&schema, 5432);
     let start = || worker_on(&input, &mock, (&url, &limiter), &prefix, 6_000).spawn();
     let (a, b) = (start(), start());
     let long = Duration::from_secs(120);
@@ -245,7 +246,7 @@ fn two_jobs_at_once_sharing_one_limit_group_meet_no_429() {
     let (schema, prefix) = (Schema::new("two"), Prefix::new("two"));
     let (first, first_ids) = chat_file("x", N);
     let (second, second_ids) = chat_file("y", N);
-    let url = schema.url();
+    let url = store_on(&schema, 5432);
     let jobs = [
         worker(&first, &mock, &url, &prefix, 6_000).spawn(),
         worker(&first, &mock, &url, &prefix, 6_000).spawn(),
