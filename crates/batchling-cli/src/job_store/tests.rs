@@ -4,6 +4,8 @@
 use std::io::Write as _;
 use std::process::Command;
 
+use batchling_queue::NewLine;
+
 use super::*;
 
 /// The test database; `BATCHLING_TEST_PG_URL` overrides it.
@@ -433,4 +435,35 @@ async fn answers_the_store_did_not_take_within_the_grace_stay_local_and_the_work
         ),
     );
     assert_eq!(state, "alive");
+}
+
+#[test]
+fn lines_are_trimmed_as_the_engine_reads_them_and_a_changed_file_fails_the_load() {
+    let s = Schema::new();
+    let text = format!("\u{feff}{}\r\n  \r\n{}\r\n", chat("a"), chat("b"));
+    let path = s.file("crlf.jsonl", &text);
+    let identity = load::check_and_hash(&path).unwrap();
+    let lines: Vec<NewLine> = load::new_lines(&path, &LoadSpec::default(), identity)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let got: Vec<(u64, &str, Vec<u8>)> = lines
+        .iter()
+        .map(|l| (l.seq, l.custom_id.as_str(), l.body.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "a", chat("a").into_bytes()),
+            (2, "b", chat("b").into_bytes())
+        ]
+    );
+    // Read against another identity (the file changed in between): the
+    // last item is an error, so the load rolls back.
+    let last = load::new_lines(&path, &LoadSpec::default(), [0; 32])
+        .unwrap()
+        .last()
+        .unwrap();
+    let e = last.unwrap_err();
+    assert!(e.to_string().contains("changed"), "{e}");
 }
