@@ -379,9 +379,15 @@ impl Shared {
     }
 }
 
-/// Renew the lease every TTL/3 and rescue dead workers every TTL/2.
+/// Renew the lease every TTL/3 and rescue dead workers every TTL/2, but
+/// only once this worker has reached the store for a whole TTL: a worker
+/// that was cut off (or has just started) would otherwise declare dead
+/// others that were cut off as well, or a restarted worker's own earlier
+/// run before its journaled answers are handed over, and each would be
+/// paid again.
 async fn keep_lease(s: Arc<Shared>) {
     let ttl = s.queue.lease_settings().ttl;
+    let mut steady_since = Some(tokio::time::Instant::now());
     let mut beat = tokio::time::interval(ttl / 3);
     let mut rescue = tokio::time::interval(ttl / 2);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -392,6 +398,7 @@ async fn keep_lease(s: Arc<Shared>) {
                 let mut lease = lock(&s.lease).lease.clone();
                 match s.queue.heartbeat(&mut lease).await {
                     Ok(()) => {
+                        steady_since.get_or_insert_with(tokio::time::Instant::now);
                         let mut l = lock(&s.lease);
                         // Unless it registered again meanwhile.
                         if l.lease.worker() == lease.worker() {
@@ -399,14 +406,18 @@ async fn keep_lease(s: Arc<Shared>) {
                         }
                     }
                     Err(QueueError::WorkerDead { worker }) => {
+                        steady_since = None;
                         let _ = s.register_again(worker).await;
                     }
                     // The lease runs out by itself: sends stop until a
                     // heartbeat gets through.
-                    Err(e) => tracing::debug!("heartbeat: {e}"),
+                    Err(e) => {
+                        steady_since = None;
+                        tracing::debug!("heartbeat: {e}");
+                    }
                 }
             }
-            _ = rescue.tick() => {
+            _ = rescue.tick(), if steady_since.is_some_and(|t| t.elapsed() >= ttl) => {
                 if let Err(e) = s.queue.rescue().await {
                     tracing::debug!("rescue: {e}");
                 }

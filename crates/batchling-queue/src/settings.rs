@@ -84,10 +84,20 @@ impl QueueSettings {
         })?;
         let target = target_of(&pg)?;
         let connect_timeout = Duration::from_secs(10);
-        // Every statement is unqualified: the connection's search path is the schema.
+        let lease = ours.lease.unwrap_or_default();
+        // Every statement is unqualified: the connection's search path is
+        // the schema. A worker stalled inside a transaction (SIGSTOP, a
+        // pause of its machine) would hold the job's row lock, and every
+        // other worker's claims and completions with it: the server ends
+        // such a session well before anyone could rescue its work.
+        let idle_ms = (lease.ttl / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let ours = format!(
+            "-c search_path={schema} -c idle_in_transaction_session_timeout={}",
+            idle_ms.as_millis()
+        );
         let options = match pg.get_options() {
-            Some(o) => format!("{o} -c search_path={schema}"),
-            None => format!("-c search_path={schema}"),
+            Some(o) => format!("{o} {ours}"),
+            None => ours,
         };
         pg.options(options)
             .connect_timeout(connect_timeout)
@@ -105,7 +115,7 @@ impl QueueSettings {
             schema,
             pool_size: 8,
             connect_timeout,
-            lease: ours.lease.unwrap_or_default(),
+            lease,
             migrate: true,
         })
     }
@@ -252,11 +262,18 @@ mod tests {
         assert_eq!(s.lease.ttl, Duration::from_secs(6));
         assert_eq!(s.lease.margin, Duration::from_secs(2));
         assert!(!format!("{:?}", s.pg).contains("lease_ttl"));
+        // A session stalled in a transaction ends within a third of the
+        // lease, so its locks never outlive it.
+        let options = s.pg.get_options().unwrap();
+        assert!(
+            options.contains("idle_in_transaction_session_timeout=2000"),
+            "{options}"
+        );
         let s = QueueSettings::from_url("postgres://u@h/db").unwrap();
         assert_eq!(s.lease, LeaseSettings::default());
         for bad in ["1", "0", "3601", "3s", ""] {
-            let e = QueueSettings::from_url(&format!("postgres://u@h/db?lease_ttl={bad}"))
-                .unwrap_err();
+            let e =
+                QueueSettings::from_url(&format!("postgres://u@h/db?lease_ttl={bad}")).unwrap_err();
             assert!(e.to_string().contains("lease_ttl"), "{bad}: {e}");
         }
     }

@@ -10,8 +10,8 @@ use serde_json::Value;
 use crate::support::*;
 
 /// gpt-4o-mini list prices, USD per 1M tokens (the built-in catalog).
-const IN: f64 = 0.15;
-const OUT: f64 = 0.60;
+pub(crate) const IN: f64 = 0.15;
+pub(crate) const OUT: f64 = 0.60;
 
 fn batchling(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_batchling"))
@@ -21,7 +21,7 @@ fn batchling(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn hello_file(n: usize, max_tokens: u64) -> String {
+pub(crate) fn hello_file(n: usize, max_tokens: u64) -> String {
     (0..n)
         .map(|i| {
             let body = format!(

@@ -201,7 +201,6 @@ fn a_loaded_job_is_shown_exported_and_deleted_by_id() {
 // handed over, export from the store).
 
 #[test]
-#[ignore = "needs the engine wiring"]
 fn two_workers_share_one_job_and_each_request_is_sent_once() {
     let mock = Mock::plain();
     let schema = Schema::new("two");
@@ -232,7 +231,6 @@ fn two_workers_share_one_job_and_each_request_is_sent_once() {
 }
 
 #[test]
-#[ignore = "needs the engine wiring"]
 fn a_worker_without_the_input_joins_by_id_and_the_job_is_exported_and_deleted() {
     let mock = Mock::plain();
     let schema = Schema::new("join");
@@ -295,23 +293,34 @@ fn a_worker_without_the_input_joins_by_id_and_the_job_is_exported_and_deleted() 
 }
 
 #[test]
-#[ignore = "needs the engine wiring"]
 fn the_budget_is_the_whole_jobs_across_workers() {
-    let mock = Mock::plain();
+    use crate::costs::{IN, OUT, hello_file};
+    let mock = Mock::start(batchling_mock::MockConfig {
+        latency: std::time::Duration::from_millis(100),
+        ..batchling_mock::MockConfig::default()
+    });
     let schema = Schema::new("budget");
     let url = schema.url();
-    let (input, _) = chat_file("budget", 50);
-    // Room for a few requests' worst case only (gpt-4o-mini, 4,096 output
-    // tokens each by default).
+    // Worst case per request: 9 input + 10 output tokens; an answer costs
+    // about half of that, so the cap stops the job near 140 of its 200
+    // requests, whichever worker sends them.
+    let input = hello_file(200, 10);
+    let worst = (9.0 * IN + 10.0 * OUT) / 1e6;
+    let cap = format!("{}", worst * 60.5);
     let worker = || {
         Run::new(&input)
             .against(&mock)
-            .args(&["--store", &url, "--max-cost", "0.01"])
+            .args(&["--store", &url, "--max-cost", &cap])
     };
     let (a, b) = (worker().spawn(), worker().spawn());
     let (a, b) = (a.wait(), b.wait());
     assert_eq!((a.code(), b.code()), (2, 2), "{}\n{}", a.stderr, b.stderr);
+    assert!(a.stderr.contains("budget reached"), "{}", a.stderr);
     let s = status_json(&url, &job_id(&a.stderr));
-    assert!(s["spent_usd"].as_f64().unwrap() <= 0.01, "{s}");
+    let spent = s["spent_usd"].as_f64().unwrap();
+    assert!(spent <= worst * 60.5, "{s}");
     assert!(s["pending"].as_u64().unwrap() > 0, "{s}");
+    // Settled reservations made room for more than the first 60.
+    assert!(mock.stats().requests >= 60, "{}", mock.stats().requests);
+    assert_eq!(mock.stats().requests, s["done"].as_u64().unwrap(), "{s}");
 }

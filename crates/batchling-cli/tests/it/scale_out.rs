@@ -109,7 +109,14 @@ fn three_workers_one_killed_one_stalled_past_its_lease_answer_each_line_once_wit
     );
     assert!(peak_per_second(&mock) <= 500, "{}", peak_per_second(&mock));
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
-        .args(["status", "--store", &store_on(&schema, 5432), "--job", "1", "--json"])
+        .args([
+            "status",
+            "--store",
+            &store_on(&schema, 5432),
+            "--job",
+            "1",
+            "--json",
+        ])
         .output()
         .expect("batchling status runs");
     assert!(status.status.success(), "{status:?}");
