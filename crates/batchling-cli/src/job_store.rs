@@ -101,6 +101,8 @@ struct Shared {
     /// Held while registering again, so the heartbeat and a claim that
     /// both learn of the death register one new worker, not two.
     reregistering: tokio::sync::Mutex<()>,
+    /// The engine's latest lanes report, sent with the next heartbeat.
+    report: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -166,6 +168,7 @@ impl PgJobStore {
             idle: Mutex::new(Idle::default()),
             max_token: AtomicI64::new(0),
             reregistering: tokio::sync::Mutex::new(()),
+            report: Mutex::new(None),
         });
         let (outbox, rx) = mpsc::unbounded_channel();
         let tasks = vec![
@@ -396,7 +399,8 @@ async fn keep_lease(s: Arc<Shared>) {
         tokio::select! {
             _ = beat.tick() => {
                 let mut lease = lock(&s.lease).lease.clone();
-                match s.queue.heartbeat(&mut lease).await {
+                let report = lock(&s.report).clone();
+                match s.queue.heartbeat_with(&mut lease, report.as_deref()).await {
                     Ok(()) => {
                         steady_since.get_or_insert_with(tokio::time::Instant::now);
                         let mut l = lock(&s.lease);
@@ -630,6 +634,10 @@ impl JobStore for PgJobStore {
 
     fn total(&self) -> u64 {
         self.job.total
+    }
+
+    fn report(&self, lanes_json: &str) {
+        *lock(&self.shared.report) = Some(lanes_json.to_owned());
     }
 
     fn claim(&self, max: usize) -> Fut<'_, Result<Claim, Unavailable>> {

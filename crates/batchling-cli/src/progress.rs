@@ -306,6 +306,7 @@ mod tests {
                 rate_limited,
             },
             token_charge: None,
+            held_for: None,
         }
     }
 

@@ -553,6 +553,11 @@ pub struct LaneSummary {
     /// 429 answers in this run.
     #[serde(default)]
     pub rate_limited: u64,
+    /// Seconds the lane holds every admission from when this was written:
+    /// a 429's pause, or the shared budget's (`--limiter`: another
+    /// process's 429, or sends booked ahead). Absent when it holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_s: Option<f64>,
 }
 
 impl LaneSummary {
@@ -601,6 +606,7 @@ impl LaneSummary {
             achieved_rpm: per_min(counts.succeeded),
             achieved_tpm: per_min(counts.tokens),
             rate_limited: counts.rate_limited,
+            held_s: l.held_for.map(|d| (d.as_secs_f64() * 1e3).round() / 1e3),
         }
     }
 }

@@ -57,4 +57,4 @@ pub use queue::Queue;
 pub use read::{ExportCounts, JobStatus, WorkerState, WorkerStatus};
 pub use rescue::RescueReport;
 pub use settings::{DEFAULT_SCHEMA, LeaseSettings, QueueSettings};
-pub use worker::Lease;
+pub use worker::{Lease, MAX_REPORT_BYTES};

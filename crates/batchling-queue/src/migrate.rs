@@ -7,7 +7,10 @@ use deadpool_postgres::Object;
 use crate::error::QueueError;
 
 /// Migrations, applied in order; `schema_version` says how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_queue.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_queue.sql"),
+    include_str!("../migrations/0002_worker_report.sql"),
+];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -48,6 +48,8 @@ pub struct WorkerStatus {
     pub since_heartbeat: Duration,
     /// Requests of the job it holds (running).
     pub held: u64,
+    /// What it reported with its last heartbeat (JSON), if anything.
+    pub report: Option<String>,
 }
 
 /// A job's state in the store.
@@ -200,7 +202,7 @@ impl Queue {
             .query(
                 "SELECT w.id, w.host, w.pid, w.state,
                         (extract(epoch FROM now() - w.heartbeat_at) * 1000)::bigint,
-                        count(r.seq)
+                        count(r.seq), w.report
                  FROM workers w
                  LEFT JOIN requests r ON r.worker_id = w.id AND r.state = 1 AND r.job_id = $1
                  WHERE w.state = 'alive' OR r.seq IS NOT NULL
@@ -228,6 +230,7 @@ impl Queue {
                     state,
                     since_heartbeat: Duration::from_millis(r.get::<_, i64>(4).max(0) as u64),
                     held: r.get::<_, i64>(5).max(0) as u64,
+                    report: r.get(6),
                 })
             })
             .collect()

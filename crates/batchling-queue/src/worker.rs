@@ -66,6 +66,9 @@ fn usable(s: LeaseSettings) -> Duration {
     s.ttl.saturating_sub(s.margin)
 }
 
+/// The longest worker report kept (a few hundred lanes' JSON).
+pub const MAX_REPORT_BYTES: usize = 64 << 10;
+
 impl Queue {
     /// Register this process as a worker; the lease starts now.
     pub async fn register(&self, host: &str, pid: u32) -> Result<Lease, QueueError> {
@@ -89,16 +92,28 @@ impl Queue {
     /// [`QueueError::WorkerDead`] (it is never brought back: stop sending
     /// and register again).
     pub async fn heartbeat(&self, lease: &mut Lease) -> Result<(), QueueError> {
+        self.heartbeat_with(lease, None).await
+    }
+
+    /// [`Queue::heartbeat`], storing `report` (what the worker tells
+    /// `status`, JSON; one over [`MAX_REPORT_BYTES`] is left out) with it.
+    pub async fn heartbeat_with(
+        &self,
+        lease: &mut Lease,
+        report: Option<&str>,
+    ) -> Result<(), QueueError> {
         let sent_at = Instant::now();
+        let report = report.filter(|r| r.len() <= MAX_REPORT_BYTES);
         let client = self.client("sending a heartbeat").await?;
         let stmt = client
             .prepare_cached(
-                "UPDATE workers SET heartbeat_at = now() WHERE id = $1 AND state = 'alive'",
+                "UPDATE workers SET heartbeat_at = now(), report = coalesce($2, report)
+                 WHERE id = $1 AND state = 'alive'",
             )
             .await
             .map_err(QueueError::db("sending a heartbeat"))?;
         let n = client
-            .execute(&stmt, &[&lease.worker.0])
+            .execute(&stmt, &[&lease.worker.0, &report])
             .await
             .map_err(QueueError::db("sending a heartbeat"))?;
         if n == 0 {

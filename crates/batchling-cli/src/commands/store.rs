@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use batchling_queue::{JobStatus, Queue, WorkerState};
+use batchling_engine::report::LaneSummary;
+use batchling_queue::{JobStatus, Queue, WorkerState, WorkerStatus};
 
 use crate::job_store::{export_files, without_password};
 use crate::settings::{ExportSettings, StoreJob};
@@ -58,6 +59,42 @@ fn state_name(s: WorkerState) -> &'static str {
     }
 }
 
+/// A worker's lanes as it last reported them (none for a report this
+/// build cannot read).
+fn lanes_of(w: &WorkerStatus) -> Vec<LaneSummary> {
+    (w.report.as_deref())
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default()
+}
+
+/// The job's lanes over its live workers: the rates and 429s added up,
+/// the limit and the longest hold (a pause) as any of them has it.
+fn job_lanes(s: &JobStatus) -> Vec<LaneSummary> {
+    let mut by_name: std::collections::BTreeMap<Option<String>, LaneSummary> = Default::default();
+    let live = s.workers.iter().filter(|w| w.state == WorkerState::Alive);
+    for lane in live.flat_map(lanes_of) {
+        match by_name.entry(lane.model.clone()) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(lane);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let sum = o.get_mut();
+                sum.succeeded += lane.succeeded;
+                sum.achieved_rpm += lane.achieved_rpm;
+                sum.achieved_tpm += lane.achieved_tpm;
+                sum.rate_limited += lane.rate_limited;
+                sum.rpm_limit = sum.rpm_limit.max(lane.rpm_limit);
+                sum.tpm_limit = sum.tpm_limit.max(lane.tpm_limit);
+                sum.held_s = match (sum.held_s, lane.held_s) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+    }
+    by_name.into_values().collect()
+}
+
 fn status_json(queue: &Queue, s: &JobStatus) -> serde_json::Value {
     let workers: Vec<_> = (s.workers.iter())
         .map(|w| {
@@ -68,6 +105,7 @@ fn status_json(queue: &Queue, s: &JobStatus) -> serde_json::Value {
                 "state": state_name(w.state),
                 "seconds_since_heartbeat": w.since_heartbeat.as_secs_f64(),
                 "held": w.held,
+                "lanes": lanes_of(w),
             })
         })
         .collect();
@@ -85,6 +123,7 @@ fn status_json(queue: &Queue, s: &JobStatus) -> serde_json::Value {
         "spent_usd": s.spent,
         "reserved_usd": s.reserved,
         "budget_cap_usd": s.budget_cap,
+        "lanes": job_lanes(s),
         "workers": workers,
     })
 }
@@ -119,6 +158,7 @@ fn print_status(queue: &Queue, s: &JobStatus) -> std::io::Result<()> {
         s.spent,
         s.reserved
     )?;
+    print_lanes(&job_lanes(s))?;
     if s.workers.is_empty() {
         return out!("workers   none");
     }
@@ -132,6 +172,25 @@ fn print_status(queue: &Queue, s: &JobStatus) -> std::io::Result<()> {
             w.held,
             w.host,
             w.pid
+        )?;
+    }
+    Ok(())
+}
+
+/// The job's lanes, as its live workers last reported them (every 10 s).
+fn print_lanes(lanes: &[LaneSummary]) -> std::io::Result<()> {
+    for l in lanes {
+        let name = l.model.as_deref().unwrap_or("(no model)");
+        let limit = l
+            .rpm_limit
+            .map_or_else(|| "no limit".to_owned(), |r| format!("limit {r} rpm"));
+        let held = l
+            .held_s
+            .map_or_else(String::new, |h| format!(", held {h:.1}s (a 429's pause)"));
+        out!(
+            "lane      {name}: {:.0} requests/min over the live workers ({limit}), {} 429s{held}",
+            l.achieved_rpm,
+            l.rate_limited
         )?;
     }
     Ok(())

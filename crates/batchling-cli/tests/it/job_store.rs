@@ -9,37 +9,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// The test database; `BATCHLING_TEST_PG_URL` overrides it.
-fn base_url() -> String {
-    std::env::var("BATCHLING_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// The test's own schema; dropped when it ends.
-struct Schema(String);
-
-impl Schema {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Schema(format!("bl_it_{name}_{}_{nanos}", std::process::id()))
-    }
-
-    fn url(&self) -> String {
-        format!("{}?schema={}", base_url(), self.0)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([&base_url(), "-tAq", "-c"])
-            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0))
-            .output();
-    }
-}
-
 /// `batchling ARGS...`, to the end: (exit code, stdout, stderr).
 fn batchling(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_batchling"))
@@ -109,7 +78,8 @@ fn job_without_store_and_store_without_input_or_job_are_usage_errors() {
     let (code, _, err) = batchling(&["run", "--job", "3", "-o", "out.jsonl"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--store"), "{err}");
-    let (code, _, err) = batchling(&["run", "--store", &base_url(), "-o", "out.jsonl"]);
+    let url = Schema::new("usage").url();
+    let (code, _, err) = batchling(&["run", "--store", &url, "-o", "out.jsonl"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("INPUT"), "{err}");
 }

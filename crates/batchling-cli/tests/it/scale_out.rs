@@ -274,3 +274,42 @@ fn two_jobs_at_once_sharing_one_limit_group_meet_no_429() {
     assert_eq!(stats.requests, 2 * N as u64, "{stats:?}");
     assert!(peak_per_second(&mock) <= 100, "{}", peak_per_second(&mock));
 }
+
+#[test]
+fn status_on_any_machine_shows_the_live_workers_and_their_lanes() {
+    const N: usize = 300;
+    let mock = Mock::start(MockConfig {
+        rpm: Some(1_200),
+        window: LimitWindow::Second,
+        ..MockConfig::default()
+    });
+    let (schema, prefix) = (Schema::new("status"), Prefix::new("status"));
+    let (input, want) = chat_file("s", N);
+    let url = store_on(&schema, 5432);
+    let running = worker(&input, &mock, &url, &prefix, 1_200).spawn();
+    let status = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
+            .args(["status", "--store", &url, "--job", "1", "--json"])
+            .output()
+            .expect("batchling status runs");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+
+    // Lanes are reported every 10 s, with the next heartbeat.
+    let mut seen = serde_json::Value::Null;
+    wait_until(Duration::from_secs(60), "a lanes report", || {
+        seen = status();
+        seen["lanes"].as_array().is_some_and(|l| !l.is_empty())
+    });
+    let o = running.wait();
+
+    o.assert_code(0);
+    assert_each_once(&o.out_lines(), &want);
+    let lane = &seen["lanes"][0];
+    assert_eq!(lane["model"], "gpt-4o-mini", "{seen}");
+    assert_eq!(lane["rpm_limit"], 1_200, "{seen}");
+    assert!(lane["achieved_rpm"].as_f64().unwrap() > 0.0, "{seen}");
+    let worker = &seen["workers"][0];
+    assert_eq!(worker["state"], "alive", "{seen}");
+    assert_eq!(worker["lanes"][0]["model"], "gpt-4o-mini", "{seen}");
+}

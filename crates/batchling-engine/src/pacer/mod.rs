@@ -568,6 +568,9 @@ pub struct LaneLimits {
     pub given: GivenLimits,
     /// What went through it since the pacer was made.
     pub counts: LaneCounts,
+    /// How long it holds every admission from now: a 429's pause, or the
+    /// shared budget's (another process's 429, or sends booked ahead).
+    pub held_for: Option<std::time::Duration>,
 }
 
 /// The limit group every lane of a pacer is in, until key pools bring
@@ -646,6 +649,7 @@ impl Pacer {
     /// made.
     pub fn lanes(&self) -> Vec<LaneLimits> {
         let s = self.lock();
+        let now = Instant::now();
         let each = s.lanes.iter().map(|l| LaneLimits {
             model: (l.family.as_deref()).or(l.key.model.as_deref()).map(|m| {
                 match self.config.groups.get(l.key.group as usize) {
@@ -665,6 +669,9 @@ impl Pacer {
                 .map(Limit::charge_ratio),
             given: l.given,
             counts: l.counts,
+            held_for: (l.paused_until.max(l.held_until))
+                .filter(|t| *t > now)
+                .map(|t| t - now),
         });
         each.collect()
     }
