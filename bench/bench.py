@@ -497,7 +497,7 @@ def shared_limiter(processes=3, per_process=1000, learned=False):
 
 def store_schema(tag):
     """A PostgreSQL schema of the benchmark's own, and its store URL."""
-    schema = f"blbench_{tag}_{os.getpid()}_{int(time.time())}"
+    schema = f"blbench_{tag.replace('-', '_')}_{os.getpid()}_{int(time.time())}"
     return schema, f"postgres://postgres@127.0.0.1:5432/test?schema={schema}"
 
 
@@ -513,6 +513,7 @@ def store_workers(workers, n, mock_args, run_args, ideal_fn, tag, limiter=True):
     mock, url = start_mock(mock_args)
     schema, store = store_schema(tag)
     prefix = f"blbench-{tag}-{os.getpid()}-{int(time.time())}"
+    os.makedirs(OUT, exist_ok=True)
     inp = os.path.join(OUT, f"store-{tag}.jsonl")
     write_input(inp, n)
     procs = []
@@ -529,12 +530,14 @@ def store_workers(workers, n, mock_args, run_args, ideal_fn, tag, limiter=True):
                 cmd += ["--limiter", "redis://127.0.0.1:6379", "--limiter-prefix", prefix]
             env = dict(os.environ, OPENAI_API_KEY="sk-bench")
             procs.append((subprocess.Popen(cmd, env=env), summary))
-        cpu = []
+        cpu, sent = [], []
         for p, summary in procs:
             _, status, ru = os.wait4(p.pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
                 raise SystemExit(f"a store worker failed ({os.waitstatus_to_exitcode(status)})")
             cpu.append(ru.ru_utime + ru.ru_stime)
+            with open(summary) as f:
+                sent.append(json.load(f)["attempts"])
         wall = time.monotonic() - t0
         stats = mock_stats(url)
     finally:
@@ -547,7 +550,10 @@ def store_workers(workers, n, mock_args, run_args, ideal_fn, tag, limiter=True):
     row = {"scenario": f"store-{tag}", "workers": workers, "requests": n,
            "sent": stats["requests"], "429s": stats["rate_limited"],
            "makespan_s": round(wall, 2), "req_per_s": round(n / wall, 0),
-           "cpu_s_per_10k_per_worker": round(sum(cpu) / n * 10000, 3),
+           "cpu_s_per_10k_all": round(sum(cpu) / n * 10000, 3),
+           # Each worker's CPU over the requests it sent itself.
+           "cpu_s_per_10k_each": " ".join(f"{c / max(a, 1) * 10000:.2f}" for c, a in zip(cpu, sent)),
+           "sent_each": " ".join(str(a) for a in sent),
            "cpu_s": " ".join(f"{c:.2f}" for c in cpu)}
     if ideal:
         row.update(ideal_s=ideal, ratio=round(ideal / wall, 4))

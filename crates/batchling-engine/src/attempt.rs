@@ -46,8 +46,15 @@ pub(crate) async fn attempt<P: Provider>(
         .hop
         .and_then(|h| h.key)
         .expect("a request is given a key when admitted");
-    let Ok(booked) = Box::pin(clear_to_send(&ctx, &p, key, admitted.lane)).await else {
-        return unsent(&ctx, p, permit);
+    // Boxed, and only awaited when there is a lease or a shared budget to
+    // ask: a run without either builds no such future per attempt.
+    let booked = if ctx.admission.shared.is_some() || ctx.admission.store.is_some() {
+        let Ok(booked) = Box::pin(clear_to_send(&ctx, &p, key, admitted.lane)).await else {
+            return unsent(&ctx, p, permit);
+        };
+        booked
+    } else {
+        None
     };
     // In a block, so that the answer, its verdict and the request's copy
     // are not kept across the last await: the task stays small to build and
@@ -280,9 +287,8 @@ async fn clear_to_send<P>(
         if let Some((store, token)) = leased {
             lease_gate(ctx, store, token).await?;
         }
-        // Boxed: only runs with a shared budget carry its state.
         let booked = match &ctx.admission.shared {
-            Some(shared) => Box::pin(book(ctx, shared, p, key, lane)).await?,
+            Some(shared) => book(ctx, shared, p, key, lane).await?,
             None => None,
         };
         match leased.map(|(store, token)| store.may_send(token)) {
