@@ -571,7 +571,10 @@ pub(crate) async fn export_files(
     output: &Path,
     errors: &Path,
 ) -> Result<Exported, QueueError> {
-    let (tmp_out, tmp_err) = (temp_path(output), temp_path(errors));
+    let (tmp_out, tmp_err) = (
+        batchling_store::temp_path(output),
+        batchling_store::temp_path(errors),
+    );
     let written = async {
         let create = |p: PathBuf| async move {
             tokio::fs::File::create(&p)
@@ -608,17 +611,6 @@ pub(crate) async fn export_files(
         errors: c.errors,
         not_done: c.not_done,
     })
-}
-
-/// The temporary file an export writes beside `path`
-/// (`batchling-store`'s naming: `<name>.batchling-tmp`).
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".batchling-tmp");
-    path.with_file_name(name)
 }
 
 impl JobStore for PgJobStore {

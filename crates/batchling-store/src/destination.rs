@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use crate::error::StoreError;
 
 /// The temporary file an export writes beside `path` before renaming it
-/// into place.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
+/// into place (also the job store's export, `run --store`, names its
+/// files so).
+pub fn temp_path(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()
         .map(|n| n.to_os_string())

@@ -40,7 +40,7 @@ mod record;
 mod routes;
 
 pub use cache::{Cache, CachedAnswer, cache_key};
-pub use destination::check_destination;
+pub use destination::{check_destination, temp_path};
 pub use error::StoreError;
 pub use identity::InputIdentity;
 pub use journal::{JobMeta, JobStatus, Journal, LastError, LineExtras, StateCounts, Totals};
