@@ -250,7 +250,7 @@ pub(crate) struct RunArgs {
     pub(crate) limiter_prefix: String,
 
     /// A job shared by many workers, kept in PostgreSQL
-    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME]): the
+    /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME&lease_ttl=SECONDS]`): the
     /// input is loaded once (the same file joins the same job), every
     /// worker running this command claims its requests from there and
     /// writes every answer back; --max-cost is the whole job's. The
