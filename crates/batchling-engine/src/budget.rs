@@ -11,7 +11,20 @@
 
 use std::sync::Mutex;
 
+use batchling_core::pricing::{ModelPrice, TokenCounts};
+use batchling_core::tokens::TokenEstimate;
 use tokio::sync::Notify;
+
+/// A request's worst case at `price`, USD: its input and the most output
+/// it may generate, at the online price (what the budget reserves; a
+/// shared job store reserves the same at its claim).
+pub fn worst_case(price: &ModelPrice, tokens: TokenEstimate) -> f64 {
+    price.cost_online(&TokenCounts {
+        input: tokens.input,
+        output: tokens.max_output,
+        ..TokenCounts::default()
+    })
+}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct State {

@@ -336,13 +336,9 @@ impl Accounting {
     }
 }
 
-/// A line's worst case at `price`: its input and its most output.
+/// A line's worst case at `price` (see [`crate::budget::worst_case`]).
 fn worst_case(price: &ModelPrice, parsed: &Parsed) -> f64 {
-    price.cost_online(&TokenCounts {
-        input: parsed.tokens.input,
-        output: parsed.tokens.max_output,
-        ..TokenCounts::default()
-    })
+    crate::budget::worst_case(price, parsed.tokens)
 }
 
 /// Where finished requests go.

@@ -262,12 +262,14 @@ fn parse_claimed<P>(ctx: &crate::ctx::Ctx<P>, l: ClaimedLine) -> crate::reader::
 }
 
 /// An outbox entry as the store takes it.
-pub(crate) fn committed_from(e: batchling_store::OutboxEntry) -> Committed {
-    Committed {
-        seq: e.seq,
-        token: e.token,
-        state: e.state,
-        line: e.line,
-        cost: e.cost_usd.unwrap_or(0.0),
+impl From<batchling_store::OutboxEntry> for Committed {
+    fn from(e: batchling_store::OutboxEntry) -> Self {
+        Committed {
+            seq: e.seq,
+            token: e.token,
+            state: e.state,
+            line: e.line,
+            cost: e.cost_usd.unwrap_or(0.0),
+        }
     }
 }

@@ -313,11 +313,7 @@ pub(crate) enum ReadItem {
 /// Token cost of a request for pacing. Falls back to a byte-based guess
 /// (4 bytes a token) when the body cannot be counted, so pacing never stops
 /// on an odd body.
-pub(crate) fn token_cost(
-    endpoint: Endpoint,
-    body: &[u8],
-    default_max_output: u64,
-) -> TokenEstimate {
+pub fn token_cost(endpoint: Endpoint, body: &[u8], default_max_output: u64) -> TokenEstimate {
     serde_json::from_slice(body)
         .ok()
         .and_then(|v| tokens::estimate(endpoint, &v, default_max_output).ok())

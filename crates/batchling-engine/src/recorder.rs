@@ -211,15 +211,16 @@ pub(crate) fn write_loop(
 
 /// Committed records that came from claims go to the job store (in the
 /// background: the store takes them while the next group is written).
+/// `claims` are in the order of their records (one per claimed record).
 fn hand_over(store: &dyn JobStore, records: &mut [Record], claims: &[(u64, i64)]) {
     if claims.is_empty() {
         return;
     }
-    let tokens: std::collections::HashMap<u64, i64> = claims.iter().copied().collect();
+    let mut claims = claims.iter().peekable();
     let committed = records
         .iter_mut()
         .filter_map(|r| {
-            let token = *tokens.get(&r.seq)?;
+            let &(_, token) = claims.next_if(|(seq, _)| *seq == r.seq)?;
             Some(Committed {
                 seq: r.seq,
                 token,

@@ -79,6 +79,12 @@ pub enum Notice {
     },
     /// The shared job store answers again.
     JobStoreBack,
+    /// Answers of this worker reached the shared job store after their
+    /// claim was taken over (it had been declared dead): paid, not output.
+    LateAnswers {
+        /// How many.
+        answers: u64,
+    },
     /// Answers journaled here by an earlier run of this worker were handed
     /// to the shared job store before anything new was claimed.
     HandedOver {
@@ -127,6 +133,10 @@ impl std::fmt::Display for Notice {
                 "the job store is unreachable ({why}); claiming nothing new, answers are kept in the local journal until it answers"
             ),
             Notice::JobStoreBack => write!(f, "the job store answers again"),
+            Notice::LateAnswers { answers } => write!(
+                f,
+                "{answers} answers of this worker came after their claim was taken over: paid, not output"
+            ),
             Notice::HandedOver { answers } => write!(
                 f,
                 "handing over {answers} answers an earlier run of this worker journaled"

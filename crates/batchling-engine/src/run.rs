@@ -278,7 +278,7 @@ fn hand_over_outbox(
     if !left.is_empty() {
         let answers = left.len() as u64;
         reporter.notify(&Notice::HandedOver { answers });
-        store.committed(left.into_iter().map(job_store::committed_from).collect());
+        store.committed(left.into_iter().map(Into::into).collect());
     }
     Ok(())
 }
@@ -373,25 +373,27 @@ enum Reader {
 }
 
 /// Where the loop's lines come from, before it starts: the reader already
-/// reading, or a channel the claimer is to feed once the run's context
-/// exists.
+/// reading, or a channel the claimer is to feed from the store once the
+/// run's context exists.
 enum Source {
     File(JoinHandle<io::Result<(u64, bool)>>),
-    Store(mpsc::Sender<Vec<ReadItem>>),
+    Store(mpsc::Sender<Vec<ReadItem>>, Arc<dyn job_store::JobStore>),
 }
 
 impl Source {
     /// Start the claimer, if it is the source.
     fn start<P: Provider>(self, ctx: &Arc<Ctx<P>>, job: &Job) -> Reader {
-        match (self, &job.job_store) {
-            (Source::Store(tx), Some(store)) => {
+        match self {
+            Source::File(thread) => Reader::Thread(thread),
+            Source::Store(tx, store) => {
                 let max = job_store::claim_size(concurrency(job));
-                let task = job_store::claim_loop(ctx.clone(), store.clone(), tx, max);
-                Reader::Claimer(tokio::spawn(task))
+                Reader::Claimer(tokio::spawn(job_store::claim_loop(
+                    ctx.clone(),
+                    store,
+                    tx,
+                    max,
+                )))
             }
-            (Source::File(thread), _) => Reader::Thread(thread),
-            // A store source is made only for a job with a store.
-            (Source::Store(_), None) => unreachable!("a store source without a store"),
         }
     }
 }
@@ -406,9 +408,9 @@ fn start_reader(
     discovery: &Discovery,
     counters: &Arc<Counters>,
 ) -> (Source, mpsc::Receiver<Vec<ReadItem>>) {
-    if job.job_store.is_some() {
+    if let Some(store) = &job.job_store {
         let (tx, rx) = mpsc::channel(job_store::CLAIMS_AHEAD);
-        return (Source::Store(tx), rx);
+        return (Source::Store(tx, store.clone()), rx);
     }
     let (tx, rx) = mpsc::channel(1024);
     let (input, ct, c, dmo) = (
@@ -614,10 +616,9 @@ async fn leave_and_export(
         .await
         .map_err(unreachable)?;
     if closed.late > 0 {
-        reporter.notify(&Notice::Message(format!(
-            "{} answers of this worker came after their claim was taken over: paid, not output",
-            closed.late
-        )));
+        reporter.notify(&Notice::LateAnswers {
+            answers: closed.late,
+        });
     }
     if closed.left_local > 0 {
         return Err(StopCause::JobStoreUnreachable {

@@ -12,10 +12,10 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use batchling_core::pricing::{Catalog, TokenCounts};
-use batchling_core::request::{LineProblem, RequestLine, is_blank};
-use batchling_core::tokens::{self, TokenEstimate};
-use batchling_engine::{MAX_LINE_BYTES, Validator};
+use batchling_core::pricing::Catalog;
+use batchling_core::request::{LineProblem, is_blank};
+use batchling_core::tokens::TokenEstimate;
+use batchling_engine::{MAX_LINE_BYTES, Validator, token_cost};
 use batchling_queue::{NewLine, QueueError};
 
 /// What a loaded line's numbers are computed with.
@@ -181,7 +181,7 @@ impl Iterator for SecondPass {
 fn new_line(v: &mut Validator, spec: &LoadSpec, line_no: u64, bytes: &[u8]) -> NewLine {
     let (custom_id, est, worst) = match v.validate(line_no, bytes) {
         Ok(req) => {
-            let est = token_estimate(&req, spec.default_max_output);
+            let est = token_cost(req.endpoint, req.body.as_bytes(), spec.default_max_output);
             let worst = worst_case(spec.prices.as_deref(), req.model.as_deref(), est);
             (req.custom_id, est.total(), worst)
         }
@@ -196,35 +196,13 @@ fn new_line(v: &mut Validator, spec: &LoadSpec, line_no: u64, bytes: &[u8]) -> N
     }
 }
 
-/// The request's tokens as the engine's reader counts them: a body that
-/// cannot be counted is guessed at 4 bytes a token.
-fn token_estimate(req: &RequestLine, default_max_output: u64) -> TokenEstimate {
-    serde_json::from_str(&req.body)
-        .ok()
-        .and_then(|v| tokens::estimate(req.endpoint, &v, default_max_output).ok())
-        .unwrap_or(TokenEstimate {
-            input: (req.body.len() as u64).div_ceil(4),
-            max_output: if req.endpoint.generates_output() {
-                default_max_output
-            } else {
-                0
-            },
-            exact: false,
-        })
-}
-
-/// The budget's worst case for a request (as `engine/src/ctx.rs`'s
-/// `worst_case`: its input and its most output at the model's online
-/// price); 0 when there are no prices or the model has none.
+/// The budget's worst case for a request, as the engine reserves it
+/// (`budget::worst_case`); 0 when there are no prices or the model has none.
 fn worst_case(prices: Option<&Catalog>, model: Option<&str>, est: TokenEstimate) -> f64 {
     let Some((_, price)) = prices.zip(model).and_then(|(c, m)| c.get(m)) else {
         return 0.0;
     };
-    let cost = price.cost_online(&TokenCounts {
-        input: est.input,
-        output: est.max_output,
-        ..TokenCounts::default()
-    });
+    let cost = batchling_engine::budget::worst_case(price, est);
     if cost.is_finite() && cost >= 0.0 {
         cost
     } else {
