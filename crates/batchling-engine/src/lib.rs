@@ -79,7 +79,8 @@ use batchling_store::StoreError;
 pub use close::close_unfinished;
 pub use pacer::{EffectiveLimits, GroupLimits, PacerConfig};
 pub use reader::{
-    DuplicateCheck, Input, MAX_LINE_BYTES, Validator, check_file, for_each_request, token_cost,
+    DuplicateCheck, Input, MAX_LINE_BYTES, Validator, check_file, for_each_line_of,
+    for_each_request, token_cost,
 };
 pub use report::{Notice, Progress, Reporter, RunSummary, StopCause};
 pub use route::{RouteSpec, Routes, RoutesBuilder};

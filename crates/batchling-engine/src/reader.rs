@@ -183,6 +183,20 @@ pub fn check_file(path: &Path) -> io::Result<Vec<LineError>> {
 /// (at most this much of it is buffered), and the run goes on.
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
+/// Call `f` with each non-blank line of `reader` and its 1-based physical
+/// line number, numbered and trimmed exactly as `run` reads its input (the
+/// line ending and a first line's byte-order mark left out), until `f`
+/// returns false. A line over [`MAX_LINE_BYTES`] comes as a
+/// `line_too_large` error, never held whole. For readers of the input
+/// outside the engine (a shared job store's loader).
+pub fn for_each_line_of(
+    reader: impl Read + Send + 'static,
+    mut f: impl FnMut(u64, Result<&[u8], LineError>) -> bool,
+) -> io::Result<()> {
+    let reader: LineReader = BufReader::with_capacity(256 << 10, Box::new(reader));
+    for_each_line(reader, |line_no, line, _| f(line_no, line))
+}
+
 /// A line as [`for_each_line`] hands it on: its bytes, or the error of a
 /// line over [`MAX_LINE_BYTES`].
 pub(crate) type RawLine<'a> = Result<&'a [u8], LineError>;

@@ -2,20 +2,20 @@
 //! (identity, unique ids, no line over the cap), then a second, lazy pass
 //! that hands each line to the store's COPY as it is read.
 //!
-//! Lines are numbered and trimmed as the engine's reader does (a line's
-//! `seq` is its physical line number − 1; the `\r\n` and a first line's
-//! byte-order mark are left out; blank lines are skipped), because the
-//! engine parses the stored line again when it is claimed.
+//! Lines are read by the engine's own reader (`for_each_line_of`: a
+//! line's `seq` is its physical line number − 1; the `\r\n` and a first
+//! line's byte-order mark are left out; blank lines are skipped), because
+//! the engine parses the stored line again when it is claimed.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use batchling_core::pricing::Catalog;
-use batchling_core::request::{LineProblem, is_blank};
+use batchling_core::request::LineProblem;
 use batchling_core::tokens::TokenEstimate;
-use batchling_engine::{MAX_LINE_BYTES, Validator, token_cost};
+use batchling_engine::{MAX_LINE_BYTES, Validator, for_each_line_of, token_cost};
 use batchling_queue::{NewLine, QueueError};
 
 /// What a loaded line's numbers are computed with.
@@ -79,100 +79,140 @@ pub(crate) fn check_and_hash(path: &Path) -> Result<[u8; 32], LoadError> {
         path: path.to_owned(),
         source,
     };
-    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let (file, sha) = Hashing::open(path).map_err(read_err)?;
     let mut validator = Validator::default();
-    let mut lines = Lines::open(path).map_err(read_err)?;
-    while let Some(line) = lines
-        .next_line(|bytes| sha.update(bytes))
-        .map_err(read_err)?
-    {
-        let (line_no, bytes) = line?;
-        if let Err(e) = validator.validate(line_no, bytes)
-            && let LineProblem::DuplicateCustomId {
-                custom_id,
-                first_line,
-            } = e.problem
-        {
-            return Err(LoadError::DuplicateId {
+    let mut refused = None;
+    for_each_line_of(file, |line_no, line| {
+        refused = match line {
+            Err(_too_long) => Some(LoadError::TooLong {
                 path: path.to_owned(),
-                first: first_line,
                 line: line_no,
-                id: custom_id,
-            });
-        }
+                limit: MAX_LINE_BYTES,
+            }),
+            Ok(bytes) => duplicate(path, line_no, validator.validate(line_no, bytes).err()),
+        };
+        refused.is_none()
+    })
+    .map_err(read_err)?;
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(sha.finish()),
     }
-    let mut identity = [0u8; 32];
-    identity.copy_from_slice(sha.finish().as_ref());
-    Ok(identity)
 }
 
-/// The second pass, lazily: each non-blank line as the store keeps it. A
-/// read error or a file changed since [`check_and_hash`] ends the load
-/// with an error (the store then keeps nothing of it).
+/// The error of a line repeating an earlier line's id, if it does.
+fn duplicate(
+    path: &Path,
+    line: u64,
+    e: Option<batchling_core::request::LineError>,
+) -> Option<LoadError> {
+    let LineProblem::DuplicateCustomId {
+        custom_id,
+        first_line,
+    } = e?.problem
+    else {
+        return None;
+    };
+    Some(LoadError::DuplicateId {
+        path: path.to_owned(),
+        first: first_line,
+        line,
+        id: custom_id,
+    })
+}
+
+/// The second pass, lazily: each non-blank line as the store keeps it,
+/// read on a thread of its own and handed over a short channel as the
+/// COPY takes them. A read error or a file changed since
+/// [`check_and_hash`] ends the load with an error (the store then keeps
+/// nothing of it).
 pub(crate) fn new_lines(
     path: &Path,
     spec: &LoadSpec,
     identity: [u8; 32],
 ) -> Result<impl Iterator<Item = Result<NewLine, QueueError>>, LoadError> {
-    let lines = Lines::open(path).map_err(|source| LoadError::Read {
+    let (file, sha) = Hashing::open(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    Ok(SecondPass {
-        lines,
-        sha: Some(ring::digest::Context::new(&ring::digest::SHA256)),
-        identity,
-        validator: Validator::default(),
-        spec: spec.clone(),
-        path: path.to_owned(),
-    })
-}
-
-struct SecondPass {
-    lines: Lines,
-    /// `None` once the end was reached (or an error given).
-    sha: Option<ring::digest::Context>,
-    identity: [u8; 32],
-    validator: Validator,
-    spec: LoadSpec,
-    path: PathBuf,
-}
-
-impl SecondPass {
-    fn changed(&self, why: String) -> QueueError {
-        QueueError::BadInput {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    let (spec, path) = (spec.clone(), path.to_owned());
+    std::thread::spawn(move || {
+        let changed = |why: String| QueueError::BadInput {
             what: format!(
                 "{} {why} while it was loaded; nothing was loaded: run again",
-                self.path.display()
+                path.display()
             ),
+        };
+        let mut validator = Validator::default();
+        let mut too_long = false;
+        let read = for_each_line_of(file, |line_no, line| match line {
+            Ok(bytes) => {
+                let line = new_line(&mut validator, &spec, line_no, bytes);
+                tx.send(Ok(line)).is_ok()
+            }
+            Err(_) => {
+                too_long = true;
+                false
+            }
+        });
+        // What was sent matches the identity only if the whole file does.
+        let end = match read {
+            Err(e) => Some(changed(format!("could not be read ({e})"))),
+            Ok(()) if too_long || sha.finish() != identity => Some(changed("changed".into())),
+            Ok(()) => None,
+        };
+        if let Some(e) = end {
+            let _ = tx.send(Err(e));
         }
+    });
+    Ok(rx.into_iter())
+}
+
+/// A file whose bytes are hashed (SHA-256) as they are read, and the hash.
+struct Hashing {
+    file: File,
+    sha: Arc<Mutex<ring::digest::Context>>,
+}
+
+/// The hash of what a [`Hashing`] read.
+struct Sha(Arc<Mutex<ring::digest::Context>>);
+
+impl Hashing {
+    fn open(path: &Path) -> io::Result<(Hashing, Sha)> {
+        let sha = Arc::new(Mutex::new(ring::digest::Context::new(
+            &ring::digest::SHA256,
+        )));
+        let file = File::open(path)?;
+        Ok((
+            Hashing {
+                file,
+                sha: sha.clone(),
+            },
+            Sha(sha),
+        ))
     }
 }
 
-impl Iterator for SecondPass {
-    type Item = Result<NewLine, QueueError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut sha = self.sha.take()?;
-        let next = self.lines.next_line(|b| sha.update(b));
-        let line = match next {
-            Err(e) => return Some(Err(self.changed(format!("could not be read ({e})")))),
-            Ok(None) => {
-                if sha.finish().as_ref() != self.identity {
-                    return Some(Err(self.changed("changed".to_owned())));
-                }
-                return None;
-            }
-            Ok(Some(Err(_too_long))) => {
-                return Some(Err(self.changed("changed".to_owned())));
-            }
-            Ok(Some(Ok((line_no, bytes)))) => {
-                new_line(&mut self.validator, &self.spec, line_no, bytes)
-            }
-        };
-        self.sha = Some(sha);
-        Some(Ok(line))
+impl Read for Hashing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        lock(&self.sha).update(&buf[..n]);
+        Ok(n)
     }
+}
+
+impl Sha {
+    fn finish(self) -> [u8; 32] {
+        let digest = lock(&self.0).clone().finish();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One line for the store: the whole raw line as its body; a line that
@@ -207,65 +247,5 @@ fn worst_case(prices: Option<&Catalog>, model: Option<&str>, est: TokenEstimate)
         cost
     } else {
         0.0
-    }
-}
-
-/// The file's lines as the engine's reader numbers and trims them.
-struct Lines {
-    reader: BufReader<File>,
-    path: PathBuf,
-    buf: Vec<u8>,
-    line_no: u64,
-}
-
-/// A line: its number and bytes, or a line over the cap.
-type Line<'a> = Result<(u64, &'a [u8]), LoadError>;
-
-impl Lines {
-    fn open(path: &Path) -> io::Result<Lines> {
-        Ok(Lines {
-            reader: BufReader::with_capacity(256 << 10, File::open(path)?),
-            path: path.to_owned(),
-            buf: Vec::with_capacity(8 << 10),
-            line_no: 0,
-        })
-    }
-
-    /// The next non-blank line; `raw` sees every byte read, blank lines
-    /// and line endings included (for the file's hash).
-    fn next_line(&mut self, mut raw: impl FnMut(&[u8])) -> io::Result<Option<Line<'_>>> {
-        // One byte more than the cap: room for the line's newline.
-        let room = MAX_LINE_BYTES as u64 + 1;
-        let (start, end) = loop {
-            self.buf.clear();
-            let n = (&mut self.reader)
-                .take(room)
-                .read_until(b'\n', &mut self.buf)?;
-            if n == 0 {
-                return Ok(None);
-            }
-            raw(&self.buf);
-            self.line_no += 1;
-            if self.buf.last() != Some(&b'\n') && n as u64 == room {
-                return Ok(Some(Err(LoadError::TooLong {
-                    path: self.path.clone(),
-                    line: self.line_no,
-                    limit: MAX_LINE_BYTES,
-                })));
-            }
-            let mut end = self.buf.len();
-            while end > 0 && matches!(self.buf[end - 1], b'\n' | b'\r') {
-                end -= 1;
-            }
-            let start = if self.line_no == 1 && self.buf[..end].starts_with(b"\xEF\xBB\xBF") {
-                3 // a UTF-8 byte-order mark some editors add
-            } else {
-                0
-            };
-            if !is_blank(&self.buf[start..end]) {
-                break (start, end);
-            }
-        };
-        Ok(Some(Ok((self.line_no, &self.buf[start..end]))))
     }
 }
