@@ -31,6 +31,14 @@ fn job_id(stderr: &str) -> String {
     rest.split_whitespace().next().unwrap().to_owned()
 }
 
+/// `export --store URL --job JOB -o OUT`, which must work.
+#[track_caller]
+fn export(url: &str, job: &str, out: &std::path::Path) {
+    let out = out.to_str().unwrap();
+    let (code, _, err) = batchling(&["export", "--store", url, "--job", job, "-o", out]);
+    assert_eq!(code, 0, "{err}");
+}
+
 fn status_json(url: &str, job: &str) -> Value {
     let (code, out, err) = batchling(&["status", "--store", url, "--job", job, "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -147,16 +155,7 @@ fn a_loaded_job_is_shown_exported_and_deleted_by_id() {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.jsonl");
-    let (code, _, err) = batchling(&[
-        "export",
-        "--store",
-        &url,
-        "--job",
-        &job,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    export(&url, &job, &out);
     assert!(out.exists() && dir.path().join("x.errors.jsonl").exists());
 
     let (code, _, err) = batchling(&["status", "--store", &url, "--job", &job, "--delete"]);
@@ -233,16 +232,7 @@ fn a_worker_without_the_input_joins_by_id_and_the_job_is_exported_and_deleted() 
     assert_eq!(mock.stats().ok, 30, "nothing was sent twice");
 
     let exported = dir.path().join("exported.jsonl");
-    let (code, _, err) = batchling(&[
-        "export",
-        "--store",
-        &url,
-        "--job",
-        &job,
-        "-o",
-        exported.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    export(&url, &job, &exported);
     assert_eq!(
         std::fs::read_to_string(&exported).unwrap(),
         first.out_text()

@@ -54,6 +54,30 @@ fn worker_on(
     ])
 }
 
+/// The fake provider at `rpm`, enforced per second, answering after
+/// `latency_ms` (0: its default).
+fn per_second(rpm: u64, latency_ms: u64) -> Mock {
+    let latency = match latency_ms {
+        0 => MockConfig::default().latency,
+        ms => Duration::from_millis(ms),
+    };
+    Mock::start(MockConfig {
+        rpm: Some(rpm),
+        window: LimitWindow::Second,
+        latency,
+        ..MockConfig::default()
+    })
+}
+
+/// `status --store URL --job 1 --json` (null when it printed no JSON).
+fn status_json(url: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
+        .args(["status", "--store", url, "--job", "1", "--json"])
+        .output()
+        .expect("batchling status runs");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
 /// The most requests the fake provider admitted in any one second, over
 /// its lanes.
 fn peak_per_second(mock: &Mock) -> u64 {
@@ -67,12 +91,7 @@ fn peak_per_second(mock: &Mock) -> u64 {
 fn three_workers_one_killed_one_stalled_past_its_lease_answer_each_line_once_within_the_limit() {
     const N: usize = 20_000;
     // 500 a second, enforced per second.
-    let mock = Mock::start(MockConfig {
-        rpm: Some(30_000),
-        window: LimitWindow::Second,
-        latency: Duration::from_millis(40),
-        ..MockConfig::default()
-    });
+    let mock = per_second(30_000, 40);
     let (schema, prefix) = (Schema::new("three"), Prefix::new("three"));
     let (input, want) = chat_file("w", N);
     let start = || worker(&input, &mock, &store_on(&schema, 5432), &prefix, 30_000).spawn();
@@ -129,11 +148,7 @@ fn three_workers_one_killed_one_stalled_past_its_lease_answer_each_line_once_wit
 #[test]
 fn a_store_gone_for_a_while_holds_the_workers_and_the_job_finishes_when_it_returns() {
     const N: usize = 1_500;
-    let mock = Mock::start(MockConfig {
-        rpm: Some(6_000),
-        window: LimitWindow::Second,
-        ..MockConfig::default()
-    });
+    let mock = per_second(6_000, 0);
     let (schema, prefix) = (Schema::new("blip"), Prefix::new("blip"));
     let proxy = Proxy::to("127.0.0.1:5432");
     let (input, want) = chat_file("p", N);
@@ -166,12 +181,7 @@ fn a_store_gone_for_a_while_holds_the_workers_and_the_job_finishes_when_it_retur
 #[test]
 fn a_worker_killed_while_the_store_is_away_hands_its_answers_over_when_started_again() {
     const N: usize = 400;
-    let mock = Mock::start(MockConfig {
-        rpm: Some(6_000),
-        window: LimitWindow::Second,
-        latency: Duration::from_millis(200),
-        ..MockConfig::default()
-    });
+    let mock = per_second(6_000, 200);
     let (schema, prefix) = (Schema::new("outbox"), Prefix::new("outbox"));
     let proxy = Proxy::to("127.0.0.1:5432");
     let (input, want) = chat_file("o", N);
@@ -207,11 +217,7 @@ fn a_worker_killed_while_the_store_is_away_hands_its_answers_over_when_started_a
 #[test]
 fn a_budget_wiped_mid_job_as_by_a_redis_restart_loses_nothing_and_meets_no_429() {
     const N: usize = 1_200;
-    let mock = Mock::start(MockConfig {
-        rpm: Some(6_000),
-        window: LimitWindow::Second,
-        ..MockConfig::default()
-    });
+    let mock = per_second(6_000, 0);
     let (schema, prefix) = (Schema::new("redis"), Prefix::new("redis"));
     let proxy = Proxy::to("127.0.0.1:6379");
     let (input, want) = chat_file("r", N);
@@ -245,11 +251,7 @@ fn a_budget_wiped_mid_job_as_by_a_redis_restart_loses_nothing_and_meets_no_429()
 #[test]
 fn two_jobs_at_once_sharing_one_limit_group_meet_no_429() {
     const N: usize = 600;
-    let mock = Mock::start(MockConfig {
-        rpm: Some(6_000),
-        window: LimitWindow::Second,
-        ..MockConfig::default()
-    });
+    let mock = per_second(6_000, 0);
     let (schema, prefix) = (Schema::new("two"), Prefix::new("two"));
     let (first, first_ids) = chat_file("x", N);
     let (second, second_ids) = chat_file("y", N);
@@ -278,27 +280,16 @@ fn two_jobs_at_once_sharing_one_limit_group_meet_no_429() {
 #[test]
 fn status_on_any_machine_shows_the_live_workers_and_their_lanes() {
     const N: usize = 300;
-    let mock = Mock::start(MockConfig {
-        rpm: Some(1_200),
-        window: LimitWindow::Second,
-        ..MockConfig::default()
-    });
+    let mock = per_second(1_200, 0);
     let (schema, prefix) = (Schema::new("status"), Prefix::new("status"));
     let (input, want) = chat_file("s", N);
     let url = store_on(&schema, 5432);
     let running = worker(&input, &mock, &url, &prefix, 1_200).spawn();
-    let status = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_batchling"))
-            .args(["status", "--store", &url, "--job", "1", "--json"])
-            .output()
-            .expect("batchling status runs");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
-    };
 
     // Lanes are reported every 10 s, with the next heartbeat.
     let mut seen = serde_json::Value::Null;
     wait_until(Duration::from_secs(60), "a lanes report", || {
-        seen = status();
+        seen = status_json(&url);
         seen["lanes"].as_array().is_some_and(|l| !l.is_empty())
     });
     let o = running.wait();
