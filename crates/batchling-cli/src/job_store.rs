@@ -492,7 +492,10 @@ fn completion(c: Committed) -> Completion {
 async fn complete(s: &Shared, batch: &[Completion]) {
     let mut backoff = Duration::from_millis(50);
     let report = loop {
-        match s.queue.complete(s.job, batch).await {
+        // Any ledger of the job keeps the sum right; this worker's own is
+        // the one no other worker writes.
+        let worker = lock(&s.lease).lease.worker();
+        match s.queue.complete(s.job, worker, batch).await {
             Ok(r) => break r,
             Err(e) => {
                 tracing::debug!("handing answers to the job store: {e}");

@@ -68,7 +68,11 @@ async fn work(q: Queue, job: JobId, id: u32, batch: usize) -> u64 {
             })
             .collect();
         let t = Instant::now();
-        n += q.complete(job, &answers).await.expect("complete").accepted;
+        n += q
+            .complete(job, lease.worker(), &answers)
+            .await
+            .expect("complete")
+            .accepted;
         in_complete += t.elapsed().as_secs_f64();
     }
 }

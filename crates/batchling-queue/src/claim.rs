@@ -1,13 +1,15 @@
 //! Claiming requests in batches, and giving back claims not worked on.
 //!
 //! Lock order, everywhere: the job's row, then the worker's row, then
-//! request rows. Every transaction that touches a job's money takes the
-//! job's row first, so claims, completions and rescues never deadlock.
+//! request rows, then ledger rows. A job's money lives in one ledger row
+//! per worker, so completions lock no shared row; only a claim under a
+//! budget cap, and a rescue, take the job's row (see `0003_ledgers.sql`).
 
 use tokio_postgres::Row;
 
 use crate::error::QueueError;
 use crate::ids::{ClaimToken, JobId, WorkerId, to_usd};
+use crate::ledger::{Money, give_back_reservations, job_money, lock_job};
 use crate::queue::{Queue, retry_conflicts};
 use crate::worker::Lease;
 
@@ -34,8 +36,8 @@ pub struct Claimed {
 }
 
 /// Due pending requests from seq `$5` on, in seq order, as far as the
-/// room `$4` takes them; the reservation and the job's claim cursor move
-/// in the same statement.
+/// room `$4` takes them; the reservation and the claim cursor move in the
+/// claiming worker's (`$3`) ledger in the same statement.
 const CLAIM: &str = "
 WITH c AS MATERIALIZED (
     SELECT seq, worst FROM requests
@@ -51,9 +53,11 @@ upd AS (
     FROM fit WHERE r.job_id = $1 AND r.seq = fit.seq
     RETURNING r.seq, r.claim_token, r.attempts, r.worst),
 res AS (
-    UPDATE jobs SET reserved = reserved + (SELECT coalesce(sum(worst), 0) FROM upd),
-                    claim_cursor = coalesce((SELECT max(seq) + 1 FROM upd), claim_cursor)
-    WHERE id = $1)
+    INSERT INTO ledgers (job_id, worker_id, reserved, claim_cursor)
+    SELECT $1, $3, coalesce(sum(worst), 0), coalesce(max(seq) + 1, 0) FROM upd
+    ON CONFLICT (job_id, worker_id) DO UPDATE
+    SET reserved = ledgers.reserved + excluded.reserved,
+        claim_cursor = greatest(ledgers.claim_cursor, excluded.claim_cursor))
 SELECT u.seq, u.claim_token, u.attempts, u.worst, l.custom_id, l.est_tokens, l.body
 FROM upd u JOIN lines l ON l.job_id = $1 AND l.seq = u.seq
 ORDER BY u.seq";
@@ -61,19 +65,19 @@ ORDER BY u.seq";
 /// Claims go back to pending, uncounted (they were never sent): the
 /// worker's running rows in the locked jobs whose token is (`$4` true) or
 /// is not (`$4` false) among `$2`.
-const RELEASE: &str = "
+const RELEASE: &str = concat!(
+    "
 WITH back AS (
     UPDATE requests
     SET state = 0, claim_token = NULL, worker_id = NULL, claimed_at = NULL,
         attempts = greatest(attempts - 1, 0)
     WHERE worker_id = $1 AND state = 1 AND job_id = ANY($3)
       AND (claim_token = ANY($2)) = $4
-    RETURNING job_id, worst),
-rel AS (
-    UPDATE jobs j SET reserved = j.reserved - s.w
-    FROM (SELECT job_id, sum(worst) AS w FROM back GROUP BY job_id) s
-    WHERE j.id = s.job_id)
-SELECT count(*) FROM back";
+    RETURNING job_id, $1::bigint AS worker_id, worst),",
+    give_back_reservations!(),
+    "
+SELECT count(*) FROM back"
+);
 
 impl Queue {
     /// Claim up to `max` due requests of `job` for the lease's worker, with
@@ -106,20 +110,23 @@ impl Queue {
         let err = QueueError::db("claiming requests");
         let mut client = self.client("claiming requests").await?;
         let tx = client.transaction().await.map_err(err)?;
-        let lock = tx
-            .prepare_cached(
-                "SELECT budget_cap, spent, reserved, claim_cursor FROM jobs WHERE id = $1 FOR UPDATE",
-            )
-            .await
-            .map_err(err)?;
-        let money = tx.query_opt(&lock, &[&job.0]).await.map_err(err)?;
-        let Some(money) = money else {
+        let Some((cap, cursor)) = job_claim_state(&tx, job).await? else {
             tx.rollback().await.map_err(err)?;
             return Err(self.not_found(job));
         };
-        let (cap, spent, reserved): (Option<i64>, i64, i64) =
-            (money.get(0), money.get(1), money.get(2));
-        let cursor: i64 = money.get(3);
+        // Under a cap, one claim at a time reads the job's money and
+        // reserves: the job's row is the turnstile. Completions meanwhile
+        // only lower what the sum says (an answer in time costs at most the
+        // worst case it reserved), so the room read here never overstates.
+        let money = match cap {
+            Some(_) if lock_job(&tx, job).await? => job_money(&tx, job).await?.unwrap_or_default(),
+            Some(_) => {
+                tx.rollback().await.map_err(err)?;
+                return Err(self.not_found(job));
+            }
+            None => Money::default(),
+        };
+        let (spent, reserved) = (money.spent, money.reserved);
         // Held until commit: a rescuer declaring us dead waits for this claim.
         let alive = tx
             .prepare_cached("SELECT 1 FROM workers WHERE id = $1 AND state = 'alive' FOR SHARE")
@@ -213,7 +220,7 @@ impl Queue {
             .query(
                 "SELECT id FROM jobs WHERE id IN
                    (SELECT job_id FROM requests WHERE worker_id = $1 AND state = 1)
-                 ORDER BY id FOR UPDATE",
+                 ORDER BY id FOR NO KEY UPDATE",
                 &[&worker.0],
             )
             .await
@@ -232,6 +239,28 @@ impl Queue {
         tx.commit().await.map_err(err)?;
         Ok(row.get::<_, i64>(0).max(0) as u64)
     }
+}
+
+/// The job's budget cap and where its next claim starts: the furthest any
+/// worker's claims have reached (rows below it are claimed, or back from a
+/// retry, a release or a rescue, which the wrap to the start finds).
+/// `None` when there is no such job.
+async fn job_claim_state(
+    tx: &deadpool_postgres::Transaction<'_>,
+    job: JobId,
+) -> Result<Option<(Option<i64>, i64)>, QueueError> {
+    let err = QueueError::db("claiming requests");
+    let stmt = tx
+        .prepare_cached(
+            "SELECT j.budget_cap,
+                    greatest(j.claim_cursor, coalesce(max(l.claim_cursor), 0))::bigint
+             FROM jobs j LEFT JOIN ledgers l ON l.job_id = j.id
+             WHERE j.id = $1 GROUP BY j.id",
+        )
+        .await
+        .map_err(err)?;
+    let row = tx.query_opt(&stmt, &[&job.0]).await.map_err(err)?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 fn claimed(r: &Row) -> Result<Claimed, QueueError> {

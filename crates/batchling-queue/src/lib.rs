@@ -39,6 +39,7 @@ mod claim;
 mod complete;
 mod error;
 mod ids;
+mod ledger;
 mod load;
 mod migrate;
 mod queue;

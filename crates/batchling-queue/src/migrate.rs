@@ -10,6 +10,7 @@ use crate::error::QueueError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_queue.sql"),
     include_str!("../migrations/0002_worker_report.sql"),
+    include_str!("../migrations/0003_ledgers.sql"),
 ];
 
 /// The schema version this build reads and writes.

@@ -6,6 +6,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::error::QueueError;
 use crate::ids::{JobId, WorkerId, to_usd};
+use crate::ledger::job_money;
 use crate::queue::Queue;
 
 /// Results read per round trip by [`Queue::export`].
@@ -144,7 +145,7 @@ impl Queue {
         let client = self.client("reading a job's status").await?;
         let Some(j) = client
             .query_opt(
-                "SELECT total, spent, reserved, budget_cap,
+                "SELECT total, budget_cap,
                         (SELECT count(*) FROM late_results WHERE job_id = $1)
                  FROM jobs WHERE id = $1",
                 &[&job.0],
@@ -155,6 +156,7 @@ impl Queue {
             return Err(self.not_found(job));
         };
         let count = |n: i64| n.max(0) as u64;
+        let money = job_money(&client, job).await?.unwrap_or_default();
         let mut status = JobStatus {
             job,
             total: count(j.get(0)),
@@ -163,10 +165,10 @@ impl Queue {
             running: 0,
             done: 0,
             failed: 0,
-            spent: to_usd(j.get(1)),
-            reserved: to_usd(j.get(2)),
-            budget_cap: j.get::<_, Option<i64>>(3).map(to_usd),
-            late: count(j.get(4)),
+            spent: to_usd(money.spent),
+            reserved: to_usd(money.reserved),
+            budget_cap: j.get::<_, Option<i64>>(1).map(to_usd),
+            late: count(j.get(2)),
             workers: Vec::new(),
         };
         let states = client
@@ -265,7 +267,7 @@ impl Queue {
             tx.rollback().await.map_err(err)?;
             return Err(QueueError::JobInUse { job, held });
         }
-        for table in ["results", "late_results", "requests", "lines"] {
+        for table in ["results", "late_results", "requests", "lines", "ledgers"] {
             tx.execute(&format!("DELETE FROM {table} WHERE job_id = $1"), &[&job.0])
                 .await
                 .map_err(err)?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::QueueError;
 use crate::ids::WorkerId;
+use crate::ledger::give_back_reservations;
 use crate::queue::{Queue, retry_conflicts};
 
 /// What a rescue pass did.
@@ -24,36 +25,43 @@ pub struct RescueReport {
 /// are not alive (declared now, or earlier by a pass that could not reach
 /// their job) go back to pending; their claim tokens are cleared, so any
 /// answer under them is late.
-const RESCUE: &str = "
+const RESCUE: &str = concat!(
+    "
 WITH dead AS (
     UPDATE workers SET state = 'dead'
     WHERE state = 'alive' AND heartbeat_at < now() - make_interval(secs => $1)
     RETURNING id),
+gone AS (
+    SELECT id FROM dead UNION SELECT id FROM workers WHERE state <> 'alive'),
 back AS (
     UPDATE requests r
     SET state = 0, claim_token = NULL, worker_id = NULL, claimed_at = NULL, not_before = now()
-    WHERE r.state = 1 AND r.job_id = ANY($2)
-      AND (r.worker_id IN (SELECT id FROM dead)
-           OR r.worker_id IN (SELECT id FROM workers WHERE state <> 'alive'))
-    RETURNING r.job_id, r.worst),
-rel AS (
-    UPDATE jobs j SET reserved = j.reserved - s.w
-    FROM (SELECT job_id, sum(worst) AS w FROM back GROUP BY job_id) s
-    WHERE j.id = s.job_id)
-SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM dead), '{}'), (SELECT count(*) FROM back)";
+    FROM gone g
+    WHERE r.state = 1 AND r.job_id = ANY($2) AND r.worker_id = g.id
+    RETURNING r.job_id, g.id AS worker_id, r.worst),",
+    give_back_reservations!(),
+    "
+SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM dead), '{}'), (SELECT count(*) FROM back)"
+);
 
-/// `$1`: the deadline in seconds; `$2`: the locked jobs.
-const SWEEP: &str = "
-WITH back AS (
+/// `$1`: the deadline in seconds; `$2`: the locked jobs. The holder is read
+/// in the same statement, before the update clears it.
+const SWEEP: &str = concat!(
+    "
+WITH stuck AS (
+    SELECT job_id, seq, worker_id FROM requests
+    WHERE state = 1 AND job_id = ANY($2) AND claimed_at < now() - make_interval(secs => $1)),
+back AS (
     UPDATE requests r
     SET state = 0, claim_token = NULL, worker_id = NULL, claimed_at = NULL, not_before = now()
-    WHERE r.state = 1 AND r.job_id = ANY($2) AND r.claimed_at < now() - make_interval(secs => $1)
-    RETURNING r.job_id, r.worst),
-rel AS (
-    UPDATE jobs j SET reserved = j.reserved - s.w
-    FROM (SELECT job_id, sum(worst) AS w FROM back GROUP BY job_id) s
-    WHERE j.id = s.job_id)
-SELECT count(*) FROM back";
+    FROM stuck s
+    WHERE r.job_id = s.job_id AND r.seq = s.seq AND r.worker_id = s.worker_id AND r.state = 1
+      AND r.claimed_at < now() - make_interval(secs => $1)
+    RETURNING r.job_id, s.worker_id, r.worst),",
+    give_back_reservations!(),
+    "
+SELECT count(*) FROM back"
+);
 
 impl Queue {
     /// Declare dead every worker without a heartbeat for the lease's TTL
@@ -107,7 +115,7 @@ async fn lock_running_jobs(
     let rows = tx
         .query(
             "SELECT id FROM jobs WHERE id IN (SELECT job_id FROM requests WHERE state = 1)
-             ORDER BY id FOR UPDATE",
+             ORDER BY id FOR NO KEY UPDATE",
             &[],
         )
         .await

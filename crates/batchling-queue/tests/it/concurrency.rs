@@ -28,7 +28,7 @@ async fn work(q: Queue, job: JobId, worker: u32, batch: usize) -> Vec<u64> {
                 },
             })
             .collect();
-        let report = q.complete(job, &answers).await.unwrap();
+        let report = q.complete(job, lease.worker(), &answers).await.unwrap();
         assert_eq!(report.accepted as usize, claimed.len(), "{report:?}");
         mine.extend(claimed.iter().map(|c| c.seq));
     }
@@ -91,7 +91,11 @@ async fn spend(q: Queue, job: JobId, worker: u32, cap: f64) -> u64 {
                         },
                     })
                     .collect();
-                answered += q.complete(job, &answers).await.unwrap().accepted;
+                answered += q
+                    .complete(job, lease.worker(), &answers)
+                    .await
+                    .unwrap()
+                    .accepted;
             }
             Err(QueueError::BudgetReached { reserved, .. }) if reserved > 0.0 => {
                 // The other worker's reservations may settle below their worst case.

@@ -45,10 +45,17 @@ async fn a_rescued_claims_old_token_lands_in_late_results_and_changes_nothing() 
     assert_eq!(again.len(), 3);
     assert!(again.iter().all(|c| c.attempt == 2));
     let batch: Vec<_> = again.iter().map(|c| done(c, 0.002)).collect();
-    assert_eq!(s.queue.complete(job, &batch).await.unwrap().accepted, 3);
+    assert_eq!(
+        s.queue
+            .complete(job, fresh.worker(), &batch)
+            .await
+            .unwrap()
+            .accepted,
+        3
+    );
     // The zombie wakes: its answers are paid for, never output.
     let late: Vec<_> = claimed.iter().map(|c| done(c, 0.001)).collect();
-    let report = s.queue.complete(job, &late).await.unwrap();
+    let report = s.queue.complete(job, zombie.worker(), &late).await.unwrap();
     assert_eq!(report.accepted, 0);
     assert_eq!(report.late, vec![0, 1, 2]);
     assert_eq!(s.scalar("SELECT count(*) FROM {s}.late_results").await, 3);
@@ -75,7 +82,14 @@ async fn a_completion_committed_before_the_rescue_stands() {
     let w = s.queue.register("host-a", 1).await.unwrap();
     let claimed = s.queue.claim(job, &w, 4).await.unwrap();
     let batch: Vec<_> = claimed.iter().map(|c| done(c, 0.001)).collect();
-    assert_eq!(s.queue.complete(job, &batch).await.unwrap().accepted, 4);
+    assert_eq!(
+        s.queue
+            .complete(job, w.worker(), &batch)
+            .await
+            .unwrap()
+            .accepted,
+        4
+    );
     backdate_heartbeat(&s, w.worker(), 31).await;
     let rescue = s.queue.rescue().await.unwrap();
     assert_eq!(rescue.declared_dead, vec![w.worker()]);
@@ -120,9 +134,9 @@ async fn replaying_a_batch_after_an_ambiguous_commit_changes_nothing() {
     batch[4].outcome = Outcome::RetryLater {
         after: Duration::from_secs(3_600),
     };
-    let first = s.queue.complete(job, &batch).await.unwrap();
+    let first = s.queue.complete(job, w.worker(), &batch).await.unwrap();
     assert_eq!((first.accepted, first.replayed), (5, 0));
-    let replay = s.queue.complete(job, &batch).await.unwrap();
+    let replay = s.queue.complete(job, w.worker(), &batch).await.unwrap();
     assert_eq!((replay.accepted, replay.replayed), (0, 5));
     assert!(replay.late.is_empty());
     assert_eq!(
@@ -186,7 +200,7 @@ async fn a_stuck_claim_is_swept_back_while_its_worker_lives() {
     );
     let report = s
         .queue
-        .complete(job, &[done(&claimed[0], 0.001)])
+        .complete(job, w.worker(), &[done(&claimed[0], 0.001)])
         .await
         .unwrap();
     assert_eq!(report.late, vec![claimed[0].seq]);
@@ -211,7 +225,14 @@ async fn claims_run_on_from_the_cursor_then_wrap_to_requests_sent_back() {
             after: Duration::ZERO,
         },
     };
-    assert_eq!(s.queue.complete(job, &[retry]).await.unwrap().accepted, 1);
+    assert_eq!(
+        s.queue
+            .complete(job, w.worker(), &[retry])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
     assert_eq!(
         s.queue
             .release(w.worker(), &[first[0].token])

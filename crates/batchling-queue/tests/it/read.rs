@@ -38,7 +38,7 @@ async fn export_writes_answers_and_failures_apart_in_seq_order() {
             },
         })
         .collect();
-    s.queue.complete(job, &answers).await.unwrap();
+    s.queue.complete(job, w.worker(), &answers).await.unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let counts = s.queue.export(job, &mut out, &mut err).await.unwrap();
     let want_out: String = (0..2_500)
@@ -95,6 +95,52 @@ async fn status_shows_workers_alive_and_dead_with_what_they_hold() {
 }
 
 #[tokio::test]
+async fn status_sums_the_money_of_every_workers_ledger() {
+    let s = TestSchema::new().await;
+    let job = load(&s.queue, 10, Some(1.0)).await;
+    let a = s.queue.register("host-a", 1).await.unwrap();
+    let b = s.queue.register("host-b", 2).await.unwrap();
+    let of_a = s.queue.claim(job, &a, 3).await.unwrap();
+    let of_b = s.queue.claim(job, &b, 4).await.unwrap();
+    // Each claim starts where the other's ended: one cursor across ledgers.
+    let seqs = |c: &[batchling_queue::Claimed]| c.iter().map(|c| c.seq).collect::<Vec<_>>();
+    assert_eq!(
+        (seqs(&of_a), seqs(&of_b)),
+        (vec![0, 1, 2], vec![3, 4, 5, 6])
+    );
+    let paid = |c: &batchling_queue::Claimed| Completion {
+        seq: c.seq,
+        token: c.token,
+        cost: 0.004,
+        outcome: Outcome::Done {
+            line: b"o\n".to_vec(),
+        },
+    };
+    let answers: Vec<_> = of_a[..2].iter().map(paid).collect();
+    s.queue.complete(job, a.worker(), &answers).await.unwrap();
+    let answers: Vec<_> = of_b[..1].iter().map(paid).collect();
+    s.queue.complete(job, b.worker(), &answers).await.unwrap();
+    assert_eq!(
+        s.scalar(&format!(
+            "SELECT count(*) FROM {{s}}.ledgers WHERE job_id = {}",
+            job.0
+        ))
+        .await,
+        2
+    );
+    let st = s.queue.status(job).await.unwrap();
+    // Spent: three answers at 0.004; reserved: the four still running at 0.01.
+    assert!((st.spent - 0.012).abs() < 1e-9, "{st:?}");
+    assert!((st.reserved - 0.04).abs() < 1e-9, "{st:?}");
+    // b dies; its three running rows' reservations go back from its ledger.
+    backdate_heartbeat(&s, b.worker(), 31).await;
+    assert_eq!(s.queue.rescue().await.unwrap().requeued, 3);
+    let st = s.queue.status(job).await.unwrap();
+    assert!((st.spent - 0.012).abs() < 1e-9, "{st:?}");
+    assert!((st.reserved - 0.01).abs() < 1e-9, "{st:?}");
+}
+
+#[tokio::test]
 async fn a_job_is_deleted_in_one_step_once_no_live_worker_holds_it() {
     let s = TestSchema::new().await;
     let job = load(&s.queue, 50, None).await;
@@ -107,7 +153,14 @@ async fn a_job_is_deleted_in_one_step_once_no_live_worker_holds_it() {
     s.queue.rescue().await.unwrap();
     assert!(s.queue.delete_job(job).await.unwrap());
     assert!(!s.queue.delete_job(job).await.unwrap());
-    for table in ["jobs", "lines", "requests", "results", "late_results"] {
+    for table in [
+        "jobs",
+        "lines",
+        "requests",
+        "results",
+        "late_results",
+        "ledgers",
+    ] {
         let left = s
             .scalar(&format!(
                 "SELECT count(*) FROM {{s}}.{table} WHERE {} = {}",
