@@ -24,7 +24,7 @@ use crate::recorder::{Entry, Finished};
 use crate::report::{Counters, Notice, StopCause};
 use crate::route::hop::Then;
 use crate::route::{Chain, KeyAt};
-use crate::shared::{Booking, Shared, SharedBudget, SharedLane, Ticket, Unavailable};
+use crate::shared::{Booking, Shared, SharedBudget, SharedLane, Ticket, Unavailable, wait_out};
 
 /// What an attempt came back with, the key it went on, and the permit it
 /// still holds.
@@ -192,21 +192,9 @@ async fn book<P>(
     key: KeyAt,
     lane_id: LaneId,
 ) -> Result<Option<Booked>, Unsent> {
-    let pacer = &ctx.admission.pacer;
     let group = ctx.routes.group_name(key.group);
-    let (model, mut limits) = pacer.shared_view(lane_id);
-    if limits.is_none() {
-        // Slow start here: another process may know the lane's limits.
-        let lane = SharedLane {
-            group,
-            model: model.as_deref(),
-        };
-        if let Ok(Some(learned)) = shared.budget.learned(lane).await {
-            pacer.learn_shared(lane_id, learned);
-            limits = pacer.shared_view(lane_id).1;
-        }
-    }
-    let learned = pacer.learned_view(lane_id);
+    let (model, limits) = shared_limits(ctx, shared, group, lane_id).await;
+    let learned = ctx.admission.pacer.learned_view(lane_id);
     let Some(limits) = limits else {
         let (group, ticket) = (group.into(), None);
         return Ok(Some(Booked {
@@ -217,6 +205,7 @@ async fn book<P>(
         }));
     };
     let cost = Cost::from(p.parsed.tokens);
+    let mut rebooks = 0;
     loop {
         let lane = SharedLane {
             group,
@@ -235,7 +224,14 @@ async fn book<P>(
                         if !wait.is_zero() {
                             ctx.admission.pacer.hold(lane_id, wait);
                         }
-                        tokio::time::sleep(wait).await;
+                        if let Err(late) = wait_out(wait, rebooks).await {
+                            // Its booked time stays spent: the safe side.
+                            rebooks += 1;
+                            if !shared.woke_late.swap(true, Relaxed) {
+                                ctx.reporter.notify(&Notice::WokeLate { late });
+                            }
+                            continue;
+                        }
                         let (group, ticket) = (group.into(), Some(ticket));
                         return Ok(Some(Booked {
                             ticket,
@@ -267,6 +263,32 @@ async fn book<P>(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// The lane's model and the limits to book under: the local lane's, or,
+/// in slow start here, those another process learned.
+async fn shared_limits<P>(
+    ctx: &Ctx<P>,
+    shared: &Shared,
+    group: &str,
+    lane_id: LaneId,
+) -> (Option<String>, Option<PerMinute>) {
+    let pacer = &ctx.admission.pacer;
+    let (model, limits) = pacer.shared_view(lane_id);
+    if limits.is_some() {
+        return (model, limits);
+    }
+    let lane = SharedLane {
+        group,
+        model: model.as_deref(),
+    };
+    match shared.budget.learned(lane).await {
+        Ok(Some(learned)) => {
+            pacer.learn_shared(lane_id, learned);
+            (model, pacer.shared_view(lane_id).1)
+        }
+        _ => (model, None),
     }
 }
 

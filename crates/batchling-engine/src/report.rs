@@ -71,6 +71,13 @@ pub enum Notice {
     },
     /// The shared budget answers again.
     SharedBudgetBack,
+    /// A send woke past its booked time by more than the tolerance (a busy
+    /// machine, a stalled process) and was booked again rather than sent
+    /// into the other processes' sends. Said once per run.
+    WokeLate {
+        /// How late.
+        late: Duration,
+    },
     /// The shared job store (`--store`) does not answer: nothing more is
     /// claimed, answers wait in the local journal.
     JobStoreDown {
@@ -128,6 +135,11 @@ impl std::fmt::Display for Notice {
                 "the shared rate budget is unreachable ({why}); holding new sends until it answers"
             ),
             Notice::SharedBudgetBack => write!(f, "the shared rate budget answers again"),
+            Notice::WokeLate { late } => write!(
+                f,
+                "a send woke {} ms past its booked time (is this machine overloaded?); late sends are booked again, not sent into the other workers' share",
+                late.as_millis()
+            ),
             Notice::JobStoreDown { why } => write!(
                 f,
                 "the job store is unreachable ({why}); claiming nothing new, answers are kept in the local journal until it answers"

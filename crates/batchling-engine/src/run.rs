@@ -142,6 +142,7 @@ fn admission(job: &Job) -> Admission {
         budget,
         down: Default::default(),
         down_since: Default::default(),
+        woke_late: Default::default(),
     });
     match &job.shared {
         Some(s) => Admission {

@@ -104,6 +104,37 @@ pub(crate) struct Shared {
     /// Since when it has not answered (the run stops after the job's
     /// `give_up_after`).
     pub(crate) down_since: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Whether a send has woken past its booked time yet (one notice says
+    /// so, the first time).
+    pub(crate) woke_late: std::sync::atomic::AtomicBool,
+}
+
+/// How far past its booked time a send may wake and still go. Later, it
+/// is booked again: sent now, it would land among the sends the other
+/// processes booked after it (a busy machine's timers, a stalled process
+/// waking with many sends due), and one second could hold more than the
+/// limit. 10 ms of a lane's sends is what booking at 0.99 of its limit
+/// leaves free in each second (at 100 requests a second: one send, 10 ms
+/// apart, so a send less late passes no other's time). Timers overshoot
+/// by 5-6 ms on a busy 2-core machine: a tighter tolerance re-books often
+/// enough to cost 0.6% of the rate (BENCHMARKS.md, session 11).
+const LATE_WAKE: Duration = Duration::from_millis(10);
+
+/// How many times one send is booked again for a late wake before it goes
+/// anyway (a machine that never wakes in time still sends).
+const MAX_REBOOKS: u32 = 3;
+
+/// Sleep out a booking's `wait`. `Err(late)`: woken past [`LATE_WAKE`],
+/// to be booked again (`rebooks`: how many times it was already).
+pub(crate) async fn wait_out(wait: Duration, rebooks: u32) -> Result<(), Duration> {
+    let due = tokio::time::Instant::now() + wait;
+    tokio::time::sleep_until(due).await;
+    let late = due.elapsed();
+    if late > LATE_WAKE && rebooks < MAX_REBOOKS {
+        Err(late)
+    } else {
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -118,5 +149,34 @@ impl Shared {
     /// It answered.
     pub(crate) fn back(&self) {
         *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime thread kept busy past the booked time (as a loaded
+    /// machine or a stalled process keeps it).
+    async fn woken_after_a_stall(rebooks: u32) -> Result<(), Duration> {
+        let stall = tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) });
+        let waited = wait_out(Duration::from_millis(1), rebooks).await;
+        stall.await.unwrap();
+        waited
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_send_woken_past_its_time_is_booked_again() {
+        let late = woken_after_a_stall(0).await.unwrap_err();
+        // Measured from the booked time, not from when the sleep began.
+        assert!(
+            late > LATE_WAKE && late >= Duration::from_millis(50),
+            "{late:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn after_its_last_rebooking_a_late_send_goes() {
+        assert_eq!(woken_after_a_stall(MAX_REBOOKS).await, Ok(()));
     }
 }

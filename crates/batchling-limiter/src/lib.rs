@@ -56,8 +56,9 @@
 //!
 //! The schedule is Redis's; local timers wake a little late and may
 //! bunch two sends (a busy 2-core machine: 102 sends in the busiest
-//! second of a 100 a second lane). Utilisation below 1, or the local
-//! pacer's own one-second log on the actual send times, absorbs that.
+//! second of a 100 a second lane). Utilisation below 1 absorbs a little
+//! of that; a caller whose timer woke much later than the booked time
+//! books again rather than send (the engine's `shared::wait_out`).
 
 mod budget;
 mod connect;
