@@ -627,6 +627,19 @@ impl JobStore for PgJobStore {
         )
     }
 
+    /// The schema, the job's id and the identity it was loaded under: not
+    /// the address, which another worker (or a restart) may spell otherwise.
+    fn journal_key(&self) -> String {
+        let identity: String = (self.job.identity.iter())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!(
+            "job {} schema {} identity {identity}",
+            self.job.id,
+            self.shared.queue.schema()
+        )
+    }
+
     fn total(&self) -> u64 {
         self.job.total
     }

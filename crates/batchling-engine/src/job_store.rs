@@ -30,8 +30,16 @@ pub use crate::shared::{Fut, Unavailable};
 /// store that does not answer is [`Unavailable`], quickly, and the engine
 /// waits and asks again (stopping after the job's `give_up_after`).
 pub trait JobStore: Send + Sync + std::fmt::Debug {
-    /// The job as messages and the local journal name it (no secrets).
+    /// The job as messages name it (no secrets).
     fn describe(&self) -> String;
+
+    /// What keys the worker's local journal to the job: the same whatever
+    /// address reaches the store, so a worker restarted through another
+    /// one still finds the answers it journaled (no secrets). The
+    /// description by default.
+    fn journal_key(&self) -> String {
+        self.describe()
+    }
 
     /// The job's number of requests.
     fn total(&self) -> u64;

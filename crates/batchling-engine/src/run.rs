@@ -290,7 +290,8 @@ fn hand_over_outbox(
 fn input_identity(job: &Job) -> Result<(String, Option<InputIdentity>), EngineError> {
     if let Some(store) = &job.job_store {
         let name = store.describe();
-        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(name.as_bytes()));
+        let key = store.journal_key();
+        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()));
         let identity = InputIdentity {
             size: store.total(),
             hash,

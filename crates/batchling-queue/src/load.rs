@@ -59,6 +59,9 @@ pub struct JobInfo {
     pub budget_cap: Option<f64>,
     /// Its number of requests.
     pub total: u64,
+    /// The identity it was loaded under: the same for every worker,
+    /// whatever address it reaches the store by.
+    pub identity: Vec<u8>,
 }
 
 /// How [`Queue::load_job`] ended.
@@ -148,6 +151,7 @@ impl Queue {
                 settings: spec.settings.clone(),
                 budget_cap: spec.budget_cap,
                 total: total as u64,
+                identity: spec.identity.to_vec(),
             },
             loaded_here: true,
         })
@@ -159,7 +163,7 @@ impl Queue {
         let client = self.client("finding a job").await?;
         let row = client
             .query_opt(
-                "SELECT id, settings, budget_cap, total FROM jobs WHERE identity = $1",
+                "SELECT id, settings, budget_cap, total, identity FROM jobs WHERE identity = $1",
                 &[&identity],
             )
             .await
@@ -172,7 +176,7 @@ impl Queue {
         let client = self.client("joining a job").await?;
         let row = client
             .query_opt(
-                "SELECT id, settings, budget_cap, total FROM jobs WHERE id = $1",
+                "SELECT id, settings, budget_cap, total, identity FROM jobs WHERE id = $1",
                 &[&job.0],
             )
             .await
@@ -205,6 +209,7 @@ fn job_info(r: &Row) -> Result<JobInfo, QueueError> {
         total: u64::try_from(total).map_err(|_| QueueError::Corrupt {
             what: format!("job total {total}"),
         })?,
+        identity: r.get(4),
     })
 }
 

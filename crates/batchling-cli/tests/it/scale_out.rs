@@ -37,9 +37,15 @@ fn worker_on(
     prefix: &Prefix,
     rpm: u64,
 ) -> Run {
-    let rpm = rpm.to_string();
-    let concurrency = CONCURRENCY.to_string();
-    Run::new(input).against(mock).loud().args(&[
+    Run::new(input)
+        .against(mock)
+        .loud()
+        .args(&worker_args(store, limiter, prefix, rpm))
+}
+
+/// A worker's arguments beyond the input and the fake provider.
+fn worker_args<'a>(store: &'a str, limiter: &'a str, prefix: &'a Prefix, rpm: u64) -> Vec<String> {
+    [
         "--store",
         store,
         "--limiter",
@@ -47,11 +53,13 @@ fn worker_on(
         "--limiter-prefix",
         &prefix.0,
         "--rpm",
-        &rpm,
+        &rpm.to_string(),
         "--ignore-limit-headers",
         "--concurrency",
-        &concurrency,
-    ])
+        &CONCURRENCY.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// The fake provider at `rpm`, enforced per second, answering after
@@ -179,7 +187,8 @@ fn a_store_gone_for_a_while_holds_the_workers_and_the_job_finishes_when_it_retur
 }
 
 #[test]
-fn a_worker_killed_while_the_store_is_away_hands_its_answers_over_when_started_again() {
+fn a_worker_killed_while_the_store_is_away_hands_its_answers_over_when_started_again_by_another_address()
+ {
     const N: usize = 400;
     let mock = per_second(6_000, 200);
     let (schema, prefix) = (Schema::new("outbox"), Prefix::new("outbox"));
@@ -198,7 +207,14 @@ fn a_worker_killed_while_the_store_is_away_hands_its_answers_over_when_started_a
         mock.stats().ok >= answered_then + 10
     });
     let run = running.kill();
-    proxy.restore();
+    // Started again reaching the same database by another address (the
+    // proxy stays cut): its local journal is the job's, not the address's.
+    let direct = store_on(&schema, 5432);
+    let run = run
+        .clear_args()
+        .against(&mock)
+        .loud()
+        .args(&worker_args(&direct, REDIS, &prefix, 6_000));
     let sent_before = mock.stats().requests;
     let o = run.run();
 

@@ -268,8 +268,8 @@ impl Run {
         self
     }
 
-    pub(crate) fn args(mut self, args: &[&str]) -> Run {
-        self.args.extend(args.iter().map(OsString::from));
+    pub(crate) fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: &[S]) -> Run {
+        self.args.extend(args.iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
