@@ -189,6 +189,11 @@ impl PgJobStore {
         self.job.id
     }
 
+    /// The whole job's counts and money, as the store has them now.
+    pub(crate) async fn job_status(&self) -> Result<batchling_queue::JobStatus, QueueError> {
+        self.shared.queue.status(self.job.id).await
+    }
+
     /// True when this process loaded the job (false: it joined it).
     pub(crate) fn loaded_here(&self) -> bool {
         self.loaded_here

@@ -63,6 +63,9 @@ pub(crate) async fn run(mut s: RunSettings) -> Result<ExitCode> {
     }
     report_stop(&summary, &s.job.state);
     if let Some((store, _outbox, url)) = &store {
+        if !s.quiet {
+            print_job_totals(store).await;
+        }
         eprintln!(
             "{d}: another machine joins it with: batchling run --store {url} --job {id} -o OUTPUT",
             id = store.job_id(),
@@ -70,6 +73,18 @@ pub(crate) async fn run(mut s: RunSettings) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(exit_code(&summary)))
+}
+
+/// The summary's attempts, tokens and cost are this worker's; the job's
+/// own, over every worker, are the store's.
+async fn print_job_totals(store: &PgJobStore) {
+    match store.job_status().await {
+        Ok(j) => eprintln!(
+            "  the job    {} of {} done, {} failed, ${:.4} spent by all its workers (the attempts, tokens and cost above are this worker's)",
+            j.done, j.total, j.failed, j.spent
+        ),
+        Err(e) => eprintln!("  the job    its totals could not be read from the store: {e}"),
+    }
 }
 
 /// `--store`: open the job (load the input or join it), take this

@@ -178,6 +178,7 @@ fn two_workers_share_one_job_and_each_request_is_sent_once() {
     let worker = || {
         Run::new(&input)
             .against(&mock)
+            .loud()
             .args(&["--store", &url, "--concurrency", "8"])
     };
     let (a, b) = (worker().spawn(), worker().spawn());
@@ -185,6 +186,14 @@ fn two_workers_share_one_job_and_each_request_is_sent_once() {
     a.assert_code(0);
     b.assert_code(0);
     assert_eq!(job_id(&a.stderr), job_id(&b.stderr));
+    // Each summary ends with the whole job's totals, not only its own.
+    for o in [&a, &b] {
+        assert!(
+            o.stderr.contains("the job    200 of 200 done, 0 failed, $"),
+            "{}",
+            o.stderr
+        );
+    }
     // Each worker writes the whole job's output, from the store.
     assert_eq!(ids(&a.out_lines()), want);
     assert_eq!(ids(&b.out_lines()), want);
