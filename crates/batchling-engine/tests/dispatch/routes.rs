@@ -134,16 +134,28 @@ async fn a_primary_that_degrades_then_dies_leaves_every_line_answered_once() {
     let expected = by_primary as f64 * 50e-6 + by_fallback as f64 * 380e-6;
     let cost = summary.cost_usd.expect("priced");
     assert!((cost - expected).abs() < 1e-9, "{cost} vs {expected}");
-    // Once dead, the primary gets one probe per circuit interval (at most),
-    // besides the stragglers: the next attempt of a request last sent to it
-    // before it was known dead (in flight, or backing off, then; a backoff
-    // may end well after).
-    let known_dead = dies_at + secs(1);
+    // Once its circuit is open, the dead primary gets one probe per interval
+    // (at most). When it opens is found, not assumed: the paused clock jumps
+    // ahead while the journal's blocking writes run, so the failures may come
+    // back a second or more after the death. It is open from the last send
+    // before the first quiet second since then. A request last sent before
+    // that may come back after it (a backoff ends later): its next attempt
+    // is a straggler, not a probe.
+    let sends = primary.sends();
+    let since: Vec<Duration> = sends
+        .iter()
+        .map(|s| s.at)
+        .filter(|at| *at > dies_at)
+        .collect();
+    let opened = (since.windows(2))
+        .find(|p| p[1] - p[0] >= secs(1))
+        .map(|p| p[0])
+        .expect("the dead primary's circuit opens");
     let mut last_sent = std::collections::HashMap::new();
     let mut late = Vec::new();
-    for s in primary.sends() {
+    for s in sends {
         let before = last_sent.insert(s.custom_id.clone(), s.at);
-        if s.at > known_dead && before.is_none_or(|at| at > known_dead) {
+        if s.at > opened && before.is_none_or(|at| at > opened) {
             late.push(s.at);
         }
     }
