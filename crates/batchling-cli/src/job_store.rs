@@ -635,13 +635,11 @@ impl JobStore for PgJobStore {
     /// The schema, the job's id and the identity it was loaded under: not
     /// the address, which another worker (or a restart) may spell otherwise.
     fn journal_key(&self) -> String {
-        let identity: String = (self.job.identity.iter())
-            .map(|b| format!("{b:02x}"))
-            .collect();
         format!(
-            "job {} schema {} identity {identity}",
+            "job {} schema {} identity {}",
             self.job.id,
-            self.shared.queue.schema()
+            self.shared.queue.schema(),
+            batchling_core::hex::hex(&self.job.identity)
         )
     }
 

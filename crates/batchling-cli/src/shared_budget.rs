@@ -63,11 +63,7 @@ fn upstream_digest(base_url: &str, key: Option<&ApiKey>) -> String {
     ctx.update(base_url.trim_end_matches('/').as_bytes());
     ctx.update(&[0]);
     ctx.update(key.map_or("", ApiKey::expose).as_bytes());
-    let digest = ctx.finish();
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    batchling_core::hex::hex(&ctx.finish().as_ref()[..16])
 }
 
 fn scaled(limit: Option<u64>) -> Option<u64> {

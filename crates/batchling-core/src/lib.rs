@@ -24,6 +24,7 @@
 //! - [`seqset`]: [`SeqSet`], the set of input lines a journal has finished.
 //! - [`Order`]: the order output lines are written in.
 //! - [`duration`]: Go-style durations (`6m0s`) used in rate-limit headers.
+//! - [`hex`]: lower-case hex, for digests that name things.
 //!
 //! # Glossary
 //! A *request* is one input line; an *attempt* is one HTTP call for it; a
@@ -39,6 +40,7 @@ pub mod batch;
 pub mod clock;
 pub mod duration;
 pub mod endpoint;
+pub mod hex;
 pub mod json;
 pub mod limits;
 pub mod output;

@@ -43,10 +43,7 @@ pub(crate) fn owner_of(key: &str) -> String {
         &digest::SHA256,
         format!("batchling-owner\0{key}").as_bytes(),
     );
-    d.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    batchling_core::hex::hex(&d.as_ref()[..16])
 }
 
 /// An error in OpenAI's envelope:
